@@ -1,0 +1,484 @@
+//! Record payloads: series definitions and batches of points.
+//!
+//! The byte layout is specified in `docs/format.md` ("Records"); the golden tests in
+//! `tests/golden.rs` pin it.
+
+use crate::bytes::{Reader, put_ivarint, put_str, put_uvarint};
+use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::ids::{SeriesId, Timestamp};
+use crate::key::{
+    MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, SeriesKey,
+};
+use crate::update::{Op, Point};
+
+/// The most points one batch record may hold.
+pub const MAX_BATCH_POINTS: usize = 1 << 20;
+/// The most definitions one series-definition record may hold.
+pub const MAX_SERIES_DEFS: usize = 1 << 20;
+
+/// The smallest encoded point: a one-byte id, a one-byte delta, a tag and no value.
+const MIN_POINT_LEN: usize = 3;
+/// The smallest encoded definition: id, name length, one name byte, label count.
+const MIN_DEF_LEN: usize = 4;
+
+/// Operation codes in the low three bits of a point's tag byte.
+const OP_COUNTER_ADD: u8 = 1;
+const OP_COUNTER_SET: u8 = 2;
+const OP_GAUGE_SET: u8 = 3;
+const OP_GAUGE_ADD: u8 = 4;
+const OP_HISTOGRAM_OBSERVE: u8 = 5;
+const OP_DELETE: u8 = 6;
+const OP_MASK: u8 = 0x07;
+/// Tag bit: the value is stored as a zigzag varint integer instead of 8 bytes of f64.
+const TAG_INT_VALUE: u8 = 0x08;
+/// Integers at or above this magnitude are stored as f64 (the varint would not be shorter).
+const INT_VALUE_LIMIT: i64 = 1 << 48;
+
+/// The type of a record, stored in its frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum RecordType {
+    /// Series definitions: segment-local [`SeriesId`] to [`SeriesKey`].
+    SeriesDefs = 1,
+    /// A batch of points that refer to series by id.
+    Batch = 2,
+}
+
+impl RecordType {
+    /// The record type stored as `byte`, if it is one.
+    #[must_use]
+    pub fn from_byte(byte: u8) -> Option<RecordType> {
+        match byte {
+            1 => Some(RecordType::SeriesDefs),
+            2 => Some(RecordType::Batch),
+            _ => None,
+        }
+    }
+}
+
+/// One series definition: from now on in this segment, `id` stands for `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesDef {
+    /// The segment-local id.
+    pub id: SeriesId,
+    /// The series it stands for.
+    pub key: SeriesKey,
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// Series definitions.
+    SeriesDefs(Vec<SeriesDef>),
+    /// A batch of points.
+    Batch(Vec<Point>),
+}
+
+impl Record {
+    /// The record's type.
+    #[must_use]
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Record::SeriesDefs(_) => RecordType::SeriesDefs,
+            Record::Batch(_) => RecordType::Batch,
+        }
+    }
+
+    /// Encodes the record's payload, appending it to `out`.
+    ///
+    /// # Errors
+    /// As [`encode_series_defs`] and [`encode_batch`]; `out` is then unchanged.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Record::SeriesDefs(defs) => encode_series_defs(defs, out),
+            Record::Batch(points) => encode_batch(points, out),
+        }
+    }
+
+    /// Decodes a payload of the given type.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] whose offset counts from the start of `payload`.
+    pub fn decode(record_type: RecordType, payload: &[u8]) -> Result<Record, DecodeError> {
+        match record_type {
+            RecordType::SeriesDefs => decode_series_defs(payload).map(Record::SeriesDefs),
+            RecordType::Batch => decode_batch(payload).map(Record::Batch),
+        }
+    }
+}
+
+fn limit(what: &'static str, limit: usize, found: usize) -> EncodeError {
+    EncodeError::LimitExceeded {
+        what,
+        limit: limit as u64,
+        found: found as u64,
+    }
+}
+
+/// Encodes series definitions, appending the payload to `out`.
+///
+/// # Errors
+/// [`EncodeError::LimitExceeded`] above [`MAX_SERIES_DEFS`] definitions; `out` is unchanged.
+pub fn encode_series_defs(defs: &[SeriesDef], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if defs.len() > MAX_SERIES_DEFS {
+        return Err(limit("series definitions", MAX_SERIES_DEFS, defs.len()));
+    }
+    put_uvarint(out, defs.len() as u64);
+    for def in defs {
+        put_uvarint(out, u64::from(def.id.0));
+        put_str(out, def.key.name());
+        put_uvarint(out, def.key.labels().len() as u64);
+        for label in def.key.labels() {
+            put_str(out, label.name());
+            put_str(out, label.value());
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a series-definition payload. Every key is validated as [`SeriesKey::new`] would.
+///
+/// # Errors
+/// A [`DecodeError`] whose offset counts from the start of `payload`.
+pub fn decode_series_defs(payload: &[u8]) -> Result<Vec<SeriesDef>, DecodeError> {
+    let mut r = Reader::new(payload);
+    let count = r.uvarint_max(MAX_SERIES_DEFS as u64, "series definition count")? as usize;
+    // Never trust a count for an allocation: no more items than the bytes could hold.
+    let mut defs = Vec::with_capacity(count.min(r.remaining() / MIN_DEF_LEN));
+    for _ in 0..count {
+        let at = r.pos();
+        let id = r.uvarint_max(u64::from(u32::MAX), "series id")?;
+        let name = r.str(MAX_METRIC_NAME_LEN, "metric name")?;
+        let label_count = r.uvarint_max(MAX_LABELS as u64, "label count")? as usize;
+        let mut labels = Vec::with_capacity(label_count);
+        for _ in 0..label_count {
+            let label_name = r.str(MAX_LABEL_NAME_LEN, "label name")?;
+            let value = r.str(MAX_LABEL_VALUE_LEN, "label value")?;
+            labels.push((label_name.to_string(), value.to_string()));
+        }
+        let key = SeriesKey::from_canonical(name, labels)
+            .map_err(|e| r.err(at, DecodeErrorKind::InvalidKey(e)))?;
+        defs.push(SeriesDef {
+            id: SeriesId(id as u32),
+            key,
+        });
+    }
+    r.finish()?;
+    Ok(defs)
+}
+
+/// Encodes a batch of points, appending the payload to `out`.
+///
+/// Timestamps are delta-encoded from one point to the next; integral values below 2^48 take
+/// a varint instead of eight bytes, so a typical point costs 4 to 6 bytes.
+///
+/// # Errors
+/// [`EncodeError::Invalid`] for a value [`Op::validate`] refuses, and
+/// [`EncodeError::LimitExceeded`] above [`MAX_BATCH_POINTS`] points; `out` is then unchanged.
+pub fn encode_batch(points: &[Point], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if points.len() > MAX_BATCH_POINTS {
+        return Err(limit("points", MAX_BATCH_POINTS, points.len()));
+    }
+    let start = out.len();
+    out.reserve(points.len() * 6 + 12);
+    put_uvarint(out, points.len() as u64);
+    let mut prev_ts = points.first().map_or(0, |p| p.timestamp.0);
+    put_ivarint(out, prev_ts);
+    for (index, point) in points.iter().enumerate() {
+        if let Err(source) = point.op.validate() {
+            out.truncate(start);
+            return Err(EncodeError::Invalid { index, source });
+        }
+        put_uvarint(out, u64::from(point.series.0));
+        put_ivarint(out, point.timestamp.0.wrapping_sub(prev_ts));
+        prev_ts = point.timestamp.0;
+        let (code, value) = match point.op {
+            Op::CounterAdd(v) => (OP_COUNTER_ADD, v),
+            Op::CounterSet(v) => (OP_COUNTER_SET, v),
+            Op::GaugeSet(v) => (OP_GAUGE_SET, v),
+            Op::GaugeAdd(v) => (OP_GAUGE_ADD, v),
+            Op::HistogramObserve(v) => (OP_HISTOGRAM_OBSERVE, v),
+            Op::Delete => {
+                out.push(OP_DELETE);
+                continue;
+            }
+        };
+        let int = value as i64;
+        if (int as f64).to_bits() == value.to_bits() && int.abs() < INT_VALUE_LIMIT {
+            out.push(code | TAG_INT_VALUE);
+            put_ivarint(out, int);
+        } else {
+            out.push(code);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the points of a batch payload one at a time, without collecting them.
+///
+/// ```
+/// use ingestor_codec::{BatchReader, Op, Point, SeriesId, Timestamp, encode_batch};
+/// let points = [Point { series: SeriesId(3), timestamp: Timestamp(1_000), op: Op::GaugeSet(0.5) }];
+/// let mut payload = Vec::new();
+/// encode_batch(&points, &mut payload)?;
+/// let reader = BatchReader::new(&payload)?;
+/// assert_eq!(reader.len(), 1);
+/// let decoded: Vec<Point> = reader.collect::<Result<_, _>>()?;
+/// assert_eq!(decoded, points);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BatchReader<'a> {
+    r: Reader<'a>,
+    left: usize,
+    prev_ts: i64,
+    failed: bool,
+}
+
+impl<'a> BatchReader<'a> {
+    /// Starts reading a batch payload.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] if the batch header (count and base timestamp) does not decode.
+    pub fn new(payload: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(payload);
+        let left = r.uvarint_max(MAX_BATCH_POINTS as u64, "point count")? as usize;
+        let prev_ts = r.ivarint()?;
+        Ok(BatchReader {
+            r,
+            left,
+            prev_ts,
+            failed: false,
+        })
+    }
+
+    /// How many points are left to read.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.left
+    }
+
+    /// Whether every point has been read.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    fn point(&mut self) -> Result<Point, DecodeError> {
+        let r = &mut self.r;
+        let id = r.uvarint_max(u64::from(u32::MAX), "series id")?;
+        // Deltas wrap on both sides, so every pair of i64 timestamps round-trips.
+        let timestamp = self.prev_ts.wrapping_add(r.ivarint()?);
+        self.prev_ts = timestamp;
+        let at = r.pos();
+        let tag = r.u8()?;
+        if tag & !(OP_MASK | TAG_INT_VALUE) != 0 {
+            return Err(r.err(at, DecodeErrorKind::UnknownOp(tag)));
+        }
+        let code = tag & OP_MASK;
+        if code == OP_DELETE {
+            if tag != OP_DELETE {
+                return Err(r.err(at, DecodeErrorKind::UnknownOp(tag)));
+            }
+            return Ok(Point {
+                series: SeriesId(id as u32),
+                timestamp: Timestamp(timestamp),
+                op: Op::Delete,
+            });
+        }
+        let value = if tag & TAG_INT_VALUE != 0 {
+            r.ivarint()? as f64
+        } else {
+            r.f64_le()?
+        };
+        let op = match code {
+            OP_COUNTER_ADD => Op::CounterAdd(value),
+            OP_COUNTER_SET => Op::CounterSet(value),
+            OP_GAUGE_SET => Op::GaugeSet(value),
+            OP_GAUGE_ADD => Op::GaugeAdd(value),
+            OP_HISTOGRAM_OBSERVE => Op::HistogramObserve(value),
+            _ => return Err(r.err(at, DecodeErrorKind::UnknownOp(tag))),
+        };
+        op.validate()
+            .map_err(|e| r.err(at, DecodeErrorKind::InvalidValue(e)))?;
+        Ok(Point {
+            series: SeriesId(id as u32),
+            timestamp: Timestamp(timestamp),
+            op,
+        })
+    }
+}
+
+impl Iterator for BatchReader<'_> {
+    type Item = Result<Point, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if self.left == 0 {
+            // Bytes after the last point are corruption, reported once.
+            if let Err(e) = self.r.finish() {
+                self.failed = true;
+                return Some(Err(e));
+            }
+            return None;
+        }
+        self.left -= 1;
+        let item = self.point();
+        self.failed = item.is_err();
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left + 1))
+    }
+}
+
+/// Decodes a whole batch payload.
+///
+/// # Errors
+/// A [`DecodeError`] whose offset counts from the start of `payload`.
+pub fn decode_batch(payload: &[u8]) -> Result<Vec<Point>, DecodeError> {
+    let reader = BatchReader::new(payload)?;
+    // Never trust a count for an allocation: no more points than the bytes could hold.
+    let mut points = Vec::with_capacity(reader.len().min(payload.len() / MIN_POINT_LEN));
+    for point in reader {
+        points.push(point?);
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(series: u32, ts: i64, op: Op) -> Point {
+        Point {
+            series: SeriesId(series),
+            timestamp: Timestamp(ts),
+            op,
+        }
+    }
+
+    #[test]
+    fn integral_values_take_a_varint_and_others_eight_bytes() {
+        let mut small = Vec::new();
+        encode_batch(&[p(1, 10, Op::CounterAdd(1.0))], &mut small).unwrap();
+        // count, base ts (2 bytes), id, delta, tag, value.
+        assert_eq!(small.len(), 1 + 1 + 1 + 1 + 1 + 1);
+        let mut float = Vec::new();
+        encode_batch(&[p(1, 10, Op::CounterAdd(1.5))], &mut float).unwrap();
+        assert_eq!(float.len(), small.len() - 1 + 8);
+    }
+
+    #[test]
+    fn values_keep_their_exact_bits() {
+        let values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            1e300,
+            2f64.powi(48),
+            2f64.powi(48) - 1.0,
+            0.1,
+            -7.0,
+        ];
+        let points: Vec<Point> = values.iter().map(|&v| p(2, 5, Op::GaugeSet(v))).collect();
+        let mut out = Vec::new();
+        encode_batch(&points, &mut out).unwrap();
+        let back = decode_batch(&out).unwrap();
+        for (a, b) in points.iter().zip(&back) {
+            assert_eq!(
+                a.op.value().unwrap().to_bits(),
+                b.op.value().unwrap().to_bits()
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_points_leave_nothing_behind() {
+        let mut out = vec![0xAA];
+        let err = encode_batch(
+            &[p(1, 0, Op::GaugeSet(1.0)), p(1, 0, Op::CounterAdd(-1.0))],
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, EncodeError::Invalid { index: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(out, [0xAA]);
+    }
+
+    #[test]
+    fn decoder_reports_trailing_bytes_and_bad_tags() {
+        let mut out = Vec::new();
+        encode_batch(&[p(1, 0, Op::Delete)], &mut out).unwrap();
+        let mut trailing = out.clone();
+        trailing.push(0);
+        assert_eq!(
+            decode_batch(&trailing).unwrap_err().kind,
+            DecodeErrorKind::TrailingBytes(1)
+        );
+        let mut bad_tag = out.clone();
+        *bad_tag.last_mut().unwrap() = 0x40;
+        let err = decode_batch(&bad_tag).unwrap_err();
+        assert_eq!(err.kind, DecodeErrorKind::UnknownOp(0x40));
+        assert_eq!(err.offset, out.len() as u64 - 1);
+    }
+
+    #[test]
+    fn decoder_refuses_invalid_values_from_disk() {
+        let mut out = Vec::new();
+        encode_batch(&[p(1, 0, Op::GaugeSet(0.5))], &mut out).unwrap();
+        let n = out.len();
+        out[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert!(matches!(
+            decode_batch(&out).unwrap_err().kind,
+            DecodeErrorKind::InvalidValue(_)
+        ));
+    }
+
+    #[test]
+    fn huge_counts_do_not_allocate() {
+        // A count of a million points with no bytes behind it: an error, not a 24 MB Vec.
+        let mut out = Vec::new();
+        put_uvarint(&mut out, MAX_BATCH_POINTS as u64);
+        put_ivarint(&mut out, 0);
+        assert!(matches!(
+            decode_batch(&out).unwrap_err().kind,
+            DecodeErrorKind::Truncated { .. }
+        ));
+        let mut over = Vec::new();
+        put_uvarint(&mut over, MAX_BATCH_POINTS as u64 + 1);
+        assert!(matches!(
+            decode_batch(&over).unwrap_err().kind,
+            DecodeErrorKind::LimitExceeded { .. }
+        ));
+    }
+
+    #[test]
+    fn series_defs_round_trip_and_validate() {
+        let defs = vec![
+            SeriesDef {
+                id: SeriesId(0),
+                key: SeriesKey::new("up", Vec::<(&str, &str)>::new()).unwrap(),
+            },
+            SeriesDef {
+                id: SeriesId(70_000),
+                key: SeriesKey::new("http_requests", [("code", "200"), ("path", "/x")]).unwrap(),
+            },
+        ];
+        let mut out = Vec::new();
+        encode_series_defs(&defs, &mut out).unwrap();
+        assert_eq!(decode_series_defs(&out).unwrap(), defs);
+        // Corrupt the metric name's first byte into a digit: a key error at the def's offset.
+        let name_at = 1 + 1 + 1; // count, id 0, name length
+        out[name_at] = b'9';
+        let err = decode_series_defs(&out).unwrap_err();
+        assert!(matches!(err.kind, DecodeErrorKind::InvalidKey(_)), "{err}");
+        assert_eq!(err.offset, 1);
+    }
+}

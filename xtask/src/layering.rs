@@ -1,0 +1,138 @@
+//! The layering rule of DESIGN.md, enforced from `cargo metadata`: which crate of ours may
+//! depend on which. No arrow points up or sideways.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// For each library crate of ours, the crates of ours it may depend on (any dependency kind:
+/// normal, build or dev). `None` marks a crate free to depend on anything (tooling).
+pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> {
+    const CODEC: &str = "ingestor-codec";
+    const FS: &str = "ingestor-fs";
+    const WAL: &str = "ingestor-wal";
+    const MEMSTORE: &str = "ingestor-memstore";
+    const SNAPSHOT: &str = "ingestor-snapshot";
+    const FACADE: &str = "ingestor";
+    Some(match package {
+        "ingestor-codec" | "ingestor-fs" => Some(&[]),
+        "ingestor-wal" => Some(&[CODEC, FS]),
+        "ingestor-memstore" => Some(&[CODEC]),
+        "ingestor-snapshot" => Some(&[CODEC, FS, MEMSTORE]),
+        "ingestor" => Some(&[CODEC, FS, WAL, MEMSTORE, SNAPSHOT]),
+        "ingestor-cli" => Some(&[FACADE]),
+        "xtask" | "ingestor-benches" | "ingestor-fuzz" => None,
+        _ => return None,
+    })
+}
+
+/// Every breach of the rule in a `cargo metadata --format-version 1 --no-deps` document.
+pub(crate) fn violations(metadata: &Value) -> Vec<String> {
+    let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
+    let ours: BTreeSet<String> = packages
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for package in &packages {
+        let name = package["name"].as_str().unwrap_or("?");
+        let Some(rule) = allowed(name) else {
+            out.push(format!(
+                "{name}: a crate the layering rule does not know; add it to xtask/src/layering.rs \
+                 with the crates it may depend on"
+            ));
+            continue;
+        };
+        let Some(rule) = rule else { continue };
+        let mut seen = BTreeMap::new();
+        for dep in package["dependencies"].as_array().into_iter().flatten() {
+            let dep_name = dep["name"].as_str().unwrap_or("?");
+            if ours.contains(dep_name) && !rule.contains(&dep_name) {
+                let kind = dep["kind"].as_str().unwrap_or("normal");
+                seen.entry(dep_name.to_string()).or_insert(kind.to_string());
+            }
+        }
+        for (dep, kind) in seen {
+            out.push(format!(
+                "{name} depends on {dep} ({kind} dependency), which DESIGN.md's layering forbids; \
+                 {name} may depend only on [{}]",
+                rule.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// Runs `cargo metadata` on the workspace and returns the breaches.
+pub(crate) fn check_workspace() -> Result<Vec<String>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let metadata: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("cargo metadata output: {e}"))?;
+    Ok(violations(&metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn package(name: &str, deps: &[(&str, Option<&str>)]) -> Value {
+        let deps: Vec<Value> = deps
+            .iter()
+            .map(|(d, kind)| json!({ "name": d, "kind": kind }))
+            .collect();
+        json!({ "name": name, "dependencies": deps })
+    }
+
+    #[test]
+    fn the_real_workspace_keeps_the_layering() {
+        assert_eq!(check_workspace().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_upward_or_sideways_dependency_is_reported() {
+        let metadata = json!({ "packages": [
+            package("ingestor-codec", &[("ingestor-fs", None), ("crc32c", None)]),
+            package("ingestor-fs", &[]),
+            package("ingestor-memstore", &[("ingestor-codec", None), ("ingestor-wal", Some("dev"))]),
+            package("ingestor-wal", &[("ingestor-codec", None), ("ingestor-fs", None)]),
+            package("xtask", &[("ingestor-wal", None)]),
+        ]});
+        let found = violations(&metadata);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].starts_with("ingestor-codec depends on ingestor-fs (normal"),
+            "{}",
+            found[0]
+        );
+        assert!(
+            found[1].starts_with("ingestor-memstore depends on ingestor-wal (dev"),
+            "{}",
+            found[1]
+        );
+    }
+
+    #[test]
+    fn an_unknown_crate_of_ours_is_reported() {
+        let metadata = json!({ "packages": [package("ingestor-extra", &[])] });
+        assert_eq!(violations(&metadata).len(), 1);
+    }
+}

@@ -1,0 +1,80 @@
+//! Automation for the ingestor workspace, in Rust rather than shell.
+//!
+//! - `cargo xtask ci`: runs exactly what CI runs (`bash .ci/run`).
+//! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
+
+mod layering;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs)
+  layering   check that no crate depends on one DESIGN.md's layering forbids";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("layering") => layering(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!(
+                "{}{USAGE}",
+                other
+                    .map(|c| format!("unknown command {c:?}\n\n"))
+                    .unwrap_or_default()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn ci() -> ExitCode {
+    let status = Command::new("bash")
+        .arg(".ci/run")
+        .current_dir(root())
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("xtask ci: .ci/run failed ({s})");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("xtask ci: cannot run bash .ci/run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn layering() -> ExitCode {
+    match layering::check_workspace() {
+        Ok(v) if v.is_empty() => {
+            println!("layering: every dependency points down, as DESIGN.md lays out");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            for line in v {
+                eprintln!("layering: {line}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("layering: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
