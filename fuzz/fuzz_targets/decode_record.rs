@@ -6,9 +6,10 @@ use ingestor_codec::{Compression, decode_record, encode_record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((record, _)) = decode_record(data) {
+    if let Ok(decoded) = decode_record(data) {
         let mut out = Vec::new();
-        encode_record(&record, Compression::None, &mut out).expect("a decoded record re-encodes");
-        assert_eq!(decode_record(&out).expect("re-encoded frame decodes").0, record);
+        encode_record(&decoded.record, decoded.lsn, Compression::None, &mut out)
+            .expect("a decoded record re-encodes");
+        assert_eq!(decode_record(&out).expect("re-encoded frame decodes").record, decoded.record);
     }
 });

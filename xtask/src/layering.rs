@@ -30,10 +30,8 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
 /// Every breach of the rule in a `cargo metadata --format-version 1 --no-deps` document.
 pub(crate) fn violations(metadata: &Value) -> Vec<String> {
     let packages = metadata["packages"].as_array().cloned().unwrap_or_default();
-    let ours: BTreeSet<String> = packages
-        .iter()
-        .filter_map(|p| p["name"].as_str().map(str::to_string))
-        .collect();
+    let ours: BTreeSet<String> =
+        packages.iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect();
     let mut out = Vec::new();
     for package in &packages {
         let name = package["name"].as_str().unwrap_or("?");
@@ -68,20 +66,11 @@ pub(crate) fn violations(metadata: &Value) -> Vec<String> {
 pub(crate) fn check_workspace() -> Result<Vec<String>, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr)));
     }
     let metadata: Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("cargo metadata output: {e}"))?;
@@ -95,10 +84,8 @@ mod tests {
     use super::*;
 
     fn package(name: &str, deps: &[(&str, Option<&str>)]) -> Value {
-        let deps: Vec<Value> = deps
-            .iter()
-            .map(|(d, kind)| json!({ "name": d, "kind": kind }))
-            .collect();
+        let deps: Vec<Value> =
+            deps.iter().map(|(d, kind)| json!({ "name": d, "kind": kind })).collect();
         json!({ "name": name, "dependencies": deps })
     }
 

@@ -25,9 +25,7 @@ fn main() -> ExitCode {
         other => {
             eprintln!(
                 "{}{USAGE}",
-                other
-                    .map(|c| format!("unknown command {c:?}\n\n"))
-                    .unwrap_or_default()
+                other.map(|c| format!("unknown command {c:?}\n\n")).unwrap_or_default()
             );
             ExitCode::from(2)
         }
@@ -36,17 +34,11 @@ fn main() -> ExitCode {
 
 /// The workspace root: xtask lives one level below it.
 fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn ci() -> ExitCode {
-    let status = Command::new("bash")
-        .arg(".ci/run")
-        .current_dir(root())
-        .status();
+    let status = Command::new("bash").arg(".ci/run").current_dir(root()).status();
     match status {
         Ok(s) if s.success() => ExitCode::SUCCESS,
         Ok(s) => {

@@ -43,19 +43,17 @@ fn codec(c: &mut Criterion) {
     let record = Record::Batch(batch());
     for (name, compression) in [("plain", Compression::None), ("lz4", Compression::Lz4)] {
         let mut encoded = Vec::new();
-        encode_record(&record, compression, &mut encoded).unwrap();
+        encode_record(&record, Lsn(1), compression, &mut encoded).unwrap();
         let mut group = c.benchmark_group(format!("batch_1000_{name}"));
         group.throughput(Throughput::Elements(1000));
         let mut out = Vec::with_capacity(encoded.len() * 2);
         group.bench_function("encode", |b| {
             b.iter(|| {
                 out.clear();
-                encode_record(black_box(&record), compression, &mut out).unwrap()
+                encode_record(black_box(&record), Lsn(1), compression, &mut out).unwrap()
             })
         });
-        group.bench_function("decode", |b| {
-            b.iter(|| decode_record(black_box(&encoded)).unwrap())
-        });
+        group.bench_function("decode", |b| b.iter(|| decode_record(black_box(&encoded)).unwrap()));
         group.bench_function("decode_streaming", |b| {
             b.iter(|| {
                 let frame = decode_frame(black_box(&encoded)).unwrap();
@@ -69,9 +67,7 @@ fn codec(c: &mut Criterion) {
         group.finish();
         let mut bytes = c.benchmark_group(format!("batch_1000_{name}_bytes"));
         bytes.throughput(Throughput::Bytes(encoded.len() as u64));
-        bytes.bench_function("decode", |b| {
-            b.iter(|| decode_record(black_box(&encoded)).unwrap())
-        });
+        bytes.bench_function("decode", |b| b.iter(|| decode_record(black_box(&encoded)).unwrap()));
         bytes.finish();
         println!(
             "batch_1000_{name}: {} bytes, {:.2} bytes/update",

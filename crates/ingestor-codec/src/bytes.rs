@@ -113,14 +113,7 @@ impl<'a> Reader<'a> {
         let at = self.pos;
         let v = self.uvarint()?;
         if v > limit {
-            return Err(self.err(
-                at,
-                DecodeErrorKind::LimitExceeded {
-                    what,
-                    limit,
-                    found: v,
-                },
-            ));
+            return Err(self.err(at, DecodeErrorKind::LimitExceeded { what, limit, found: v }));
         }
         Ok(v)
     }
@@ -170,16 +163,7 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_the_edges() {
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
             let mut out = Vec::new();
             put_uvarint(&mut out, v);
             let mut r = Reader::new(&out);
@@ -199,23 +183,14 @@ mod tests {
         assert_eq!(r.u8().unwrap(), 5);
         let err = r.uvarint().unwrap_err();
         assert_eq!(err.offset, 1);
-        assert_eq!(
-            err.kind,
-            DecodeErrorKind::Truncated {
-                needed: 3,
-                available: 2
-            }
-        );
+        assert_eq!(err.kind, DecodeErrorKind::Truncated { needed: 3, available: 2 });
         assert!(matches!(
             Reader::new(&[]).uvarint().unwrap_err().kind,
             DecodeErrorKind::Truncated { .. }
         ));
         // Eleven continuation bytes: longer than any 64-bit varint.
         let long = [0xffu8; 11];
-        assert_eq!(
-            Reader::new(&long).uvarint().unwrap_err().kind,
-            DecodeErrorKind::BadVarint
-        );
+        assert_eq!(Reader::new(&long).uvarint().unwrap_err().kind, DecodeErrorKind::BadVarint);
     }
 
     #[test]
@@ -224,14 +199,7 @@ mod tests {
         put_str(&mut out, "héllo");
         assert_eq!(Reader::new(&out).str(16, "s").unwrap(), "héllo");
         let err = Reader::new(&out).str(3, "s").unwrap_err();
-        assert!(matches!(
-            err.kind,
-            DecodeErrorKind::LimitExceeded {
-                limit: 3,
-                found: 6,
-                ..
-            }
-        ));
+        assert!(matches!(err.kind, DecodeErrorKind::LimitExceeded { limit: 3, found: 6, .. }));
         let bad = [2u8, 0xff, 0xfe];
         assert_eq!(
             Reader::new(&bad).str(16, "s").unwrap_err().kind,
@@ -240,10 +208,7 @@ mod tests {
         let short = [5u8, b'a'];
         assert!(matches!(
             Reader::new(&short).str(16, "s").unwrap_err().kind,
-            DecodeErrorKind::Truncated {
-                needed: 5,
-                available: 1
-            }
+            DecodeErrorKind::Truncated { needed: 5, available: 1 }
         ));
     }
 }

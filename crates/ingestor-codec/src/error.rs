@@ -110,19 +110,11 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn frame(offset: usize, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError {
-            section: Section::Frame,
-            offset: offset as u64,
-            kind,
-        }
+        DecodeError { section: Section::Frame, offset: offset as u64, kind }
     }
 
     pub(crate) fn payload(offset: usize, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError {
-            section: Section::Payload,
-            offset: offset as u64,
-            kind,
-        }
+        DecodeError { section: Section::Payload, offset: offset as u64, kind }
     }
 }
 

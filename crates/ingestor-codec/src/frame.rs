@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  masked CRC32C (u32 LE) of bytes 4 .. 10 + len
+//!      0     4  masked CRC32C (u32 LE) of bytes 4 .. 18 + len
 //!      4     4  len: payload bytes as stored (u32 LE), at most MAX_PAYLOAD_LEN
-//!      8     1  record type (1 = series definitions, 2 = batch)
+//!      8     1  record type (1..=255, opaque to the frame layer; 0 is invalid)
 //!      9     1  flags: bits 0-1 compression (0 none, 1 LZ4, 2 Zstd); bits 2-7 zero
-//!     10   len  payload; when compressed: uvarint decompressed length, then the compressed bytes
+//!     10     8  LSN of the record (u64 LE)
+//!     18   len  payload; when compressed: uvarint decompressed length, then the compressed bytes
 //! ```
 //!
 //! `docs/format.md` ("Frames") is the specification; `tests/golden.rs` pins it.
@@ -15,14 +16,14 @@ use std::borrow::Cow;
 
 use crate::bytes::{Reader, put_uvarint};
 use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
-use crate::record::RecordType;
+use crate::ids::Lsn;
 
 /// The version of the frame and record formats described in `docs/format.md`. Segment and
 /// snapshot headers carry it; a reader refuses a version it does not know. Any change to the
 /// bytes a writer produces for the same input bumps it.
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes in a frame header.
-pub const FRAME_HEADER_LEN: usize = 10;
+pub const FRAME_HEADER_LEN: usize = 18;
 /// The largest payload a frame may carry, stored or decompressed: 32 MiB.
 pub const MAX_PAYLOAD_LEN: usize = 32 << 20;
 /// Payloads shorter than this are never compressed: the gain cannot pay for the work.
@@ -31,7 +32,7 @@ pub const MIN_COMPRESS_LEN: usize = 128;
 /// mask of LevelDB and RocksDB).
 pub const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 
-const _: () = assert!(FRAME_HEADER_LEN == 10);
+const _: () = assert!(FRAME_HEADER_LEN == 18);
 const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);
 
 /// Masks a CRC32C for storage: rotate right by 15 bits and add [`CRC_MASK_DELTA`].
@@ -90,15 +91,17 @@ pub struct FrameHeader {
     pub masked_crc: u32,
     /// Payload bytes as stored.
     pub payload_len: u32,
-    /// The record type.
-    pub record_type: RecordType,
+    /// The record type (opaque to the frame layer; never 0).
+    pub record_type: u8,
     /// How the payload is stored.
     pub codec: Codec,
+    /// The record's log sequence number.
+    pub lsn: Lsn,
 }
 
 impl FrameHeader {
-    /// Parses a header: refuses an all-zero header ([`DecodeErrorKind::Zeroed`]), an unknown
-    /// record type or flag, and a length above [`MAX_PAYLOAD_LEN`]. The checksum can only be
+    /// Parses a header: refuses an all-zero header ([`DecodeErrorKind::Zeroed`]), record
+    /// type 0, an unknown flag, and a length above [`MAX_PAYLOAD_LEN`]. The checksum can only be
     /// verified with the payload, by [`FrameHeader::verify`].
     ///
     /// # Errors
@@ -119,10 +122,10 @@ impl FrameHeader {
                 },
             ));
         }
-        let record_type = RecordType::from_byte(bytes[8]).ok_or(DecodeError::frame(
-            8,
-            DecodeErrorKind::UnknownRecordType(bytes[8]),
-        ))?;
+        let record_type = bytes[8];
+        if record_type == 0 {
+            return Err(DecodeError::frame(8, DecodeErrorKind::UnknownRecordType(0)));
+        }
         let flags = bytes[9];
         let codec = match flags {
             0 => Codec::None,
@@ -130,11 +133,14 @@ impl FrameHeader {
             2 => Codec::Zstd,
             _ => return Err(DecodeError::frame(9, DecodeErrorKind::UnknownFlags(flags))),
         };
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&bytes[10..18]);
         Ok(FrameHeader {
             masked_crc,
             payload_len,
             record_type,
             codec,
+            lsn: Lsn(u64::from_le_bytes(lsn)),
         })
     }
 
@@ -144,8 +150,8 @@ impl FrameHeader {
         FRAME_HEADER_LEN + self.payload_len as usize
     }
 
-    /// Verifies the checksum over the header's length, type and flags (`header[4..]`) and the
-    /// stored payload.
+    /// Verifies the checksum over the header's length, type, flags and LSN (`header[4..]`)
+    /// and the stored payload.
     ///
     /// # Errors
     /// [`DecodeErrorKind::ChecksumMismatch`], at offset 0 of the frame.
@@ -197,20 +203,19 @@ impl FrameHeader {
             Codec::None => unreachable!("handled above"),
         };
         if out.len() != declared {
-            return Err(fail(format!(
-                "{} bytes decompressed, {declared} declared",
-                out.len()
-            )));
+            return Err(fail(format!("{} bytes decompressed, {declared} declared", out.len())));
         }
         Ok(Cow::Owned(out))
     }
 }
 
-/// A decoded frame: its record type and its (decompressed) payload.
+/// A decoded frame: its LSN, record type and (decompressed) payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame<'a> {
-    /// The record type.
-    pub record_type: RecordType,
+    /// The record's log sequence number.
+    pub lsn: Lsn,
+    /// The record type (never 0).
+    pub record_type: u8,
     /// How the payload was stored.
     pub codec: Codec,
     /// The record payload, decompressed.
@@ -248,6 +253,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     header.verify(header_bytes, stored)?;
     let payload = header.decode_payload(stored)?;
     Ok(Frame {
+        lsn: header.lsn,
         record_type: header.record_type,
         codec: header.codec,
         payload,
@@ -258,15 +264,20 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
 /// Appends one frame to `out`, writing the payload with `write_payload` directly into `out`
 /// (no copy when the payload is stored uncompressed). Returns the frame's length.
 ///
+/// # Panics
+/// If `record_type` is 0, which no reader accepts (a caller's bug, not an input error).
+///
 /// # Errors
 /// The error of `write_payload`, or [`EncodeError::LimitExceeded`] for a payload above
 /// [`MAX_PAYLOAD_LEN`]; `out` is then unchanged.
 pub fn encode_frame_with(
-    record_type: RecordType,
+    lsn: Lsn,
+    record_type: u8,
     compression: Compression,
     out: &mut Vec<u8>,
     write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<usize, EncodeError> {
+    assert_ne!(record_type, 0, "record type 0 is reserved: no reader accepts it");
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     if let Err(e) = write_payload(out) {
@@ -290,8 +301,9 @@ pub fn encode_frame_with(
     };
     let payload_len = (out.len() - payload_start) as u32;
     out[start + 4..start + 8].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 8] = record_type as u8;
+    out[start + 8] = record_type;
     out[start + 9] = codec as u8;
+    out[start + 10..start + 18].copy_from_slice(&lsn.0.to_le_bytes());
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&mask_crc(crc).to_le_bytes());
     Ok(out.len() - start)
@@ -324,13 +336,17 @@ fn compress_in_place(compression: Compression, out: &mut Vec<u8>, payload_start:
 ///
 /// # Errors
 /// [`EncodeError::LimitExceeded`] for a payload above [`MAX_PAYLOAD_LEN`].
+///
+/// # Panics
+/// If `record_type` is 0.
 pub fn encode_frame(
-    record_type: RecordType,
+    lsn: Lsn,
+    record_type: u8,
     payload: &[u8],
     compression: Compression,
     out: &mut Vec<u8>,
 ) -> Result<usize, EncodeError> {
-    encode_frame_with(record_type, compression, out, |out| {
+    encode_frame_with(lsn, record_type, compression, out, |out| {
         out.extend_from_slice(payload);
         Ok(())
     })
@@ -345,12 +361,9 @@ mod tests {
         for crc in [0, 1, 0xdead_beef, u32::MAX] {
             assert_eq!(unmask_crc(mask_crc(crc)), crc);
         }
-        // The CRC of an empty frame with zero length/type/flags is not zero once masked.
-        assert_ne!(mask_crc(crc32c::crc32c(&[0; 6])), 0);
-        assert_eq!(
-            decode_frame(&[0; 32]).unwrap_err().kind,
-            DecodeErrorKind::Zeroed
-        );
+        // The CRC of an empty frame with zero length/type/flags/LSN is not zero once masked.
+        assert_ne!(mask_crc(crc32c::crc32c(&[0; FRAME_HEADER_LEN - 4])), 0);
+        assert_eq!(decode_frame(&[0; 32]).unwrap_err().kind, DecodeErrorKind::Zeroed);
     }
 
     #[test]
@@ -367,68 +380,45 @@ mod tests {
             .collect();
         for compression in [Compression::Lz4, Compression::Zstd { level: 3 }] {
             let mut out = Vec::new();
-            encode_frame(RecordType::Batch, &compressible, compression, &mut out).unwrap();
+            encode_frame(Lsn(7), 1, &compressible, compression, &mut out).unwrap();
             let frame = decode_frame(&out).unwrap();
             assert_ne!(frame.codec, Codec::None);
             assert!(out.len() < 200, "{} bytes", out.len());
             assert_eq!(frame.payload.as_ref(), compressible.as_slice());
 
             let mut out = Vec::new();
-            encode_frame(RecordType::Batch, &incompressible, compression, &mut out).unwrap();
+            encode_frame(Lsn(7), 1, &incompressible, compression, &mut out).unwrap();
             assert_eq!(decode_frame(&out).unwrap().codec, Codec::None);
             assert_eq!(out.len(), FRAME_HEADER_LEN + incompressible.len());
         }
         let mut out = Vec::new();
-        encode_frame(
-            RecordType::Batch,
-            &[7u8; MIN_COMPRESS_LEN - 1],
-            Compression::Lz4,
-            &mut out,
-        )
-        .unwrap();
+        encode_frame(Lsn(7), 1, &[7u8; MIN_COMPRESS_LEN - 1], Compression::Lz4, &mut out).unwrap();
         assert_eq!(decode_frame(&out).unwrap().codec, Codec::None);
     }
 
     #[test]
     fn truncation_is_reported_with_offsets() {
         let mut out = Vec::new();
-        encode_frame(RecordType::Batch, b"hello", Compression::None, &mut out).unwrap();
+        encode_frame(Lsn(7), 1, b"hello", Compression::None, &mut out).unwrap();
         let err = decode_frame(&out[..4]).unwrap_err();
         assert_eq!(err.offset, 0);
-        assert!(matches!(
-            err.kind,
-            DecodeErrorKind::Truncated {
-                needed: 10,
-                available: 4
-            }
-        ));
-        let err = decode_frame(&out[..12]).unwrap_err();
-        assert_eq!(err.offset, 10);
-        assert!(matches!(
-            err.kind,
-            DecodeErrorKind::Truncated {
-                needed: 5,
-                available: 2
-            }
-        ));
+        assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 18, available: 4 }));
+        let err = decode_frame(&out[..20]).unwrap_err();
+        assert_eq!(err.offset, 18);
+        assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 5, available: 2 }));
     }
 
     #[test]
     fn header_fields_are_checked() {
         let mut out = Vec::new();
-        encode_frame(RecordType::SeriesDefs, b"x", Compression::None, &mut out).unwrap();
+        encode_frame(Lsn(7), 1, b"x", Compression::None, &mut out).unwrap();
+        assert_eq!(decode_frame(&out).unwrap().lsn, Lsn(7));
         let mut bad = out.clone();
-        bad[8] = 9;
-        assert_eq!(
-            decode_frame(&bad).unwrap_err().kind,
-            DecodeErrorKind::UnknownRecordType(9)
-        );
+        bad[8] = 0;
+        assert_eq!(decode_frame(&bad).unwrap_err().kind, DecodeErrorKind::UnknownRecordType(0));
         let mut bad = out.clone();
         bad[9] = 0x04;
-        assert_eq!(
-            decode_frame(&bad).unwrap_err().kind,
-            DecodeErrorKind::UnknownFlags(0x04)
-        );
+        assert_eq!(decode_frame(&bad).unwrap_err().kind, DecodeErrorKind::UnknownFlags(0x04));
         let mut bad = out.clone();
         bad[4..8].copy_from_slice(&(MAX_PAYLOAD_LEN as u32 + 1).to_le_bytes());
         assert!(matches!(
@@ -440,7 +430,7 @@ mod tests {
     #[test]
     fn oversized_payloads_are_refused_and_leave_nothing() {
         let mut out = vec![1, 2, 3];
-        let err = encode_frame_with(RecordType::Batch, Compression::None, &mut out, |out| {
+        let err = encode_frame_with(Lsn(7), 1, Compression::None, &mut out, |out| {
             out.resize(out.len() + MAX_PAYLOAD_LEN + 1, 0);
             Ok(())
         })
@@ -453,16 +443,13 @@ mod tests {
     fn lying_decompressed_length_is_an_error_not_an_allocation() {
         let payload = vec![1u8; 1000];
         let mut out = Vec::new();
-        encode_frame(RecordType::Batch, &payload, Compression::Lz4, &mut out).unwrap();
+        encode_frame(Lsn(7), 1, &payload, Compression::Lz4, &mut out).unwrap();
         // Rewrite the declared length (a 2-byte varint for 1000) to 999 and fix the checksum.
-        assert_eq!(&out[10..12], &[0xe8, 0x07]);
-        out[10] = 0xe7;
+        assert_eq!(&out[18..20], &[0xe8, 0x07]);
+        out[18] = 0xe7;
         let crc = crc32c::crc32c(&out[4..]);
         out[..4].copy_from_slice(&mask_crc(crc).to_le_bytes());
         let err = decode_frame(&out).unwrap_err();
-        assert!(
-            matches!(err.kind, DecodeErrorKind::Decompress { codec: "lz4", .. }),
-            "{err}"
-        );
+        assert!(matches!(err.kind, DecodeErrorKind::Decompress { codec: "lz4", .. }), "{err}");
     }
 }

@@ -79,21 +79,13 @@ impl SeriesKey {
                 return Err(ValidationError::TooManyLabels { max: MAX_LABELS });
             }
             validate_label(label_name, value)?;
-            out.push(Label {
-                name: label_name.into(),
-                value: value.into(),
-            });
+            out.push(Label { name: label_name.into(), value: value.into() });
         }
         out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if let Some(pair) = out.windows(2).find(|w| w[0].name == w[1].name) {
-            return Err(ValidationError::DuplicateLabel {
-                name: pair[0].name.to_string(),
-            });
+            return Err(ValidationError::DuplicateLabel { name: pair[0].name.to_string() });
         }
-        Ok(SeriesKey {
-            name: name.into(),
-            labels: out.into_boxed_slice(),
-        })
+        Ok(SeriesKey { name: name.into(), labels: out.into_boxed_slice() })
     }
 
     /// Builds a key from labels that must already be in canonical order (strictly
@@ -120,15 +112,9 @@ impl SeriesKey {
                     });
                 }
             }
-            out.push(Label {
-                name: label_name.into(),
-                value: value.into(),
-            });
+            out.push(Label { name: label_name.into(), value: value.into() });
         }
-        Ok(SeriesKey {
-            name: name.into(),
-            labels: out.into_boxed_slice(),
-        })
+        Ok(SeriesKey { name: name.into(), labels: out.into_boxed_slice() })
     }
 
     /// The metric name.
@@ -146,10 +132,7 @@ impl SeriesKey {
     /// The value of the label `name`, if the series has it.
     #[must_use]
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .binary_search_by(|l| (*l.name).cmp(name))
-            .ok()
-            .map(|i| &*self.labels[i].value)
+        self.labels.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &*self.labels[i].value)
     }
 }
 
@@ -199,19 +182,13 @@ fn validate_metric_name(name: &str) -> Result<(), ValidationError> {
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
     {
         Some("it must start with a letter, '_' or ':'")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
-    {
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
         Some("it may contain only letters, digits, '_' and ':'")
     } else {
         None
     };
     match reason {
-        Some(reason) => Err(ValidationError::MetricName {
-            name: excerpt(name),
-            reason,
-        }),
+        Some(reason) => Err(ValidationError::MetricName { name: excerpt(name), reason }),
         None => Ok(()),
     }
 }
@@ -221,11 +198,7 @@ fn validate_label(name: &str, value: &str) -> Result<(), ValidationError> {
         Some("it is empty")
     } else if name.len() > MAX_LABEL_NAME_LEN {
         Some("it is longer than 255 bytes")
-    } else if !name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-    {
+    } else if !name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') {
         Some("it must start with a letter or '_'")
     } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Some("it may contain only letters, digits and '_'")
@@ -235,10 +208,7 @@ fn validate_label(name: &str, value: &str) -> Result<(), ValidationError> {
         None
     };
     if let Some(reason) = reason {
-        return Err(ValidationError::LabelName {
-            name: excerpt(name),
-            reason,
-        });
+        return Err(ValidationError::LabelName { name: excerpt(name), reason });
     }
     let reason = if value.is_empty() {
         Some("it is empty (an empty value means an absent label; omit the label)")
@@ -248,10 +218,7 @@ fn validate_label(name: &str, value: &str) -> Result<(), ValidationError> {
         None
     };
     match reason {
-        Some(reason) => Err(ValidationError::LabelValue {
-            label: excerpt(name),
-            reason,
-        }),
+        Some(reason) => Err(ValidationError::LabelValue { label: excerpt(name), reason }),
         None => Ok(()),
     }
 }
@@ -278,13 +245,9 @@ mod tests {
         for ok in ["a", "_", ":", "http_requests_total", "ns:rule:rate5m", "A9"] {
             SeriesKey::new(ok, Vec::<(&str, &str)>::new()).unwrap();
         }
-        for (bad, reason) in [
-            ("", "empty"),
-            ("9a", "start"),
-            ("a-b", "only"),
-            ("é", "start"),
-            ("a b", "only"),
-        ] {
+        for (bad, reason) in
+            [("", "empty"), ("9a", "start"), ("a-b", "only"), ("é", "start"), ("a b", "only")]
+        {
             let err = SeriesKey::new(bad, Vec::<(&str, &str)>::new()).unwrap_err();
             assert!(
                 matches!(&err, ValidationError::MetricName { reason: r, .. } if r.contains(reason)),
@@ -308,16 +271,12 @@ mod tests {
         ];
         for (name, value, reason) in cases {
             let err = SeriesKey::new("m", [(name, value)]).unwrap_err();
-            assert!(
-                err.to_string().contains(reason),
-                "{name:?}={value:?}: {err}"
-            );
+            assert!(err.to_string().contains(reason), "{name:?}={value:?}: {err}");
         }
         let err = SeriesKey::new("m", [("a", "1"), ("a", "2")]).unwrap_err();
         assert_eq!(err, ValidationError::DuplicateLabel { name: "a".into() });
-        let many: Vec<(String, String)> = (0..=MAX_LABELS)
-            .map(|i| (format!("l{i}"), "v".to_string()))
-            .collect();
+        let many: Vec<(String, String)> =
+            (0..=MAX_LABELS).map(|i| (format!("l{i}"), "v".to_string())).collect();
         assert_eq!(
             SeriesKey::new("m", many.clone()).unwrap_err(),
             ValidationError::TooManyLabels { max: MAX_LABELS }
@@ -329,12 +288,7 @@ mod tests {
     fn display_escapes_values() {
         let key = SeriesKey::new("m", [("a", "x\"y\\z\nw")]).unwrap();
         assert_eq!(key.to_string(), r#"m{a="x\"y\\z\nw"}"#);
-        assert_eq!(
-            SeriesKey::new("m", Vec::<(&str, &str)>::new())
-                .unwrap()
-                .to_string(),
-            "m"
-        );
+        assert_eq!(SeriesKey::new("m", Vec::<(&str, &str)>::new()).unwrap().to_string(), "m");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //!
 //! ```
 //! use ingestor_codec::{
-//!     Compression, Op, Point, Record, SeriesDef, SeriesId, SeriesKey, Timestamp, decode_record,
-//!     encode_record,
+//!     Compression, Lsn, Op, Point, Record, SeriesDef, SeriesId, SeriesKey, Timestamp,
+//!     decode_record, encode_record,
 //! };
 //!
 //! // A series is defined once per segment, then points refer to it by a small id.
@@ -18,20 +18,22 @@
 //!     Point { series: SeriesId(0), timestamp: Timestamp(1_700_000_000_250), op: Op::CounterAdd(2.0) },
 //! ]);
 //!
+//! // Each record travels in a frame that carries its log sequence number.
+//! // Each record travels in a frame that carries its log sequence number.
 //! let mut log = Vec::new();
-//! encode_record(&defs, Compression::None, &mut log)?;
-//! let batch_len = encode_record(&batch, Compression::Lz4, &mut log)?;
-//! // 10 bytes of frame header, 7 of batch header, then about 5 bytes a point.
-//! assert!(batch_len <= 30, "a point costs a few bytes, not its label set");
+//! encode_record(&defs, Lsn(1), Compression::None, &mut log)?;
+//! let batch_len = encode_record(&batch, Lsn(2), Compression::Lz4, &mut log)?;
+//! // 18 bytes of frame header, 7 of batch header, then about 5 bytes a point.
+//! assert!(batch_len <= 40, "a point costs a few bytes, not its label set");
 //!
-//! let (first, used) = decode_record(&log)?;
-//! assert_eq!(first, defs);
-//! let (second, _) = decode_record(&log[used..])?;
-//! assert_eq!(second, batch);
+//! let first = decode_record(&log)?;
+//! assert_eq!((first.lsn, &first.record), (Lsn(1), &defs));
+//! let second = decode_record(&log[first.frame_len..])?;
+//! assert_eq!((second.lsn, &second.record), (Lsn(2), &batch));
 //!
 //! // Every single-bit flip is caught by the checksum.
-//! log[used + 12] ^= 0x10;
-//! assert!(decode_record(&log[used..]).is_err());
+//! log[first.frame_len + 20] ^= 0x10;
+//! assert!(decode_record(&log[first.frame_len..]).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -42,8 +44,8 @@
 //!   against the bytes that remain.
 //! - Every decode error is typed ([`DecodeErrorKind`]) and says where: the byte offset in the
 //!   frame or in the record payload ([`Section`]).
-//! - The frame checksum (CRC32C, masked) covers the length, the record type, the flags and
-//!   the stored payload, so any change to any of those bytes is detected, and an all-zero
+//! - The frame checksum (CRC32C, masked) covers the length, the record type, the flags, the
+//!   LSN and the stored payload, so any change to any of those bytes is detected, and an all-zero
 //!   header never validates.
 //! - Keys and values read back are validated exactly as user input is: what decodes is
 //!   something the ingestor could have accepted.
@@ -75,31 +77,40 @@ pub use record::{
 };
 pub use update::{MetricKind, Op, Point, Update};
 
-/// Appends `record` to `out` as one frame. Returns the frame's length in bytes.
+/// Appends `record` to `out` as one frame with LSN `lsn`. Returns the frame's length.
 ///
 /// # Errors
 /// An [`EncodeError`] for an invalid value or a record over the limits; `out` is then
 /// unchanged.
 pub fn encode_record(
     record: &Record,
+    lsn: Lsn,
     compression: Compression,
     out: &mut Vec<u8>,
 ) -> Result<usize, EncodeError> {
-    encode_frame_with(record.record_type(), compression, out, |out| {
-        record.encode(out)
-    })
+    encode_frame_with(lsn, record.record_type() as u8, compression, out, |out| record.encode(out))
 }
 
-/// Decodes the frame at the start of `buf` and its record. Returns the record and the
-/// frame's length, so that the next frame starts at `buf[len..]`.
+/// A record decoded from a frame by [`decode_record`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedRecord {
+    /// The frame's LSN.
+    pub lsn: Lsn,
+    /// The record.
+    pub record: Record,
+    /// Bytes the frame took: the next frame starts this far on.
+    pub frame_len: usize,
+}
+
+/// Decodes the frame at the start of `buf` and its record.
 ///
 /// # Errors
 /// A [`DecodeError`]: its [`Section`] says whether the offset counts in the frame or in the
 /// (decompressed) record payload.
-pub fn decode_record(buf: &[u8]) -> Result<(Record, usize), DecodeError> {
+pub fn decode_record(buf: &[u8]) -> Result<DecodedRecord, DecodeError> {
     let frame = decode_frame(buf)?;
     let record = Record::decode(frame.record_type, &frame.payload)?;
-    Ok((record, frame.frame_len))
+    Ok(DecodedRecord { lsn: frame.lsn, record, frame_len: frame.frame_len })
 }
 
 /// The README's tour, compiled and run as a doctest so that it stays true.

@@ -34,7 +34,7 @@ const TAG_INT_VALUE: u8 = 0x08;
 /// Integers at or above this magnitude are stored as f64 (the varint would not be shorter).
 const INT_VALUE_LIMIT: i64 = 1 << 48;
 
-/// The type of a record, stored in its frame header.
+/// The type of a metric record, stored as the type byte of its frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum RecordType {
@@ -95,24 +95,22 @@ impl Record {
         }
     }
 
-    /// Decodes a payload of the given type.
+    /// Decodes a payload whose frame has type byte `record_type`.
     ///
     /// # Errors
-    /// A [`DecodeError`] whose offset counts from the start of `payload`.
-    pub fn decode(record_type: RecordType, payload: &[u8]) -> Result<Record, DecodeError> {
-        match record_type {
-            RecordType::SeriesDefs => decode_series_defs(payload).map(Record::SeriesDefs),
-            RecordType::Batch => decode_batch(payload).map(Record::Batch),
+    /// [`DecodeErrorKind::UnknownRecordType`] for a type byte that is not a [`RecordType`];
+    /// otherwise a [`DecodeError`] whose offset counts from the start of `payload`.
+    pub fn decode(record_type: u8, payload: &[u8]) -> Result<Record, DecodeError> {
+        match RecordType::from_byte(record_type) {
+            Some(RecordType::SeriesDefs) => decode_series_defs(payload).map(Record::SeriesDefs),
+            Some(RecordType::Batch) => decode_batch(payload).map(Record::Batch),
+            None => Err(DecodeError::payload(0, DecodeErrorKind::UnknownRecordType(record_type))),
         }
     }
 }
 
 fn limit(what: &'static str, limit: usize, found: usize) -> EncodeError {
-    EncodeError::LimitExceeded {
-        what,
-        limit: limit as u64,
-        found: found as u64,
-    }
+    EncodeError::LimitExceeded { what, limit: limit as u64, found: found as u64 }
 }
 
 /// Encodes series definitions, appending the payload to `out`.
@@ -158,10 +156,7 @@ pub fn decode_series_defs(payload: &[u8]) -> Result<Vec<SeriesDef>, DecodeError>
         }
         let key = SeriesKey::from_canonical(name, labels)
             .map_err(|e| r.err(at, DecodeErrorKind::InvalidKey(e)))?;
-        defs.push(SeriesDef {
-            id: SeriesId(id as u32),
-            key,
-        });
+        defs.push(SeriesDef { id: SeriesId(id as u32), key });
     }
     r.finish()?;
     Ok(defs)
@@ -244,12 +239,7 @@ impl<'a> BatchReader<'a> {
         let mut r = Reader::new(payload);
         let left = r.uvarint_max(MAX_BATCH_POINTS as u64, "point count")? as usize;
         let prev_ts = r.ivarint()?;
-        Ok(BatchReader {
-            r,
-            left,
-            prev_ts,
-            failed: false,
-        })
+        Ok(BatchReader { r, left, prev_ts, failed: false })
     }
 
     /// How many points are left to read.
@@ -286,11 +276,7 @@ impl<'a> BatchReader<'a> {
                 op: Op::Delete,
             });
         }
-        let value = if tag & TAG_INT_VALUE != 0 {
-            r.ivarint()? as f64
-        } else {
-            r.f64_le()?
-        };
+        let value = if tag & TAG_INT_VALUE != 0 { r.ivarint()? as f64 } else { r.f64_le()? };
         let op = match code {
             OP_COUNTER_ADD => Op::CounterAdd(value),
             OP_COUNTER_SET => Op::CounterSet(value),
@@ -299,13 +285,8 @@ impl<'a> BatchReader<'a> {
             OP_HISTOGRAM_OBSERVE => Op::HistogramObserve(value),
             _ => return Err(r.err(at, DecodeErrorKind::UnknownOp(tag))),
         };
-        op.validate()
-            .map_err(|e| r.err(at, DecodeErrorKind::InvalidValue(e)))?;
-        Ok(Point {
-            series: SeriesId(id as u32),
-            timestamp: Timestamp(timestamp),
-            op,
-        })
+        op.validate().map_err(|e| r.err(at, DecodeErrorKind::InvalidValue(e)))?;
+        Ok(Point { series: SeriesId(id as u32), timestamp: Timestamp(timestamp), op })
     }
 }
 
@@ -354,11 +335,7 @@ mod tests {
     use super::*;
 
     fn p(series: u32, ts: i64, op: Op) -> Point {
-        Point {
-            series: SeriesId(series),
-            timestamp: Timestamp(ts),
-            op,
-        }
+        Point { series: SeriesId(series), timestamp: Timestamp(ts), op }
     }
 
     #[test]
@@ -374,41 +351,23 @@ mod tests {
 
     #[test]
     fn values_keep_their_exact_bits() {
-        let values = [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            1e300,
-            2f64.powi(48),
-            2f64.powi(48) - 1.0,
-            0.1,
-            -7.0,
-        ];
+        let values = [0.0, -0.0, 1.0, -1.0, 1e300, 2f64.powi(48), 2f64.powi(48) - 1.0, 0.1, -7.0];
         let points: Vec<Point> = values.iter().map(|&v| p(2, 5, Op::GaugeSet(v))).collect();
         let mut out = Vec::new();
         encode_batch(&points, &mut out).unwrap();
         let back = decode_batch(&out).unwrap();
         for (a, b) in points.iter().zip(&back) {
-            assert_eq!(
-                a.op.value().unwrap().to_bits(),
-                b.op.value().unwrap().to_bits()
-            );
+            assert_eq!(a.op.value().unwrap().to_bits(), b.op.value().unwrap().to_bits());
         }
     }
 
     #[test]
     fn invalid_points_leave_nothing_behind() {
         let mut out = vec![0xAA];
-        let err = encode_batch(
-            &[p(1, 0, Op::GaugeSet(1.0)), p(1, 0, Op::CounterAdd(-1.0))],
-            &mut out,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, EncodeError::Invalid { index: 1, .. }),
-            "{err}"
-        );
+        let err =
+            encode_batch(&[p(1, 0, Op::GaugeSet(1.0)), p(1, 0, Op::CounterAdd(-1.0))], &mut out)
+                .unwrap_err();
+        assert!(matches!(err, EncodeError::Invalid { index: 1, .. }), "{err}");
         assert_eq!(out, [0xAA]);
     }
 
@@ -418,10 +377,7 @@ mod tests {
         encode_batch(&[p(1, 0, Op::Delete)], &mut out).unwrap();
         let mut trailing = out.clone();
         trailing.push(0);
-        assert_eq!(
-            decode_batch(&trailing).unwrap_err().kind,
-            DecodeErrorKind::TrailingBytes(1)
-        );
+        assert_eq!(decode_batch(&trailing).unwrap_err().kind, DecodeErrorKind::TrailingBytes(1));
         let mut bad_tag = out.clone();
         *bad_tag.last_mut().unwrap() = 0x40;
         let err = decode_batch(&bad_tag).unwrap_err();
@@ -435,10 +391,7 @@ mod tests {
         encode_batch(&[p(1, 0, Op::GaugeSet(0.5))], &mut out).unwrap();
         let n = out.len();
         out[n - 8..].copy_from_slice(&f64::NAN.to_le_bytes());
-        assert!(matches!(
-            decode_batch(&out).unwrap_err().kind,
-            DecodeErrorKind::InvalidValue(_)
-        ));
+        assert!(matches!(decode_batch(&out).unwrap_err().kind, DecodeErrorKind::InvalidValue(_)));
     }
 
     #[test]
@@ -447,10 +400,7 @@ mod tests {
         let mut out = Vec::new();
         put_uvarint(&mut out, MAX_BATCH_POINTS as u64);
         put_ivarint(&mut out, 0);
-        assert!(matches!(
-            decode_batch(&out).unwrap_err().kind,
-            DecodeErrorKind::Truncated { .. }
-        ));
+        assert!(matches!(decode_batch(&out).unwrap_err().kind, DecodeErrorKind::Truncated { .. }));
         let mut over = Vec::new();
         put_uvarint(&mut over, MAX_BATCH_POINTS as u64 + 1);
         assert!(matches!(

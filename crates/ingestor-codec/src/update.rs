@@ -104,11 +104,7 @@ impl Op {
             None
         };
         match reason {
-            Some(reason) => Err(ValidationError::Value {
-                op: self.name(),
-                value,
-                reason,
-            }),
+            Some(reason) => Err(ValidationError::Value { op: self.name(), value, reason }),
             None => Ok(()),
         }
     }
@@ -189,10 +185,7 @@ mod tests {
     fn kinds() {
         assert_eq!(Op::CounterSet(1.0).kind(), Some(MetricKind::Counter));
         assert_eq!(Op::GaugeAdd(1.0).kind(), Some(MetricKind::Gauge));
-        assert_eq!(
-            Op::HistogramObserve(1.0).kind(),
-            Some(MetricKind::Histogram)
-        );
+        assert_eq!(Op::HistogramObserve(1.0).kind(), Some(MetricKind::Histogram));
         assert_eq!(Op::Delete.kind(), None);
     }
 }

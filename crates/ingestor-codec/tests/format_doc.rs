@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ingestor_codec::{
-    CRC_MASK_DELTA, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, MAX_BATCH_POINTS,
+    CRC_MASK_DELTA, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Lsn, MAX_BATCH_POINTS,
     MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, MAX_PAYLOAD_LEN,
     MAX_SERIES_DEFS, MIN_COMPRESS_LEN, Op, Point, Record, SeriesDef, SeriesId, SeriesKey,
     Timestamp, encode_record,
@@ -32,9 +32,7 @@ fn documented_constants(doc: &str, krate: &str) -> BTreeMap<String, String> {
 fn parse_number(text: &str) -> u64 {
     match text.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
-        None => text
-            .parse()
-            .unwrap_or_else(|_| panic!("not a number: {text}")),
+        None => text.parse().unwrap_or_else(|_| panic!("not a number: {text}")),
     }
 }
 
@@ -58,16 +56,9 @@ fn constants_table_matches_the_code() {
     let documented = documented_constants(&doc(), "ingestor-codec");
     let documented_names: Vec<&str> = documented.keys().map(String::as_str).collect();
     let code_names: Vec<&str> = code.keys().copied().collect();
-    assert_eq!(
-        documented_names, code_names,
-        "the table and the code list different constants"
-    );
+    assert_eq!(documented_names, code_names, "the table and the code list different constants");
     for (name, text) in &documented {
-        assert_eq!(
-            parse_number(text),
-            code[name.as_str()],
-            "docs/format.md says {name} = {text}"
-        );
+        assert_eq!(parse_number(text), code[name.as_str()], "docs/format.md says {name} = {text}");
     }
 }
 
@@ -75,13 +66,8 @@ fn constants_table_matches_the_code() {
 /// two-digit hex tokens before the comment.
 fn documented_example(doc: &str, name: &str) -> Vec<u8> {
     let marker = format!("<!-- example:{name} -->");
-    let start = doc
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {marker} in docs/format.md"));
-    let block = doc[start..]
-        .split("```")
-        .nth(1)
-        .expect("a code block after the marker");
+    let start = doc.find(&marker).unwrap_or_else(|| panic!("no {marker} in docs/format.md"));
+    let block = doc[start..].split("```").nth(1).expect("a code block after the marker");
     let mut bytes = Vec::new();
     for line in block.lines().skip(1) {
         for token in line.split_whitespace() {
@@ -98,24 +84,16 @@ fn documented_example(doc: &str, name: &str) -> Vec<u8> {
 fn worked_examples_match_the_encoder() {
     let doc = doc();
     let batch = Record::Batch(vec![
-        Point {
-            series: SeriesId(3),
-            timestamp: Timestamp(1000),
-            op: Op::CounterAdd(1.0),
-        },
-        Point {
-            series: SeriesId(4),
-            timestamp: Timestamp(1250),
-            op: Op::GaugeSet(0.5),
-        },
+        Point { series: SeriesId(3), timestamp: Timestamp(1000), op: Op::CounterAdd(1.0) },
+        Point { series: SeriesId(4), timestamp: Timestamp(1250), op: Op::GaugeSet(0.5) },
     ]);
     let defs = Record::SeriesDefs(vec![SeriesDef {
         id: SeriesId(3),
         key: SeriesKey::new("up", [("job", "api")]).unwrap(),
     }]);
-    for (name, record) in [("batch", batch), ("defs", defs)] {
+    for (name, lsn, record) in [("batch", Lsn(8), batch), ("defs", Lsn(7), defs)] {
         let mut encoded = Vec::new();
-        encode_record(&record, Compression::None, &mut encoded).unwrap();
+        encode_record(&record, lsn, Compression::None, &mut encoded).unwrap();
         assert_eq!(documented_example(&doc, name), encoded, "example {name}");
     }
 }

@@ -5,12 +5,12 @@ mod common;
 
 use common::{hexdump, sample_batch, sample_defs};
 use ingestor_codec::{
-    Codec, Compression, DecodeErrorKind, Record, decode_frame, decode_record, encode_record,
+    Codec, Compression, DecodeErrorKind, Lsn, Record, decode_frame, decode_record, encode_record,
 };
 
 fn encode(record: &Record, compression: Compression) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_record(record, compression, &mut out).unwrap();
+    encode_record(record, Lsn(42), compression, &mut out).unwrap();
     out
 }
 
@@ -25,7 +25,7 @@ fn golden_series_defs_frames() {
     for (name, compression, codec) in CASES {
         let bytes = encode(&sample_defs(), compression);
         assert_eq!(decode_frame(&bytes).unwrap().codec, codec, "{name}");
-        assert_eq!(decode_record(&bytes).unwrap().0, sample_defs());
+        assert_eq!(decode_record(&bytes).unwrap().record, sample_defs());
         insta::assert_snapshot!(format!("series_defs_{name}"), hexdump(&bytes));
     }
 }
@@ -35,19 +35,17 @@ fn golden_batch_frames() {
     for (name, compression, codec) in CASES {
         let bytes = encode(&sample_batch(), compression);
         assert_eq!(decode_frame(&bytes).unwrap().codec, codec, "{name}");
-        assert_eq!(decode_record(&bytes).unwrap().0, sample_batch());
+        assert_eq!(decode_record(&bytes).unwrap().record, sample_batch());
         insta::assert_snapshot!(format!("batch_{name}"), hexdump(&bytes));
     }
 }
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/v1")
-        .join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1").join(name)
 }
 
 /// Version-1 frames written by the first release: they must decode to the same records with
-/// every later version. (The files were produced by `encode_record` on the sample records.)
+/// every later version. (The files were produced by `encode_record` on the sample records, at LSN 42.)
 #[test]
 fn version_1_fixtures_still_decode() {
     for (name, _, codec) in CASES {
@@ -58,12 +56,9 @@ fn version_1_fixtures_still_decode() {
             let frame = decode_frame(&bytes).unwrap();
             assert_eq!(frame.codec, codec, "{}", path.display());
             assert_eq!(frame.frame_len, bytes.len(), "{}", path.display());
-            assert_eq!(
-                decode_record(&bytes).unwrap().0,
-                record,
-                "{}",
-                path.display()
-            );
+            let decoded = decode_record(&bytes).unwrap();
+            assert_eq!(decoded.lsn, Lsn(42), "{}", path.display());
+            assert_eq!(decoded.record, record, "{}", path.display());
         }
     }
 }
@@ -73,10 +68,7 @@ fn version_1_fixtures_still_decode() {
 fn corrupt_fixture_is_a_checksum_mismatch() {
     let bytes = std::fs::read(fixture("batch_plain_bitflip.frame")).unwrap();
     let err = decode_frame(&bytes).unwrap_err();
-    assert!(
-        matches!(err.kind, DecodeErrorKind::ChecksumMismatch { .. }),
-        "{err}"
-    );
+    assert!(matches!(err.kind, DecodeErrorKind::ChecksumMismatch { .. }), "{err}");
     assert_eq!(err.offset, 0);
 }
 
@@ -85,8 +77,5 @@ fn corrupt_fixture_is_a_checksum_mismatch() {
 fn torn_fixture_is_truncated() {
     let bytes = std::fs::read(fixture("batch_plain_torn.frame")).unwrap();
     let err = decode_frame(&bytes).unwrap_err();
-    assert!(
-        matches!(err.kind, DecodeErrorKind::Truncated { .. }),
-        "{err}"
-    );
+    assert!(matches!(err.kind, DecodeErrorKind::Truncated { .. }), "{err}");
 }

@@ -4,8 +4,9 @@
 mod common;
 
 use ingestor_codec::{
-    Compression, DecodeErrorKind, Op, Point, Record, SeriesDef, SeriesId, SeriesKey, Timestamp,
-    decode_batch, decode_frame, decode_record, decode_series_defs, encode_record,
+    Compression, DecodeErrorKind, Lsn, Op, Point, Record, SeriesDef, SeriesId, SeriesKey,
+    Timestamp, decode_batch, decode_frame, decode_record, decode_series_defs, encode_frame,
+    encode_record,
 };
 use proptest::prelude::*;
 
@@ -56,20 +57,19 @@ fn compression() -> impl Strategy<Value = Compression> {
     ]
 }
 
-fn round_trip(record: &Record, compression: Compression) -> Result<(), TestCaseError> {
+fn round_trip(record: &Record, lsn: u64, compression: Compression) -> Result<(), TestCaseError> {
     let mut out = vec![0xEE]; // bytes before the frame must be left alone
-    let len = encode_record(record, compression, &mut out).unwrap();
+    let len = encode_record(record, Lsn(lsn), compression, &mut out).unwrap();
     prop_assert_eq!(len, out.len() - 1);
-    let (back, used) = decode_record(&out[1..]).unwrap();
-    prop_assert_eq!(used, len);
+    let decoded = decode_record(&out[1..]).unwrap();
+    prop_assert_eq!(decoded.frame_len, len);
+    prop_assert_eq!(decoded.lsn, Lsn(lsn));
+    let back = decoded.record;
     prop_assert_eq!(&back, record);
     // Bit-exact values, including the sign of zero.
     if let (Record::Batch(a), Record::Batch(b)) = (record, &back) {
         for (x, y) in a.iter().zip(b) {
-            prop_assert_eq!(
-                x.op.value().map(f64::to_bits),
-                y.op.value().map(f64::to_bits)
-            );
+            prop_assert_eq!(x.op.value().map(f64::to_bits), y.op.value().map(f64::to_bits));
         }
     }
     Ok(())
@@ -79,8 +79,12 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn batches_round_trip(points in proptest::collection::vec(point(), 0..300), c in compression()) {
-        round_trip(&Record::Batch(points), c)?;
+    fn batches_round_trip(
+        points in proptest::collection::vec(point(), 0..300),
+        lsn in any::<u64>(),
+        c in compression(),
+    ) {
+        round_trip(&Record::Batch(points), lsn, c)?;
     }
 
     #[test]
@@ -89,7 +93,7 @@ proptest! {
         c in compression(),
     ) {
         let defs = defs.into_iter().map(|(id, key)| SeriesDef { id: SeriesId(id), key }).collect();
-        round_trip(&Record::SeriesDefs(defs), c)?;
+        round_trip(&Record::SeriesDefs(defs), 1, c)?;
     }
 
     #[test]
@@ -104,18 +108,17 @@ proptest! {
     #[test]
     fn garbage_payloads_in_valid_frames_never_panic(
         payload in proptest::collection::vec(any::<u8>(), 0..512),
-        batch in any::<bool>(),
+        record_type in 1u8..=255,
     ) {
-        let ty = if batch { ingestor_codec::RecordType::Batch } else { ingestor_codec::RecordType::SeriesDefs };
         let mut out = Vec::new();
-        ingestor_codec::encode_frame(ty, &payload, Compression::None, &mut out).unwrap();
+        encode_frame(Lsn(9), record_type, &payload, Compression::None, &mut out).unwrap();
         let _ = decode_record(&out);
     }
 
     #[test]
     fn every_single_bit_flip_is_detected(points in proptest::collection::vec(point(), 1..20), c in compression()) {
         let mut out = Vec::new();
-        encode_record(&Record::Batch(points), c, &mut out).unwrap();
+        encode_record(&Record::Batch(points), Lsn(77), c, &mut out).unwrap();
         for bit in 0..out.len() * 8 {
             let mut flipped = out.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
@@ -130,13 +133,9 @@ proptest! {
 #[test]
 fn every_bit_flip_in_the_sample_frames_is_detected() {
     for record in [common::sample_defs(), common::sample_batch()] {
-        for c in [
-            Compression::None,
-            Compression::Lz4,
-            Compression::Zstd { level: 3 },
-        ] {
+        for c in [Compression::None, Compression::Lz4, Compression::Zstd { level: 3 }] {
             let mut out = Vec::new();
-            encode_record(&record, c, &mut out).unwrap();
+            encode_record(&record, Lsn(1 << 40), c, &mut out).unwrap();
             for bit in 0..out.len() * 8 {
                 let mut flipped = out.clone();
                 flipped[bit / 8] ^= 1 << (bit % 8);

@@ -8,10 +8,8 @@ pub fn hexdump(bytes: &[u8]) -> String {
     let mut out = String::new();
     for (i, chunk) in bytes.chunks(16).enumerate() {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
-        let ascii: String = chunk
-            .iter()
-            .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
-            .collect();
+        let ascii: String =
+            chunk.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
         out.push_str(&format!("{:06x}  {:<47}  {ascii}\n", i * 16, hex.join(" ")));
     }
     out
@@ -27,10 +25,7 @@ pub fn sample_defs() -> Record {
                 [("host", *host), ("code", *code), ("job", "frontend")],
             )
             .unwrap();
-            defs.push(SeriesDef {
-                id: SeriesId((i * 4 + j) as u32),
-                key,
-            });
+            defs.push(SeriesDef { id: SeriesId((i * 4 + j) as u32), key });
         }
     }
     Record::SeriesDefs(defs)
@@ -51,11 +46,7 @@ pub fn sample_batch() -> Record {
             _ => Op::Delete,
         };
         let ts = if i == 20 { base - 5 } else { base + i * 250 };
-        points.push(Point {
-            series: SeriesId((i % 12) as u32),
-            timestamp: Timestamp(ts),
-            op,
-        });
+        points.push(Point { series: SeriesId((i % 12) as u32), timestamp: Timestamp(ts), op });
     }
     Record::Batch(points)
 }
