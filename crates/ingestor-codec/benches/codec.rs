@@ -8,8 +8,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ingestor_codec::{
-    BatchReader, Compression, Op, Point, Record, SeriesId, Timestamp, decode_frame, decode_record,
-    encode_record,
+    BatchReader, Compression, Lsn, Op, Point, Record, SeriesId, Timestamp, decode_frame,
+    decode_record, encode_record,
 };
 
 /// The standard mix: 50% gauge sets, 40% counter adds, 10% histogram observations, one point

@@ -46,7 +46,7 @@ mod sim;
 mod std_fs;
 
 pub use sim::{CrashPolicy, Fault, FaultKind, OpKind, SimFs, SimStats};
-pub use std_fs::StdFs;
+pub use std_fs::{LOCK_FILE_NAME, StdFs};
 
 /// Linux's `EIO` ("Input/output error"), the error injected for failed reads, writes and syncs.
 pub const EIO: i32 = 5;
