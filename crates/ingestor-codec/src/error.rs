@@ -81,7 +81,7 @@ pub enum EncodeError {
 /// Which bytes a [`DecodeError`]'s offset counts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
-    /// The frame: offset 0 is the first byte of the frame header.
+    /// The frame (or, for a file header, the file): offset 0 is the first byte of the header.
     Frame,
     /// The record payload, after decompression: offset 0 is its first byte.
     Payload,
@@ -141,6 +141,12 @@ pub enum DecodeErrorKind {
         /// The checksum of the bytes read.
         computed: u32,
     },
+    /// A file does not start with the magic number of its kind.
+    #[error("bad magic number: not a file of this kind")]
+    BadMagic,
+    /// A file's format version is one this build does not read.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u16),
     /// The record type byte names no known record type.
     #[error("unknown record type {0}")]
     UnknownRecordType(u8),

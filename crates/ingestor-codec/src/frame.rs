@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     4  masked CRC32C (u32 LE) of bytes 4 .. 18 + len
+//!      0     4  masked CRC32C (u32 LE) of bytes 4 .. 22 + len
 //!      4     4  len: payload bytes as stored (u32 LE), at most MAX_PAYLOAD_LEN
 //!      8     1  record type (1..=255, opaque to the frame layer; 0 is invalid)
 //!      9     1  flags: bits 0-1 compression (0 none, 1 LZ4, 2 Zstd); bits 2-7 zero
 //!     10     8  LSN of the record (u64 LE)
-//!     18   len  payload; when compressed: uvarint decompressed length, then the compressed bytes
+//!     18     4  durable lag (u32 LE): LSN minus the log's durable LSN when the frame was
+//!               written (saturating); 0 = not known
+//!     22   len  payload; when compressed: uvarint decompressed length, then the compressed bytes
 //! ```
 //!
 //! `docs/format.md` ("Frames") is the specification; `tests/golden.rs` pins it.
@@ -23,7 +25,7 @@ use crate::ids::Lsn;
 /// bytes a writer produces for the same input bumps it.
 pub const FORMAT_VERSION: u16 = 1;
 /// Bytes in a frame header.
-pub const FRAME_HEADER_LEN: usize = 18;
+pub const FRAME_HEADER_LEN: usize = 22;
 /// The largest payload a frame may carry, stored or decompressed: 32 MiB.
 pub const MAX_PAYLOAD_LEN: usize = 32 << 20;
 /// Payloads shorter than this are never compressed: the gain cannot pay for the work.
@@ -32,7 +34,7 @@ pub const MIN_COMPRESS_LEN: usize = 128;
 /// mask of LevelDB and RocksDB).
 pub const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 
-const _: () = assert!(FRAME_HEADER_LEN == 18);
+const _: () = assert!(FRAME_HEADER_LEN == 22);
 const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);
 
 /// Masks a CRC32C for storage: rotate right by 15 bits and add [`CRC_MASK_DELTA`].
@@ -97,6 +99,9 @@ pub struct FrameHeader {
     pub codec: Codec,
     /// The record's log sequence number.
     pub lsn: Lsn,
+    /// How far the log's durable point was behind this frame when it was written (see
+    /// [`FrameFields::durable_lag`]); 0 if not known.
+    pub durable_lag: u32,
 }
 
 impl FrameHeader {
@@ -141,6 +146,7 @@ impl FrameHeader {
             record_type,
             codec,
             lsn: Lsn(u64::from_le_bytes(lsn)),
+            durable_lag: u32::from_le_bytes([bytes[18], bytes[19], bytes[20], bytes[21]]),
         })
     }
 
@@ -214,6 +220,8 @@ impl FrameHeader {
 pub struct Frame<'a> {
     /// The record's log sequence number.
     pub lsn: Lsn,
+    /// See [`FrameFields::durable_lag`].
+    pub durable_lag: u32,
     /// The record type (never 0).
     pub record_type: u8,
     /// How the payload was stored.
@@ -254,11 +262,35 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
     let payload = header.decode_payload(stored)?;
     Ok(Frame {
         lsn: header.lsn,
+        durable_lag: header.durable_lag,
         record_type: header.record_type,
         codec: header.codec,
         payload,
         frame_len: header.frame_len(),
     })
+}
+
+/// The header fields a writer chooses for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameFields {
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The record type, 1 to 255 (0 is reserved: no reader accepts it).
+    pub record_type: u8,
+    /// `lsn` minus the log's durable LSN at the moment the frame is written, saturated to
+    /// `u32::MAX`; 0 when the writer does not know. A reader that finds a damaged frame with
+    /// LSN `e` followed by a valid frame with LSN `l` and lag `g > 0` knows that `e` had been
+    /// synced before the later frame was written exactly when `l - g >= e`: the damage is
+    /// then to durable data, not a torn write.
+    pub durable_lag: u32,
+}
+
+impl FrameFields {
+    /// Fields for a frame with no durable-lag information.
+    #[must_use]
+    pub fn new(lsn: Lsn, record_type: u8) -> FrameFields {
+        FrameFields { lsn, record_type, durable_lag: 0 }
+    }
 }
 
 /// Appends one frame to `out`, writing the payload with `write_payload` directly into `out`
@@ -271,13 +303,12 @@ pub fn decode_frame(buf: &[u8]) -> Result<Frame<'_>, DecodeError> {
 /// The error of `write_payload`, or [`EncodeError::LimitExceeded`] for a payload above
 /// [`MAX_PAYLOAD_LEN`]; `out` is then unchanged.
 pub fn encode_frame_with(
-    lsn: Lsn,
-    record_type: u8,
+    fields: FrameFields,
     compression: Compression,
     out: &mut Vec<u8>,
     write_payload: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<usize, EncodeError> {
-    assert_ne!(record_type, 0, "record type 0 is reserved: no reader accepts it");
+    assert_ne!(fields.record_type, 0, "record type 0 is reserved: no reader accepts it");
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     if let Err(e) = write_payload(out) {
@@ -301,9 +332,10 @@ pub fn encode_frame_with(
     };
     let payload_len = (out.len() - payload_start) as u32;
     out[start + 4..start + 8].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 8] = record_type;
+    out[start + 8] = fields.record_type;
     out[start + 9] = codec as u8;
-    out[start + 10..start + 18].copy_from_slice(&lsn.0.to_le_bytes());
+    out[start + 10..start + 18].copy_from_slice(&fields.lsn.0.to_le_bytes());
+    out[start + 18..start + 22].copy_from_slice(&fields.durable_lag.to_le_bytes());
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&mask_crc(crc).to_le_bytes());
     Ok(out.len() - start)
@@ -346,7 +378,7 @@ pub fn encode_frame(
     compression: Compression,
     out: &mut Vec<u8>,
 ) -> Result<usize, EncodeError> {
-    encode_frame_with(lsn, record_type, compression, out, |out| {
+    encode_frame_with(FrameFields::new(lsn, record_type), compression, out, |out| {
         out.extend_from_slice(payload);
         Ok(())
     })
@@ -361,7 +393,7 @@ mod tests {
         for crc in [0, 1, 0xdead_beef, u32::MAX] {
             assert_eq!(unmask_crc(mask_crc(crc)), crc);
         }
-        // The CRC of an empty frame with zero length/type/flags/LSN is not zero once masked.
+        // The CRC of an empty frame with every header field zero is not zero once masked.
         assert_ne!(mask_crc(crc32c::crc32c(&[0; FRAME_HEADER_LEN - 4])), 0);
         assert_eq!(decode_frame(&[0; 32]).unwrap_err().kind, DecodeErrorKind::Zeroed);
     }
@@ -402,9 +434,9 @@ mod tests {
         encode_frame(Lsn(7), 1, b"hello", Compression::None, &mut out).unwrap();
         let err = decode_frame(&out[..4]).unwrap_err();
         assert_eq!(err.offset, 0);
-        assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 18, available: 4 }));
-        let err = decode_frame(&out[..20]).unwrap_err();
-        assert_eq!(err.offset, 18);
+        assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 22, available: 4 }));
+        let err = decode_frame(&out[..24]).unwrap_err();
+        assert_eq!(err.offset, 22);
         assert!(matches!(err.kind, DecodeErrorKind::Truncated { needed: 5, available: 2 }));
     }
 
@@ -430,11 +462,12 @@ mod tests {
     #[test]
     fn oversized_payloads_are_refused_and_leave_nothing() {
         let mut out = vec![1, 2, 3];
-        let err = encode_frame_with(Lsn(7), 1, Compression::None, &mut out, |out| {
-            out.resize(out.len() + MAX_PAYLOAD_LEN + 1, 0);
-            Ok(())
-        })
-        .unwrap_err();
+        let err =
+            encode_frame_with(FrameFields::new(Lsn(7), 1), Compression::None, &mut out, |out| {
+                out.resize(out.len() + MAX_PAYLOAD_LEN + 1, 0);
+                Ok(())
+            })
+            .unwrap_err();
         assert!(matches!(err, EncodeError::LimitExceeded { .. }));
         assert_eq!(out, [1, 2, 3]);
     }
@@ -445,8 +478,8 @@ mod tests {
         let mut out = Vec::new();
         encode_frame(Lsn(7), 1, &payload, Compression::Lz4, &mut out).unwrap();
         // Rewrite the declared length (a 2-byte varint for 1000) to 999 and fix the checksum.
-        assert_eq!(&out[18..20], &[0xe8, 0x07]);
-        out[18] = 0xe7;
+        assert_eq!(&out[22..24], &[0xe8, 0x07]);
+        out[22] = 0xe7;
         let crc = crc32c::crc32c(&out[4..]);
         out[..4].copy_from_slice(&mask_crc(crc).to_le_bytes());
         let err = decode_frame(&out).unwrap_err();

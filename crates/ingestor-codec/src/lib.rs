@@ -23,8 +23,8 @@
 //! let mut log = Vec::new();
 //! encode_record(&defs, Lsn(1), Compression::None, &mut log)?;
 //! let batch_len = encode_record(&batch, Lsn(2), Compression::Lz4, &mut log)?;
-//! // 18 bytes of frame header, 7 of batch header, then about 5 bytes a point.
-//! assert!(batch_len <= 40, "a point costs a few bytes, not its label set");
+//! // 22 bytes of frame header, 7 of batch header, then about 5 bytes a point.
+//! assert!(batch_len <= 45, "a point costs a few bytes, not its label set");
 //!
 //! let first = decode_record(&log)?;
 //! assert_eq!((first.lsn, &first.record), (Lsn(1), &defs));
@@ -32,7 +32,7 @@
 //! assert_eq!((second.lsn, &second.record), (Lsn(2), &batch));
 //!
 //! // Every single-bit flip is caught by the checksum.
-//! log[first.frame_len + 20] ^= 0x10;
+//! log[first.frame_len + 24] ^= 0x10;
 //! assert!(decode_record(&log[first.frame_len..]).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -59,13 +59,14 @@ mod frame;
 mod ids;
 mod key;
 mod record;
+mod segment;
 mod update;
 
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, Section, ValidationError};
 pub use frame::{
-    CRC_MASK_DELTA, Codec, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Frame, FrameHeader,
-    MAX_PAYLOAD_LEN, MIN_COMPRESS_LEN, decode_frame, encode_frame, encode_frame_with, mask_crc,
-    unmask_crc,
+    CRC_MASK_DELTA, Codec, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Frame, FrameFields,
+    FrameHeader, MAX_PAYLOAD_LEN, MIN_COMPRESS_LEN, decode_frame, encode_frame, encode_frame_with,
+    mask_crc, unmask_crc,
 };
 pub use ids::{Lsn, SeriesId, Timestamp};
 pub use key::{
@@ -75,6 +76,7 @@ pub use record::{
     BatchReader, MAX_BATCH_POINTS, MAX_SERIES_DEFS, Record, RecordType, SeriesDef, decode_batch,
     decode_series_defs, encode_batch, encode_series_defs,
 };
+pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use update::{MetricKind, Op, Point, Update};
 
 /// Appends `record` to `out` as one frame with LSN `lsn`. Returns the frame's length.
@@ -88,7 +90,8 @@ pub fn encode_record(
     compression: Compression,
     out: &mut Vec<u8>,
 ) -> Result<usize, EncodeError> {
-    encode_frame_with(lsn, record.record_type() as u8, compression, out, |out| record.encode(out))
+    let fields = FrameFields::new(lsn, record.record_type() as u8);
+    encode_frame_with(fields, compression, out, |out| record.encode(out))
 }
 
 /// A record decoded from a frame by [`decode_record`].

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use ingestor_codec::{
     CRC_MASK_DELTA, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Lsn, MAX_BATCH_POINTS,
     MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, MAX_PAYLOAD_LEN,
-    MAX_SERIES_DEFS, MIN_COMPRESS_LEN, Op, Point, Record, SeriesDef, SeriesId, SeriesKey,
-    Timestamp, encode_record,
+    MAX_SERIES_DEFS, MIN_COMPRESS_LEN, Op, Point, Record, SEGMENT_HEADER_LEN, SegmentHeader,
+    SeriesDef, SeriesId, SeriesKey, Timestamp, encode_record,
 };
 
 fn doc() -> String {
@@ -50,6 +50,7 @@ fn constants_table_matches_the_code() {
         ("MAX_LABEL_NAME_LEN", MAX_LABEL_NAME_LEN as u64),
         ("MAX_LABEL_VALUE_LEN", MAX_LABEL_VALUE_LEN as u64),
         ("MAX_LABELS", MAX_LABELS as u64),
+        ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN as u64),
     ]
     .into_iter()
     .collect();
@@ -96,4 +97,7 @@ fn worked_examples_match_the_encoder() {
         encode_record(&record, lsn, Compression::None, &mut encoded).unwrap();
         assert_eq!(documented_example(&doc, name), encoded, "example {name}");
     }
+    let header = SegmentHeader { first_lsn: Lsn(1) }.encode();
+    assert_eq!(documented_example(&doc, "segment-header"), header, "example segment-header");
+    assert_eq!(&documented_example(&doc, "segment-header")[..8], b"INGSTWAL");
 }
