@@ -1,0 +1,141 @@
+//! Configuration of a log: sync policy, recovery mode, segment size.
+
+use std::time::Duration;
+
+use ingestor_codec::Compression;
+
+use crate::error::WalError;
+
+/// When appended records are synced (made durable), and what an append waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every append returns after an fdatasync that covers it, acknowledged *durable*.
+    /// Appenders waiting at the same time share one sync (group commit).
+    Always,
+    /// Appends return *written*; a background thread syncs at most one window after a write.
+    /// [`crate::Wal::wait_durable`] waits for a given LSN.
+    Batch(Duration),
+    /// Appends return *written*; syncs happen only at segment rotation, on
+    /// [`crate::Wal::sync`] and on close.
+    Os,
+}
+
+impl Default for SyncPolicy {
+    /// `Batch(5 ms)`.
+    fn default() -> Self {
+        SyncPolicy::Batch(Duration::from_millis(5))
+    }
+}
+
+/// What recovery does with damage it finds (see `docs/format.md`, "Recovery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// A torn tail (an incomplete or invalid frame at the end of the last segment with
+    /// nothing valid after it) is truncated and reported; corruption in the middle of the log
+    /// makes open fail, naming the file and offset. Default.
+    #[default]
+    TolerateTornTail,
+    /// A torn tail is truncated; at corruption in the middle, everything from the bad frame
+    /// on is dropped (copied to `quarantine/` first) and reported: the log is cut back to the
+    /// last point in time before the damage.
+    PointInTime,
+    /// A torn tail is truncated; bad frames in the middle are skipped (copied to
+    /// `quarantine/`), every valid frame after them is kept, and the lost LSN ranges are
+    /// reported. The damaged bytes stay in the segment: every later open sees and reports
+    /// them again, and a default-mode open refuses the log.
+    SkipCorrupted,
+    /// Any torn tail or corruption makes open fail.
+    Strict,
+}
+
+/// Options of [`crate::Wal::open`]. Every field documents its default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WalOptions {
+    /// When records are synced. Default: `Batch(5 ms)`.
+    pub sync_policy: SyncPolicy,
+    /// What recovery does with damage. Default: `TolerateTornTail`.
+    pub recovery_mode: RecoveryMode,
+    /// The size at which a segment is closed and the next one started; segments are
+    /// preallocated to this size. Between 4 KiB and 1 TiB. Default: 128 MiB.
+    pub segment_bytes_max: u64,
+    /// Compression tried on each record's payload; kept only when it makes the frame
+    /// smaller. Default: none.
+    pub compression: Compression,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            sync_policy: SyncPolicy::default(),
+            recovery_mode: RecoveryMode::default(),
+            segment_bytes_max: 128 << 20,
+            compression: Compression::None,
+        }
+    }
+}
+
+impl WalOptions {
+    /// Sets [`WalOptions::sync_policy`].
+    #[must_use]
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Self {
+        self.sync_policy = policy;
+        self
+    }
+
+    /// Sets [`WalOptions::recovery_mode`].
+    #[must_use]
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// Sets [`WalOptions::segment_bytes_max`].
+    #[must_use]
+    pub fn segment_bytes_max(mut self, bytes: u64) -> Self {
+        self.segment_bytes_max = bytes;
+        self
+    }
+
+    /// Sets [`WalOptions::compression`].
+    #[must_use]
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`WalError::InvalidOptions`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), WalError> {
+        const MIN: u64 = 4 << 10;
+        const MAX: u64 = 1 << 40;
+        if !(MIN..=MAX).contains(&self.segment_bytes_max) {
+            return Err(WalError::InvalidOptions {
+                field: "segment_bytes_max",
+                reason: format!(
+                    "{} is outside 4 KiB ..= 1 TiB ({MIN} ..= {MAX} bytes)",
+                    self.segment_bytes_max
+                ),
+            });
+        }
+        if let SyncPolicy::Batch(window) = self.sync_policy
+            && (window.is_zero() || window > Duration::from_secs(60))
+        {
+            return Err(WalError::InvalidOptions {
+                field: "sync_policy",
+                reason: format!("Batch window {window:?} is outside (0, 60 s]"),
+            });
+        }
+        if let Compression::Zstd { level } = self.compression
+            && !(1..=22).contains(&level)
+        {
+            return Err(WalError::InvalidOptions {
+                field: "compression",
+                reason: format!("zstd level {level} is outside 1..=22"),
+            });
+        }
+        Ok(())
+    }
+}

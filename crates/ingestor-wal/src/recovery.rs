@@ -1,0 +1,522 @@
+//! Recovery: scan every segment, check every frame and the LSN chain, tell a torn tail from
+//! corruption in the middle, apply the recovery mode, and hand valid records to a callback.
+//!
+//! The rules are those of `docs/format.md` ("Segment files", "Recovery").
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ingestor_codec::{DecodeError, DecodeErrorKind, Lsn, SEGMENT_HEADER_LEN, Section};
+use ingestor_fs::{Fs, OpenMode};
+
+use crate::error::{Result, WalError};
+use crate::options::{RecoveryMode, WalOptions};
+use crate::report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
+use crate::segment::{Cursor, Found, QUARANTINE_DIR, SegmentId, list_segments};
+
+/// The callback that receives each valid record with an LSN at or above the replay start.
+pub(crate) type OnRecord<'a> =
+    &'a mut dyn FnMut(
+        Lsn,
+        u8,
+        &[u8],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// What recovery leaves for the writer.
+pub(crate) struct Recovered {
+    pub(crate) report: RecoveryReport,
+    /// The segments that remain, oldest first.
+    pub(crate) segments: Vec<SegmentId>,
+    /// The LSN the next record gets.
+    pub(crate) next_lsn: Lsn,
+    /// Where appends continue in the last segment (`None` if no segment remains).
+    pub(crate) tail_offset: Option<u64>,
+}
+
+/// How far past a damaged frame recovery looks for LSNs of later valid frames.
+const RESYNC_LSN_WINDOW: u64 = 1 << 32;
+
+/// Damage found at `offset` of a segment while expecting LSN `lsn`.
+struct Damage {
+    offset: u64,
+    lsn: Lsn,
+    cause: DecodeError,
+}
+
+enum Next {
+    /// Go on with the next segment.
+    Continue,
+    /// The log ends here (later segments, if any, were dropped).
+    Stop,
+}
+
+pub(crate) fn recover(
+    fs: &dyn Fs,
+    dir: &Path,
+    options: &WalOptions,
+    replay_from: Lsn,
+    on_record: OnRecord<'_>,
+) -> Result<Recovered> {
+    let started = Instant::now();
+    let ids = list_segments(fs, dir)?;
+    let mut r = Recovery {
+        fs,
+        dir,
+        options,
+        replay_from,
+        on_record,
+        report: RecoveryReport::new(options.recovery_mode),
+        ids,
+        kept: Vec::new(),
+        expected: None,
+        skipping_from: None,
+        tail_offset: None,
+        next_hint: None,
+    };
+    let mut i = 0;
+    while i < r.ids.len() {
+        match r.segment(i)? {
+            Next::Continue => i += 1,
+            Next::Stop => break,
+        }
+    }
+    r.report.duration = started.elapsed();
+    let next_lsn = r.expected.or(r.next_hint).map_or(Lsn::FIRST, Lsn);
+    Ok(Recovered { report: r.report, segments: r.kept, next_lsn, tail_offset: r.tail_offset })
+}
+
+struct Recovery<'a> {
+    fs: &'a dyn Fs,
+    dir: &'a Path,
+    options: &'a WalOptions,
+    replay_from: Lsn,
+    on_record: OnRecord<'a>,
+    report: RecoveryReport,
+    ids: Vec<SegmentId>,
+    kept: Vec<SegmentId>,
+    /// The LSN the next valid frame must have (`None` before the first segment).
+    expected: Option<u64>,
+    /// In skip mode: LSNs from here were lost up to the next segment's first LSN.
+    skipping_from: Option<Lsn>,
+    tail_offset: Option<u64>,
+    /// The next LSN, learnt from the name of a removed segment when none remains.
+    next_hint: Option<u64>,
+}
+
+impl Recovery<'_> {
+    fn path(&self, id: SegmentId) -> PathBuf {
+        self.dir.join(id.file_name())
+    }
+
+    fn mode(&self) -> RecoveryMode {
+        self.options.recovery_mode
+    }
+
+    fn segment(&mut self, i: usize) -> Result<Next> {
+        let id = self.ids[i];
+        let is_last = i + 1 == self.ids.len();
+        let path = self.path(id);
+        let mut cur = Cursor::open(self.fs, path.clone())?;
+        self.report.segments_scanned += 1;
+
+        let header = match cur.header()? {
+            Ok(h) if h.first_lsn == id.0 => h,
+            Ok(h) => {
+                let cause = DecodeError {
+                    section: Section::Frame,
+                    offset: 12,
+                    kind: DecodeErrorKind::LsnMismatch { expected: id.0.0, found: h.first_lsn.0 },
+                };
+                return self.bad_header(i, &mut cur, is_last, cause);
+            }
+            Err(cause) => return self.bad_header(i, &mut cur, is_last, cause),
+        };
+        let first = header.first_lsn.0;
+        if let Some(skipped) = self.skipping_from.take() {
+            // Skip mode lost the rest of the previous segment: the gap is known now.
+            if first > skipped.0 {
+                self.note_lost_until(Lsn(first - 1));
+            }
+        } else if let Some(expected) = self.expected
+            && first != expected
+        {
+            let damage = Damage {
+                offset: 0,
+                lsn: Lsn(expected),
+                cause: DecodeError {
+                    section: Section::Frame,
+                    offset: 12,
+                    kind: DecodeErrorKind::LsnMismatch { expected, found: first },
+                },
+            };
+            if first > expected && self.mode() == RecoveryMode::SkipCorrupted {
+                // The records between the two segments are gone; keep this segment.
+                self.report.corruptions.push(Corruption {
+                    segment: id,
+                    offset: 0,
+                    lost: Some((Lsn(expected), Lsn(first - 1))),
+                    cause: format!(
+                        "segment starts at LSN {first}, the log before it ends at LSN {}",
+                        expected - 1
+                    ),
+                    action: CorruptionAction::Skipped,
+                    quarantined: Vec::new(),
+                });
+            } else {
+                if matches!(self.mode(), RecoveryMode::TolerateTornTail | RecoveryMode::Strict)
+                    && first > expected
+                {
+                    return Err(WalError::Gap {
+                        path,
+                        found: Lsn(first),
+                        before: Lsn(expected - 1),
+                        first: Lsn(expected),
+                        last: Lsn(first - 1),
+                    });
+                }
+                return self.middle(i, &mut cur, damage);
+            }
+        }
+        self.expected = Some(first);
+        self.scan_frames(i, &mut cur, is_last)
+    }
+
+    /// A segment whose header is damaged or names another LSN than its file name.
+    fn bad_header(
+        &mut self,
+        i: usize,
+        cur: &mut Cursor,
+        is_last: bool,
+        cause: DecodeError,
+    ) -> Result<Next> {
+        let id = self.ids[i];
+        let lsn = Lsn(self.expected.unwrap_or(id.0.0));
+        if !is_last {
+            return self.middle(i, cur, Damage { offset: 0, lsn, cause });
+        }
+        // The last segment's header and directory entry are synced before anything is
+        // appended to it, so a damaged one holds no acknowledged record: a torn creation.
+        if self.mode() == RecoveryMode::Strict {
+            return Err(WalError::TornTail {
+                path: cur.path().to_path_buf(),
+                offset: 0,
+                lsn,
+                cause,
+            });
+        }
+        let end = cur.nonzero_end(0)?;
+        let quarantined = self.quarantine(cur, 0, end)?;
+        self.remove_segment(id)?;
+        self.next_hint = Some(id.0.0);
+        self.report.truncations.push(Truncation {
+            segment: id,
+            offset: 0,
+            bytes: end,
+            from_lsn: lsn,
+            cause: cause.to_string(),
+            quarantined,
+            removed_file: true,
+        });
+        Ok(Next::Stop)
+    }
+
+    fn scan_frames(&mut self, i: usize, cur: &mut Cursor, is_last: bool) -> Result<Next> {
+        let id = self.ids[i];
+        let mut offset = SEGMENT_HEADER_LEN as u64;
+        loop {
+            let expected = self.expected.expect("set by the header");
+            let damage = match cur.frame(offset)? {
+                Found::Frame { header, payload } if header.lsn.0 == expected => {
+                    let frame_len = header.frame_len() as u64;
+                    if header.lsn >= self.replay_from {
+                        (self.on_record)(header.lsn, header.record_type, &payload)
+                            .map_err(|source| WalError::Replay { lsn: header.lsn, source })?;
+                        self.report.replayed += 1;
+                    }
+                    self.report.records += 1;
+                    self.report.bytes += frame_len;
+                    self.report.first_lsn.get_or_insert(header.lsn);
+                    self.report.last_lsn = header.lsn;
+                    self.expected = Some(expected + 1);
+                    offset += frame_len;
+                    continue;
+                }
+                Found::Frame { header, .. } => Damage {
+                    offset,
+                    lsn: Lsn(expected),
+                    cause: DecodeError {
+                        section: Section::Frame,
+                        offset: 10,
+                        kind: DecodeErrorKind::LsnMismatch { expected, found: header.lsn.0 },
+                    },
+                },
+                Found::End if !is_last => break,
+                Found::End => {
+                    // Zeros mark the end; anything non-zero after them was never synced,
+                    // unless a later valid frame proves otherwise.
+                    if cur.nonzero_end(offset)? == offset {
+                        break;
+                    }
+                    Damage {
+                        offset,
+                        lsn: Lsn(expected),
+                        cause: DecodeError {
+                            section: Section::Frame,
+                            offset: 0,
+                            kind: DecodeErrorKind::Zeroed,
+                        },
+                    }
+                }
+                Found::Bad(cause) => Damage { offset, lsn: Lsn(expected), cause },
+            };
+            // Valid data after the damage? In a later segment it is there by construction;
+            // in this one, a later frame whose durable lag shows the damaged LSN was synced.
+            let end = cur.nonzero_end(damage.offset)?;
+            let later =
+                cur.resync(damage.offset + 1, end, expected + 1..expected + RESYNC_LSN_WINDOW)?;
+            let proven_durable = later.is_some_and(|(_, h)| {
+                h.durable_lag > 0 && h.lsn.0.saturating_sub(u64::from(h.durable_lag)) >= expected
+            });
+            if !is_last || proven_durable {
+                match self.middle_in_segment(i, cur, damage, later)? {
+                    Some(resume) => {
+                        offset = resume;
+                        continue;
+                    }
+                    None if self.mode() == RecoveryMode::PointInTime => return Ok(Next::Stop),
+                    None => return Ok(Next::Continue),
+                }
+            }
+            self.torn_tail(id, cur, damage)?;
+            offset = self.tail_offset.expect("set by torn_tail");
+            break;
+        }
+        self.kept.push(id);
+        self.tail_offset = Some(offset);
+        Ok(Next::Continue)
+    }
+
+    /// Corruption inside a segment's frames. Returns where to resume in this segment
+    /// (skip mode found valid frames after the damage), or `None` when the segment is done.
+    fn middle_in_segment(
+        &mut self,
+        i: usize,
+        cur: &mut Cursor,
+        damage: Damage,
+        later: Option<(u64, ingestor_codec::FrameHeader)>,
+    ) -> Result<Option<u64>> {
+        match self.mode() {
+            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => Err(WalError::Corrupt {
+                path: cur.path().to_path_buf(),
+                offset: damage.offset,
+                lsn: damage.lsn,
+                cause: damage.cause,
+            }),
+            RecoveryMode::PointInTime => {
+                self.drop_from(i, cur, damage)?;
+                Ok(None)
+            }
+            RecoveryMode::SkipCorrupted => {
+                let id = self.ids[i];
+                if let Some((resume, header)) = later {
+                    let q = self.quarantine(cur, damage.offset, resume)?;
+                    self.report.corruptions.push(Corruption {
+                        segment: id,
+                        offset: damage.offset,
+                        lost: Some((damage.lsn, Lsn(header.lsn.0 - 1))),
+                        cause: damage.cause.to_string(),
+                        action: CorruptionAction::Skipped,
+                        quarantined: q.into_iter().collect(),
+                    });
+                    self.expected = Some(header.lsn.0);
+                    Ok(Some(resume))
+                } else {
+                    // Nothing valid after the damage in this segment: the LSNs up to the next
+                    // segment's first are lost, which that segment's header will tell.
+                    let end = cur.nonzero_end(damage.offset)?;
+                    let q = self.quarantine(cur, damage.offset, end)?;
+                    self.report.corruptions.push(Corruption {
+                        segment: id,
+                        offset: damage.offset,
+                        lost: None,
+                        cause: damage.cause.to_string(),
+                        action: CorruptionAction::Skipped,
+                        quarantined: q.into_iter().collect(),
+                    });
+                    self.skipping_from = Some(damage.lsn);
+                    self.kept.push(id);
+                    self.tail_offset = Some(end);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// In skip mode, completes the lost range of the last corruption once it is known.
+    fn note_lost_until(&mut self, last: Lsn) {
+        if let Some(c) = self.report.corruptions.last_mut()
+            && c.lost.is_none()
+        {
+            let first = self.expected.map_or(last, Lsn);
+            c.lost = Some((first, last));
+        }
+    }
+
+    /// Corruption at the start of segment `i` (its header, or a gap before it).
+    fn middle(&mut self, i: usize, cur: &mut Cursor, damage: Damage) -> Result<Next> {
+        match self.mode() {
+            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => Err(WalError::Corrupt {
+                path: cur.path().to_path_buf(),
+                offset: damage.offset,
+                lsn: damage.lsn,
+                cause: damage.cause,
+            }),
+            RecoveryMode::PointInTime => {
+                self.drop_from(i, cur, damage)?;
+                Ok(Next::Stop)
+            }
+            RecoveryMode::SkipCorrupted => {
+                // A segment without a valid header cannot be read: skip all of it.
+                let end = cur.nonzero_end(0)?;
+                let q = self.quarantine(cur, 0, end)?;
+                self.report.corruptions.push(Corruption {
+                    segment: self.ids[i],
+                    offset: 0,
+                    lost: None,
+                    cause: damage.cause.to_string(),
+                    action: CorruptionAction::Skipped,
+                    quarantined: q.into_iter().collect(),
+                });
+                self.skipping_from = Some(damage.lsn);
+                Ok(Next::Continue)
+            }
+        }
+    }
+
+    /// Point-in-time: keep segment `i` up to the damage, drop everything after it.
+    fn drop_from(&mut self, i: usize, cur: &mut Cursor, damage: Damage) -> Result<()> {
+        let id = self.ids[i];
+        let mut quarantined = Vec::new();
+        let mut last_lost = last_valid_lsn(cur, damage.offset + 1, damage.lsn.0)?;
+        let end = cur.nonzero_end(damage.offset)?;
+        quarantined.extend(self.quarantine(cur, damage.offset, end)?);
+        let later_ids = self.ids[i + 1..].to_vec();
+        for &later in &later_ids {
+            let mut c = Cursor::open(self.fs, self.path(later))?;
+            last_lost =
+                last_lost.max(last_valid_lsn(&mut c, SEGMENT_HEADER_LEN as u64, later.0.0)?);
+            let end = c.nonzero_end(0)?;
+            quarantined.extend(self.quarantine(&mut c, 0, end)?);
+        }
+        let lost_last = if last_lost >= damage.lsn.0 { last_lost } else { damage.lsn.0 };
+        for &later in &later_ids {
+            self.fs
+                .remove_file(&self.path(later))
+                .map_err(|e| WalError::io("remove", self.path(later), e))?;
+            self.report.removed_segments.push(later);
+        }
+        if damage.offset == 0 {
+            self.remove_segment(id)?;
+            self.next_hint = Some(damage.lsn.0);
+        } else {
+            self.cut(id, damage.offset)?;
+            self.kept.push(id);
+            self.tail_offset = Some(damage.offset);
+        }
+        self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        self.report.corruptions.push(Corruption {
+            segment: id,
+            offset: damage.offset,
+            lost: Some((damage.lsn, Lsn(lost_last))),
+            cause: damage.cause.to_string(),
+            action: CorruptionAction::DroppedFromHere,
+            quarantined,
+        });
+        Ok(())
+    }
+
+    /// A torn tail at `damage.offset` of the last segment: quarantine, cut, report.
+    fn torn_tail(&mut self, id: SegmentId, cur: &mut Cursor, damage: Damage) -> Result<()> {
+        if self.mode() == RecoveryMode::Strict {
+            return Err(WalError::TornTail {
+                path: cur.path().to_path_buf(),
+                offset: damage.offset,
+                lsn: damage.lsn,
+                cause: damage.cause,
+            });
+        }
+        let end = cur.nonzero_end(damage.offset)?;
+        let quarantined = self.quarantine(cur, damage.offset, end)?;
+        self.cut(id, damage.offset)?;
+        self.report.truncations.push(Truncation {
+            segment: id,
+            offset: damage.offset,
+            bytes: end.saturating_sub(damage.offset),
+            from_lsn: damage.lsn,
+            cause: damage.cause.to_string(),
+            quarantined,
+            removed_file: false,
+        });
+        self.tail_offset = Some(damage.offset);
+        Ok(())
+    }
+
+    /// Cuts a segment at `offset` durably: the bytes after it become zeros, the file keeps
+    /// its preallocated length.
+    fn cut(&self, id: SegmentId, offset: u64) -> Result<()> {
+        let path = self.path(id);
+        let file =
+            self.fs.open(&path, OpenMode::ReadWrite).map_err(|e| WalError::io("open", &path, e))?;
+        let len = file.len().map_err(|e| WalError::io("stat", &path, e))?;
+        file.set_len(offset).map_err(|e| WalError::io("truncate", &path, e))?;
+        let keep = len.min(self.options.segment_bytes_max).max(offset);
+        file.allocate(keep).map_err(|e| WalError::io("allocate", &path, e))?;
+        file.sync_all().map_err(|e| WalError::io("sync", &path, e))
+    }
+
+    fn remove_segment(&mut self, id: SegmentId) -> Result<()> {
+        let path = self.path(id);
+        self.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+        self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        self.report.removed_segments.push(id);
+        Ok(())
+    }
+
+    /// Copies `[from, to)` of a segment to `quarantine/<segment>.<from>.bad` and syncs it.
+    /// Nothing is copied when the range is empty or the copy already exists.
+    fn quarantine(&mut self, cur: &mut Cursor, from: u64, to: u64) -> Result<Option<PathBuf>> {
+        if to <= from {
+            return Ok(None);
+        }
+        let qdir = self.dir.join(QUARANTINE_DIR);
+        let name =
+            cur.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = qdir.join(format!("{name}.{from}.bad"));
+        if !self.fs.exists(&qdir).map_err(|e| WalError::io("stat", &qdir, e))? {
+            self.fs.create_dir_all(&qdir).map_err(|e| WalError::io("create_dir", &qdir, e))?;
+            self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        }
+        if self.fs.exists(&path).map_err(|e| WalError::io("stat", &path, e))? {
+            return Ok(Some(path));
+        }
+        let bytes = cur.bytes(from, (to - from) as usize)?.to_vec();
+        let file = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
+        file.write_at(&bytes, 0).map_err(|e| WalError::io("write", &path, e))?;
+        file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;
+        self.fs.sync_dir(&qdir).map_err(|e| WalError::io("sync_dir", &qdir, e))?;
+        Ok(Some(path))
+    }
+}
+
+/// The highest LSN of a valid frame found by scanning a segment from `from` (resyncing past
+/// damage), or `floor` if there is none.
+fn last_valid_lsn(cur: &mut Cursor, from: u64, floor: u64) -> Result<u64> {
+    let mut best = floor;
+    let mut at = from;
+    let end = cur.nonzero_end(from)?;
+    while let Some((offset, header)) = cur.resync(at, end, best + 1..best + RESYNC_LSN_WINDOW)? {
+        best = header.lsn.0;
+        at = offset + header.frame_len() as u64;
+    }
+    Ok(best)
+}

@@ -1,0 +1,719 @@
+//! The log: open, append, sync, read, delete, close.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, encode_frame_with};
+use ingestor_fs::{Fs, FsFile, FsLock, OpenMode};
+
+use crate::error::{Result, WalError};
+use crate::options::{SyncPolicy, WalOptions};
+use crate::reader::WalReader;
+use crate::recovery::{OnRecord, recover};
+use crate::report::RecoveryReport;
+use crate::segment::SegmentId;
+use crate::stats::{Counters, NoListener, WalListener, WalStats};
+use crate::sync::{SyncMessage, spawn_batch_syncer};
+
+/// Named steps of the log's protocols, announced through [`Fs::crash_point`] so that a
+/// simulated disk can cut the power exactly there.
+pub mod crash_points {
+    /// After an append's frames were encoded, before they are written.
+    pub const APPEND_BEFORE_WRITE: &str = "wal.append.before_write";
+    /// After an append's write, before its sync (or before it returns, without one).
+    pub const APPEND_AFTER_WRITE: &str = "wal.append.after_write";
+    /// Before a sync of segment data.
+    pub const SYNC_BEFORE: &str = "wal.sync.before";
+    /// After a sync succeeded, before anyone is told that it did.
+    pub const SYNC_AFTER: &str = "wal.sync.after";
+    /// At rotation, before the full segment is synced.
+    pub const ROTATE_BEFORE_SYNC: &str = "wal.rotate.before_sync";
+    /// After a new segment was created, written and synced, before its directory is synced.
+    pub const SEGMENT_BEFORE_DIR_SYNC: &str = "wal.segment.before_dir_sync";
+    /// After one covered segment was removed, before the next one is.
+    pub const DELETE_BETWEEN: &str = "wal.delete.between";
+    /// After covered segments were removed, before the directory is synced.
+    pub const DELETE_BEFORE_DIR_SYNC: &str = "wal.delete.before_dir_sync";
+    /// Every named point, for harnesses that check each was reached.
+    pub const ALL: [&str; 8] = [
+        APPEND_BEFORE_WRITE,
+        APPEND_AFTER_WRITE,
+        SYNC_BEFORE,
+        SYNC_AFTER,
+        ROTATE_BEFORE_SYNC,
+        SEGMENT_BEFORE_DIR_SYNC,
+        DELETE_BETWEEN,
+        DELETE_BEFORE_DIR_SYNC,
+    ];
+}
+
+/// The level an acknowledged append reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AckLevel {
+    /// Handed to the operating system: survives a process crash, not a power cut.
+    Written,
+    /// Synced to the disk: survives a power cut.
+    Durable,
+}
+
+/// The acknowledgement of an append: the LSNs its records got and the level they reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The first record's LSN.
+    pub first: Lsn,
+    /// The last record's LSN (`first` for a single record).
+    pub last: Lsn,
+    /// What the append reached before returning.
+    pub level: AckLevel,
+}
+
+/// Records being added by [`Wal::append_with`]: they are written together, with one write
+/// system call, into one segment.
+pub struct RecordBatch<'a> {
+    segment: SegmentId,
+    next: Lsn,
+    durable: Lsn,
+    compression: ingestor_codec::Compression,
+    buf: &'a mut Vec<u8>,
+}
+
+impl RecordBatch<'_> {
+    /// The segment the records will land in. A writer that interns data per segment (as the
+    /// ingestor interns series) defines what it needs when this changes.
+    #[must_use]
+    pub fn segment(&self) -> SegmentId {
+        self.segment
+    }
+
+    /// The LSN the next pushed record will get.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next
+    }
+
+    /// Adds a record; returns its LSN.
+    ///
+    /// # Errors
+    /// [`WalError::ReservedRecordType`] for type 0, [`WalError::RecordTooLarge`] above
+    /// [`MAX_PAYLOAD_LEN`].
+    pub fn push(&mut self, record_type: u8, payload: &[u8]) -> Result<Lsn> {
+        self.push_with(record_type, |out| out.extend_from_slice(payload))
+    }
+
+    /// Adds a record whose payload `write` appends to the buffer it is given (no copy).
+    ///
+    /// # Errors
+    /// As [`RecordBatch::push`].
+    pub fn push_with(&mut self, record_type: u8, write: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn> {
+        if record_type == 0 {
+            return Err(WalError::ReservedRecordType);
+        }
+        let lsn = self.next;
+        let lag = u32::try_from(lsn.0 - self.durable.0.min(lsn.0 - 1)).unwrap_or(u32::MAX);
+        let fields = FrameFields { lsn, record_type, durable_lag: lag };
+        encode_frame_with(fields, self.compression, self.buf, |out| {
+            write(out);
+            Ok(())
+        })
+        .map_err(|_| WalError::RecordTooLarge { len: usize::MAX, limit: MAX_PAYLOAD_LEN })?;
+        self.next = lsn.next();
+        Ok(lsn)
+    }
+}
+
+/// The active segment and where the next frame goes; guarded by the write lock.
+pub(crate) struct Writer {
+    pub(crate) segment: SegmentId,
+    pub(crate) file: Arc<dyn FsFile>,
+    pub(crate) offset: u64,
+    pub(crate) next_lsn: Lsn,
+    buf: Vec<u8>,
+}
+
+/// What sync callers share: the durable point and whether a sync is running.
+pub(crate) struct SyncState {
+    pub(crate) durable: Lsn,
+    pub(crate) syncing: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) options: WalOptions,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) synced: Condvar,
+    pub(crate) written: AtomicU64,
+    pub(crate) durable: AtomicU64,
+    pub(crate) poisoned: OnceLock<Arc<WalError>>,
+    pub(crate) segments: Mutex<Vec<SegmentId>>,
+    pub(crate) counters: Counters,
+    pub(crate) listener: Arc<dyn WalListener>,
+    pub(crate) closed: AtomicBool,
+    /// Wakes the background syncer of [`SyncPolicy::Batch`].
+    pub(crate) wake: OnceLock<Sender<SyncMessage>>,
+    _lock: Box<dyn FsLock>,
+}
+
+/// A segment creation that failed; `undone` says whether the file was removed again.
+pub(crate) struct CreateFailure {
+    error: WalError,
+    undone: bool,
+}
+
+/// Creates a segment: header, preallocation, sync, directory sync (so that no
+/// acknowledgement can depend on a segment whose name could vanish). On failure the file is
+/// removed again.
+fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    segment_bytes_max: u64,
+    id: SegmentId,
+) -> std::result::Result<Arc<dyn FsFile>, Box<CreateFailure>> {
+    let path = dir.join(id.file_name());
+    let file: Arc<dyn FsFile> = match fs.create(&path) {
+        Ok(f) => Arc::from(f),
+        Err(e) => {
+            return Err(Box::new(CreateFailure {
+                error: WalError::io("create", &path, e),
+                undone: true,
+            }));
+        }
+    };
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
+    let made = file
+        .write_at(&header, 0)
+        .map_err(|e| WalError::io("write header", &path, e))
+        .and_then(|()| {
+            file.allocate(segment_bytes_max).map_err(|e| WalError::io("allocate", &path, e))
+        })
+        .and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e)))
+        .and_then(|()| {
+            fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)
+                .map_err(|e| WalError::io("crash point", crash_points::SEGMENT_BEFORE_DIR_SYNC, e))
+        })
+        .and_then(|()| fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)));
+    match made {
+        Ok(()) => Ok(file),
+        Err(error) => {
+            let undone = fs.remove_file(&path).and_then(|()| fs.sync_dir(dir)).is_ok();
+            Err(Box::new(CreateFailure { error, undone }))
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section leaves its data consistent
+/// before anything in it can panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn path(&self, id: SegmentId) -> PathBuf {
+        self.dir.join(id.file_name())
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        match self.poisoned.get() {
+            Some(cause) => Err(WalError::Poisoned { cause: Arc::clone(cause) }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the log refuse every later write; returns the error to give the caller.
+    pub(crate) fn poison(&self, cause: WalError) -> WalError {
+        let cause = Arc::clone(self.poisoned.get_or_init(|| Arc::new(cause)));
+        self.listener.on_poisoned(&cause);
+        self.synced.notify_all();
+        WalError::Poisoned { cause }
+    }
+
+    pub(crate) fn crash_point(&self, name: &'static str) -> Result<()> {
+        self.fs.crash_point(name).map_err(|e| WalError::io("crash point", name, e))
+    }
+
+    /// Records that everything up to `lsn` is durable and wakes waiters.
+    pub(crate) fn mark_durable(&self, lsn: Lsn) {
+        let mut st = lock(&self.sync);
+        if lsn > st.durable {
+            st.durable = lsn;
+            self.durable.store(lsn.0, Ordering::Release);
+        }
+        drop(st);
+        self.synced.notify_all();
+    }
+
+    /// Creates a segment (see [`create_segment`]), poisoning the log if a failed creation
+    /// cannot be undone.
+    fn create_segment(&self, id: SegmentId) -> Result<Arc<dyn FsFile>> {
+        create_segment(&*self.fs, &self.dir, self.options.segment_bytes_max, id)
+            .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })
+    }
+
+    /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
+        let started = std::time::Instant::now();
+        if let Err(e) = w.file.sync_data() {
+            return Err(self.poison(WalError::io("sync", self.path(w.segment), e)));
+        }
+        self.counters.sync_took(started.elapsed());
+        let last = Lsn(w.next_lsn.0 - 1);
+        self.mark_durable(last);
+        let id = SegmentId(w.next_lsn);
+        let file = self.create_segment(id)?;
+        w.segment = id;
+        w.file = file;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        lock(&self.segments).push(id);
+        Counters::add(&self.counters.rotations, 1);
+        self.listener.on_rotate(id);
+        Ok(())
+    }
+
+    /// Cuts away whatever part of a failed write reached the file, durably, so that no later
+    /// frame follows half a frame. Poisons the log if that fails too.
+    fn undo_failed_write(&self, w: &Writer, cause: WalError) -> WalError {
+        Counters::add(&self.counters.failed_writes, 1);
+        let allocated = self.options.segment_bytes_max.max(w.offset);
+        let undone = w
+            .file
+            .set_len(w.offset)
+            .and_then(|()| w.file.allocate(allocated))
+            .and_then(|()| w.file.sync_all());
+        match undone {
+            Ok(()) => cause,
+            Err(_) => self.poison(cause),
+        }
+    }
+
+    pub(crate) fn append_with(
+        &self,
+        mut build: impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<Ack> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(WalError::Closed);
+        }
+        self.check_poisoned()?;
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
+        self.check_poisoned()?;
+        let mut buf = std::mem::take(&mut w.buf);
+        let result = self.write_batch(w, &mut buf, &mut build);
+        buf.clear();
+        w.buf = buf;
+        drop(guard);
+        let (first, last) = result?;
+        if last < first {
+            return Ok(Ack { first, last, level: AckLevel::Written });
+        }
+        let level = match self.options.sync_policy {
+            SyncPolicy::Always => {
+                crate::sync::sync_to(self, last, true)?;
+                AckLevel::Durable
+            }
+            SyncPolicy::Batch(_) | SyncPolicy::Os => {
+                if let Some(tx) = self.wake.get() {
+                    // A full channel means a wake-up is already pending.
+                    let _ = tx.try_send(SyncMessage::Wake);
+                }
+                if self.durable.load(Ordering::Acquire) >= last.0 {
+                    AckLevel::Durable
+                } else {
+                    AckLevel::Written
+                }
+            }
+        };
+        Ok(Ack { first, last, level })
+    }
+
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<(Lsn, Lsn)> {
+        let durable = Lsn(self.durable.load(Ordering::Acquire));
+        let mut batch = RecordBatch {
+            segment: w.segment,
+            next: w.next_lsn,
+            durable,
+            compression: self.options.compression,
+            buf,
+        };
+        build(&mut batch)?;
+        let mut next = batch.next;
+        if next == w.next_lsn {
+            return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
+        }
+        let header = SEGMENT_HEADER_LEN as u64;
+        if w.offset > header && w.offset + buf.len() as u64 > self.options.segment_bytes_max {
+            self.rotate(w)?;
+            buf.clear();
+            let durable = Lsn(self.durable.load(Ordering::Acquire));
+            let mut batch = RecordBatch {
+                segment: w.segment,
+                next: w.next_lsn,
+                durable,
+                compression: self.options.compression,
+                buf,
+            };
+            build(&mut batch)?;
+            next = batch.next;
+        }
+        let path = || self.path(w.segment);
+        self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
+        if let Err(e) = w.file.write_at(buf, w.offset) {
+            return Err(self.undo_failed_write(w, WalError::io("write", path(), e)));
+        }
+        let first = w.next_lsn;
+        let last = Lsn(next.0 - 1);
+        w.offset += buf.len() as u64;
+        w.next_lsn = next;
+        self.written.store(last.0, Ordering::Release);
+        Counters::add(&self.counters.appends, 1);
+        Counters::add(&self.counters.records, next.0 - first.0);
+        Counters::add(&self.counters.bytes_written, buf.len() as u64);
+        self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
+        Ok((first, last))
+    }
+}
+
+/// A write-ahead log: opaque records in, dense LSNs out. See the crate documentation.
+///
+/// `Wal` is `Send + Sync`: share it behind an `Arc` and append from many threads.
+pub struct Wal {
+    shared: Arc<Shared>,
+    syncer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("written", &self.written_lsn())
+            .field("durable", &self.durable_lsn())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`: locks it, recovers it under the options'
+    /// recovery mode, and returns it with the recovery report.
+    ///
+    /// # Errors
+    /// [`WalError::InvalidOptions`]; [`WalError::Io`] (including a directory another opener
+    /// holds); whatever the recovery mode refuses ([`WalError::Corrupt`], [`WalError::Gap`],
+    /// [`WalError::TornTail`]).
+    pub fn open(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Result<(Wal, RecoveryReport)> {
+        Wal::open_and_replay(fs, dir, options, Lsn::ZERO, |_, _, _| Ok(()))
+    }
+
+    /// Like [`Wal::open`], handing every valid record with an LSN at or above `replay_from`
+    /// to `on_record` (LSN, record type, payload) during the recovery scan, in LSN order: one
+    /// pass over the log both checks and replays it.
+    ///
+    /// # Errors
+    /// As [`Wal::open`], and [`WalError::Replay`] if `on_record` fails.
+    pub fn open_and_replay(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: Lsn,
+        mut on_record: impl FnMut(
+            Lsn,
+            u8,
+            &[u8],
+        )
+            -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, Arc::new(NoListener))
+    }
+
+    /// Like [`Wal::open_and_replay`], with a listener told about rotations, syncs, deletions,
+    /// recovery and poisoning.
+    ///
+    /// # Errors
+    /// As [`Wal::open_and_replay`].
+    pub fn open_with_listener(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: Lsn,
+        mut on_record: impl FnMut(
+            Lsn,
+            u8,
+            &[u8],
+        )
+            -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        listener: Arc<dyn WalListener>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, listener)
+    }
+
+    fn open_inner(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: Lsn,
+        on_record: OnRecord<'_>,
+        listener: Arc<dyn WalListener>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        options.validate()?;
+        if !fs.exists(dir).map_err(|e| WalError::io("stat", dir, e))? {
+            fs.create_dir_all(dir).map_err(|e| WalError::io("create_dir", dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs.sync_dir(parent).map_err(|e| WalError::io("sync_dir", parent, e))?;
+            }
+        }
+        let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
+        let recovered = recover(&*fs, dir, &options, replay_from, on_record)?;
+        let mut report = recovered.report;
+        let mut segments = recovered.segments;
+        let next_lsn = recovered.next_lsn;
+        let last_lsn = Lsn(next_lsn.0 - 1);
+
+        let shared_stub = |file: Arc<dyn FsFile>, segment: SegmentId, offset: u64| Writer {
+            segment,
+            file,
+            offset,
+            next_lsn,
+            buf: Vec::new(),
+        };
+        let writer = match (segments.last().copied(), recovered.tail_offset) {
+            (Some(id), Some(offset)) => {
+                let path = dir.join(id.file_name());
+                let file: Arc<dyn FsFile> = Arc::from(
+                    fs.open(&path, OpenMode::ReadWrite)
+                        .map_err(|e| WalError::io("open", &path, e))?,
+                );
+                let len = file.len().map_err(|e| WalError::io("stat", &path, e))?;
+                if len < options.segment_bytes_max {
+                    file.allocate(options.segment_bytes_max)
+                        .map_err(|e| WalError::io("allocate", &path, e))?;
+                    file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
+                }
+                shared_stub(file, id, offset)
+            }
+            _ => {
+                // No segment left (a new log, or only a torn new segment): start one.
+                let id = SegmentId(next_lsn);
+                report.created_segment = Some(id);
+                segments.push(id);
+                let file = create_segment(&*fs, dir, options.segment_bytes_max, id)
+                    .map_err(|f| f.error)?;
+                shared_stub(file, id, SEGMENT_HEADER_LEN as u64)
+            }
+        };
+
+        let shared = Arc::new(Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            options: options.clone(),
+            writer: Mutex::new(writer),
+            sync: Mutex::new(SyncState { durable: last_lsn, syncing: false }),
+            synced: Condvar::new(),
+            written: AtomicU64::new(last_lsn.0),
+            durable: AtomicU64::new(last_lsn.0),
+            poisoned: OnceLock::new(),
+            segments: Mutex::new(segments),
+            counters: Counters::default(),
+            listener,
+            closed: AtomicBool::new(false),
+            wake: OnceLock::new(),
+            _lock: dir_lock,
+        });
+        Counters::add(&shared.counters.truncations, report.truncations.len() as u64);
+        Counters::add(&shared.counters.corruptions, report.corruptions.len() as u64);
+        shared.listener.on_recovery(&report);
+        let syncer = match options.sync_policy {
+            SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
+            SyncPolicy::Always | SyncPolicy::Os => None,
+        };
+        Ok((Wal { shared, syncer }, report))
+    }
+
+    /// Appends one record; returns its LSN and the level it reached. Returns only after the
+    /// record reached the operating system (and, under [`SyncPolicy::Always`], the disk).
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if the write fails (nothing of the record stays in the log);
+    /// [`WalError::Poisoned`] after an earlier unrecoverable failure; record-size errors.
+    pub fn append(&self, record_type: u8, payload: &[u8]) -> Result<Ack> {
+        self.shared.append_with(|batch| batch.push(record_type, payload).map(|_| ()))
+    }
+
+    /// Appends several records with one write system call, into one segment; they get
+    /// consecutive LSNs.
+    ///
+    /// # Errors
+    /// As [`Wal::append`]; on error none of the records is in the log.
+    pub fn append_batch(&self, records: &[(u8, &[u8])]) -> Result<Ack> {
+        self.shared.append_with(|batch| {
+            for (record_type, payload) in records {
+                batch.push(*record_type, payload)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Appends the records `build` pushes, with one write, into one segment. `build` may be
+    /// called twice: when the records do not fit in the active segment, the log rotates and
+    /// calls it again for the new segment ([`RecordBatch::segment`] tells which).
+    ///
+    /// # Errors
+    /// As [`Wal::append`], and whatever `build` returns.
+    pub fn append_with(
+        &self,
+        build: impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<Ack> {
+        self.shared.append_with(build)
+    }
+
+    /// Makes every record written so far durable; returns the durable LSN.
+    ///
+    /// # Errors
+    /// [`WalError::Poisoned`] if this or an earlier sync failed.
+    pub fn sync(&self) -> Result<Lsn> {
+        let target = self.written_lsn();
+        crate::sync::sync_to(&self.shared, target, true)
+    }
+
+    /// Waits until `lsn` is durable: under [`SyncPolicy::Batch`] for the background sync,
+    /// otherwise by syncing.
+    ///
+    /// # Errors
+    /// [`WalError::Poisoned`] if a sync failed; [`WalError::LsnOutOfRange`] for an LSN not
+    /// yet written.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let written = self.written_lsn();
+        if lsn > written {
+            return Err(WalError::LsnOutOfRange {
+                requested: lsn,
+                first: Lsn::FIRST,
+                last: written,
+            });
+        }
+        let lead = !matches!(self.shared.options.sync_policy, SyncPolicy::Batch(_))
+            || self.syncer.is_none();
+        crate::sync::sync_to(&self.shared, lsn, lead).map(|_| ())
+    }
+
+    /// The last LSN written ([`Lsn::ZERO`] for an empty log).
+    #[must_use]
+    pub fn written_lsn(&self) -> Lsn {
+        Lsn(self.shared.written.load(Ordering::Acquire))
+    }
+
+    /// The last LSN known durable.
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        Lsn(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// The segments of the log, oldest first; the last is the active one.
+    #[must_use]
+    pub fn segments(&self) -> Vec<SegmentId> {
+        lock(&self.shared.segments).clone()
+    }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// A reader of every record from `from` on, up to the last LSN written when each record
+    /// is asked for; appends may continue meanwhile.
+    ///
+    /// # Errors
+    /// [`WalError::LsnOutOfRange`] if `from` was deleted or is beyond the next LSN.
+    pub fn reader(&self, from: Lsn) -> Result<WalReader> {
+        WalReader::new(Arc::clone(&self.shared), from)
+    }
+
+    /// Deletes the segments all of whose records have LSNs below `watermark`; never the
+    /// active segment. The directory is synced after deleting. Returns the deleted segments.
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if a removal or the directory sync fails (the segments list stays
+    /// as it was on disk: a failed removal leaves its segment in place).
+    pub fn delete_below(&self, watermark: Lsn) -> Result<Vec<SegmentId>> {
+        let shared = &self.shared;
+        let mut segments = lock(&shared.segments);
+        let mut doomed = Vec::new();
+        for pair in segments.windows(2) {
+            // Segment pair[0] holds LSNs pair[0].0 ..= pair[1].0 - 1.
+            if pair[1].0 <= watermark {
+                doomed.push(pair[0]);
+            } else {
+                break;
+            }
+        }
+        let mut deleted = Vec::new();
+        for (i, &id) in doomed.iter().enumerate() {
+            if i > 0 {
+                shared.crash_point(crash_points::DELETE_BETWEEN)?;
+            }
+            let path = shared.path(id);
+            shared.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+            segments.retain(|s| *s != id);
+            deleted.push(id);
+            Counters::add(&shared.counters.segments_deleted, 1);
+            shared.listener.on_delete(id);
+        }
+        if !deleted.is_empty() {
+            shared.crash_point(crash_points::DELETE_BEFORE_DIR_SYNC)?;
+            shared
+                .fs
+                .sync_dir(&shared.dir)
+                .map_err(|e| WalError::io("sync_dir", &shared.dir, e))?;
+        }
+        Ok(deleted)
+    }
+
+    /// Counters since open.
+    #[must_use]
+    pub fn stats(&self) -> WalStats {
+        let mut stats = self.shared.counters.snapshot();
+        stats.written_lsn = self.written_lsn();
+        stats.durable_lsn = self.durable_lsn();
+        stats.segments = lock(&self.shared.segments).len() as u64;
+        stats
+    }
+
+    /// Stops the background sync thread, syncs everything written, and closes the log.
+    ///
+    /// # Errors
+    /// The error of the final sync (the log is closed all the same).
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(handle) = self.syncer.take() {
+            if let Some(tx) = self.shared.wake.get() {
+                let _ = tx.send(SyncMessage::Shutdown);
+            }
+            let _ = handle.join();
+        }
+        if self.shared.poisoned.get().is_some() {
+            return self.shared.check_poisoned();
+        }
+        let target = self.written_lsn();
+        crate::sync::sync_to(&self.shared, target, true).map(|_| ())
+    }
+}
+
+impl Drop for Wal {
+    /// A best-effort close: stops the sync thread and syncs, ignoring errors.
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

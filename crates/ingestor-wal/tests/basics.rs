@@ -1,0 +1,247 @@
+//! Round trips, rotation, readers, concurrency, deletion: each body runs on the real file
+//! system and on the simulated disk.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Disk, payload};
+use ingestor_wal::{AckLevel, Lsn, SegmentId, SyncPolicy, Wal, WalError, WalOptions};
+
+fn small(policy: SyncPolicy) -> WalOptions {
+    WalOptions::default().sync_policy(policy).segment_bytes_max(4096)
+}
+
+#[test]
+fn round_trip_single_and_batch_appends() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Os));
+        assert_eq!(wal.written_lsn(), Lsn::ZERO);
+        let a = wal.append(1, b"one").unwrap();
+        assert_eq!((a.first, a.last, a.level), (Lsn(1), Lsn(1), AckLevel::Written));
+        let b = wal.append_batch(&[(2, b"two"), (3, b"three")]).unwrap();
+        assert_eq!((b.first, b.last), (Lsn(2), Lsn(3)));
+        assert_eq!(wal.written_lsn(), Lsn(3));
+        assert_eq!(wal.sync().unwrap(), Lsn(3));
+        let read: Vec<_> = wal.reader(Lsn(2)).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[1].lsn, read[1].record_type, read[1].payload.as_slice()),
+            (Lsn(3), 3, &b"three"[..])
+        );
+        wal.close().unwrap();
+
+        let (wal, seen) = disk.replay(small(SyncPolicy::Os));
+        assert_eq!(
+            seen,
+            vec![(1, 1, b"one".to_vec()), (2, 2, b"two".to_vec()), (3, 3, b"three".to_vec())]
+        );
+        assert_eq!(wal.append(1, b"four").unwrap().first, Lsn(4), "LSNs continue after reopen");
+    }
+}
+
+#[test]
+fn always_acknowledges_durable_and_batch_becomes_durable_within_the_window() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Always));
+        let ack = wal.append(1, b"x").unwrap();
+        assert_eq!(ack.level, AckLevel::Durable);
+        assert!(wal.durable_lsn() >= ack.last);
+        drop(wal);
+        let wal = disk.open(small(SyncPolicy::Batch(std::time::Duration::from_millis(2))));
+        let ack = wal.append(1, b"y").unwrap();
+        wal.wait_durable(ack.last).unwrap();
+        assert!(wal.durable_lsn() >= ack.last);
+        assert!(wal.stats().syncs >= 1);
+    }
+}
+
+#[test]
+fn rotation_keeps_lsns_dense_across_segments() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Os));
+        for n in 1..=200u64 {
+            assert_eq!(wal.append(1, &payload(n, 100)).unwrap().first, Lsn(n));
+        }
+        let segments = wal.segments();
+        assert!(segments.len() >= 5, "{segments:?}");
+        assert_eq!(segments[0], SegmentId(Lsn(1)));
+        assert!(wal.stats().rotations as usize == segments.len() - 1);
+        assert_eq!(disk.segment_files().len(), segments.len());
+        // Every record, in order, from any starting point.
+        for from in [1u64, 37, 200] {
+            let got: Vec<u64> = wal.reader(Lsn(from)).unwrap().map(|r| r.unwrap().lsn.0).collect();
+            assert_eq!(got, (from..=200).collect::<Vec<_>>());
+        }
+        drop(wal);
+        let (_, seen) = disk.replay(small(SyncPolicy::Os));
+        assert_eq!(seen.len(), 200);
+        for (i, (lsn, _, p)) in seen.iter().enumerate() {
+            assert_eq!(*lsn, i as u64 + 1);
+            assert_eq!(p, &payload(*lsn, 100));
+        }
+    }
+}
+
+#[test]
+fn a_record_larger_than_a_segment_gets_a_segment_of_its_own() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Os));
+        wal.append(1, b"small").unwrap();
+        let big = payload(2, 10_000);
+        wal.append(1, &big).unwrap();
+        wal.append(1, b"after").unwrap();
+        drop(wal);
+        let (_, seen) = disk.replay(small(SyncPolicy::Os));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[1].2, big);
+    }
+}
+
+#[test]
+fn concurrent_appenders_get_dense_unique_lsns() {
+    for disk in Disk::both() {
+        for policy in [SyncPolicy::Always, SyncPolicy::Os] {
+            let dir_disk = disk.sibling(&format!("wal-{policy:?}"));
+            let wal = Arc::new(
+                dir_disk
+                    .open(WalOptions::default().sync_policy(policy).segment_bytes_max(64 << 10)),
+            );
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let wal = Arc::clone(&wal);
+                    std::thread::spawn(move || {
+                        (0..100u64)
+                            .map(|i| {
+                                let ack = wal.append(1, &payload(t * 1000 + i, 50)).unwrap();
+                                if policy == SyncPolicy::Always {
+                                    assert_eq!(ack.level, AckLevel::Durable);
+                                }
+                                (ack.first.0, t * 1000 + i)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let mut acks: Vec<(u64, u64)> =
+                threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+            acks.sort();
+            assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), (1..=400).collect::<Vec<_>>());
+            drop(Arc::try_unwrap(wal).unwrap());
+            let (_, seen) = dir_disk
+                .replay(WalOptions::default().sync_policy(policy).segment_bytes_max(64 << 10));
+            for ((lsn, id), (seen_lsn, _, p)) in acks.iter().zip(&seen) {
+                assert_eq!(lsn, seen_lsn);
+                assert_eq!(
+                    p,
+                    &payload(*id, 50),
+                    "the payload at LSN {lsn} is the one acknowledged with it"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn readers_follow_appends_across_segments() {
+    for disk in Disk::both() {
+        let wal = Arc::new(disk.open(small(SyncPolicy::Os)));
+        let writer = {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                for n in 1..=300u64 {
+                    wal.append(1, &payload(n, 80)).unwrap();
+                }
+            })
+        };
+        let mut reader = wal.reader(Lsn(1)).unwrap();
+        let mut next = 1u64;
+        while next <= 300 {
+            match reader.next() {
+                Some(r) => {
+                    let r = r.unwrap();
+                    assert_eq!(r.lsn, Lsn(next));
+                    assert_eq!(r.payload, payload(next, 80));
+                    next += 1;
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        writer.join().unwrap();
+        assert!(reader.next().is_none());
+    }
+}
+
+#[test]
+fn delete_below_removes_only_segments_wholly_below_the_watermark() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Os));
+        for n in 1..=200u64 {
+            wal.append(1, &payload(n, 100)).unwrap();
+        }
+        let before = wal.segments();
+        let second = before[1].0;
+        // A watermark inside the second segment deletes only the first.
+        let deleted = wal.delete_below(Lsn(second.0 + 1)).unwrap();
+        assert_eq!(deleted, vec![before[0]]);
+        // The watermark equal to a segment's first LSN deletes every segment before it.
+        let third = before[2].0;
+        assert_eq!(wal.delete_below(third).unwrap(), vec![before[1]]);
+        // Never the active segment, even with a watermark past everything.
+        let deleted = wal.delete_below(Lsn(u64::MAX)).unwrap();
+        assert_eq!(deleted, before[2..before.len() - 1].to_vec());
+        assert_eq!(wal.segments(), vec![*before.last().unwrap()]);
+        assert_eq!(disk.segment_files(), vec![before.last().unwrap().file_name()]);
+        assert!(matches!(wal.reader(Lsn(1)), Err(WalError::LsnOutOfRange { .. })));
+        let last_first = before.last().unwrap().0;
+        let got: Vec<u64> = wal.reader(last_first).unwrap().map(|r| r.unwrap().lsn.0).collect();
+        assert_eq!(got, (last_first.0..=200).collect::<Vec<_>>());
+        drop(wal);
+        // The log reopens from the first kept segment.
+        let (wal, seen) = disk.replay(small(SyncPolicy::Os));
+        assert_eq!(seen.first().unwrap().0, last_first.0);
+        assert_eq!(wal.append(1, b"next").unwrap().first, Lsn(201));
+    }
+}
+
+#[test]
+fn a_second_opener_is_refused() {
+    for disk in Disk::both() {
+        let _wal = disk.open(WalOptions::default());
+        let err = Wal::open(Arc::clone(&disk.fs), &disk.dir, WalOptions::default()).unwrap_err();
+        assert!(matches!(&err, WalError::Io { op: "lock", .. }), "{err}");
+    }
+}
+
+#[test]
+fn invalid_options_name_the_field() {
+    let disk = Disk::sim(2);
+    for (options, field) in [
+        (WalOptions::default().segment_bytes_max(100), "segment_bytes_max"),
+        (
+            WalOptions::default().sync_policy(SyncPolicy::Batch(std::time::Duration::ZERO)),
+            "sync_policy",
+        ),
+        (
+            WalOptions::default().compression(ingestor_codec::Compression::Zstd { level: 99 }),
+            "compression",
+        ),
+    ] {
+        let err = Wal::open(Arc::clone(&disk.fs), &disk.dir, options).unwrap_err();
+        assert!(matches!(err, WalError::InvalidOptions { field: f, .. } if f == field), "{err}");
+    }
+}
+
+#[test]
+fn compressed_records_round_trip() {
+    for disk in Disk::both() {
+        let options = small(SyncPolicy::Os).compression(ingestor_codec::Compression::Lz4);
+        let wal = disk.open(options.clone());
+        let repetitive = vec![b'a'; 2000];
+        wal.append(1, &repetitive).unwrap();
+        assert!(wal.stats().bytes_written < 200, "{:?}", wal.stats());
+        drop(wal);
+        let (_, seen) = disk.replay(options);
+        assert_eq!(seen[0].2, repetitive);
+    }
+}
