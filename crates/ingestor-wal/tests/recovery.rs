@@ -1,0 +1,308 @@
+//! Recovery modes on damaged logs: corruption in the middle, torn tails, gaps, torn segment
+//! headers; and golden bytes of a segment and a recovery report.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Disk, payload};
+use ingestor_codec::{DecodeErrorKind, SEGMENT_HEADER_LEN, decode_frame};
+use ingestor_fs::{Fs, OpenMode};
+use ingestor_wal::{
+    CorruptionAction, Lsn, QUARANTINE_DIR, RecoveryMode, SyncPolicy, Wal, WalError, WalOptions,
+};
+
+fn options(policy: SyncPolicy, mode: RecoveryMode) -> WalOptions {
+    WalOptions::default().sync_policy(policy).segment_bytes_max(4096).recovery_mode(mode)
+}
+
+/// Writes `n` records of 100 bytes and closes the log.
+fn build(disk: &Disk, policy: SyncPolicy, n: u64) -> Vec<String> {
+    let wal = disk.open(options(policy, RecoveryMode::TolerateTornTail));
+    for i in 1..=n {
+        wal.append(1, &payload(i, 100)).unwrap();
+    }
+    wal.close().unwrap();
+    disk.segment_files()
+}
+
+/// The frames of a segment file: (offset, LSN, length).
+fn frames(fs: &dyn Fs, path: &Path) -> Vec<(u64, u64, u64)> {
+    let bytes = fs.read_file(path).unwrap();
+    let mut at = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while let Ok(frame) = decode_frame(&bytes[at..]) {
+        out.push((at as u64, frame.lsn.0, frame.frame_len as u64));
+        at += frame.frame_len;
+    }
+    out
+}
+
+fn flip(fs: &dyn Fs, path: &Path, offset: u64) {
+    let file = fs.open(path, OpenMode::ReadWrite).unwrap();
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, offset).unwrap();
+    file.write_at(&[b[0] ^ 0x20], offset).unwrap();
+    file.sync_data().unwrap();
+}
+
+fn replay(
+    disk: &Disk,
+    options: WalOptions,
+) -> Result<(Wal, ingestor_wal::RecoveryReport, Vec<u64>), WalError> {
+    let mut seen = Vec::new();
+    let (wal, report) =
+        Wal::open_and_replay(Arc::clone(&disk.fs), &disk.dir, options, Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 100), "LSN {lsn} holds its own payload");
+            seen.push(lsn.0);
+            Ok(())
+        })?;
+    Ok((wal, report, seen))
+}
+
+fn quarantine_files(disk: &Disk) -> Vec<PathBuf> {
+    let q = disk.dir.join(QUARANTINE_DIR);
+    if !disk.fs.exists(&q).unwrap() {
+        return Vec::new();
+    }
+    disk.fs.read_dir(&q).unwrap().into_iter().map(|e| q.join(e.name)).collect()
+}
+
+#[test]
+fn corruption_in_a_middle_segment_under_each_mode() {
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::Strict,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        for disk in Disk::both() {
+            let segments = build(&disk, SyncPolicy::Os, 150);
+            assert!(segments.len() >= 4, "{segments:?}");
+            let middle = disk.dir.join(&segments[1]);
+            let (offset, lsn, _) = frames(&*disk.fs, &middle)[3];
+            flip(&*disk.fs, &middle, offset + 30);
+            let result = replay(&disk, options(SyncPolicy::Os, mode));
+            match mode {
+                RecoveryMode::TolerateTornTail | RecoveryMode::Strict => {
+                    let err = result.unwrap_err();
+                    match &err {
+                        WalError::Corrupt { path, offset: o, lsn: l, cause } => {
+                            assert_eq!(path, &middle);
+                            assert_eq!((*o, l.0), (offset, lsn));
+                            assert!(matches!(cause.kind, DecodeErrorKind::ChecksumMismatch { .. }));
+                        }
+                        other => panic!("{mode:?}: {other}"),
+                    }
+                    let text = err.to_string();
+                    assert!(
+                        text.contains(&segments[1]) && text.contains(&format!("byte {offset}")),
+                        "{text}"
+                    );
+                    assert!(quarantine_files(&disk).is_empty(), "a refused open changes nothing");
+                }
+                RecoveryMode::PointInTime => {
+                    let (wal, report, seen) = result.unwrap();
+                    assert_eq!(seen, (1..lsn).collect::<Vec<_>>());
+                    let c = &report.corruptions[0];
+                    assert_eq!((c.offset, c.action), (offset, CorruptionAction::DroppedFromHere));
+                    assert_eq!(c.lost, Some((Lsn(lsn), Lsn(150))));
+                    assert_eq!(report.removed_segments.len(), segments.len() - 2);
+                    assert!(!quarantine_files(&disk).is_empty());
+                    assert_eq!(wal.append(1, &payload(lsn, 100)).unwrap().first, Lsn(lsn));
+                    drop(wal);
+                    // The log is consistent again: a default open is clean.
+                    let (_, report, seen) =
+                        replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail))
+                            .unwrap();
+                    assert!(report.is_clean(), "{report}");
+                    assert_eq!(seen, (1..=lsn).collect::<Vec<_>>());
+                }
+                RecoveryMode::SkipCorrupted => {
+                    let (wal, report, seen) = result.unwrap();
+                    let expected: Vec<u64> = (1..=150).filter(|&l| l != lsn).collect();
+                    assert_eq!(seen, expected);
+                    let c = &report.corruptions[0];
+                    assert_eq!(c.lost, Some((Lsn(lsn), Lsn(lsn))));
+                    assert_eq!(c.action, CorruptionAction::Skipped);
+                    assert_eq!(c.quarantined.len(), 1);
+                    assert_eq!(wal.append(1, &payload(151, 100)).unwrap().first, Lsn(151));
+                    drop(wal);
+                    // The damage stays: a default open still refuses.
+                    assert!(matches!(
+                        replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)),
+                        Err(WalError::Corrupt { .. })
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_to_a_synced_frame_in_the_last_segment_is_corruption_not_a_torn_tail() {
+    for disk in Disk::both() {
+        // Under Always, each frame is written after the one before it was synced: its
+        // durable lag proves the earlier frame was durable.
+        let segments = build(&disk, SyncPolicy::Always, 20);
+        let last = disk.dir.join(segments.last().unwrap());
+        let fr = frames(&*disk.fs, &last);
+        let (offset, lsn, _) = fr[fr.len() - 3];
+        flip(&*disk.fs, &last, offset + 25);
+        let err =
+            replay(&disk, options(SyncPolicy::Always, RecoveryMode::TolerateTornTail)).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { lsn: l, .. } if l.0 == lsn), "{err}");
+    }
+}
+
+#[test]
+fn a_torn_frame_followed_by_an_intact_later_frame_is_a_torn_tail() {
+    for disk in Disk::both() {
+        // Under Os nothing was synced after the segment was created: damage followed by
+        // valid frames is exactly what a torn, never-synced write leaves.
+        let segments = build(&disk, SyncPolicy::Os, 20);
+        let last = disk.dir.join(segments.last().unwrap());
+        let fr = frames(&*disk.fs, &last);
+        let (offset, lsn, _) = fr[fr.len() - 3];
+        flip(&*disk.fs, &last, offset + 25);
+        let (wal, report, seen) =
+            replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(seen, (1..lsn).collect::<Vec<_>>());
+        let t = &report.truncations[0];
+        assert_eq!((t.offset, t.from_lsn), (offset, Lsn(lsn)));
+        let tail: u64 = fr[fr.len() - 3..].iter().map(|f| f.2).sum();
+        assert_eq!(t.bytes, tail, "the report counts the bytes cut");
+        let q = t.quarantined.as_ref().expect("cut bytes are quarantined");
+        assert_eq!(disk.fs.read_file(q).unwrap().len() as u64, tail);
+        assert_eq!(wal.written_lsn(), Lsn(lsn - 1));
+        drop(wal);
+        let (_, report, _) = replay(&disk, options(SyncPolicy::Os, RecoveryMode::Strict)).unwrap();
+        assert!(report.is_clean(), "the tail was cut durably: {report}");
+    }
+}
+
+#[test]
+fn garbage_after_the_last_frame_is_cut_and_strict_refuses_it() {
+    for disk in Disk::both() {
+        let segments = build(&disk, SyncPolicy::Os, 5);
+        let last = disk.dir.join(segments.last().unwrap());
+        let (offset, _, len) = *frames(&*disk.fs, &last).last().unwrap();
+        let end = offset + len;
+        let file = disk.fs.open(&last, OpenMode::ReadWrite).unwrap();
+        file.write_at(&[0xAB; 7], end + 100).unwrap();
+        file.sync_data().unwrap();
+        drop(file);
+        let err = replay(&disk, options(SyncPolicy::Os, RecoveryMode::Strict)).unwrap_err();
+        assert!(matches!(err, WalError::TornTail { offset: o, .. } if o == end), "{err}");
+        let (_, report, seen) =
+            replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(seen.len(), 5);
+        assert_eq!((report.truncations[0].offset, report.truncations[0].bytes), (end, 107));
+        let (_, report, _) = replay(&disk, options(SyncPolicy::Os, RecoveryMode::Strict)).unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+}
+
+#[test]
+fn a_missing_middle_segment_is_a_gap() {
+    for mode in
+        [RecoveryMode::TolerateTornTail, RecoveryMode::PointInTime, RecoveryMode::SkipCorrupted]
+    {
+        let disk = Disk::sim(3);
+        let segments = build(&disk, SyncPolicy::Os, 150);
+        let gone = disk.dir.join(&segments[1]);
+        let first_gone = frames(&*disk.fs, &gone)[0].1;
+        let first_after = frames(&*disk.fs, &disk.dir.join(&segments[2]))[0].1;
+        disk.fs.remove_file(&gone).unwrap();
+        match (mode, replay(&disk, options(SyncPolicy::Os, mode))) {
+            (RecoveryMode::TolerateTornTail, Err(WalError::Gap { first, last, .. })) => {
+                assert_eq!((first.0, last.0), (first_gone, first_after - 1));
+            }
+            (RecoveryMode::PointInTime, Ok((_, report, seen))) => {
+                assert_eq!(seen, (1..first_gone).collect::<Vec<_>>());
+                assert_eq!(report.corruptions[0].lost, Some((Lsn(first_gone), Lsn(150))));
+            }
+            (RecoveryMode::SkipCorrupted, Ok((_, report, seen))) => {
+                let expected: Vec<u64> = (1..first_gone).chain(first_after..=150).collect();
+                assert_eq!(seen, expected);
+                assert_eq!(
+                    report.corruptions[0].lost,
+                    Some((Lsn(first_gone), Lsn(first_after - 1)))
+                );
+            }
+            (mode, other) => panic!("{mode:?}: {:?}", other.map(|r| r.1)),
+        }
+    }
+}
+
+#[test]
+fn a_torn_new_segment_is_removed_and_the_log_continues() {
+    for disk in Disk::both() {
+        build(&disk, SyncPolicy::Os, 10);
+        // A crash while creating segment 11: the name exists, the header never made it.
+        let torn = disk.dir.join(ingestor_wal::SegmentId(Lsn(11)).file_name());
+        let file = disk.fs.create(&torn).unwrap();
+        file.write_at(b"INGST", 0).unwrap();
+        file.sync_data().unwrap();
+        drop(file);
+        let (wal, report, seen) =
+            replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(seen.len(), 10);
+        assert!(report.truncations[0].removed_file, "{report}");
+        assert!(!disk.fs.exists(&torn).unwrap());
+        assert_eq!(wal.append(1, b"x").unwrap().first, Lsn(11));
+    }
+}
+
+#[test]
+fn golden_segment_bytes() {
+    let disk = Disk::sim(4);
+    let wal = disk.open(options(SyncPolicy::Os, RecoveryMode::TolerateTornTail));
+    wal.append(1, b"alpha").unwrap();
+    wal.append_batch(&[(2, b"beta"), (3, b"gamma")]).unwrap();
+    wal.close().unwrap();
+    let path = disk.dir.join(ingestor_wal::SegmentId(Lsn(1)).file_name());
+    let bytes = disk.fs.read_file(&path).unwrap();
+    assert_eq!(bytes.len(), 4096, "segments are preallocated");
+    let (offset, _, len) = *frames(&*disk.fs, &path).last().unwrap();
+    let end = (offset + len) as usize;
+    assert!(bytes[end..].iter().all(|&b| b == 0));
+    insta::assert_snapshot!("segment_three_records", hexdump(&bytes[..end]));
+}
+
+#[test]
+fn golden_recovery_report() {
+    let disk = Disk::sim(5);
+    let segments = build(&disk, SyncPolicy::Os, 40);
+    let last = disk.dir.join(segments.last().unwrap());
+    let (offset, _, _) = *frames(&*disk.fs, &last).last().unwrap();
+    flip(&*disk.fs, &last, offset + 30);
+    let (_, mut report, _) =
+        replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+    report.duration = Duration::ZERO;
+    insta::assert_snapshot!("report_torn_tail", report.to_string());
+
+    let disk = Disk::sim(6);
+    let segments = build(&disk, SyncPolicy::Os, 100);
+    assert!(segments.len() >= 3, "the damage must be in a middle segment");
+    let middle = disk.dir.join(&segments[1]);
+    let (offset, _, _) = frames(&*disk.fs, &middle)[2];
+    flip(&*disk.fs, &middle, offset + 30);
+    let (_, mut report, _) =
+        replay(&disk, options(SyncPolicy::Os, RecoveryMode::SkipCorrupted)).unwrap();
+    report.duration = Duration::ZERO;
+    insta::assert_snapshot!("report_skip_corrupted", report.to_string());
+}
+
+fn hexdump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String =
+            chunk.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
+        out.push_str(&format!("{:06x}  {:<47}  {ascii}\n", i * 16, hex.join(" ")));
+    }
+    out
+}
