@@ -35,6 +35,9 @@ pub(crate) struct Recovered {
 
 /// How far past a damaged frame recovery looks for LSNs of later valid frames.
 const RESYNC_LSN_WINDOW: u64 = 1 << 32;
+/// How far past the end of the data in the last segment recovery reads, looking for torn
+/// bytes. Beyond it, bytes are never read: recovery zeroes them durably instead.
+pub(crate) const TAIL_WINDOW: u64 = 4 << 20;
 
 /// Damage found at `offset` of a segment while expecting LSN `lsn`.
 struct Damage {
@@ -254,7 +257,10 @@ impl Recovery<'_> {
                 Found::End => {
                     // Zeros mark the end; anything non-zero after them was never synced,
                     // unless a later valid frame proves otherwise.
-                    if cur.nonzero_end(offset)? == offset {
+                    if cur.nonzero_end_within(offset, TAIL_WINDOW)? == offset {
+                        // Nothing torn near the end. Whatever lies further on (never read) is
+                        // zeroed durably, so that no stale frame can ever follow new ones.
+                        self.cut(id, offset)?;
                         break;
                     }
                     Damage {

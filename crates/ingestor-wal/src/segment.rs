@@ -183,12 +183,21 @@ impl Cursor {
     /// The offset just past the last non-zero byte at or after `from`, or `from` if every
     /// byte from there on is zero.
     pub(crate) fn nonzero_end(&mut self, from: u64) -> Result<u64> {
+        self.nonzero_end_within(from, u64::MAX)
+    }
+
+    /// Like [`Cursor::nonzero_end`], looking only at `[from, from + window)`.
+    pub(crate) fn nonzero_end_within(&mut self, from: u64, window: u64) -> Result<u64> {
+        let stop = from.saturating_add(window).min(self.len);
         let mut end = from;
         let mut at = from;
-        while at < self.len {
-            let chunk = self.bytes(at, READ_CHUNK)?;
+        while at < stop {
+            let chunk = self.bytes(at, READ_CHUNK.min((stop - at) as usize))?;
             let n = chunk.len() as u64;
-            if let Some(last) = chunk.iter().rposition(|&b| b != 0) {
+            if n == 0 {
+                break;
+            }
+            if let Some(last) = last_nonzero(chunk) {
                 end = at + last as u64 + 1;
             }
             at += n;
@@ -220,6 +229,19 @@ impl Cursor {
     }
 }
 
+/// The index of the last non-zero byte, eight bytes at a time.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let words = bytes.len() / 8;
+    if let Some(i) = bytes[words * 8..].iter().rposition(|&b| b != 0) {
+        return Some(words * 8 + i);
+    }
+    let w = bytes[..words * 8]
+        .chunks_exact(8)
+        .rposition(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")) != 0)?;
+    let i = bytes[w * 8..w * 8 + 8].iter().rposition(|&b| b != 0).expect("a non-zero word");
+    Some(w * 8 + i)
+}
+
 fn frame_error(offset: usize, kind: DecodeErrorKind) -> DecodeError {
     DecodeError { section: ingestor_codec::Section::Frame, offset: offset as u64, kind }
 }
@@ -227,6 +249,18 @@ fn frame_error(offset: usize, kind: DecodeErrorKind) -> DecodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_nonzero_finds_the_last_byte() {
+        assert_eq!(last_nonzero(&[0; 40]), None);
+        for len in [1usize, 7, 8, 9, 40] {
+            for at in 0..len {
+                let mut v = vec![0u8; len];
+                v[at] = 3;
+                assert_eq!(last_nonzero(&v), Some(at), "len {len} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn names_sort_and_parse() {

@@ -15,6 +15,9 @@ use ingestor_codec::Lsn;
 use crate::error::{Result, WalError};
 use crate::wal::{Shared, crash_points, lock};
 
+/// The longest a sync leader waits for appenders in the middle of a write.
+const GROUP_WAIT_MAX: Duration = Duration::from_micros(100);
+
 /// Messages to the background syncer.
 pub(crate) enum SyncMessage {
     /// A write happened: sync within one window.
@@ -33,20 +36,27 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
             return Ok(st.durable);
         }
         if st.syncing || !lead {
+            shared.waiting.fetch_add(1, Ordering::AcqRel);
             st = shared.synced.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+            shared.waiting.fetch_sub(1, Ordering::AcqRel);
             continue;
         }
         st.syncing = true;
+        let group = st.last_group;
+        let last_sync = st.last_sync;
         drop(st);
-        let outcome = lead_sync(shared);
+        let outcome = lead_sync(shared, group, last_sync);
         st = lock(&shared.sync);
         st.syncing = false;
         match outcome {
-            Ok(upto) => {
+            Ok((upto, took)) => {
                 if upto > st.durable {
                     st.durable = upto;
                     shared.durable.store(upto.0, Ordering::Release);
                 }
+                // The leader plus everyone it releases: how many writers to expect next time.
+                st.last_group = 1 + shared.waiting.load(Ordering::Acquire);
+                st.last_sync = took;
                 shared.synced.notify_all();
                 drop(st);
                 // The sync happened; a crash here loses only the acknowledgement.
@@ -62,8 +72,27 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
 }
 
 /// Syncs the active segment; returns the LSN it covers (everything written before it began:
-/// older segments were synced when they were closed).
-fn lead_sync(shared: &Shared) -> Result<Lsn> {
+/// older segments were synced when they were closed) and how long the sync took.
+///
+/// Before syncing, the leader gives other writers a moment to join the group: appenders in
+/// the middle of a write (bounded by [`GROUP_WAIT_MAX`]), and, when the previous group had
+/// several writers, until about as many are waiting again (bounded by half the previous
+/// sync's duration). A lone writer never waits.
+fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn, Duration)> {
+    let started = Instant::now();
+    let patience =
+        if group > 1 { (last_sync / 2).min(GROUP_WAIT_MAX * 10) } else { Duration::ZERO };
+    loop {
+        let in_flight = shared.in_flight.load(Ordering::Acquire);
+        let waiting = shared.waiting.load(Ordering::Acquire);
+        let elapsed = started.elapsed();
+        let writers_busy = in_flight > 0 && elapsed < GROUP_WAIT_MAX;
+        let group_forming = 1 + waiting + in_flight < group && elapsed < patience;
+        if !writers_busy && !group_forming {
+            break;
+        }
+        std::thread::yield_now();
+    }
     let (upto, file, segment) = {
         let w = lock(&shared.writer);
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
@@ -74,7 +103,7 @@ fn lead_sync(shared: &Shared) -> Result<Lsn> {
     let took = started.elapsed();
     shared.counters.sync_took(took);
     shared.listener.on_sync(upto, took);
-    Ok(upto)
+    Ok((upto, took))
 }
 
 /// Starts the thread that syncs at most `window` after a write.

@@ -1,7 +1,7 @@
 //! The log: open, append, sync, read, delete, close.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
@@ -137,6 +137,10 @@ pub(crate) struct Writer {
 pub(crate) struct SyncState {
     pub(crate) durable: Lsn,
     pub(crate) syncing: bool,
+    /// Writers released by the last sync, counting its leader.
+    pub(crate) last_group: usize,
+    /// How long the last sync took.
+    pub(crate) last_sync: std::time::Duration,
 }
 
 pub(crate) struct Shared {
@@ -153,6 +157,11 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) listener: Arc<dyn WalListener>,
     pub(crate) closed: AtomicBool,
+    /// Appenders between taking the write lock and finishing their write: a sync leader
+    /// waits a moment for them, so that one sync covers them all.
+    pub(crate) in_flight: AtomicUsize,
+    /// Callers waiting for a sync to finish.
+    pub(crate) waiting: AtomicUsize,
     /// Wakes the background syncer of [`SyncPolicy::Batch`].
     pub(crate) wake: OnceLock<Sender<SyncMessage>>,
     _lock: Box<dyn FsLock>,
@@ -319,14 +328,15 @@ impl Shared {
             return Err(WalError::Closed);
         }
         self.check_poisoned()?;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
-        self.check_poisoned()?;
         let mut buf = std::mem::take(&mut w.buf);
-        let result = self.write_batch(w, &mut buf, &mut build);
+        let result = self.check_poisoned().and_then(|()| self.write_batch(w, &mut buf, &mut build));
         buf.clear();
         w.buf = buf;
         drop(guard);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let (first, last) = result?;
         if last < first {
             return Ok(Ack { first, last, level: AckLevel::Written });
@@ -530,7 +540,12 @@ impl Wal {
             dir: dir.to_path_buf(),
             options: options.clone(),
             writer: Mutex::new(writer),
-            sync: Mutex::new(SyncState { durable: last_lsn, syncing: false }),
+            sync: Mutex::new(SyncState {
+                durable: last_lsn,
+                syncing: false,
+                last_group: 0,
+                last_sync: std::time::Duration::ZERO,
+            }),
             synced: Condvar::new(),
             written: AtomicU64::new(last_lsn.0),
             durable: AtomicU64::new(last_lsn.0),
@@ -539,6 +554,8 @@ impl Wal {
             counters: Counters::default(),
             listener,
             closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             wake: OnceLock::new(),
             _lock: dir_lock,
         });
