@@ -175,6 +175,14 @@ pub enum DecodeErrorKind {
     /// A series key breaks the data model's rules.
     #[error("invalid series key: {0}")]
     InvalidKey(ValidationError),
+    /// A frame or segment carries another LSN than the one its position calls for.
+    #[error("LSN {found} where LSN {expected} was expected")]
+    LsnMismatch {
+        /// The LSN the position calls for.
+        expected: u64,
+        /// The LSN found.
+        found: u64,
+    },
     /// An operation tag names no known operation, or has unknown bits set.
     #[error("unknown operation tag {0:#04x}")]
     UnknownOp(u8),

@@ -105,21 +105,28 @@ impl Cursor {
     }
 
     /// The bytes `[offset, offset + n)`, or fewer if the file ends first.
+    #[inline]
     pub(crate) fn bytes(&mut self, offset: u64, n: usize) -> Result<&[u8]> {
-        let end = offset.saturating_add(n as u64).min(self.len);
-        let have = self.buf_start..self.buf_start + self.buf.len() as u64;
-        if offset < have.start || end > have.end {
-            let want = (end.saturating_sub(offset) as usize).max(READ_CHUNK);
-            let take = want.min(self.len.saturating_sub(offset) as usize);
-            self.buf.resize(take, 0);
-            self.file
-                .read_exact_at(&mut self.buf, offset)
-                .map_err(|e| WalError::io("read", &self.path, e))?;
-            self.buf_start = offset;
+        let end = offset.saturating_add(n as u64).min(self.len).max(offset);
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if offset < self.buf_start || end > buf_end {
+            self.fill(offset, end)?;
         }
         let from = (offset - self.buf_start) as usize;
-        let to = (end.max(offset) - self.buf_start) as usize;
-        Ok(&self.buf[from..to])
+        Ok(&self.buf[from..from + (end - offset) as usize])
+    }
+
+    /// Reads at least `[offset, end)` into the buffer, a chunk at a time.
+    #[cold]
+    fn fill(&mut self, offset: u64, end: u64) -> Result<()> {
+        let want = ((end - offset) as usize).max(READ_CHUNK);
+        let take = want.min(self.len.saturating_sub(offset) as usize);
+        self.buf.resize(take, 0);
+        self.file
+            .read_exact_at(&mut self.buf, offset)
+            .map_err(|e| WalError::io("read", &self.path, e))?;
+        self.buf_start = offset;
+        Ok(())
     }
 
     /// The segment header, or why it is not valid.
@@ -141,40 +148,34 @@ impl Cursor {
     /// The frame at `offset`.
     pub(crate) fn frame(&mut self, offset: u64) -> Result<Found<'_>> {
         let head = self.bytes(offset, FRAME_HEADER_LEN)?;
-        if head.is_empty() {
-            return Ok(Found::End);
-        }
-        let Some(head) = head.first_chunk::<FRAME_HEADER_LEN>().copied() else {
+        let Some(head) = head.first_chunk::<FRAME_HEADER_LEN>() else {
             if head.iter().all(|&b| b == 0) {
                 return Ok(Found::End);
             }
+            let available = head.len() as u64;
             return Ok(Found::Bad(frame_error(
                 0,
-                DecodeErrorKind::Truncated {
-                    needed: FRAME_HEADER_LEN as u64,
-                    available: head.len() as u64,
-                },
+                DecodeErrorKind::Truncated { needed: FRAME_HEADER_LEN as u64, available },
             )));
         };
-        let header = match FrameHeader::parse(&head) {
+        let header = match FrameHeader::parse(head) {
             Ok(h) => h,
             Err(e) if e.kind == DecodeErrorKind::Zeroed => return Ok(Found::End),
             Err(e) => return Ok(Found::Bad(e)),
         };
-        let stored_len = header.payload_len as usize;
+        let frame_len = header.frame_len();
         let available = self.len.saturating_sub(offset + FRAME_HEADER_LEN as u64);
-        if (stored_len as u64) > available {
+        if header.payload_len as u64 > available {
             return Ok(Found::Bad(frame_error(
                 FRAME_HEADER_LEN,
-                DecodeErrorKind::Truncated { needed: stored_len as u64, available },
+                DecodeErrorKind::Truncated { needed: u64::from(header.payload_len), available },
             )));
         }
-        let whole = self.bytes(offset, FRAME_HEADER_LEN + stored_len)?;
-        let stored = &whole[FRAME_HEADER_LEN..];
-        if let Err(e) = header.verify(&head, stored) {
+        let whole = self.bytes(offset, frame_len)?;
+        if let Err(e) = header.verify_frame(whole) {
             return Ok(Found::Bad(e));
         }
-        match header.decode_payload(stored) {
+        match header.decode_payload(&whole[FRAME_HEADER_LEN..]) {
             Ok(payload) => Ok(Found::Frame { header, payload }),
             Err(e) => Ok(Found::Bad(e)),
         }
