@@ -30,6 +30,8 @@ pub struct WalReader {
     offset: u64,
     next: Lsn,
     failed: bool,
+    /// The writer's undo generation when this reader last read the file.
+    generation: u64,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -52,12 +54,13 @@ impl WalReader {
         }
         let segment = *segments.iter().rev().find(|s| s.0 <= from).expect("from >= first segment");
         let mut reader = WalReader {
-            shared,
+            shared: Arc::clone(&shared),
             segment,
             cursor: None,
             offset: SEGMENT_HEADER_LEN as u64,
             next: segment.0,
             failed: false,
+            generation: shared.undo_generation.load(Ordering::Acquire),
         };
         // Skip the records of the segment that come before `from`.
         while reader.next < from {
@@ -79,6 +82,12 @@ impl WalReader {
     fn read_next(&mut self) -> Result<Option<WalRecord>> {
         let mut refreshed = false;
         loop {
+            // Bytes buffered before a failed write was undone may be a frame that was cut.
+            let generation = self.shared.undo_generation.load(Ordering::Acquire);
+            if generation != self.generation {
+                self.generation = generation;
+                self.cursor = None;
+            }
             let written = Lsn(self.shared.written.load(Ordering::Acquire));
             if self.next > written {
                 return Ok(None);
@@ -89,7 +98,19 @@ impl WalReader {
                     .cursor
                     .insert(Cursor::open(&*self.shared.fs, self.shared.path(self.segment))?),
             };
-            let problem = match cursor.frame(self.offset)? {
+            let found = match cursor.frame(self.offset) {
+                Ok(found) => found,
+                // An undo shrinks the file for a moment: read again once.
+                Err(WalError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof && !refreshed =>
+                {
+                    self.cursor = None;
+                    refreshed = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let problem = match found {
                 Found::Frame { header, payload } if header.lsn == self.next => {
                     self.offset += header.frame_len() as u64;
                     self.next = self.next.next();

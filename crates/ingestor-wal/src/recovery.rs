@@ -29,7 +29,8 @@ pub(crate) struct Recovered {
     pub(crate) segments: Vec<SegmentId>,
     /// The LSN the next record gets.
     pub(crate) next_lsn: Lsn,
-    /// Where appends continue in the last segment (`None` if no segment remains).
+    /// Where appends continue in the last segment, if its tail was checked and cut durably
+    /// (`None`: start a new segment).
     pub(crate) tail_offset: Option<u64>,
 }
 
@@ -83,8 +84,21 @@ pub(crate) fn recover(
             Next::Stop => break,
         }
     }
+    // Never reissue an LSN a removed segment may have held.
+    let next_lsn = match (r.expected, r.next_hint) {
+        (Some(a), Some(b)) => Lsn(a.max(b)),
+        (a, b) => a.or(b).map_or(Lsn::FIRST, Lsn),
+    };
+    // An unchecked last segment that holds no record would share the new segment's name:
+    // reuse it, cut back to its header.
+    if r.tail_offset.is_none()
+        && let Some(&last) = r.kept.last()
+        && last.0 == next_lsn
+    {
+        r.cut(last, SEGMENT_HEADER_LEN as u64)?;
+        r.tail_offset = Some(SEGMENT_HEADER_LEN as u64);
+    }
     r.report.duration = started.elapsed();
-    let next_lsn = r.expected.or(r.next_hint).map_or(Lsn::FIRST, Lsn);
     Ok(Recovered { report: r.report, segments: r.kept, next_lsn, tail_offset: r.tail_offset })
 }
 
@@ -194,11 +208,16 @@ impl Recovery<'_> {
     ) -> Result<Next> {
         let id = self.ids[i];
         let lsn = Lsn(self.expected.unwrap_or(id.0.0));
-        if !is_last {
+        // The last segment's header and directory entry are synced before anything is
+        // appended to it, so a damaged header with no record after it is a torn creation.
+        // Valid records after it, or a name that does not continue the LSN chain, mean the
+        // header was damaged after the fact: corruption.
+        let end = cur.nonzero_end(0)?;
+        let has_records = cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(id.0.0))?.is_some();
+        let continues_chain = self.expected.is_none_or(|e| e == id.0.0);
+        if !is_last || has_records || !continues_chain {
             return self.middle(i, cur, Damage { offset: 0, lsn, cause });
         }
-        // The last segment's header and directory entry are synced before anything is
-        // appended to it, so a damaged one holds no acknowledged record: a torn creation.
         if self.mode() == RecoveryMode::Strict {
             return Err(WalError::TornTail {
                 path: cur.path().to_path_buf(),
@@ -207,7 +226,6 @@ impl Recovery<'_> {
                 cause,
             });
         }
-        let end = cur.nonzero_end(0)?;
         let quarantined = self.quarantine(cur, 0, end)?;
         self.remove_segment(id)?;
         self.next_hint = Some(id.0.0);
@@ -253,7 +271,12 @@ impl Recovery<'_> {
                         kind: DecodeErrorKind::LsnMismatch { expected, found: header.lsn.0 },
                     },
                 },
-                Found::End if !is_last => break,
+                Found::End if !is_last => {
+                    // A closed segment; its tail is not checked, so never appended to again.
+                    self.kept.push(id);
+                    self.tail_offset = None;
+                    return Ok(Next::Continue);
+                }
                 Found::End => {
                     // Zeros mark the end; anything non-zero after them was never synced,
                     // unless a later valid frame proves otherwise.
@@ -278,11 +301,11 @@ impl Recovery<'_> {
             // Valid data after the damage? In a later segment it is there by construction;
             // in this one, a later frame whose durable lag shows the damaged LSN was synced.
             let end = cur.nonzero_end(damage.offset)?;
-            let later =
-                cur.resync(damage.offset + 1, end, expected + 1..expected + RESYNC_LSN_WINDOW)?;
-            let proven_durable = later.is_some_and(|(_, h)| {
-                h.durable_lag > 0 && h.lsn.0.saturating_sub(u64::from(h.durable_lag)) >= expected
-            });
+            let later = cur.resync(damage.offset + 1, end, lsn_window(expected + 1))?;
+            let proven_durable = match later {
+                Some(first) => proves_durable(cur, first, end, expected)?,
+                None => false,
+            };
             if !is_last || proven_durable {
                 match self.middle_in_segment(i, cur, damage, later)? {
                     Some(resume) => {
@@ -290,7 +313,10 @@ impl Recovery<'_> {
                         continue;
                     }
                     None if self.mode() == RecoveryMode::PointInTime => return Ok(Next::Stop),
-                    None => return Ok(Next::Continue),
+                    None => {
+                        self.tail_offset = None;
+                        return Ok(Next::Continue);
+                    }
                 }
             }
             self.torn_tail(id, cur, damage)?;
@@ -351,7 +377,6 @@ impl Recovery<'_> {
                     });
                     self.skipping_from = Some(damage.lsn);
                     self.kept.push(id);
-                    self.tail_offset = Some(end);
                     Ok(None)
                 }
             }
@@ -514,13 +539,39 @@ impl Recovery<'_> {
     }
 }
 
+/// LSNs from `from` to `from + RESYNC_LSN_WINDOW`, saturating.
+fn lsn_window(from: u64) -> std::ops::Range<u64> {
+    from..from.saturating_add(RESYNC_LSN_WINDOW)
+}
+
+/// Whether any valid frame from `first` on (up to `end`) proves, by its durable lag, that
+/// LSN `damaged` had been synced before it was written. Every later frame is looked at: the
+/// proof grows stronger with each (a frame's `lsn - lag` only rises along the log).
+fn proves_durable(
+    cur: &mut Cursor,
+    first: (u64, ingestor_codec::FrameHeader),
+    end: u64,
+    damaged: u64,
+) -> Result<bool> {
+    let mut next = Some(first);
+    while let Some((offset, header)) = next {
+        let lag = u64::from(header.durable_lag);
+        if lag > 0 && header.lsn.0.saturating_sub(lag) >= damaged {
+            return Ok(true);
+        }
+        let from = offset + header.frame_len() as u64;
+        next = cur.resync(from, end, lsn_window(header.lsn.0.saturating_add(1)))?;
+    }
+    Ok(false)
+}
+
 /// The highest LSN of a valid frame found by scanning a segment from `from` (resyncing past
 /// damage), or `floor` if there is none.
 fn last_valid_lsn(cur: &mut Cursor, from: u64, floor: u64) -> Result<u64> {
     let mut best = floor;
     let mut at = from;
     let end = cur.nonzero_end(from)?;
-    while let Some((offset, header)) = cur.resync(at, end, best + 1..best + RESYNC_LSN_WINDOW)? {
+    while let Some((offset, header)) = cur.resync(at, end, lsn_window(best.saturating_add(1)))? {
         best = header.lsn.0;
         at = offset + header.frame_len() as u64;
     }

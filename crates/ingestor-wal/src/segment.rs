@@ -15,6 +15,9 @@ use crate::error::{Result, WalError};
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// The directory, inside the log directory, that holds bytes recovery set aside.
 pub const QUARANTINE_DIR: &str = "quarantine";
+/// The largest first LSN a segment may have: far below `u64::MAX`, so that LSN arithmetic
+/// on anything read from disk cannot overflow.
+pub(crate) const MAX_FIRST_LSN: u64 = u64::MAX >> 2;
 /// How much a cursor reads at once.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -55,6 +58,12 @@ pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentId>> {
             continue;
         }
         match SegmentId::from_file_name(&entry.name) {
+            Some(id) if id.0.0 == 0 || id.0.0 > MAX_FIRST_LSN => {
+                return Err(WalError::UnexpectedFile {
+                    path: dir.join(&entry.name),
+                    reason: format!("a segment's first LSN must be between 1 and {MAX_FIRST_LSN}"),
+                });
+            }
             Some(id) => out.push(id),
             None => {
                 return Err(WalError::UnexpectedFile {

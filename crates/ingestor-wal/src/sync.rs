@@ -50,7 +50,8 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
         st.syncing = false;
         match outcome {
             Ok((upto, took)) => {
-                if upto > st.durable {
+                // A sync that failed after this one began has poisoned the log: claim nothing.
+                if upto > st.durable && shared.poisoned.get().is_none() {
                     st.durable = upto;
                     shared.durable.store(upto.0, Ordering::Release);
                 }
@@ -65,7 +66,12 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
             }
             Err(e) => {
                 drop(st);
-                return Err(shared.poison(e));
+                // Failed syncs poison the log inside `sync_segment`; anything else that stops
+                // a leader (a simulated power cut) poisons it here, so no waiter is stranded.
+                return Err(match e {
+                    WalError::Poisoned { .. } => e,
+                    e => shared.poison(e),
+                });
             }
         }
     }
@@ -98,10 +104,7 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
     };
     shared.crash_point(crash_points::SYNC_BEFORE)?;
-    let started = Instant::now();
-    file.sync_data().map_err(|e| WalError::io("sync", shared.path(segment), e))?;
-    let took = started.elapsed();
-    shared.counters.sync_took(took);
+    let took = shared.sync_segment(&*file, segment)?;
     shared.listener.on_sync(upto, took);
     Ok((upto, took))
 }
@@ -134,7 +137,8 @@ pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Resul
                         Err(RecvTimeoutError::Timeout) => break,
                     }
                 }
-                if !sync_written() {
+                // A failed sync poisoned the log and woke every waiter; nothing more to do.
+                if !sync_written() && shared.poisoned.get().is_some() {
                     return;
                 }
             }

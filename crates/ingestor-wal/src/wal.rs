@@ -162,6 +162,10 @@ pub(crate) struct Shared {
     pub(crate) in_flight: AtomicUsize,
     /// Callers waiting for a sync to finish.
     pub(crate) waiting: AtomicUsize,
+    /// Bumped whenever a failed write is undone: readers drop what they buffered.
+    pub(crate) undo_generation: AtomicU64,
+    /// Held around every data sync: see [`Shared::sync_segment`].
+    pub(crate) data_sync: Mutex<()>,
     /// Wakes the background syncer of [`SyncPolicy::Batch`].
     pub(crate) wake: OnceLock<Sender<SyncMessage>>,
     _lock: Box<dyn FsLock>,
@@ -256,8 +260,11 @@ impl Shared {
     /// Makes the log refuse every later write; returns the error to give the caller.
     pub(crate) fn poison(&self, cause: WalError) -> WalError {
         let cause = Arc::clone(self.poisoned.get_or_init(|| Arc::new(cause)));
-        self.listener.on_poisoned(&cause);
+        // Take the sync lock before notifying, so that a waiter between its poison check
+        // and its wait cannot miss the wake-up.
+        drop(lock(&self.sync));
         self.synced.notify_all();
+        self.listener.on_poisoned(&cause);
         WalError::Poisoned { cause }
     }
 
@@ -265,10 +272,32 @@ impl Shared {
         self.fs.crash_point(name).map_err(|e| WalError::io("crash point", name, e))
     }
 
-    /// Records that everything up to `lsn` is durable and wakes waiters.
+    /// Syncs a segment's data. Every data sync of the log goes through here, one at a time:
+    /// after a failed sync has poisoned the log no other sync runs, because Linux may report
+    /// a second fsync of the same pages as a success without having written them.
+    pub(crate) fn sync_segment(
+        &self,
+        file: &dyn FsFile,
+        segment: SegmentId,
+    ) -> Result<std::time::Duration> {
+        let _one_at_a_time = lock(&self.data_sync);
+        self.check_poisoned()?;
+        let started = std::time::Instant::now();
+        match file.sync_data() {
+            Ok(()) => {
+                let took = started.elapsed();
+                self.counters.sync_took(took);
+                Ok(took)
+            }
+            Err(e) => Err(self.poison(WalError::io("sync", self.path(segment), e))),
+        }
+    }
+
+    /// Records that everything up to `lsn` is durable and wakes waiters; refused once the
+    /// log is poisoned.
     pub(crate) fn mark_durable(&self, lsn: Lsn) {
         let mut st = lock(&self.sync);
-        if lsn > st.durable {
+        if lsn > st.durable && self.poisoned.get().is_none() {
             st.durable = lsn;
             self.durable.store(lsn.0, Ordering::Release);
         }
@@ -286,11 +315,7 @@ impl Shared {
     /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
-        let started = std::time::Instant::now();
-        if let Err(e) = w.file.sync_data() {
-            return Err(self.poison(WalError::io("sync", self.path(w.segment), e)));
-        }
-        self.counters.sync_took(started.elapsed());
+        self.sync_segment(&*w.file, w.segment)?;
         let last = Lsn(w.next_lsn.0 - 1);
         self.mark_durable(last);
         let id = SegmentId(w.next_lsn);
@@ -308,6 +333,7 @@ impl Shared {
     /// frame follows half a frame. Poisons the log if that fails too.
     fn undo_failed_write(&self, w: &Writer, cause: WalError) -> WalError {
         Counters::add(&self.counters.failed_writes, 1);
+        self.undo_generation.fetch_add(1, Ordering::AcqRel);
         let allocated = self.options.segment_bytes_max.max(w.offset);
         let undone = w
             .file
@@ -351,7 +377,7 @@ impl Shared {
                     // A full channel means a wake-up is already pending.
                     let _ = tx.try_send(SyncMessage::Wake);
                 }
-                if self.durable.load(Ordering::Acquire) >= last.0 {
+                if self.durable.load(Ordering::Acquire) >= last.0 && self.poisoned.get().is_none() {
                     AckLevel::Durable
                 } else {
                     AckLevel::Written
@@ -556,6 +582,8 @@ impl Wal {
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            data_sync: Mutex::new(()),
+            undo_generation: AtomicU64::new(0),
             wake: OnceLock::new(),
             _lock: dir_lock,
         });
