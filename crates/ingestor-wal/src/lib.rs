@@ -73,4 +73,4 @@ pub use reader::{WalReader, WalRecord};
 pub use report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
 pub use segment::{QUARANTINE_DIR, SegmentId};
 pub use stats::{WalListener, WalStats};
-pub use wal::{Ack, AckLevel, RecordBatch, Wal, crash_points};
+pub use wal::{Ack, AckLevel, RecordBatch, ReplayError, Wal, crash_points};

@@ -16,11 +16,7 @@ use crate::segment::{Cursor, Found, QUARANTINE_DIR, SegmentId, list_segments};
 
 /// The callback that receives each valid record with an LSN at or above the replay start.
 pub(crate) type OnRecord<'a> =
-    &'a mut dyn FnMut(
-        Lsn,
-        u8,
-        &[u8],
-    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    &'a mut dyn FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), crate::ReplayError>;
 
 /// What recovery leaves for the writer.
 pub(crate) struct Recovered {
@@ -45,6 +41,18 @@ struct Damage {
     offset: u64,
     lsn: Lsn,
     cause: DecodeError,
+}
+
+impl Damage {
+    /// The error of a mode that refuses this damage.
+    fn refused(self, path: &Path) -> WalError {
+        WalError::Corrupt {
+            path: path.to_path_buf(),
+            offset: self.offset,
+            lsn: self.lsn,
+            cause: self.cause,
+        }
+    }
 }
 
 enum Next {
@@ -338,12 +346,9 @@ impl Recovery<'_> {
         later: Option<(u64, ingestor_codec::FrameHeader)>,
     ) -> Result<Option<u64>> {
         match self.mode() {
-            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => Err(WalError::Corrupt {
-                path: cur.path().to_path_buf(),
-                offset: damage.offset,
-                lsn: damage.lsn,
-                cause: damage.cause,
-            }),
+            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => {
+                Err(damage.refused(cur.path()))
+            }
             RecoveryMode::PointInTime => {
                 self.drop_from(i, cur, damage)?;
                 Ok(None)
@@ -396,12 +401,9 @@ impl Recovery<'_> {
     /// Corruption at the start of segment `i` (its header, or a gap before it).
     fn middle(&mut self, i: usize, cur: &mut Cursor, damage: Damage) -> Result<Next> {
         match self.mode() {
-            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => Err(WalError::Corrupt {
-                path: cur.path().to_path_buf(),
-                offset: damage.offset,
-                lsn: damage.lsn,
-                cause: damage.cause,
-            }),
+            RecoveryMode::TolerateTornTail | RecoveryMode::Strict => {
+                Err(damage.refused(cur.path()))
+            }
             RecoveryMode::PointInTime => {
                 self.drop_from(i, cur, damage)?;
                 Ok(Next::Stop)

@@ -50,6 +50,9 @@ pub mod crash_points {
     ];
 }
 
+/// What a replay callback may fail with; [`WalError::Replay`] carries it.
+pub type ReplayError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The level an acknowledged append reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AckLevel {
@@ -480,14 +483,9 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
         replay_from: Lsn,
-        mut on_record: impl FnMut(
-            Lsn,
-            u8,
-            &[u8],
-        )
-            -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        on_record: impl FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), ReplayError>,
     ) -> Result<(Wal, RecoveryReport)> {
-        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, Arc::new(NoListener))
+        Wal::open_with_listener(fs, dir, options, replay_from, on_record, Arc::new(NoListener))
     }
 
     /// Like [`Wal::open_and_replay`], with a listener told about rotations, syncs, deletions,
@@ -500,12 +498,7 @@ impl Wal {
         dir: &Path,
         options: WalOptions,
         replay_from: Lsn,
-        mut on_record: impl FnMut(
-            Lsn,
-            u8,
-            &[u8],
-        )
-            -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        mut on_record: impl FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), ReplayError>,
         listener: Arc<dyn WalListener>,
     ) -> Result<(Wal, RecoveryReport)> {
         Wal::open_inner(fs, dir, options, replay_from, &mut on_record, listener)
