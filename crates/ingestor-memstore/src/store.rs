@@ -1,0 +1,701 @@
+//! The store: interning, chunked copy-on-write series slots, the label index, apply.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ingestor_codec::{Lsn, MetricKind, Op, Point, SeriesId, SeriesKey, Timestamp};
+
+use crate::error::MemstoreError;
+use crate::selector::{MatchOp, Selector};
+use crate::state::{DEFAULT_BUCKETS, SeriesState};
+
+/// Series per copy-on-write chunk. A snapshot shares every chunk; the writer copies only the
+/// chunks it changes while the snapshot is being written.
+const CHUNK: usize = 1024;
+const CHUNK_SHIFT: u32 = 10;
+const _: () = assert!(1 << CHUNK_SHIFT == CHUNK);
+
+/// The symbol of the reserved label name under which metric names are indexed.
+const NAME_LABEL: &str = "__name__";
+
+/// Configuration of a [`Memstore`]. Every field documents its default.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MemstoreConfig {
+    /// The most series the store holds; a batch that would create more is refused whole.
+    /// Default: 10,000,000.
+    pub max_series: usize,
+    /// Upper bounds of histogram buckets for new histogram series, strictly increasing and
+    /// finite (a `+Inf` bucket is implicit). Default: Prometheus' `DefBuckets`
+    /// ([`DEFAULT_BUCKETS`]).
+    pub histogram_bounds: Vec<f64>,
+}
+
+impl Default for MemstoreConfig {
+    fn default() -> Self {
+        MemstoreConfig { max_series: 10_000_000, histogram_bounds: DEFAULT_BUCKETS.to_vec() }
+    }
+}
+
+impl MemstoreConfig {
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`MemstoreError::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), MemstoreError> {
+        if self.max_series == 0 || self.max_series > u32::MAX as usize {
+            return Err(MemstoreError::InvalidConfig {
+                field: "max_series",
+                reason: format!("{} is outside 1 ..= {}", self.max_series, u32::MAX),
+            });
+        }
+        let bounds = &self.histogram_bounds;
+        if bounds.iter().any(|b| !b.is_finite()) || bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(MemstoreError::InvalidConfig {
+                field: "histogram_bounds",
+                reason: format!("{bounds:?} must be finite and strictly increasing"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One series in a slot.
+#[derive(Debug, Clone)]
+struct Series {
+    /// Symbols: metric name, then label name and value pairs in canonical order.
+    key: Arc<[u32]>,
+    /// `None` until the first update (a series resolved to a handle but never written).
+    state: Option<SeriesState>,
+    last_update: Timestamp,
+}
+
+type Chunk = Vec<Option<Series>>;
+
+/// Strings stored once, shared by every series that uses them.
+#[derive(Debug, Default, Clone)]
+struct Symbols {
+    strings: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, u32>,
+}
+
+impl Symbols {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        let id = self.strings.len() as u32;
+        let s: Arc<str> = Arc::from(s);
+        self.strings.push(Arc::clone(&s));
+        self.ids.insert(s, id);
+        id
+    }
+
+    fn resolve(&self, id: u32) -> &str {
+        &self.strings[id as usize]
+    }
+}
+
+/// Ids sharing one key hash: almost always one.
+#[derive(Debug, Clone)]
+enum Ids {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+struct Inner {
+    symbols: Symbols,
+    chunks: Vec<Arc<Chunk>>,
+    by_hash: HashMap<u64, Ids>,
+    /// (label name symbol, value symbol) to sorted series ids; metric names under
+    /// `__name__`.
+    postings: HashMap<(u32, u32), Vec<u32>>,
+    name_symbol: u32,
+    next_id: u32,
+    /// Series in slots (with or without state).
+    slots: usize,
+    /// Series with state.
+    live: usize,
+    bounds: Arc<[f64]>,
+}
+
+/// A series as read: its key, state and last update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesView {
+    /// The handle of the series.
+    pub id: SeriesId,
+    /// Its key.
+    pub key: SeriesKey,
+    /// Its state.
+    pub state: SeriesState,
+    /// The largest timestamp of its updates.
+    pub last_update: Timestamp,
+}
+
+/// The in-memory state of every series: one writer applies batches while readers read.
+///
+/// Series ids are handles: resolve a key once ([`Memstore::intern`]) and address updates by
+/// id, so the label set is not hashed per point. Ids are never reused: after a delete, the
+/// old handle is refused and the key gets a new id.
+pub struct Memstore {
+    inner: RwLock<Inner>,
+    config: MemstoreConfig,
+}
+
+impl std::fmt::Debug for Memstore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memstore").field("series", &self.len()).finish_non_exhaustive()
+    }
+}
+
+fn key_hash(name: &str, labels: impl Iterator<Item = (impl AsRef<str>, impl AsRef<str>)>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    for (n, v) in labels {
+        n.as_ref().hash(&mut h);
+        v.as_ref().hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Inner {
+    fn slot(&self, id: u32) -> Option<&Series> {
+        self.chunks.get((id >> CHUNK_SHIFT) as usize)?.get(id as usize & (CHUNK - 1))?.as_ref()
+    }
+
+    fn slot_mut(&mut self, id: u32) -> Option<&mut Series> {
+        let chunk = self.chunks.get_mut((id >> CHUNK_SHIFT) as usize)?;
+        Arc::make_mut(chunk).get_mut(id as usize & (CHUNK - 1))?.as_mut()
+    }
+
+    fn key_of(&self, syms: &[u32]) -> SeriesKey {
+        let name = self.symbols.resolve(syms[0]);
+        let labels = syms[1..]
+            .chunks_exact(2)
+            .map(|p| (self.symbols.resolve(p[0]), self.symbols.resolve(p[1])));
+        SeriesKey::new(name, labels).expect("stored keys were validated")
+    }
+
+    fn key_matches(&self, syms: &[u32], key: &SeriesKey) -> bool {
+        syms.len() == 1 + 2 * key.labels().len()
+            && self.symbols.resolve(syms[0]) == key.name()
+            && syms[1..].chunks_exact(2).zip(key.labels()).all(|(p, l)| {
+                self.symbols.resolve(p[0]) == l.name() && self.symbols.resolve(p[1]) == l.value()
+            })
+    }
+
+    fn lookup(&self, key: &SeriesKey) -> Option<u32> {
+        let h = key_hash(key.name(), key.labels().iter().map(|l| (l.name(), l.value())));
+        let found = |id: &u32| self.slot(*id).is_some_and(|s| self.key_matches(&s.key, key));
+        match self.by_hash.get(&h)? {
+            Ids::One(id) => Some(*id).filter(found),
+            Ids::Many(ids) => ids.iter().copied().find(found),
+        }
+    }
+
+    fn insert(&mut self, key: &SeriesKey) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut syms = Vec::with_capacity(1 + 2 * key.labels().len());
+        syms.push(self.symbols.intern(key.name()));
+        for l in key.labels() {
+            syms.push(self.symbols.intern(l.name()));
+            syms.push(self.symbols.intern(l.value()));
+        }
+        let name_symbol = self.name_symbol;
+        let mut postings_keys = vec![(name_symbol, syms[0])];
+        postings_keys.extend(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
+        for pk in postings_keys {
+            // Ids only grow, so pushing keeps every list sorted.
+            self.postings.entry(pk).or_default().push(id);
+        }
+        let h = key_hash(key.name(), key.labels().iter().map(|l| (l.name(), l.value())));
+        match self.by_hash.get_mut(&h) {
+            None => {
+                self.by_hash.insert(h, Ids::One(id));
+            }
+            Some(Ids::One(other)) => {
+                let other = *other;
+                self.by_hash.insert(h, Ids::Many(vec![other, id]));
+            }
+            Some(Ids::Many(ids)) => ids.push(id),
+        }
+        let chunk_index = (id >> CHUNK_SHIFT) as usize;
+        if chunk_index == self.chunks.len() {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let chunk = Arc::make_mut(&mut self.chunks[chunk_index]);
+        chunk.push(Some(Series {
+            key: Arc::from(syms),
+            state: None,
+            last_update: Timestamp(i64::MIN),
+        }));
+        self.slots += 1;
+        id
+    }
+
+    fn remove(&mut self, id: u32) {
+        let Some(series) = self.slot(id).cloned() else { return };
+        let syms = &series.key;
+        let h = {
+            let name = self.symbols.resolve(syms[0]);
+            let labels = syms[1..]
+                .chunks_exact(2)
+                .map(|p| (self.symbols.resolve(p[0]), self.symbols.resolve(p[1])));
+            key_hash(name, labels)
+        };
+        match self.by_hash.get_mut(&h) {
+            Some(Ids::One(_)) | None => {
+                self.by_hash.remove(&h);
+            }
+            Some(Ids::Many(ids)) => ids.retain(|&x| x != id),
+        }
+        let mut postings_keys = vec![(self.name_symbol, syms[0])];
+        postings_keys.extend(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
+        for pk in postings_keys {
+            if let Some(list) = self.postings.get_mut(&pk) {
+                if let Ok(i) = list.binary_search(&id) {
+                    list.remove(i);
+                }
+                if list.is_empty() {
+                    self.postings.remove(&pk);
+                }
+            }
+        }
+        let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
+        Arc::make_mut(chunk)[id as usize & (CHUNK - 1)] = None;
+        self.slots -= 1;
+        self.live -= usize::from(series.state.is_some());
+    }
+
+    fn view(&self, id: u32) -> Option<SeriesView> {
+        let s = self.slot(id)?;
+        let state = s.state.clone()?;
+        Some(SeriesView {
+            id: SeriesId(id),
+            key: self.key_of(&s.key),
+            state,
+            last_update: s.last_update,
+        })
+    }
+
+    fn label_value(&self, syms: &[u32], label: &str) -> Option<&str> {
+        if label == NAME_LABEL {
+            return Some(self.symbols.resolve(syms[0]));
+        }
+        syms[1..]
+            .chunks_exact(2)
+            .find(|p| self.symbols.resolve(p[0]) == label)
+            .map(|p| self.symbols.resolve(p[1]))
+    }
+}
+
+impl Memstore {
+    /// An empty store.
+    ///
+    /// # Errors
+    /// [`MemstoreError::InvalidConfig`] for a bad configuration.
+    pub fn new(config: MemstoreConfig) -> Result<Memstore, MemstoreError> {
+        config.validate()?;
+        let mut symbols = Symbols::default();
+        let name_symbol = symbols.intern(NAME_LABEL);
+        let inner = Inner {
+            symbols,
+            chunks: Vec::new(),
+            by_hash: HashMap::new(),
+            postings: HashMap::new(),
+            name_symbol,
+            next_id: 0,
+            slots: 0,
+            live: 0,
+            bounds: Arc::from(config.histogram_bounds.as_slice()),
+        };
+        Ok(Memstore { inner: RwLock::new(inner), config })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &MemstoreConfig {
+        &self.config
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The handle of a series, if the store has it.
+    #[must_use]
+    pub fn resolve(&self, key: &SeriesKey) -> Option<SeriesId> {
+        self.read().lookup(key).map(SeriesId)
+    }
+
+    /// The handles of `keys`, creating the series that do not exist yet (without state until
+    /// their first update). All or nothing: if the new ones would exceed the series limit,
+    /// nothing is created. Returns the handles, in the order of `keys`, and the handles of the
+    /// series this call created (see [`Memstore::discard_unwritten`]).
+    ///
+    /// # Errors
+    /// [`MemstoreError::SeriesLimit`].
+    pub fn intern_all(
+        &self,
+        keys: &[&SeriesKey],
+    ) -> Result<(Vec<SeriesId>, Vec<SeriesId>), MemstoreError> {
+        let mut inner = self.write();
+        let found: Vec<Option<u32>> = keys.iter().map(|k| inner.lookup(k)).collect();
+        let mut new_keys: Vec<&SeriesKey> =
+            keys.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(k, _)| *k).collect();
+        new_keys.sort();
+        new_keys.dedup();
+        if inner.slots + new_keys.len() > self.config.max_series {
+            return Err(MemstoreError::SeriesLimit {
+                limit: self.config.max_series,
+                key: new_keys.first().map(ToString::to_string).unwrap_or_default(),
+            });
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let mut created = Vec::with_capacity(new_keys.len());
+        for (key, found) in keys.iter().zip(found) {
+            let id = match found {
+                Some(id) => id,
+                // A key repeated in `keys` is created once, then found.
+                None => match inner.lookup(key) {
+                    Some(id) => id,
+                    None => {
+                        let id = inner.insert(key);
+                        created.push(SeriesId(id));
+                        id
+                    }
+                },
+            };
+            out.push(SeriesId(id));
+        }
+        Ok((out, created))
+    }
+
+    /// Removes the series among `ids` that were never written (a refused batch's new series),
+    /// so that a refused batch leaves nothing behind.
+    pub fn discard_unwritten(&self, ids: &[SeriesId]) {
+        let mut inner = self.write();
+        for id in ids {
+            if inner.slot(id.0).is_some_and(|s| s.state.is_none()) {
+                inner.remove(id.0);
+            }
+        }
+    }
+
+    /// Removes every series that was never written (after a replay, the series that log
+    /// records defined but that were deleted before the snapshot).
+    pub fn discard_all_unwritten(&self) {
+        let mut inner = self.write();
+        let unwritten: Vec<u32> = (0..inner.next_id)
+            .filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()))
+            .collect();
+        for id in unwritten {
+            inner.remove(id);
+        }
+    }
+
+    /// The handle of one series, creating it if needed.
+    ///
+    /// # Errors
+    /// [`MemstoreError::SeriesLimit`].
+    pub fn intern(&self, key: &SeriesKey) -> Result<SeriesId, MemstoreError> {
+        Ok(self.intern_all(&[key])?.0[0])
+    }
+
+    /// The key of a handle.
+    ///
+    /// # Errors
+    /// [`MemstoreError::UnknownSeries`] for a handle whose series was deleted.
+    pub fn key(&self, id: SeriesId) -> Result<SeriesKey, MemstoreError> {
+        let inner = self.read();
+        let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
+        Ok(inner.key_of(&s.key))
+    }
+
+    /// Checks that a batch can be applied: every handle is live and every operation matches
+    /// its series' kind, taking into account the batch's own earlier points (the first
+    /// update of a new series fixes its kind; a delete frees it).
+    ///
+    /// # Errors
+    /// [`MemstoreError::UnknownSeries`] or [`MemstoreError::KindConflict`], naming the point.
+    pub fn validate(&self, points: &[(SeriesId, Op)]) -> Result<(), MemstoreError> {
+        let inner = self.read();
+        let mut batch_kinds: HashMap<u32, Option<MetricKind>> = HashMap::new();
+        for (index, &(id, op)) in points.iter().enumerate() {
+            let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
+            let current = match batch_kinds.get(&id.0) {
+                Some(k) => *k,
+                None => s.state.as_ref().map(SeriesState::kind),
+            };
+            let next = match (current, op.kind()) {
+                (_, None) => None,
+                (None, Some(k)) => Some(k),
+                (Some(existing), Some(k)) if existing == k => Some(k),
+                (Some(existing), Some(attempted)) => {
+                    return Err(MemstoreError::KindConflict {
+                        index,
+                        key: inner.key_of(&s.key).to_string(),
+                        existing,
+                        attempted,
+                        op: op.name(),
+                    });
+                }
+            };
+            batch_kinds.insert(id.0, next);
+        }
+        Ok(())
+    }
+
+    /// Applies a batch written at `lsn`, in order. The caller validated it
+    /// ([`Memstore::validate`]) with no other writer in between.
+    ///
+    /// # Panics
+    /// If a point breaks what validation checks (a broken invariant of the caller).
+    pub fn apply(&self, lsn: Lsn, points: &[Point]) {
+        let mut inner = self.write();
+        let bounds = Arc::clone(&inner.bounds);
+        let mut deleted = Vec::new();
+        for p in points {
+            if p.op == Op::Delete {
+                // The state goes now; the slot goes after the batch, unless a later point of
+                // the same batch writes the series again (it keeps its handle then).
+                let s = inner.slot_mut(p.series.0).expect("validated: the series is live");
+                let had_state = s.state.take().is_some();
+                s.last_update = Timestamp(i64::MIN);
+                inner.live -= usize::from(had_state);
+                deleted.push(p.series.0);
+                continue;
+            }
+            let s = inner.slot_mut(p.series.0).expect("validated: the series is live");
+            s.last_update = s.last_update.max(p.timestamp);
+            let created = match &mut s.state {
+                Some(state) => {
+                    state.apply(p.op, p.timestamp, lsn);
+                    false
+                }
+                None => {
+                    s.state = SeriesState::first(p.op, p.timestamp, lsn, &bounds);
+                    true
+                }
+            };
+            inner.live += usize::from(created);
+        }
+        for id in deleted {
+            if inner.slot(id).is_some_and(|s| s.state.is_none()) {
+                inner.remove(id);
+            }
+        }
+    }
+
+    /// Series with state (interned series never written are not counted).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.read().live
+    }
+
+    /// Whether no series has state.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Series slots in use, counting series resolved but never written (what
+    /// [`MemstoreConfig::max_series`] limits).
+    #[must_use]
+    pub fn slots(&self) -> usize {
+        self.read().slots
+    }
+
+    /// One series by key.
+    #[must_use]
+    pub fn get(&self, key: &SeriesKey) -> Option<SeriesView> {
+        let inner = self.read();
+        let id = inner.lookup(key)?;
+        inner.view(id)
+    }
+
+    /// One series by handle.
+    #[must_use]
+    pub fn get_by_id(&self, id: SeriesId) -> Option<SeriesView> {
+        self.read().view(id.0)
+    }
+
+    /// The series a selector matches, sorted by key. A selector with a metric name or an
+    /// equality matcher starts from the label index instead of scanning every series.
+    #[must_use]
+    pub fn select(&self, selector: &Selector) -> Vec<SeriesView> {
+        let inner = self.read();
+        let mut lists: Vec<&[u32]> = Vec::new();
+        for m in selector.matchers() {
+            if m.op() == MatchOp::Equal && !m.value().is_empty() {
+                let (Some(l), Some(v)) =
+                    (inner.symbols.get(m.label()), inner.symbols.get(m.value()))
+                else {
+                    return Vec::new();
+                };
+                match inner.postings.get(&(l, v)) {
+                    Some(list) => lists.push(list),
+                    None => return Vec::new(),
+                }
+            }
+        }
+        let candidates: Box<dyn Iterator<Item = u32>> = if lists.is_empty() {
+            Box::new(0..inner.next_id)
+        } else {
+            lists.sort_by_key(|l| l.len());
+            let (first, rest) = lists.split_first().expect("not empty");
+            let rest: Vec<&[u32]> = rest.to_vec();
+            Box::new(
+                first
+                    .iter()
+                    .copied()
+                    .filter(move |id| rest.iter().all(|l| l.binary_search(id).is_ok())),
+            )
+        };
+        let mut out: Vec<SeriesView> = candidates
+            .filter(|&id| {
+                inner.slot(id).is_some_and(|s| {
+                    s.state.is_some()
+                        && selector
+                            .matchers()
+                            .iter()
+                            .all(|m| m.matches(inner.label_value(&s.key, m.label())))
+                })
+            })
+            .filter_map(|id| inner.view(id))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Every series with state, sorted by key.
+    #[must_use]
+    pub fn all(&self) -> Vec<SeriesView> {
+        let inner = self.read();
+        let mut out: Vec<SeriesView> = (0..inner.next_id).filter_map(|id| inner.view(id)).collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    /// Writes every series (or those `selector` matches) in the Prometheus text format 0.0.4.
+    pub fn expose(&self, out: &mut String, selector: Option<&Selector>) {
+        let series = match selector {
+            Some(s) => self.select(s),
+            None => self.all(),
+        };
+        crate::expose::expose(out, series.iter().map(|v| (&v.key, &v.state)));
+    }
+
+    /// Series whose last update is older than `before`, for time-to-live expiry (the caller
+    /// logs a delete for each, so that replay agrees).
+    #[must_use]
+    pub fn idle_series(&self, before: Timestamp) -> Vec<(SeriesId, SeriesKey)> {
+        let inner = self.read();
+        (0..inner.next_id)
+            .filter_map(|id| {
+                let s = inner.slot(id)?;
+                (s.state.is_some() && s.last_update < before)
+                    .then(|| (SeriesId(id), inner.key_of(&s.key)))
+            })
+            .collect()
+    }
+
+    /// Captures the whole state in an instant: every chunk is shared, and the writer copies
+    /// a chunk only when it changes it afterwards. The pause is a pointer copy per 1,024
+    /// series and a clone of the symbol table.
+    #[must_use]
+    pub fn freeze(&self) -> Frozen {
+        let inner = self.read();
+        Frozen {
+            chunks: inner.chunks.clone(),
+            symbols: Arc::new(inner.symbols.strings.clone()),
+            live: inner.live,
+        }
+    }
+
+    /// Inserts a series read from a snapshot. Keys must be new to the store.
+    ///
+    /// # Errors
+    /// [`MemstoreError::SeriesLimit`]; [`MemstoreError::DuplicateSeries`] for a key the store
+    /// already has.
+    pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesId, MemstoreError> {
+        let mut inner = self.write();
+        if inner.lookup(&record.key).is_some() {
+            return Err(MemstoreError::DuplicateSeries { key: record.key.to_string() });
+        }
+        if inner.slots + 1 > self.config.max_series {
+            return Err(MemstoreError::SeriesLimit {
+                limit: self.config.max_series,
+                key: record.key.to_string(),
+            });
+        }
+        let id = inner.insert(&record.key);
+        let s = inner.slot_mut(id).expect("just inserted");
+        s.state = Some(record.state);
+        s.last_update = record.last_update;
+        inner.live += 1;
+        Ok(SeriesId(id))
+    }
+}
+
+/// One series as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRecord {
+    /// Its key.
+    pub key: SeriesKey,
+    /// Its state.
+    pub state: SeriesState,
+    /// The largest timestamp of its updates.
+    pub last_update: Timestamp,
+}
+
+/// The state of a store at one instant ([`Memstore::freeze`]), readable from another thread
+/// while the store goes on changing.
+#[derive(Clone)]
+pub struct Frozen {
+    chunks: Vec<Arc<Chunk>>,
+    symbols: Arc<Vec<Arc<str>>>,
+    live: usize,
+}
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frozen").field("chunks", &self.chunks.len()).finish_non_exhaustive()
+    }
+}
+
+impl Frozen {
+    /// Series with state.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether there is no series with state.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every series with state, in handle order.
+    pub fn iter(&self) -> impl Iterator<Item = SeriesRecord> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter()).filter_map(move |s| {
+            let s = s.as_ref()?;
+            let state = s.state.clone()?;
+            let sym = |i: u32| &*self.symbols[i as usize];
+            let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
+            let key = SeriesKey::new(sym(s.key[0]), labels).expect("stored keys were validated");
+            Some(SeriesRecord { key, state, last_update: s.last_update })
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! A seeded model test: random batches against a plain `BTreeMap` model of the semantics,
+//! checking every series' state and selector results after each batch. A failing seed is
+//! printed; keep it as a named regression test.
+
+use std::collections::BTreeMap;
+
+use ingestor_codec::{Lsn, MetricKind, Op, Point, SeriesKey, Timestamp};
+use ingestor_memstore::{
+    DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Model {
+    Counter { total: f64, resets: u64 },
+    Gauge { value: f64, ts: i64 },
+    Histogram { buckets: Vec<u64>, count: u64, sum: f64 },
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn key(i: u64) -> SeriesKey {
+    let name = ["cpu", "mem", "disk", "net"][(i % 4) as usize];
+    SeriesKey::new(name, [("host", format!("h{}", i % 7)), ("zone", format!("z{}", i % 3))])
+        .unwrap()
+}
+
+fn kind_of(i: u64) -> MetricKind {
+    [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram][(i % 3) as usize]
+}
+
+fn apply_model(model: &mut BTreeMap<SeriesKey, Model>, k: &SeriesKey, ts: i64, op: Op) {
+    match (model.get_mut(k), op) {
+        (_, Op::Delete) => {
+            model.remove(k);
+        }
+        (Some(Model::Counter { total, .. }), Op::CounterAdd(d)) => *total += d,
+        (Some(Model::Counter { total, resets }), Op::CounterSet(v)) => {
+            *resets += u64::from(v < *total);
+            *total = v;
+        }
+        (Some(Model::Gauge { value, ts: t }), Op::GaugeSet(v)) if ts >= *t => {
+            *value = v;
+            *t = ts;
+        }
+        (Some(Model::Gauge { .. }), Op::GaugeSet(_)) => {}
+        (Some(Model::Gauge { value, ts: t }), Op::GaugeAdd(d)) => {
+            *value += d;
+            *t = (*t).max(ts);
+        }
+        (Some(Model::Histogram { buckets, count, sum }), Op::HistogramObserve(v)) => {
+            let i = DEFAULT_BUCKETS.iter().position(|&b| v <= b).unwrap_or(DEFAULT_BUCKETS.len());
+            buckets[i] += 1;
+            *count += 1;
+            *sum += v;
+        }
+        (None, op) => {
+            let mut fresh = match op.kind().unwrap() {
+                MetricKind::Counter => Model::Counter { total: 0.0, resets: 0 },
+                MetricKind::Gauge => Model::Gauge { value: 0.0, ts: i64::MIN },
+                MetricKind::Histogram => Model::Histogram {
+                    buckets: vec![0; DEFAULT_BUCKETS.len() + 1],
+                    count: 0,
+                    sum: 0.0,
+                },
+            };
+            std::mem::swap(model.entry(k.clone()).or_insert(fresh.clone()), &mut fresh);
+            apply_model(model, k, ts, op);
+        }
+        (Some(m), op) => panic!("model got a conflicting op {op:?} for {m:?}"),
+    }
+}
+
+fn observed(state: &SeriesState) -> Model {
+    match state {
+        SeriesState::Counter(c) => Model::Counter { total: c.total, resets: c.resets },
+        SeriesState::Gauge(g) => Model::Gauge { value: g.value, ts: g.timestamp.0 },
+        SeriesState::Histogram(h) => {
+            Model::Histogram { buckets: h.buckets.to_vec(), count: h.count, sum: h.sum }
+        }
+    }
+}
+
+fn run(seed: u64) {
+    let store = Memstore::new(MemstoreConfig::default()).unwrap();
+    let mut model: BTreeMap<SeriesKey, Model> = BTreeMap::new();
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    for lsn in 1..=300u64 {
+        let n = 1 + rng.below(12);
+        let mut batch = Vec::new();
+        for _ in 0..n {
+            let i = rng.below(40);
+            let v = (rng.below(2000) as f64) / 100.0;
+            let op = match (kind_of(i), rng.below(12)) {
+                (_, 0) => Op::Delete,
+                (MetricKind::Counter, 1) => Op::CounterSet(v),
+                (MetricKind::Counter, _) => Op::CounterAdd(v),
+                (MetricKind::Gauge, 2) => Op::GaugeAdd(v - 10.0),
+                (MetricKind::Gauge, _) => Op::GaugeSet(v),
+                (MetricKind::Histogram, _) => Op::HistogramObserve(v / 2.0),
+            };
+            batch.push((key(i), Timestamp(rng.below(50) as i64), op));
+        }
+        // Now and then, a batch with a kind conflict: refused whole, nothing changes.
+        if rng.below(10) == 0 {
+            let i = rng.below(40);
+            if model.get(&key(i)).is_some_and(|m| !matches!(m, Model::Gauge { .. })) {
+                batch.push((key(i), Timestamp(0), Op::GaugeSet(1.0)));
+            }
+        }
+        let keys: Vec<&SeriesKey> = batch.iter().map(|b| &b.0).collect();
+        let (ids, created) = store.intern_all(&keys).unwrap();
+        let points: Vec<Point> = batch
+            .iter()
+            .zip(&ids)
+            .map(|((_, ts, op), &series)| Point { series, timestamp: *ts, op: *op })
+            .collect();
+        let pairs: Vec<_> = points.iter().map(|p| (p.series, p.op)).collect();
+        match store.validate(&pairs) {
+            Ok(()) => {
+                store.apply(Lsn(lsn), &points);
+                for (k, ts, op) in &batch {
+                    apply_model(&mut model, k, ts.0, *op);
+                }
+            }
+            Err(MemstoreError::KindConflict { .. }) => store.discard_unwritten(&created),
+            Err(e) => panic!("seed {seed} lsn {lsn}: {e}"),
+        }
+        assert_eq!(store.len(), model.len(), "seed {seed} lsn {lsn}");
+        for (k, m) in &model {
+            let got = store.get(k).unwrap_or_else(|| panic!("seed {seed} lsn {lsn}: {k} missing"));
+            assert_eq!(&observed(&got.state), m, "seed {seed} lsn {lsn}: {k}");
+        }
+    }
+    // Selectors against the model.
+    for (text, keep) in [
+        ("cpu", Box::new(|k: &SeriesKey| k.name() == "cpu") as Box<dyn Fn(&SeriesKey) -> bool>),
+        (r#"{host="h1"}"#, Box::new(|k: &SeriesKey| k.label("host") == Some("h1"))),
+        (
+            r#"mem{zone!="z0"}"#,
+            Box::new(|k: &SeriesKey| k.name() == "mem" && k.label("zone") != Some("z0")),
+        ),
+        (
+            r#"{__name__=~"c.*|n.t", host=~"h[12]"}"#,
+            Box::new(|k: &SeriesKey| {
+                (k.name() == "cpu" || k.name() == "net")
+                    && matches!(k.label("host"), Some("h1" | "h2"))
+            }),
+        ),
+        (r#"{zone!~"z[01]", host!=""}"#, Box::new(|k: &SeriesKey| k.label("zone") == Some("z2"))),
+    ] {
+        let got: Vec<String> = store
+            .select(&Selector::parse(text).unwrap())
+            .iter()
+            .map(|v| v.key.to_string())
+            .collect();
+        let want: Vec<String> = model.keys().filter(|k| keep(k)).map(ToString::to_string).collect();
+        assert_eq!(got, want, "seed {seed}: {text}");
+    }
+    // The frozen view holds exactly the live series.
+    let frozen = store.freeze();
+    assert_eq!(frozen.len(), model.len());
+    assert_eq!(frozen.iter().count(), model.len());
+}
+
+#[test]
+fn memstore_matches_the_model() {
+    for seed in 1..=40 {
+        run(seed);
+    }
+}
+
+#[test]
+fn the_series_limit_refuses_a_batch_whole() {
+    let mut config = MemstoreConfig::default();
+    config.max_series = 3;
+    let store = Memstore::new(config).unwrap();
+    let k: Vec<SeriesKey> = (0..4).map(key).collect();
+    store.intern_all(&[&k[0], &k[1]]).unwrap();
+    let err = store.intern_all(&[&k[0], &k[2], &k[3]]).unwrap_err();
+    assert!(matches!(err, MemstoreError::SeriesLimit { limit: 3, .. }), "{err}");
+    assert_eq!(store.slots(), 2, "nothing of the refused batch was created");
+    store.intern_all(&[&k[2], &k[2]]).unwrap();
+    assert_eq!(store.slots(), 3, "a key repeated in one batch is one series");
+}
+
+#[test]
+fn frozen_state_does_not_change_when_the_store_does() {
+    let store = Memstore::new(MemstoreConfig::default()).unwrap();
+    let keys: Vec<SeriesKey> =
+        (0..3000).map(|i| SeriesKey::new("cpu", [("host", format!("h{i}"))]).unwrap()).collect();
+    let ids: Vec<_> = keys.iter().map(|k| store.intern(k).unwrap()).collect();
+    let points: Vec<Point> = ids
+        .iter()
+        .map(|&series| Point { series, timestamp: Timestamp(1), op: Op::CounterAdd(1.0) })
+        .collect();
+    store.apply(Lsn(1), &points);
+    let frozen = store.freeze();
+    store.apply(Lsn(2), &points);
+    for r in frozen.iter() {
+        assert!(matches!(r.state, SeriesState::Counter(ref c) if c.total == 1.0));
+    }
+    assert_eq!(frozen.len(), 3000);
+    assert!(
+        matches!(store.get(&keys[0]).unwrap().state, SeriesState::Counter(ref c) if c.total == 2.0)
+    );
+}
