@@ -1,0 +1,252 @@
+//! Reading one snapshot file: its header (cheap, for listing), then two passes: verify every
+//! checksum and count, then decode into a memstore.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use ingestor_codec::{Lsn, unmask_crc};
+use ingestor_fs::{Fs, FsFile, OpenMode};
+use ingestor_memstore::{Memstore, MemstoreError};
+
+use crate::error::SnapshotError;
+use crate::format::{
+    Bad, CHUNK_HEADER_LEN, ChunkHeader, Codec, Header, SNAPSHOT_HEADER_LEN, SNAPSHOT_TRAILER_LEN,
+    Trailer, decode_chunk,
+};
+
+/// An open snapshot file whose header was verified.
+pub(crate) struct Opened {
+    file: Box<dyn FsFile>,
+    pub(crate) len: u64,
+    pub(crate) header: Header,
+    header_bytes: [u8; SNAPSHOT_HEADER_LEN],
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt { path: path.to_path_buf(), offset, reason: reason.into() }
+}
+
+/// Opens a snapshot file and verifies its header, which must carry the LSN of its name.
+pub(crate) fn open(fs: &dyn Fs, path: &Path, name_lsn: Lsn) -> Result<Opened, SnapshotError> {
+    let file = fs.open(path, OpenMode::Read).map_err(|e| SnapshotError::io("open", path, e))?;
+    let len = file.len().map_err(|e| SnapshotError::io("stat", path, e))?;
+    if len < SNAPSHOT_HEADER_LEN as u64 {
+        return Err(corrupt(
+            path,
+            len,
+            format!("the file is {len} bytes, shorter than the {SNAPSHOT_HEADER_LEN}-byte header"),
+        ));
+    }
+    let mut header_bytes = [0u8; SNAPSHOT_HEADER_LEN];
+    file.read_exact_at(&mut header_bytes, 0).map_err(|e| SnapshotError::io("read", path, e))?;
+    let header = Header::decode(&header_bytes).map_err(|b| corrupt(path, b.at, b.reason))?;
+    if header.lsn != name_lsn {
+        return Err(corrupt(
+            path,
+            16,
+            format!("the header names LSN {}, the file name LSN {name_lsn}", header.lsn),
+        ));
+    }
+    Ok(Opened { file, len, header, header_bytes })
+}
+
+impl Opened {
+    /// Walks the chunks between the header and the trailer, verifying each one's checksum,
+    /// and hands each to `each` with its index and offset. Returns the number of chunks and
+    /// the CRC32C of every byte before the trailer. Holds one chunk in memory at a time.
+    fn walk(
+        &self,
+        path: &Path,
+        mut each: impl FnMut(u64, u64, &ChunkHeader, &[u8]) -> Result<(), SnapshotError>,
+    ) -> Result<(u64, u32), SnapshotError> {
+        let end = self.len.saturating_sub(SNAPSHOT_TRAILER_LEN as u64);
+        let mut crc = crc32c::crc32c(&self.header_bytes);
+        let mut offset = SNAPSHOT_HEADER_LEN as u64;
+        let mut index = 0u64;
+        let mut stored = Vec::new();
+        while offset < end {
+            if end - offset < CHUNK_HEADER_LEN as u64 {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "chunk {index}: {} bytes before the trailer, too few for a chunk header",
+                        end - offset
+                    ),
+                ));
+            }
+            let mut header_bytes = [0u8; CHUNK_HEADER_LEN];
+            self.file
+                .read_exact_at(&mut header_bytes, offset)
+                .map_err(|e| SnapshotError::io("read", path, e))?;
+            let at = |b: Bad| corrupt(path, offset + b.at, format!("chunk {index}: {}", b.reason));
+            let header = ChunkHeader::parse(&header_bytes, self.header.codec).map_err(at)?;
+            let data = offset + CHUNK_HEADER_LEN as u64;
+            let stored_len = u64::from(header.stored_len);
+            if stored_len > end - data {
+                return Err(corrupt(
+                    path,
+                    offset + 4,
+                    format!(
+                        "chunk {index}: {stored_len} stored bytes run past the trailer at byte \
+                         {end}"
+                    ),
+                ));
+            }
+            // Bounded by MAX_CHUNK_LEN and by the bytes present, checked above.
+            stored.resize(header.stored_len as usize, 0);
+            self.file
+                .read_exact_at(&mut stored, data)
+                .map_err(|e| SnapshotError::io("read", path, e))?;
+            header.verify(&stored).map_err(at)?;
+            crc = crc32c::crc32c_append(crc32c::crc32c_append(crc, &header_bytes), &stored);
+            each(index, offset, &header, &stored)?;
+            offset = data + stored_len;
+            index += 1;
+        }
+        Ok((index, crc))
+    }
+
+    /// Pass 1: the trailer, every chunk's checksum, the counts and the whole-file checksum.
+    pub(crate) fn verify(&self, path: &Path) -> Result<(), SnapshotError> {
+        let min = (SNAPSHOT_HEADER_LEN + SNAPSHOT_TRAILER_LEN) as u64;
+        if self.len < min {
+            return Err(corrupt(
+                path,
+                self.len,
+                format!(
+                    "the file ends after {} bytes, before its trailer (at least {min} bytes): it \
+                     is truncated or was not completely written",
+                    self.len
+                ),
+            ));
+        }
+        let at = self.len - SNAPSHOT_TRAILER_LEN as u64;
+        let mut bytes = [0u8; SNAPSHOT_TRAILER_LEN];
+        self.file.read_exact_at(&mut bytes, at).map_err(|e| SnapshotError::io("read", path, e))?;
+        let trailer = Trailer::parse(&bytes).map_err(|b| corrupt(path, at + b.at, b.reason))?;
+        let (chunks, crc) = self.walk(path, |_, _, _, _| Ok(()))?;
+        let crc =
+            crc32c::crc32c_append(crc, bytes.get(..SNAPSHOT_TRAILER_LEN - 4).unwrap_or_default());
+        let stored = unmask_crc(trailer.masked_crc);
+        if stored != crc {
+            return Err(corrupt(
+                path,
+                at + 24,
+                format!(
+                    "whole-file checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+                ),
+            ));
+        }
+        if trailer.chunks != chunks {
+            return Err(corrupt(
+                path,
+                at + 8,
+                format!("the trailer counts {} chunks, the file holds {chunks}", trailer.chunks),
+            ));
+        }
+        if trailer.series != self.header.series {
+            return Err(corrupt(
+                path,
+                at + 16,
+                format!(
+                    "the trailer counts {} series, the header {}",
+                    trailer.series, self.header.series
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Pass 2: decompresses and decodes every chunk into `store`. Returns the series loaded.
+    pub(crate) fn decode_into(&self, path: &Path, store: &Memstore) -> Result<u64, SnapshotError> {
+        let codec = self.header.codec;
+        let mut raw = Vec::new();
+        let mut shared: HashMap<Vec<u64>, Arc<[f64]>> = HashMap::new();
+        let mut total = 0u64;
+        // A refusal that is the configuration's, not the file's, stops the load as an error.
+        let mut refused: Option<MemstoreError> = None;
+        self.walk(path, |index, offset, header, stored| {
+            let content: &[u8] = match codec {
+                Codec::None => stored,
+                Codec::Lz4 | Codec::Zstd => {
+                    // The checksum verified raw_len, which is at most MAX_CHUNK_LEN.
+                    raw.resize(header.raw_len as usize, 0);
+                    let n = match codec {
+                        Codec::Lz4 => lz4_flex::block::decompress_into(stored, &mut raw)
+                            .map_err(|e| e.to_string()),
+                        _ => zstd::bulk::decompress_to_buffer(stored, raw.as_mut_slice())
+                            .map_err(|e| e.to_string()),
+                    };
+                    match n {
+                        Ok(n) if n == raw.len() => &raw,
+                        Ok(n) => {
+                            return Err(corrupt(
+                                path,
+                                offset,
+                                format!(
+                                    "chunk {index}: {} decompressed to {n} bytes, {} declared",
+                                    codec.name(),
+                                    raw.len()
+                                ),
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(corrupt(
+                                path,
+                                offset,
+                                format!("chunk {index}: {} does not decompress: {e}", codec.name()),
+                            ));
+                        }
+                    }
+                }
+            };
+            let decoded = decode_chunk(content, &mut shared, |at, record| {
+                store.insert_loaded(record).map(drop).map_err(|e| match e {
+                    MemstoreError::DuplicateSeries { key } => {
+                        Bad::new(at as u64, format!("series {key} appears twice"))
+                    }
+                    other => {
+                        refused = Some(other);
+                        Bad::new(0, "refused by the memstore")
+                    }
+                })
+            });
+            match decoded {
+                Ok(n) => {
+                    total += n;
+                    Ok(())
+                }
+                Err(_) if refused.is_some() => Ok(()),
+                Err(b) => Err(match codec {
+                    Codec::None => corrupt(
+                        path,
+                        offset + CHUNK_HEADER_LEN as u64 + b.at,
+                        format!("chunk {index}: {}", b.reason),
+                    ),
+                    _ => corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "chunk {index}, byte {} of its decompressed content: {}",
+                            b.at, b.reason
+                        ),
+                    ),
+                }),
+            }
+            .and_then(|()| match refused.take() {
+                Some(e) => Err(SnapshotError::Memstore(e)),
+                None => Ok(()),
+            })
+        })?;
+        if total != self.header.series {
+            return Err(corrupt(
+                path,
+                24,
+                format!("the chunks hold {total} series, the header counts {}", self.header.series),
+            ));
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,262 @@
+//! Write then load, on the real file system and on the simulated disk: exact round trips
+//! under every compression, listing, retention, clean-up of temporary files, options.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{COMPRESSIONS, Disk, apply, assert_same, key, rich_store, snap_name};
+use ingestor_codec::{Lsn, Op};
+use ingestor_memstore::{Memstore, MemstoreConfig, MemstoreError};
+use ingestor_snapshot::{
+    SnapshotCompression, SnapshotError, SnapshotOptions, SnapshotStore, compaction_watermark,
+};
+
+#[test]
+fn round_trip_is_exact_under_every_compression() {
+    let original = rich_store(600, MemstoreConfig::default());
+    for disk in Disk::both() {
+        for (i, compression) in COMPRESSIONS.into_iter().enumerate() {
+            // 100 series a chunk: several chunks, the last one partial.
+            let options = SnapshotOptions::default().compression(compression).chunk_series(100);
+            let store = disk.open(options);
+            let lsn = Lsn(1000 + i as u64);
+            let info = store.write(lsn, 1_700_000_000_123, &original.freeze()).unwrap();
+            assert_eq!(info.lsn, lsn);
+            assert_eq!(info.series, original.len() as u64);
+            assert_eq!(info.created_ms, 1_700_000_000_123);
+            assert_eq!(info.path, disk.path(&snap_name(lsn.0)));
+            assert_eq!(info.bytes, disk.read(&snap_name(lsn.0)).len() as u64);
+            assert!(store.list().unwrap().contains(&info), "{}", disk.name());
+
+            let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+            assert_eq!(report.used.as_ref(), Some(&info), "{} {compression:?}", disk.name());
+            assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+            assert_eq!(report.series, original.len() as u64);
+            assert_same(&report.memstore, &original);
+        }
+    }
+}
+
+#[test]
+fn compression_makes_snapshots_smaller() {
+    let original = rich_store(300, MemstoreConfig::default());
+    let disk = Disk::sim(3);
+    let mut sizes = Vec::new();
+    for (i, compression) in COMPRESSIONS.into_iter().take(3).enumerate() {
+        let store = disk.open(SnapshotOptions::default().compression(compression).keep(10));
+        sizes.push(store.write(Lsn(i as u64 + 1), 0, &original.freeze()).unwrap().bytes);
+    }
+    assert!(sizes[1] < sizes[0] && sizes[2] < sizes[1], "{sizes:?}");
+}
+
+#[test]
+fn empty_and_single_series_stores_round_trip() {
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default().chunk_series(1));
+        let empty = Memstore::new(MemstoreConfig::default()).unwrap();
+        let info = store.write(Lsn::ZERO, 0, &empty.freeze()).unwrap();
+        assert_eq!(info.series, 0);
+        let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+        assert_eq!(report.used, Some(info));
+        assert!(report.memstore.is_empty());
+
+        let one = Memstore::new(MemstoreConfig::default()).unwrap();
+        apply(&one, 1, &key("up", &[]), 1, Op::GaugeSet(1.0));
+        store.write(Lsn(1), 0, &one.freeze()).unwrap();
+        let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+        assert_eq!(report.used.unwrap().lsn, Lsn(1));
+        assert_same(&report.memstore, &one);
+    }
+}
+
+#[test]
+fn largest_keys_round_trip() {
+    let store = Memstore::new(MemstoreConfig::default()).unwrap();
+    let value = "é".repeat(2048); // 4096 bytes, the limit
+    let labels: Vec<(String, String)> =
+        (0..64).map(|j| (format!("label_{j:02}_{}", "x".repeat(200)), value.clone())).collect();
+    let name = format!("m{}", "_".repeat(254));
+    for i in 0..20 {
+        let mut labels = labels.clone();
+        labels[0].1 = format!("{i}");
+        let k = ingestor_codec::SeriesKey::new(&name, labels).unwrap();
+        apply(&store, 1, &k, 1, Op::CounterAdd(1.0));
+    }
+    for disk in Disk::both() {
+        let snapshots = disk.open(SnapshotOptions::default().compression(SnapshotCompression::Lz4));
+        snapshots.write(Lsn(1), 0, &store.freeze()).unwrap();
+        let report = snapshots.load_newest(&MemstoreConfig::default()).unwrap();
+        assert_same(&report.memstore, &store);
+    }
+}
+
+#[test]
+fn custom_histogram_bounds_round_trip() {
+    let mut config = MemstoreConfig::default();
+    config.histogram_bounds = vec![-5.0, 0.0, 0.1, 7.5];
+    let original = rich_store(50, config.clone());
+    let disk = Disk::sim(9);
+    let store = disk.open(SnapshotOptions::default());
+    store.write(Lsn(3), 0, &original.freeze()).unwrap();
+    // The loaded histograms keep their own bounds, whatever the new configuration says.
+    let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+    assert_same(&report.memstore, &original);
+}
+
+#[test]
+fn no_snapshot_gives_an_empty_store() {
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default());
+        let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+        assert!(report.used.is_none() && report.rejected.is_empty() && report.series == 0);
+        assert!(report.memstore.is_empty());
+        assert_eq!(store.list().unwrap(), []);
+        assert_eq!(store.oldest_kept_lsn().unwrap(), None);
+    }
+}
+
+#[test]
+fn retention_keeps_exactly_the_newest() {
+    let state = rich_store(10, MemstoreConfig::default());
+    for disk in Disk::both() {
+        for keep in 1..=3 {
+            let disk_dir = disk.dir.join(format!("keep{keep}"));
+            let (store, _) = SnapshotStore::open(
+                Arc::clone(&disk.fs),
+                &disk_dir,
+                SnapshotOptions::default().keep(keep),
+            )
+            .unwrap();
+            for lsn in 1..=6 {
+                store.write(Lsn(lsn * 10), lsn as i64, &state.freeze()).unwrap();
+                let kept: Vec<u64> = store.list().unwrap().iter().map(|i| i.lsn.0).collect();
+                let expected: Vec<u64> =
+                    (1..=lsn).filter(|l| l + keep as u64 > lsn).map(|l| l * 10).collect();
+                assert_eq!(kept, expected, "{} keep {keep}", disk.name());
+            }
+            assert_eq!(store.oldest_kept_lsn().unwrap(), Some(Lsn((7 - keep as u64) * 10)));
+        }
+    }
+}
+
+#[test]
+fn retention_never_removes_the_written_snapshot_or_a_newer_one() {
+    let state = rich_store(3, MemstoreConfig::default());
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default().keep(1));
+        store.write(Lsn(50), 0, &state.freeze()).unwrap();
+        // An older LSN written after a newer one: both stay (the newer is never removed,
+        // nor the one just written).
+        store.write(Lsn(20), 0, &state.freeze()).unwrap();
+        let kept: Vec<u64> = store.list().unwrap().iter().map(|i| i.lsn.0).collect();
+        assert_eq!(kept, [20, 50]);
+        store.write(Lsn(60), 0, &state.freeze()).unwrap();
+        let kept: Vec<u64> = store.list().unwrap().iter().map(|i| i.lsn.0).collect();
+        assert_eq!(kept, [60]);
+    }
+}
+
+#[test]
+fn a_snapshot_of_the_same_lsn_replaces_the_old_one() {
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default());
+        let first = rich_store(5, MemstoreConfig::default());
+        let second = rich_store(8, MemstoreConfig::default());
+        store.write(Lsn(7), 1, &first.freeze()).unwrap();
+        // A temporary file of the same LSN in the way is replaced too.
+        disk.put(&format!("{}.tmp", snap_name(7)), b"left over");
+        store.write(Lsn(7), 2, &second.freeze()).unwrap();
+        let list = store.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].created_ms, 2);
+        assert_same(&store.load_newest(&MemstoreConfig::default()).unwrap().memstore, &second);
+        assert!(!disk.files().iter().any(|f| f.ends_with(".tmp")));
+    }
+}
+
+#[test]
+fn open_removes_left_over_temporary_files_only() {
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default());
+        store.write(Lsn(4), 0, &rich_store(3, MemstoreConfig::default()).freeze()).unwrap();
+        disk.put(&format!("{}.tmp", snap_name(9)), b"torn");
+        disk.put("other.tmp", b"x");
+        disk.put("notes.txt", b"kept");
+        let (store, removed) =
+            SnapshotStore::open(Arc::clone(&disk.fs), &disk.dir, SnapshotOptions::default())
+                .unwrap();
+        let mut removed: Vec<String> =
+            removed.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        removed.sort();
+        assert_eq!(removed, ["other.tmp".to_string(), format!("{}.tmp", snap_name(9))]);
+        assert_eq!(disk.files(), ["notes.txt".to_string(), snap_name(4)]);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn open_creates_the_directory_durably() {
+    let disk = Disk::sim(4);
+    let _ = disk.open(SnapshotOptions::default());
+    disk.sim.as_ref().unwrap().crash(ingestor_fs::CrashPolicy::DropUnsynced);
+    assert!(disk.fs.exists(&disk.dir).unwrap(), "the new directories survive a power cut");
+}
+
+#[test]
+fn invalid_options_name_the_field() {
+    let disk = Disk::sim(5);
+    for (options, field) in [
+        (SnapshotOptions::default().keep(0), "keep"),
+        (SnapshotOptions::default().chunk_series(0), "chunk_series"),
+        (
+            SnapshotOptions::default().compression(SnapshotCompression::Zstd { level: 1000 }),
+            "compression",
+        ),
+    ] {
+        assert!(options.validate().is_err());
+        match SnapshotStore::open(Arc::clone(&disk.fs), &disk.dir, options) {
+            Err(SnapshotError::InvalidOptions { field: f, reason }) => {
+                assert_eq!(f, field, "{reason}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let defaults = SnapshotOptions::default();
+    assert_eq!(defaults.compression, SnapshotCompression::Zstd { level: 3 });
+    assert_eq!((defaults.keep, defaults.chunk_series), (2, 4096));
+    defaults.validate().unwrap();
+}
+
+#[test]
+fn a_series_limit_too_small_for_the_snapshot_is_an_error() {
+    let disk = Disk::sim(6);
+    let store = disk.open(SnapshotOptions::default());
+    store.write(Lsn(1), 0, &rich_store(10, MemstoreConfig::default()).freeze()).unwrap();
+    let mut config = MemstoreConfig::default();
+    config.max_series = 3;
+    match store.load_newest(&config) {
+        Err(SnapshotError::Memstore(MemstoreError::SeriesLimit { limit: 3, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    // The snapshot was not rejected for it: it stays and loads with a larger limit.
+    assert_eq!(store.load_newest(&MemstoreConfig::default()).unwrap().series, 14);
+}
+
+#[test]
+fn compaction_plan_follows_the_oldest_kept_snapshot() {
+    assert_eq!(compaction_watermark(None), None);
+    assert_eq!(compaction_watermark(Some(Lsn::ZERO)), Some(Lsn(1)));
+    assert_eq!(compaction_watermark(Some(Lsn(99))), Some(Lsn(100)));
+    assert_eq!(compaction_watermark(Some(Lsn(u64::MAX))), Some(Lsn(u64::MAX)));
+
+    let disk = Disk::sim(8);
+    let store = disk.open(SnapshotOptions::default().keep(2));
+    let state = rich_store(2, MemstoreConfig::default());
+    assert_eq!(compaction_watermark(store.oldest_kept_lsn().unwrap()), None);
+    for lsn in [10, 20, 30] {
+        store.write(Lsn(lsn), 0, &state.freeze()).unwrap();
+    }
+    // Snapshots 20 and 30 are kept: segments wholly at or below 20 may go.
+    assert_eq!(compaction_watermark(store.oldest_kept_lsn().unwrap()), Some(Lsn(21)));
+}

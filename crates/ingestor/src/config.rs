@@ -1,0 +1,158 @@
+//! The configuration of an [`crate::Ingestor`], with every default documented.
+
+use std::time::Duration;
+
+use ingestor_codec::Compression;
+use ingestor_memstore::MemstoreConfig;
+use ingestor_snapshot::SnapshotOptions;
+use ingestor_wal::{RecoveryMode, SyncPolicy};
+
+use crate::error::Error;
+
+/// Whether [`crate::Ingestor::close`] writes a final snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinalSnapshot {
+    /// Write one on a clean close, so the next open replays almost nothing. Default.
+    #[default]
+    OnClose,
+    /// Never write one on close.
+    Never,
+}
+
+/// Configuration of an [`crate::Ingestor`]. Every field ends its doc with its default;
+/// [`crate::Ingestor::open`] validates the whole configuration and names a bad field.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// When the log is synced, and so what an acknowledgement means. `Always`: every
+    /// acknowledged batch is durable (concurrent ingesters share syncs). `Batch(window)`:
+    /// acknowledged once written to the OS, durable within the window. `Os`: durable at
+    /// rotation, snapshot, `sync` and close. Default: `Batch(5 ms)`.
+    pub sync_policy: SyncPolicy,
+    /// What opening does with a damaged log. Default: `TolerateTornTail`.
+    pub recovery_mode: RecoveryMode,
+    /// Size of a log segment. Default: 128 MiB.
+    pub segment_bytes_max: u64,
+    /// Compression tried on each logged batch. Default: none.
+    pub wal_compression: Compression,
+    /// A snapshot is taken automatically once the log has grown by this many bytes since the
+    /// last one. Default: 128 MiB.
+    pub snapshot_bytes: u64,
+    /// A snapshot is also taken when this much time has passed since the last one and
+    /// anything was ingested. `None` turns the timer off. Default: 1 hour.
+    pub snapshot_interval: Option<Duration>,
+    /// Whether close writes a final snapshot. Default: `OnClose`.
+    pub final_snapshot: FinalSnapshot,
+    /// Snapshot files: compression, how many to keep. Default: Zstd level 3, keep 2.
+    pub snapshot: SnapshotOptions,
+    /// The in-memory store: series limit, histogram bounds. Default: 10 M series,
+    /// Prometheus' default buckets.
+    pub memstore: MemstoreConfig,
+    /// Series not updated for this long (by their timestamps, against the wall clock) are
+    /// deleted, the delete logged like any update. `None`: never. Default: `None`.
+    pub series_ttl: Option<Duration>,
+    /// How often the background thread checks the snapshot triggers and expiry. Default: 1 s.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sync_policy: SyncPolicy::default(),
+            recovery_mode: RecoveryMode::default(),
+            segment_bytes_max: 128 << 20,
+            wal_compression: Compression::None,
+            snapshot_bytes: 128 << 20,
+            snapshot_interval: Some(Duration::from_secs(3600)),
+            final_snapshot: FinalSnapshot::default(),
+            snapshot: SnapshotOptions::default(),
+            memstore: MemstoreConfig::default(),
+            series_ttl: None,
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta] $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            #[$doc]
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Config {
+    setter! {
+        /// Sets [`Config::sync_policy`].
+        sync_policy: SyncPolicy,
+        /// Sets [`Config::recovery_mode`].
+        recovery_mode: RecoveryMode,
+        /// Sets [`Config::segment_bytes_max`].
+        segment_bytes_max: u64,
+        /// Sets [`Config::wal_compression`].
+        wal_compression: Compression,
+        /// Sets [`Config::snapshot_bytes`].
+        snapshot_bytes: u64,
+        /// Sets [`Config::snapshot_interval`].
+        snapshot_interval: Option<Duration>,
+        /// Sets [`Config::final_snapshot`].
+        final_snapshot: FinalSnapshot,
+        /// Sets [`Config::snapshot`].
+        snapshot: SnapshotOptions,
+        /// Sets [`Config::memstore`].
+        memstore: MemstoreConfig,
+        /// Sets [`Config::series_ttl`].
+        series_ttl: Option<Duration>,
+        /// Sets [`Config::maintenance_interval`].
+        maintenance_interval: Duration,
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &'static str, reason: String| Err(Error::InvalidConfig { field, reason });
+        if self.snapshot_bytes < 4096 {
+            return bad("snapshot_bytes", format!("{} is below 4 KiB", self.snapshot_bytes));
+        }
+        if self.snapshot_interval.is_some_and(|d| d.is_zero()) {
+            return bad("snapshot_interval", "zero; use None to turn the timer off".into());
+        }
+        if self.series_ttl.is_some_and(|d| d.is_zero()) {
+            return bad("series_ttl", "zero; use None to keep idle series".into());
+        }
+        if self.maintenance_interval.is_zero()
+            || self.maintenance_interval > Duration::from_secs(3600)
+        {
+            return bad(
+                "maintenance_interval",
+                format!("{:?} is outside (0, 1 h]", self.maintenance_interval),
+            );
+        }
+        self.wal_options().validate()?;
+        self.snapshot.validate()?;
+        self.memstore.validate()?;
+        Ok(())
+    }
+
+    /// The log's options. The log syncs on its own under `Batch`; under `Always` the ingestor
+    /// waits for durability after applying, outside its writer lock, so that concurrent
+    /// ingesters share syncs: the log itself then runs with `Os`.
+    pub(crate) fn wal_options(&self) -> ingestor_wal::WalOptions {
+        let policy = match self.sync_policy {
+            SyncPolicy::Always => SyncPolicy::Os,
+            other => other,
+        };
+        ingestor_wal::WalOptions::default()
+            .sync_policy(policy)
+            .recovery_mode(self.recovery_mode)
+            .segment_bytes_max(self.segment_bytes_max)
+            .compression(self.wal_compression)
+    }
+}

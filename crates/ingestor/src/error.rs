@@ -1,0 +1,83 @@
+//! The facade's error: each layer's error, wrapped transparently, and the facade's own.
+
+use std::path::PathBuf;
+
+use ingestor_codec::{Lsn, ValidationError};
+
+/// Everything the ingestor can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The write-ahead log failed (including a poisoned log, corruption found at open).
+    #[error(transparent)]
+    Wal(#[from] ingestor_wal::WalError),
+    /// Reading or writing a snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] ingestor_snapshot::SnapshotError),
+    /// The in-memory store refused the batch (kind conflict, series limit, stale handle).
+    #[error(transparent)]
+    Memstore(#[from] ingestor_memstore::MemstoreError),
+    /// An update of the batch is invalid; nothing of the batch was applied.
+    #[error("update {index} of the batch is invalid: {source}")]
+    InvalidUpdate {
+        /// Its index in the batch.
+        index: usize,
+        /// What is wrong.
+        source: ValidationError,
+    },
+    /// Another process (or handle) has the data directory open.
+    #[error("{dir} is in use: another ingestor holds its lock ({reason})")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// The operating system's words.
+        reason: String,
+    },
+    /// A file-system operation on the data directory failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A configuration field is out of range.
+    #[error("invalid option {field}: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A logged record could not be replayed.
+    #[error("replay of LSN {lsn} failed: {reason}")]
+    Replay {
+        /// The record's LSN.
+        lsn: Lsn,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The newest snapshot covers records the log no longer holds: new records would reuse
+    /// their LSNs. Happens only after a salvage recovery dropped the log's tail.
+    #[error(
+        "the snapshot covers LSNs up to {snapshot}, but the log ends at LSN {log_end}; move the \
+         snapshot aside deliberately to continue from the log"
+    )]
+    SnapshotAheadOfLog {
+        /// The snapshot's LSN.
+        snapshot: Lsn,
+        /// The last LSN in the log.
+        log_end: Lsn,
+    },
+    /// A selector did not parse.
+    #[error(transparent)]
+    Selector(#[from] ingestor_memstore::SelectorError),
+    /// The ingestor was closed, or its background thread stopped.
+    #[error("the ingestor is closed")]
+    Closed,
+}
+
+/// `Result` with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

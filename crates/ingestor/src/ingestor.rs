@@ -1,0 +1,729 @@
+//! The ingestor: open (lock, load, replay), ingest, read, snapshot, close.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use ingestor_codec::{
+    BatchReader, Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey,
+    Timestamp, Update, decode_series_defs, encode_batch, encode_series_defs,
+};
+use ingestor_fs::{Fs, FsLock, StdFs};
+use ingestor_memstore::{Memstore, Selector, SeriesView};
+use ingestor_snapshot::{RejectedSnapshot, SnapshotInfo, SnapshotStore, compaction_watermark};
+use ingestor_wal::{AckLevel, RecoveryReport, SegmentId, SyncPolicy, Wal, WalStats};
+
+use crate::config::{Config, FinalSnapshot};
+use crate::error::{Error, Result};
+
+/// The directory of the log inside a data directory.
+pub const WAL_DIR: &str = "wal";
+/// The directory of snapshots inside a data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// A resolved series: ingest by handle to skip hashing the label set per point. A handle
+/// stays valid until the series is deleted (then the key must be resolved again) and does
+/// not survive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesHandle(SeriesId);
+
+/// The acknowledgement of an ingested batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// The LSN of the batch's log record.
+    pub lsn: Lsn,
+    /// What the batch reached: `Written` survives a process crash, `Durable` a power cut.
+    pub level: AckLevel,
+    /// Points in the batch.
+    pub points: usize,
+}
+
+/// Progress of the replay at open, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayProgress {
+    /// The LSN just replayed.
+    pub lsn: Lsn,
+    /// Batches replayed so far.
+    pub records: u64,
+    /// Points replayed so far.
+    pub points: u64,
+}
+
+/// What [`Ingestor::open`] found and did.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<SnapshotInfo>,
+    /// Snapshots that failed verification (newer than the one loaded), with the reason.
+    pub rejected_snapshots: Vec<RejectedSnapshot>,
+    /// Series loaded from the snapshot.
+    pub snapshot_series: u64,
+    /// Leftover temporary snapshot files removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// The log's recovery report (segments, records, truncations, corruption).
+    pub wal: RecoveryReport,
+    /// Batches replayed from the log after the snapshot.
+    pub replayed_records: u64,
+    /// Points replayed.
+    pub replayed_points: u64,
+    /// How long opening took.
+    pub duration: Duration,
+}
+
+impl std::fmt::Display for OpenReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.snapshot {
+            Some(s) => {
+                writeln!(f, "snapshot at LSN {} loaded: {} series", s.lsn, self.snapshot_series)?
+            }
+            None => writeln!(f, "no snapshot loaded")?,
+        }
+        for r in &self.rejected_snapshots {
+            writeln!(f, "snapshot rejected: {}: {}", r.path.display(), r.reason)?;
+        }
+        writeln!(
+            f,
+            "replayed {} batches, {} points from the log",
+            self.replayed_records, self.replayed_points
+        )?;
+        write!(f, "{}", self.wal)?;
+        writeln!(f, "opened in {:.1?}", self.duration)
+    }
+}
+
+/// Counters and levels, read from atomics.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Series with state.
+    pub series: usize,
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// Points acknowledged.
+    pub points: u64,
+    /// Batches refused (invalid, kind conflict, limit, I/O error).
+    pub rejected_batches: u64,
+    /// Snapshots written since open.
+    pub snapshots_written: u64,
+    /// The LSN of the newest snapshot, if any.
+    pub last_snapshot_lsn: Option<Lsn>,
+    /// How long the last snapshot took to write.
+    pub last_snapshot_duration: Duration,
+    /// Series deleted for being idle longer than the time-to-live.
+    pub expired_series: u64,
+    /// How long opening (load and replay) took.
+    pub open_duration: Duration,
+    /// The log's counters.
+    pub wal: WalStats,
+    /// The last error of the background thread, if any.
+    pub background_error: Option<String>,
+}
+
+/// Which series are defined (series-definition records written) in which log segment.
+#[derive(Default)]
+struct Defined {
+    segment: Option<SegmentId>,
+    ids: HashSet<u32>,
+}
+
+struct SnapshotMark {
+    /// The newest snapshot's LSN.
+    lsn: Option<Lsn>,
+    /// The log's bytes written (since open) when it was taken.
+    wal_bytes: u64,
+    /// When it was taken (or when the ingestor opened).
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    points: AtomicU64,
+    rejected: AtomicU64,
+    snapshots: AtomicU64,
+    last_snapshot_nanos: AtomicU64,
+    expired: AtomicU64,
+}
+
+struct Shared {
+    config: Config,
+    wal: Wal,
+    memstore: Memstore,
+    snapshots: SnapshotStore,
+    /// The writer lock: validation, the log append and the apply happen under it, so that
+    /// the memstore applies batches in LSN order.
+    writer: Mutex<Defined>,
+    /// One snapshot at a time.
+    snapshot: Mutex<SnapshotMark>,
+    counters: Counters,
+    open_duration: Duration,
+    background_error: Mutex<Option<String>>,
+    closed: AtomicBool,
+    _lock: Box<dyn FsLock>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+enum Msg {
+    Snapshot(Sender<Result<Option<SnapshotInfo>>>),
+    Shutdown,
+}
+
+/// A crash-recoverable metrics ingestor over a data directory. See the crate documentation.
+///
+/// `Ingestor` is `Send + Sync`: share it behind an `Arc` and ingest from many threads.
+pub struct Ingestor {
+    shared: Arc<Shared>,
+    worker: Option<(Sender<Msg>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("dir", &self.shared.wal.dir().parent())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates `dir` and its missing ancestors, syncing each new directory's parent.
+fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if fs.exists(path).map_err(|e| Error::Io { op: "stat", path: path.into(), source: e })? {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        fs.create_dir_all(path).map_err(|e| Error::Io {
+            op: "create_dir",
+            path: path.into(),
+            source: e,
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent).map_err(|e| Error::Io {
+                op: "sync_dir",
+                path: parent.into(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+impl Ingestor {
+    /// Opens (or creates) the data directory `dir` on the real file system.
+    ///
+    /// # Errors
+    /// See [`Ingestor::open_with`].
+    pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<(Ingestor, OpenReport)> {
+        Ingestor::open_with(Arc::new(StdFs::new()), dir.as_ref(), config, &mut |_| {})
+    }
+
+    /// Opens (or creates) a data directory on `fs`: validates the configuration, takes the
+    /// directory's lock, loads the newest good snapshot, replays the log after it (calling
+    /// `progress` as it goes), and starts the background snapshot thread.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`]; [`Error::Locked`] when another ingestor has the directory
+    /// open; log corruption the recovery mode refuses; I/O errors.
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: Config,
+        progress: &mut dyn FnMut(&ReplayProgress),
+    ) -> Result<(Ingestor, OpenReport)> {
+        let started = Instant::now();
+        config.validate()?;
+        create_dir_durably(&*fs, dir)?;
+        let dir_lock = fs
+            .lock_dir(dir)
+            .map_err(|e| Error::Locked { dir: dir.to_path_buf(), reason: e.to_string() })?;
+        let (snapshots, removed_temp_files) =
+            SnapshotStore::open(Arc::clone(&fs), &dir.join(SNAPSHOT_DIR), config.snapshot.clone())?;
+        let loaded = snapshots.load_newest(&config.memstore)?;
+        let memstore = loaded.memstore;
+        let snapshot_lsn = loaded.used.as_ref().map_or(Lsn::ZERO, |s| s.lsn);
+
+        let mut replay = Replay {
+            memstore: &memstore,
+            snapshot_lsn,
+            ids: HashMap::new(),
+            records: 0,
+            points: 0,
+        };
+        let (wal, wal_report) = Wal::open_and_replay(
+            Arc::clone(&fs),
+            &dir.join(WAL_DIR),
+            config.wal_options(),
+            // Series definitions before the snapshot are needed too: a segment's batches
+            // after the snapshot may use series it defined before.
+            Lsn::ZERO,
+            |lsn, record_type, payload| {
+                replay
+                    .record(lsn, record_type, payload)
+                    .map_err(|e| Box::new(e) as ingestor_wal::ReplayError)?;
+                progress(&ReplayProgress { lsn, records: replay.records, points: replay.points });
+                Ok(())
+            },
+        )?;
+        let (replayed_records, replayed_points) = (replay.records, replay.points);
+        memstore.discard_all_unwritten();
+        if wal.written_lsn() < snapshot_lsn {
+            return Err(Error::SnapshotAheadOfLog {
+                snapshot: snapshot_lsn,
+                log_end: wal.written_lsn(),
+            });
+        }
+
+        let open_duration = started.elapsed();
+        let shared = Arc::new(Shared {
+            config,
+            wal,
+            memstore,
+            snapshots,
+            writer: Mutex::new(Defined::default()),
+            snapshot: Mutex::new(SnapshotMark {
+                lsn: loaded.used.as_ref().map(|s| s.lsn),
+                wal_bytes: 0,
+                at: Instant::now(),
+            }),
+            counters: Counters::default(),
+            open_duration,
+            background_error: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            _lock: dir_lock,
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let worker_shared = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("ingestor-maintenance".into())
+            .spawn(move || maintenance(&worker_shared, &rx))
+            .map_err(|e| Error::Io {
+                op: "spawn maintenance thread",
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        let report = OpenReport {
+            snapshot_series: loaded.series,
+            snapshot: loaded.used,
+            rejected_snapshots: loaded.rejected,
+            removed_temp_files,
+            wal: wal_report,
+            replayed_records,
+            replayed_points,
+            duration: open_duration,
+        };
+        Ok((Ingestor { shared, worker: Some((tx, handle)) }, report))
+    }
+
+    /// Ingests a batch of updates addressed by key: validates everything, logs one record,
+    /// applies it, and acknowledges with its LSN and the level reached. All or nothing: a
+    /// refused batch leaves nothing of itself in the log or the memstore.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUpdate`], [`Error::Memstore`] (kind conflict, series limit),
+    /// [`Error::Wal`] (I/O; a poisoned log); nothing of the batch was applied.
+    pub fn ingest(&self, updates: &[Update]) -> Result<Ack> {
+        let shared = &self.shared;
+        let result = (|| {
+            check_batch(updates.iter().map(|u| u.op))?;
+            let keys: Vec<&SeriesKey> = updates.iter().map(|u| &u.key).collect();
+            let mut defined = lock(&shared.writer);
+            let (ids, created) = shared.memstore.intern_all(&keys)?;
+            let points: Vec<Point> = updates
+                .iter()
+                .zip(&ids)
+                .map(|(u, &series)| Point { series, timestamp: u.timestamp, op: u.op })
+                .collect();
+            let result = shared.commit(&mut defined, &points);
+            if result.is_err() {
+                shared.memstore.discard_unwritten(&created);
+            }
+            drop(defined);
+            shared.acknowledge(result?, points.len())
+        })();
+        shared.count(&result);
+        result
+    }
+
+    /// Resolves a key to a handle (creating the series, without state, if needed), for
+    /// [`Ingestor::ingest_by_handle`].
+    ///
+    /// # Errors
+    /// [`Error::Memstore`] when the series limit is reached.
+    pub fn resolve(&self, key: &SeriesKey) -> Result<SeriesHandle> {
+        let _writer = lock(&self.shared.writer);
+        Ok(SeriesHandle(self.shared.memstore.intern(key)?))
+    }
+
+    /// Ingests a batch addressed by handles: the fast path for hot series.
+    ///
+    /// # Errors
+    /// As [`Ingestor::ingest`]; a handle whose series was deleted is refused.
+    pub fn ingest_by_handle(&self, points: &[(SeriesHandle, Timestamp, Op)]) -> Result<Ack> {
+        let shared = &self.shared;
+        let result = (|| {
+            check_batch(points.iter().map(|p| p.2))?;
+            let points: Vec<Point> = points
+                .iter()
+                .map(|&(h, timestamp, op)| Point { series: h.0, timestamp, op })
+                .collect();
+            let mut defined = lock(&shared.writer);
+            let result = shared.commit(&mut defined, &points);
+            drop(defined);
+            shared.acknowledge(result?, points.len())
+        })();
+        shared.count(&result);
+        result
+    }
+
+    /// One series by key.
+    #[must_use]
+    pub fn get(&self, key: &SeriesKey) -> Option<SeriesView> {
+        self.shared.memstore.get(key)
+    }
+
+    /// The series a Prometheus selector matches (for example `http_requests{code=~"5.."}`),
+    /// sorted by key.
+    ///
+    /// # Errors
+    /// [`Error::Selector`] naming where the selector does not parse.
+    pub fn select(&self, selector: &str) -> Result<Vec<SeriesView>> {
+        Ok(self.shared.memstore.select(&Selector::parse(selector)?))
+    }
+
+    /// Writes every series (or those a selector matches) in the Prometheus text format 0.0.4.
+    pub fn expose(&self, out: &mut String, selector: Option<&Selector>) {
+        self.shared.memstore.expose(out, selector);
+    }
+
+    /// The memstore, for reads the facade does not wrap.
+    #[must_use]
+    pub fn memstore(&self) -> &Memstore {
+        &self.shared.memstore
+    }
+
+    /// Makes everything acknowledged so far durable; returns the durable LSN.
+    ///
+    /// # Errors
+    /// [`Error::Wal`] if the sync fails (the log is then poisoned).
+    pub fn sync(&self) -> Result<Lsn> {
+        Ok(self.shared.wal.sync()?)
+    }
+
+    /// Writes a snapshot now (and deletes the log segments it covers); `None` if nothing was
+    /// logged since the last one. Ingestion goes on meanwhile, after a short pause.
+    ///
+    /// # Errors
+    /// I/O errors of the log or the snapshot.
+    pub fn snapshot(&self) -> Result<Option<SnapshotInfo>> {
+        self.shared.take_snapshot()
+    }
+
+    /// Counters and levels.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let s = &self.shared;
+        let mark = lock(&s.snapshot);
+        Stats {
+            series: s.memstore.len(),
+            batches: s.counters.batches.load(Relaxed),
+            points: s.counters.points.load(Relaxed),
+            rejected_batches: s.counters.rejected.load(Relaxed),
+            snapshots_written: s.counters.snapshots.load(Relaxed),
+            last_snapshot_lsn: mark.lsn,
+            last_snapshot_duration: Duration::from_nanos(
+                s.counters.last_snapshot_nanos.load(Relaxed),
+            ),
+            expired_series: s.counters.expired.load(Relaxed),
+            open_duration: s.open_duration,
+            wal: s.wal.stats(),
+            background_error: lock(&s.background_error).clone(),
+        }
+    }
+
+    /// Stops the background thread, writes the final snapshot (unless configured off), syncs
+    /// the log and releases the directory.
+    ///
+    /// # Errors
+    /// The first error among them; the ingestor is closed all the same.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if self.shared.closed.swap(true, Relaxed) {
+            return Ok(());
+        }
+        if let Some((tx, handle)) = self.worker.take() {
+            let _ = tx.send(Msg::Shutdown);
+            let _ = handle.join();
+        }
+        let snapshot = match self.shared.config.final_snapshot {
+            FinalSnapshot::OnClose => self.shared.take_snapshot().map(|_| ()),
+            FinalSnapshot::Never => Ok(()),
+        };
+        let sync = self.shared.wal.sync().map(|_| ()).map_err(Error::from);
+        snapshot.and(sync)
+    }
+
+    /// Asks the background thread for a snapshot and waits for it (used by tests and tools
+    /// that want the background path).
+    ///
+    /// # Errors
+    /// As [`Ingestor::snapshot`]; [`Error::Closed`] if the thread is gone.
+    pub fn snapshot_in_background(&self) -> Result<Option<SnapshotInfo>> {
+        let (tx, _) = self.worker.as_ref().ok_or(Error::Closed)?;
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        tx.send(Msg::Snapshot(reply)).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Ingestor {
+    /// A best-effort close: errors are ignored.
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn check_batch(ops: impl ExactSizeIterator<Item = Op>) -> Result<()> {
+    if ops.len() > MAX_BATCH_POINTS {
+        return Err(Error::InvalidConfig {
+            field: "batch",
+            reason: format!(
+                "{} points, more than the {MAX_BATCH_POINTS} a batch may hold",
+                ops.len()
+            ),
+        });
+    }
+    for (index, op) in ops.enumerate() {
+        op.validate().map_err(|source| Error::InvalidUpdate { index, source })?;
+    }
+    Ok(())
+}
+
+impl Shared {
+    /// Validates, logs and applies a batch; the caller holds the writer lock.
+    fn commit(&self, defined: &mut Defined, points: &[Point]) -> Result<ingestor_wal::Ack> {
+        let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
+        self.memstore.validate(&pairs)?;
+        if points.is_empty() {
+            let lsn = self.wal.written_lsn();
+            return Ok(ingestor_wal::Ack { first: lsn, last: lsn, level: AckLevel::Written });
+        }
+        let mut landed: Option<(SegmentId, Vec<u32>)> = None;
+        let ack = self.wal.append_with(|batch| {
+            let segment = batch.segment();
+            let fresh = defined.segment != Some(segment);
+            let mut new_ids: Vec<u32> = Vec::new();
+            let mut seen = HashSet::new();
+            for p in points {
+                if (fresh || !defined.ids.contains(&p.series.0)) && seen.insert(p.series.0) {
+                    new_ids.push(p.series.0);
+                }
+            }
+            if !new_ids.is_empty() {
+                let defs: Vec<SeriesDef> = new_ids
+                    .iter()
+                    .map(|&id| {
+                        // Validation just proved every handle live, under the writer lock
+                        // that every delete also takes.
+                        let key =
+                            self.memstore.key(SeriesId(id)).expect("validated: the series is live");
+                        SeriesDef { id: SeriesId(id), key }
+                    })
+                    .collect();
+                batch.push_with(RecordType::SeriesDefs as u8, |buf| {
+                    encode_series_defs(&defs, buf).expect("no more definitions than points");
+                })?;
+            }
+            batch.push_with(RecordType::Batch as u8, |buf| {
+                encode_batch(points, buf).expect("validated before logging");
+            })?;
+            landed = Some((segment, new_ids));
+            Ok(())
+        });
+        let ack = ack?;
+        let (segment, new_ids) = landed.expect("set by a successful append");
+        if defined.segment != Some(segment) {
+            defined.segment = Some(segment);
+            defined.ids.clear();
+        }
+        defined.ids.extend(new_ids);
+        self.memstore.apply(ack.last, points);
+        Ok(ack)
+    }
+
+    /// Waits for durability where the policy asks for it; outside the writer lock so that
+    /// concurrent ingesters share syncs.
+    fn acknowledge(&self, ack: ingestor_wal::Ack, points: usize) -> Result<Ack> {
+        let level = match self.config.sync_policy {
+            SyncPolicy::Always if points > 0 => {
+                self.wal.wait_durable(ack.last)?;
+                AckLevel::Durable
+            }
+            _ => ack.level,
+        };
+        Ok(Ack { lsn: ack.last, level, points })
+    }
+
+    fn count(&self, result: &Result<Ack>) {
+        match result {
+            Ok(ack) => {
+                self.counters.batches.fetch_add(1, Relaxed);
+                self.counters.points.fetch_add(ack.points as u64, Relaxed);
+            }
+            Err(_) => {
+                self.counters.rejected.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Freezes the state at the last LSN (a short pause of the writer), syncs the log through
+    /// that LSN (a snapshot must never be durable ahead of the log), writes the snapshot,
+    /// then deletes the log segments the oldest kept snapshot covers.
+    fn take_snapshot(&self) -> Result<Option<SnapshotInfo>> {
+        let mut mark = lock(&self.snapshot);
+        let started = Instant::now();
+        let (lsn, frozen, wal_bytes) = {
+            let _writer = lock(&self.writer);
+            (self.wal.written_lsn(), self.memstore.freeze(), self.wal.stats().bytes_written)
+        };
+        if mark.lsn == Some(lsn) || (mark.lsn.is_none() && lsn == Lsn::ZERO) {
+            return Ok(None);
+        }
+        self.wal.wait_durable(lsn)?;
+        let info = self.snapshots.write(lsn, now_ms(), &frozen)?;
+        if let Some(watermark) = compaction_watermark(self.snapshots.oldest_kept_lsn()?) {
+            self.wal.delete_below(watermark)?;
+        }
+        *mark = SnapshotMark { lsn: Some(lsn), wal_bytes, at: Instant::now() };
+        self.counters.snapshots.fetch_add(1, Relaxed);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.last_snapshot_nanos.store(nanos, Relaxed);
+        Ok(Some(info))
+    }
+
+    /// Whether the log grew past the threshold, or the interval passed with new records.
+    fn snapshot_due(&self) -> bool {
+        let mark = lock(&self.snapshot);
+        let wal = self.wal.stats();
+        let grown = wal.bytes_written.saturating_sub(mark.wal_bytes) >= self.config.snapshot_bytes;
+        let new_records = mark.lsn.map_or(wal.written_lsn > Lsn::ZERO, |l| wal.written_lsn > l);
+        let interval =
+            self.config.snapshot_interval.is_some_and(|every| mark.at.elapsed() >= every);
+        new_records && (grown || interval)
+    }
+
+    /// Deletes series idle longer than the time-to-live, logging each delete.
+    fn expire(&self) -> Result<()> {
+        let Some(ttl) = self.config.series_ttl else { return Ok(()) };
+        let cutoff =
+            Timestamp(now_ms().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+        let idle = self.memstore.idle_series(cutoff);
+        for chunk in idle.chunks(10_000) {
+            let points: Vec<Point> = chunk
+                .iter()
+                .map(|(id, _)| Point { series: *id, timestamp: cutoff, op: Op::Delete })
+                .collect();
+            let mut defined = lock(&self.writer);
+            // A series updated since the scan is not idle any more: skip it.
+            let still_idle: Vec<Point> = points
+                .into_iter()
+                .filter(|p| {
+                    self.memstore.get_by_id(p.series).is_some_and(|v| v.last_update < cutoff)
+                })
+                .collect();
+            let ack = self.commit(&mut defined, &still_idle)?;
+            drop(defined);
+            self.acknowledge(ack, still_idle.len())?;
+            self.counters.expired.fetch_add(still_idle.len() as u64, Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The background thread: snapshots on request, on log growth and on the interval; expiry.
+fn maintenance(shared: &Shared, rx: &Receiver<Msg>) {
+    let note = |r: Result<()>| {
+        if let Err(e) = r {
+            *lock(&shared.background_error) = Some(e.to_string());
+        }
+    };
+    loop {
+        match rx.recv_timeout(shared.config.maintenance_interval) {
+            Ok(Msg::Snapshot(reply)) => {
+                let _ = reply.send(shared.take_snapshot());
+            }
+            Ok(Msg::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if shared.snapshot_due() {
+                    note(shared.take_snapshot().map(|_| ()));
+                }
+                note(shared.expire());
+            }
+        }
+    }
+}
+
+/// Replay of the log into the memstore at open.
+struct Replay<'a> {
+    memstore: &'a Memstore,
+    snapshot_lsn: Lsn,
+    /// Log series ids to memstore handles; series-definition records overwrite entries, so
+    /// that each segment's (and each process life's) numbering is honoured.
+    ids: HashMap<u32, SeriesId>,
+    records: u64,
+    points: u64,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, lsn: Lsn, record_type: u8, payload: &[u8]) -> Result<()> {
+        let fail = |reason: String| Error::Replay { lsn, reason };
+        match RecordType::from_byte(record_type) {
+            Some(RecordType::SeriesDefs) => {
+                let defs = decode_series_defs(payload).map_err(|e| fail(e.to_string()))?;
+                for def in defs {
+                    let id = self.memstore.intern(&def.key)?;
+                    self.ids.insert(def.id.0, id);
+                }
+            }
+            Some(RecordType::Batch) if lsn > self.snapshot_lsn => {
+                let reader = BatchReader::new(payload).map_err(|e| fail(e.to_string()))?;
+                let mut points = Vec::with_capacity(reader.len());
+                for p in reader {
+                    let mut p = p.map_err(|e| fail(e.to_string()))?;
+                    p.series = *self.ids.get(&p.series.0).ok_or_else(|| {
+                        fail(format!("series id {} used before its definition", p.series.0))
+                    })?;
+                    points.push(p);
+                }
+                let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
+                self.memstore.validate(&pairs).map_err(|e| fail(e.to_string()))?;
+                self.memstore.apply(lsn, &points);
+                self.records += 1;
+                self.points += points.len() as u64;
+            }
+            // Covered by the snapshot.
+            Some(RecordType::Batch) => {}
+            None => return Err(fail(format!("unknown record type {record_type}"))),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! Restart cycles, snapshots, fall-back to an older snapshot, the directory lock: the state
+//! after every reopen equals the model's, counters exact, nothing applied twice.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Model, Workload, observed};
+use ingestor::{
+    AckLevel, Config, Error, FinalSnapshot, Fs, Ingestor, Op, SeriesKey, SimFs, SyncPolicy,
+    Timestamp, Update,
+};
+
+fn config() -> Config {
+    Config::default()
+        .sync_policy(SyncPolicy::Always)
+        .segment_bytes_max(4096)
+        .snapshot_interval(None)
+        .final_snapshot(FinalSnapshot::Never)
+}
+
+fn open(fs: &Arc<dyn Fs>, config: Config) -> (Ingestor, ingestor::OpenReport) {
+    Ingestor::open_with(Arc::clone(fs), Path::new("/data"), config, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn restart_cycles_keep_exact_state_with_and_without_snapshots() {
+    let sim = SimFs::new(1);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let mut model = Model::default();
+    let mut workload = Workload::new(1, 30);
+    let mut ts = 1_000;
+    for cycle in 0..8 {
+        let (db, report) = open(&fs, config());
+        assert_eq!(observed(&db), model, "cycle {cycle}: state after reopen\n{report}");
+        for _ in 0..25 {
+            ts += 10;
+            let batch = workload.batch(ts);
+            let ack = db.ingest(&batch).unwrap();
+            assert_eq!(ack.level, AckLevel::Durable);
+            model.apply(&batch);
+        }
+        if cycle % 3 == 1 {
+            db.snapshot().unwrap().expect("something new to snapshot");
+        }
+        assert_eq!(observed(&db), model, "cycle {cycle}: live state");
+        // Dropping without close is a crash for the data (the final snapshot is off).
+        drop(db);
+    }
+    let (db, report) = open(&fs, config());
+    assert!(report.snapshot.is_some(), "{report}");
+    assert_eq!(observed(&db), model);
+}
+
+#[test]
+fn a_snapshot_then_replay_applies_nothing_twice() {
+    let sim = SimFs::new(2);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let key = SeriesKey::new("hits", [("a", "b")]).unwrap();
+    let add = |n: f64| vec![Update::new(key.clone(), Timestamp(1), Op::CounterAdd(n)).unwrap()];
+    let (db, _) = open(&fs, config());
+    db.ingest(&add(1.0)).unwrap();
+    db.ingest(&add(2.0)).unwrap();
+    let snap = db.snapshot().unwrap().unwrap();
+    db.ingest(&add(4.0)).unwrap();
+    drop(db);
+    let (db, report) = open(&fs, config());
+    assert_eq!(report.snapshot.as_ref().map(|s| s.lsn), Some(snap.lsn));
+    assert_eq!(
+        report.replayed_records, 1,
+        "only the batch after the snapshot is replayed: {report}"
+    );
+    let v = db.get(&key).unwrap();
+    assert!(matches!(&v.state, ingestor::SeriesState::Counter(c) if c.total == 7.0), "{v:?}");
+}
+
+#[test]
+fn the_second_opener_is_refused_with_the_directory_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, _) = Ingestor::open(dir.path(), config()).unwrap();
+    let err = Ingestor::open(dir.path(), config()).unwrap_err();
+    assert!(matches!(&err, Error::Locked { dir: d, .. } if d == dir.path()), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+}
+
+#[test]
+fn a_corrupt_newest_snapshot_falls_back_to_the_older_one_and_replays_longer() {
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let mut model = Model::default();
+    let mut workload = Workload::new(3, 20);
+    let (db, _) = open(&fs, config());
+    for round in 0..3 {
+        for i in 0..20 {
+            let batch = workload.batch(round * 1000 + i);
+            db.ingest(&batch).unwrap();
+            model.apply(&batch);
+        }
+        db.snapshot().unwrap();
+    }
+    let newest = db.stats().last_snapshot_lsn.unwrap();
+    drop(db);
+    let snap_path = Path::new("/data/snapshots").join(format!("snap-{:020}.snap", newest.0));
+    let len = fs.read_file(&snap_path).unwrap().len() as u64;
+    sim.flip_bit(&snap_path, len / 2, 3).unwrap();
+    let (db, report) = open(&fs, config());
+    assert_eq!(report.rejected_snapshots.len(), 1, "{report}");
+    assert!(report.snapshot.as_ref().unwrap().lsn < newest);
+    assert!(report.replayed_records > 0);
+    assert_eq!(observed(&db), model, "nothing lost by the fall-back");
+}
+
+#[test]
+fn a_refused_batch_leaves_nothing_behind() {
+    let sim = SimFs::new(4);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let (db, _) = open(&fs, config());
+    let gauge = SeriesKey::new("g", [("x", "1")]).unwrap();
+    db.ingest(&[Update::new(gauge.clone(), Timestamp(1), Op::GaugeSet(1.0)).unwrap()]).unwrap();
+    let written = db.stats().wal.written_lsn;
+    let fresh = SeriesKey::new("fresh", [("x", "1")]).unwrap();
+    // A new series, then a counter op on a gauge: the whole batch is refused.
+    let err = db
+        .ingest(&[
+            Update::new(fresh.clone(), Timestamp(2), Op::CounterAdd(1.0)).unwrap(),
+            Update::new(gauge.clone(), Timestamp(2), Op::CounterAdd(1.0)).unwrap(),
+        ])
+        .unwrap_err();
+    assert!(err.to_string().contains("is a gauge"), "{err}");
+    assert_eq!(db.stats().wal.written_lsn, written, "nothing logged");
+    assert!(db.get(&fresh).is_none());
+    assert_eq!(db.memstore().slots(), 1, "the new series' slot was discarded");
+    // Invalid values are refused before anything else.
+    let bad = Update { key: gauge.clone(), timestamp: Timestamp(3), op: Op::GaugeSet(f64::NAN) };
+    assert!(matches!(db.ingest(&[bad]), Err(Error::InvalidUpdate { index: 0, .. })));
+    assert_eq!(db.stats().rejected_batches, 2);
+}
+
+#[test]
+fn handles_are_a_fast_path_and_go_stale_after_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = Ingestor::open(dir.path(), config()).unwrap();
+    let key = SeriesKey::new("temp", [("room", "a")]).unwrap();
+    let h = db.resolve(&key).unwrap();
+    db.ingest_by_handle(&[
+        (h, Timestamp(1), Op::GaugeSet(20.0)),
+        (h, Timestamp(2), Op::GaugeAdd(1.5)),
+    ])
+    .unwrap();
+    assert!(
+        matches!(db.get(&key).unwrap().state, ingestor::SeriesState::Gauge(g) if g.value == 21.5)
+    );
+    db.ingest_by_handle(&[(h, Timestamp(3), Op::Delete)]).unwrap();
+    assert!(db.get(&key).is_none());
+    let err = db.ingest_by_handle(&[(h, Timestamp(4), Op::GaugeSet(1.0))]).unwrap_err();
+    assert!(err.to_string().contains("resolve its key again"), "{err}");
+    drop(db);
+    let (db, _) = Ingestor::open(dir.path(), config()).unwrap();
+    assert!(db.get(&key).is_none(), "the delete was logged and replayed");
+}
+
+#[test]
+fn a_final_snapshot_on_close_leaves_nothing_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config().final_snapshot(FinalSnapshot::OnClose);
+    let (db, _) = Ingestor::open(dir.path(), config.clone()).unwrap();
+    let mut workload = Workload::new(5, 10);
+    let mut model = Model::default();
+    for i in 0..30 {
+        let b = workload.batch(i);
+        db.ingest(&b).unwrap();
+        model.apply(&b);
+    }
+    db.close().unwrap();
+    let (db, report) = Ingestor::open(dir.path(), config).unwrap();
+    assert_eq!(report.replayed_records, 0, "{report}");
+    assert_eq!(observed(&db), model);
+}
