@@ -73,6 +73,34 @@ struct Series {
 
 type Chunk = Vec<Option<Series>>;
 
+/// A hasher for the store's own integer ids (not attacker-chosen): one multiply instead of
+/// SipHash. Keys that come from users are still hashed with the standard hasher.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(n)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// Builds [`IdHasher`]s, for maps keyed by series ids.
+pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+
 /// Strings stored once, shared by every series that uses them.
 #[derive(Debug, Default, Clone)]
 struct Symbols {
@@ -114,7 +142,7 @@ struct Inner {
     by_hash: HashMap<u64, Ids>,
     /// (label name symbol, value symbol) to sorted series ids; metric names under
     /// `__name__`.
-    postings: HashMap<(u32, u32), Vec<u32>>,
+    postings: HashMap<(u32, u32), Vec<u32>, IdHashBuilder>,
     name_symbol: u32,
     next_id: u32,
     /// Series in slots (with or without state).
@@ -308,7 +336,7 @@ impl Memstore {
             symbols,
             chunks: Vec::new(),
             by_hash: HashMap::new(),
-            postings: HashMap::new(),
+            postings: HashMap::default(),
             name_symbol,
             next_id: 0,
             slots: 0,
@@ -430,17 +458,23 @@ impl Memstore {
     /// [`MemstoreError::UnknownSeries`] or [`MemstoreError::KindConflict`], naming the point.
     pub fn validate(&self, points: &[(SeriesId, Op)]) -> Result<(), MemstoreError> {
         let inner = self.read();
-        let mut batch_kinds: HashMap<u32, Option<MetricKind>> = HashMap::new();
+        // Kinds as the batch's own earlier creations and deletes left them; most batches only
+        // update existing series and never touch this map.
+        let mut batch_kinds: HashMap<u32, Option<MetricKind>, IdHashBuilder> = HashMap::default();
         for (index, &(id, op)) in points.iter().enumerate() {
             let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
             let current = match batch_kinds.get(&id.0) {
                 Some(k) => *k,
                 None => s.state.as_ref().map(SeriesState::kind),
             };
-            let next = match (current, op.kind()) {
-                (_, None) => None,
-                (None, Some(k)) => Some(k),
-                (Some(existing), Some(k)) if existing == k => Some(k),
+            match (current, op.kind()) {
+                (Some(existing), Some(k)) if existing == k => {}
+                (_, None) => {
+                    batch_kinds.insert(id.0, None);
+                }
+                (None, Some(k)) => {
+                    batch_kinds.insert(id.0, Some(k));
+                }
                 (Some(existing), Some(attempted)) => {
                     return Err(MemstoreError::KindConflict {
                         index,
@@ -450,8 +484,7 @@ impl Memstore {
                         op: op.name(),
                     });
                 }
-            };
-            batch_kinds.insert(id.0, next);
+            }
         }
         Ok(())
     }

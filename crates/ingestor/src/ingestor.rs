@@ -13,7 +13,7 @@ use ingestor_codec::{
     Timestamp, Update, decode_series_defs, encode_batch, encode_series_defs,
 };
 use ingestor_fs::{Fs, FsLock, StdFs};
-use ingestor_memstore::{Memstore, Selector, SeriesView};
+use ingestor_memstore::{IdHashBuilder, Memstore, Selector, SeriesView};
 use ingestor_snapshot::{RejectedSnapshot, SnapshotInfo, SnapshotStore, compaction_watermark};
 use ingestor_wal::{AckLevel, RecoveryReport, SegmentId, SyncPolicy, Wal, WalStats};
 
@@ -127,7 +127,7 @@ pub struct Stats {
 #[derive(Default)]
 struct Defined {
     segment: Option<SegmentId>,
-    ids: HashSet<u32>,
+    ids: HashSet<u32, IdHashBuilder>,
 }
 
 struct SnapshotMark {
@@ -262,7 +262,7 @@ impl Ingestor {
         let mut replay = Replay {
             memstore: &memstore,
             snapshot_lsn,
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             records: 0,
             points: 0,
         };
@@ -532,7 +532,7 @@ impl Shared {
             let segment = batch.segment();
             let fresh = defined.segment != Some(segment);
             let mut new_ids: Vec<u32> = Vec::new();
-            let mut seen = HashSet::new();
+            let mut seen: HashSet<u32, IdHashBuilder> = HashSet::default();
             for p in points {
                 if (fresh || !defined.ids.contains(&p.series.0)) && seen.insert(p.series.0) {
                     new_ids.push(p.series.0);
@@ -688,7 +688,7 @@ struct Replay<'a> {
     snapshot_lsn: Lsn,
     /// Log series ids to memstore handles; series-definition records overwrite entries, so
     /// that each segment's (and each process life's) numbering is honoured.
-    ids: HashMap<u32, SeriesId>,
+    ids: HashMap<u32, SeriesId, IdHashBuilder>,
     records: u64,
     points: u64,
 }
