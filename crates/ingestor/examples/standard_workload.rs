@@ -78,6 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let n = series_count();
     let dir = tempfile::tempdir()?;
+    // INGESTOR_DATA_DIR keeps the data directory there (it must not exist yet), to profile an
+    // open afterwards with INGESTOR_MEASURE_OPEN.
+    let kept = std::env::var("INGESTOR_DATA_DIR").ok().map(std::path::PathBuf::from);
+    let dir_path = kept.clone().unwrap_or_else(|| dir.path().to_path_buf());
     let config = Config::default()
         .sync_policy(SyncPolicy::Os)
         .snapshot_interval(None)
@@ -85,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .final_snapshot(FinalSnapshot::Never);
     let rss_start = rss_mib();
     let keys = keys(n);
-    let (db, _) = Ingestor::open(dir.path(), config.clone())?;
+    let (db, _) = Ingestor::open(dir_path.as_path(), config.clone())?;
 
     // Ingest by key: the first pass also creates every series.
     let started = Instant::now();
@@ -176,21 +180,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Load: the snapshot, then the log written after it.
     let started = Instant::now();
-    let (db, report) = Ingestor::open(dir.path(), config.clone())?;
+    let (db, report) = Ingestor::open(dir_path.as_path(), config.clone())?;
     let open_time = started.elapsed();
     let replayed = report.replayed_points;
     drop(db);
 
     // Memory: a fresh process that only opens the directory (snapshot load + short replay).
     let child = std::process::Command::new(std::env::current_exe()?)
-        .env("INGESTOR_MEASURE_OPEN", dir.path())
+        .env("INGESTOR_MEASURE_OPEN", dir_path.as_path())
         .output()?;
     let memory_line = String::from_utf8_lossy(&child.stdout).trim().to_string();
 
+    if kept.is_some() {
+        println!("{memory_line}\nkept the data directory at {}", dir_path.display());
+        return Ok(());
+    }
+
     // Replay alone: move the snapshots aside and replay the whole log.
-    std::fs::rename(dir.path().join("snapshots"), dir.path().join("snapshots.aside"))?;
+    std::fs::rename(
+        dir_path.as_path().join("snapshots"),
+        dir_path.as_path().join("snapshots.aside"),
+    )?;
     let started = Instant::now();
-    let (db, report) = Ingestor::open(dir.path(), config)?;
+    let (db, report) = Ingestor::open(dir_path.as_path(), config)?;
     let replay_time = started.elapsed();
     let replay = report.replayed_points as f64 / replay_time.as_secs_f64();
     drop(db);
