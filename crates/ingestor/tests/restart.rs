@@ -177,3 +177,20 @@ fn a_final_snapshot_on_close_leaves_nothing_to_replay() {
     assert_eq!(report.replayed_records, 0, "{report}");
     assert_eq!(observed(&db), model);
 }
+
+#[test]
+fn a_bad_configuration_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut memstore = ingestor::MemstoreConfig::default();
+    memstore.histogram_bounds = vec![1.0, 0.5];
+    for (config, field) in [
+        (config().snapshot_bytes(10), "snapshot_bytes"),
+        (config().snapshot_interval(Some(std::time::Duration::ZERO)), "snapshot_interval"),
+        (config().segment_bytes_max(1), "segment_bytes_max"),
+        (config().memstore(memstore), "histogram_bounds"),
+        (config().snapshot(ingestor::SnapshotOptions::default().keep(0)), "keep"),
+    ] {
+        let err = Ingestor::open(dir.path(), config).unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+}
