@@ -71,6 +71,23 @@ pub enum Error {
         /// The last LSN in the log.
         log_end: Lsn,
     },
+    /// Records between the loaded snapshot and the start of the log are in no file any more:
+    /// the snapshot that covered them (and let compaction delete their segments) was
+    /// rejected. Opening with less data would be silent loss, so open refuses.
+    #[error(
+        "LSNs {first}..={last} are missing: the log starts after them and the snapshot loaded \
+         ({snapshot:?}) does not cover them; rejected snapshots: {rejected:?}"
+    )]
+    MissingRecords {
+        /// The LSN of the snapshot loaded, if any.
+        snapshot: Option<Lsn>,
+        /// The first missing LSN.
+        first: Lsn,
+        /// The last missing LSN.
+        last: Lsn,
+        /// The snapshots rejected, with their reasons.
+        rejected: Vec<String>,
+    },
     /// A selector did not parse.
     #[error(transparent)]
     Selector(#[from] ingestor_memstore::SelectorError),

@@ -289,6 +289,21 @@ impl Ingestor {
                 log_end: wal.written_lsn(),
             });
         }
+        // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
+        // covers, so a damaged snapshot can leave records that no snapshot holds any more.
+        let log_first = wal.segments().first().map_or(Lsn::FIRST, |s| s.0);
+        if log_first > snapshot_lsn.next() {
+            return Err(Error::MissingRecords {
+                snapshot: loaded.used.as_ref().map(|s| s.lsn),
+                first: snapshot_lsn.next(),
+                last: Lsn(log_first.0 - 1),
+                rejected: loaded
+                    .rejected
+                    .iter()
+                    .map(|r| format!("{}: {}", r.path.display(), r.reason))
+                    .collect(),
+            });
+        }
 
         let open_duration = started.elapsed();
         let shared = Arc::new(Shared {

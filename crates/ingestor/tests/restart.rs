@@ -194,3 +194,26 @@ fn a_bad_configuration_is_refused_naming_the_field() {
         assert!(err.to_string().contains(field), "{field}: {err}");
     }
 }
+
+/// The only snapshot damaged after compaction deleted the log it covered: open must refuse,
+/// naming the missing LSNs, never open with less data.
+#[test]
+fn a_damaged_only_snapshot_after_compaction_is_refused_not_silently_lost() {
+    let sim = SimFs::new(6);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let config = config().snapshot(ingestor::SnapshotOptions::default().keep(1));
+    let (db, _) = open(&fs, config.clone());
+    let mut workload = Workload::new(6, 20);
+    for i in 0..200 {
+        db.ingest(&workload.batch(i)).unwrap();
+    }
+    let info = db.snapshot().unwrap().unwrap();
+    assert!(db.stats().wal.segments_deleted > 0, "compaction ran");
+    drop(db);
+    let len = fs.read_file(&info.path).unwrap().len() as u64;
+    sim.flip_bit(&info.path, len / 2, 1).unwrap();
+    let err =
+        Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config, &mut |_| {}).unwrap_err();
+    assert!(matches!(err, Error::MissingRecords { first: ingestor::Lsn(1), .. }), "{err}");
+    assert!(err.to_string().contains("rejected"), "{err}");
+}
