@@ -729,6 +729,45 @@ impl Wal {
         Ok(deleted)
     }
 
+    /// Starts the log over at `next`: every segment is deleted (all their records are below
+    /// `next`), then a new segment starting at `next` is created. For an owner that holds a
+    /// durable copy of everything before `next` (a snapshot) when the log ends before it —
+    /// after recovery cut a damaged tail the copy already covers — so that no LSN the copy
+    /// covers is ever reissued. Segments are deleted oldest first and the new one is created
+    /// last, so a crash in between leaves a log that is still behind `next`, and the call can
+    /// simply be repeated. Does nothing when the log already reached `next - 1`.
+    ///
+    /// # Errors
+    /// [`WalError::Io`] if a removal, the directory sync or the segment creation fails.
+    pub fn skip_to(&self, next: Lsn) -> Result<()> {
+        let shared = &self.shared;
+        let mut w = lock(&shared.writer);
+        if next <= w.next_lsn {
+            return Ok(());
+        }
+        shared.check_poisoned()?;
+        let mut segments = lock(&shared.segments);
+        for (i, id) in segments.clone().into_iter().enumerate() {
+            if i > 0 {
+                shared.crash_point(crash_points::DELETE_BETWEEN)?;
+            }
+            let path = shared.path(id);
+            shared.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+            segments.retain(|s| *s != id);
+        }
+        shared.fs.sync_dir(&shared.dir).map_err(|e| WalError::io("sync_dir", &shared.dir, e))?;
+        let id = SegmentId(next);
+        w.file = shared.create_segment(id)?;
+        w.segment = id;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        w.next_lsn = next;
+        segments.push(id);
+        let last = Lsn(next.0 - 1);
+        shared.written.store(last.0, Ordering::Release);
+        shared.mark_durable(last);
+        Ok(())
+    }
+
     /// Counters since open.
     #[must_use]
     pub fn stats(&self) -> WalStats {

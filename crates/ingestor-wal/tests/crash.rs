@@ -466,3 +466,45 @@ fn salvage_modes_refuse_nothing_on_a_clean_log() {
         assert_eq!(wal.written_lsn(), Lsn(50));
     }
 }
+
+/// Starting the log over past its end (the facade does it when a snapshot covers more than
+/// the log holds): LSNs continue from there, and a power cut in the middle leaves a log that
+/// is still behind, so the call can be repeated.
+#[test]
+fn skip_to_starts_over_past_the_end_and_survives_a_cut_midway() {
+    for cut_at in [None, Some(1), Some(2), Some(3)] {
+        let sim = SimFs::new(31);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
+        for n in 0..60 {
+            wal.append(1, &payload(n, 200)).unwrap();
+        }
+        assert!(wal.segments().len() > 2);
+        if let Some(nth) = cut_at {
+            sim.arm_crash_at_op(nth);
+            assert!(wal.skip_to(Lsn(100)).is_err());
+            std::mem::forget(wal);
+            sim.crash(CrashPolicy::DropUnsynced);
+            let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
+            assert!(wal.written_lsn() < Lsn(100), "still behind after a cut: {:?}", wal.written_lsn());
+            wal.skip_to(Lsn(100)).unwrap();
+            assert_eq!(wal.append(1, b"x").unwrap().first, Lsn(100));
+            continue;
+        }
+        wal.skip_to(Lsn(100)).unwrap();
+        assert_eq!(wal.segments(), vec![ingestor_wal::SegmentId(Lsn(100))]);
+        assert_eq!(wal.append(1, b"x").unwrap().first, Lsn(100));
+        wal.skip_to(Lsn(50)).unwrap(); // behind the end: nothing happens
+        assert_eq!(wal.append(1, b"y").unwrap().first, Lsn(101));
+        drop(wal);
+        sim.crash(CrashPolicy::DropUnsynced);
+        let mut seen = Vec::new();
+        let (_, report) = Wal::open_and_replay(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always), Lsn::ZERO, |l, _, _| {
+            seen.push(l.0);
+            Ok(())
+        })
+        .unwrap();
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(seen, vec![100, 101]);
+    }
+}

@@ -53,6 +53,18 @@ pub struct Config {
     pub series_ttl: Option<Duration>,
     /// How often the background thread checks the snapshot triggers and expiry. Default: 1 s.
     pub maintenance_interval: Duration,
+    /// The wall clock, in milliseconds since the Unix epoch: stamps snapshots and drives
+    /// time-to-live expiry. Replace it to make runs reproducible (the crash test does).
+    /// Default: the system clock.
+    pub clock_ms: fn() -> i64,
+}
+
+/// The system clock in milliseconds since the Unix epoch (the default [`Config::clock_ms`]).
+#[must_use]
+pub fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Default for Config {
@@ -69,6 +81,7 @@ impl Default for Config {
             memstore: MemstoreConfig::default(),
             series_ttl: None,
             maintenance_interval: Duration::from_secs(1),
+            clock_ms: system_clock_ms,
         }
     }
 }
@@ -110,6 +123,8 @@ impl Config {
         series_ttl: Option<Duration>,
         /// Sets [`Config::maintenance_interval`].
         maintenance_interval: Duration,
+        /// Sets [`Config::clock_ms`].
+        clock_ms: fn() -> i64,
     }
 
     /// Checks every field.

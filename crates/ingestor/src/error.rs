@@ -59,18 +59,6 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// The newest snapshot covers records the log no longer holds: new records would reuse
-    /// their LSNs. Happens only after a salvage recovery dropped the log's tail.
-    #[error(
-        "the snapshot covers LSNs up to {snapshot}, but the log ends at LSN {log_end}; move the \
-         snapshot aside deliberately to continue from the log"
-    )]
-    SnapshotAheadOfLog {
-        /// The snapshot's LSN.
-        snapshot: Lsn,
-        /// The last LSN in the log.
-        log_end: Lsn,
-    },
     /// Records between the loaded snapshot and the start of the log are in no file any more:
     /// the snapshot that covered them (and let compaction delete their segments) was
     /// rejected. Opening with less data would be silent loss, so open refuses.

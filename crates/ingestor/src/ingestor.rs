@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ingestor_codec::{
@@ -70,6 +70,9 @@ pub struct OpenReport {
     pub replayed_records: u64,
     /// Points replayed.
     pub replayed_points: u64,
+    /// Where the log was started over, when it ended before the snapshot loaded (after
+    /// recovery cut a damaged tail the snapshot covers).
+    pub log_restarted_at: Option<Lsn>,
     /// How long opening took.
     pub duration: Duration,
 }
@@ -91,6 +94,9 @@ impl std::fmt::Display for OpenReport {
             self.replayed_records, self.replayed_points
         )?;
         write!(f, "{}", self.wal)?;
+        if let Some(lsn) = self.log_restarted_at {
+            writeln!(f, "the log ended before the snapshot; started it over at LSN {lsn}")?;
+        }
         writeln!(f, "opened in {:.1?}", self.duration)
     }
 }
@@ -168,12 +174,6 @@ struct Shared {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 enum Msg {
@@ -283,11 +283,11 @@ impl Ingestor {
         )?;
         let (replayed_records, replayed_points) = (replay.records, replay.points);
         memstore.discard_all_unwritten();
-        if wal.written_lsn() < snapshot_lsn {
-            return Err(Error::SnapshotAheadOfLog {
-                snapshot: snapshot_lsn,
-                log_end: wal.written_lsn(),
-            });
+        // The log ends before the snapshot (recovery cut a damaged tail the snapshot covers):
+        // continue the log after the snapshot, so that no LSN it covers is ever reissued.
+        let log_restarted_at = (wal.written_lsn() < snapshot_lsn).then(|| snapshot_lsn.next());
+        if let Some(next) = log_restarted_at {
+            wal.skip_to(next)?;
         }
         // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
         // covers, so a damaged snapshot can leave records that no snapshot holds any more.
@@ -341,6 +341,7 @@ impl Ingestor {
             wal: wal_report,
             replayed_records,
             replayed_points,
+            log_restarted_at,
             duration: open_duration,
         };
         Ok((Ingestor { shared, worker: Some((tx, handle)) }, report))
@@ -624,7 +625,7 @@ impl Shared {
             return Ok(None);
         }
         self.wal.wait_durable(lsn)?;
-        let info = self.snapshots.write(lsn, now_ms(), &frozen)?;
+        let info = self.snapshots.write(lsn, (self.config.clock_ms)(), &frozen)?;
         if let Some(watermark) = compaction_watermark(self.snapshots.oldest_kept_lsn()?) {
             self.wal.delete_below(watermark)?;
         }
@@ -649,8 +650,10 @@ impl Shared {
     /// Deletes series idle longer than the time-to-live, logging each delete.
     fn expire(&self) -> Result<()> {
         let Some(ttl) = self.config.series_ttl else { return Ok(()) };
-        let cutoff =
-            Timestamp(now_ms().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+        let cutoff = Timestamp(
+            (self.config.clock_ms)()
+                .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        );
         let idle = self.memstore.idle_series(cutoff);
         for chunk in idle.chunks(10_000) {
             let points: Vec<Point> = chunk

@@ -56,7 +56,7 @@ mod config;
 mod error;
 mod ingestor;
 
-pub use config::{Config, FinalSnapshot};
+pub use config::{Config, FinalSnapshot, system_clock_ms};
 pub use error::{Error, Result};
 pub use ingestor::{
     Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
