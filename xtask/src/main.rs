@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask ci`: runs exactly what CI runs (`bash .ci/run`).
 //! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
+//! - `cargo xtask crashtest`: crashes the engine thousands of times against an oracle.
 
+mod crashtest;
 mod layering;
 
 use std::process::{Command, ExitCode};
@@ -10,14 +12,18 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs)
-  layering   check that no crate depends on one DESIGN.md's layering forbids";
+  ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs, crashtest smoke)
+  layering   check that no crate depends on one DESIGN.md's layering forbids
+  crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery
+             (cargo xtask crashtest --help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("layering") => layering(),
+        Some("crashtest") => crashtest::main(&args[1..]),
+        Some("crashtest-child") => crashtest::proc::child_main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

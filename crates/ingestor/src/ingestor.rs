@@ -735,6 +735,17 @@ impl Replay<'_> {
                 let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
                 self.memstore.validate(&pairs).map_err(|e| fail(e.to_string()))?;
                 self.memstore.apply(lsn, &points);
+                #[cfg(feature = "deliberate-bugs")]
+                if std::env::var("INGESTOR_DELIBERATE_BUG").is_ok_and(|b| b == "replay-twice") {
+                    let again: Vec<Point> = points
+                        .iter()
+                        .filter(|p| {
+                            p.op != Op::Delete && self.memstore.get_by_id(p.series).is_some()
+                        })
+                        .copied()
+                        .collect();
+                    self.memstore.apply(lsn, &again);
+                }
                 self.records += 1;
                 self.points += points.len() as u64;
             }

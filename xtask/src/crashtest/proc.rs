@@ -1,0 +1,673 @@
+//! Real process kill: a child process ingests on a real directory and reports each
+//! acknowledgement on its stdout; it dies by a real `SIGKILL`, sent by the parent at a random
+//! moment or raised by the child itself at a named crash point. The parent then reopens the
+//! directory (twice) and judges the recovered state with the oracle.
+//!
+//! Runs of a few kills share one fresh temporary directory; within a run the batch index keeps
+//! increasing from life to life (the next life continues after the recovered prefix).
+//!
+//! The child (`xtask crashtest-child`) speaks one line per event on stdout:
+//! `ack <index> <lsn> <written|durable>`, `snap <lsn>`, `point <name>` (just before it kills
+//! itself at the named point), `idle` (waiting to be killed). A line is written whole and
+//! flushed before the next batch is issued, so every `ack` the parent reads is a batch the
+//! engine acknowledged. A child whose parent is gone (broken pipe) kills itself.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ingestor::{AckLevel, Config, FinalSnapshot, Fs, Ingestor, SnapshotOptions, StdFs};
+use ingestor_fs::{DirEntry, FsFile, FsLock, OpenMode};
+
+use super::oracle::{History, Invariant, Model, Violation};
+use super::workload::{self, Rng};
+use super::{Failure, Options, Policy, Report};
+
+/// Kills per data directory (one run).
+const KILLS_PER_RUN: u64 = 5;
+/// How long a child may take to reach its named crash point before the parent kills it.
+const POINT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Log segment size: small, so that rotation and compaction happen often.
+const SEGMENT_BYTES: u64 = 64 << 10;
+/// A snapshot after every batch whose index is 16 modulo 17.
+const SNAPSHOT_EVERY: u64 = 17;
+/// A `sync()` after every batch whose index is 28 modulo 29.
+const SYNC_EVERY: u64 = 29;
+/// The most batches one child life issues (then it waits to be killed).
+const MAX_BATCHES: u64 = 1_000_000;
+/// In hold mode, snapshots kept while compaction is held back.
+const HOLD_KEEP: usize = 64;
+/// In hold mode, batches issued with `HOLD_KEEP` before the reopen with the run's `keep`.
+const HOLD_BATCHES: u64 = 1100;
+/// In hold mode, batches issued with the run's `keep` before holding back again.
+const RELEASE_BATCHES: u64 = 40;
+/// The exit code of a child that failed on its own (never a crash).
+const CHILD_FAILED: u8 = 3;
+
+/// Every named crash point the proc mode must reach: all of the log's and the snapshot
+/// writer's. `wal.delete.between` and `snapshot.retention.between` need compaction of two
+/// segments and retention of two snapshots in one step; lives aimed at them run in hold mode
+/// (see [`child_main`]), which makes both happen.
+fn named_points() -> Vec<&'static str> {
+    let mut points: Vec<&'static str> = ingestor_wal::crash_points::ALL.to_vec();
+    points.extend(ingestor_snapshot::crash_points::ALL);
+    points
+}
+
+/// Points whose lives run in hold mode.
+fn needs_hold(name: &str) -> bool {
+    name == ingestor_wal::crash_points::DELETE_BETWEEN
+        || name == ingestor_snapshot::crash_points::RETENTION_BETWEEN
+}
+
+/// The engine configuration of both the child and the parent's checks.
+fn config(policy: Policy, keep: usize) -> Config {
+    Config::default()
+        .sync_policy(policy.sync_policy())
+        .segment_bytes_max(SEGMENT_BYTES)
+        .snapshot_interval(None)
+        .snapshot_bytes(1 << 30)
+        .final_snapshot(FinalSnapshot::Never)
+        .snapshot(SnapshotOptions::default().keep(keep))
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent.
+
+/// One child life: what the parent asked for.
+#[derive(Debug, Clone)]
+struct Life {
+    policy: Policy,
+    keep: usize,
+    wseed: u64,
+    start: u64,
+    /// `Some((name, nth))`: the child kills itself at the nth announcement of `name`.
+    kill_at: Option<(&'static str, u64)>,
+    /// Parent kill after this many acks...
+    target_acks: usize,
+    /// ...or this long after the spawn, whichever first.
+    delay: Duration,
+    hold: bool,
+}
+
+impl Life {
+    fn args(&self, dir: &Path) -> Vec<String> {
+        let mut args = vec![
+            "crashtest-child".to_string(),
+            "--dir".into(),
+            dir.display().to_string(),
+            "--seed".into(),
+            format!("{:#x}", self.wseed),
+            "--policy".into(),
+            self.policy.name().into(),
+            "--start".into(),
+            self.start.to_string(),
+            "--keep".into(),
+            self.keep.to_string(),
+        ];
+        if let Some((name, nth)) = self.kill_at {
+            args.push("--kill-at".into());
+            args.push(format!("{name}:{nth}"));
+        }
+        if self.hold {
+            args.push("--hold".into());
+        }
+        args
+    }
+}
+
+/// What came back from one child life.
+#[derive(Debug)]
+struct Outcome {
+    lines: Vec<String>,
+    status: ExitStatus,
+    /// The child announced `point <name>` for its named point.
+    reached: bool,
+}
+
+fn violation(invariant: Invariant, detail: String) -> Violation {
+    Violation { invariant, detail }
+}
+
+/// Runs the process-kill mode: returns the report (cycles under key "proc", crash points
+/// reached, violations via `report.fail`).
+pub(crate) fn run(options: &Options) -> Report {
+    let mut report = Report::default();
+    report.required_points.extend(named_points().into_iter().map(String::from));
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            harness_failure(&mut report, options, 0, format!("cannot find the xtask binary: {e}"));
+            return report;
+        }
+    };
+    let points = named_points();
+    let policies = [Policy::Always, Policy::Batch, Policy::Os];
+    let mut rng = Rng::new(options.seed ^ 0x7072_6f63_6b69_6c6c);
+    let total = options.kill_count();
+    let mut kills_done = 0u64;
+    let mut next_point = 0usize;
+    let mut run_no = 0usize;
+    while kills_done < total {
+        let policy = options.policy.unwrap_or(policies[run_no % policies.len()]);
+        let keep = 1 + rng.below(3) as usize;
+        let wseed = rng.next();
+        run_no += 1;
+        let root = match tempfile::Builder::new()
+            .prefix("ingestor-crashtest-proc-")
+            .tempdir_in(std::env::temp_dir())
+        {
+            Ok(d) => d,
+            Err(e) => {
+                harness_failure(&mut report, options, kills_done, format!("temp dir: {e}"));
+                return report;
+            }
+        };
+        let data = root.path().join("data");
+        let mut history = History::default();
+        let mut next_index = 0u64;
+        for _ in 0..KILLS_PER_RUN.min(total - kills_done) {
+            // Every choice is drawn up front, the same number each kill, so that the seed
+            // alone fixes the sequence of lives.
+            let self_kill = kills_done % 2 == 1;
+            let target_acks = 1 + rng.below(59) as usize;
+            let delay = Duration::from_millis(5 + rng.below(46));
+            let nth = 1 + rng.below(3);
+            let kill_at = self_kill.then(|| {
+                let name = points[next_point % points.len()];
+                next_point += 1;
+                (name, nth)
+            });
+            let hold = kill_at.is_some_and(|(name, _)| needs_hold(name));
+            let life =
+                Life { policy, keep, wseed, start: next_index, kill_at, target_acks, delay, hold };
+            let stderr_path = root.path().join("child.stderr");
+            let outcome = match live(&exe, &data, &stderr_path, &life) {
+                Ok(o) => o,
+                Err(e) => {
+                    harness_failure(&mut report, options, kills_done, e);
+                    return report;
+                }
+            };
+            *report.cycles.entry("proc").or_default() += 1;
+            let checked = check(&data, &stderr_path, &life, &outcome, &mut history);
+            match checked {
+                Ok((k, updates)) => {
+                    if let (Some((name, _)), true) = (life.kill_at, outcome.reached) {
+                        *report.crash_points.entry(name.to_string()).or_default() += 1;
+                    }
+                    report.updates_checked += updates;
+                    history.advance(k);
+                    next_index = life.start + k as u64;
+                }
+                Err(violation) => {
+                    let saved = save(options, kills_done, &data, &stderr_path, &life, &outcome);
+                    report.fail(Failure { violation, repro: repro(options, kills_done), saved });
+                    return report;
+                }
+            }
+            kills_done += 1;
+        }
+    }
+    report
+}
+
+fn repro(options: &Options, kills_done: u64) -> String {
+    let policy = options.policy.map(|p| format!(" --policy {}", p.name())).unwrap_or_default();
+    format!(
+        "cargo xtask crashtest --mode proc --seed {:#x} --kills {}{policy}",
+        options.seed,
+        kills_done + 1
+    )
+}
+
+/// A failure of the harness itself (no child, no temporary directory): reported under the
+/// invariant it kept from being checked.
+fn harness_failure(report: &mut Report, options: &Options, kills_done: u64, detail: String) {
+    report.fail(Failure {
+        violation: Violation {
+            invariant: Invariant::DurableSurvives,
+            detail: format!("the proc harness could not run: {detail}"),
+        },
+        repro: repro(options, kills_done),
+        saved: None,
+    });
+}
+
+/// Spawns one child life and kills it (or lets it kill itself); returns what it said.
+fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outcome, String> {
+    let stderr =
+        File::create(stderr_path).map_err(|e| format!("create {}: {e}", stderr_path.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(exe)
+        .args(life.args(data))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the child has no stdout".into());
+    };
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                // A line cut by the kill has no newline: it was never said.
+                Ok(_) if buf.last() == Some(&b'\n') => {
+                    buf.pop();
+                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    let deadline = started + if life.kill_at.is_some() { POINT_TIMEOUT } else { life.delay };
+    let mut lines = Vec::new();
+    let mut acks = 0usize;
+    let kill = loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break true;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(line) => {
+                acks += usize::from(line.starts_with("ack "));
+                lines.push(line);
+                if life.kill_at.is_none() && acks >= life.target_acks {
+                    break true;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The child closed its stdout: it is dead (or dying).
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+        }
+    };
+    if kill {
+        // SIGKILL on Unix; fails only if the child is already gone, which its status shows.
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| format!("wait for the child: {e}"))?;
+    lines.extend(rx.iter());
+    let _ = reader.join();
+    let reached = life
+        .kill_at
+        .is_some_and(|(name, _)| lines.iter().any(|l| l.strip_prefix("point ") == Some(name)));
+    Ok(Outcome { lines, status, reached })
+}
+
+/// Checks one recovery; returns the recovered prefix length and the updates it holds.
+fn check(
+    data: &Path,
+    stderr_path: &Path,
+    life: &Life,
+    outcome: &Outcome,
+    history: &mut History,
+) -> Result<(usize, u64), Violation> {
+    if outcome.status.signal() != Some(9) {
+        let stderr = std::fs::read_to_string(stderr_path).unwrap_or_default();
+        // A child that could not open the directory found it unrecoverable; one that failed
+        // later left acknowledgements unchecked.
+        let invariant = if stderr.contains("open failed") {
+            Invariant::CorruptionReported
+        } else {
+            Invariant::DurableSurvives
+        };
+        return Err(violation(
+            invariant,
+            format!(
+                "the child did not die by SIGKILL ({}); its stderr: {}",
+                outcome.status,
+                stderr.trim()
+            ),
+        ));
+    }
+    let mut acked = Vec::new();
+    for line in &outcome.lines {
+        if let Some(rest) = line.strip_prefix("ack ") {
+            let index = rest.split(' ').next().and_then(|s| s.parse::<u64>().ok());
+            match index {
+                Some(i) => acked.push(i),
+                None => {
+                    return Err(violation(
+                        Invariant::DurableSurvives,
+                        format!("harness: unreadable acknowledgement {line:?}"),
+                    ));
+                }
+            }
+        }
+    }
+    let expected: Vec<u64> = (life.start..life.start + acked.len() as u64).collect();
+    if acked != expected {
+        return Err(violation(
+            Invariant::DurableSurvives,
+            format!("harness: acknowledgements out of order: {acked:?}"),
+        ));
+    }
+    // Every acknowledged batch must survive a process kill (written is enough); the one after
+    // the last acknowledged may have been in flight.
+    let last = life.start + acked.len() as u64; // inclusive: the batch possibly in flight
+    history.batches = (life.start..=last).map(|i| workload::batch(life.wseed, i)).collect();
+    history.must_survive = acked.len();
+
+    let first = open_and_observe(data, life)?;
+    let k = history.judge(&first)?;
+    let second = open_and_observe(data, life)?;
+    if second != first {
+        return Err(violation(
+            Invariant::RecoveryIdempotent,
+            format!(
+                "the second recovery differs from the first ({} series, then {})",
+                first.0.len(),
+                second.0.len()
+            ),
+        ));
+    }
+    let updates = history.batches[..k].iter().map(|b| b.len() as u64).sum();
+    Ok((k, updates))
+}
+
+/// Opens the directory on the real file system, checks for litter, observes, closes.
+fn open_and_observe(data: &Path, life: &Life) -> Result<Model, Violation> {
+    let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
+    let (db, _report) = Ingestor::open_with(fs, data, config(life.policy, life.keep), &mut |_| {})
+        .map_err(|e| {
+            violation(
+                Invariant::CorruptionReported,
+                format!("reopening after a SIGKILL failed: {e}"),
+            )
+        })?;
+    let snapshots = data.join(ingestor::SNAPSHOT_DIR);
+    let litter: Vec<String> = std::fs::read_dir(&snapshots)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !litter.is_empty() {
+        return Err(violation(
+            Invariant::NoLitter,
+            format!("temporary files left in {} after open: {litter:?}", snapshots.display()),
+        ));
+    }
+    let model = Model::observe(&db);
+    db.close().map_err(|e| {
+        violation(Invariant::FsyncFailureTerminal, format!("closing after recovery failed: {e}"))
+    })?;
+    Ok(model)
+}
+
+/// Saves the data directory, the acknowledgement log and the child's stderr under
+/// `options.out_dir/proc-<seed>-<kill>/`.
+fn save(
+    options: &Options,
+    kills_done: u64,
+    data: &Path,
+    stderr_path: &Path,
+    life: &Life,
+    outcome: &Outcome,
+) -> Option<PathBuf> {
+    let dest = options.out_dir.join(format!("proc-{:#x}-{}", options.seed, kills_done + 1));
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(&dest).ok()?;
+    let _ = copy_dir(data, &dest.join("data"));
+    let mut log = outcome.lines.join("\n");
+    log.push('\n');
+    let _ = std::fs::write(dest.join("acks.log"), log);
+    let _ = std::fs::copy(stderr_path, dest.join("child.stderr"));
+    let _ = std::fs::write(
+        dest.join("life.txt"),
+        format!("{life:?}\nexit status: {}\nchild args: {:?}\n", outcome.status, life.args(data)),
+    );
+    Some(dest)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The child.
+
+/// The real file system, raising `SIGKILL` on this process at the nth announcement of one
+/// named crash point.
+#[derive(Debug)]
+struct KillFs {
+    inner: StdFs,
+    target: Option<(String, u64)>,
+    seen: AtomicU64,
+}
+
+/// Writes one whole line to stdout and flushes it. If the parent is gone (the pipe is
+/// broken), nobody will ever kill this child: it kills itself.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush()).is_err() {
+        drop(out);
+        die();
+    }
+}
+
+/// Never returns: the process is killed, or waits to be.
+fn die() -> ! {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+impl Fs for KillFs {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        self.inner.create(path)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
+        self.inner.open(path, mode)
+    }
+
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
+        self.inner.read_dir(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+
+    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
+        self.inner.lock_dir(path)
+    }
+
+    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
+        if let Some((target, nth)) = &self.target
+            && name == target
+            && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+        {
+            say(&format!("point {name}"));
+            die();
+        }
+        Ok(())
+    }
+}
+
+struct ChildArgs {
+    dir: PathBuf,
+    seed: u64,
+    policy: Policy,
+    start: u64,
+    keep: usize,
+    kill_at: Option<(String, u64)>,
+    hold: bool,
+}
+
+fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
+    let mut dir = None;
+    let mut seed = None;
+    let mut policy = None;
+    let mut start = None;
+    let mut keep = 2;
+    let mut kill_at = None;
+    let mut hold = false;
+    let num = |s: &str| match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--hold" {
+            hold = true;
+            continue;
+        }
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--dir" => dir = Some(PathBuf::from(value)),
+            "--seed" => seed = Some(num(value).ok_or("--seed: not a number")?),
+            "--start" => start = Some(num(value).ok_or("--start: not a number")?),
+            "--keep" => keep = num(value).ok_or("--keep: not a number")? as usize,
+            "--policy" => policy = Some(Policy::parse(value).ok_or("--policy: unknown")?),
+            "--kill-at" => {
+                let (name, nth) = value.rsplit_once(':').ok_or("--kill-at NAME:NTH")?;
+                kill_at = Some((name.to_string(), num(nth).ok_or("--kill-at: NTH not a number")?));
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(ChildArgs {
+        dir: dir.ok_or("--dir is required")?,
+        seed: seed.ok_or("--seed is required")?,
+        policy: policy.ok_or("--policy is required")?,
+        start: start.ok_or("--start is required")?,
+        keep,
+        kill_at,
+        hold,
+    })
+}
+
+/// The hidden child: `xtask crashtest-child --dir D --seed S --policy P --start N
+/// [--keep K] [--kill-at NAME:NTH] [--hold]`.
+///
+/// Ingests `workload::batch(S, i)` for i = N, N+1, ... and reports each acknowledgement; a
+/// snapshot after every 17th batch, a sync after every 29th. It never exits on its own: it
+/// is killed (or kills itself at the named point); after `MAX_BATCHES` it waits.
+///
+/// With `--hold` it alternates two phases, closing and reopening the ingestor between them:
+/// `HOLD_BATCHES` batches keeping `HOLD_KEEP` snapshots (compaction held back, several log
+/// segments pile up), then `RELEASE_BATCHES` keeping `K`: the first snapshot of that phase
+/// removes many snapshots at once and compacts several segments at once.
+pub(crate) fn child_main(args: &[String]) -> ExitCode {
+    let a = match parse_child(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("crashtest-child: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let fs = Arc::new(KillFs {
+        inner: StdFs::new(),
+        target: a.kill_at.clone(),
+        seen: AtomicU64::new(0),
+    });
+    let mut i = a.start;
+    let mut holding = a.hold;
+    loop {
+        let (keep, phase) = match (a.hold, holding) {
+            (false, _) => (a.keep, u64::MAX),
+            (true, true) => (HOLD_KEEP, HOLD_BATCHES),
+            (true, false) => (a.keep, RELEASE_BATCHES),
+        };
+        let dyn_fs: Arc<dyn Fs> = Arc::clone(&fs) as Arc<dyn Fs>;
+        let db = match Ingestor::open_with(dyn_fs, &a.dir, config(a.policy, keep), &mut |_| {}) {
+            Ok((db, _)) => db,
+            Err(e) => {
+                eprintln!("crashtest-child: open failed: {e}");
+                return ExitCode::from(CHILD_FAILED);
+            }
+        };
+        for _ in 0..phase {
+            if i - a.start >= MAX_BATCHES {
+                // Wait to be killed; the parent ignores `idle` lines, and a broken pipe (the
+                // parent is gone) ends the child.
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    say("idle");
+                }
+            }
+            let ack = match db.ingest(&workload::batch(a.seed, i)) {
+                Ok(ack) => ack,
+                Err(e) => {
+                    eprintln!("crashtest-child: ingest of batch {i} failed: {e}");
+                    return ExitCode::from(CHILD_FAILED);
+                }
+            };
+            let level = match ack.level {
+                AckLevel::Durable => "durable",
+                _ => "written",
+            };
+            say(&format!("ack {i} {} {level}", ack.lsn.0));
+            if i % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1 {
+                match db.snapshot() {
+                    Ok(Some(info)) => say(&format!("snap {}", info.lsn.0)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        eprintln!("crashtest-child: snapshot after batch {i} failed: {e}");
+                        return ExitCode::from(CHILD_FAILED);
+                    }
+                }
+            }
+            if i % SYNC_EVERY == SYNC_EVERY - 1
+                && let Err(e) = db.sync()
+            {
+                eprintln!("crashtest-child: sync after batch {i} failed: {e}");
+                return ExitCode::from(CHILD_FAILED);
+            }
+            i += 1;
+        }
+        // A clean close between the hold phases (no final snapshot): nothing acknowledged is
+        // lost, and the reopen replays the log.
+        if let Err(e) = db.close() {
+            eprintln!("crashtest-child: close failed: {e}");
+            return ExitCode::from(CHILD_FAILED);
+        }
+        holding = !holding;
+    }
+}

@@ -1,0 +1,63 @@
+//! The deterministic workload: batch `i` of seed `s` is a pure function of `(s, i)`, so that a
+//! parent can regenerate exactly what a killed child ingested.
+
+use ingestor::{Op, SeriesKey, Timestamp, Update};
+
+/// SplitMix64: small, fast, and good enough to drive a workload.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Series in the workload; each has one kind, fixed by its index.
+pub(crate) const SERIES: usize = 48;
+
+pub(crate) fn key(i: usize) -> SeriesKey {
+    let name = ["requests", "temperature", "latency"][i % 3];
+    SeriesKey::new(name, [("host", format!("h{}", i / 3)), ("dc", ["eu", "us"][i % 2].to_string())])
+        .expect("valid key")
+}
+
+/// Batch `index` of workload `seed`: 1 to 24 updates of counter adds and sets, gauge sets and
+/// adds, histogram observations and deletes. Values are integers or halves, so sums are
+/// exact in any order.
+pub(crate) fn batch(seed: u64, index: u64) -> Vec<Update> {
+    let mut rng = Rng::new(seed ^ index.wrapping_mul(0xd6e8_feb8_6659_fd93));
+    let n = 1 + rng.below(24) as usize;
+    (0..n)
+        .map(|_| {
+            let i = rng.below(SERIES as u64) as usize;
+            let v = rng.below(200) as f64 / 2.0;
+            let op = match (i % 3, rng.below(20)) {
+                (_, 0) => Op::Delete,
+                (0, 1 | 2) => Op::CounterSet(v),
+                (0, _) => Op::CounterAdd(v),
+                (1, 3 | 4) => Op::GaugeAdd(v - 50.0),
+                (1, _) => Op::GaugeSet(v),
+                _ => Op::HistogramObserve(v / 10.0),
+            };
+            let ts = 1_000_000 + index as i64 * 10 + rng.below(15) as i64;
+            Update::new(key(i), Timestamp(ts), op).expect("valid update")
+        })
+        .collect()
+}
