@@ -475,7 +475,8 @@ fn skip_to_starts_over_past_the_end_and_survives_a_cut_midway() {
     for cut_at in [None, Some(1), Some(2), Some(3)] {
         let sim = SimFs::new(31);
         let fs: Arc<dyn Fs> = Arc::new(sim.clone());
-        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
+        let (wal, _) =
+            Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
         for n in 0..60 {
             wal.append(1, &payload(n, 200)).unwrap();
         }
@@ -485,8 +486,13 @@ fn skip_to_starts_over_past_the_end_and_survives_a_cut_midway() {
             assert!(wal.skip_to(Lsn(100)).is_err());
             std::mem::forget(wal);
             sim.crash(CrashPolicy::DropUnsynced);
-            let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
-            assert!(wal.written_lsn() < Lsn(100), "still behind after a cut: {:?}", wal.written_lsn());
+            let (wal, _) =
+                Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always)).unwrap();
+            assert!(
+                wal.written_lsn() < Lsn(100),
+                "still behind after a cut: {:?}",
+                wal.written_lsn()
+            );
             wal.skip_to(Lsn(100)).unwrap();
             assert_eq!(wal.append(1, b"x").unwrap().first, Lsn(100));
             continue;
@@ -499,10 +505,16 @@ fn skip_to_starts_over_past_the_end_and_survives_a_cut_midway() {
         drop(wal);
         sim.crash(CrashPolicy::DropUnsynced);
         let mut seen = Vec::new();
-        let (_, report) = Wal::open_and_replay(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Always), Lsn::ZERO, |l, _, _| {
-            seen.push(l.0);
-            Ok(())
-        })
+        let (_, report) = Wal::open_and_replay(
+            Arc::clone(&fs),
+            Path::new(DIR),
+            options(SyncPolicy::Always),
+            Lsn::ZERO,
+            |l, _, _| {
+                seen.push(l.0);
+                Ok(())
+            },
+        )
         .unwrap();
         assert!(report.is_clean(), "{report}");
         assert_eq!(seen, vec![100, 101]);
