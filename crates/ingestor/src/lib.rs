@@ -63,6 +63,9 @@ pub use ingestor::{
 };
 pub use ingestor_codec::{Lsn, MetricKind, Op, SeriesKey, Timestamp, Update};
 pub use ingestor_fs::{Fs, SimFs, StdFs};
-pub use ingestor_memstore::{MemstoreConfig, Selector, SeriesState, SeriesView};
+pub use ingestor_memstore::{
+    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MemstoreConfig, Selector, SeriesState, SeriesView,
+    format_value,
+};
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
 pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy};

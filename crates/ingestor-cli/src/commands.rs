@@ -1,0 +1,112 @@
+//! The offline commands: ingest a file, query, stats.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use ingestor::{Config, Ingestor, Selector, SyncPolicy};
+
+use crate::line::{Precision, parse_body};
+
+/// The configuration `serve` and `ingest` open a data directory with.
+pub(crate) fn config(sync: SyncPolicy) -> Config {
+    Config::default().sync_policy(sync)
+}
+
+fn open(data_dir: &Path, config: Config) -> Result<Ingestor, String> {
+    Ingestor::open(data_dir, config).map(|(db, _)| db).map_err(|e| e.to_string())
+}
+
+/// Reading commands leave no snapshot behind.
+fn read_only() -> Config {
+    Config::default().final_snapshot(ingestor::FinalSnapshot::Never)
+}
+
+/// `ingestor ingest FILE|-`: line protocol in batches of `batch_lines` lines; a bad line stops
+/// with its number, and nothing of its batch is applied.
+pub(crate) fn ingest(
+    data_dir: &Path,
+    file: &str,
+    precision: &str,
+    batch_lines: usize,
+    sync: SyncPolicy,
+) -> Result<(), String> {
+    let precision = Precision::parse(precision)
+        .ok_or(format!("--precision {precision}: expected ns, us, ms or s"))?;
+    let input: Box<dyn Read> = if file == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?)
+    };
+    let db = open(data_dir, config(sync))?;
+    let started = Instant::now();
+    let (mut lines, mut points) = (0usize, 0usize);
+    let mut chunk = String::new();
+    let mut chunk_lines = 0;
+    let mut reader = BufReader::new(input);
+    let flush = |chunk: &mut String, first_line: usize| -> Result<usize, String> {
+        let updates = parse_body(chunk, precision, ingestor::system_clock_ms()).map_err(|e| {
+            format!(
+                "{file}: line {}: {}; nothing of that batch was applied",
+                first_line + e.line,
+                e.reason
+            )
+        })?;
+        db.ingest(&updates)
+            .map_err(|e| format!("{file}: batch starting at line {}: {e}", first_line + 1))?;
+        chunk.clear();
+        Ok(updates.len())
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(|e| format!("{file}: read: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        chunk.push_str(&line);
+        chunk_lines += 1;
+        if chunk_lines == batch_lines.max(1) {
+            points += flush(&mut chunk, lines)?;
+            lines += chunk_lines;
+            chunk_lines = 0;
+        }
+    }
+    if chunk_lines > 0 {
+        points += flush(&mut chunk, lines)?;
+        lines += chunk_lines;
+    }
+    let series = db.stats().series;
+    db.close().map_err(|e| e.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "ingested {lines} lines, {points} points into {series} series in {secs:.2} s ({:.0} points/s)",
+        points as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// `ingestor query SELECTOR`.
+pub(crate) fn query(data_dir: &Path, selector: &str) -> Result<(), String> {
+    let selector = Selector::parse(selector).map_err(|e| e.to_string())?;
+    let db = open(data_dir, read_only())?;
+    let mut out = String::new();
+    db.expose(&mut out, Some(&selector));
+    print!("{out}");
+    db.close().map_err(|e| e.to_string())
+}
+
+/// `ingestor stats`.
+pub(crate) fn stats(data_dir: &Path) -> Result<(), String> {
+    let db = open(data_dir, read_only())?;
+    let s = db.stats();
+    println!("series:            {}", s.series);
+    println!("log segments:      {}", s.wal.segments);
+    println!("log LSNs:          written {}, durable {}", s.wal.written_lsn, s.wal.durable_lsn);
+    println!(
+        "newest snapshot:   {}",
+        s.last_snapshot_lsn.map_or_else(|| "none".to_string(), |l| format!("LSN {l}"))
+    );
+    println!("open took:         {:.1?}", s.open_duration);
+    db.close().map_err(|e| e.to_string())
+}
