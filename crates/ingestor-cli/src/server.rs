@@ -18,7 +18,9 @@ use crate::line::{Precision, parse_body};
 /// What the request handlers share.
 struct State {
     db: OnceLock<Arc<Ingestor>>,
-    stopping: AtomicBool,
+    /// Set by SIGINT/SIGTERM (the handler holds only this flag, so that the state can be
+    /// taken back for a clean close).
+    stopping: Arc<AtomicBool>,
     body_limit: usize,
     bad_requests: AtomicU64,
     statsd_bad_lines: AtomicU64,
@@ -75,15 +77,16 @@ pub(crate) fn serve(
         Arc::new(tiny_http::Server::http(http).map_err(|e| format!("listen on {http}: {e}"))?);
     let state = Arc::new(State {
         db: OnceLock::new(),
-        stopping: AtomicBool::new(false),
+        stopping: Arc::new(AtomicBool::new(false)),
         body_limit,
         bad_requests: AtomicU64::new(0),
         statsd_bad_lines: AtomicU64::new(0),
         statsd_packets: AtomicU64::new(0),
     });
     {
-        let state = Arc::clone(&state);
-        ctrlc::set_handler(move || state.stopping.store(true, Relaxed))
+        // The handler holds only the flag, so that the state can be taken back to close.
+        let stopping = Arc::clone(&state.stopping);
+        ctrlc::set_handler(move || stopping.store(true, Relaxed))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
     eprintln!("ingestor: listening on http://{http}, data in {}", data_dir.display());

@@ -146,3 +146,24 @@ fn serve_write_read_kill_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// SIGINT (and SIGTERM) close cleanly: the process exits with success after a final snapshot.
+#[test]
+fn sigint_closes_cleanly_with_a_final_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut server = start(data.to_str().unwrap(), port);
+    let (status, _) = http(port, "POST", "/write", "load,host=a value=3\n").unwrap();
+    assert_eq!(status, 204);
+    let killed = Command::new("kill").args(["-INT", &server.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "a clean close exits with success: {exit:?}");
+    let snapshots: Vec<_> = std::fs::read_dir(data.join("snapshots"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "the final snapshot was written");
+}
