@@ -63,6 +63,7 @@
 
 mod error;
 mod format;
+mod inspect;
 mod load;
 mod options;
 mod store;
@@ -74,6 +75,7 @@ pub use format::{
     TRAILER_MAGIC,
 };
 pub use ingestor_codec::Lsn;
+pub use inspect::{ChunkInfo, SnapshotContents, list_files, read_file, verify_file};
 pub use options::{SnapshotCompression, SnapshotOptions};
 pub use store::{LoadReport, RejectedSnapshot, SnapshotInfo, SnapshotStore};
 

@@ -55,7 +55,7 @@ impl Opened {
     /// Walks the chunks between the header and the trailer, verifying each one's checksum,
     /// and hands each to `each` with its index and offset. Returns the number of chunks and
     /// the CRC32C of every byte before the trailer. Holds one chunk in memory at a time.
-    fn walk(
+    pub(crate) fn walk(
         &self,
         path: &Path,
         mut each: impl FnMut(u64, u64, &ChunkHeader, &[u8]) -> Result<(), SnapshotError>,

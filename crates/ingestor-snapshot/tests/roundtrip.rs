@@ -260,3 +260,51 @@ fn compaction_plan_follows_the_oldest_kept_snapshot() {
     // Snapshots 20 and 30 are kept: segments wholly at or below 20 may go.
     assert_eq!(compaction_watermark(store.oldest_kept_lsn().unwrap()), Some(Lsn(21)));
 }
+
+#[test]
+fn files_are_listed_verified_and_read_without_changes() {
+    let original = rich_store(250, MemstoreConfig::default());
+    for disk in Disk::both() {
+        let store = disk.open(SnapshotOptions::default().chunk_series(100).keep(5));
+        let first = store.write(Lsn(10), 7, &original.freeze()).unwrap();
+        let second = store.write(Lsn(20), 8, &original.freeze()).unwrap();
+        disk.put("snap-00000000000000000030.snap.tmp", b"an unfinished write");
+        let dir = first.path.parent().unwrap();
+        let files = ingestor_snapshot::list_files(&*disk.fs, dir).unwrap();
+        assert_eq!(files, vec![first.path.clone(), second.path.clone()]);
+        assert!(disk.files().iter().any(|f| f.ends_with(".tmp")), "listing removes nothing");
+
+        assert_eq!(ingestor_snapshot::verify_file(&*disk.fs, &first.path).unwrap(), first);
+        let contents =
+            ingestor_snapshot::read_file(&*disk.fs, &second.path, &MemstoreConfig::default())
+                .unwrap();
+        assert_eq!(contents.info, second);
+        assert_eq!(contents.chunks.len(), 3, "250 series in chunks of 100");
+        assert_eq!(contents.chunks[0].index, 0);
+        assert!(contents.chunks.windows(2).all(|w| w[1].offset > w[0].offset));
+        assert_eq!(contents.compression, "zstd");
+        assert_same(&contents.memstore, &original);
+
+        // Damage in the second chunk: named by offset, and the file is left as it was.
+        let name = snap_name(20);
+        let mut bytes = disk.read(&name);
+        let at = contents.chunks[1].offset as usize + 20;
+        bytes[at] ^= 0x10;
+        let file = disk.fs.open(&second.path, ingestor_fs::OpenMode::ReadWrite).unwrap();
+        file.write_at(&bytes[at..=at], at as u64).unwrap();
+        match ingestor_snapshot::verify_file(&*disk.fs, &second.path) {
+            Err(SnapshotError::Corrupt { offset, reason, .. }) => {
+                assert!(offset >= contents.chunks[1].offset, "{offset}: {reason}");
+                assert!(offset < contents.chunks[2].offset, "{offset}: {reason}");
+                assert!(reason.contains("chunk 1"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(disk.read(&name), bytes);
+        let bad = disk.path("not-a-snapshot.snap");
+        assert!(matches!(
+            ingestor_snapshot::verify_file(&*disk.fs, &bad),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+    }
+}

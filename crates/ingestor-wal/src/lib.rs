@@ -57,6 +57,7 @@
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 
 mod error;
+mod inspect;
 mod options;
 mod reader;
 mod recovery;
@@ -67,7 +68,8 @@ mod sync;
 mod wal;
 
 pub use error::{Result, WalError};
-pub use ingestor_codec::Lsn;
+pub use ingestor_codec::{Codec, Lsn};
+pub use inspect::{FrameInfo, check_dir};
 pub use options::{RecoveryMode, SyncPolicy, WalOptions};
 pub use reader::{WalReader, WalRecord};
 pub use report::{Corruption, CorruptionAction, RecoveryReport, Truncation};

@@ -10,13 +10,14 @@ use ingestor_codec::{DecodeError, DecodeErrorKind, Lsn, SEGMENT_HEADER_LEN, Sect
 use ingestor_fs::{Fs, OpenMode};
 
 use crate::error::{Result, WalError};
+use crate::inspect::FrameInfo;
 use crate::options::{RecoveryMode, WalOptions};
 use crate::report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
 use crate::segment::{Cursor, Found, QUARANTINE_DIR, SegmentId, list_segments};
 
 /// The callback that receives each valid record with an LSN at or above the replay start.
 pub(crate) type OnRecord<'a> =
-    &'a mut dyn FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), crate::ReplayError>;
+    &'a mut dyn FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), crate::ReplayError>;
 
 /// What recovery leaves for the writer.
 pub(crate) struct Recovered {
@@ -67,6 +68,7 @@ pub(crate) fn recover(
     dir: &Path,
     options: &WalOptions,
     replay_from: Lsn,
+    dry_run: bool,
     on_record: OnRecord<'_>,
 ) -> Result<Recovered> {
     let started = Instant::now();
@@ -76,6 +78,7 @@ pub(crate) fn recover(
         dir,
         options,
         replay_from,
+        dry_run,
         on_record,
         report: RecoveryReport::new(options.recovery_mode),
         ids,
@@ -115,6 +118,8 @@ struct Recovery<'a> {
     dir: &'a Path,
     options: &'a WalOptions,
     replay_from: Lsn,
+    /// Find and report, change nothing: no cut, removal or quarantine copy.
+    dry_run: bool,
     on_record: OnRecord<'a>,
     report: RecoveryReport,
     ids: Vec<SegmentId>,
@@ -258,7 +263,17 @@ impl Recovery<'_> {
                 Found::Frame { header, payload } if header.lsn.0 == expected => {
                     let frame_len = header.frame_len() as u64;
                     if header.lsn >= self.replay_from {
-                        (self.on_record)(header.lsn, header.record_type, &payload)
+                        let info = FrameInfo {
+                            segment: id,
+                            offset,
+                            lsn: header.lsn,
+                            record_type: header.record_type,
+                            codec: header.codec,
+                            stored_len: header.payload_len,
+                            payload_len: payload.len(),
+                            durable_lag: header.durable_lag,
+                        };
+                        (self.on_record)(&info, &payload)
                             .map_err(|source| WalError::Replay { lsn: header.lsn, source })?;
                         self.report.replayed += 1;
                     }
@@ -443,9 +458,11 @@ impl Recovery<'_> {
         }
         let lost_last = if last_lost >= damage.lsn.0 { last_lost } else { damage.lsn.0 };
         for &later in &later_ids {
-            self.fs
-                .remove_file(&self.path(later))
-                .map_err(|e| WalError::io("remove", self.path(later), e))?;
+            if !self.dry_run {
+                self.fs
+                    .remove_file(&self.path(later))
+                    .map_err(|e| WalError::io("remove", self.path(later), e))?;
+            }
             self.report.removed_segments.push(later);
         }
         if damage.offset == 0 {
@@ -456,7 +473,9 @@ impl Recovery<'_> {
             self.kept.push(id);
             self.tail_offset = Some(damage.offset);
         }
-        self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        if !self.dry_run {
+            self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        }
         self.report.corruptions.push(Corruption {
             segment: id,
             offset: damage.offset,
@@ -497,6 +516,9 @@ impl Recovery<'_> {
     /// Cuts a segment at `offset` durably: the bytes after it become zeros, the file keeps
     /// its preallocated length.
     fn cut(&self, id: SegmentId, offset: u64) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
         let path = self.path(id);
         let file =
             self.fs.open(&path, OpenMode::ReadWrite).map_err(|e| WalError::io("open", &path, e))?;
@@ -508,17 +530,19 @@ impl Recovery<'_> {
     }
 
     fn remove_segment(&mut self, id: SegmentId) -> Result<()> {
-        let path = self.path(id);
-        self.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
-        self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        if !self.dry_run {
+            let path = self.path(id);
+            self.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+            self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
+        }
         self.report.removed_segments.push(id);
         Ok(())
     }
 
     /// Copies `[from, to)` of a segment to `quarantine/<segment>.<from>.bad` and syncs it.
-    /// Nothing is copied when the range is empty or the copy already exists.
+    /// Nothing is copied when the range is empty or the copy already exists, or in a dry run.
     fn quarantine(&mut self, cur: &mut Cursor, from: u64, to: u64) -> Result<Option<PathBuf>> {
-        if to <= from {
+        if to <= from || self.dry_run {
             return Ok(None);
         }
         let qdir = self.dir.join(QUARANTINE_DIR);

@@ -10,6 +10,7 @@ use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, enco
 use ingestor_fs::{Fs, FsFile, FsLock, OpenMode};
 
 use crate::error::{Result, WalError};
+use crate::inspect::FrameInfo;
 use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::WalReader;
 use crate::recovery::{OnRecord, recover};
@@ -501,7 +502,9 @@ impl Wal {
         mut on_record: impl FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), ReplayError>,
         listener: Arc<dyn WalListener>,
     ) -> Result<(Wal, RecoveryReport)> {
-        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, listener)
+        let mut each =
+            |info: &FrameInfo, payload: &[u8]| on_record(info.lsn, info.record_type, payload);
+        Wal::open_inner(fs, dir, options, replay_from, &mut each, listener)
     }
 
     fn open_inner(
@@ -515,7 +518,7 @@ impl Wal {
         options.validate()?;
         create_dir_durably(&*fs, dir)?;
         let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
-        let recovered = recover(&*fs, dir, &options, replay_from, on_record)?;
+        let recovered = recover(&*fs, dir, &options, replay_from, false, on_record)?;
         let mut report = recovered.report;
         let mut segments = recovered.segments;
         let next_lsn = recovered.next_lsn;
@@ -727,6 +730,22 @@ impl Wal {
                 .map_err(|e| WalError::io("sync_dir", &shared.dir, e))?;
         }
         Ok(deleted)
+    }
+
+    /// Ends the active segment (synced) and starts a new one at the next LSN, so that every
+    /// record written so far lies in segments that [`Wal::delete_below`] can remove. Does
+    /// nothing when the active segment holds no record yet. Returns the active segment.
+    ///
+    /// # Errors
+    /// [`WalError::Poisoned`]; [`WalError::Io`] if the sync or the segment creation fails.
+    pub fn rotate(&self) -> Result<SegmentId> {
+        let shared = &self.shared;
+        let mut w = lock(&shared.writer);
+        shared.check_poisoned()?;
+        if w.offset > SEGMENT_HEADER_LEN as u64 {
+            shared.rotate(&mut w)?;
+        }
+        Ok(w.segment)
     }
 
     /// Starts the log over at `next`: every segment is deleted (all their records are below

@@ -245,3 +245,23 @@ fn compressed_records_round_trip() {
         assert_eq!(seen[0].2, repetitive);
     }
 }
+
+#[test]
+fn rotate_starts_a_new_segment_so_everything_before_can_be_deleted() {
+    for disk in Disk::both() {
+        let wal = disk.open(small(SyncPolicy::Os));
+        assert_eq!(wal.rotate().unwrap(), SegmentId(Lsn(1)), "an empty segment stays");
+        for i in 1..=3 {
+            wal.append(1, &payload(i, 50)).unwrap();
+        }
+        assert_eq!(wal.rotate().unwrap(), SegmentId(Lsn(4)));
+        assert_eq!(wal.durable_lsn(), Lsn(3), "the ended segment was synced");
+        assert_eq!(wal.rotate().unwrap(), SegmentId(Lsn(4)), "nothing written since");
+        assert_eq!(wal.delete_below(Lsn(4)).unwrap(), vec![SegmentId(Lsn(1))]);
+        assert_eq!(wal.append(1, &payload(4, 50)).unwrap().first, Lsn(4));
+        wal.close().unwrap();
+        let (wal, records) = disk.replay(small(SyncPolicy::Os));
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(wal.segments(), vec![SegmentId(Lsn(4))]);
+    }
+}

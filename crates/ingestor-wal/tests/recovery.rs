@@ -369,3 +369,102 @@ fn a_damaged_header_on_a_last_segment_with_records_is_corruption() {
         assert_eq!(wal.append(1, b"next").unwrap().first, Lsn(first_lost));
     }
 }
+
+/// Every file under `dir` with its bytes, for "nothing changed" checks.
+fn all_files(fs: &dyn Fs, dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in fs.read_dir(dir).unwrap() {
+        let path = dir.join(&e.name);
+        match e.kind {
+            ingestor_fs::EntryKind::File => out.push((path.clone(), fs.read_file(&path).unwrap())),
+            ingestor_fs::EntryKind::Dir => out.extend(all_files(fs, &path)),
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_dir_reports_what_each_mode_would_do_and_changes_nothing() {
+    for mode in [
+        RecoveryMode::TolerateTornTail,
+        RecoveryMode::Strict,
+        RecoveryMode::PointInTime,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        for disk in Disk::both() {
+            let segments = build(&disk, SyncPolicy::Os, 150);
+            let middle = disk.dir.join(&segments[1]);
+            let (offset, lsn, _) = frames(&*disk.fs, &middle)[3];
+            flip(&*disk.fs, &middle, offset + 30);
+            // And a torn tail: garbage after the last frame of the last segment.
+            let last = disk.dir.join(segments.last().unwrap());
+            let (o, _, len) = *frames(&*disk.fs, &last).last().unwrap();
+            let f = disk.fs.open(&last, OpenMode::ReadWrite).unwrap();
+            f.write_at(&[0xAB; 7], o + len).unwrap();
+            f.sync_data().unwrap();
+            let before = all_files(&*disk.fs, &disk.dir);
+
+            let mut seen = Vec::new();
+            let result = ingestor_wal::check_dir(
+                &*disk.fs,
+                &disk.dir,
+                &options(SyncPolicy::Os, mode),
+                Lsn(2),
+                |info, payload| {
+                    assert_eq!(payload, payload_of(info.lsn.0));
+                    assert_eq!(info.payload_len, 100);
+                    assert!(info.offset >= SEGMENT_HEADER_LEN as u64);
+                    seen.push(info.lsn.0);
+                    Ok(())
+                },
+            );
+            assert_eq!(
+                all_files(&*disk.fs, &disk.dir),
+                before,
+                "{mode:?}: a dry run changed files"
+            );
+            let open = replay(&disk, options(SyncPolicy::Os, mode));
+            match mode {
+                RecoveryMode::TolerateTornTail | RecoveryMode::Strict => {
+                    let err = result.unwrap_err();
+                    assert!(matches!(err, WalError::Corrupt { offset: o, .. } if o == offset));
+                    assert_eq!(open.unwrap_err().to_string(), err.to_string());
+                }
+                RecoveryMode::PointInTime | RecoveryMode::SkipCorrupted => {
+                    let report = result.unwrap();
+                    let (_, real, replayed) = open.unwrap();
+                    assert_eq!(report.corruptions.len(), 1);
+                    let (c, r) = (&report.corruptions[0], &real.corruptions[0]);
+                    assert_eq!((c.offset, c.lost, c.action), (r.offset, r.lost, r.action));
+                    assert!(c.quarantined.is_empty(), "a dry run copies nothing");
+                    assert_eq!(report.removed_segments, real.removed_segments);
+                    assert_eq!(report.truncations.len(), real.truncations.len());
+                    assert_eq!(report.last_lsn, real.last_lsn);
+                    let expected: Vec<u64> = replayed.into_iter().filter(|&l| l >= 2).collect();
+                    assert_eq!(seen, expected, "{mode:?}");
+                    assert!(!seen.contains(&lsn));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn check_dir_refuses_a_missing_or_held_log() {
+    let disk = Disk::std();
+    let opts = options(SyncPolicy::Os, RecoveryMode::TolerateTornTail);
+    let err = ingestor_wal::check_dir(&*disk.fs, &disk.dir, &opts, Lsn::ZERO, |_, _| Ok(()));
+    assert!(matches!(err, Err(WalError::Io { .. })));
+    let wal = disk.open(opts.clone());
+    let err = ingestor_wal::check_dir(&*disk.fs, &disk.dir, &opts, Lsn::ZERO, |_, _| Ok(()));
+    assert!(err.unwrap_err().to_string().contains("lock"));
+    wal.close().unwrap();
+    let report =
+        ingestor_wal::check_dir(&*disk.fs, &disk.dir, &opts, Lsn::ZERO, |_, _| Ok(())).unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+fn payload_of(lsn: u64) -> Vec<u8> {
+    payload(lsn, 100)
+}
