@@ -489,6 +489,21 @@ impl Wal {
         Wal::open_with_listener(fs, dir, options, replay_from, on_record, Arc::new(NoListener))
     }
 
+    /// Like [`Wal::open_and_replay`], telling `on_record` where each record lies (its
+    /// segment, offset and sizes) as well.
+    ///
+    /// # Errors
+    /// As [`Wal::open_and_replay`].
+    pub fn open_and_replay_frames(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: Lsn,
+        mut on_record: impl FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), ReplayError>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, Arc::new(NoListener))
+    }
+
     /// Like [`Wal::open_and_replay`], with a listener told about rotations, syncs, deletions,
     /// recovery and poisoning.
     ///

@@ -15,7 +15,7 @@ use ingestor_codec::{
 use ingestor_fs::{Fs, FsLock, StdFs};
 use ingestor_memstore::{IdHashBuilder, Memstore, Selector, SeriesView};
 use ingestor_snapshot::{RejectedSnapshot, SnapshotInfo, SnapshotStore, compaction_watermark};
-use ingestor_wal::{AckLevel, RecoveryReport, SegmentId, SyncPolicy, Wal, WalStats};
+use ingestor_wal::{AckLevel, RecoveryMode, RecoveryReport, SegmentId, SyncPolicy, Wal, WalStats};
 
 use crate::config::{Config, FinalSnapshot};
 use crate::error::{Error, Result};
@@ -70,6 +70,9 @@ pub struct OpenReport {
     pub replayed_records: u64,
     /// Points replayed.
     pub replayed_points: u64,
+    /// Points skipped under [`RecoveryMode::SkipCorrupted`] because corruption took their
+    /// series definition or an earlier point their batch depended on.
+    pub skipped_points: u64,
     /// Where the log was started over, when it ended before the snapshot loaded (after
     /// recovery cut a damaged tail the snapshot covers).
     pub log_restarted_at: Option<Lsn>,
@@ -93,6 +96,14 @@ impl std::fmt::Display for OpenReport {
             "replayed {} batches, {} points from the log",
             self.replayed_records, self.replayed_points
         )?;
+        if self.skipped_points > 0 {
+            writeln!(
+                f,
+                "skipped {} points whose series definition or earlier points were lost to \
+                 corruption",
+                self.skipped_points
+            )?;
+        }
         write!(f, "{}", self.wal)?;
         if let Some(lsn) = self.log_restarted_at {
             writeln!(f, "the log ended before the snapshot; started it over at LSN {lsn}")?;
@@ -265,23 +276,28 @@ impl Ingestor {
             ids: HashMap::default(),
             records: 0,
             points: 0,
+            salvage: config.recovery_mode == RecoveryMode::SkipCorrupted,
+            skipped_points: 0,
+            segment: None,
         };
-        let (wal, wal_report) = Wal::open_and_replay(
+        let (wal, wal_report) = Wal::open_and_replay_frames(
             Arc::clone(&fs),
             &dir.join(WAL_DIR),
             config.wal_options(),
             // Series definitions before the snapshot are needed too: a segment's batches
             // after the snapshot may use series it defined before.
             Lsn::ZERO,
-            |lsn, record_type, payload| {
+            |info, payload| {
+                let lsn = info.lsn;
                 replay
-                    .record(lsn, record_type, payload)
+                    .record(info.segment, lsn, info.record_type, payload)
                     .map_err(|e| Box::new(e) as ingestor_wal::ReplayError)?;
                 progress(&ReplayProgress { lsn, records: replay.records, points: replay.points });
                 Ok(())
             },
         )?;
         let (replayed_records, replayed_points) = (replay.records, replay.points);
+        let skipped_points = replay.skipped_points;
         memstore.discard_all_unwritten();
         // The log ends before the snapshot (recovery cut a damaged tail the snapshot covers):
         // continue the log after the snapshot, so that no LSN it covers is ever reissued.
@@ -341,6 +357,7 @@ impl Ingestor {
             wal: wal_report,
             replayed_records,
             replayed_points,
+            skipped_points,
             log_restarted_at,
             duration: open_duration,
         };
@@ -449,6 +466,24 @@ impl Ingestor {
     /// I/O errors of the log or the snapshot.
     pub fn snapshot(&self) -> Result<Option<SnapshotInfo>> {
         self.shared.take_snapshot()
+    }
+
+    /// Writes a snapshot of everything logged so far (unless the newest one already covers
+    /// it), ends the active log segment and deletes every segment that snapshot covers: the
+    /// log then holds nothing older than the snapshot, damaged bytes included. For a
+    /// deliberate repair; it gives up the fall-back to older snapshots until the log grows
+    /// again. Returns the snapshot the state is in and the segments deleted.
+    ///
+    /// # Errors
+    /// I/O errors of the log or the snapshot.
+    pub(crate) fn compact_all(&self) -> Result<(Option<Lsn>, Vec<ingestor_wal::SegmentId>)> {
+        let s = &self.shared;
+        s.take_snapshot()?;
+        let Some(lsn) = lock(&s.snapshot).lsn else {
+            return Ok((None, Vec::new()));
+        };
+        s.wal.rotate()?;
+        Ok((Some(lsn), s.wal.delete_below(lsn.next())?))
     }
 
     /// Counters and levels.
@@ -709,11 +744,29 @@ struct Replay<'a> {
     ids: HashMap<u32, SeriesId, IdHashBuilder>,
     records: u64,
     points: u64,
+    /// Under [`RecoveryMode::SkipCorrupted`]: points whose series definition was lost, and
+    /// batches that no longer validate against the state (an earlier point of their series
+    /// was lost), are skipped and counted instead of failing the open.
+    salvage: bool,
+    skipped_points: u64,
+    /// The segment of the records being replayed.
+    segment: Option<SegmentId>,
 }
 
 impl Replay<'_> {
-    fn record(&mut self, lsn: Lsn, record_type: u8, payload: &[u8]) -> Result<()> {
+    fn record(
+        &mut self,
+        segment: SegmentId,
+        lsn: Lsn,
+        record_type: u8,
+        payload: &[u8],
+    ) -> Result<()> {
         let fail = |reason: String| Error::Replay { lsn, reason };
+        // Series ids are segment-local: a batch never uses an id its segment did not define.
+        if self.segment != Some(segment) {
+            self.segment = Some(segment);
+            self.ids.clear();
+        }
         match RecordType::from_byte(record_type) {
             Some(RecordType::SeriesDefs) => {
                 let defs = decode_series_defs(payload).map_err(|e| fail(e.to_string()))?;
@@ -727,13 +780,30 @@ impl Replay<'_> {
                 let mut points = Vec::with_capacity(reader.len());
                 for p in reader {
                     let mut p = p.map_err(|e| fail(e.to_string()))?;
-                    p.series = *self.ids.get(&p.series.0).ok_or_else(|| {
-                        fail(format!("series id {} used before its definition", p.series.0))
-                    })?;
+                    match self.ids.get(&p.series.0) {
+                        Some(&id) => p.series = id,
+                        None if self.salvage => {
+                            self.skipped_points += 1;
+                            continue;
+                        }
+                        None => {
+                            return Err(fail(format!(
+                                "series id {} used before its definition",
+                                p.series.0
+                            )));
+                        }
+                    }
                     points.push(p);
                 }
                 let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
-                self.memstore.validate(&pairs).map_err(|e| fail(e.to_string()))?;
+                match self.memstore.validate(&pairs) {
+                    Ok(()) => {}
+                    Err(_) if self.salvage => {
+                        self.skipped_points += points.len() as u64;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(fail(e.to_string())),
+                }
                 self.memstore.apply(lsn, &points);
                 #[cfg(feature = "deliberate-bugs")]
                 if std::env::var("INGESTOR_DELIBERATE_BUG").is_ok_and(|b| b == "replay-twice") {

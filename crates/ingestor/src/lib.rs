@@ -55,6 +55,7 @@
 mod config;
 mod error;
 mod ingestor;
+pub mod offline;
 
 pub use config::{Config, FinalSnapshot, system_clock_ms};
 pub use error::{Error, Result};
