@@ -4,17 +4,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::Instant;
 
-use ingestor::{Config, Ingestor, Selector, SyncPolicy};
+use ingestor::{Config, Ingestor, Selector};
 
 use crate::line::{Precision, parse_body};
 
-/// The configuration `serve` and `ingest` open a data directory with.
-pub(crate) fn config(sync: SyncPolicy) -> Config {
-    Config::default().sync_policy(sync)
-}
-
 fn open(data_dir: &Path, config: Config) -> Result<Ingestor, String> {
-    Ingestor::open(data_dir, config).map(|(db, _)| db).map_err(|e| e.to_string())
+    crate::progress::open(data_dir, config).map(|(db, _)| db)
 }
 
 /// Reading commands leave no snapshot behind.
@@ -29,21 +24,24 @@ pub(crate) fn ingest(
     file: &str,
     precision: &str,
     batch_lines: usize,
-    sync: SyncPolicy,
+    config: Config,
 ) -> Result<(), String> {
     let precision = Precision::parse(precision)
         .ok_or(format!("--precision {precision}: expected ns, us, ms or s"))?;
-    let input: Box<dyn Read> = if file == "-" {
-        Box::new(std::io::stdin())
+    let (input, len): (Box<dyn Read>, Option<u64>) = if file == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        Box::new(std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?)
+        let f = std::fs::File::open(file).map_err(|e| format!("{file}: {e}"))?;
+        let len = f.metadata().ok().map(|m| m.len());
+        (Box::new(f), len)
     };
-    let db = open(data_dir, config(sync))?;
+    let db = open(data_dir, config)?;
     let started = Instant::now();
     let (mut lines, mut points) = (0usize, 0usize);
     let mut chunk = String::new();
     let mut chunk_lines = 0;
-    let mut reader = BufReader::new(input);
+    let bar = crate::progress::bytes_bar(len);
+    let mut reader = BufReader::new(bar.wrap_read(input));
     let flush = |chunk: &mut String, first_line: usize| -> Result<usize, String> {
         let updates = parse_body(chunk, precision, ingestor::system_clock_ms()).map_err(|e| {
             format!(
@@ -70,12 +68,14 @@ pub(crate) fn ingest(
             points += flush(&mut chunk, lines)?;
             lines += chunk_lines;
             chunk_lines = 0;
+            bar.set_message(format!("{lines} lines, {points} points"));
         }
     }
     if chunk_lines > 0 {
         points += flush(&mut chunk, lines)?;
         lines += chunk_lines;
     }
+    bar.finish_and_clear();
     let series = db.stats().series;
     db.close().map_err(|e| e.to_string())?;
     let secs = started.elapsed().as_secs_f64();

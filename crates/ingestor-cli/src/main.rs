@@ -6,19 +6,28 @@
 //! ingestor ingest metrics.lp          # line protocol from a file (or - for stdin)
 //! ingestor query 'cpu{host="a"}'      # matching series in the exposition format
 //! ingestor stats                      # series, log segments and bytes, snapshots, LSNs
+//! ingestor inspect wal --from 100     # every log record from LSN 100, decoded
+//! ingestor inspect snapshot           # the newest snapshot: header, chunks, series
+//! ingestor verify                     # read everything, change nothing, name any damage
+//! ingestor repair --mode point-in-time --dry-run
+//! ingestor snapshot                   # an offline snapshot and compaction
 //! ```
+//!
+//! Logs go to standard error (`INGESTOR_LOG=debug` for more); progress bars are drawn only
+//! when standard error is a terminal.
 
+mod args;
 mod commands;
+mod inspect;
 mod line;
+mod progress;
 mod server;
 mod statsd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ingestor::SyncPolicy;
 
 /// A crash-recoverable metrics ingestor.
 #[derive(Debug, Parser)]
@@ -32,42 +41,6 @@ struct Cli {
     command: Command,
 }
 
-/// The sync policy flag: `always`, `os` or `batch:DURATION` (for example `batch:5ms`).
-#[derive(Debug, Clone, Copy)]
-struct SyncArg(SyncPolicy);
-
-impl std::str::FromStr for SyncArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "always" => Ok(SyncArg(SyncPolicy::Always)),
-            "os" => Ok(SyncArg(SyncPolicy::Os)),
-            "batch" => Ok(SyncArg(SyncPolicy::default())),
-            other => {
-                let window = other
-                    .strip_prefix("batch:")
-                    .ok_or_else(|| format!("{other:?}: expected always, os or batch:DURATION"))?;
-                Ok(SyncArg(SyncPolicy::Batch(parse_duration(window)?)))
-            }
-        }
-    }
-}
-
-/// `5ms`, `1s`, `250us`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 =
-        digits.parse().map_err(|_| format!("{s:?}: expected a number and a unit (us, ms, s)"))?;
-    match unit {
-        "us" => Ok(Duration::from_micros(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (us, ms, s)")),
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve HTTP: line-protocol writes, /metrics, a Prometheus-shaped query API.
@@ -78,9 +51,9 @@ enum Command {
         /// Also listen for StatsD over UDP on this address (conventional port 8125).
         #[arg(long)]
         statsd: Option<String>,
-        /// When writes are synced: always, os, or batch:DURATION.
-        #[arg(long, default_value = "batch:5ms")]
-        sync: SyncArg,
+        /// Log and snapshot settings.
+        #[command(flatten)]
+        engine: args::EngineArgs,
         /// The largest accepted request body, in bytes.
         #[arg(long, default_value_t = 16 << 20)]
         body_limit: usize,
@@ -95,9 +68,9 @@ enum Command {
         /// Lines per batch.
         #[arg(long, default_value_t = 10_000)]
         batch_lines: usize,
-        /// When writes are synced: always, os, or batch:DURATION.
-        #[arg(long, default_value = "batch:5ms")]
-        sync: SyncArg,
+        /// Log and snapshot settings.
+        #[command(flatten)]
+        engine: args::EngineArgs,
     },
     /// Print the series a Prometheus selector matches, in the exposition format.
     Query {
@@ -106,19 +79,70 @@ enum Command {
     },
     /// Print counts: series, log segments and bytes, snapshots, LSNs.
     Stats,
+    /// Show what the log or a snapshot holds, record by record.
+    Inspect {
+        /// What to inspect.
+        #[command(subcommand)]
+        what: Inspect,
+    },
+    /// Read every log segment and snapshot, change nothing; exit non-zero naming the file,
+    /// byte offset and LSN range of any damage.
+    Verify,
+    /// Repair a damaged log deliberately: damaged bytes are copied to wal/quarantine/ first,
+    /// the recovered state is snapshotted and the damaged segments deleted; prints the LSN
+    /// ranges lost.
+    Repair {
+        /// point-in-time: keep everything before the first damage; skip-corrupted: skip
+        /// damaged records and keep every valid one after them.
+        #[arg(long, value_enum)]
+        mode: inspect::RepairMode,
+        /// Report what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a snapshot now and delete the log segments it covers.
+    Snapshot,
+}
+
+#[derive(Debug, Subcommand)]
+enum Inspect {
+    /// Every log record: LSN, segment, offset, type, sizes, decoded series and points.
+    Wal {
+        /// Start at this LSN.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// One JSON object per record, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A snapshot's header, chunks and series (the newest one unless FILE is given).
+    Snapshot {
+        /// A snapshot file (`snap-<LSN>.snap`).
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::init_logs(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
     let result = match cli.command {
-        Command::Serve { http, statsd, sync, body_limit } => {
-            server::serve(&cli.data_dir, &http, statsd.as_deref(), sync.0, body_limit)
+        Command::Serve { http, statsd, engine, body_limit } => {
+            server::serve(&cli.data_dir, &http, statsd.as_deref(), engine.config(), body_limit)
         }
-        Command::Ingest { file, precision, batch_lines, sync } => {
-            commands::ingest(&cli.data_dir, &file, &precision, batch_lines, sync.0)
+        Command::Ingest { file, precision, batch_lines, engine } => {
+            commands::ingest(&cli.data_dir, &file, &precision, batch_lines, engine.config())
         }
         Command::Query { selector } => commands::query(&cli.data_dir, &selector),
         Command::Stats => commands::stats(&cli.data_dir),
+        Command::Inspect { what: Inspect::Wal { from, json } } => {
+            inspect::inspect_wal(&cli.data_dir, from, json)
+        }
+        Command::Inspect { what: Inspect::Snapshot { file } } => {
+            inspect::inspect_snapshot(&cli.data_dir, file.as_deref())
+        }
+        Command::Verify => inspect::verify(&cli.data_dir),
+        Command::Repair { mode, dry_run } => inspect::repair(&cli.data_dir, mode, dry_run),
+        Command::Snapshot => inspect::snapshot(&cli.data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ingestor::{Ingestor, Selector, SeriesState, SyncPolicy};
+use ingestor::{Config, Ingestor, Selector, SeriesState};
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response};
 
-use crate::commands::config;
 use crate::line::{Precision, parse_body};
 
 /// What the request handlers share.
@@ -70,7 +69,7 @@ pub(crate) fn serve(
     data_dir: &Path,
     http: &str,
     statsd: Option<&str>,
-    sync: SyncPolicy,
+    config: Config,
     body_limit: usize,
 ) -> Result<(), String> {
     let server =
@@ -89,20 +88,20 @@ pub(crate) fn serve(
         ctrlc::set_handler(move || stopping.store(true, Relaxed))
             .map_err(|e| format!("signal handler: {e}"))?;
     }
-    eprintln!("ingestor: listening on http://{http}, data in {}", data_dir.display());
+    tracing::info!("listening on http://{http}, data in {}", data_dir.display());
     // Recovery runs while the server answers: /-/healthy at once, /-/ready once it is done.
     let opener = {
         let state = Arc::clone(&state);
         let dir: PathBuf = data_dir.to_path_buf();
-        std::thread::spawn(move || match Ingestor::open(&dir, config(sync)) {
-            Ok((db, report)) => {
-                eprint!("ingestor: recovered\n{report}");
+        std::thread::spawn(move || match crate::progress::open(&dir, config) {
+            Ok((db, _)) => {
+                tracing::info!("ready");
                 let _ = state.db.set(Arc::new(db));
                 Ok(())
             }
             Err(e) => {
                 state.stopping.store(true, Relaxed);
-                Err(e.to_string())
+                Err(e)
             }
         })
     };
@@ -133,7 +132,7 @@ pub(crate) fn serve(
     }
     let opened = opener.join().map_err(|_| "the recovery thread panicked".to_string())?;
     opened?;
-    eprintln!("ingestor: stopping: syncing and writing a final snapshot");
+    tracing::info!("stopping: syncing and writing a final snapshot");
     let state = Arc::try_unwrap(state).map_err(|_| "the server is still in use".to_string())?;
     if let Some(db) = state.db.into_inner() {
         let db = Arc::try_unwrap(db).map_err(|_| "the ingestor is still in use".to_string())?;
@@ -149,6 +148,7 @@ fn respond(request: Request, response: Response<std::io::Cursor<Vec<u8>>>) {
 
 fn error(state: &State, request: Request, status: u16, message: &str) {
     state.bad_requests.fetch_add(1, Relaxed);
+    tracing::debug!(status, url = request.url(), "{message}");
     let body = json!({ "status": "error", "error": message }).to_string();
     respond(
         request,
@@ -391,7 +391,7 @@ fn spawn_statsd(addr: &str, state: Arc<State>) -> Result<std::thread::JoinHandle
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| format!("statsd: {e}"))?;
-    eprintln!("ingestor: statsd on udp://{addr}");
+    tracing::info!("statsd on udp://{addr}");
     Ok(std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         while !state.stopping.load(Relaxed) {
@@ -402,13 +402,13 @@ fn spawn_statsd(addr: &str, state: Arc<State>) -> Result<std::thread::JoinHandle
             let (updates, errors) =
                 crate::statsd::parse_packet(&packet, ingestor::system_clock_ms());
             for e in &errors {
-                eprintln!("ingestor: statsd: bad line {}: {}", e.line, e.reason);
+                tracing::warn!("statsd: bad line {}: {}", e.line, e.reason);
             }
             state.statsd_bad_lines.fetch_add(errors.len() as u64, Relaxed);
             if !updates.is_empty()
                 && let Err(e) = db.ingest(&updates)
             {
-                eprintln!("ingestor: statsd: packet refused: {e}");
+                tracing::warn!("statsd: packet refused: {e}");
                 state.statsd_bad_lines.fetch_add(updates.len() as u64, Relaxed);
             }
         }

@@ -62,7 +62,7 @@ pub use error::{Error, Result};
 pub use ingestor::{
     Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
 };
-pub use ingestor_codec::{Lsn, MetricKind, Op, SeriesKey, Timestamp, Update};
+pub use ingestor_codec::{Compression, Lsn, MetricKind, Op, SeriesKey, Timestamp, Update};
 pub use ingestor_fs::{Fs, SimFs, StdFs};
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MemstoreConfig, Selector, SeriesState, SeriesView,

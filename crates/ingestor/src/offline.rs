@@ -250,6 +250,9 @@ pub struct RepairReport {
     /// The log's recovery under the repair mode: what was (or would be) cut, skipped, copied
     /// to quarantine and lost.
     pub wal: Option<RecoveryReport>,
+    /// The newest good snapshot before the repair: damaged records at or below its LSN
+    /// cost nothing, the snapshot holds their effect.
+    pub base_snapshot: Option<Lsn>,
     /// The snapshot that now holds the whole state (not in a dry run).
     pub snapshot: Option<Lsn>,
     /// Log segments deleted because that snapshot covers them (not in a dry run).
@@ -257,13 +260,25 @@ pub struct RepairReport {
 }
 
 impl RepairReport {
-    /// The LSN ranges lost, first and last of each.
+    /// The LSN ranges taken out of the log, first and last of each.
     #[must_use]
-    pub fn lost(&self) -> Vec<(Lsn, Lsn)> {
+    pub fn removed_from_log(&self) -> Vec<(Lsn, Lsn)> {
         let Some(w) = &self.wal else { return Vec::new() };
         let mut out: Vec<(Lsn, Lsn)> = w.corruptions.iter().filter_map(|c| c.lost).collect();
         out.extend(w.truncations.iter().map(|t| (t.from_lsn, t.from_lsn)));
         out
+    }
+
+    /// The LSN ranges whose effect is lost: those taken out of the log that the base
+    /// snapshot does not cover.
+    #[must_use]
+    pub fn lost(&self) -> Vec<(Lsn, Lsn)> {
+        let covered = self.base_snapshot.unwrap_or(Lsn::ZERO);
+        self.removed_from_log()
+            .into_iter()
+            .filter(|&(_, last)| last > covered)
+            .map(|(first, last)| (first.max(covered.next()), last))
+            .collect()
     }
 }
 
@@ -284,6 +299,11 @@ impl fmt::Display for RepairReport {
             writeln!(f, "deleted log segments it covers: {}", names.join(", "))?;
         }
         let lost = self.lost();
+        if let Some(base) = self.base_snapshot
+            && lost.len() < self.removed_from_log().len()
+        {
+            writeln!(f, "the snapshot at LSN {base} holds the effect of damaged records up to it")?;
+        }
         if lost.is_empty() {
             writeln!(f, "no acknowledged record lost")
         } else {
@@ -306,12 +326,29 @@ pub fn repair(fs: Arc<dyn Fs>, dir: &Path, config: Config, dry_run: bool) -> Res
     if dry_run {
         let _lock = lock_existing(&*fs, dir)?;
         let wal = scan(&*fs, dir, config.recovery_mode, Lsn(u64::MAX), &mut |_, _| {})?;
-        return Ok(RepairReport { dry_run, wal, snapshot: None, removed_segments: Vec::new() });
+        let base_snapshot = snapshot_files(&*fs, dir)?
+            .iter()
+            .rev()
+            .find_map(|path| ingestor_snapshot::verify_file(&*fs, path).ok())
+            .map(|info| info.lsn);
+        return Ok(RepairReport {
+            dry_run,
+            wal,
+            base_snapshot,
+            snapshot: None,
+            removed_segments: Vec::new(),
+        });
     }
     lock_existing(&*fs, dir)?;
     let config = config.final_snapshot(FinalSnapshot::Never);
     let (db, report) = Ingestor::open_with(fs, dir, config, &mut |_| {})?;
     let (snapshot, removed_segments) = db.compact_all()?;
     db.close()?;
-    Ok(RepairReport { dry_run, wal: Some(report.wal), snapshot, removed_segments })
+    Ok(RepairReport {
+        dry_run,
+        wal: Some(report.wal),
+        base_snapshot: report.snapshot.map(|s| s.lsn),
+        snapshot,
+        removed_segments,
+    })
 }

@@ -260,3 +260,32 @@ fn skip_repair_of_a_lost_series_definition_skips_only_that_series_points_in_its_
     assert_eq!(observed(&db), model);
     db.close().unwrap();
 }
+
+#[test]
+fn damage_a_snapshot_covers_costs_nothing() {
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(8));
+    let batches = fill(&fs);
+    let frames = batch_frames(&*fs);
+    let db = open(&fs, config().final_snapshot(FinalSnapshot::OnClose)).unwrap();
+    db.close().unwrap();
+    // Damage in the last segment, which compaction keeps, below the snapshot's LSN, with
+    // later frames after it (damage to the very last frame would be a torn tail).
+    let target = frames[frames.len() - 3];
+    assert_eq!(target.segment, frames.last().unwrap().segment);
+    let seg_path = Path::new(DIR).join("wal").join(target.segment.file_name());
+    flip(&*fs, &seg_path, target.offset + 25);
+    let report = offline::verify(&*fs, Path::new(DIR)).unwrap();
+    assert!(!report.is_clean(), "damage under a snapshot is still damage: {report}");
+    let done = offline::repair(
+        Arc::clone(&fs),
+        Path::new(DIR),
+        config().recovery_mode(RecoveryMode::SkipCorrupted),
+        false,
+    )
+    .unwrap();
+    assert_eq!(done.removed_from_log(), vec![(target.lsn, target.lsn)], "{done}");
+    assert!(done.lost().is_empty(), "{done}");
+    let db = open(&fs, config()).unwrap();
+    assert_eq!(observed(&db), model_without(&batches, |_| false));
+    db.close().unwrap();
+}

@@ -1,0 +1,131 @@
+//! The flags shared by the commands that write: the log's sync policy and the log and
+//! snapshot settings, turned into an [`ingestor::Config`].
+
+use std::time::Duration;
+
+use clap::Args;
+use ingestor::{
+    Compression, Config, FinalSnapshot, SnapshotCompression, SnapshotOptions, SyncPolicy,
+};
+
+/// The sync policy flag: `always`, `os`, `batch` or `batch:DURATION` (for example
+/// `batch:5ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncArg(pub(crate) SyncPolicy);
+
+impl std::str::FromStr for SyncArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(SyncArg(SyncPolicy::Always)),
+            "os" => Ok(SyncArg(SyncPolicy::Os)),
+            "batch" => Ok(SyncArg(SyncPolicy::default())),
+            other => {
+                let window = other
+                    .strip_prefix("batch:")
+                    .ok_or_else(|| format!("{other:?}: expected always, os or batch:DURATION"))?;
+                Ok(SyncArg(SyncPolicy::Batch(parse_duration(window)?)))
+            }
+        }
+    }
+}
+
+/// `250us`, `5ms`, `1s`, `10m`, `1h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (us, ms, s, m, h)"))?;
+    match unit {
+        "us" => Ok(Duration::from_micros(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (us, ms, s, m, h)")),
+    }
+}
+
+/// A duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OptionalDuration(Option<Duration>);
+
+impl std::str::FromStr for OptionalDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            Ok(OptionalDuration(None))
+        } else {
+            parse_duration(s).map(|d| Self(Some(d)))
+        }
+    }
+}
+
+/// Log and snapshot settings; defaults are the library's.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct EngineArgs {
+    /// When writes are synced: always (acknowledged after fdatasync), os (acknowledged once
+    /// written to the OS), or batch:DURATION (synced within the window).
+    #[arg(long, default_value = "batch:5ms")]
+    sync: SyncArg,
+    /// Log segment size in bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    segment_bytes: u64,
+    /// Log record compression: none, lz4 or zstd.
+    #[arg(long, default_value = "none", value_parser = ["none", "lz4", "zstd"])]
+    wal_compression: String,
+    /// Write a snapshot once the log grew by this many bytes.
+    #[arg(long, default_value_t = 128 << 20)]
+    snapshot_bytes: u64,
+    /// Write a snapshot at least this often when something was logged (or `off`).
+    #[arg(long, default_value = "1h")]
+    snapshot_interval: OptionalDuration,
+    /// Snapshots kept (the log is kept from the oldest one on).
+    #[arg(long, default_value_t = 2)]
+    snapshot_keep: usize,
+    /// Snapshot compression: none, lz4 or zstd.
+    #[arg(long, default_value = "zstd", value_parser = ["none", "lz4", "zstd"])]
+    snapshot_compression: String,
+    /// Do not write a snapshot when closing (restarts then replay more of the log).
+    #[arg(long)]
+    no_final_snapshot: bool,
+    /// Delete series not updated for this long (or `off`).
+    #[arg(long, default_value = "off")]
+    series_ttl: OptionalDuration,
+}
+
+impl EngineArgs {
+    /// The configuration these flags describe.
+    pub(crate) fn config(&self) -> Config {
+        let wal_compression = match self.wal_compression.as_str() {
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd { level: 3 },
+            _ => Compression::None,
+        };
+        let snapshot_compression = match self.snapshot_compression.as_str() {
+            "none" => SnapshotCompression::None,
+            "lz4" => SnapshotCompression::Lz4,
+            _ => SnapshotCompression::Zstd { level: 3 },
+        };
+        Config::default()
+            .sync_policy(self.sync.0)
+            .segment_bytes_max(self.segment_bytes)
+            .wal_compression(wal_compression)
+            .snapshot_bytes(self.snapshot_bytes)
+            .snapshot_interval(self.snapshot_interval.0)
+            .snapshot(
+                SnapshotOptions::default()
+                    .keep(self.snapshot_keep)
+                    .compression(snapshot_compression),
+            )
+            .series_ttl(self.series_ttl.0)
+            .final_snapshot(if self.no_final_snapshot {
+                FinalSnapshot::Never
+            } else {
+                FinalSnapshot::OnClose
+            })
+    }
+}
