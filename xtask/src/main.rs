@@ -3,8 +3,10 @@
 //! - `cargo xtask ci`: runs exactly what CI runs (`bash .ci/run`).
 //! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
 //! - `cargo xtask crashtest`: crashes the engine thousands of times against an oracle.
+//! - `cargo xtask e2e`: drives `ingestor serve` with real clients nobody here wrote.
 
 mod crashtest;
+mod e2e;
 mod layering;
 
 use std::process::{Command, ExitCode};
@@ -15,7 +17,9 @@ commands:
   ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs, crashtest smoke)
   layering   check that no crate depends on one DESIGN.md's layering forbids
   crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery
-             (cargo xtask crashtest --help)";
+             (cargo xtask crashtest --help)
+  e2e        the end-to-end test with real clients: influxdb-client, statsd, prometheus_client,
+             promtool, a Prometheus server, kill -9 (cargo xtask e2e --help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -24,6 +28,7 @@ fn main() -> ExitCode {
         Some("layering") => layering(),
         Some("crashtest") => crashtest::main(&args[1..]),
         Some("crashtest-child") => crashtest::proc::child_main(&args[1..]),
+        Some("e2e") => e2e::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
