@@ -453,24 +453,28 @@ def statsd_checks(srv):
     finally:
         client.close()
 
+    # Timers are observed in seconds, as statsd_exporter does; the query API knows samples
+    # by their exposed names, as Prometheus does (counters end in _total).
     expected = {
-        "e2e_requests": 5.0,
-        "e2e_sampled": 3 * 4.0 + 3 / 0.1,
+        "e2e_requests_total": 5.0,
+        "e2e_sampled_total": 3 * 4.0 + 3 / 0.1,
         "e2e_temp": 22.5,
         "e2e_level": -4.0,
         "e2e_latency_count": 3.0,
-        "e2e_latency_sum": 400.25,
-        "e2e_piped": 1.0,
+        "e2e_latency_sum": 0.40025,
+        "e2e_piped_total": 1.0,
         "e2e_piped_level": 11.0,
         "e2e_piped_timing_count": 1.0,
-        "e2e_piped_timing_sum": 7.0,
+        "e2e_piped_timing_sum": 0.007,
         "e2e_done": 1.0,
     }
 
     def current():
         got = {}
-        for selector in ("e2e_requests", "e2e_sampled", "e2e_temp", "e2e_level", "e2e_latency",
-                         "e2e_piped", "e2e_piped_level", "e2e_piped_timing", "e2e_done"):
+        for selector in ("e2e_requests_total", "e2e_sampled_total", "e2e_temp", "e2e_level",
+                         "e2e_latency_count", "e2e_latency_sum", "e2e_piped_total",
+                         "e2e_piped_level", "e2e_piped_timing_count", "e2e_piped_timing_sum",
+                         "e2e_done"):
             for r in srv.query(selector):
                 got[r["metric"]["__name__"]] = float(r["value"][1])
         return got
@@ -491,9 +495,16 @@ def statsd_checks(srv):
     SUMMARY.ok("incr(rate=0.25) x3 + incr(3, rate=0.1): adds scaled by 1/rate = 42")
     SUMMARY.ok("gauge 20, then deltas +5, -3, +0.5 = 22.5")
     SUMMARY.ok("gauge 7 then a negative set -4 (two lines in one packet: 0|g, -4|g) = -4")
-    SUMMARY.ok("timing 320 ms, timedelta 80 ms, 0.25 ms: e2e_latency count 3, sum 400.25")
+    SUMMARY.ok("timing 320 ms, timedelta 80 ms, 0.25 ms: e2e_latency count 3, sum 0.40025 s "
+               "(timers in seconds)")
     SUMMARY.ok("a pipeline (counter, gauge, timing in one packet): all three applied")
-    check(srv.value("e2e_requests") == 5, "decr() changed the counter")
+    check(srv.value("e2e_requests_total") == 5, "decr() changed the counter")
+    check(not srv.query("e2e_requests"),
+          "a counter is known by its exposed name e2e_requests_total only, as in Prometheus")
+    le = srv.query('e2e_latency_bucket{le="0.1"}')
+    check(len(le) == 1 and float(le[0]["value"][1]) == 2,
+          f"e2e_latency_bucket{{le=\"0.1\"}} should count 80 ms and 0.25 ms: {le}")
+    SUMMARY.ok("the query API knows exposed names: e2e_requests_total, e2e_latency_bucket{le}")
     SUMMARY.ok("decr() ('-1|c') is refused: the counter stays 5")
     return packets
 
@@ -553,10 +564,10 @@ def metrics_checks(srv, statsd_packets):
     sample("e2e_level", -4)
     kind("e2e_latency", "histogram")
     sample("e2e_latency_count", 3)
-    sample("e2e_latency_sum", 400.25)
+    sample("e2e_latency_sum", 0.40025)
     sample("e2e_latency_bucket", 3, le="+Inf")
     SUMMARY.ok("StatsD counters as counters (e2e_requests_total 5), gauges, timings as "
-               "histograms (_count 3, _sum 400.25, +Inf bucket 3); every family has HELP")
+               "histograms (_count 3, _sum 0.40025 s, +Inf bucket 3); every family has HELP")
 
     kind("ingestor_series", "gauge")
     check(samples[("ingestor_series", ())] >= len(samples_named(samples, "batch_v")) + 10,
@@ -675,10 +686,10 @@ def prometheus_checks(srv, tmp, pport, n_samples):
         expect("e2e_sampled_total", 42)
         expect("e2e_temp", 22.5)
         expect("e2e_latency_count", 3)
-        expect("e2e_latency_sum", 400.25)
+        expect("e2e_latency_sum", 0.40025)
         expect('e2e_latency_bucket{le="+Inf"}', 3)
         SUMMARY.ok("StatsD counter (e2e_requests_total 5, e2e_sampled_total 42), gauge 22.5, "
-                   "histogram _count 3 / _sum 400.25 / +Inf bucket 3")
+                   "histogram _count 3 / _sum 0.40025 / +Inf bucket 3")
         expect('scrape_samples_scraped{job="ingestor"}', n_samples)
         expect('count({job="ingestor", __name__!~"up|scrape_.*"})', n_samples)
         SUMMARY.ok(f"all {n_samples} samples of the exposition scraped and stored, none dropped")
@@ -757,7 +768,8 @@ class Writers:
 
 # Series written before the kill -9 rounds, checked after every restart.
 SURVIVORS = ("weather_temp", "sys_cpu_usage", "rack_power", "disk_used", "batch_v", "ooo_v",
-             "gz_v", "e2e_requests", "e2e_sampled", "e2e_temp", "e2e_level", "e2e_latency")
+             "gz_v", "e2e_requests_total", "e2e_sampled_total", "e2e_temp", "e2e_level",
+             "e2e_latency_count", "e2e_latency_sum", "e2e_latency_bucket")
 
 
 def state_of(srv, selectors):

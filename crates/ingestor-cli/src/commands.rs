@@ -90,8 +90,14 @@ pub(crate) fn ingest(
 pub(crate) fn query(data_dir: &Path, selector: &str) -> Result<(), String> {
     let selector = Selector::parse(selector).map_err(|e| e.to_string())?;
     let db = open(data_dir, read_only())?;
+    // Exposed names work too: `reqs_total` finds the counter `reqs`.
     let mut out = String::new();
-    db.expose(&mut out, Some(&selector));
+    for candidate in crate::query_api::candidate_selectors(&selector) {
+        db.expose(&mut out, Some(&candidate));
+        if !out.is_empty() {
+            break;
+        }
+    }
     print!("{out}");
     db.close().map_err(|e| e.to_string())
 }

@@ -21,6 +21,7 @@ mod commands;
 mod inspect;
 mod line;
 mod progress;
+mod query_api;
 mod server;
 mod statsd;
 

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ingestor::{Config, Ingestor, Selector, SeriesState};
+use ingestor::{Config, Ingestor, Selector};
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::line::{Precision, parse_body};
+use crate::query_api;
 
 /// What the request handlers share.
 struct State {
@@ -324,45 +325,13 @@ fn metrics(state: &State, db: &Ingestor, request: Request) {
 
 /// The samples of one series as the Prometheus HTTP API shows them: counters and gauges one
 /// sample; histograms their `_count` and `_sum`.
-fn samples(v: &ingestor::SeriesView) -> Vec<(String, f64)> {
-    let name = v.key.name().to_string();
-    match &v.state {
-        SeriesState::Counter(c) => vec![(name, c.total)],
-        SeriesState::Gauge(g) => vec![(name, g.value)],
-        SeriesState::Histogram(h) => {
-            vec![(format!("{name}_count"), h.count as f64), (format!("{name}_sum"), h.sum)]
-        }
-    }
-}
-
-fn labels_json(name: &str, v: &ingestor::SeriesView) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("__name__".into(), json!(name));
-    for l in v.key.labels() {
-        m.insert(l.name().into(), json!(l.value()));
-    }
-    serde_json::Value::Object(m)
-}
-
 fn vector(state: &State, db: &Ingestor, request: Request, selector: &str) {
     let selector = match Selector::parse(selector) {
         Ok(s) => s,
         Err(e) => return error(state, request, 400, &e.to_string()),
     };
-    let result: Vec<serde_json::Value> = db
-        .memstore()
-        .select(&selector)
-        .iter()
-        .flat_map(|v| {
-            let ts = v.last_update.0 as f64 / 1000.0;
-            samples(v)
-                .into_iter()
-                .map(move |(name, value)| json!({ "metric": labels_json(&name, v), "value": [ts, ingestor::format_value(value)] }))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let body = json!({ "status": "success", "data": { "resultType": "vector", "result": result } })
-        .to_string();
+    let data = query_api::vector_json(&query_api::select(db, &selector));
+    let body = json!({ "status": "success", "data": data }).to_string();
     respond(
         request,
         Response::from_string(body).with_header(header("Content-Type", "application/json")),
@@ -370,15 +339,15 @@ fn vector(state: &State, db: &Ingestor, request: Request, selector: &str) {
 }
 
 fn series(state: &State, db: &Ingestor, request: Request, query: &str) {
-    let mut out = Vec::new();
+    let mut samples = Vec::new();
     for text in params(query, "match[]") {
         let selector = match Selector::parse(&text) {
             Ok(s) => s,
             Err(e) => return error(state, request, 400, &e.to_string()),
         };
-        out.extend(db.memstore().select(&selector).iter().map(|v| labels_json(v.key.name(), v)));
+        samples.extend(query_api::select(db, &selector));
     }
-    let body = json!({ "status": "success", "data": out }).to_string();
+    let body = json!({ "status": "success", "data": query_api::series_json(&samples) }).to_string();
     respond(
         request,
         Response::from_string(body).with_header(header("Content-Type", "application/json")),

@@ -7,8 +7,11 @@
 //!   must not be negative.
 //! - `g`, a gauge: `value` sets it, but a value written with a sign (`+5`, `-5`) adds to it, as
 //!   in Etsy's StatsD.
-//! - `ms`, `h`, `d`: one histogram observation. A sample rate is checked but otherwise ignored
-//!   for gauges and observations (one observation is recorded, not 1/rate of them).
+//! - `ms`, `h`, `d`: one histogram observation. A timer (`ms`) is observed in seconds
+//!   (`320|ms` is 0.32), as Prometheus' statsd_exporter does, so that it lands in the default
+//!   buckets, which are Prometheus' buckets in seconds; `h` and `d` are observed as given. A
+//!   sample rate is checked but otherwise ignored for gauges and observations (one
+//!   observation is recorded, not 1/rate of them).
 //! - `s` (sets) is refused, as are DogStatsD events (`_e{...`) and service checks (`_sc|...`).
 //!
 //! DogStatsD tags become labels; a tag without `:` becomes a label with the value `true`, so
@@ -68,6 +71,8 @@ pub(crate) fn parse_packet(packet: &str, now_ms: i64) -> (Vec<Update>, Vec<Stats
 enum Kind {
     Counter,
     Gauge,
+    /// `ms`: observed in seconds.
+    Timer,
     Histogram,
 }
 
@@ -94,7 +99,8 @@ fn parse_line(line: &str, timestamp: Timestamp) -> Result<Vec<Update>, String> {
     let kind = match sections.next().unwrap_or("") {
         "c" => Kind::Counter,
         "g" => Kind::Gauge,
-        "ms" | "h" | "d" => Kind::Histogram,
+        "ms" => Kind::Timer,
+        "h" | "d" => Kind::Histogram,
         "s" => return Err(at("sets (type s) are not supported".to_string())),
         other => {
             return Err(at(format!("unknown type {} (expected c, g, ms, h or d)", quoted(other))));
@@ -161,6 +167,7 @@ fn parse_line(line: &str, timestamp: Timestamp) -> Result<Vec<Update>, String> {
             Kind::Counter => Op::CounterAdd(value / rate.unwrap_or(1.0)),
             Kind::Gauge if signed => Op::GaugeAdd(value),
             Kind::Gauge => Op::GaugeSet(value),
+            Kind::Timer => Op::HistogramObserve(value / 1000.0),
             Kind::Histogram => Op::HistogramObserve(value),
         };
         out.push(Update::new(key.clone(), timestamp, op).map_err(|e| at(e.to_string()))?);
@@ -204,7 +211,7 @@ mod tests {
     fn every_type() {
         assert_eq!(one("hits:3|c"), (s("hits"), Op::CounterAdd(3.0)));
         assert_eq!(one("temp:21.5|g"), (s("temp"), Op::GaugeSet(21.5)));
-        assert_eq!(one("lat:320|ms"), (s("lat"), Op::HistogramObserve(320.0)));
+        assert_eq!(one("lat:320|ms"), (s("lat"), Op::HistogramObserve(0.32)), "in seconds");
         assert_eq!(one("size:-2|h"), (s("size"), Op::HistogramObserve(-2.0)));
         assert_eq!(one("dist:1e3|d"), (s("dist"), Op::HistogramObserve(1000.0)));
     }
@@ -213,7 +220,7 @@ mod tests {
     fn sample_rate_scales_counters_only() {
         assert_eq!(one("hits:1|c|@0.1").1, Op::CounterAdd(10.0));
         assert_eq!(one("hits:3|c|@1").1, Op::CounterAdd(3.0));
-        assert_eq!(one("lat:5|ms|@0.5").1, Op::HistogramObserve(5.0));
+        assert_eq!(one("lat:5|ms|@0.5").1, Op::HistogramObserve(0.005));
         assert_eq!(one("temp:5|g|@0.5").1, Op::GaugeSet(5.0));
         for bad in ["0", "1.5", "-0.5", "abc", "", "nan", "inf", "1e999"] {
             assert_eq!(
@@ -303,7 +310,7 @@ mod tests {
             got,
             [
                 (s("a"), Op::CounterAdd(1.0)),
-                (s("c"), Op::HistogramObserve(2.0)),
+                (s("c"), Op::HistogramObserve(0.002)),
                 (s("e"), Op::GaugeSet(4.0))
             ]
         );

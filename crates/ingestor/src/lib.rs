@@ -65,8 +65,8 @@ pub use ingestor::{
 pub use ingestor_codec::{Compression, Lsn, MetricKind, Op, SeriesKey, Timestamp, Update};
 pub use ingestor_fs::{Fs, SimFs, StdFs};
 pub use ingestor_memstore::{
-    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MemstoreConfig, Selector, SeriesState, SeriesView,
-    format_value,
+    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, Selector,
+    SeriesState, SeriesView, format_value,
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
 pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy};
