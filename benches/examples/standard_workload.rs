@@ -7,54 +7,16 @@
 //! write and load (seconds), ingest latency per batch (p50/p99/max) without and while a
 //! snapshot is written, and resident memory (from /proc/self/status).
 //!
-//! Run: `cargo run --release -p ingestor --example standard_workload`
+//! Run: `cargo run --release -p ingestor-benches --example standard_workload`
 //! (`INGESTOR_SERIES=100000` for a smaller run).
 
 use std::time::{Duration, Instant};
 
-use ingestor::{Config, FinalSnapshot, Ingestor, Op, SeriesKey, SyncPolicy, Timestamp, Update};
+use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp, Update};
+use ingestor_benches::standard::{keys, op, rss_mib};
 
 fn series_count() -> usize {
     std::env::var("INGESTOR_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn keys(n: usize) -> Vec<SeriesKey> {
-    (0..n)
-        .map(|i| {
-            let name = format!("metric_{:03}", i % 100);
-            let host = format!("host-{:04}", (i / 100) % 1000);
-            let combo = i / 100_000;
-            let mut labels =
-                vec![("host", host), ("env", ["prod", "staging"][combo % 2].to_string())];
-            if combo % 3 != 0 {
-                labels.push(("region", format!("r{}", combo % 5)));
-            }
-            if combo % 2 == 1 {
-                labels.push(("shard", format!("{combo}")));
-            }
-            labels.push(("job", format!("job-{}", i % 7)));
-            SeriesKey::new(&name, labels).expect("valid key")
-        })
-        .collect()
-}
-
-/// Which operation series `i` gets: its kind is fixed by its index.
-fn op(i: usize, round: u64) -> Op {
-    let v = ((i as u64).wrapping_mul(31).wrapping_add(round) % 1000) as f64;
-    match i % 10 {
-        0..=4 => Op::GaugeSet(v / 10.0),
-        5..=8 => Op::CounterAdd(1.0),
-        _ => Op::HistogramObserve(v / 1000.0),
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

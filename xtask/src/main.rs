@@ -4,7 +4,9 @@
 //! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
 //! - `cargo xtask crashtest`: crashes the engine thousands of times against an oracle.
 //! - `cargo xtask e2e`: drives `ingestor serve` with real clients nobody here wrote.
+//! - `cargo xtask bench [--quick]`: the benchmark report, beside peers and ceilings.
 
+mod bench;
 mod crashtest;
 mod e2e;
 mod layering;
@@ -19,7 +21,9 @@ commands:
   crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery
              (cargo xtask crashtest --help)
   e2e        the end-to-end test with real clients: influxdb-client, statsd, prometheus_client,
-             promtool, a Prometheus server, kill -9 (cargo xtask e2e --help)";
+             promtool, a Prometheus server, kill -9 (cargo xtask e2e --help)
+  bench      the benchmark report beside okaywal, commitlog, raft-engine, the ideal loop and
+             the fsync rate: target/bench-report.md and .json (--quick: under 2 minutes)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         Some("crashtest") => crashtest::main(&args[1..]),
         Some("crashtest-child") => crashtest::proc::child_main(&args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS

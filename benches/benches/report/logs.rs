@@ -1,0 +1,441 @@
+//! The log workloads W1–W5, driven through each system the same way: the ingestor's segment
+//! log, its peers (okaywal, commitlog, raft-engine) and the ideal loop.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ingestor_fs::StdFs;
+use ingestor_wal::{Lsn, SyncPolicy, Wal, WalOptions};
+
+/// The size of every record.
+pub const RECORD: usize = 100;
+/// Records per batch in W2.
+pub const BATCH: usize = 1000;
+
+/// A system under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Ingestor,
+    Ideal,
+    Okaywal,
+    Commitlog,
+    RaftEngine,
+}
+
+impl System {
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Ingestor => "ingestor",
+            System::Ideal => "ideal loop",
+            System::Okaywal => "okaywal",
+            System::Commitlog => "commitlog",
+            System::RaftEngine => "raft-engine",
+        }
+    }
+}
+
+/// A record whose first 8 bytes are its number (raft-engine needs an index in each entry).
+pub fn record(i: u64) -> Vec<u8> {
+    let mut r: Vec<u8> =
+        (0..RECORD as u32).map(|j| (j.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    r[..8].copy_from_slice(&i.to_le_bytes());
+    r
+}
+
+/// Rate of `done` operations in `elapsed`.
+pub fn rate(done: u64, elapsed: Duration) -> f64 {
+    done as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+// ---- ingestor ----
+
+fn wal(dir: &Path, policy: SyncPolicy) -> Wal {
+    Wal::open(Arc::new(StdFs::new()), dir, WalOptions::default().sync_policy(policy)).unwrap().0
+}
+
+// ---- okaywal ----
+
+/// Replays nothing into anything; counts chunks on recovery.
+#[derive(Debug, Default)]
+struct Counter(Arc<std::sync::atomic::AtomicU64>);
+
+impl okaywal::LogManager for Counter {
+    fn recover(&mut self, entry: &mut okaywal::Entry<'_>) -> std::io::Result<()> {
+        if let Some(chunks) = entry.read_all_chunks()? {
+            self.0.fetch_add(chunks.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn checkpoint_to(
+        &mut self,
+        _last: okaywal::EntryId,
+        _entries: &mut okaywal::SegmentReader,
+        _wal: &okaywal::WriteAheadLog,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn okaywal_open(dir: &Path, counter: &Counter) -> okaywal::WriteAheadLog {
+    okaywal::Configuration::default_for(dir)
+        // Keep every entry: W5 reads them all back at recovery.
+        .checkpoint_after_bytes(u64::MAX / 2)
+        .open(Counter(Arc::clone(&counter.0)))
+        .unwrap()
+}
+
+// ---- raft-engine ----
+
+/// raft-engine stores protobuf entries; a `BytesValue` holding the record (whose first 8
+/// bytes are its index) is the thinnest one.
+struct Entries;
+
+impl raft_engine::MessageExt for Entries {
+    type Entry = protobuf::well_known_types::BytesValue;
+
+    fn index(e: &Self::Entry) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&e.get_value()[..8]);
+        u64::from_le_bytes(b)
+    }
+}
+
+fn entry(i: u64) -> protobuf::well_known_types::BytesValue {
+    let mut e = protobuf::well_known_types::BytesValue::new();
+    e.set_value(record(i));
+    e
+}
+
+fn raft_open(dir: &Path) -> raft_engine::Engine {
+    let cfg = raft_engine::Config {
+        dir: dir.to_string_lossy().into_owned(),
+        // Never compress 100-byte records, as the others do not.
+        batch_compression_threshold: raft_engine::ReadableSize(u64::MAX / 2),
+        ..Default::default()
+    };
+    raft_engine::Engine::open(cfg).unwrap()
+}
+
+// ---- commitlog ----
+
+fn commitlog_open(dir: &Path) -> commitlog::CommitLog {
+    commitlog::CommitLog::new(commitlog::LogOptions::new(dir)).unwrap()
+}
+
+// ---- the ideal loop ----
+
+fn ideal_frame(out: &mut impl Write, payload: &[u8]) {
+    out.write_all(&(payload.len() as u32).to_le_bytes()).unwrap();
+    out.write_all(&crc32c::crc32c(payload).to_le_bytes()).unwrap();
+    out.write_all(payload).unwrap();
+}
+
+fn ideal_read(path: &Path) -> u64 {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(path).unwrap());
+    let mut head = [0u8; 8];
+    let mut buf = Vec::new();
+    let mut n = 0;
+    while input.read_exact(&mut head).is_ok() {
+        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+        buf.resize(len, 0);
+        input.read_exact(&mut buf).unwrap();
+        assert_eq!(crc32c::crc32c(&buf), u32::from_le_bytes(head[4..].try_into().unwrap()));
+        n += 1;
+    }
+    n
+}
+
+/// W1 (`batch == 1`) and W2: `n` records appended one at a time or in batches, without a
+/// sync per append where the system allows it (okaywal does not: each commit syncs). Stops
+/// early after `budget`; returns records per second.
+pub fn append(system: System, dir: &Path, n: u64, batch: usize, budget: Duration) -> f64 {
+    let records: Vec<Vec<u8>> = (0..batch as u64).map(record).collect();
+    // The clock starts once the log is open (opening is not what W1 and W2 measure).
+    let started;
+    let mut done = 0u64;
+    let over = |done: u64, started: Instant| done >= n || started.elapsed() > budget;
+    match system {
+        System::Ingestor => {
+            let wal = wal(dir, SyncPolicy::Os);
+            started = Instant::now();
+            let batch: Vec<(u8, &[u8])> = records.iter().map(|r| (1u8, r.as_slice())).collect();
+            while !over(done, started) {
+                if batch.len() == 1 {
+                    wal.append(1, batch[0].1).unwrap();
+                } else {
+                    wal.append_batch(&batch).unwrap();
+                }
+                done += batch.len() as u64;
+            }
+            wal.close().unwrap();
+        }
+        System::Ideal => {
+            let mut out = BufWriter::with_capacity(1 << 20, File::create(dir.join("log")).unwrap());
+            started = Instant::now();
+            while !over(done, started) {
+                for r in &records {
+                    ideal_frame(&mut out, r);
+                }
+                done += records.len() as u64;
+            }
+            out.flush().unwrap();
+        }
+        System::Okaywal => {
+            let log = okaywal_open(dir, &Counter::default());
+            started = Instant::now();
+            while !over(done, started) {
+                let mut writer = log.begin_entry().unwrap();
+                for r in &records {
+                    writer.write_chunk(r).unwrap();
+                }
+                writer.commit().unwrap();
+                done += records.len() as u64;
+            }
+            log.shutdown().unwrap();
+        }
+        System::Commitlog => {
+            let mut log = commitlog_open(dir);
+            let mut buf = commitlog::message::MessageBuf::default();
+            started = Instant::now();
+            while !over(done, started) {
+                if records.len() == 1 {
+                    log.append_msg(&records[0]).unwrap();
+                } else {
+                    buf.clear();
+                    for r in &records {
+                        buf.push(r).unwrap();
+                    }
+                    log.append(&mut buf).unwrap();
+                }
+                done += records.len() as u64;
+            }
+            log.flush().unwrap();
+        }
+        System::RaftEngine => {
+            let engine = raft_open(dir);
+            let mut index = 1u64;
+            let mut lb = raft_engine::LogBatch::default();
+            started = Instant::now();
+            while !over(done, started) {
+                let entries: Vec<_> = (index..index + batch as u64).map(entry).collect();
+                lb.add_entries::<Entries>(1, &entries).unwrap();
+                engine.write(&mut lb, false).unwrap();
+                index += batch as u64;
+                done += batch as u64;
+            }
+        }
+    }
+    rate(done, started.elapsed())
+}
+
+/// W3 (one writer) and W4: `writers` threads each appending single records durably (each
+/// append returns once the record is on disk) for `budget`. Returns records per second.
+pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> f64 {
+    // The clock starts once the log is open.
+    let started;
+    let total = std::sync::atomic::AtomicU64::new(0);
+    let count = |n: u64| total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    match system {
+        System::Ingestor => {
+            let wal = wal(dir, SyncPolicy::Always);
+            started = Instant::now();
+            let deadline = started + budget;
+            std::thread::scope(|s| {
+                for _ in 0..writers {
+                    s.spawn(|| {
+                        let r = record(0);
+                        let mut n = 0;
+                        while Instant::now() < deadline {
+                            wal.append(1, &r).unwrap();
+                            n += 1;
+                        }
+                        count(n);
+                    });
+                }
+            });
+            wal.close().unwrap();
+        }
+        System::Okaywal => {
+            let log = okaywal_open(dir, &Counter::default());
+            started = Instant::now();
+            let deadline = started + budget;
+            std::thread::scope(|s| {
+                for _ in 0..writers {
+                    s.spawn(|| {
+                        let r = record(0);
+                        let mut n = 0;
+                        while Instant::now() < deadline {
+                            let mut writer = log.begin_entry().unwrap();
+                            writer.write_chunk(&r).unwrap();
+                            writer.commit().unwrap();
+                            n += 1;
+                        }
+                        count(n);
+                    });
+                }
+            });
+            log.shutdown().unwrap();
+        }
+        System::Commitlog => {
+            // No group commit: the log needs `&mut` to append and to flush.
+            let log = Mutex::new(commitlog_open(dir));
+            started = Instant::now();
+            let deadline = started + budget;
+            std::thread::scope(|s| {
+                for _ in 0..writers {
+                    s.spawn(|| {
+                        let r = record(0);
+                        let mut n = 0;
+                        while Instant::now() < deadline {
+                            let mut log = log.lock().unwrap();
+                            log.append_msg(&r).unwrap();
+                            log.flush().unwrap();
+                            n += 1;
+                        }
+                        count(n);
+                    });
+                }
+            });
+        }
+        System::RaftEngine => {
+            let engine = raft_open(dir);
+            started = Instant::now();
+            let deadline = started + budget;
+            std::thread::scope(|s| {
+                for w in 0..writers {
+                    let engine = &engine;
+                    s.spawn(move || {
+                        // One region per writer, so that each one's indexes are contiguous.
+                        let region = w as u64 + 1;
+                        let mut index = 1u64;
+                        let mut lb = raft_engine::LogBatch::default();
+                        while Instant::now() < deadline {
+                            lb.add_entries::<Entries>(region, &[entry(index)]).unwrap();
+                            engine.write(&mut lb, true).unwrap();
+                            index += 1;
+                        }
+                        count(index - 1);
+                    });
+                }
+            });
+        }
+        System::Ideal => unreachable!("the durable ceiling is the fsync loop"),
+    }
+    let elapsed = started.elapsed();
+    rate(total.into_inner(), elapsed)
+}
+
+/// Writes `n` records in batches (untimed), closes; the data set W5 reads.
+pub fn prepare_read(system: System, dir: &Path, n: u64) {
+    append(system, dir, n, BATCH, Duration::MAX);
+}
+
+/// Drops the page cache's copy of every file under `dir` (for cold reads).
+pub fn evict(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            evict(&path);
+        } else if let Ok(file) = File::open(&path) {
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
+}
+
+/// W5: reopen the log and read every record; returns records per second.
+pub fn read_all(system: System, dir: &Path, n: u64) -> f64 {
+    let started = Instant::now();
+    let count = match system {
+        System::Ingestor => {
+            let mut count = 0u64;
+            let (wal, _) = Wal::open_and_replay(
+                Arc::new(StdFs::new()),
+                dir,
+                WalOptions::default().sync_policy(SyncPolicy::Os),
+                Lsn::ZERO,
+                |_, _, p| {
+                    count += (p.len() == RECORD) as u64;
+                    Ok(())
+                },
+            )
+            .unwrap();
+            drop(wal);
+            count
+        }
+        System::Ideal => ideal_read(&dir.join("log")),
+        System::Okaywal => {
+            let counter = Counter::default();
+            let log = okaywal_open(dir, &counter);
+            log.shutdown().unwrap();
+            counter.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        System::Commitlog => {
+            let log = commitlog_open(dir);
+            let mut offset = 0;
+            let mut count = 0u64;
+            loop {
+                let buf = log.read(offset, commitlog::ReadLimit::max_bytes(1 << 20)).unwrap();
+                use commitlog::message::MessageSet;
+                let mut last = None;
+                for m in buf.iter() {
+                    assert!(m.verify_hash());
+                    count += 1;
+                    last = Some(m.offset());
+                }
+                match last {
+                    Some(l) => offset = l + 1,
+                    None => break,
+                }
+            }
+            count
+        }
+        System::RaftEngine => {
+            let engine = raft_open(dir);
+            let (first, last) = (engine.first_index(1).unwrap(), engine.last_index(1).unwrap());
+            let mut count = 0u64;
+            let mut at = first;
+            let mut out = Vec::new();
+            while at <= last {
+                let end = (at + 10_000).min(last + 1);
+                out.clear();
+                count +=
+                    engine.fetch_entries_to::<Entries>(1, at, end, None, &mut out).unwrap() as u64;
+                at = end;
+            }
+            count
+        }
+    };
+    let elapsed = started.elapsed();
+    assert_eq!(count, n, "{}: read back {count} of {n} records", system.name());
+    rate(count, elapsed)
+}
+
+/// The disk's fsync ceiling: appends of `block` bytes each followed by fdatasync, for
+/// `budget`, on a preallocated file or a growing one. Returns syncs per second.
+pub fn fsync_rate(dir: &Path, preallocated: bool, block: usize, budget: Duration) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let file = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("fsync"))
+        .unwrap();
+    if preallocated {
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
+        file.sync_all().unwrap();
+    }
+    let block = vec![0x5au8; block];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < budget {
+        file.write_all_at(&block, n * block.len() as u64).unwrap();
+        file.sync_data().unwrap();
+        n += 1;
+    }
+    rate(n, started.elapsed())
+}

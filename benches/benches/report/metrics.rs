@@ -1,0 +1,222 @@
+//! The metrics workloads of the facade: ingest by handle and by key, durable ingest with
+//! 1, 4 and 16 writers, replay, snapshot write and load, bytes per point, memory per series.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingestor::{
+    Compression, Config, FinalSnapshot, Ingestor, SeriesHandle, SyncPolicy, Timestamp, Update,
+};
+use ingestor_benches::standard::{keys, op, rss_mib};
+
+use crate::table::{Figure, Report};
+
+const BATCH: usize = 10_000;
+
+fn config(sync: SyncPolicy) -> Config {
+    Config::default()
+        .sync_policy(sync)
+        .snapshot_interval(None)
+        .snapshot_bytes(1 << 40)
+        .final_snapshot(FinalSnapshot::Never)
+}
+
+fn by_handle_round(db: &Ingestor, handles: &[SeriesHandle], round: u64) {
+    for (b, chunk) in handles.chunks(BATCH).enumerate() {
+        let batch: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, &h)| {
+                (h, Timestamp(round as i64 * 1_000 + b as i64), op(b * BATCH + j, round))
+            })
+            .collect();
+        db.ingest_by_handle(&batch).unwrap();
+    }
+}
+
+fn by_key_round(db: &Ingestor, keys: &[ingestor::SeriesKey], round: u64) {
+    for (b, chunk) in keys.chunks(BATCH).enumerate() {
+        let batch: Vec<Update> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, k)| Update {
+                key: k.clone(),
+                timestamp: Timestamp(round as i64 * 1_000 + b as i64),
+                op: op(b * BATCH + j, round),
+            })
+            .collect();
+        db.ingest(&batch).unwrap();
+    }
+}
+
+fn points_per_s(points: usize, elapsed: Duration) -> f64 {
+    points as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Child mode: open `dir` and print the resident memory growth (MiB) and the series count.
+pub fn child_measure_open(dir: &Path) {
+    let before = rss_mib();
+    let (db, _) = Ingestor::open(dir, config(SyncPolicy::Os)).unwrap();
+    println!("{} {}", rss_mib() - before, db.stats().series);
+}
+
+/// Runs every metrics workload on `n` series; durable runs last `budget` each.
+pub fn run(report: &mut Report, n: usize, budget: Duration) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let keys = keys(n);
+    let (db, _) = Ingestor::open(&dir, config(SyncPolicy::Os)).unwrap();
+
+    let t = Instant::now();
+    by_key_round(&db, &keys, 0);
+    let create = points_per_s(n, t.elapsed());
+    let t = Instant::now();
+    by_key_round(&db, &keys, 1);
+    let by_key = points_per_s(n, t.elapsed());
+    let handles: Vec<_> = keys.iter().map(|k| db.resolve(k).unwrap()).collect();
+    let t = Instant::now();
+    for round in 2..5 {
+        by_handle_round(&db, &handles, round);
+    }
+    let by_handle = points_per_s(3 * n, t.elapsed());
+    let section = format!("metrics: standard data set, {n} series, batches of 10,000, Os");
+    report.add(Figure::new(&section, "ingest by key, creating series", create, "points/s"));
+    report
+        .add(Figure::new(&section, "ingest by key, series exist", by_key, "points/s").target(2e6));
+    report.add(Figure::new(&section, "ingest by handle", by_handle, "points/s").target(10e6));
+
+    // Bytes per point in the log, as written (points: 5 rounds of n).
+    let logged = db.stats().wal.bytes_written as f64 / (5 * n) as f64;
+    report.add(Figure::new(&section, "log bytes per point, uncompressed", logged, "B/point"));
+
+    let t = Instant::now();
+    let info = db.snapshot().unwrap().expect("a snapshot");
+    let snapshot_write = t.elapsed().as_secs_f64();
+    report.add(
+        Figure::new(&section, "snapshot write", snapshot_write, "s").lower_is_better().target(2.0),
+    );
+    report.add(Figure::new(
+        &section,
+        "snapshot bytes per series (zstd)",
+        info.bytes as f64 / n as f64,
+        "B/series",
+    ));
+    by_handle_round(&db, &handles, 5);
+    db.close().unwrap();
+
+    // Load: the snapshot plus one round of log.
+    let t = Instant::now();
+    let (db, report_open) = Ingestor::open(&dir, config(SyncPolicy::Os)).unwrap();
+    let open = t.elapsed().as_secs_f64();
+    drop(db);
+    report.add(
+        Figure::new(
+            &section,
+            &format!("open: snapshot load + replay of {} points", report_open.replayed_points),
+            open,
+            "s",
+        )
+        .lower_is_better(),
+    );
+
+    // Memory: a fresh process that only opens the directory.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--child-measure-open")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&child.stdout);
+    let mut parts = text.split_whitespace();
+    if let (Some(mib), Some(series)) = (
+        parts.next().and_then(|v| v.parse::<f64>().ok()),
+        parts.next().and_then(|v| v.parse::<f64>().ok()),
+    ) {
+        report.add(
+            Figure::new(
+                &section,
+                "resident memory per series after open",
+                mib * 1024.0 * 1024.0 / series.max(1.0),
+                "B/series",
+            )
+            .lower_is_better()
+            .target(400.0),
+        );
+    }
+
+    // Replay alone: the whole log, without the snapshot.
+    std::fs::rename(dir.join("snapshots"), dir.join("snapshots.aside")).unwrap();
+    let t = Instant::now();
+    let (db, r) = Ingestor::open(&dir, config(SyncPolicy::Os)).unwrap();
+    let replay = points_per_s(r.replayed_points as usize, t.elapsed());
+    drop(db);
+    report.add(Figure::new(&section, "replay of the whole log", replay, "points/s").target(10e6));
+
+    // Bytes per point with log compression (the same five rounds).
+    for (name, compression) in [("lz4", Compression::Lz4), ("zstd", Compression::Zstd { level: 3 })]
+    {
+        let d = tmp.path().join(name);
+        let (db, _) =
+            Ingestor::open(&d, config(SyncPolicy::Os).wal_compression(compression)).unwrap();
+        by_key_round(&db, &keys, 0);
+        let handles: Vec<_> = keys.iter().map(|k| db.resolve(k).unwrap()).collect();
+        for round in 1..5 {
+            by_handle_round(&db, &handles, round);
+        }
+        let bytes = db.stats().wal.bytes_written as f64 / (5 * n) as f64;
+        report.add(Figure::new(
+            &section,
+            &format!("log bytes per point, {name}"),
+            bytes,
+            "B/point",
+        ));
+        db.close().unwrap();
+    }
+
+    // Durable ingest under Always: each writer ingests batches of 10 points by handle.
+    let section = "metrics: durable ingest under Always, batches of 10 points by handle";
+    let d = tmp.path().join("durable");
+    let (db, _) = Ingestor::open(&d, config(SyncPolicy::Always)).unwrap();
+    let small: Vec<_> = keys.iter().take(10_000).map(|k| db.resolve(k).unwrap()).collect();
+    let db = Arc::new(db);
+    let mut one = 0.0;
+    for writers in [1usize, 4, 16] {
+        let deadline = Instant::now() + budget;
+        let started = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..writers)
+                .map(|w| {
+                    let db = Arc::clone(&db);
+                    let small = &small;
+                    s.spawn(move || {
+                        let mut n = 0u64;
+                        let mut round = 0u64;
+                        while Instant::now() < deadline {
+                            let at = (w * 10 + (round as usize * writers * 10)) % small.len();
+                            let batch: Vec<_> = small[at..(at + 10).min(small.len())]
+                                .iter()
+                                .enumerate()
+                                .map(|(j, &h)| (h, Timestamp(round as i64), op(at + j, round)))
+                                .collect();
+                            db.ingest_by_handle(&batch).unwrap();
+                            n += batch.len() as u64;
+                            round += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let rate = total as f64 / started.elapsed().as_secs_f64();
+        if writers == 1 {
+            one = rate;
+        }
+        let mut f = Figure::new(section, &format!("{writers} writer(s)"), rate, "points/s");
+        if writers > 1 {
+            f = f.note(format!("{:.2}x one writer", rate / one));
+        }
+        report.add(f);
+    }
+    drop(db);
+}

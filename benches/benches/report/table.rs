@@ -1,0 +1,228 @@
+//! Figures, their ratios to the ceiling and to each peer, and the report: Markdown for
+//! people, JSON for programs.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+/// What a ratio target compares against.
+#[derive(Debug, Clone)]
+pub enum Against {
+    /// The ceiling of the figure.
+    Ceiling,
+    /// The best of the peers.
+    BestPeer,
+    /// One peer, by name.
+    Peer(&'static str),
+}
+
+/// One measured figure of the ingestor, with what it is compared to.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub section: String,
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub lower_is_better: bool,
+    pub ceiling: Option<(String, f64)>,
+    pub peers: Vec<(String, f64)>,
+    /// An absolute target.
+    pub target: Option<f64>,
+    /// Ratio targets: at least `x` times what they compare against.
+    pub ratio_targets: Vec<(Against, f64)>,
+    pub note: Option<String>,
+}
+
+impl Figure {
+    pub fn new(section: &str, name: &str, value: f64, unit: &str) -> Figure {
+        Figure {
+            section: section.to_string(),
+            name: name.to_string(),
+            value,
+            unit: unit.to_string(),
+            lower_is_better: false,
+            ceiling: None,
+            peers: Vec::new(),
+            target: None,
+            ratio_targets: Vec::new(),
+            note: None,
+        }
+    }
+
+    pub fn lower_is_better(mut self) -> Figure {
+        self.lower_is_better = true;
+        self
+    }
+
+    pub fn target(mut self, t: f64) -> Figure {
+        self.target = Some(t);
+        self
+    }
+
+    pub fn ceiling(mut self, name: &str, value: f64) -> Figure {
+        self.ceiling = Some((name.to_string(), value));
+        self
+    }
+
+    pub fn peer(mut self, name: &str, value: f64) -> Figure {
+        self.peers.push((name.to_string(), value));
+        self
+    }
+
+    pub fn at_least(mut self, against: Against, x: f64) -> Figure {
+        self.ratio_targets.push((against, x));
+        self
+    }
+
+    pub fn note(mut self, note: String) -> Figure {
+        self.note = Some(note);
+        self
+    }
+
+    /// How many times better than `other` (above 1: better).
+    fn ratio(&self, other: f64) -> f64 {
+        if self.lower_is_better { other / self.value } else { self.value / other }
+    }
+
+    fn best_peer(&self) -> Option<&(String, f64)> {
+        self.peers.iter().max_by(|a, b| self.ratio(b.1).total_cmp(&self.ratio(a.1)))
+    }
+
+    /// Each target with its verdict: (text, met).
+    fn verdicts(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        if let Some(t) = self.target {
+            let met = if self.lower_is_better { self.value <= t } else { self.value >= t };
+            let sign = if self.lower_is_better { "<=" } else { ">=" };
+            out.push((format!("{sign} {}", human(t)), met));
+        }
+        for (against, x) in &self.ratio_targets {
+            let (label, other) = match against {
+                Against::Ceiling => ("ceiling", self.ceiling.as_ref().map(|c| c.1)),
+                Against::BestPeer => ("best peer", self.best_peer().map(|p| p.1)),
+                Against::Peer(name) => {
+                    (*name, self.peers.iter().find(|p| p.0 == *name).map(|p| p.1))
+                }
+            };
+            if let Some(other) = other {
+                let r = self.ratio(other);
+                out.push((format!(">= {x}x {label} (is {r:.2}x)"), r >= *x));
+            }
+        }
+        out
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "section": self.section,
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "lower_is_better": self.lower_is_better,
+            "ceiling": self.ceiling.as_ref().map(|(n, v)| json!({
+                "name": n, "value": v, "ratio": self.ratio(*v)
+            })),
+            "peers": self.peers.iter().map(|(n, v)| json!({
+                "name": n, "value": v, "ratio": self.ratio(*v)
+            })).collect::<Vec<_>>(),
+            "targets": self.verdicts().into_iter().map(|(t, met)| json!({
+                "target": t, "met": met
+            })).collect::<Vec<_>>(),
+            "note": self.note,
+        })
+    }
+}
+
+/// A number in a readable form: 3 significant digits, with k/M/G for large values.
+pub fn human(v: f64) -> String {
+    let a = v.abs();
+    let (x, suffix) = if a >= 1e9 {
+        (v / 1e9, "G")
+    } else if a >= 1e6 {
+        (v / 1e6, "M")
+    } else if a >= 1e4 {
+        (v / 1e3, "k")
+    } else {
+        (v, "")
+    };
+    let digits = if x.abs() >= 100.0 {
+        0
+    } else if x.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{x:.digits$}{suffix}")
+}
+
+/// Every figure of one run, and the facts of the machine it ran on.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub figures: Vec<Figure>,
+    pub machine: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn add(&mut self, f: Figure) {
+        eprintln!("  {}: {} = {} {}", f.section, f.name, human(f.value), f.unit);
+        self.figures.push(f);
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.machine {
+            let _ = writeln!(s, "- {k}: {v}");
+        }
+        let mut sections: Vec<&str> = Vec::new();
+        for f in &self.figures {
+            if !sections.contains(&f.section.as_str()) {
+                sections.push(&f.section);
+            }
+        }
+        for section in sections {
+            let _ = writeln!(s, "\n### {section}\n");
+            let _ = writeln!(s, "| figure | ingestor | ceiling | peers | target |");
+            let _ = writeln!(s, "|---|---|---|---|---|");
+            for f in self.figures.iter().filter(|f| f.section == section) {
+                let ceiling = f.ceiling.as_ref().map_or(String::new(), |(n, v)| {
+                    format!("{n}: {} ({:.2}x)", human(*v), f.ratio(*v))
+                });
+                let peers: Vec<String> = f
+                    .peers
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {} ({:.2}x)", human(*v), f.ratio(*v)))
+                    .collect();
+                let mut targets: Vec<String> = f
+                    .verdicts()
+                    .into_iter()
+                    .map(|(t, met)| format!("{t} {}", if met { "met" } else { "**missed**" }))
+                    .collect();
+                if let Some(n) = &f.note {
+                    targets.push(n.clone());
+                }
+                let _ = writeln!(
+                    s,
+                    "| {} | {} {} | {ceiling} | {} | {} |",
+                    f.name,
+                    human(f.value),
+                    f.unit,
+                    peers.join("; "),
+                    targets.join("; ")
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\nRatios are the ingestor's figure over the other one (inverted where lower is \
+             better): above 1 the ingestor is ahead."
+        );
+        s
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "machine": self.machine.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "figures": self.figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! Benchmarks of `ingestor` beside its peers and ceilings, run by `cargo xtask bench`
+//! (`benches/report/`: the whole-workload driver that writes `target/bench-report.md` and
+//! `.json`; `benches/peers.rs`: criterion micro-benchmarks). This library holds the standard
+//! metrics data set both use.
+//!
+//! ```
+//! let keys = ingestor_benches::standard::keys(1_000);
+//! assert_eq!(keys.len(), 1_000);
+//! assert_eq!(keys[0].name(), "metric_000");
+//! ```
+
+/// The standard data set of the facade issue: series keys (100 metric names x 1,000 hosts x
+/// 10 label combinations, 3 to 5 labels each) and a 50/40/10 mix of gauge sets, counter adds
+/// and histogram observations.
+pub mod standard {
+    use ingestor::{Op, SeriesKey};
+
+    /// The first `n` keys of the standard data set.
+    #[must_use]
+    pub fn keys(n: usize) -> Vec<SeriesKey> {
+        (0..n)
+            .map(|i| {
+                let name = format!("metric_{:03}", i % 100);
+                let host = format!("host-{:04}", (i / 100) % 1000);
+                let combo = i / 100_000;
+                let mut labels =
+                    vec![("host", host), ("env", ["prod", "staging"][combo % 2].to_string())];
+                if combo % 3 != 0 {
+                    labels.push(("region", format!("r{}", combo % 5)));
+                }
+                if combo % 2 == 1 {
+                    labels.push(("shard", format!("{combo}")));
+                }
+                labels.push(("job", format!("job-{}", i % 7)));
+                SeriesKey::new(&name, labels).expect("valid key")
+            })
+            .collect()
+    }
+
+    /// The operation series `i` gets in round `round`: its kind is fixed by its index (50%
+    /// gauges, 40% counters, 10% histograms).
+    #[must_use]
+    pub fn op(i: usize, round: u64) -> Op {
+        let v = ((i as u64).wrapping_mul(31).wrapping_add(round) % 1000) as f64;
+        match i % 10 {
+            0..=4 => Op::GaugeSet(v / 10.0),
+            5..=8 => Op::CounterAdd(1.0),
+            _ => Op::HistogramObserve(v / 1000.0),
+        }
+    }
+
+    /// This process's resident memory in MiB (from `/proc/self/status`; 0 if unreadable).
+    #[must_use]
+    pub fn rss_mib() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
