@@ -129,3 +129,71 @@ impl EngineArgs {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["test"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.engine.config()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sync_policies_and_durations_parse() {
+        assert_eq!(config(&["--sync", "always"]).unwrap().sync_policy, SyncPolicy::Always);
+        assert_eq!(config(&["--sync", "os"]).unwrap().sync_policy, SyncPolicy::Os);
+        assert_eq!(
+            config(&["--sync", "batch:250us"]).unwrap().sync_policy,
+            SyncPolicy::Batch(Duration::from_micros(250))
+        );
+        assert_eq!(config(&[]).unwrap().sync_policy, SyncPolicy::Batch(Duration::from_millis(5)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        let err = config(&["--sync", "sometimes"]).unwrap_err();
+        assert!(err.contains("expected always, os or batch:DURATION"), "{err}");
+        let err = config(&["--sync", "batch:5 ms"]).unwrap_err();
+        assert!(err.contains("unknown unit"), "{err}");
+        assert!(parse_duration("ms").unwrap_err().contains("expected a number"));
+    }
+
+    #[test]
+    fn engine_flags_reach_the_config() {
+        let c = config(&[
+            "--segment-bytes",
+            "1048576",
+            "--wal-compression",
+            "lz4",
+            "--snapshot-interval",
+            "off",
+            "--snapshot-keep",
+            "3",
+            "--snapshot-compression",
+            "none",
+            "--series-ttl",
+            "1h",
+            "--no-final-snapshot",
+        ])
+        .unwrap();
+        assert_eq!(c.segment_bytes_max, 1 << 20);
+        assert_eq!(c.wal_compression, Compression::Lz4);
+        assert_eq!(c.snapshot_interval, None);
+        assert_eq!(c.snapshot.keep, 3);
+        assert_eq!(c.snapshot.compression, SnapshotCompression::None);
+        assert_eq!(c.series_ttl, Some(Duration::from_secs(3600)));
+        assert_eq!(c.final_snapshot, FinalSnapshot::Never);
+        let d = config(&[]).unwrap();
+        assert_eq!(d.snapshot_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(d.final_snapshot, FinalSnapshot::OnClose);
+        assert!(config(&["--wal-compression", "gzip"]).is_err());
+    }
+}
