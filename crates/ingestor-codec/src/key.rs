@@ -90,31 +90,26 @@ impl SeriesKey {
 
     /// Builds a key from labels that must already be in canonical order (strictly
     /// increasing names), as decoders read them; validates every rule.
-    pub(crate) fn from_canonical(
+    ///
+    /// # Errors
+    /// As [`validate_canonical`].
+    pub fn from_canonical(
         name: &str,
-        labels: Vec<(String, String)>,
+        labels: &[(&str, &str)],
     ) -> Result<SeriesKey, ValidationError> {
-        validate_metric_name(name)?;
-        if labels.len() > MAX_LABELS {
-            return Err(ValidationError::TooManyLabels { max: MAX_LABELS });
+        validate_canonical(name, labels)?;
+        Ok(SeriesKey::from_checked(name, labels))
+    }
+
+    /// Builds a key from parts [`validate_canonical`] accepted.
+    pub(crate) fn from_checked(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
+        SeriesKey {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|&(n, v)| Label { name: n.into(), value: v.into() })
+                .collect(),
         }
-        let mut out = Vec::with_capacity(labels.len());
-        for (label_name, value) in labels {
-            validate_label(&label_name, &value)?;
-            if let Some(prev) = out.last().map(|l: &Label| &*l.name) {
-                if prev == label_name {
-                    return Err(ValidationError::DuplicateLabel { name: label_name });
-                }
-                if prev > label_name.as_str() {
-                    return Err(ValidationError::LabelName {
-                        name: excerpt(&label_name),
-                        reason: "labels are not sorted by name (not in canonical form)",
-                    });
-                }
-            }
-            out.push(Label { name: label_name.into(), value: value.into() });
-        }
-        Ok(SeriesKey { name: name.into(), labels: out.into_boxed_slice() })
     }
 
     /// The metric name.
@@ -169,6 +164,37 @@ fn excerpt(s: &str) -> String {
         Some((cut, _)) => format!("{}…", &s[..cut]),
         None => s.to_string(),
     }
+}
+
+/// Checks a metric name and labels given in canonical order (strictly increasing names), as
+/// [`SeriesKey::new`] would check them; allocates nothing. Decoders use it to check keys they
+/// read without building them.
+///
+/// # Errors
+/// A [`ValidationError`] naming the field that breaks a rule; unsorted or duplicate label
+/// names.
+pub fn validate_canonical(name: &str, labels: &[(&str, &str)]) -> Result<(), ValidationError> {
+    validate_metric_name(name)?;
+    if labels.len() > MAX_LABELS {
+        return Err(ValidationError::TooManyLabels { max: MAX_LABELS });
+    }
+    let mut prev: Option<&str> = None;
+    for &(label_name, value) in labels {
+        validate_label(label_name, value)?;
+        if let Some(prev) = prev {
+            if prev == label_name {
+                return Err(ValidationError::DuplicateLabel { name: label_name.to_string() });
+            }
+            if prev > label_name {
+                return Err(ValidationError::LabelName {
+                    name: excerpt(label_name),
+                    reason: "labels are not sorted by name (not in canonical form)",
+                });
+            }
+        }
+        prev = Some(label_name);
+    }
+    Ok(())
 }
 
 fn validate_metric_name(name: &str) -> Result<(), ValidationError> {
@@ -293,10 +319,12 @@ mod tests {
 
     #[test]
     fn from_canonical_refuses_unsorted_or_duplicate_labels() {
-        let l = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert!(SeriesKey::from_canonical("m", vec![l("a", "1"), l("b", "2")]).is_ok());
-        assert!(SeriesKey::from_canonical("m", vec![l("b", "1"), l("a", "2")]).is_err());
-        assert!(SeriesKey::from_canonical("m", vec![l("a", "1"), l("a", "2")]).is_err());
+        assert!(SeriesKey::from_canonical("m", &[("a", "1"), ("b", "2")]).is_ok());
+        assert!(SeriesKey::from_canonical("m", &[("b", "1"), ("a", "2")]).is_err());
+        assert!(SeriesKey::from_canonical("m", &[("a", "1"), ("a", "2")]).is_err());
+        assert!(validate_canonical("m", &[("b", "1"), ("a", "2")]).is_err());
+        assert!(validate_canonical("m", &[("a", "")]).is_err(), "empty values are refused");
+        assert!(validate_canonical("9m", &[]).is_err());
     }
 
     #[test]

@@ -71,10 +71,11 @@ pub use frame::{
 pub use ids::{Lsn, SeriesId, Timestamp};
 pub use key::{
     Label, MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, SeriesKey,
+    validate_canonical,
 };
 pub use record::{
     BatchReader, MAX_BATCH_POINTS, MAX_SERIES_DEFS, Record, RecordType, SeriesDef, decode_batch,
-    decode_series_defs, encode_batch, encode_series_defs,
+    decode_series_defs, encode_batch, encode_series_defs, visit_series_defs,
 };
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use update::{MetricKind, Op, Point, Update};

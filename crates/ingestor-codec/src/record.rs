@@ -8,6 +8,7 @@ use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::ids::{SeriesId, Timestamp};
 use crate::key::{
     MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, SeriesKey,
+    validate_canonical,
 };
 use crate::update::{Op, Point};
 
@@ -18,8 +19,6 @@ pub const MAX_SERIES_DEFS: usize = 1 << 20;
 
 /// The smallest encoded point: a one-byte id, a one-byte delta, a tag and no value.
 const MIN_POINT_LEN: usize = 3;
-/// The smallest encoded definition: id, name length, one name byte, label count.
-const MIN_DEF_LEN: usize = 4;
 
 /// Operation codes in the low three bits of a point's tag byte.
 const OP_COUNTER_ADD: u8 = 1;
@@ -139,27 +138,42 @@ pub fn encode_series_defs(defs: &[SeriesDef], out: &mut Vec<u8>) -> Result<(), E
 /// # Errors
 /// A [`DecodeError`] whose offset counts from the start of `payload`.
 pub fn decode_series_defs(payload: &[u8]) -> Result<Vec<SeriesDef>, DecodeError> {
+    let mut defs = Vec::new();
+    visit_series_defs(payload, |id, name, labels| {
+        defs.push(SeriesDef { id, key: SeriesKey::from_checked(name, labels) });
+    })?;
+    Ok(defs)
+}
+
+/// Reads a series-definition payload without building keys: hands each definition's id,
+/// metric name and labels (in canonical order), borrowed from `payload` and validated as
+/// [`SeriesKey::new`] would, to `each`. Replay uses it to look series up without allocating.
+/// `each` sees the definitions before a damaged one; on error, drop what it built.
+///
+/// # Errors
+/// A [`DecodeError`] whose offset counts from the start of `payload`.
+pub fn visit_series_defs<'a>(
+    payload: &'a [u8],
+    mut each: impl FnMut(SeriesId, &'a str, &[(&'a str, &'a str)]),
+) -> Result<(), DecodeError> {
     let mut r = Reader::new(payload);
     let count = r.uvarint_max(MAX_SERIES_DEFS as u64, "series definition count")? as usize;
-    // Never trust a count for an allocation: no more items than the bytes could hold.
-    let mut defs = Vec::with_capacity(count.min(r.remaining() / MIN_DEF_LEN));
+    let mut labels: Vec<(&'a str, &'a str)> = Vec::new();
     for _ in 0..count {
         let at = r.pos();
         let id = r.uvarint_max(u64::from(u32::MAX), "series id")?;
         let name = r.str(MAX_METRIC_NAME_LEN, "metric name")?;
         let label_count = r.uvarint_max(MAX_LABELS as u64, "label count")? as usize;
-        let mut labels = Vec::with_capacity(label_count);
+        labels.clear();
         for _ in 0..label_count {
             let label_name = r.str(MAX_LABEL_NAME_LEN, "label name")?;
             let value = r.str(MAX_LABEL_VALUE_LEN, "label value")?;
-            labels.push((label_name.to_string(), value.to_string()));
+            labels.push((label_name, value));
         }
-        let key = SeriesKey::from_canonical(name, labels)
-            .map_err(|e| r.err(at, DecodeErrorKind::InvalidKey(e)))?;
-        defs.push(SeriesDef { id: SeriesId(id as u32), key });
+        validate_canonical(name, &labels).map_err(|e| r.err(at, DecodeErrorKind::InvalidKey(e)))?;
+        each(SeriesId(id as u32), name, &labels);
     }
-    r.finish()?;
-    Ok(defs)
+    r.finish()
 }
 
 /// Encodes a batch of points, appending the payload to `out`.

@@ -209,21 +209,39 @@ impl Inner {
         SeriesKey::new(name, labels).expect("stored keys were validated")
     }
 
-    fn key_matches(&self, syms: &[u32], key: &SeriesKey) -> bool {
-        syms.len() == 1 + 2 * key.labels().len()
-            && self.symbols.resolve(syms[0]) == key.name()
-            && syms[1..].chunks_exact(2).zip(key.labels()).all(|(p, l)| {
-                self.symbols.resolve(p[0]) == l.name() && self.symbols.resolve(p[1]) == l.value()
+    /// Whether the symbols of a stored key spell `name` and `labels` (`len` of them).
+    fn parts_match<'k>(
+        &self,
+        syms: &[u32],
+        name: &str,
+        labels: impl Iterator<Item = (&'k str, &'k str)>,
+        len: usize,
+    ) -> bool {
+        syms.len() == 1 + 2 * len
+            && self.symbols.resolve(syms[0]) == name
+            && syms[1..].chunks_exact(2).zip(labels).all(|(p, (n, v))| {
+                self.symbols.resolve(p[0]) == n && self.symbols.resolve(p[1]) == v
             })
     }
 
-    fn lookup(&self, key: &SeriesKey) -> Option<u32> {
-        let h = key_hash(key.name(), key.labels().iter().map(|l| (l.name(), l.value())));
-        let found = |id: &u32| self.slot(*id).is_some_and(|s| self.key_matches(&s.key, key));
+    /// The id of the series `name` + `labels` (canonical order, `len` of them), if stored.
+    fn lookup_parts<'k, I>(&self, name: &str, labels: I, len: usize) -> Option<u32>
+    where
+        I: Iterator<Item = (&'k str, &'k str)> + Clone,
+    {
+        let h = key_hash(name, labels.clone());
+        let found = |id: &u32| {
+            self.slot(*id).is_some_and(|s| self.parts_match(&s.key, name, labels.clone(), len))
+        };
         match self.by_hash.get(&h)? {
             Ids::One(id) => Some(*id).filter(found),
             Ids::Many(ids) => ids.iter().copied().find(found),
         }
+    }
+
+    fn lookup(&self, key: &SeriesKey) -> Option<u32> {
+        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+        self.lookup_parts(key.name(), labels, key.labels().len())
     }
 
     fn insert(&mut self, key: &SeriesKey) -> u32 {
@@ -364,6 +382,14 @@ impl Memstore {
     #[must_use]
     pub fn resolve(&self, key: &SeriesKey) -> Option<SeriesId> {
         self.read().lookup(key).map(SeriesId)
+    }
+
+    /// The handle of the series `name` + `labels` (labels in canonical order, as
+    /// `ingestor_codec::visit_series_defs` hands them), if the store has it; allocates
+    /// nothing. Replay resolves series definitions with it.
+    #[must_use]
+    pub fn resolve_parts(&self, name: &str, labels: &[(&str, &str)]) -> Option<SeriesId> {
+        self.read().lookup_parts(name, labels.iter().copied(), labels.len()).map(SeriesId)
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until

@@ -215,3 +215,30 @@ fn frozen_state_does_not_change_when_the_store_does() {
         matches!(store.get(&keys[0]).unwrap().state, SeriesState::Counter(ref c) if c.total == 2.0)
     );
 }
+
+#[test]
+fn resolve_parts_finds_exactly_what_resolve_finds() {
+    let store = Memstore::new(MemstoreConfig::default()).unwrap();
+    let keys: Vec<SeriesKey> = (0..200)
+        .map(|i| SeriesKey::new("m", [("host", format!("h{i}")), ("zone", "z".into())]).unwrap())
+        .collect();
+    let first: Vec<&SeriesKey> = keys[..100].iter().collect();
+    let (ids, _) = store.intern_all(&first).unwrap();
+    for (k, id) in keys.iter().zip(&ids) {
+        let labels: Vec<(&str, &str)> = k.labels().iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(store.resolve_parts(k.name(), &labels), Some(*id), "{k}");
+        assert_eq!(store.resolve(k), Some(*id));
+    }
+    for k in &keys[100..] {
+        let labels: Vec<(&str, &str)> = k.labels().iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(store.resolve_parts(k.name(), &labels), None, "{k} was never interned");
+    }
+    // A prefix, an extra label or another name is another series.
+    let k = &keys[0];
+    let labels: Vec<(&str, &str)> = k.labels().iter().map(|l| (l.name(), l.value())).collect();
+    assert_eq!(store.resolve_parts(k.name(), &labels[..labels.len() - 1]), None);
+    let mut more = labels.clone();
+    more.push(("zzz", "1"));
+    assert_eq!(store.resolve_parts(k.name(), &more), None);
+    assert_eq!(store.resolve_parts("another_name", &labels), None);
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use ingestor_codec::{
     BatchReader, Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey,
-    Timestamp, Update, decode_series_defs, encode_batch, encode_series_defs,
+    Timestamp, Update, encode_batch, encode_series_defs, visit_series_defs,
 };
 use ingestor_fs::{Fs, FsLock, StdFs};
 use ingestor_memstore::{IdHashBuilder, Memstore, Selector, SeriesView};
@@ -769,10 +769,30 @@ impl Replay<'_> {
         }
         match RecordType::from_byte(record_type) {
             Some(RecordType::SeriesDefs) => {
-                let defs = decode_series_defs(payload).map_err(|e| fail(e.to_string()))?;
-                for def in defs {
-                    let id = self.memstore.intern(&def.key)?;
-                    self.ids.insert(def.id.0, id);
+                // Most definitions name series the memstore already has (from the snapshot,
+                // or an earlier segment): look them up without building keys.
+                let (memstore, ids) = (self.memstore, &mut self.ids);
+                let mut refused = None;
+                visit_series_defs(payload, |log_id, name, labels| {
+                    if refused.is_some() {
+                        return;
+                    }
+                    let id = match memstore.resolve_parts(name, labels) {
+                        Some(id) => Ok(id),
+                        None => SeriesKey::from_canonical(name, labels)
+                            .map_err(|e| fail(e.to_string()))
+                            .and_then(|key| Ok(memstore.intern(&key)?)),
+                    };
+                    match id {
+                        Ok(id) => {
+                            ids.insert(log_id.0, id);
+                        }
+                        Err(e) => refused = Some(e),
+                    }
+                })
+                .map_err(|e| fail(e.to_string()))?;
+                if let Some(e) = refused {
+                    return Err(e);
                 }
             }
             Some(RecordType::Batch) if lsn > self.snapshot_lsn => {
