@@ -1,6 +1,7 @@
 //! Series keys: a metric name plus a set of labels, validated as Prometheus validates them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::ValidationError;
 
@@ -52,10 +53,26 @@ impl Label {
 /// assert!(SeriesKey::new("9lives", [("a", "b")]).is_err());
 /// # Ok::<(), ingestor_codec::ValidationError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SeriesKey {
+///
+/// A key is immutable and shared: cloning one (into each [`crate::Update`] of a batch, say)
+/// costs a reference count, not a copy of its strings.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey(Arc<KeyParts>);
+
+/// What a key holds; compared, ordered and hashed as the name, then the labels.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct KeyParts {
     name: Box<str>,
     labels: Box<[Label]>,
+}
+
+impl fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("name", &self.0.name)
+            .field("labels", &self.0.labels)
+            .finish()
+    }
 }
 
 impl SeriesKey {
@@ -85,7 +102,7 @@ impl SeriesKey {
         if let Some(pair) = out.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(ValidationError::DuplicateLabel { name: pair[0].name.to_string() });
         }
-        Ok(SeriesKey { name: name.into(), labels: out.into_boxed_slice() })
+        Ok(SeriesKey(Arc::new(KeyParts { name: name.into(), labels: out.into_boxed_slice() })))
     }
 
     /// Builds a key from labels that must already be in canonical order (strictly
@@ -103,43 +120,47 @@ impl SeriesKey {
 
     /// Builds a key from parts [`validate_canonical`] accepted.
     pub(crate) fn from_checked(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
-        SeriesKey {
+        SeriesKey(Arc::new(KeyParts {
             name: name.into(),
             labels: labels
                 .iter()
                 .map(|&(n, v)| Label { name: n.into(), value: v.into() })
                 .collect(),
-        }
+        }))
     }
 
     /// The metric name.
     #[must_use]
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The labels, sorted by name.
     #[must_use]
     pub fn labels(&self) -> &[Label] {
-        &self.labels
+        &self.0.labels
     }
 
     /// The value of the label `name`, if the series has it.
     #[must_use]
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.binary_search_by(|l| (*l.name).cmp(name)).ok().map(|i| &*self.labels[i].value)
+        self.0
+            .labels
+            .binary_search_by(|l| (*l.name).cmp(name))
+            .ok()
+            .map(|i| &*self.0.labels[i].value)
     }
 }
 
 impl fmt::Display for SeriesKey {
     /// Prometheus' notation: `name{a="x",b="y"}`, values escaped as in the text format.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
-        if self.labels.is_empty() {
+        f.write_str(&self.0.name)?;
+        if self.0.labels.is_empty() {
             return Ok(());
         }
         f.write_str("{")?;
-        for (i, label) in self.labels.iter().enumerate() {
+        for (i, label) in self.0.labels.iter().enumerate() {
             if i > 0 {
                 f.write_str(",")?;
             }
@@ -315,6 +336,18 @@ mod tests {
         let key = SeriesKey::new("m", [("a", "x\"y\\z\nw")]).unwrap();
         assert_eq!(key.to_string(), r#"m{a="x\"y\\z\nw"}"#);
         assert_eq!(SeriesKey::new("m", Vec::<(&str, &str)>::new()).unwrap().to_string(), "m");
+    }
+
+    #[test]
+    fn a_key_is_one_pointer_and_clones_share_it() {
+        assert_eq!(std::mem::size_of::<SeriesKey>(), std::mem::size_of::<usize>());
+        let a = SeriesKey::new("m", [("a", "1")]).unwrap();
+        let b = a.clone();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(
+            format!("{a:?}"),
+            r#"SeriesKey { name: "m", labels: [Label { name: "a", value: "1" }] }"#
+        );
     }
 
     #[test]
