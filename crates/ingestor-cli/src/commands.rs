@@ -86,19 +86,12 @@ pub(crate) fn ingest(
     Ok(())
 }
 
-/// `ingestor query SELECTOR`.
+/// `ingestor query SELECTOR`: the matching samples as exposition lines.
 pub(crate) fn query(data_dir: &Path, selector: &str) -> Result<(), String> {
     let selector = Selector::parse(selector).map_err(|e| e.to_string())?;
     let db = open(data_dir, read_only())?;
-    // Exposed names work too: `reqs_total` finds the counter `reqs`.
-    let mut out = String::new();
-    for candidate in crate::query_api::candidate_selectors(&selector) {
-        db.expose(&mut out, Some(&candidate));
-        if !out.is_empty() {
-            break;
-        }
-    }
-    print!("{out}");
+    // Matched as Prometheus would after a scrape: `reqs_total` is the counter `reqs`.
+    print!("{}", crate::query_api::text(&crate::query_api::select(&db, &selector)));
     db.close().map_err(|e| e.to_string())
 }
 

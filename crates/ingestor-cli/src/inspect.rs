@@ -47,7 +47,9 @@ impl Names {
     }
 
     fn name(&self, id: u32) -> String {
-        self.keys.get(&id).map_or_else(|| "(defined before --from)".to_string(), |k| k.to_string())
+        self.keys
+            .get(&id)
+            .map_or_else(|| "(no definition in this segment)".to_string(), |k| k.to_string())
     }
 }
 
@@ -244,12 +246,17 @@ pub(crate) enum RepairMode {
 }
 
 /// `ingestor repair --mode ... [--dry-run]`.
-pub(crate) fn repair(data_dir: &Path, mode: RepairMode, dry_run: bool) -> Result<(), String> {
+pub(crate) fn repair(
+    data_dir: &Path,
+    mode: RepairMode,
+    dry_run: bool,
+    config: Config,
+) -> Result<(), String> {
     let mode = match mode {
         RepairMode::PointInTime => RecoveryMode::PointInTime,
         RepairMode::SkipCorrupted => RecoveryMode::SkipCorrupted,
     };
-    let config = Config::default().recovery_mode(mode);
+    let config = config.recovery_mode(mode);
     let report = offline::repair(Arc::new(StdFs::new()), data_dir, config, dry_run)
         .map_err(|e| e.to_string())?;
     print!("{report}");
@@ -257,8 +264,8 @@ pub(crate) fn repair(data_dir: &Path, mode: RepairMode, dry_run: bool) -> Result
 }
 
 /// `ingestor snapshot`: an offline snapshot and compaction.
-pub(crate) fn snapshot(data_dir: &Path) -> Result<(), String> {
-    let config = Config::default().final_snapshot(FinalSnapshot::Never);
+pub(crate) fn snapshot(data_dir: &Path, config: Config) -> Result<(), String> {
+    let config = config.final_snapshot(FinalSnapshot::Never);
     let (db, _) = crate::progress::open(data_dir, config)?;
     let written = db.snapshot().map_err(|e| e.to_string())?;
     let stats = db.stats();

@@ -100,9 +100,16 @@ enum Command {
         /// Report what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Log and snapshot settings.
+        #[command(flatten)]
+        engine: args::EngineArgs,
     },
     /// Write a snapshot now and delete the log segments it covers.
-    Snapshot,
+    Snapshot {
+        /// Log and snapshot settings.
+        #[command(flatten)]
+        engine: args::EngineArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,8 +149,10 @@ fn main() -> ExitCode {
             inspect::inspect_snapshot(&cli.data_dir, file.as_deref())
         }
         Command::Verify => inspect::verify(&cli.data_dir),
-        Command::Repair { mode, dry_run } => inspect::repair(&cli.data_dir, mode, dry_run),
-        Command::Snapshot => inspect::snapshot(&cli.data_dir),
+        Command::Repair { mode, dry_run, engine } => {
+            inspect::repair(&cli.data_dir, mode, dry_run, engine.config())
+        }
+        Command::Snapshot { engine } => inspect::snapshot(&cli.data_dir, engine.config()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,8 +31,10 @@ pub(crate) fn open(data_dir: &Path, config: Config) -> Result<(Ingestor, OpenRep
     let bar = ProgressBar::new_spinner();
     bar.set_style(style("{spinner} recovering: {msg} [{elapsed}]"));
     bar.enable_steady_tick(Duration::from_millis(100));
+    let mut calls = 0u64;
     let mut progress = |p: &ingestor::ReplayProgress| {
-        if p.records.is_multiple_of(1024) {
+        calls += 1;
+        if calls.is_multiple_of(1024) {
             bar.set_message(format!(
                 "LSN {}, {} batches, {} points replayed",
                 p.lsn, p.records, p.points

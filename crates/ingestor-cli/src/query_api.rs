@@ -40,11 +40,24 @@ impl Sample {
     }
 }
 
-/// The selectors whose series can expose samples `selector` matches: itself, and, when it
-/// names a metric ending in an exposition suffix, the same selector on the name without it.
-pub(crate) fn candidate_selectors(selector: &Selector) -> Vec<Selector> {
+/// Matchers that only the exposed samples can answer: the name (a series `reqs` exposes
+/// `reqs_total`), a bucket's `le`, and `exported_le` (a series' own `le`).
+fn sample_only(m: &Matcher) -> bool {
+    matches!(m.label(), "__name__" | "le" | "exported_le")
+}
+
+/// The selectors whose series can expose samples `selector` matches, or `None` when only a
+/// scan of every series can tell (a name matched other than by equality, or no name): when
+/// it names a metric, itself and, for a name ending in an exposition suffix, the same
+/// selector on the name without it; otherwise the selector without its name, `le` and
+/// `exported_le` matchers, if any matcher remains.
+pub(crate) fn candidate_selectors(selector: &Selector) -> Option<Vec<Selector>> {
+    let Some(name) = selector.metric_name() else {
+        let rest: Vec<Matcher> =
+            selector.matchers().iter().filter(|m| !sample_only(m)).cloned().collect();
+        return Selector::new(rest).ok().map(|s| vec![s]);
+    };
     let mut out = vec![selector.clone()];
-    let Some(name) = selector.metric_name() else { return out };
     for suffix in SUFFIXES {
         let Some(base) = name.strip_suffix(suffix).filter(|b| !b.is_empty()) else { continue };
         // `le` of a bucket, and `exported_le` (a series' own `le`), exist only on the exposed
@@ -52,7 +65,7 @@ pub(crate) fn candidate_selectors(selector: &Selector) -> Vec<Selector> {
         let matchers: Option<Vec<Matcher>> = selector
             .matchers()
             .iter()
-            .filter(|m| m.label() != "le" && m.label() != "exported_le")
+            .filter(|m| !(sample_only(m) && !(m.label() == "__name__" && m.op() == MatchOp::Equal)))
             .map(|m| {
                 if m.label() == "__name__" && m.op() == MatchOp::Equal {
                     Matcher::new("__name__", MatchOp::Equal, base).ok()
@@ -65,7 +78,7 @@ pub(crate) fn candidate_selectors(selector: &Selector) -> Vec<Selector> {
             out.push(s);
         }
     }
-    out
+    Some(out)
 }
 
 /// The samples a series exposes, named as in the text format.
@@ -122,8 +135,12 @@ pub(crate) fn samples(v: &SeriesView) -> Vec<Sample> {
 pub(crate) fn select(db: &Ingestor, selector: &Selector) -> Vec<Sample> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    for candidate in candidate_selectors(selector) {
-        for v in db.memstore().select(&candidate) {
+    let series: Vec<Vec<SeriesView>> = match candidate_selectors(selector) {
+        Some(candidates) => candidates.iter().map(|c| db.memstore().select(c)).collect(),
+        None => vec![db.memstore().all()],
+    };
+    for views in series {
+        for v in views {
             if !seen.insert(v.key.to_string()) {
                 continue;
             }
@@ -153,14 +170,36 @@ pub(crate) fn vector_json(samples: &[Sample]) -> serde_json::Value {
 
 /// The `data` of a series query: each distinct label set once.
 pub(crate) fn series_json(samples: &[Sample]) -> serde_json::Value {
-    let mut out: Vec<serde_json::Value> = Vec::new();
-    for s in samples {
-        let v = s.labels_json();
-        if !out.contains(&v) {
-            out.push(v);
-        }
-    }
+    let mut seen = std::collections::HashSet::new();
+    let out: Vec<serde_json::Value> = samples
+        .iter()
+        .filter(|s| seen.insert((s.name.as_str(), &s.labels)))
+        .map(Sample::labels_json)
+        .collect();
     json!(out)
+}
+
+/// Samples as lines of the text exposition format (`name{labels} value`), for people.
+pub(crate) fn text(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    for s in samples {
+        out.push_str(&s.name);
+        if !s.labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in s.labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                out.push_str(&format!("{k}=\"{v}\""));
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        out.push_str(&format_value(s.value));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -212,6 +251,16 @@ mod tests {
         assert!(names(&db, "lat").is_empty());
         assert!(names(&db, r#"reqs_total{code="500"}"#).is_empty(), "other matchers still apply");
         assert_eq!(names(&db, r#"lat_count{exported_le="x"}"#), ["lat_count{exported_le=x} 2"]);
+        // Names matched other than by equality, or not at all, are matched on the samples.
+        assert_eq!(names(&db, r#"{__name__=~"reqs_.*"}"#), ["reqs_total{code=200} 3"]);
+        assert_eq!(
+            names(&db, r#"{__name__=~".*_total"}"#),
+            ["jobs_total{} 1", "reqs_total{code=200} 3"],
+            "key order"
+        );
+        assert_eq!(names(&db, r#"{le="+Inf"}"#), ["lat_bucket{exported_le=x,le=+Inf} 2"]);
+        assert_eq!(names(&db, r#"{__name__!="cpu",host="a"}"#), Vec::<String>::new());
+        assert_eq!(names(&db, r#"{host="a"}"#), ["cpu{host=a} 0.5"]);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl Recovery<'_> {
         if let Some(skipped) = self.skipping_from.take() {
             // Skip mode lost the rest of the previous segment: the gap is known now.
             if first > skipped.0 {
-                self.note_lost_until(Lsn(first - 1));
+                self.note_lost(skipped, Lsn(first - 1));
             }
         } else if let Some(expected) = self.expected
             && first != expected
@@ -404,11 +404,10 @@ impl Recovery<'_> {
     }
 
     /// In skip mode, completes the lost range of the last corruption once it is known.
-    fn note_lost_until(&mut self, last: Lsn) {
+    fn note_lost(&mut self, first: Lsn, last: Lsn) {
         if let Some(c) = self.report.corruptions.last_mut()
             && c.lost.is_none()
         {
-            let first = self.expected.map_or(last, Lsn);
             c.lost = Some((first, last));
         }
     }
@@ -424,17 +423,29 @@ impl Recovery<'_> {
                 Ok(Next::Stop)
             }
             RecoveryMode::SkipCorrupted => {
-                // A segment without a valid header cannot be read: skip all of it.
+                // A segment without a valid header cannot be read: skip all of it. It stays in
+                // the log's list (it is on disk, so deletion below a watermark can remove it),
+                // and no LSN it may hold is ever issued again: the next one comes after the
+                // highest LSN of a valid frame in it, and after its name.
+                let id = self.ids[i];
                 let end = cur.nonzero_end(0)?;
                 let q = self.quarantine(cur, 0, end)?;
+                let floor = damage.lsn.0.saturating_sub(1);
+                let last = last_valid_lsn(cur, SEGMENT_HEADER_LEN as u64, floor)?;
+                let next = last.max(id.0.0).saturating_add(1);
+                self.next_hint = Some(self.next_hint.map_or(next, |h| h.max(next)));
                 self.report.corruptions.push(Corruption {
-                    segment: self.ids[i],
+                    segment: id,
                     offset: 0,
-                    lost: None,
+                    // The last segment has no successor to bound the loss: its own frames do.
+                    lost: (i + 1 == self.ids.len())
+                        .then_some((damage.lsn, Lsn(last.max(damage.lsn.0)))),
                     cause: damage.cause.to_string(),
                     action: CorruptionAction::Skipped,
                     quarantined: q.into_iter().collect(),
                 });
+                self.kept.push(id);
+                self.tail_offset = None;
                 self.skipping_from = Some(damage.lsn);
                 Ok(Next::Continue)
             }

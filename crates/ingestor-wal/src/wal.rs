@@ -747,9 +747,10 @@ impl Wal {
         Ok(deleted)
     }
 
-    /// Ends the active segment (synced) and starts a new one at the next LSN, so that every
-    /// record written so far lies in segments that [`Wal::delete_below`] can remove. Does
-    /// nothing when the active segment holds no record yet. Returns the active segment.
+    /// Ends the active segment (cut to its data and synced) and starts a new one at the next
+    /// LSN, so that every record written so far lies in segments that [`Wal::delete_below`]
+    /// can remove. Does nothing when the active segment holds no record yet. Returns the
+    /// active segment.
     ///
     /// # Errors
     /// [`WalError::Poisoned`]; [`WalError::Io`] if the sync or the segment creation fails.
@@ -758,6 +759,11 @@ impl Wal {
         let mut w = lock(&shared.writer);
         shared.check_poisoned()?;
         if w.offset > SEGMENT_HEADER_LEN as u64 {
+            // The ended segment is never appended to again: give back its preallocated tail
+            // (recovery reads a closed segment up to its end). A power cut before the sync
+            // leaves it either length, both valid.
+            let path = shared.path(w.segment);
+            w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
             shared.rotate(&mut w)?;
         }
         Ok(w.segment)

@@ -468,3 +468,39 @@ fn check_dir_refuses_a_missing_or_held_log() {
 fn payload_of(lsn: u64) -> Vec<u8> {
     payload(lsn, 100)
 }
+
+#[test]
+fn skip_mode_keeps_a_segment_with_a_damaged_header_listed_and_never_reissues_its_lsns() {
+    // Damage the header of the first, a middle and the last segment in turn.
+    for which in ["first", "middle", "last"] {
+        for disk in Disk::both() {
+            let segments = build(&disk, SyncPolicy::Os, 150);
+            let index = match which {
+                "first" => 0,
+                "middle" => 1,
+                _ => segments.len() - 1,
+            };
+            let damaged = disk.dir.join(&segments[index]);
+            let fr = frames(&*disk.fs, &damaged);
+            let (first, last) = (fr[0].1, fr.last().unwrap().1);
+            flip(&*disk.fs, &damaged, 3); // inside the magic
+            let (wal, report, seen) =
+                replay(&disk, options(SyncPolicy::Os, RecoveryMode::SkipCorrupted)).unwrap();
+            let c = &report.corruptions[0];
+            assert_eq!(c.lost, Some((Lsn(first), Lsn(last))), "{which}: {report}");
+            let expected: Vec<u64> = (1..=150).filter(|l| !(first..=last).contains(l)).collect();
+            assert_eq!(seen, expected, "{which}");
+            assert!(wal.segments().iter().any(|s| s.file_name() == segments[index]), "{which}");
+            // Appends continue after every LSN the damaged segment held.
+            let next = wal.append(1, &payload(151, 100)).unwrap().first;
+            assert_eq!(next, Lsn(151), "{which}");
+            // Deletion below a watermark can remove it like any other segment.
+            let deleted = wal.delete_below(Lsn(last + 1)).unwrap();
+            assert!(deleted.iter().any(|s| s.file_name() == segments[index]), "{which}");
+            drop(wal);
+            let (_, report, _) =
+                replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+            assert!(report.is_clean(), "{which}: once deleted, a default open is clean: {report}");
+        }
+    }
+}

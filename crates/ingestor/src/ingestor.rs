@@ -305,6 +305,9 @@ impl Ingestor {
         if let Some(next) = log_restarted_at {
             wal.skip_to(next)?;
         }
+        // This process numbers series anew: it writes segments of its own, so that a series id
+        // never means two series in one segment (see `Replay::record`).
+        wal.rotate()?;
         // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
         // covers, so a damaged snapshot can leave records that no snapshot holds any more.
         let log_first = wal.segments().first().map_or(Lsn::FIRST, |s| s.0);
@@ -478,12 +481,15 @@ impl Ingestor {
     /// I/O errors of the log or the snapshot.
     pub(crate) fn compact_all(&self) -> Result<(Option<Lsn>, Vec<ingestor_wal::SegmentId>)> {
         let s = &self.shared;
+        let before = s.wal.segments();
         s.take_snapshot()?;
         let Some(lsn) = lock(&s.snapshot).lsn else {
             return Ok((None, Vec::new()));
         };
         s.wal.rotate()?;
-        Ok((Some(lsn), s.wal.delete_below(lsn.next())?))
+        s.wal.delete_below(lsn.next())?;
+        let after = s.wal.segments();
+        Ok((Some(lsn), before.into_iter().filter(|id| !after.contains(id)).collect()))
     }
 
     /// Counters and levels.
@@ -763,6 +769,10 @@ impl Replay<'_> {
     ) -> Result<()> {
         let fail = |reason: String| Error::Replay { lsn, reason };
         // Series ids are segment-local: a batch never uses an id its segment did not define.
+        // Each process life writes segments of its own (open starts a new one) and never
+        // reuses an id, so an id means one series throughout a segment: when salvage skips a
+        // definition, the points that used it find no mapping and are skipped, never applied
+        // to another series.
         if self.segment != Some(segment) {
             self.segment = Some(segment);
             self.ids.clear();

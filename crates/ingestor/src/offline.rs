@@ -250,9 +250,13 @@ pub struct RepairReport {
     /// The log's recovery under the repair mode: what was (or would be) cut, skipped, copied
     /// to quarantine and lost.
     pub wal: Option<RecoveryReport>,
-    /// The newest good snapshot before the repair: damaged records at or below its LSN
-    /// cost nothing, the snapshot holds their effect.
+    /// The newest good snapshot before the repair: batches at or below its LSN cost nothing
+    /// when damaged, the snapshot holds their effect. (A damaged series definition below it
+    /// can still cost later points: see [`RepairReport::skipped_points`].)
     pub base_snapshot: Option<Lsn>,
+    /// Points of intact batches skipped because corruption took their series definition or
+    /// an earlier point they depended on; `None` in a dry run, which replays nothing.
+    pub skipped_points: Option<u64>,
     /// The snapshot that now holds the whole state (not in a dry run).
     pub snapshot: Option<Lsn>,
     /// Log segments deleted because that snapshot covers them (not in a dry run).
@@ -260,17 +264,30 @@ pub struct RepairReport {
 }
 
 impl RepairReport {
-    /// The LSN ranges taken out of the log, first and last of each.
+    /// The LSN ranges of damaged records taken out of the log, first and last of each, where
+    /// known; see [`RepairReport::unknown_ranges`] for the others. Torn tails are not in it:
+    /// their records were never proven durable (see [`RepairReport::torn_tails`]).
     #[must_use]
     pub fn removed_from_log(&self) -> Vec<(Lsn, Lsn)> {
         let Some(w) = &self.wal else { return Vec::new() };
-        let mut out: Vec<(Lsn, Lsn)> = w.corruptions.iter().filter_map(|c| c.lost).collect();
-        out.extend(w.truncations.iter().map(|t| (t.from_lsn, t.from_lsn)));
-        out
+        w.corruptions.iter().filter_map(|c| c.lost).collect()
     }
 
-    /// The LSN ranges whose effect is lost: those taken out of the log that the base
-    /// snapshot does not cover.
+    /// Where damage was skipped without a known LSN range: segment and byte offset.
+    #[must_use]
+    pub fn unknown_ranges(&self) -> Vec<(SegmentId, u64)> {
+        let Some(w) = &self.wal else { return Vec::new() };
+        w.corruptions.iter().filter(|c| c.lost.is_none()).map(|c| (c.segment, c.offset)).collect()
+    }
+
+    /// Torn tails cut: the first LSN not recovered at each.
+    #[must_use]
+    pub fn torn_tails(&self) -> Vec<Lsn> {
+        self.wal.iter().flat_map(|w| w.truncations.iter().map(|t| t.from_lsn)).collect()
+    }
+
+    /// The LSN ranges of damaged records whose effect is lost: those taken out of the log
+    /// that the base snapshot does not cover.
     #[must_use]
     pub fn lost(&self) -> Vec<(Lsn, Lsn)> {
         let covered = self.base_snapshot.unwrap_or(Lsn::ZERO);
@@ -279,6 +296,12 @@ impl RepairReport {
             .filter(|&(_, last)| last > covered)
             .map(|(first, last)| (first.max(covered.next()), last))
             .collect()
+    }
+
+    /// Whether nothing acknowledged is lost, as far as this report can tell.
+    #[must_use]
+    pub fn nothing_lost(&self) -> bool {
+        self.lost().is_empty() && self.unknown_ranges().is_empty() && self.skipped_points == Some(0)
     }
 }
 
@@ -302,14 +325,36 @@ impl fmt::Display for RepairReport {
         if let Some(base) = self.base_snapshot
             && lost.len() < self.removed_from_log().len()
         {
-            writeln!(f, "the snapshot at LSN {base} holds the effect of damaged records up to it")?;
+            writeln!(f, "the snapshot at LSN {base} holds the effect of damaged batches up to it")?;
         }
-        if lost.is_empty() {
-            writeln!(f, "no acknowledged record lost")
-        } else {
+        for lsn in self.torn_tails() {
+            writeln!(f, "torn tail from LSN {lsn} cut: those records were never proven durable")?;
+        }
+        for (segment, offset) in self.unknown_ranges() {
+            writeln!(f, "LSNs lost: unknown range at {} byte {offset}", segment.file_name())?;
+        }
+        if !lost.is_empty() {
             let ranges: Vec<String> = lost.iter().map(|(a, b)| format!("{a}..={b}")).collect();
-            writeln!(f, "LSNs lost: {}", ranges.join(", "))
+            writeln!(f, "LSNs lost: {}", ranges.join(", "))?;
         }
+        match self.skipped_points {
+            Some(0) => {}
+            None if self.wal.as_ref().is_none_or(|w| w.corruptions.is_empty()) => {}
+            Some(n) => writeln!(
+                f,
+                "points skipped because their series definition or an earlier point they \
+                 depended on was lost: {n}"
+            )?,
+            None => writeln!(
+                f,
+                "later points of series whose definition is in the damaged records will be \
+                 skipped too; the repair counts them"
+            )?,
+        }
+        if self.nothing_lost() {
+            writeln!(f, "no acknowledged record lost")?;
+        }
+        Ok(())
     }
 }
 
@@ -335,12 +380,14 @@ pub fn repair(fs: Arc<dyn Fs>, dir: &Path, config: Config, dry_run: bool) -> Res
             dry_run,
             wal,
             base_snapshot,
+            skipped_points: None,
             snapshot: None,
             removed_segments: Vec::new(),
         });
     }
     lock_existing(&*fs, dir)?;
-    let config = config.final_snapshot(FinalSnapshot::Never);
+    // No expiry while repairing: the state must be what the log says.
+    let config = config.final_snapshot(FinalSnapshot::Never).series_ttl(None);
     let (db, report) = Ingestor::open_with(fs, dir, config, &mut |_| {})?;
     let (snapshot, removed_segments) = db.compact_all()?;
     db.close()?;
@@ -348,6 +395,7 @@ pub fn repair(fs: Arc<dyn Fs>, dir: &Path, config: Config, dry_run: bool) -> Res
         dry_run,
         wal: Some(report.wal),
         base_snapshot: report.snapshot.map(|s| s.lsn),
+        skipped_points: Some(report.skipped_points),
         snapshot,
         removed_segments,
     })

@@ -252,11 +252,17 @@ fn skip_repair_of_a_lost_series_definition_skips_only_that_series_points_in_its_
     assert_eq!(done.lost(), vec![(defs_at.lsn, defs_at.lsn)], "{done}");
     let db = open(&fs, config()).unwrap();
     let mut model = Model::default();
+    let mut skipped = 0;
     for (i, b) in batches.iter().enumerate() {
         let kept: Vec<Update> =
             b.iter().filter(|u| !(in_segment[i] && lost_keys.contains(&u.key))).cloned().collect();
+        skipped += b.len() - kept.len();
         model.apply(&kept);
     }
+    assert!(skipped > 0);
+    assert_eq!(done.skipped_points, Some(skipped as u64), "{done}");
+    assert!(!done.nothing_lost());
+    assert!(done.to_string().contains("skipped because their series definition"));
     assert_eq!(observed(&db), model);
     db.close().unwrap();
 }
@@ -264,12 +270,19 @@ fn skip_repair_of_a_lost_series_definition_skips_only_that_series_points_in_its_
 #[test]
 fn damage_a_snapshot_covers_costs_nothing() {
     let fs: Arc<dyn Fs> = Arc::new(SimFs::new(8));
-    let batches = fill(&fs);
+    let mut batches = fill(&fs);
+    // A new process life writes a segment of its own; a snapshot taken while that segment is
+    // active covers its records, and compaction keeps it (it is the active segment).
+    let db = open(&fs, config()).unwrap();
+    for i in 0..6 {
+        let key = SeriesKey::new("late", [("i", i.to_string())]).unwrap();
+        let batch = vec![Update::new(key, Timestamp(5_000 + i), Op::CounterAdd(1.0)).unwrap()];
+        db.ingest(&batch).unwrap();
+        batches.push(batch);
+    }
+    db.snapshot().unwrap().expect("a snapshot");
+    drop(db);
     let frames = batch_frames(&*fs);
-    let db = open(&fs, config().final_snapshot(FinalSnapshot::OnClose)).unwrap();
-    db.close().unwrap();
-    // Damage in the last segment, which compaction keeps, below the snapshot's LSN, with
-    // later frames after it (damage to the very last frame would be a torn tail).
     let target = frames[frames.len() - 3];
     assert_eq!(target.segment, frames.last().unwrap().segment);
     let seg_path = Path::new(DIR).join("wal").join(target.segment.file_name());
@@ -285,7 +298,54 @@ fn damage_a_snapshot_covers_costs_nothing() {
     .unwrap();
     assert_eq!(done.removed_from_log(), vec![(target.lsn, target.lsn)], "{done}");
     assert!(done.lost().is_empty(), "{done}");
+    assert!(done.nothing_lost(), "{done}");
     let db = open(&fs, config()).unwrap();
     assert_eq!(observed(&db), model_without(&batches, |_| false));
+    db.close().unwrap();
+}
+
+#[test]
+fn a_lost_definition_never_sends_points_to_another_lives_series() {
+    // Life 1 defines series in its segment; life 2 numbers series anew. Were both lives in
+    // one segment, losing life 2's definition would leave life 1's mapping of the same id.
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(9));
+    let key = |name: &str| SeriesKey::new(name, [("k", "v")]).unwrap();
+    let add = |name: &str, v: f64| Update::new(key(name), Timestamp(1), Op::CounterAdd(v)).unwrap();
+    let db = open(&fs, config()).unwrap();
+    db.ingest(&[add("a", 1.0), add("b", 2.0)]).unwrap();
+    drop(db);
+    let life1: Vec<offline::FrameInfo> = batch_frames(&*fs);
+    let db = open(&fs, config()).unwrap();
+    // A fresh process: "c" may get the id "a" had in life 1.
+    db.ingest(&[add("c", 10.0)]).unwrap();
+    db.ingest(&[add("c", 20.0)]).unwrap();
+    drop(db);
+    let mut records = Vec::new();
+    offline::inspect_wal(&*fs, Path::new(DIR), Lsn::ZERO, |info, payload| {
+        records.push((*info, Record::decode(info.record_type, payload).unwrap()));
+    })
+    .unwrap();
+    let life2_defs = records
+        .iter()
+        .find(|(info, r)| {
+            matches!(r, Record::SeriesDefs(_)) && info.lsn > life1.last().unwrap().lsn
+        })
+        .map(|(info, _)| *info)
+        .unwrap();
+    assert_ne!(life2_defs.segment, life1[0].segment, "each life writes its own segment");
+    let seg_path = Path::new(DIR).join("wal").join(life2_defs.segment.file_name());
+    flip(&*fs, &seg_path, life2_defs.offset + 25);
+    let done = offline::repair(
+        Arc::clone(&fs),
+        Path::new(DIR),
+        config().recovery_mode(RecoveryMode::SkipCorrupted),
+        false,
+    )
+    .unwrap();
+    assert_eq!(done.skipped_points, Some(2), "both points of c: {done}");
+    let db = open(&fs, config()).unwrap();
+    let mut model = Model::default();
+    model.apply(&[add("a", 1.0), add("b", 2.0)]);
+    assert_eq!(observed(&db), model, "a and b untouched, c absent");
     db.close().unwrap();
 }
