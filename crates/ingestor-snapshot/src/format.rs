@@ -511,7 +511,8 @@ fn decode_series(
         }
         labels.push((label, value));
     }
-    let key = SeriesKey::new(name, labels)
+    // Labels are in canonical order (checked above): no sorting, one allocation per string.
+    let key = SeriesKey::from_canonical(name, &labels)
         .map_err(|e| c.bad(key_at, format!("invalid series key: {e}")))?;
     let tag_at = c.pos;
     let state = match c.u8("kind tag")? {
