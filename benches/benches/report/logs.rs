@@ -232,101 +232,74 @@ pub fn append(system: System, dir: &Path, n: u64, batch: usize, budget: Duration
     rate(done, started.elapsed())
 }
 
+/// Runs `writers` threads for `budget`, each calling `append(writer, i)` with its own count
+/// `i` (from 1) until the deadline; returns appends per second.
+fn writers_for(writers: usize, budget: Duration, append: impl Fn(usize, u64) + Sync) -> f64 {
+    let started = Instant::now();
+    let deadline = started + budget;
+    let total: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let append = &append;
+                s.spawn(move || {
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        n += 1;
+                        append(w, n);
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    rate(total, started.elapsed())
+}
+
 /// W3 (one writer) and W4: `writers` threads each appending single records durably (each
-/// append returns once the record is on disk) for `budget`. Returns records per second.
+/// append returns once the record is on disk) for `budget`, the clock starting once the log
+/// is open. Returns records per second.
 pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> f64 {
-    // The clock starts once the log is open.
-    let started;
-    let total = std::sync::atomic::AtomicU64::new(0);
-    let count = |n: u64| total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    let r = record(0);
     match system {
         System::Ingestor => {
             let wal = wal(dir, SyncPolicy::Always);
-            started = Instant::now();
-            let deadline = started + budget;
-            std::thread::scope(|s| {
-                for _ in 0..writers {
-                    s.spawn(|| {
-                        let r = record(0);
-                        let mut n = 0;
-                        while Instant::now() < deadline {
-                            wal.append(1, &r).unwrap();
-                            n += 1;
-                        }
-                        count(n);
-                    });
-                }
+            let v = writers_for(writers, budget, |_, _| {
+                wal.append(1, &r).unwrap();
             });
             wal.close().unwrap();
+            v
         }
         System::Okaywal => {
             let log = okaywal_open(dir, &Counter::default());
-            started = Instant::now();
-            let deadline = started + budget;
-            std::thread::scope(|s| {
-                for _ in 0..writers {
-                    s.spawn(|| {
-                        let r = record(0);
-                        let mut n = 0;
-                        while Instant::now() < deadline {
-                            let mut writer = log.begin_entry().unwrap();
-                            writer.write_chunk(&r).unwrap();
-                            writer.commit().unwrap();
-                            n += 1;
-                        }
-                        count(n);
-                    });
-                }
+            let v = writers_for(writers, budget, |_, _| {
+                let mut writer = log.begin_entry().unwrap();
+                writer.write_chunk(&r).unwrap();
+                writer.commit().unwrap();
             });
             log.shutdown().unwrap();
+            v
         }
         System::Commitlog => {
             // No group commit: the log needs `&mut` to append and to flush.
             let log = Mutex::new(commitlog_open(dir));
-            started = Instant::now();
-            let deadline = started + budget;
-            std::thread::scope(|s| {
-                for _ in 0..writers {
-                    s.spawn(|| {
-                        let r = record(0);
-                        let mut n = 0;
-                        while Instant::now() < deadline {
-                            let mut log = log.lock().unwrap();
-                            log.append_msg(&r).unwrap();
-                            log.flush().unwrap();
-                            n += 1;
-                        }
-                        count(n);
-                    });
-                }
-            });
+            writers_for(writers, budget, |_, _| {
+                let mut log = log.lock().unwrap();
+                log.append_msg(&r).unwrap();
+                log.flush().unwrap();
+            })
         }
         System::RaftEngine => {
             let engine = raft_open(dir);
-            started = Instant::now();
-            let deadline = started + budget;
-            std::thread::scope(|s| {
-                for w in 0..writers {
-                    let engine = &engine;
-                    s.spawn(move || {
-                        // One region per writer, so that each one's indexes are contiguous.
-                        let region = w as u64 + 1;
-                        let mut index = 1u64;
-                        let mut lb = raft_engine::LogBatch::default();
-                        while Instant::now() < deadline {
-                            lb.add_entries::<Entries>(region, &[entry(index)]).unwrap();
-                            engine.write(&mut lb, true).unwrap();
-                            index += 1;
-                        }
-                        count(index - 1);
-                    });
-                }
-            });
+            // One region per writer, so that each one's indexes (its count) are contiguous.
+            writers_for(writers, budget, |w, index| {
+                let mut lb = raft_engine::LogBatch::default();
+                lb.add_entries::<Entries>(w as u64 + 1, &[entry(index)]).unwrap();
+                engine.write(&mut lb, true).unwrap();
+            })
         }
         System::Ideal => unreachable!("the durable ceiling is the fsync loop"),
     }
-    let elapsed = started.elapsed();
-    rate(total.into_inner(), elapsed)
 }
 
 /// Writes `n` records in batches (untimed), closes; the data set W5 reads.

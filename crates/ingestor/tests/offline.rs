@@ -86,6 +86,11 @@ fn batch_frames(fs: &dyn Fs) -> Vec<offline::FrameInfo> {
     out
 }
 
+/// Repairs the test directory in `mode`.
+fn repair(fs: &Arc<dyn Fs>, mode: RecoveryMode, dry_run: bool) -> offline::RepairReport {
+    offline::repair(Arc::clone(fs), Path::new(DIR), config().recovery_mode(mode), dry_run).unwrap()
+}
+
 fn model_without(batches: &[Vec<Update>], lost: impl Fn(usize) -> bool) -> Model {
     let mut model = Model::default();
     for (i, b) in batches.iter().enumerate() {
@@ -130,23 +135,11 @@ fn verify_finds_damage_changes_nothing_and_skip_repair_loses_only_the_named_lsns
     );
     assert!(damage[0].starts_with(&expected), "{} vs {expected}", damage[0]);
     assert!(matches!(open(&fs, config()), Err(Error::Wal(_))), "a default open refuses");
-    let dry = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::SkipCorrupted),
-        true,
-    )
-    .unwrap();
+    let dry = repair(&fs, RecoveryMode::SkipCorrupted, true);
     assert_eq!(dry.lost(), vec![(target.lsn, target.lsn)], "{dry}");
     assert_eq!(all_files(&*fs, Path::new(DIR)), before, "verify and a dry run change nothing");
 
-    let done = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::SkipCorrupted),
-        false,
-    )
-    .unwrap();
+    let done = repair(&fs, RecoveryMode::SkipCorrupted, false);
     assert_eq!(done.lost(), vec![(target.lsn, target.lsn)], "{done}");
     assert!(done.snapshot.is_some() && !done.removed_segments.is_empty(), "{done}");
     assert!(
@@ -169,13 +162,7 @@ fn point_in_time_repair_keeps_everything_before_the_damage() {
     let target = frames[index];
     let seg_path = Path::new(DIR).join("wal").join(target.segment.file_name());
     flip(&*fs, &seg_path, target.offset + 25);
-    let done = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::PointInTime),
-        false,
-    )
-    .unwrap();
+    let done = repair(&fs, RecoveryMode::PointInTime, false);
     let lost = done.lost();
     assert_eq!(lost.len(), 1, "{done}");
     assert_eq!(lost[0].0, target.lsn, "{done}");
@@ -242,13 +229,7 @@ fn skip_repair_of_a_lost_series_definition_skips_only_that_series_points_in_its_
     let seg_path = Path::new(DIR).join("wal").join(defs_at.segment.file_name());
     flip(&*fs, &seg_path, defs_at.offset + 25);
 
-    let done = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::SkipCorrupted),
-        false,
-    )
-    .unwrap();
+    let done = repair(&fs, RecoveryMode::SkipCorrupted, false);
     assert_eq!(done.lost(), vec![(defs_at.lsn, defs_at.lsn)], "{done}");
     let db = open(&fs, config()).unwrap();
     let mut model = Model::default();
@@ -289,13 +270,7 @@ fn damage_a_snapshot_covers_costs_nothing() {
     flip(&*fs, &seg_path, target.offset + 25);
     let report = offline::verify(&*fs, Path::new(DIR)).unwrap();
     assert!(!report.is_clean(), "damage under a snapshot is still damage: {report}");
-    let done = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::SkipCorrupted),
-        false,
-    )
-    .unwrap();
+    let done = repair(&fs, RecoveryMode::SkipCorrupted, false);
     assert_eq!(done.removed_from_log(), vec![(target.lsn, target.lsn)], "{done}");
     assert!(done.lost().is_empty(), "{done}");
     assert!(done.nothing_lost(), "{done}");
@@ -335,13 +310,7 @@ fn a_lost_definition_never_sends_points_to_another_lives_series() {
     assert_ne!(life2_defs.segment, life1[0].segment, "each life writes its own segment");
     let seg_path = Path::new(DIR).join("wal").join(life2_defs.segment.file_name());
     flip(&*fs, &seg_path, life2_defs.offset + 25);
-    let done = offline::repair(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        config().recovery_mode(RecoveryMode::SkipCorrupted),
-        false,
-    )
-    .unwrap();
+    let done = repair(&fs, RecoveryMode::SkipCorrupted, false);
     assert_eq!(done.skipped_points, Some(2), "both points of c: {done}");
     let db = open(&fs, config()).unwrap();
     let mut model = Model::default();
