@@ -844,3 +844,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Line-protocol-ish text: the characters that matter to the parser, and any others.
+    fn texty() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just(",".to_string()),
+                Just("=".to_string()),
+                Just(" ".to_string()),
+                Just("\\".to_string()),
+                Just("\"".to_string()),
+                Just("\n".to_string()),
+                Just("#".to_string()),
+                Just("i".to_string()),
+                Just("u".to_string()),
+                Just("t".to_string()),
+                "[a-z0-9._-]{1,6}",
+                any::<char>().prop_map(|c| c.to_string()),
+            ],
+            0..60,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever a client sends, parsing answers with updates or a line-numbered error.
+        #[test]
+        fn any_body_parses_or_is_refused_with_a_line(body in texty()) {
+            for precision in [Precision::Ns, Precision::S] {
+                match parse_body(&body, precision, 1_700_000_000_000) {
+                    Ok(updates) => prop_assert!(updates.len() <= body.len()),
+                    Err(e) => prop_assert!(e.line >= 1 && e.line <= body.lines().count().max(1)),
+                }
+            }
+        }
+    }
+}
