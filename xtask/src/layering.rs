@@ -15,13 +15,17 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
     const MEMSTORE: &str = "ingestor-memstore";
     const SNAPSHOT: &str = "ingestor-snapshot";
     const FACADE: &str = "ingestor";
+    const PROTOCOLS: &str = "ingestor-protocols";
+    const SERVER: &str = "ingestor-server";
     Some(match package {
         "ingestor-codec" | "ingestor-fs" => Some(&[]),
         "ingestor-wal" => Some(&[CODEC, FS]),
         "ingestor-memstore" => Some(&[CODEC]),
         "ingestor-snapshot" => Some(&[CODEC, FS, MEMSTORE]),
         "ingestor" => Some(&[CODEC, FS, WAL, MEMSTORE, SNAPSHOT]),
-        "ingestor-cli" => Some(&[FACADE]),
+        "ingestor-protocols" => Some(&[CODEC]),
+        "ingestor-server" => Some(&[FACADE, PROTOCOLS]),
+        "ingestor-cli" => Some(&[FACADE, PROTOCOLS, SERVER]),
         "xtask" | "ingestor-benches" | "ingestor-fuzz" => None,
         _ => return None,
     })

@@ -48,6 +48,36 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A byte count: a number, optionally with a unit (`B`, `KiB`, `MiB`, `GiB`, or `k`, `M`,
+/// `G` as powers of 1,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bytes(pub(crate) usize);
+
+impl std::str::FromStr for Bytes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: usize = digits
+            .parse()
+            .map_err(|_| format!("{s:?}: expected a number of bytes, such as 65536 or 64KiB"))?;
+        let scale: usize = match unit {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "k" | "kB" | "KB" => 1_000,
+            "M" | "MB" => 1_000_000,
+            "G" | "GB" => 1_000_000_000,
+            _ => {
+                return Err(format!("{s:?}: unknown unit {unit:?} (B, KiB, MiB, GiB, kB, MB, GB)"));
+            }
+        };
+        n.checked_mul(scale).map(Bytes).ok_or_else(|| format!("{s:?}: too large"))
+    }
+}
+
 /// A duration, or `off`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OptionalDuration(Option<Duration>);
@@ -164,6 +194,16 @@ mod tests {
         let err = config(&["--sync", "batch:5 ms"]).unwrap_err();
         assert!(err.contains("unknown unit"), "{err}");
         assert!(parse_duration("ms").unwrap_err().contains("expected a number"));
+    }
+
+    #[test]
+    fn byte_counts_parse() {
+        assert_eq!("65536".parse::<Bytes>(), Ok(Bytes(65_536)));
+        assert_eq!("64KiB".parse::<Bytes>(), Ok(Bytes(64 << 10)));
+        assert_eq!("16MiB".parse::<Bytes>(), Ok(Bytes(16 << 20)));
+        assert_eq!("2GB".parse::<Bytes>(), Ok(Bytes(2_000_000_000)));
+        assert!("16 MiB".parse::<Bytes>().unwrap_err().contains("unknown unit"));
+        assert!("MiB".parse::<Bytes>().unwrap_err().contains("expected a number"));
     }
 
     #[test]

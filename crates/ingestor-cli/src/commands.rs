@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use ingestor::{Config, Ingestor, Selector};
 
-use crate::line::{Precision, parse_body};
+use ingestor_protocols::line::{Precision, parse_body};
 
 fn open(data_dir: &Path, config: Config) -> Result<Ingestor, String> {
     crate::progress::open(data_dir, config).map(|(db, _)| db)
@@ -91,7 +91,10 @@ pub(crate) fn query(data_dir: &Path, selector: &str) -> Result<(), String> {
     let selector = Selector::parse(selector).map_err(|e| e.to_string())?;
     let db = open(data_dir, read_only())?;
     // Matched as Prometheus would after a scrape: `reqs_total` is the counter `reqs`.
-    print!("{}", crate::query_api::text(&crate::query_api::select(&db, &selector)));
+    print!(
+        "{}",
+        ingestor_server::query_api::text(&ingestor_server::query_api::select(&db, &selector))
+    );
     db.close().map_err(|e| e.to_string())
 }
 

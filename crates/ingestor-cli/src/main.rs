@@ -19,11 +19,8 @@
 mod args;
 mod commands;
 mod inspect;
-mod line;
 mod progress;
-mod query_api;
-mod server;
-mod statsd;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,18 +43,12 @@ struct Cli {
 enum Command {
     /// Serve HTTP: line-protocol writes, /metrics, a Prometheus-shaped query API.
     Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8428")]
-        http: String,
-        /// Also listen for StatsD over UDP on this address (conventional port 8125).
-        #[arg(long)]
-        statsd: Option<String>,
+        /// Listeners, limits, TLS and auth.
+        #[command(flatten)]
+        server: serve::ServeArgs,
         /// Log and snapshot settings.
         #[command(flatten)]
         engine: args::EngineArgs,
-        /// The largest accepted request body, in bytes.
-        #[arg(long, default_value_t = 16 << 20)]
-        body_limit: usize,
     },
     /// Ingest line protocol from a file, or `-` for standard input.
     Ingest {
@@ -134,9 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::init_logs(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
     let result = match cli.command {
-        Command::Serve { http, statsd, engine, body_limit } => {
-            server::serve(&cli.data_dir, &http, statsd.as_deref(), engine.config(), body_limit)
-        }
+        Command::Serve { server, engine } => serve::serve(&cli.data_dir, &server, engine.config()),
         Command::Ingest { file, precision, batch_lines, engine } => {
             commands::ingest(&cli.data_dir, &file, &precision, batch_lines, engine.config())
         }

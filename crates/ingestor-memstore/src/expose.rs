@@ -47,15 +47,31 @@ pub fn expose<'a>(
     out: &mut String,
     series: impl IntoIterator<Item = (&'a SeriesKey, &'a SeriesState)>,
 ) {
-    let mut family: Option<(Cow<'a, str>, MetricKind)> = None;
+    let mut exposer = Exposer::default();
     for (key, state) in series {
+        exposer.write(out, key, state);
+    }
+}
+
+/// Writes series one at a time in the exposition format, remembering the family of the last
+/// one, so that a long exposition can be written (and sent) in pieces: the rules are those of
+/// [`expose`], which is a loop over [`Exposer::write`].
+#[derive(Debug, Default)]
+pub struct Exposer {
+    family: Option<(String, MetricKind)>,
+}
+
+impl Exposer {
+    /// Writes one series: a `# HELP`/`# TYPE` pair first when it starts a family. Series must
+    /// come sorted by exposed family name (see [`exposed_family`]).
+    pub fn write(&mut self, out: &mut String, key: &SeriesKey, state: &SeriesState) {
         let kind = state.kind();
         let name = exposed_name(key.name(), kind);
-        if family.as_ref().is_none_or(|(f, k)| *f != name || *k != kind) {
+        if self.family.as_ref().is_none_or(|(f, k)| *f != name || *k != kind) {
             write_header(out, &name, kind);
-            family = Some((name, kind));
+            self.family = Some((name.into_owned(), kind));
         }
-        let Some((name, _)) = &family else { continue };
+        let Some((name, _)) = &self.family else { return };
         match state {
             SeriesState::Counter(c) => write_sample(out, name, "", key, None, c.total),
             SeriesState::Gauge(g) => write_sample(out, name, "", key, None, g.value),
@@ -74,6 +90,14 @@ pub fn expose<'a>(
             }
         }
     }
+}
+
+/// The family name a series named `name` of `kind` is exposed under: a counter gets
+/// `_total` appended unless its name already ends with it. Sorting series by this name
+/// (then kind) keeps every family in one run, as the format requires.
+#[must_use]
+pub fn exposed_family(name: &str, kind: MetricKind) -> Cow<'_, str> {
+    exposed_name(name, kind)
 }
 
 /// The family name a series is exposed under.

@@ -42,7 +42,7 @@ mod state;
 mod store;
 
 pub use error::MemstoreError;
-pub use expose::{CONTENT_TYPE, expose, format_value};
+pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
 pub use store::{

@@ -1,5 +1,6 @@
 //! The store: interning, chunked copy-on-write series slots, the label index, apply.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -744,6 +745,52 @@ impl Frozen {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Writes every series with state whose metric name `keep` accepts, in the exposition
+    /// format, sorted by family (see [`crate::exposed_family`]) then key, handing the text to
+    /// `emit` in pieces of about `piece_bytes`. Stops early when `emit` returns `false` (the
+    /// reader went away). Runs on the frozen view: the store is not locked meanwhile.
+    pub fn expose(
+        &self,
+        keep: impl Fn(&str) -> bool,
+        piece_bytes: usize,
+        mut emit: impl FnMut(String) -> bool,
+    ) {
+        let sym = |i: u32| &*self.symbols[i as usize];
+        let mut order: Vec<(Cow<'_, str>, MetricKind, &Series)> = self
+            .chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .filter_map(|s| {
+                let s = s.as_ref()?;
+                let kind = s.state.as_ref()?.kind();
+                let name = sym(s.key[0]);
+                keep(name).then(|| (crate::exposed_family(name, kind), kind, s))
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            (&a.0, a.1).cmp(&(&b.0, b.1)).then_with(|| {
+                let (x, y) = (&a.2.key, &b.2.key);
+                x.iter().map(|&i| sym(i)).cmp(y.iter().map(|&i| sym(i)))
+            })
+        });
+        let mut exposer = crate::Exposer::default();
+        let mut out = String::with_capacity(piece_bytes + 4096);
+        for (_, _, s) in order {
+            let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
+            let key = SeriesKey::new(sym(s.key[0]), labels).expect("stored keys were validated");
+            let state = s.state.as_ref().expect("filtered on state");
+            exposer.write(&mut out, &key, state);
+            if out.len() >= piece_bytes
+                && !emit(std::mem::replace(&mut out, String::with_capacity(piece_bytes + 4096)))
+            {
+                return;
+            }
+        }
+        if !out.is_empty() {
+            emit(out);
+        }
     }
 
     /// Every series with state, in handle order.

@@ -808,7 +808,14 @@ impl Wal {
         Ok(())
     }
 
-    /// Counters since open.
+    /// Whether a failed sync or write poisoned the log: every later append and sync fails
+    /// with [`WalError::Poisoned`] until the log is reopened.
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.get().is_some()
+    }
+
+    /// Counters since open, and the current LSNs and segment count.
     #[must_use]
     pub fn stats(&self) -> WalStats {
         let mut stats = self.shared.counters.snapshot();

@@ -25,6 +25,15 @@ pub enum Error {
         /// What is wrong.
         source: ValidationError,
     },
+    /// The batch holds more points than one log record may ([`crate::MAX_BATCH_POINTS`]);
+    /// nothing of it was applied. Split it.
+    #[error("the batch holds {points} points, more than the {max} a batch may hold")]
+    BatchTooLarge {
+        /// Points in the batch.
+        points: usize,
+        /// The most a batch may hold.
+        max: usize,
+    },
     /// Another process (or handle) has the data directory open.
     #[error("{dir} is in use: another ingestor holds its lock ({reason})")]
     Locked {

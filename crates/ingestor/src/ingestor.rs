@@ -454,6 +454,14 @@ impl Ingestor {
         &self.shared.memstore
     }
 
+    /// Whether the log is poisoned (a sync or write failed in a way that cannot be undone):
+    /// every later ingest fails until the directory is reopened. Services turn this into
+    /// "not ready".
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.wal.is_poisoned()
+    }
+
     /// Makes everything acknowledged so far durable; returns the durable LSN.
     ///
     /// # Errors
@@ -561,13 +569,7 @@ impl Drop for Ingestor {
 
 fn check_batch(ops: impl ExactSizeIterator<Item = Op>) -> Result<()> {
     if ops.len() > MAX_BATCH_POINTS {
-        return Err(Error::InvalidConfig {
-            field: "batch",
-            reason: format!(
-                "{} points, more than the {MAX_BATCH_POINTS} a batch may hold",
-                ops.len()
-            ),
-        });
+        return Err(Error::BatchTooLarge { points: ops.len(), max: MAX_BATCH_POINTS });
     }
     for (index, op) in ops.enumerate() {
         op.validate().map_err(|source| Error::InvalidUpdate { index, source })?;

@@ -62,7 +62,9 @@ pub use error::{Error, Result};
 pub use ingestor::{
     Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
 };
-pub use ingestor_codec::{Compression, Lsn, MetricKind, Op, SeriesKey, Timestamp, Update};
+pub use ingestor_codec::{
+    Compression, Lsn, MAX_BATCH_POINTS, MetricKind, Op, SeriesKey, Timestamp, Update,
+};
 pub use ingestor_fs::{Fs, SimFs, StdFs};
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, Selector,

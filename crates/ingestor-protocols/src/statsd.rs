@@ -27,17 +27,17 @@
 
 use std::fmt;
 
-use ingestor::{Op, SeriesKey, Timestamp, Update};
+use ingestor_codec::{Op, SeriesKey, Timestamp, Update};
 
 use crate::line::{parse_decimal, quoted, sanitize_label_name, sanitize_metric_name};
 
 /// A line of a packet that could not be taken, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StatsdError {
+pub struct StatsdError {
     /// The line's number in the packet, counting from 1 (blank lines count).
-    pub(crate) line: usize,
+    pub line: usize,
     /// What is wrong with it, naming the metric when the line got that far.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 impl fmt::Display for StatsdError {
@@ -50,7 +50,7 @@ impl std::error::Error for StatsdError {}
 
 /// Parses one UDP packet: metrics separated by '\n'; good lines give updates, bad lines give
 /// errors (a bad line never stops the others). Every update is stamped `now_ms`.
-pub(crate) fn parse_packet(packet: &str, now_ms: i64) -> (Vec<Update>, Vec<StatsdError>) {
+pub fn parse_packet(packet: &str, now_ms: i64) -> (Vec<Update>, Vec<StatsdError>) {
     let mut updates = Vec::new();
     let mut errors = Vec::new();
     for (index, raw) in packet.split('\n').enumerate() {

@@ -11,15 +11,15 @@ const SUFFIXES: [&str; 4] = ["_total", "_count", "_sum", "_bucket"];
 
 /// One exposed sample.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Sample {
+pub struct Sample {
     /// The sample's metric name (`__name__`).
-    pub(crate) name: String,
+    pub name: String,
     /// Its other labels, sorted.
-    pub(crate) labels: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
     /// The last update of its series, in milliseconds.
-    pub(crate) timestamp_ms: i64,
+    pub timestamp_ms: i64,
     /// Its value.
-    pub(crate) value: f64,
+    pub value: f64,
 }
 
 impl Sample {
@@ -51,7 +51,7 @@ fn sample_only(m: &Matcher) -> bool {
 /// it names a metric, itself and, for a name ending in an exposition suffix, the same
 /// selector on the name without it; otherwise the selector without its name, `le` and
 /// `exported_le` matchers, if any matcher remains.
-pub(crate) fn candidate_selectors(selector: &Selector) -> Option<Vec<Selector>> {
+pub fn candidate_selectors(selector: &Selector) -> Option<Vec<Selector>> {
     let Some(name) = selector.metric_name() else {
         let rest: Vec<Matcher> =
             selector.matchers().iter().filter(|m| !sample_only(m)).cloned().collect();
@@ -82,7 +82,7 @@ pub(crate) fn candidate_selectors(selector: &Selector) -> Option<Vec<Selector>> 
 }
 
 /// The samples a series exposes, named as in the text format.
-pub(crate) fn samples(v: &SeriesView) -> Vec<Sample> {
+pub fn samples(v: &SeriesView) -> Vec<Sample> {
     let name = v.key.name();
     let mut labels: Vec<(String, String)> =
         v.key.labels().iter().map(|l| (l.name().to_string(), l.value().to_string())).collect();
@@ -132,7 +132,7 @@ pub(crate) fn samples(v: &SeriesView) -> Vec<Sample> {
 }
 
 /// Every exposed sample `selector` matches, in key order.
-pub(crate) fn select(db: &Ingestor, selector: &Selector) -> Vec<Sample> {
+pub fn select(db: &Ingestor, selector: &Selector) -> Vec<Sample> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let series: Vec<Vec<SeriesView>> = match candidate_selectors(selector) {
@@ -155,7 +155,7 @@ pub(crate) fn select(db: &Ingestor, selector: &Selector) -> Vec<Sample> {
 }
 
 /// The `data` of an instant query: a vector of samples.
-pub(crate) fn vector_json(samples: &[Sample]) -> serde_json::Value {
+pub fn vector_json(samples: &[Sample]) -> serde_json::Value {
     let result: Vec<serde_json::Value> = samples
         .iter()
         .map(|s| {
@@ -169,7 +169,7 @@ pub(crate) fn vector_json(samples: &[Sample]) -> serde_json::Value {
 }
 
 /// The `data` of a series query: each distinct label set once.
-pub(crate) fn series_json(samples: &[Sample]) -> serde_json::Value {
+pub fn series_json(samples: &[Sample]) -> serde_json::Value {
     let mut seen = std::collections::HashSet::new();
     let out: Vec<serde_json::Value> = samples
         .iter()
@@ -180,7 +180,7 @@ pub(crate) fn series_json(samples: &[Sample]) -> serde_json::Value {
 }
 
 /// Samples as lines of the text exposition format (`name{labels} value`), for people.
-pub(crate) fn text(samples: &[Sample]) -> String {
+pub fn text(samples: &[Sample]) -> String {
     let mut out = String::new();
     for s in samples {
         out.push_str(&s.name);

@@ -26,11 +26,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use ingestor::{Op, SeriesKey, Timestamp, Update};
+use ingestor_codec::{Op, SeriesKey, Timestamp, Update};
 
 /// The unit of the timestamps in a body, as given by the `precision` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Precision {
+pub enum Precision {
     /// Nanoseconds (`ns`, or InfluxDB 1's `n`): InfluxDB's default.
     Ns,
     /// Microseconds (`us`, or InfluxDB 1's `u`).
@@ -44,7 +44,7 @@ pub(crate) enum Precision {
 impl Precision {
     /// Reads a `precision` parameter: `ns` or `n`, `us` or `u`, `ms`, `s`; `None` for anything
     /// else (InfluxDB 1's `m` and `h` are not accepted).
-    pub(crate) fn parse(s: &str) -> Option<Precision> {
+    pub fn parse(s: &str) -> Option<Precision> {
         match s {
             "ns" | "n" => Some(Precision::Ns),
             "us" | "u" => Some(Precision::Us),
@@ -78,11 +78,11 @@ impl Precision {
 
 /// A line of a body that could not be taken, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LineError {
+pub struct LineError {
     /// The line's number, counting from 1 (blank and comment lines count).
-    pub(crate) line: usize,
+    pub line: usize,
     /// What is wrong with it, naming the measurement, tag, field or value at fault.
-    pub(crate) reason: String,
+    pub reason: String,
 }
 
 impl fmt::Display for LineError {
@@ -97,11 +97,7 @@ impl std::error::Error for LineError {}
 ///
 /// Timestamps are read in `precision` and converted to milliseconds (rounding down); a line
 /// without one is stamped `now_ms`.
-pub(crate) fn parse_body(
-    body: &str,
-    precision: Precision,
-    now_ms: i64,
-) -> Result<Vec<Update>, LineError> {
+pub fn parse_body(body: &str, precision: Precision, now_ms: i64) -> Result<Vec<Update>, LineError> {
     let mut out = Vec::new();
     for (index, raw) in body.split('\n').enumerate() {
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -279,7 +275,7 @@ fn parse_field_value(key: &str, raw: &str) -> Result<f64, String> {
 /// Parses a decimal number such as `-1.5e3`, refusing the words Rust's parser also accepts
 /// (`inf`, `NaN`, `infinity`): they are not numbers in line protocol or StatsD. A number too
 /// large for an `f64` comes back infinite, for the data model to refuse by name.
-pub(crate) fn parse_decimal(raw: &str) -> Option<f64> {
+pub fn parse_decimal(raw: &str) -> Option<f64> {
     let numeric =
         raw.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
     if !numeric || !raw.bytes().any(|b| b.is_ascii_digit()) {
@@ -290,13 +286,13 @@ pub(crate) fn parse_decimal(raw: &str) -> Option<f64> {
 
 /// Makes a valid Prometheus metric name: every character outside `[a-zA-Z0-9_:]` becomes `_`,
 /// and a leading digit gets a `_` before it. An empty name stays empty (and invalid).
-pub(crate) fn sanitize_metric_name(name: &str) -> String {
+pub fn sanitize_metric_name(name: &str) -> String {
     sanitize(name, true)
 }
 
 /// Makes a label name: every character outside `[a-zA-Z0-9_]` becomes `_`, and a leading
 /// digit gets a `_` before it. The result may still be invalid (empty, or starting with `__`).
-pub(crate) fn sanitize_label_name(name: &str) -> String {
+pub fn sanitize_label_name(name: &str) -> String {
     sanitize(name, false)
 }
 
@@ -313,7 +309,7 @@ fn sanitize(name: &str, allow_colon: bool) -> String {
 
 /// A piece of input for an error message: debug-quoted, and cut after 64 characters so that
 /// one enormous token cannot make an enormous message.
-pub(crate) fn quoted(s: &str) -> String {
+pub fn quoted(s: &str) -> String {
     match s.char_indices().nth(64) {
         Some((cut, _)) => format!("{:?}…", &s[..cut]),
         None => format!("{s:?}"),
