@@ -4,8 +4,11 @@
 //! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
 //! - `cargo xtask crashtest`: crashes the engine thousands of times against an oracle.
 //! - `cargo xtask e2e`: drives `ingestor serve` with real clients nobody here wrote.
+//! - `cargo xtask abuse [--profile ci|full]`: hostile clients against `ingestor serve` while a
+//!   well-behaved writer streams; checks that the server holds.
 //! - `cargo xtask bench [--quick]`: the benchmark report, beside peers and ceilings.
 
+mod abuse;
 mod bench;
 mod crashtest;
 mod e2e;
@@ -22,6 +25,9 @@ commands:
              (cargo xtask crashtest --help)
   e2e        the end-to-end test with real clients: influxdb-client, statsd, prometheus_client,
              promtool, a Prometheus server, kill -9 (cargo xtask e2e --help)
+  abuse      hostile clients (idle, slow, huge, gzip bomb, garbage, UDP) against ingestor serve
+             while a writer streams: every write kept, p99, readiness, limits, resources come
+             back (--profile ci, the default, under 2 minutes; --profile full; --help)
   bench      the benchmark report beside okaywal, commitlog, raft-engine, the ideal loop and
              the fsync rate: target/bench-report.md and .json (--quick: under 2 minutes)";
 
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
         Some("crashtest") => crashtest::main(&args[1..]),
         Some("crashtest-child") => crashtest::proc::child_main(&args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
+        Some("abuse") => abuse::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
