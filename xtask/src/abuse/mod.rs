@@ -31,7 +31,7 @@
 //! 512 MiB is room for its parse budget of bodies in flight and the gzip bomb's decoded limit
 //! several times over, and far below what a bomb inflated in memory (10 GiB) would take.
 //!
-//! Profiles: `--profile ci` (the default) runs a 5 s baseline and 20 s of abuse against a server
+//! Profiles: `--profile ci` (the default) runs an 8 s baseline and 20 s of abuse against a server
 //! given `--header-timeout 3s --body-timeout 5s --idle-timeout 10s`, so that the whole run
 //! stays under two minutes; `--profile full` runs a 15 s baseline and 60 s of abuse against
 //! the server's default timeouts.
@@ -85,7 +85,7 @@ slow-body connections, a 1 MiB header, a gzip bomb (10 MB -> 10 GiB), 10,000 gar
 there, the writer's p99 stays within 5x, /-/ready answers 200 within 1 s throughout, the
 server never exits, limits answer 408/413/431, and threads, open files and memory come back.
 
-  --profile ci     (default) 5 s baseline, 20 s abuse, the server given
+  --profile ci     (default) 8 s baseline, 20 s abuse, the server given
                    --header-timeout 3s --body-timeout 5s --idle-timeout 10s: under two minutes
   --profile full   15 s baseline, 60 s abuse, the server's default timeouts
   --binary PATH    test this binary instead of building target/release/ingestor
@@ -113,7 +113,7 @@ impl Profile {
     fn ci() -> Profile {
         Profile {
             name: "ci",
-            baseline: Duration::from_secs(5),
+            baseline: Duration::from_secs(8),
             abuse: Duration::from_secs(20),
             writer_rate: 50.0,
             idle: 2_000,
@@ -224,13 +224,43 @@ fn median_usage(samples: &[Usage]) -> Usage {
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0)
     };
-    Usage { threads: median(|u| u.threads), fds: median(|u| u.fds), rss: median(|u| u.rss) }
+    Usage {
+        threads: median(|u| u.threads),
+        fds: median(|u| u.fds),
+        rss: median(|u| u.rss),
+        cpu: Duration::ZERO,
+    }
 }
 
 /// Whether `now` is within the tolerance of `base`.
-fn settled(now: Usage, base: Usage) -> bool {
-    now.threads as f64 <= base.threads as f64 * SETTLE_TOLERANCE
-        && now.fds as f64 <= base.fds as f64 * SETTLE_TOLERANCE
+fn within(now: u64, base: u64) -> bool {
+    now as f64 <= base as f64 * SETTLE_TOLERANCE
+}
+
+/// How one figure came back once the abuse stopped.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settle {
+    /// From the end of the abuse until it came back within the tolerance and stayed there,
+    /// if it did.
+    back_after: Option<Duration>,
+    /// Its last value.
+    last: u64,
+}
+
+impl Settle {
+    fn observe(&mut self, now: u64, base: u64, since: Duration) {
+        self.last = now;
+        if !within(now, base) {
+            self.back_after = None;
+        } else if self.back_after.is_none() {
+            self.back_after = Some(since);
+        }
+    }
+}
+
+/// This harness's CPU time so far.
+fn own_cpu() -> Duration {
+    server::cpu_time("/proc/self/stat").unwrap_or_default()
 }
 
 /// Seconds since `t0`, for the timeline.
@@ -254,8 +284,16 @@ struct Gathered {
     /// The server's usage in the baseline (medians).
     base: Usage,
     abuse: (Instant, Instant),
-    /// When the usage came back within the tolerance, and the usage then (or the last one).
-    settle: (Option<Duration>, Usage),
+    /// How threads and open files came back.
+    threads: Settle,
+    fds: Settle,
+    /// Resident memory once they came back (or at the limit).
+    rss_after: u64,
+    /// The server's thread names at baseline and after the abuse.
+    names_base: String,
+    names_after: String,
+    /// CPU time used during the abuse by the server and by this harness.
+    cpu: (Duration, Duration),
 }
 
 fn run(
@@ -386,6 +424,7 @@ fn gather(
         let in_baseline: Vec<Usage> =
             sampler.samples().iter().filter(|(t, _)| *t >= baseline.0).map(|(_, u)| *u).collect();
         let base = median_usage(&in_baseline);
+        let names_base = server::thread_names(server.pid);
         println!(
             "    baseline of the server (median of {} samples): {} threads, {} open files, {} resident",
             in_baseline.len(),
@@ -400,6 +439,7 @@ fn gather(
             profile.abuse
         );
         let abuse_start = Instant::now();
+        let cpu_start = (server::usage(server.pid).map(|u| u.cpu).unwrap_or_default(), own_cpu());
         let spread_over = profile.abuse.mul_f64(0.8);
         let scraper = s.spawn(|| writer::scrape(addr, &stop_abuse));
         let slow = s.spawn(|| {
@@ -454,22 +494,35 @@ fn gather(
         let slow = slow.join().unwrap_or_default();
         let scrapes = scraper.join().unwrap_or_default();
         let abuse = (abuse_start, Instant::now());
+        let cpu = (
+            server::usage(server.pid)
+                .map(|u| u.cpu)
+                .unwrap_or_default()
+                .saturating_sub(cpu_start.0),
+            own_cpu().saturating_sub(cpu_start.1),
+        );
         println!(
             "==> {} abuse stopped (every hostile connection closed); waiting for threads and open files to come back",
             at(t0)
         );
 
         let settle_start = Instant::now();
-        let mut settle = (None, Usage::default());
+        let (mut threads, mut fds, mut rss) = (Settle::default(), Settle::default(), 0);
+        // Poll until both are back, and stay back for a second, or until the limit.
         while settle_start.elapsed() < SETTLE_LIMIT {
             let Some(now) = server::usage(server.pid) else { break };
-            settle.1 = now;
-            if settled(now, base) {
-                settle.0 = Some(settle_start.elapsed());
+            threads.observe(now.threads, base.threads, settle_start.elapsed());
+            fds.observe(now.fds, base.fds, settle_start.elapsed());
+            rss = now.rss;
+            let steady = |s: &Settle| {
+                s.back_after.is_some_and(|t| settle_start.elapsed() >= t + Duration::from_secs(1))
+            };
+            if steady(&threads) && steady(&fds) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
+        let names_after = server::thread_names(server.pid);
         println!("==> {} settled or gave up; stopping the writer and the prober", at(t0));
         stop_writer.store(true, Relaxed);
         Gathered {
@@ -485,7 +538,12 @@ fn gather(
             baseline,
             base,
             abuse,
-            settle,
+            threads,
+            fds,
+            rss_after: rss,
+            names_base,
+            names_after,
+            cpu,
         }
     })
 }
@@ -503,7 +561,7 @@ fn statuses<'a>(outcomes: impl Iterator<Item = &'a Result<u16, String>>) -> Stri
             None => counts.push((key, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts.iter().map(|(k, n)| format!("{k} x {n}")).collect::<Vec<_>>().join(", ")
 }
 
@@ -758,30 +816,48 @@ fn judge(
     );
 
     // Coming back.
+    let abuse_secs = g.abuse.1.duration_since(g.abuse.0).as_secs_f64();
+    println!(
+        "  ---- CPU during the {abuse_secs:.1} s of abuse: the server {:.1} s, this harness {:.1} s (of {} cores)",
+        g.cpu.0.as_secs_f64(),
+        g.cpu.1.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let during = samples.iter().filter(|(t, _)| in_abuse(*t)).map(|(_, u)| *u);
     let (peak_threads, peak_fds) =
         during.fold((0, 0), |(t, f), u| (t.max(u.threads), f.max(u.fds)));
-    let (took, after) = g.settle;
-    let when = took.map_or(format!("not within {SETTLE_LIMIT:?}"), |d| format!("after {}", ms(d)));
+    let came_back = |s: &Settle| match s.back_after {
+        Some(d) => format!("{} after {} (and stayed)", s.last, ms(d)),
+        None => format!("{} after {} (not back within {SETTLE_LIMIT:?})", s.last, ms(SETTLE_LIMIT)),
+    };
     report.check(
         "threads back within 10% of the baseline once the abuse stops",
-        took.is_some() || after.threads as f64 <= g.base.threads as f64 * SETTLE_TOLERANCE,
+        g.threads.back_after.is_some(),
         format!(
-            "{} at baseline, {peak_threads} at the peak of the abuse, {} {when}",
-            g.base.threads, after.threads
+            "{} at baseline, {peak_threads} at the peak of the abuse, {}; at baseline [{}], after [{}]",
+            g.base.threads,
+            came_back(&g.threads),
+            g.names_base,
+            g.names_after
         ),
     );
     report.check(
         "open files back within 10% of the baseline once the abuse stops",
-        took.is_some() || after.fds as f64 <= g.base.fds as f64 * SETTLE_TOLERANCE,
+        g.fds.back_after.is_some(),
         format!(
-            "{} at baseline, {peak_fds} at the peak of the abuse, {} {when}",
-            g.base.fds, after.fds
+            "{} at baseline, {peak_fds} at the peak of the abuse, {}",
+            g.base.fds,
+            came_back(&g.fds)
         ),
     );
     report.check(
         "resident memory under the budget (512 MiB) once the abuse stops",
-        after.rss > 0 && after.rss <= RSS_BUDGET,
-        format!("{} ({} at baseline, budget {})", mib(after.rss), mib(g.base.rss), mib(RSS_BUDGET)),
+        g.rss_after > 0 && g.rss_after <= RSS_BUDGET,
+        format!(
+            "{} ({} at baseline, budget {})",
+            mib(g.rss_after),
+            mib(g.base.rss),
+            mib(RSS_BUDGET)
+        ),
     );
 }

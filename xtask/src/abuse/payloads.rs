@@ -275,7 +275,7 @@ pub(crate) fn send_garbage(
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut rng = Rng::new(seed ^ (t as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng::new(seed ^ ((t as u64 + 1) * 0x1000_0001));
                 let mut client = Client::new(addr, Duration::from_secs(10));
                 let mut tally = Tally::default();
                 let mut next = Instant::now();

@@ -171,6 +171,8 @@ pub(crate) struct Usage {
     pub(crate) fds: u64,
     /// `VmRSS:` of `/proc/PID/status`, in bytes.
     pub(crate) rss: u64,
+    /// CPU time used so far (user and system, from `/proc/PID/stat`).
+    pub(crate) cpu: Duration,
 }
 
 /// Reads `pid`'s usage; `None` once it is gone.
@@ -184,7 +186,36 @@ pub(crate) fn usage(pid: u32) -> Option<Usage> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some(Usage { threads: field("Threads:")?, fds, rss: field("VmRSS:").unwrap_or(0) * 1024 })
+    let cpu = cpu_time(&format!("/proc/{pid}/stat")).unwrap_or_default();
+    Some(Usage { threads: field("Threads:")?, fds, rss: field("VmRSS:").unwrap_or(0) * 1024, cpu })
+}
+
+/// User plus system CPU time of the process whose `stat` file is `path`.
+pub(crate) fn cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The fields after the command name (in parentheses, which may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64))
+}
+
+/// The names of `pid`'s threads, counted: `tokio-runtime-w x 2, ingestor x 1`.
+pub(crate) fn thread_names(pid: u32) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let name = std::fs::read_to_string(entry.path().join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts.sort();
+    counts.iter().map(|(n, c)| format!("{n} x {c}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Samples a process's usage every `every` until told to stop: the samples with their times.
