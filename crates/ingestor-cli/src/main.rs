@@ -45,7 +45,7 @@ enum Command {
     Serve {
         /// Listeners, limits, TLS and auth.
         #[command(flatten)]
-        server: serve::ServeArgs,
+        server: Box<serve::ServeArgs>,
         /// Log and snapshot settings.
         #[command(flatten)]
         engine: args::EngineArgs,

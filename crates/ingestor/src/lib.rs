@@ -65,7 +65,7 @@ pub use ingestor::{
 pub use ingestor_codec::{
     Compression, Lsn, MAX_BATCH_POINTS, MetricKind, Op, SeriesKey, Timestamp, Update,
 };
-pub use ingestor_fs::{Fs, SimFs, StdFs};
+pub use ingestor_fs::{Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, Selector,
     SeriesState, SeriesView, format_value,
