@@ -3,7 +3,7 @@
 //! or the `ingestor` facade (which stores the updates); this crate is for those who read the
 //! formats themselves.
 //!
-//! - [`line`]: InfluxDB line protocol, mapped as VictoriaMetrics maps it (each field `f` of
+//! - [`line`](mod@line): InfluxDB line protocol, mapped as VictoriaMetrics maps it (each field `f` of
 //!   measurement `m` is the gauge `m_f`); a body is all or nothing, the first bad line named.
 //! - [`statsd`]: StatsD and DogStatsD packets; a bad line never stops the others.
 //!
