@@ -139,9 +139,9 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
         n(&c.requests),
     );
     own(
-        "ingestor_http_client_errors_total",
+        "ingestor_http_bad_requests_total",
         "counter",
-        "HTTP requests answered 4xx.",
+        "HTTP requests answered 4xx (refused for what the client sent).",
         n(&c.client_errors),
     );
     own(
