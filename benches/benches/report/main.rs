@@ -1,14 +1,18 @@
 //! The whole-workload benchmark driver behind `cargo xtask bench`: the log workloads W1–W5
 //! through the ingestor's segment log, its peers (okaywal, commitlog, raft-engine) and the
-//! ideal loop; the disk's fsync rate; the facade's metrics workloads. Every figure is
+//! ideal loop; the disk's fsync rate; the facade's metrics workloads; the HTTP ingest path of
+//! the release `ingestor serve` beside VictoriaMetrics. Every figure is
 //! measured in this one run beside what it is compared to, and reported as a ratio.
 //!
 //! Writes `<out>/bench-report.md` and `<out>/bench-report.json`.
 //!
 //! Flags: `--quick` (under two minutes), `--out DIR` (default `target`), `--only NAME` (only
-//! the workloads whose name contains NAME: `W1`, `W2`, `durable`, `W5`, `fsync`, `metrics`).
+//! the workloads whose name contains NAME: `W1`, `W2`, `durable`, `W5`, `fsync`, `metrics`,
+//! `http`), `--ingestor-bin PATH` (the release `ingestor`: without it the HTTP section is
+//! skipped) and `--victoria-metrics PATH` (its peer there). `cargo xtask bench` passes both.
 #![allow(missing_docs, unreachable_pub)]
 
+mod http;
 mod logs;
 mod metrics;
 mod table;
@@ -30,7 +34,7 @@ struct Plan {
     /// Series in the metrics workloads.
     series: usize,
     /// Run only the workloads whose name contains this (`W1`, `W2`, `durable`, `W5`,
-    /// `fsync`, `metrics`).
+    /// `fsync`, `metrics`, `http`).
     only: Option<String>,
 }
 
@@ -260,10 +264,28 @@ fn main() {
     if plan.runs("metrics") {
         metrics::run(&mut report, plan.series, plan.durable_budget);
     }
+    if plan.runs("http") {
+        let path =
+            |flag: &str| args.iter().position(|a| a == flag).map(|i| PathBuf::from(&args[i + 1]));
+        match path("--ingestor-bin") {
+            Some(ingestor) => {
+                let bins =
+                    http::Binaries { ingestor, victoria_metrics: path("--victoria-metrics") };
+                http::run_section(&mut report, &bins, plan.quick);
+            }
+            None => {
+                eprintln!("http ingest: skipped (no --ingestor-bin; cargo xtask bench passes it)")
+            }
+        }
+    }
     let took = started.elapsed();
     report.machine.push((
         "command".into(),
-        format!("cargo xtask bench{}", if plan.quick { " --quick" } else { "" }),
+        format!(
+            "cargo xtask bench{}{}",
+            if plan.quick { " --quick" } else { "" },
+            plan.only.as_ref().map_or(String::new(), |o| format!(" --only {o}"))
+        ),
     ));
     report.machine.push(("run took".into(), format!("{:.0} s", took.as_secs_f64())));
     std::fs::create_dir_all(&out).unwrap();

@@ -48,6 +48,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+pub(crate) use server::build as build_release;
+
 use report::{Report, mib, ms, percentile, spread};
 use server::{Sampler, Server, Usage};
 use slow::{How, Kind};

@@ -1,0 +1,397 @@
+//! The HTTP ingest path: Influx line-protocol bodies of 5,000 lines x 3 fields posted by 4
+//! keep-alive clients to the release `ingestor serve` (under `--sync batch` and `--sync
+//! always`) and to VictoriaMetrics (Debian's `victoria-metrics`, started here on loopback with
+//! its own temporary `-storageDataPath`), the same bodies to each, in the same run.
+//!
+//! Each client owns 5,000 hosts (20,000 in all, 60,000 series) and posts one body after another
+//! on one connection; every line of a body carries the same timestamp, a millisecond after the
+//! client's previous body, written into the body in place (the bodies are made once, before
+//! the clock starts). A second of warm-up (which creates the series) is not counted. Figures:
+//! points acknowledged (2xx) per second, and the request latency p50 and p99, each the median
+//! of the runs, the systems taking turns. The CPU time each server used per point is noted,
+//! to tell where the time goes.
+//!
+//! The HTTP client is a minimal HTTP/1.1 one (`Content-Length` bodies only, which is what both
+//! servers answer a write with): `cargo xtask abuse` has the byte-level one.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::table::{Against, Figure, Report};
+
+/// Clients posting at once.
+const CLIENTS: usize = 4;
+/// Lines in one body.
+const LINES: usize = 5_000;
+/// Fields in one line.
+const FIELDS: usize = 3;
+/// Points in one body.
+const POINTS: u64 = (LINES * FIELDS) as u64;
+/// Width of the nanosecond timestamp written into every line.
+const TS_WIDTH: usize = 19;
+
+/// What the driver is given to run this section.
+pub struct Binaries {
+    /// The release `ingestor`.
+    pub ingestor: PathBuf,
+    /// VictoriaMetrics' single-node server, if there is one.
+    pub victoria_metrics: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    Batch,
+    Always,
+    VictoriaMetrics,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Batch => "ingestor --sync batch",
+            System::Always => "ingestor --sync always",
+            System::VictoriaMetrics => "VictoriaMetrics",
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    points_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Server CPU time per acknowledged point, in microseconds.
+    cpu_us_per_point: f64,
+    /// Server CPU time over the measured window: cores kept busy.
+    cores: f64,
+    /// Requests answered other than 2xx, or not at all.
+    failed: u64,
+}
+
+/// A body whose timestamps can be rewritten in place.
+struct Body {
+    bytes: Vec<u8>,
+    /// Where each line's timestamp starts.
+    ts_at: Vec<usize>,
+}
+
+impl Body {
+    fn new(client: usize) -> Body {
+        let mut bytes = Vec::with_capacity(LINES * 120);
+        let mut ts_at = Vec::with_capacity(LINES);
+        for i in 0..LINES {
+            let host = client * LINES + i;
+            write!(
+                bytes,
+                "http_bench,host=host-{host},region=region-{},rack=r{} usage_user={}.5,usage_system={}.25,load={}i ",
+                host % 8,
+                host % 64,
+                host % 100,
+                (host * 7) % 100,
+                host % 16
+            )
+            .unwrap();
+            ts_at.push(bytes.len());
+            bytes.extend_from_slice(&[b'0'; TS_WIDTH]);
+            bytes.push(b'\n');
+        }
+        Body { bytes, ts_at }
+    }
+
+    fn set_timestamp(&mut self, ns: u64) {
+        let digits = format!("{ns:0TS_WIDTH$}");
+        for &at in &self.ts_at {
+            self.bytes[at..at + TS_WIDTH].copy_from_slice(digits.as_bytes());
+        }
+    }
+}
+
+/// Posts `body` on `conn` and reads the answer: its status.
+fn post(conn: &mut BufReader<TcpStream>, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = conn.get_mut();
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut line = String::new();
+    conn.read_line(&mut line)?;
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0u64;
+    loop {
+        line.clear();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    std::io::copy(&mut conn.by_ref().take(length), &mut std::io::sink())?;
+    Ok(status)
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+/// A server under test; killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(system: System, bins: &Binaries, dir: &Path) -> Result<Server, String> {
+        let addr = free_port();
+        let mut cmd = match system {
+            System::Batch | System::Always => {
+                let mut c = Command::new(&bins.ingestor);
+                c.arg("serve")
+                    .arg("--data-dir")
+                    .arg(dir)
+                    .arg("--http")
+                    .arg(addr.to_string())
+                    .arg("--sync")
+                    .arg(if system == System::Batch { "batch" } else { "always" });
+                c
+            }
+            System::VictoriaMetrics => {
+                let mut c =
+                    Command::new(bins.victoria_metrics.as_ref().ok_or("no VictoriaMetrics")?);
+                c.arg(format!("-storageDataPath={}", dir.display()))
+                    .arg(format!("-httpListenAddr={addr}"))
+                    .arg("-loggerLevel=ERROR");
+                c
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", system.name()))?;
+        let mut server = Server { child, addr };
+        let ready = if system == System::VictoriaMetrics { "/health" } else { "/-/ready" };
+        let started = Instant::now();
+        while get_status(addr, ready) != Some(200) {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("{} not ready within 30 s", system.name()));
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{} exited at start ({status})", system.name()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+        Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    }
+}
+
+/// One run of `system`: 4 clients for `warmup` + `measure`; the figures of `measure`.
+fn run(
+    system: System,
+    bins: &Binaries,
+    dir: &Path,
+    warmup: Duration,
+    measure: Duration,
+) -> Result<Run, String> {
+    let server = Server::start(system, bins, dir)?;
+    let addr = server.addr;
+    let path = if system == System::VictoriaMetrics { "/write" } else { "/api/v2/write" };
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let counted_from = t0 + warmup;
+    let start_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let (results, cpu, window) = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let stop = &stop;
+                s.spawn(move || -> Result<(u64, u64, Vec<Duration>), String> {
+                    let mut body = Body::new(c);
+                    let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .map_err(|e| e.to_string())?;
+                    let mut conn = BufReader::new(stream);
+                    let (mut acked, mut failed, mut latencies) = (0u64, 0u64, Vec::new());
+                    let mut ns = start_ns;
+                    while !stop.load(Relaxed) {
+                        ns += 1_000_000;
+                        body.set_timestamp(ns);
+                        let at = Instant::now();
+                        let status = post(&mut conn, path, &body.bytes);
+                        let counted = at >= counted_from;
+                        match status {
+                            Ok(s) if (200..300).contains(&s) => {
+                                if counted {
+                                    acked += POINTS;
+                                    latencies.push(at.elapsed());
+                                }
+                            }
+                            Ok(s) => {
+                                failed += 1;
+                                if failed == 1 {
+                                    eprintln!("  {}: answered {s}", system.name());
+                                }
+                            }
+                            Err(e) => return Err(format!("{}: {e}", system.name())),
+                        }
+                    }
+                    Ok((acked, failed, latencies))
+                })
+            })
+            .collect();
+        std::thread::sleep(warmup);
+        let cpu_from = server.cpu();
+        std::thread::sleep(measure);
+        let cpu = server.cpu().saturating_sub(cpu_from);
+        stop.store(true, Relaxed);
+        let window = counted_from.elapsed();
+        (clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>(), cpu, window)
+    });
+    let (mut acked, mut failed, mut latencies) = (0, 0, Vec::new());
+    for r in results {
+        let (a, f, l) = r?;
+        acked += a;
+        failed += f;
+        latencies.extend(l);
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((p * latencies.len() as f64).ceil() as usize).saturating_sub(1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Ok(Run {
+        points_per_s: acked as f64 / window.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        cpu_us_per_point: cpu.as_secs_f64() * 1e6 / acked.max(1) as f64,
+        cores: cpu.as_secs_f64() / measure.as_secs_f64(),
+        failed,
+    })
+}
+
+/// Runs the section and adds its figures to `report`.
+pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
+    let (repeats, warmup, measure) = if quick {
+        (1, Duration::from_secs(1), Duration::from_secs(4))
+    } else {
+        (3, Duration::from_secs(1), Duration::from_secs(10))
+    };
+    let mut systems = vec![System::Batch, System::Always];
+    if bins.victoria_metrics.is_some() {
+        systems.push(System::VictoriaMetrics);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
+    for round in 0..repeats {
+        for (i, &system) in systems.iter().enumerate() {
+            eprintln!("http ingest: {} (run {} of {repeats})", system.name(), round + 1);
+            let dir = tmp.path().join(format!("{i}-{round}"));
+            match run(system, bins, &dir, warmup, measure) {
+                Ok(r) => runs[i].push(r),
+                Err(e) => eprintln!("http ingest: {e}"),
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let median = |i: usize, f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs[i].iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let section = format!(
+        "HTTP ingest: Influx line protocol, bodies of {LINES} lines x {FIELDS} fields from {CLIENTS} keep-alive clients, \
+         60,000 series (median of {repeats} interleaved run(s) of {} s)",
+        measure.as_secs()
+    );
+    let vm = systems.iter().position(|&s| s == System::VictoriaMetrics);
+    let cpu_note = |i: usize| {
+        let cpu = |i: usize| {
+            format!(
+                "{:.2} us/point, {:.2} cores busy",
+                median(i, |r| r.cpu_us_per_point).unwrap_or(f64::NAN),
+                median(i, |r| r.cores).unwrap_or(f64::NAN)
+            )
+        };
+        let mut note = format!("server CPU {}", cpu(i));
+        if let Some(v) = vm {
+            note.push_str(&format!(" (VictoriaMetrics {})", cpu(v)));
+        }
+        let failed: u64 = runs[i].iter().map(|r| r.failed).sum();
+        if failed > 0 {
+            note.push_str(&format!("; {failed} requests refused"));
+        }
+        note
+    };
+    for (i, &system) in systems.iter().enumerate().filter(|(_, s)| **s != System::VictoriaMetrics) {
+        let sync = if system == System::Batch { "--sync batch" } else { "--sync always" };
+        let Some(points) = median(i, |r| r.points_per_s) else { continue };
+        let mut f = Figure::new(&section, &format!("points/s, {sync}"), points, "points/s");
+        if let Some(v) = vm.and_then(|v| median(v, |r| r.points_per_s)) {
+            f = f.peer("VictoriaMetrics", v);
+            if system == System::Batch {
+                f = f.at_least(Against::Peer("VictoriaMetrics"), 1.5);
+            }
+        }
+        report.add(f.note(cpu_note(i)));
+        for (name, get) in
+            [("p50", (|r: &Run| r.p50_ms) as fn(&Run) -> f64), ("p99", |r: &Run| r.p99_ms)]
+        {
+            let Some(v) = median(i, get) else { continue };
+            let mut f = Figure::new(&section, &format!("request {name}, {sync}"), v, "ms")
+                .lower_is_better();
+            if let Some(p) = vm.and_then(|vm| median(vm, get)) {
+                f = f.peer("VictoriaMetrics", p);
+            }
+            report.add(f);
+        }
+    }
+    if vm.is_none() {
+        eprintln!("http ingest: no VictoriaMetrics binary: the ingestor's figures only");
+    }
+}
