@@ -173,6 +173,8 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
         db.close().unwrap();
     }
 
+    scrape_during_ingest(report, &keys, budget);
+
     // Durable ingest under Always: each writer ingests batches of 10 points by handle.
     let section = "metrics: durable ingest under Always, batches of 10 points by handle";
     let d = tmp.path().join("durable");
@@ -218,5 +220,126 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
         }
         report.add(f);
     }
+    drop(db);
+}
+
+/// The p99 of `batches` latencies, in milliseconds.
+fn p99_ms(mut latencies: Vec<Duration>) -> f64 {
+    latencies.sort_unstable();
+    let i = ((latencies.len() as f64 * 0.99).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[i].as_secs_f64() * 1e3
+}
+
+/// Batch latencies of one writer (batches of 1,000 points by handle) for `budget`, while
+/// `scrape` runs in a loop on another thread (if given).
+fn writer_latencies(
+    db: &Ingestor,
+    handles: &[SeriesHandle],
+    budget: Duration,
+    scrape: Option<&(dyn Fn() + Sync)>,
+) -> (Vec<Duration>, u64) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let scrapes = s.spawn(|| {
+            let mut n = 0u64;
+            if let Some(scrape) = scrape {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    scrape();
+                    n += 1;
+                }
+            }
+            n
+        });
+        let mut latencies = Vec::new();
+        let deadline = Instant::now() + budget;
+        let mut round = 100u64;
+        while Instant::now() < deadline {
+            for (b, chunk) in handles.chunks(1_000).enumerate().take(50) {
+                let batch: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &h)| (h, Timestamp(round as i64), op(b * 1_000 + j, round)))
+                    .collect();
+                let t = Instant::now();
+                db.ingest_by_handle(&batch).unwrap();
+                latencies.push(t.elapsed());
+            }
+            round += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (latencies, scrapes.join().unwrap())
+    })
+}
+
+/// What `GET /metrics` costs writers: batch p99 while the whole store is rendered in a loop,
+/// from a frozen view (what `ingestor serve` does) and, for comparison, under the memstore's
+/// read lock (what it did before), beside the p99 with no scrape.
+fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budget: Duration) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _) = Ingestor::open(tmp.path().join("scrape"), config(SyncPolicy::Os)).unwrap();
+    by_key_round(&db, keys, 0);
+    let handles: Vec<_> = keys.iter().map(|k| db.resolve(k).unwrap()).collect();
+    let section = format!(
+        "metrics: a /metrics scrape of {} series during ingest (batches of 1,000, Os)",
+        keys.len()
+    );
+    let (base, _) = writer_latencies(&db, &handles, budget, None);
+    let base = p99_ms(base);
+    let frozen = || {
+        let mut bytes = 0usize;
+        db.memstore().freeze().expose(
+            |_| true,
+            64 << 10,
+            |piece| {
+                bytes += piece.len();
+                true
+            },
+        );
+        std::hint::black_box(bytes);
+    };
+    let (during, scrapes) = writer_latencies(&db, &handles, budget, Some(&frozen));
+    let during = p99_ms(during);
+    let locked = || {
+        let mut out = String::new();
+        db.expose(&mut out, None);
+        std::hint::black_box(out.len());
+    };
+    let (held, held_scrapes) = writer_latencies(&db, &handles, budget, Some(&locked));
+    let held = p99_ms(held);
+    // The only part of a scrape that writers wait for: the freeze, under the read lock.
+    let mut pauses: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(db.memstore().freeze());
+            t.elapsed()
+        })
+        .collect();
+    pauses.sort_unstable();
+    report.add(
+        Figure::new(
+            &section,
+            "freeze (the lock a scrape holds), median of 20",
+            pauses[10].as_secs_f64() * 1e6,
+            "us",
+        )
+        .lower_is_better(),
+    );
+    report.add(Figure::new(&section, "batch p99, no scrape", base, "ms").lower_is_better());
+    report.add(
+        Figure::new(
+            &section,
+            "batch p99 during frozen-view scrapes / no scrape",
+            during / base,
+            "x",
+        )
+        .lower_is_better()
+        .target(2.0)
+        .note(format!("{during:.2} ms; {scrapes} scrapes")),
+    );
+    report.add(
+        Figure::new(&section, "batch p99 during read-locked scrapes / no scrape", held / base, "x")
+            .lower_is_better()
+            .note(format!("{held:.2} ms; {held_scrapes} scrapes; the old way, for comparison")),
+    );
     drop(db);
 }

@@ -102,10 +102,12 @@ impl Hasher for IdHasher {
 /// Builds [`IdHasher`]s, for maps keyed by series ids.
 pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
-/// Strings stored once, shared by every series that uses them.
+/// Strings stored once, shared by every series that uses them. They are kept in chunks of
+/// [`CHUNK`]: a full chunk never changes again, so a [`Frozen`] view shares every full chunk
+/// and copies only the last, partial one (a freeze costs O(symbols / 1,024), not O(symbols)).
 #[derive(Debug, Default, Clone)]
 struct Symbols {
-    strings: Vec<Arc<str>>,
+    chunks: Vec<Arc<Vec<Arc<str>>>>,
     ids: HashMap<Arc<str>, u32>,
 }
 
@@ -118,15 +120,40 @@ impl Symbols {
         if let Some(id) = self.ids.get(s) {
             return *id;
         }
-        let id = self.strings.len() as u32;
+        let id = self.ids.len() as u32;
         let s: Arc<str> = Arc::from(s);
-        self.strings.push(Arc::clone(&s));
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        let last = self.chunks.last_mut().expect("just made sure");
+        Arc::make_mut(last).push(Arc::clone(&s));
         self.ids.insert(s, id);
         id
     }
 
     fn resolve(&self, id: u32) -> &str {
-        &self.strings[id as usize]
+        &self.chunks[(id >> CHUNK_SHIFT) as usize][id as usize & (CHUNK - 1)]
+    }
+
+    /// A view of every symbol so far: full chunks shared, the partial one copied.
+    fn freeze(&self) -> FrozenSymbols {
+        let mut chunks = self.chunks.clone();
+        if let Some(last) = chunks.last_mut().filter(|c| c.len() < CHUNK) {
+            // The store goes on pushing to its partial chunk; the view keeps its own copy,
+            // so that the store's push does not copy it on the next intern.
+            *last = Arc::new(last.as_ref().clone());
+        }
+        FrozenSymbols(chunks)
+    }
+}
+
+/// The symbols of a [`Frozen`] view.
+#[derive(Debug, Clone)]
+struct FrozenSymbols(Vec<Arc<Vec<Arc<str>>>>);
+
+impl FrozenSymbols {
+    fn resolve(&self, id: u32) -> &str {
+        &self.0[(id >> CHUNK_SHIFT) as usize][id as usize & (CHUNK - 1)]
     }
 }
 
@@ -676,11 +703,7 @@ impl Memstore {
     #[must_use]
     pub fn freeze(&self) -> Frozen {
         let inner = self.read();
-        Frozen {
-            chunks: inner.chunks.clone(),
-            symbols: Arc::new(inner.symbols.strings.clone()),
-            live: inner.live,
-        }
+        Frozen { chunks: inner.chunks.clone(), symbols: inner.symbols.freeze(), live: inner.live }
     }
 
     /// Inserts a series read from a snapshot. Keys must be new to the store.
@@ -724,7 +747,7 @@ pub struct SeriesRecord {
 #[derive(Clone)]
 pub struct Frozen {
     chunks: Vec<Arc<Chunk>>,
-    symbols: Arc<Vec<Arc<str>>>,
+    symbols: FrozenSymbols,
     live: usize,
 }
 
@@ -757,7 +780,7 @@ impl Frozen {
         piece_bytes: usize,
         mut emit: impl FnMut(String) -> bool,
     ) {
-        let sym = |i: u32| &*self.symbols[i as usize];
+        let sym = |i: u32| self.symbols.resolve(i);
         let mut order: Vec<(Cow<'_, str>, MetricKind, &Series)> = self
             .chunks
             .iter()
@@ -798,7 +821,7 @@ impl Frozen {
         self.chunks.iter().flat_map(|c| c.iter()).filter_map(move |s| {
             let s = s.as_ref()?;
             let state = s.state.clone()?;
-            let sym = |i: u32| &*self.symbols[i as usize];
+            let sym = |i: u32| self.symbols.resolve(i);
             let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
             let key = SeriesKey::new(sym(s.key[0]), labels).expect("stored keys were validated");
             Some(SeriesRecord { key, state, last_update: s.last_update })
