@@ -60,8 +60,10 @@ impl System {
 }
 
 /// One run's figures.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Run {
+    /// The cores each of the server's thread groups kept busy (by thread name).
+    threads: String,
     points_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -219,14 +221,51 @@ impl Server {
     }
 
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-        Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+        stat_cpu(&format!("/proc/{}/stat", self.child.id()))
     }
+
+    /// CPU time so far of the server's threads, summed by thread name.
+    fn cpu_by_thread(&self) -> Vec<(String, Duration)> {
+        let mut out: Vec<(String, Duration)> = Vec::new();
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id()));
+        for task in tasks.into_iter().flatten().flatten() {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let cpu = stat_cpu(&task.path().join("stat").to_string_lossy());
+            match out.iter_mut().find(|(n, _)| n == name.trim()) {
+                Some((_, c)) => *c += cpu,
+                None => out.push((name.trim().to_string(), cpu)),
+            }
+        }
+        out
+    }
+}
+
+/// User plus system CPU time in a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// The cores each thread group kept busy between two readings, busiest first, for people.
+fn busiest(
+    before: &[(String, Duration)],
+    after: &[(String, Duration)],
+    window: Duration,
+) -> String {
+    let mut groups: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, cpu)| {
+            let was = before.iter().find(|(n, _)| n == name).map_or(Duration::ZERO, |b| b.1);
+            (name.clone(), cpu.saturating_sub(was).as_secs_f64() / window.as_secs_f64())
+        })
+        .filter(|(_, cores)| *cores >= 0.01)
+        .collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups.iter().map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 /// One run of `system`: 4 clients for `warmup` + `measure`; the figures of `measure`.
@@ -244,7 +283,7 @@ fn run(
     let t0 = Instant::now();
     let counted_from = t0 + warmup;
     let start_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let (results, cpu, window) = std::thread::scope(|s| {
+    let (results, cpu, threads, window) = std::thread::scope(|s| {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let stop = &stop;
@@ -286,11 +325,19 @@ fn run(
             .collect();
         std::thread::sleep(warmup);
         let cpu_from = server.cpu();
+        let threads_from = server.cpu_by_thread();
+        let clients_from = stat_cpu("/proc/self/stat");
         std::thread::sleep(measure);
         let cpu = server.cpu().saturating_sub(cpu_from);
+        let mut threads = busiest(&threads_from, &server.cpu_by_thread(), measure);
+        let clients_cpu = stat_cpu("/proc/self/stat").saturating_sub(clients_from);
+        threads.push_str(&format!(
+            "; the 4 clients {:.2}",
+            clients_cpu.as_secs_f64() / measure.as_secs_f64()
+        ));
         stop.store(true, Relaxed);
         let window = counted_from.elapsed();
-        (clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>(), cpu, window)
+        (clients.into_iter().map(|c| c.join().unwrap()).collect::<Vec<_>>(), cpu, threads, window)
     });
     let (mut acked, mut failed, mut latencies) = (0, 0, Vec::new());
     for r in results {
@@ -311,6 +358,7 @@ fn run(
         p99_ms: pct(0.99),
         cpu_us_per_point: cpu.as_secs_f64() * 1e6 / acked.max(1) as f64,
         cores: cpu.as_secs_f64() / measure.as_secs_f64(),
+        threads,
         failed,
     })
 }
@@ -353,14 +401,15 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
     let cpu_note = |i: usize| {
         let cpu = |i: usize| {
             format!(
-                "{:.2} us/point, {:.2} cores busy",
+                "{:.2} us/point, {:.2} cores busy [cores by thread, last run: {}]",
                 median(i, |r| r.cpu_us_per_point).unwrap_or(f64::NAN),
-                median(i, |r| r.cores).unwrap_or(f64::NAN)
+                median(i, |r| r.cores).unwrap_or(f64::NAN),
+                runs[i].last().map_or("", |r| r.threads.as_str())
             )
         };
         let mut note = format!("server CPU {}", cpu(i));
         if let Some(v) = vm {
-            note.push_str(&format!(" (VictoriaMetrics {})", cpu(v)));
+            note.push_str(&format!("; VictoriaMetrics CPU {}", cpu(v)));
         }
         let failed: u64 = runs[i].iter().map(|r| r.failed).sum();
         if failed > 0 {
