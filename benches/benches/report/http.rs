@@ -375,6 +375,15 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
         systems.push(System::VictoriaMetrics);
     }
     let tmp = tempfile::tempdir().unwrap();
+    let load = || {
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split(' ')
+            .next()
+            .unwrap_or("?")
+            .to_string()
+    };
+    let load_before = load();
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     for round in 0..repeats {
         for (i, &system) in systems.iter().enumerate() {
@@ -387,6 +396,7 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    let load_after = load();
     let median = |i: usize, f: fn(&Run) -> f64| {
         let mut v: Vec<f64> = runs[i].iter().map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -411,6 +421,10 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
         if let Some(v) = vm {
             note.push_str(&format!("; VictoriaMetrics CPU {}", cpu(v)));
         }
+        note.push_str(&format!(
+            "; load average (1 min) {load_before} before the section, {load_after} after, on {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ));
         let failed: u64 = runs[i].iter().map(|r| r.failed).sum();
         if failed > 0 {
             note.push_str(&format!("; {failed} requests refused"));
