@@ -5,6 +5,8 @@
 //!
 //! - [`line`](mod@line): InfluxDB line protocol, mapped as VictoriaMetrics maps it (each field `f` of
 //!   measurement `m` is the gauge `m_f`); a body is all or nothing, the first bad line named.
+//! - [`line_cache`]: the same parse through a cache of the series a body names, for servers
+//!   that see the same series again and again.
 //! - [`statsd`]: StatsD and DogStatsD packets; a bad line never stops the others.
 //!
 //! ```
@@ -30,6 +32,7 @@
 //!   `Update::new`): names, label limits, finite values.
 
 pub mod line;
+pub mod line_cache;
 pub mod statsd;
 
 #[doc(no_inline)]

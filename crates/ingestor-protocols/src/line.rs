@@ -66,7 +66,7 @@ impl Precision {
 
     /// Converts a timestamp in this unit to milliseconds, rounding down (so that a moment
     /// before the epoch stays before it); `None` when the result does not fit an `i64`.
-    fn to_millis(self, t: i64) -> Option<i64> {
+    pub(crate) fn to_millis(self, t: i64) -> Option<i64> {
         match self {
             Precision::Ns => Some(t.div_euclid(1_000_000)),
             Precision::Us => Some(t.div_euclid(1_000)),
@@ -99,28 +99,36 @@ impl std::error::Error for LineError {}
 /// without one is stamped `now_ms`.
 pub fn parse_body(body: &str, precision: Precision, now_ms: i64) -> Result<Vec<Update>, LineError> {
     let mut out = Vec::new();
-    for (index, raw) in body.split('\n').enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let line = line.trim_start_matches([' ', '\t']);
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        parse_line(line, precision, now_ms, &mut out)
-            .map_err(|reason| LineError { line: index + 1, reason })?;
+    for (number, line) in lines(body) {
+        parse_line(line, precision, now_ms, &mut out, None)
+            .map_err(|reason| LineError { line: number, reason })?;
     }
     Ok(out)
+}
+
+/// The lines of a body that hold data, with their 1-based numbers: split at `\n`, without a
+/// trailing `\r` or leading blanks; blank lines and `#` comments left out.
+pub(crate) fn lines(body: &str) -> impl Iterator<Item = (usize, &str)> {
+    body.split('\n').enumerate().filter_map(|(index, raw)| {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let line = line.trim_start_matches([' ', '\t']);
+        (!line.is_empty() && !line.starts_with('#')).then_some((index + 1, line))
+    })
 }
 
 /// The characters a backslash escapes outside string values. `\\` is one backslash, as
 /// InfluxDB documents; `\=` in a measurement is accepted too (as VictoriaMetrics does).
 const ESCAPABLE: &[u8] = b",= \\";
 
-/// Parses one non-blank, non-comment line (without its line ending) into `out`.
-fn parse_line(
-    line: &str,
+/// Parses one non-blank, non-comment line (without its line ending) into `out`; when
+/// `raw_keys` is given, it gets each update's field key as written (escapes unresolved), in
+/// the order of the updates.
+pub(crate) fn parse_line<'a>(
+    line: &'a str,
     precision: Precision,
     now_ms: i64,
     out: &mut Vec<Update>,
+    mut raw_keys: Option<&mut Vec<&'a str>>,
 ) -> Result<(), String> {
     let mut cur = Cursor { s: line, pos: 0 };
 
@@ -155,11 +163,13 @@ fn parse_line(
 
     // Fields in order of first appearance, keyed by series name: a repeated field (or two
     // fields whose names sanitize alike) keeps its place and takes the last value.
-    let mut fields: Vec<(String, String, f64)> = Vec::new();
+    let mut fields: Vec<(String, &'a str, String, f64)> = Vec::new();
     let mut by_metric: HashMap<String, usize> = HashMap::new();
     let mut first_string: Option<String> = None;
     loop {
+        let raw_start = cur.pos;
         let (key, stop) = cur.token(b",= ");
+        let raw_key = &line[raw_start..cur.pos];
         if key.is_empty() {
             return Err("a field key is empty".to_string());
         }
@@ -187,12 +197,12 @@ fn parse_line(
             match by_metric.get(&metric) {
                 Some(&i) => {
                     if let Some(slot) = fields.get_mut(i) {
-                        *slot = (key, metric, value);
+                        *slot = (key, raw_key, metric, value);
                     }
                 }
                 None => {
                     by_metric.insert(metric.clone(), fields.len());
-                    fields.push((key, metric, value));
+                    fields.push((key, raw_key, metric, value));
                 }
             }
         }
@@ -232,7 +242,10 @@ fn parse_line(
         ));
     }
 
-    for (key, metric, value) in fields {
+    for (key, raw_key, metric, value) in fields {
+        if let Some(raw) = raw_keys.as_deref_mut() {
+            raw.push(raw_key);
+        }
         let series = SeriesKey::new(&metric, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| format!("field {}: {e}", quoted(&key)))?;
         let update = Update::new(series, Timestamp(timestamp), Op::GaugeSet(value))
@@ -243,7 +256,7 @@ fn parse_line(
 }
 
 /// Reads a field value that is not a string: a float, `3i`, `3u` or a boolean.
-fn parse_field_value(key: &str, raw: &str) -> Result<f64, String> {
+pub(crate) fn parse_field_value(key: &str, raw: &str) -> Result<f64, String> {
     if raw.is_empty() {
         return Err(format!("field {} has no value", quoted(key)));
     }
@@ -316,27 +329,48 @@ pub fn quoted(s: &str) -> String {
     }
 }
 
+/// Resolves the escapes of a token read by [`Cursor::escaped_token`]: a backslash before a
+/// byte of [`ESCAPABLE`] is dropped, any other backslash kept.
+fn unescape(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1).is_some_and(|next| ESCAPABLE.contains(next)) {
+            out.push_str(&raw[start..i]);
+            // The escaped character begins the next piece.
+            start = i + 1;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&raw[start..]);
+    out
+}
+
 /// A position in one line. Every index it slices at is that of an ASCII byte or the end,
 /// so slicing never splits a character.
-struct Cursor<'a> {
-    s: &'a str,
-    pos: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) s: &'a str,
+    pub(crate) pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.s.as_bytes().get(self.pos).copied()
     }
 
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         self.pos >= self.s.len()
     }
 
-    fn rest(&self) -> &'a str {
+    pub(crate) fn rest(&self) -> &'a str {
         self.s.get(self.pos..).unwrap_or("")
     }
 
-    fn skip_spaces(&mut self) {
+    pub(crate) fn skip_spaces(&mut self) {
         while self.peek() == Some(b' ') {
             self.pos += 1;
         }
@@ -346,33 +380,32 @@ impl<'a> Cursor<'a> {
     /// the text with its escapes resolved and the byte it stopped at. Every stop byte is in
     /// [`ESCAPABLE`].
     fn token(&mut self, stops: &[u8]) -> (String, Option<u8>) {
+        let (raw, stop) = self.escaped_token(stops);
+        (unescape(raw), stop)
+    }
+
+    /// Reads up to the first unescaped byte of `stops` (left unread) or the end, and returns
+    /// the text as written (escapes unresolved) and the byte it stopped at. A backslash
+    /// before a byte of [`ESCAPABLE`] escapes it; before anything else it is a plain byte.
+    pub(crate) fn escaped_token(&mut self, stops: &[u8]) -> (&'a str, Option<u8>) {
         let bytes = self.s.as_bytes();
-        let mut out = String::new();
-        let mut start = self.pos;
+        let start = self.pos;
         while let Some(&b) = bytes.get(self.pos) {
             if b == b'\\' {
-                if bytes.get(self.pos + 1).is_some_and(|next| ESCAPABLE.contains(next)) {
-                    out.push_str(&self.s[start..self.pos]);
-                    // The escaped character begins the next piece.
-                    start = self.pos + 1;
-                    self.pos += 2;
-                } else {
-                    self.pos += 1;
-                }
+                let escapes = bytes.get(self.pos + 1).is_some_and(|next| ESCAPABLE.contains(next));
+                self.pos += if escapes { 2 } else { 1 };
                 continue;
             }
             if stops.contains(&b) {
-                out.push_str(&self.s[start..self.pos]);
-                return (out, Some(b));
+                return (&self.s[start..self.pos], Some(b));
             }
             self.pos += 1;
         }
-        out.push_str(&self.s[start..]);
-        (out, None)
+        (&self.s[start..], None)
     }
 
     /// Reads up to the first byte of `stops` (left unread) or the end, without escapes.
-    fn raw_token(&mut self, stops: &[u8]) -> &'a str {
+    pub(crate) fn raw_token(&mut self, stops: &[u8]) -> &'a str {
         let start = self.pos;
         while self.peek().is_some_and(|b| !stops.contains(&b)) {
             self.pos += 1;

@@ -53,6 +53,7 @@ mod routes;
 mod state;
 mod statsd;
 mod tls;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -229,6 +230,12 @@ impl Server {
     #[must_use]
     pub fn stopper(&self) -> Stopper {
         self.stop.clone()
+    }
+
+    /// The ingestor, once it is open: for reads (and writes) in the embedding process.
+    #[must_use]
+    pub fn ingestor(&self) -> Option<Arc<Ingestor>> {
+        self.state.db.get().cloned()
     }
 
     /// Whether the ingestor is open and its log usable (what `/-/ready` answers).

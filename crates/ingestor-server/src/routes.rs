@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ingestor::Ingestor;
-use ingestor_protocols::line::{Precision, parse_body};
+use ingestor_protocols::line::Precision;
 use serde_json::json;
 
 use crate::auth::{self, Verdict};
@@ -271,16 +271,7 @@ async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response
         let Ok(text) = std::str::from_utf8(&bytes) else {
             return Err(error(&worker, StatusCode::BAD_REQUEST, "the body is not UTF-8"));
         };
-        let updates = parse_body(text, precision, ingestor::system_clock_ms())
-            .map_err(|e| error(&worker, StatusCode::BAD_REQUEST, e.to_string()))?;
-        if let Some(m) = reserved(&updates) {
-            return Err(error(&worker, StatusCode::BAD_REQUEST, m));
-        }
-        if updates.is_empty() {
-            return Ok(0);
-        }
-        db.ingest(&updates).map_err(|e| ingest_error(&worker, &e))?;
-        Ok(updates.len())
+        crate::write::ingest_lines(&worker, &db, text, precision)
     })
     .await;
     match outcome {

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use ingestor::Ingestor;
+use ingestor::{Ingestor, SeriesHandle};
+use ingestor_protocols::line_cache::SeriesCache;
 
 use crate::ServerConfig;
 
@@ -127,12 +128,15 @@ pub(crate) struct AppState {
     pub(crate) budget: Budget,
     pub(crate) statsd_log: RateLimitedLog,
     pub(crate) write_log: RateLimitedLog,
+    /// Series named by line-protocol bodies, by their text, with their engine handles.
+    pub(crate) line_cache: Mutex<SeriesCache<SeriesHandle>>,
 }
 
 impl AppState {
     pub(crate) fn new(config: ServerConfig) -> Self {
         let budget = Budget::new(config.limits.parse_memory_bytes);
         AppState {
+            line_cache: Mutex::new(SeriesCache::new(config.line_cache_series)),
             config,
             db: OnceLock::new(),
             counters: Counters::default(),

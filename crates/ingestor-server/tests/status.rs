@@ -242,3 +242,29 @@ fn stop_finishes_and_closes_the_ingestor_with_its_data() {
     let (db, _) = Ingestor::open(&path, Config::default()).unwrap();
     assert_eq!(db.select("kept_v").unwrap().len(), 1);
 }
+
+#[test]
+fn known_series_go_by_handle_and_a_deleted_one_comes_back_by_key() {
+    let srv = start(config());
+    for v in 1..=3 {
+        let body = format!("cpu,host=a user={v},sys={}\ncpu,host=b user={v}", v * 10);
+        assert_eq!(post(srv.addr, "/write", &body).status, 204);
+    }
+    assert_eq!(value(srv.addr, "cpu_sys{host=\"a\"}").as_deref(), Some("30"));
+    assert_eq!(value(srv.addr, "cpu_user{host=\"b\"}").as_deref(), Some("3"));
+    // Deleted behind the server's back: its cached handle is stale.
+    let db = srv.server.as_ref().unwrap().ingestor().unwrap();
+    let key = ingestor::SeriesKey::new("cpu_user", [("host", "a")]).unwrap();
+    let delete = ingestor::Update::new(key, ingestor::Timestamp(1), ingestor::Op::Delete).unwrap();
+    db.ingest(&[delete]).unwrap();
+    drop(db);
+    assert_eq!(value(srv.addr, "cpu_user{host=\"a\"}"), None);
+    let a = post(srv.addr, "/write", "cpu,host=a user=4,sys=40\ncpu,host=b user=4");
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(value(srv.addr, "cpu_user{host=\"a\"}").as_deref(), Some("4"));
+    assert_eq!(value(srv.addr, "cpu_sys{host=\"a\"}").as_deref(), Some("40"));
+    // A refused body through the cache leaves nothing either.
+    let a = post(srv.addr, "/write", "cpu,host=a user=5\ncpu,host=a user=\"s\"");
+    assert_eq!(a.status, 400);
+    assert_eq!(value(srv.addr, "cpu_user{host=\"a\"}").as_deref(), Some("4"));
+}

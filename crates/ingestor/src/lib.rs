@@ -67,8 +67,8 @@ pub use ingestor_codec::{
 };
 pub use ingestor_fs::{Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
 pub use ingestor_memstore::{
-    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, Selector,
-    SeriesState, SeriesView, format_value,
+    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, MemstoreError,
+    Selector, SeriesState, SeriesView, format_value,
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
-pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy};
+pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy, WalError};
