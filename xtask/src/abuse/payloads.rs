@@ -413,3 +413,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod early_answer {
+    use super::*;
+    use std::io::Read as _;
+    use std::net::TcpListener;
+
+    #[test]
+    fn an_answer_before_the_body_is_sent_is_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 100_000];
+            let _ = stream.read(&mut buf);
+            stream.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            // Close with unread data: the client sees a reset while sending.
+        });
+        let mut request = b"POST / HTTP/1.1\r\nContent-Length: 50000000\r\n\r\n".to_vec();
+        request.resize(50_000_000, b'x');
+        let o = send_big(addr, request, Duration::from_secs(10));
+        assert_eq!(o.status, Some(413), "{o:?}");
+        assert!(o.sent < 50_000_000, "{o:?}");
+    }
+}

@@ -249,3 +249,64 @@ pub(crate) fn run(
     }
     slow
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A server that answers slow bodies 408 after `cut`, closes slow headers after `cut`
+    /// without a word, and leaves idle connections be.
+    fn cutting_server(cut: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let started = Instant::now();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while started.elapsed() < cut {
+                        if let Ok(n) = stream.read(&mut buf) {
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    if got.is_empty() {
+                        std::thread::sleep(Duration::from_secs(60));
+                    } else if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn slow_clients_are_timed_until_the_server_cuts_them() {
+        let addr = cutting_server(Duration::from_millis(1500));
+        let stop = AtomicBool::new(false);
+        let slow = std::thread::scope(|s| {
+            let run = s.spawn(|| run(addr, 3, 2, 2, &stop));
+            std::thread::sleep(Duration::from_millis(3000));
+            stop.store(true, Relaxed);
+            run.join().unwrap()
+        });
+        assert_eq!(slow.outcomes.len(), 7);
+        for o in slow.of(Kind::SlowBody) {
+            assert_eq!(o.how, How::Answered(408));
+            assert!(
+                o.after >= Duration::from_millis(1400) && o.after < Duration::from_millis(2500),
+                "{o:?}"
+            );
+        }
+        for o in slow.of(Kind::SlowHeaders) {
+            assert_eq!(o.how, How::Closed, "{o:?}");
+        }
+        assert!(slow.of(Kind::Idle).all(|o| o.how == How::StillOpen));
+    }
+}
