@@ -53,9 +53,12 @@ pub(crate) struct ServeArgs {
     /// The most match[] selectors in one /api/v1/series request; more gets 400.
     #[arg(long, default_value_t = Limits::default().query_max_matchers)]
     query_max_matchers: usize,
-    /// Threads for engine calls (ingest, queries, /metrics), off the async workers.
+    /// Threads for writes (parsing and ingesting bodies), off the async workers.
     #[arg(long, default_value_t = Limits::default().blocking_threads)]
     blocking_threads: usize,
+    /// Threads for reads (queries, /metrics), at a lower CPU priority than writes.
+    #[arg(long, default_value_t = Limits::default().read_threads)]
+    read_threads: usize,
     /// Time a clean shutdown waits for requests in flight.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     shutdown_timeout: std::time::Duration,
@@ -113,6 +116,7 @@ impl ServeArgs {
         l.query_max_series = self.query_max_series;
         l.query_max_matchers = self.query_max_matchers;
         l.blocking_threads = self.blocking_threads;
+        l.read_threads = self.read_threads;
         l.shutdown_timeout = self.shutdown_timeout;
         config.tls = match (&self.tls_cert_file, &self.tls_key_file) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),

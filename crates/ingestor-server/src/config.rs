@@ -80,9 +80,12 @@ pub struct Limits {
     /// The most `match[]` selectors one `/api/v1/series` request may carry; more gets 400.
     /// Default: 64.
     pub query_max_matchers: usize,
-    /// Threads for engine calls (ingest, queries, rendering `/metrics`), off the async
-    /// workers. Default: 32.
+    /// Threads for writes (parsing and ingesting bodies), off the async workers; beyond
+    /// them requests queue. Default: 32.
     pub blocking_threads: usize,
+    /// Threads for reads (queries, rendering `/metrics`), at a lower CPU priority than
+    /// writes; beyond them reads queue. Default: 4.
+    pub read_threads: usize,
     /// How long a clean shutdown waits for requests in flight. Default: 10 s.
     pub shutdown_timeout: Duration,
 }
@@ -102,6 +105,7 @@ impl Default for Limits {
             query_max_series: 100_000,
             query_max_matchers: 64,
             blocking_threads: 32,
+            read_threads: 4,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -216,6 +220,7 @@ impl ServerConfig {
             ("query_max_series", l.query_max_series),
             ("query_max_matchers", l.query_max_matchers),
             ("blocking_threads", l.blocking_threads),
+            ("read_threads", l.read_threads),
             ("statsd_batch_updates", self.statsd_batch_updates),
         ];
         for (field, value) in positive {

@@ -54,7 +54,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, request: Request
     };
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let worker = Arc::clone(&state);
-    let rendering = tokio::task::spawn_blocking(move || {
+    let rendering = state.read_pool.run(move || {
         let frozen = db.memstore().freeze();
         // User series never take the server's namespace (writes to it are refused; this
         // keeps older data or embedded writers from breaking the exposition).
@@ -71,7 +71,8 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, request: Request
             let _ = tx.blocking_send(Bytes::from(own_metrics(&worker, &db)));
         }
     });
-    drop(rendering);
+    // The rendering runs on its own; the body streams what it sends.
+    tokio::spawn(rendering);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, ingestor::EXPOSITION_CONTENT_TYPE)

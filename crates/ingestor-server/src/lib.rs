@@ -47,6 +47,7 @@ mod body;
 mod config;
 mod conn;
 mod exposition;
+mod pool;
 mod query;
 pub mod query_api;
 mod routes;
@@ -118,11 +119,12 @@ impl Server {
     ) -> Result<Server, String> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls::Tls::new).transpose()?;
-        let limits = config.limits.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("ingestor-http")
-            .max_blocking_threads(limits.blocking_threads)
+            // Engine calls run on the server's own pool (pool.rs); tokio's blocking threads
+            // serve only tokio's own needs.
+            .max_blocking_threads(4)
             .thread_keep_alive(Duration::from_secs(2))
             .build()
             .map_err(|e| format!("the async runtime: {e}"))?;
@@ -264,8 +266,13 @@ impl Server {
             let _ = batcher.join();
         }
         let opened = opener.join().map_err(|_| "the recovery thread panicked".to_string())?;
-        // Blocking engine calls still running finish here, within the time-out.
         runtime.shutdown_timeout(state.config.limits.shutdown_timeout);
+        // Engine calls still running finish here, within the time-out.
+        let drained = state.pool.wait_drained(state.config.limits.shutdown_timeout)
+            && state.read_pool.wait_drained(state.config.limits.shutdown_timeout);
+        if !drained {
+            tracing::warn!("engine calls still running after the shutdown time-out");
+        }
         opened?;
         tracing::info!("stopping: syncing and writing a final snapshot");
         let state = Arc::try_unwrap(state).map_err(|_| "the server is still in use".to_string())?;

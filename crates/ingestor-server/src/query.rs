@@ -58,16 +58,14 @@ async fn answer(
         Err(r) => return r,
     };
     let worker = Arc::clone(&state);
-    match tokio::task::spawn_blocking(move || f(&worker, &db)).await {
-        Ok(Ok(data)) => (
+    match state.read_pool.run(move || f(&worker, &db)).await {
+        Some(Ok(data)) => (
             [(header::CONTENT_TYPE, "application/json")],
             json!({ "status": "success", "data": data }).to_string(),
         )
             .into_response(),
-        Ok(Err(r)) => r,
-        Err(e) => {
-            error(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("the query failed: {e}"))
-        }
+        Some(Err(r)) => r,
+        None => error(&state, StatusCode::INTERNAL_SERVER_ERROR, "the query failed: a panic"),
     }
 }
 

@@ -266,22 +266,22 @@ async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response
         Err(e) => return body_error(&state, e),
     };
     let worker = Arc::clone(&state);
-    let outcome = tokio::task::spawn_blocking(move || {
-        let _lease = lease;
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            return Err(error(&worker, StatusCode::BAD_REQUEST, "the body is not UTF-8"));
-        };
-        crate::write::ingest_lines(&worker, &db, text, precision)
-    })
-    .await;
+    let outcome = state
+        .pool
+        .run(move || {
+            let _lease = lease;
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                return Err(error(&worker, StatusCode::BAD_REQUEST, "the body is not UTF-8"));
+            };
+            crate::write::ingest_lines(&worker, &db, text, precision)
+        })
+        .await;
     match outcome {
-        Ok(Ok(points)) => {
+        Some(Ok(points)) => {
             state.counters.points_written.fetch_add(points as u64, Relaxed);
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(Err(r)) => r,
-        Err(e) => {
-            error(&state, StatusCode::INTERNAL_SERVER_ERROR, format!("the write failed: {e}"))
-        }
+        Some(Err(r)) => r,
+        None => error(&state, StatusCode::INTERNAL_SERVER_ERROR, "the write failed: a panic"),
     }
 }

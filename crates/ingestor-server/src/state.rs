@@ -118,6 +118,10 @@ impl RateLimitedLog {
     }
 }
 
+/// The nice value of the threads that answer reads: a scrape of a large store in a loop
+/// then takes the CPU writers leave, instead of half of it.
+const READ_NICE: i32 = 10;
+
 /// Shared by everything the server runs.
 #[derive(Debug)]
 pub(crate) struct AppState {
@@ -128,6 +132,10 @@ pub(crate) struct AppState {
     pub(crate) budget: Budget,
     pub(crate) statsd_log: RateLimitedLog,
     pub(crate) write_log: RateLimitedLog,
+    /// The threads writes run on.
+    pub(crate) pool: crate::pool::Pool,
+    /// The threads reads (queries, `/metrics`) run on, at a lower priority than writes.
+    pub(crate) read_pool: crate::pool::Pool,
     /// Series named by line-protocol bodies, by their text, with their engine handles.
     pub(crate) line_cache: Mutex<SeriesCache<SeriesHandle>>,
 }
@@ -136,6 +144,18 @@ impl AppState {
     pub(crate) fn new(config: ServerConfig) -> Self {
         let budget = Budget::new(config.limits.parse_memory_bytes);
         AppState {
+            pool: crate::pool::Pool::new(
+                config.limits.blocking_threads,
+                std::time::Duration::from_secs(2),
+                "ingestor-write",
+                0,
+            ),
+            read_pool: crate::pool::Pool::new(
+                config.limits.read_threads,
+                std::time::Duration::from_secs(2),
+                "ingestor-read",
+                READ_NICE,
+            ),
             line_cache: Mutex::new(SeriesCache::new(config.line_cache_series)),
             config,
             db: OnceLock::new(),
