@@ -595,6 +595,15 @@ fn big(o: &payloads::BigOutcome, total: usize) -> String {
     )
 }
 
+/// `t - origin` in seconds, negative when `t` is earlier.
+fn signed_secs(t: Instant, origin: Instant) -> f64 {
+    if t >= origin {
+        t.duration_since(origin).as_secs_f64()
+    } else {
+        -origin.duration_since(t).as_secs_f64()
+    }
+}
+
 /// Makes every check from what the run gathered.
 fn judge(
     report: &mut Report,
@@ -639,12 +648,23 @@ fn judge(
             bad.len(),
             ms(percentile(&latencies, 99.0)),
             ms(latencies.iter().max().copied().unwrap_or_default()),
-            bad.first().map_or(String::new(), |p| format!(
-                "; first failure {:?} after {} at {:.1} s into the abuse",
-                p.status,
-                ms(p.latency),
-                p.at.saturating_duration_since(g.abuse.0).as_secs_f64()
-            ))
+            if bad.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; failures: {}",
+                    bad.iter()
+                        .take(5)
+                        .map(|p| format!(
+                            "{:?} after {} at {:+.1} s from the start of the abuse",
+                            p.status,
+                            ms(p.latency),
+                            signed_secs(p.at, g.abuse.0)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
         ),
     );
 
@@ -776,6 +796,16 @@ fn judge(
         endings(&idle),
         spread(&cut_times(&idle))
     );
+    for o in &g.slow.opening {
+        println!(
+            "  ---- {:?} connections opened from {:+.1} s into the abuse in {}: slowest connect {}; connects of 1 s or more (the SYN dropped and sent again: the accept queue was full): {}",
+            o.kind,
+            signed_secs(o.from, g.abuse.0),
+            ms(o.took),
+            ms(o.slowest),
+            o.over_1s
+        );
+    }
     let t = &g.garbage;
     report.check(
         "garbage bodies are answered 4xx (no 5xx, none unanswered)",

@@ -59,6 +59,24 @@ pub(crate) struct Slow {
     pub(crate) outcomes: Vec<Outcome>,
     /// Connects that failed, by kind, with the first error.
     pub(crate) connect_failures: Vec<(Kind, usize, String)>,
+    /// How the connects of each kind went.
+    pub(crate) opening: Vec<Opening>,
+}
+
+/// How opening the connections of one kind went: a connect of a second or more means the
+/// server's accept queue was full and the kernel dropped the SYN (it is sent again after 1 s).
+#[derive(Debug, Clone)]
+pub(crate) struct Opening {
+    /// Their kind.
+    pub(crate) kind: Kind,
+    /// When the first connect started.
+    pub(crate) from: Instant,
+    /// How long opening them all took.
+    pub(crate) took: Duration,
+    /// The slowest connect.
+    pub(crate) slowest: Duration,
+    /// Connects that took a second or more.
+    pub(crate) over_1s: usize,
 }
 
 impl Slow {
@@ -104,7 +122,10 @@ const SLOW_BODY: &[u8] =
 fn open(addr: SocketAddr, kind: Kind, n: usize, live: &mut Vec<Live>, slow: &mut Slow) {
     let mut failed = 0;
     let mut first_error = String::new();
+    let from = Instant::now();
+    let (mut slowest, mut over_1s) = (Duration::ZERO, 0);
     for _ in 0..n {
+        let connect_started = Instant::now();
         let made = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(|s| {
             s.set_nodelay(true)?;
             if kind == Kind::SlowBody {
@@ -114,6 +135,9 @@ fn open(addr: SocketAddr, kind: Kind, n: usize, live: &mut Vec<Live>, slow: &mut
             s.set_nonblocking(true)?;
             Ok(s)
         });
+        let connect = connect_started.elapsed();
+        slowest = slowest.max(connect);
+        over_1s += usize::from(connect >= Duration::from_secs(1));
         match made {
             Ok(stream) => live.push(Live {
                 kind,
@@ -138,6 +162,7 @@ fn open(addr: SocketAddr, kind: Kind, n: usize, live: &mut Vec<Live>, slow: &mut
     if failed > 0 {
         slow.connect_failures.push((kind, failed, first_error));
     }
+    slow.opening.push(Opening { kind, from, took: from.elapsed(), slowest, over_1s });
 }
 
 /// Reads what the server sent on a readable connection: `Some(how)` once it ended.
