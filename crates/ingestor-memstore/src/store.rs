@@ -611,6 +611,14 @@ impl Memstore {
         inner.view(id)
     }
 
+    /// The kind of a series with state (fixed by its first update), without copying it.
+    #[must_use]
+    pub fn kind(&self, key: &SeriesKey) -> Option<MetricKind> {
+        let inner = self.read();
+        let id = inner.lookup(key)?;
+        inner.slot(id)?.state.as_ref().map(SeriesState::kind)
+    }
+
     /// One series by handle.
     #[must_use]
     pub fn get_by_id(&self, id: SeriesId) -> Option<SeriesView> {

@@ -55,6 +55,16 @@ enum Sink {
     Gzip(Box<flate2::write::MultiGzDecoder<Capped>>),
 }
 
+/// How a body's `Content-Encoding` is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    /// gzip is inflated (within the decoded limit), identity kept, anything else refused.
+    Http,
+    /// The bytes as sent: the route decodes them itself (remote write's snappy), and counts
+    /// the decoded bytes in the lease itself.
+    Raw,
+}
+
 /// Reads the whole body. `lease` grows by the wire bytes and [`PARSE_FACTOR`] times the
 /// decoded bytes; the caller keeps it until the parsed batch is gone.
 pub(crate) async fn read(
@@ -62,6 +72,7 @@ pub(crate) async fn read(
     body: Body,
     limits: &crate::Limits,
     lease: &mut Lease,
+    encoding: Encoding,
 ) -> Result<Vec<u8>, BodyError> {
     let too_large = |what: &str, limit: usize| {
         BodyError::TooLarge(format!("the request body is larger than {limit} bytes {what}"))
@@ -73,7 +84,15 @@ pub(crate) async fn read(
     if length.is_some_and(|n| n > limits.max_body_bytes as u64) {
         return Err(too_large("on the wire", limits.max_body_bytes));
     }
-    let mut sink = match headers.get(axum::http::header::CONTENT_ENCODING).map(|v| v.as_bytes()) {
+    let declared = match encoding {
+        Encoding::Http => headers.get(axum::http::header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+        Encoding::Raw => None,
+    };
+    let factor = match encoding {
+        Encoding::Http => 1 + PARSE_FACTOR,
+        Encoding::Raw => 1,
+    };
+    let mut sink = match declared {
         None => Sink::Plain(Vec::new()),
         Some(e) if e.eq_ignore_ascii_case(b"identity") => Sink::Plain(Vec::new()),
         Some(e) if e.eq_ignore_ascii_case(b"gzip") || e.eq_ignore_ascii_case(b"x-gzip") => {
@@ -94,7 +113,7 @@ pub(crate) async fn read(
         }
     };
     if let (Some(n), Sink::Plain(v)) = (length, &mut sink) {
-        if !lease.grow(n as usize * (1 + PARSE_FACTOR)) {
+        if !lease.grow(n as usize * factor) {
             return Err(BodyError::OverBudget);
         }
         v.reserve_exact(n as usize);
@@ -119,7 +138,7 @@ pub(crate) async fn read(
             Sink::Plain(v) => {
                 if v.len() + chunk.len() > v.capacity() && length.is_none() {
                     // Chunked: count as the body grows.
-                    if !lease.grow(chunk.len() * (1 + PARSE_FACTOR)) {
+                    if !lease.grow(chunk.len() * factor) {
                         return Err(BodyError::OverBudget);
                     }
                 }

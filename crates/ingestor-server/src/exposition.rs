@@ -214,5 +214,29 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
         "Ingests of coalesced StatsD packets.",
         n(&c.statsd_batches),
     );
+    own(
+        "ingestor_remote_write_samples_total",
+        "counter",
+        "Remote-write samples written.",
+        n(&c.rw_samples),
+    );
+    own(
+        "ingestor_remote_write_refused_samples_total",
+        "counter",
+        "Remote-write samples refused (NaN or infinite values, native histograms, invalid series).",
+        n(&c.rw_refused),
+    );
+    own(
+        "ingestor_remote_write_stale_markers_total",
+        "counter",
+        "Remote-write stale markers received (counted; the series keeps its last value).",
+        n(&c.rw_stale_markers),
+    );
+    own(
+        "ingestor_remote_write_exemplars_dropped_total",
+        "counter",
+        "Remote-write exemplars received and dropped (exemplars are not kept).",
+        n(&c.rw_exemplars_dropped),
+    );
     out
 }

@@ -50,6 +50,7 @@ mod exposition;
 mod pool;
 mod query;
 pub mod query_api;
+mod remote_write;
 mod routes;
 mod state;
 mod statsd;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use ingestor::Selector;
 use serde_json::json;
 
-use crate::body;
+use crate::body::{self, Encoding};
 use crate::query_api::{self, Sample};
 use crate::routes::{Access, authorize, body_error, error, params, usable};
 use crate::state::{AppState, Lease};
@@ -33,9 +33,10 @@ async fn parameters(state: &Arc<AppState>, request: Request) -> Result<String, R
             ));
         }
         let mut lease = Lease::new(state);
-        let bytes = body::read(&parts.headers, body, &state.config.limits, &mut lease)
-            .await
-            .map_err(|e| body_error(state, e))?;
+        let bytes =
+            body::read(&parts.headers, body, &state.config.limits, &mut lease, Encoding::Http)
+                .await
+                .map_err(|e| body_error(state, e))?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| error(state, StatusCode::BAD_REQUEST, "the form is not UTF-8"))?;
         if !all.is_empty() && !text.is_empty() {

@@ -21,7 +21,7 @@ use ingestor_protocols::line::Precision;
 use serde_json::json;
 
 use crate::auth::{self, Verdict};
-use crate::body::{self, BodyError};
+use crate::body::{self, BodyError, Encoding};
 use crate::state::{AppState, Lease};
 
 /// Metric names in this namespace belong to the server's own metrics.
@@ -37,6 +37,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/-/ready", get(ready))
         .route("/api/v2/write", post(write))
         .route("/write", post(write))
+        .route("/api/v1/write", post(crate::remote_write::write))
         .route("/metrics", get(crate::exposition::metrics))
         .route("/api/v1/query", get(crate::query::query).post(crate::query::query))
         .route("/api/v1/series", get(crate::query::series).post(crate::query::series))
@@ -261,7 +262,8 @@ async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response
         );
     };
     let mut lease = Lease::new(&state);
-    let bytes = match body::read(&parts.headers, body, &state.config.limits, &mut lease).await {
+    let limits = &state.config.limits;
+    let bytes = match body::read(&parts.headers, body, limits, &mut lease, Encoding::Http).await {
         Ok(b) => b,
         Err(e) => return body_error(&state, e),
     };

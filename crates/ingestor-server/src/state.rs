@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use ingestor::{Ingestor, SeriesHandle};
 use ingestor_protocols::line_cache::SeriesCache;
+use ingestor_protocols::remote_write::MetricType;
 
 use crate::ServerConfig;
 
@@ -31,6 +32,10 @@ pub(crate) struct Counters {
     pub(crate) statsd_bad_lines: AtomicU64,
     pub(crate) statsd_dropped_packets: AtomicU64,
     pub(crate) statsd_batches: AtomicU64,
+    pub(crate) rw_samples: AtomicU64,
+    pub(crate) rw_refused: AtomicU64,
+    pub(crate) rw_stale_markers: AtomicU64,
+    pub(crate) rw_exemplars_dropped: AtomicU64,
 }
 
 /// The memory budget of request bodies being read and parsed.
@@ -136,6 +141,8 @@ pub(crate) struct AppState {
     pub(crate) pool: crate::pool::Pool,
     /// The threads reads (queries, `/metrics`) run on, at a lower priority than writes.
     pub(crate) read_pool: crate::pool::Pool,
+    /// Remote write 1.0 metadata: the type of each metric family a sender described.
+    pub(crate) rw_metadata: Mutex<std::collections::HashMap<String, MetricType>>,
     /// Series named by line-protocol bodies, by their text, with their engine handles.
     pub(crate) line_cache: Mutex<SeriesCache<SeriesHandle>>,
 }
@@ -156,6 +163,7 @@ impl AppState {
                 "ingestor-read",
                 READ_NICE,
             ),
+            rw_metadata: Mutex::new(std::collections::HashMap::new()),
             line_cache: Mutex::new(SeriesCache::new(config.line_cache_series)),
             config,
             db: OnceLock::new(),

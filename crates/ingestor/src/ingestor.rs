@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ingestor_codec::{
-    BatchReader, Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey,
-    Timestamp, Update, encode_batch, encode_series_defs, visit_series_defs,
+    BatchReader, Lsn, MAX_BATCH_POINTS, MetricKind, Op, Point, RecordType, SeriesDef, SeriesId,
+    SeriesKey, Timestamp, Update, encode_batch, encode_series_defs, visit_series_defs,
 };
 use ingestor_fs::{Fs, FsLock, StdFs};
 use ingestor_memstore::{IdHashBuilder, Memstore, Selector, SeriesView};
@@ -432,6 +432,13 @@ impl Ingestor {
     #[must_use]
     pub fn get(&self, key: &SeriesKey) -> Option<SeriesView> {
         self.shared.memstore.get(key)
+    }
+
+    /// The kind of a series (fixed by its first update), if it has state: what a receiver
+    /// needs to keep a series' kind when a sender does not say it.
+    #[must_use]
+    pub fn kind(&self, key: &SeriesKey) -> Option<MetricKind> {
+        self.shared.memstore.kind(key)
     }
 
     /// The series a Prometheus selector matches (for example `http_requests{code=~"5.."}`),

@@ -1,0 +1,273 @@
+//! `POST /api/v1/write`: Prometheus remote write 1.0 and 2.0, chosen by `Content-Type`.
+//!
+//! Each series is a series of ingestor (its labels as sent, `__name__` required, empty
+//! values dropped as Prometheus reads them); each sample sets it at its timestamp. A series
+//! new to ingestor becomes a counter (its samples absolute totals, `CounterSet`) when its
+//! metadata says counter — the series' own (2.0) or its family's, remembered from any 1.0
+//! request that carried metadata — and a gauge otherwise; a series that exists keeps its
+//! kind. Stale markers are counted and skip nothing else: the series keeps its last value
+//! (`--series-ttl` expires series that stop). Exemplars are counted and dropped (they are
+//! not state). Samples ingestor cannot keep — NaN or infinite values other than stale
+//! markers, native histograms, series without `__name__` or with invalid labels, a counter
+//! going negative, names in the `ingestor_` namespace, a sample for a histogram series —
+//! are refused: the others are written, and the answer is 400 naming how many were refused
+//! and why (a partial write, as the 2.0 specification says), never a 2xx for data not kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ingestor::{Ingestor, MetricKind, Op, SeriesKey, Timestamp, Update};
+use ingestor_protocols::remote_write::{self, DecodeError, MetricType, Version};
+
+use crate::body::{self, Encoding, PARSE_FACTOR};
+use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
+use crate::state::{AppState, Lease};
+
+/// Families whose 1.0 metadata is remembered, at most (the map is emptied when full).
+const METADATA_FAMILIES: usize = 100_000;
+
+/// Why samples were refused, counted.
+#[derive(Debug, Default)]
+struct Refused {
+    by_reason: Vec<(String, usize)>,
+}
+
+impl Refused {
+    fn add(&mut self, reason: String, n: usize) {
+        if n == 0 {
+            return;
+        }
+        match self.by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, c)) => *c += n,
+            None => self.by_reason.push((reason, n)),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.by_reason.iter().map(|(_, n)| n).sum()
+    }
+
+    fn message(&self, written: usize) -> String {
+        let reasons: Vec<String> =
+            self.by_reason.iter().take(8).map(|(r, n)| format!("{n} x {r}")).collect();
+        format!("{} samples refused, {written} written: {}", self.total(), reasons.join("; "))
+    }
+}
+
+/// A series of a request with its key made: the type its metadata gives, its samples.
+type Keyed = (SeriesKey, Option<MetricType>, Vec<(i64, f64)>);
+
+/// What a request turned into.
+struct Outcome {
+    written: usize,
+    refused: Refused,
+    stale: usize,
+    exemplars: usize,
+}
+
+/// The route.
+pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    state.counters.requests.fetch_add(1, Relaxed);
+    let (parts, body) = request.into_parts();
+    if let Some(r) = authorize(&state, Access::Write, &parts.headers) {
+        return r;
+    }
+    let db = match usable(&state) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let version = match Version::from_content_type(content_type) {
+        Ok(v) => v,
+        Err(m) => return error(&state, StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+    };
+    if let Some(e) = parts.headers.get(header::CONTENT_ENCODING)
+        && !e.as_bytes().eq_ignore_ascii_case(b"snappy")
+    {
+        return error(
+            &state,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Encoding {:?}: remote write takes snappy",
+                String::from_utf8_lossy(e.as_bytes())
+            ),
+        );
+    }
+    let mut lease = Lease::new(&state);
+    let limits = &state.config.limits;
+    let bytes = match body::read(&parts.headers, body, limits, &mut lease, Encoding::Raw).await {
+        Ok(b) => b,
+        Err(e) => return body_error(&state, e),
+    };
+    let worker = Arc::clone(&state);
+    let outcome = state
+        .pool
+        .run(move || {
+            let limit = worker.config.limits.max_decoded_body_bytes;
+            let size = remote_write::decompressed_len(&bytes)
+                .map_err(|e| error(&worker, StatusCode::BAD_REQUEST, e.to_string()))?;
+            if size <= limit && !lease.grow(size.saturating_mul(1 + PARSE_FACTOR)) {
+                return Err(body_error(&worker, body::BodyError::OverBudget));
+            }
+            let request = remote_write::decode(&bytes, version, limit).map_err(|e| match e {
+                DecodeError::TooLarge { .. } => {
+                    error(&worker, StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+                }
+                DecodeError::Invalid(_) => error(&worker, StatusCode::BAD_REQUEST, e.to_string()),
+            })?;
+            drop(bytes);
+            ingest(&worker, &db, request)
+        })
+        .await;
+    let outcome = match outcome {
+        Some(Ok(o)) => o,
+        Some(Err(r)) => return r,
+        None => {
+            return error(&state, StatusCode::INTERNAL_SERVER_ERROR, "the write failed: a panic");
+        }
+    };
+    let c = &state.counters;
+    c.points_written.fetch_add(outcome.written as u64, Relaxed);
+    c.rw_samples.fetch_add(outcome.written as u64, Relaxed);
+    c.rw_refused.fetch_add(outcome.refused.total() as u64, Relaxed);
+    c.rw_stale_markers.fetch_add(outcome.stale as u64, Relaxed);
+    c.rw_exemplars_dropped.fetch_add(outcome.exemplars as u64, Relaxed);
+    let mut response = if outcome.refused.total() == 0 {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        let message = outcome.refused.message(outcome.written);
+        state
+            .write_log
+            .log(|held| tracing::warn!("remote write: {message} ({held} more held back)"));
+        (StatusCode::BAD_REQUEST, message).into_response()
+    };
+    if version == Version::V2 {
+        // Remote write 2.0 requires these on every answer to a request it decoded.
+        let h = response.headers_mut();
+        let n = |v: usize| {
+            HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"))
+        };
+        h.insert("X-Prometheus-Remote-Write-Samples-Written", n(outcome.written));
+        h.insert("X-Prometheus-Remote-Write-Histograms-Written", n(0));
+        h.insert("X-Prometheus-Remote-Write-Exemplars-Written", n(0));
+    }
+    response
+}
+
+/// The type a new series gets from its metadata: its own, or its family's from 1.0
+/// metadata (a counter's family is its name with or without `_total`).
+fn remembered(
+    families: &HashMap<String, MetricType>,
+    name: &str,
+    own: Option<MetricType>,
+) -> Option<MetricType> {
+    own.or_else(|| families.get(name).copied())
+        .or_else(|| name.strip_suffix("_total").and_then(|f| families.get(f).copied()))
+}
+
+fn ingest(
+    state: &AppState,
+    db: &Ingestor,
+    request: remote_write::Request,
+) -> Result<Outcome, axum::response::Response> {
+    let mut refused = Refused::default();
+    let mut stale = 0usize;
+    let mut exemplars = 0usize;
+    if !request.metadata.is_empty() {
+        let mut families =
+            state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if families.len() + request.metadata.len() > METADATA_FAMILIES {
+            families.clear();
+        }
+        families.extend(request.metadata.iter().cloned());
+    }
+    // Keys and samples first; kinds are decided just before the ingest.
+    let mut series: Vec<Keyed> = Vec::new();
+    for s in request.series {
+        exemplars += s.exemplars;
+        refused.add("native histogram samples (not supported)".into(), s.histograms);
+        let samples: Vec<(i64, f64)> = s
+            .samples
+            .into_iter()
+            .filter(|&(_, v)| {
+                let marker = remote_write::is_stale_marker(v);
+                stale += usize::from(marker);
+                !marker
+            })
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let name = s.labels.iter().find(|(k, _)| k == "__name__").map(|(_, v)| v.as_str());
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            refused.add("a series without __name__".into(), samples.len());
+            continue;
+        };
+        if name.starts_with(RESERVED_PREFIX) {
+            refused
+                .add(format!("names starting with {RESERVED_PREFIX} are reserved"), samples.len());
+            continue;
+        }
+        let labels = s
+            .labels
+            .iter()
+            .filter(|(k, v)| k != "__name__" && !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        match SeriesKey::new(name, labels) {
+            Ok(key) => series.push((key, s.metric_type, samples)),
+            Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),
+        }
+    }
+    let mut written = 0;
+    for attempt in 0..2 {
+        let families =
+            state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut updates = Vec::new();
+        let mut local = Refused::default();
+        for (key, own, samples) in &series {
+            let counter = match db.kind(key) {
+                Some(MetricKind::Counter) => true,
+                Some(MetricKind::Gauge) => false,
+                Some(MetricKind::Histogram) => {
+                    local.add(format!("samples for {key}, a histogram series"), samples.len());
+                    continue;
+                }
+                None => remembered(&families, key.name(), *own) == Some(MetricType::Counter),
+            };
+            for &(t, v) in samples {
+                let op = if counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
+                match Update::new(key.clone(), Timestamp(t), op) {
+                    Ok(u) => updates.push(u),
+                    Err(e) => local.add(format!("invalid values ({e})"), 1),
+                }
+            }
+        }
+        if updates.is_empty() {
+            merge(&mut refused, local);
+            break;
+        }
+        match db.ingest(&updates) {
+            Ok(_) => {
+                written = updates.len();
+                merge(&mut refused, local);
+                break;
+            }
+            // Another request created one of these series with the other kind meanwhile:
+            // decide the kinds again, once.
+            Err(ingestor::Error::Memstore(ingestor::MemstoreError::KindConflict { .. }))
+                if attempt == 0 => {}
+            Err(e) => return Err(ingest_error(state, &e)),
+        }
+    }
+    Ok(Outcome { written, refused, stale, exemplars })
+}
+
+fn merge(into: &mut Refused, from: Refused) {
+    for (r, n) in from.by_reason {
+        into.add(r, n);
+    }
+}
