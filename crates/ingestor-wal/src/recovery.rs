@@ -329,6 +329,10 @@ impl Recovery<'_> {
                 Some(first) => proves_durable(cur, first, end, expected)?,
                 None => false,
             };
+            // Deliberate defect: damage in the last segment is always taken for a torn tail,
+            // even when a later frame proves it was synced.
+            #[cfg(feature = "deliberate-bugs")]
+            let proven_durable = proven_durable && !crate::bugs::on("tail-as-torn");
             if !is_last || proven_durable {
                 match self.middle_in_segment(i, cur, damage, later)? {
                     Some(resume) => {

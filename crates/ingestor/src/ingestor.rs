@@ -616,6 +616,11 @@ impl Shared {
             landed = Some((segment, new_ids));
             Ok(())
         });
+        // Deliberate defect: a batch whose append failed is applied all the same.
+        #[cfg(feature = "deliberate-bugs")]
+        if ack.is_err() && crate::bugs::on("apply-failed-batch") {
+            self.memstore.apply(self.wal.written_lsn(), points);
+        }
         let ack = ack?;
         let (segment, new_ids) = landed.expect("set by a successful append");
         if defined.segment != Some(segment) {
@@ -759,6 +764,18 @@ struct Replay<'a> {
     segment: Option<SegmentId>,
 }
 
+/// Deliberate defect `replay-snapshot-lsn`: replay starts at the snapshot's own LSN (off by
+/// one), applying that batch twice.
+#[cfg(feature = "deliberate-bugs")]
+fn replays_snapshot_lsn(lsn: Lsn, snapshot: Lsn) -> bool {
+    lsn == snapshot && snapshot > Lsn::ZERO && crate::bugs::on("replay-snapshot-lsn")
+}
+
+#[cfg(not(feature = "deliberate-bugs"))]
+fn replays_snapshot_lsn(_: Lsn, _: Lsn) -> bool {
+    false
+}
+
 impl Replay<'_> {
     fn record(
         &mut self,
@@ -805,7 +822,9 @@ impl Replay<'_> {
                     return Err(e);
                 }
             }
-            Some(RecordType::Batch) if lsn > self.snapshot_lsn => {
+            Some(RecordType::Batch)
+                if lsn > self.snapshot_lsn || replays_snapshot_lsn(lsn, self.snapshot_lsn) =>
+            {
                 let reader = BatchReader::new(payload).map_err(|e| fail(e.to_string()))?;
                 let mut points = Vec::with_capacity(reader.len());
                 for p in reader {

@@ -98,10 +98,17 @@ pub(crate) enum Invariant {
     NoLitter,
     /// The engine never panics, whatever the disk holds.
     NoPanic,
+    /// With several writers ingesting and syncing at once, every acknowledgement at level
+    /// Durable survives a power cut at any operation (group commit claims only what it
+    /// synced).
+    WritersDurable,
+    /// With an older snapshot kept and the log it needs, damage to the newest snapshot costs
+    /// nothing: open succeeds with the full state.
+    KeepN,
 }
 
 impl Invariant {
-    pub(crate) const ALL: [Invariant; 7] = [
+    pub(crate) const ALL: [Invariant; 9] = [
         Invariant::DurableSurvives,
         Invariant::PrefixExactlyOnce,
         Invariant::RecoveryIdempotent,
@@ -109,6 +116,8 @@ impl Invariant {
         Invariant::FsyncFailureTerminal,
         Invariant::NoLitter,
         Invariant::NoPanic,
+        Invariant::WritersDurable,
+        Invariant::KeepN,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -120,6 +129,8 @@ impl Invariant {
             Invariant::FsyncFailureTerminal => "fsync failure terminal",
             Invariant::NoLitter => "no litter",
             Invariant::NoPanic => "the engine never panics",
+            Invariant::WritersDurable => "every writer's durable acks survive (group commit)",
+            Invariant::KeepN => "keep N: a damaged newest snapshot loses nothing",
         }
     }
 }
