@@ -130,7 +130,7 @@ impl Invariant {
             Invariant::NoLitter => "no litter",
             Invariant::NoPanic => "the engine never panics",
             Invariant::WritersDurable => "every writer's durable acks survive (group commit)",
-            Invariant::KeepN => "keep N: a damaged newest snapshot loses nothing",
+            Invariant::KeepN => "keep N, a damaged newest snapshot loses nothing",
         }
     }
 }
