@@ -130,7 +130,9 @@ pub(crate) fn run(options: &Options) -> ExitCode {
     };
     let chosen: Vec<Mutant> = MUTANTS
         .into_iter()
-        .filter(|m| options.only_mutants.is_empty() || options.only_mutants.iter().any(|n| n == m.name))
+        .filter(|m| {
+            options.only_mutants.is_empty() || options.only_mutants.iter().any(|n| n == m.name)
+        })
         .collect();
     if chosen.is_empty() {
         let names: Vec<&str> = MUTANTS.iter().map(|m| m.name).collect();

@@ -278,7 +278,8 @@ impl Fs for SchedFs {
     }
     fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
         if let Some(at) = At::of(name) {
-            let sched = self.sched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let sched =
+                self.sched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             if let Some(sched) = sched {
                 sched.park(at);
             }

@@ -430,11 +430,8 @@ impl Iteration<'_> {
                 let op = if self.rng.chance(50) { OpKind::Create } else { OpKind::Rename };
                 self.sim.inject(Fault::new(op, FaultKind::Enospc).on_nth(1 + self.rng.below(3)));
             }
-            let ended = if concurrent {
-                self.concurrent_workload(db, report)?
-            } else {
-                self.workload(db)?
-            };
+            let ended =
+                if concurrent { self.concurrent_workload(db, report)? } else { self.workload(db)? };
             self.sim.clear_faults();
             if matches!(ended, Ended::PowerCut)
                 && let Some(p) = armed
@@ -792,9 +789,7 @@ impl Iteration<'_> {
             .life
             .iter()
             .filter(|a| a.lsn > newest_snapshot)
-            .filter(|a| {
-                self.life.iter().any(|g| g.durable_before >= a.lsn && at(g.lsn).is_some())
-            })
+            .filter(|a| self.life.iter().any(|g| g.durable_before >= a.lsn && at(g.lsn).is_some()))
             .filter_map(|a| Some((*a, at(a.lsn)?)))
             .collect();
         if candidates.is_empty() {
@@ -1102,7 +1097,9 @@ enum WriterOp {
         result: Result<(u64, AckLevel), (bool, String)>,
         trace: OpTrace,
     },
-    Sync { result: Result<u64, (bool, String)> },
+    Sync {
+        result: Result<u64, (bool, String)>,
+    },
 }
 
 /// One writer of a concurrent phase: 2 to 7 operations, four in five an ingest of the next
@@ -1307,6 +1304,75 @@ mod tests {
         let f = failures(Breakage::ReplayTwice, 100);
         if !f.is_empty() {
             println!("CAUGHT: {}", f[0].violation.detail.lines().next().unwrap_or_default());
+        }
+    }
+
+    /// Runs the iterations with the engine defect `bug` switched on, in a child test process
+    /// (see `a_record_replayed_twice_is_caught`); returns the invariant that caught it.
+    fn caught_by(bug: &str) -> Option<String> {
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "crashtest::sim::tests::deliberate_bug_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("INGESTOR_DELIBERATE_BUG", bug)
+            .output()
+            .expect("run the child test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout.lines().find_map(|l| l.strip_prefix("CAUGHT BY: ").map(str::to_string))
+    }
+
+    /// Run by `caught_by` in a child process with a defect switched on.
+    #[test]
+    #[ignore = "run as a child by caught_by, with INGESTOR_DELIBERATE_BUG set"]
+    fn deliberate_bug_child() {
+        let f = failures(Breakage::None, 400);
+        if let Some(f) = f.first() {
+            println!("CAUGHT BY: {}", f.violation.invariant.name());
+        }
+    }
+
+    #[test]
+    fn a_synced_frame_cut_as_a_torn_tail_is_caught() {
+        assert_eq!(
+            caught_by("tail-as-torn").as_deref(),
+            Some(Invariant::CorruptionReported.name()),
+            "damage to a frame that later frames prove synced must be refused, not cut"
+        );
+    }
+
+    #[test]
+    fn group_commit_claiming_more_than_it_synced_is_caught() {
+        assert_eq!(
+            caught_by("group-commit-overclaim").as_deref(),
+            Some(Invariant::WritersDurable.name()),
+            "a leader that claims writes made during its sync must be caught"
+        );
+    }
+
+    #[test]
+    fn no_fall_back_to_an_older_kept_snapshot_is_caught() {
+        assert_eq!(
+            caught_by("snapshot-newest-only").as_deref(),
+            Some(Invariant::KeepN.name()),
+            "with an intact older snapshot, a damaged newest one must cost nothing"
+        );
+    }
+
+    #[test]
+    fn concurrent_writers_are_deterministic() {
+        let o = options(Breakage::None);
+        for i in 0..6 {
+            let (mut a, mut b) = (Report::default(), Report::default());
+            let h1 = iteration(&o, i, &mut a, false);
+            let h2 = iteration(&o, i, &mut b, false);
+            assert_eq!(h1, h2, "iteration {i} (its second cycle has concurrent writers)");
+            assert_eq!(a.faults.get("concurrent"), b.faults.get("concurrent"));
+            assert!(a.faults.get("concurrent").is_some_and(|n| *n >= 1));
+            assert!(a.failures.is_empty() && b.failures.is_empty());
         }
     }
 }
