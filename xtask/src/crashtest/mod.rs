@@ -1,5 +1,5 @@
 //! `cargo xtask crashtest`: proves that acknowledged updates survive crashes. See
-//! `docs/crashtest.md` and `../shared/CRASHTEST.md`.
+//! `docs/crashtest.md`.
 //!
 //! Two ways to crash: simulated power cuts on `SimFs` (`--mode sim`, deterministic for a
 //! seed) and real `SIGKILL` of a child process on the real file system (`--mode proc`). An

@@ -34,7 +34,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 14] = [
+const MUTANTS: [Mutant; 15] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -69,6 +69,12 @@ const MUTANTS: [Mutant; 14] = [
         name: "tail-as-torn",
         switch: Switch::Env,
         promise: "damage to a synced frame with durable frames after it is corruption, not a torn tail",
+    },
+    Mutant {
+        name: "cut-one-frame-early",
+        switch: Switch::Env,
+        promise: "recovery is idempotent: it cuts exactly the torn tail, so recovering again \
+                  finds the same log",
     },
     Mutant {
         name: "apply-failed-batch",

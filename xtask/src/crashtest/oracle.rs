@@ -18,7 +18,7 @@ pub(crate) enum Value {
 pub(crate) struct Model(pub(crate) BTreeMap<String, Value>);
 
 impl Model {
-    /// Applies a batch with the semantics DESIGN.md gives (written independently of the
+    /// Applies a batch with the engine's metric semantics (written independently of the
     /// memstore).
     pub(crate) fn apply(&mut self, batch: &[Update]) {
         for u in batch {
@@ -78,7 +78,7 @@ impl Model {
     }
 }
 
-/// The invariants of CRASHTEST.md, each counted separately in the report.
+/// The invariants of `docs/crashtest.md`, each counted separately in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Invariant {
     /// Every update acknowledged durable (after a kill: written) is present.

@@ -531,7 +531,13 @@ impl Iteration<'_> {
         }
     }
 
+    /// How many injected fsync failures have fired on this disk.
+    fn fsync_failures(&self) -> u64 {
+        self.sim.stats().faults_fired.get(FaultKind::SyncLosesData.name()).copied().unwrap_or(0)
+    }
+
     fn workload(&mut self, db: Ingestor) -> Result<Ended, Violation> {
+        let fsync_failures = self.fsync_failures();
         for _ in 0..STEPS {
             let r = self.rng.below(100);
             let result = if r < 75 {
@@ -602,9 +608,25 @@ impl Iteration<'_> {
                     Err(_) => Ok(Ended::Poisoned),
                 };
             };
+            let fsync_failed = self.fsync_failures() > fsync_failures;
             match result {
+                Ok(()) if fsync_failed => {
+                    return Err(Violation {
+                        invariant: Invariant::FsyncFailureTerminal,
+                        detail: "an operation succeeded after an fsync failed with EIO".into(),
+                    });
+                }
                 Ok(()) => {}
                 Err(e) if is_power_cut(&e) => return Ok(Ended::PowerCut),
+                Err(e) if fsync_failed && !matches!(e, Error::Wal(WalError::Poisoned { .. })) => {
+                    return Err(Violation {
+                        invariant: Invariant::FsyncFailureTerminal,
+                        detail: format!(
+                            "after an fsync failed with EIO, an operation failed without the \
+                             log being poisoned: {e}"
+                        ),
+                    });
+                }
                 Err(Error::Wal(WalError::Poisoned { .. })) => {
                     // Terminal: nothing more is written until the log is reopened.
                     let probe = workload::batch(self.seed, u64::MAX - self.next_batch);
