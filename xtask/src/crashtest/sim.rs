@@ -127,21 +127,34 @@ pub(crate) fn run(options: &Options) -> Report {
     if has(FaultClass::Concurrent) {
         report.required_events.extend([cases::WAITED, cases::SHARED, cases::CUT]);
     }
-    // Determinism: the same iteration twice gives the same trace.
-    let (mut a, mut b) = (Report::default(), Report::default());
-    let (h1, h2) = (iteration(options, 0, &mut a, false), iteration(options, 0, &mut b, false));
-    if h1 != h2 {
-        report.fail(Failure {
-            violation: Violation {
-                invariant: Invariant::RecoveryIdempotent,
-                detail: format!("the simulation is not deterministic: trace {h1:#x} then {h2:#x}"),
-            },
-            repro: options.repro_sim(0, Policy::Always),
-            saved: None,
-        });
-        return report;
+    // Determinism: the same iteration twice gives the same trace; iterations from 0 on until
+    // one ran concurrent writers (when they are on), so that the scheduler is covered too.
+    for i in 0..8 {
+        let (mut a, mut b) = (Report::default(), Report::default());
+        let (h1, h2) = (iteration(options, i, &mut a, false), iteration(options, i, &mut b, false));
+        if h1 != h2 {
+            report.fail(Failure {
+                violation: Violation {
+                    invariant: Invariant::RecoveryIdempotent,
+                    detail: format!(
+                        "the simulation is not deterministic: iteration {i} gave trace {h1:#x}, \
+                         then {h2:#x}"
+                    ),
+                },
+                repro: options.repro_sim(i, Policy::Always),
+                saved: None,
+            });
+            return report;
+        }
+        let concurrent = a.faults.get(FaultClass::Concurrent.name()).copied().unwrap_or(0);
+        println!(
+            "sim: deterministic (iteration {i} twice: trace {h1:#018x}, {concurrent} cycles of \
+             concurrent writers)"
+        );
+        if concurrent > 0 || !has(FaultClass::Concurrent) {
+            break;
+        }
     }
-    println!("sim: deterministic (iteration 0 twice: trace {h1:#018x})");
     let deadline = Instant::now() + options.sim_budget();
     let next = AtomicU64::new(1);
     let stop = AtomicBool::new(false);
@@ -918,6 +931,7 @@ impl Iteration<'_> {
             next_batch: self.next_batch,
             known_durable: self.known_durable,
             ops: Vec::new(),
+            panicked: None,
         });
         let seed = self.seed;
         let salt = self.rng.next();
@@ -941,6 +955,12 @@ impl Iteration<'_> {
         let turns = controlled.unwrap_or_default();
         let phase = phase.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.say(|| format!("concurrent: {writers} writers, {turns} turns, {:?}", phase.ops));
+        if let Some(message) = phase.panicked {
+            return Err(Violation {
+                invariant: Invariant::NoPanic,
+                detail: format!("the engine panicked in a concurrent writer: {message}"),
+            });
+        }
         let base = self.history.batches.len();
         self.history.batches.extend(phase.batches);
         self.next_batch = phase.next_batch;
@@ -1108,6 +1128,8 @@ struct Phase {
     /// The highest LSN known durable (a `Durable` ack, a completed sync).
     known_durable: u64,
     ops: Vec<WriterOp>,
+    /// A writer's panic (the engine's: the harness's own code does not panic).
+    panicked: Option<String>,
 }
 
 /// One operation of a writer and what came of it (`Err((power cut?, message))`).
@@ -1128,6 +1150,22 @@ enum WriterOp {
 /// batch, else a sync; it stops at its first error.
 fn writer(w: usize, seed: u64, salt: u64, db: &Ingestor, sched: &Sched, phase: &Mutex<Phase>) {
     Sched::enter(w);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        writer_ops(w, seed, salt, db, sched, phase);
+    }));
+    if let Err(panic) = run {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        phase.lock().unwrap_or_else(std::sync::PoisonError::into_inner).panicked = Some(message);
+    }
+    sched.finish();
+}
+
+/// The operations of [`writer`].
+fn writer_ops(w: usize, seed: u64, salt: u64, db: &Ingestor, sched: &Sched, phase: &Mutex<Phase>) {
     let mut rng = Rng::new(salt ^ (w as u64 + 1).wrapping_mul(0xa076_1d64_78bd_642f));
     let lock = || phase.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..2 + rng.below(6) {
@@ -1174,7 +1212,6 @@ fn writer(w: usize, seed: u64, salt: u64, db: &Ingestor, sched: &Sched, phase: &
             }
         }
     }
-    sched.finish();
 }
 
 /// A file system with a deliberate durability bug, for showing that the crash test catches
