@@ -1,19 +1,19 @@
-//! Simulated power cuts: the whole `Ingestor` on `SimFs`, single-threaded and deterministic
-//! for a seed.
+//! Simulated power cuts: the whole `Ingestor` on `SimFs`, deterministic for a seed.
 //!
 //! An iteration is one simulated disk taken through several crash cycles. Each cycle opens
 //! the ingestor (sometimes cutting the power again during recovery, sometimes with a read
 //! error), judges the recovered state with the oracle, arms a crash (at a named crash point
-//! or a random I/O operation), maybe injects a fault, runs a workload of ingests, snapshots,
-//! syncs and closes, cuts the power under a random image policy, and maybe flips a bit in
-//! synced bytes before the next open.
+//! or a random I/O operation), maybe injects a fault, runs a workload — one writer's
+//! ingests, snapshots, syncs and closes, or several concurrent writers' ingests and syncs
+//! under the deterministic scheduler of `sched.rs` — cuts the power under a random image
+//! policy, and maybe damages synced bytes before the next open (checking at once what the
+//! damage must do to the next open).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ingestor::{
     AckLevel, Config, Error, FinalSnapshot, Fs, Ingestor, RecoveryMode, SimFs, SnapshotOptions,
