@@ -672,7 +672,12 @@ impl Shared {
         }
         self.wal.wait_durable(lsn)?;
         let info = self.snapshots.write(lsn, (self.config.clock_ms)(), &frozen)?;
-        if let Some(watermark) = compaction_watermark(self.snapshots.oldest_kept_lsn()?) {
+        let oldest_kept = self.snapshots.oldest_kept_lsn()?;
+        // Deliberate defect: compaction deletes what the newest snapshot covers, not the
+        // oldest kept, so no older snapshot can be fallen back to.
+        #[cfg(feature = "deliberate-bugs")]
+        let oldest_kept = if crate::bugs::on("compact-newest") { Some(lsn) } else { oldest_kept };
+        if let Some(watermark) = compaction_watermark(oldest_kept) {
             self.wal.delete_below(watermark)?;
         }
         *mark = SnapshotMark { lsn: Some(lsn), wal_bytes, at: Instant::now() };

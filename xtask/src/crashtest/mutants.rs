@@ -34,7 +34,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 15] = [
+const MUTANTS: [Mutant; 16] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -100,6 +100,12 @@ const MUTANTS: [Mutant; 15] = [
         name: "snapshot-newest-only",
         switch: Switch::Env,
         promise: "keep N: with an older snapshot kept, a damaged newest one loses nothing",
+    },
+    Mutant {
+        name: "compact-newest",
+        switch: Switch::Env,
+        promise: "segments go only when covered: compaction keeps the log the oldest kept \
+                  snapshot needs",
     },
     Mutant {
         name: "keep-temp-files",
