@@ -141,6 +141,22 @@ pub(crate) struct Writer {
     pub(crate) offset: u64,
     pub(crate) next_lsn: Lsn,
     buf: Vec<u8>,
+    /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
+    /// written (acknowledged all the same).
+    #[cfg(feature = "deliberate-bugs")]
+    pub(crate) deferred: Option<(Vec<u8>, u64)>,
+}
+
+impl Writer {
+    /// Writes the frames the deliberate defect `buffered-append` held back (a no-op
+    /// otherwise).
+    pub(crate) fn flush_deferred(&mut self) -> std::io::Result<()> {
+        #[cfg(feature = "deliberate-bugs")]
+        if let Some((bytes, offset)) = self.deferred.take() {
+            self.file.write_at(&bytes, offset)?;
+        }
+        Ok(())
+    }
 }
 
 /// What sync callers share: the durable point and whether a sync is running.
@@ -330,6 +346,8 @@ impl Shared {
 
     /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let path = self.path(w.segment);
+        w.flush_deferred().map_err(|e| WalError::io("write", &path, e))?;
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
         // Deliberate defect: the ended segment is not synced, yet counted durable.
         #[cfg(feature = "deliberate-bugs")]
@@ -444,9 +462,20 @@ impl Shared {
             build(&mut batch)?;
             next = batch.next;
         }
-        let path = || self.path(w.segment);
+        let segment = w.segment;
+        let path = || self.path(segment);
         self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
-        if let Err(e) = w.file.write_at(buf, w.offset) {
+        // Deliberate defect: the frames stay in a user-space buffer until the next append or
+        // sync, yet the append is acknowledged.
+        #[cfg(feature = "deliberate-bugs")]
+        let written = if crate::bugs::on("buffered-append") {
+            w.flush_deferred().map(|()| w.deferred = Some((buf.clone(), w.offset)))
+        } else {
+            w.file.write_at(buf, w.offset)
+        };
+        #[cfg(not(feature = "deliberate-bugs"))]
+        let written = w.file.write_at(buf, w.offset);
+        if let Err(e) = written {
             // Deliberate defect: a failed write is not cut back; the next frames go after
             // whatever part of it reached the file.
             #[cfg(feature = "deliberate-bugs")]
@@ -571,6 +600,8 @@ impl Wal {
             offset,
             next_lsn,
             buf: Vec::new(),
+            #[cfg(feature = "deliberate-bugs")]
+            deferred: None,
         };
         let writer = match (segments.last().copied(), recovered.tail_offset) {
             (Some(id), Some(offset)) => {

@@ -3,8 +3,9 @@
 //! `docs/durability.md` or `docs/crashtest.md`, and the suite requires the smoke profile's
 //! simulated checks to catch every one of them.
 //!
-//! Each defect runs in a child process (`xtask crashtest --mode sim` with the smoke profile
-//! and a fixed seed) that stops at its first violation. Defects inside the engine are
+//! Each defect runs in a child process (`xtask crashtest --mode sim`, or `--mode proc` for
+//! what a process kill must keep, with the smoke profile and a fixed seed) that stops at its
+//! first violation. Defects inside the engine are
 //! compiled in only with the `deliberate-bugs` feature of `ingestor` (which only `xtask`
 //! enables; a default build carries none of them) and switched on by
 //! `INGESTOR_DELIBERATE_BUG`; defects of the disk under the engine are a file-system wrapper
@@ -25,96 +26,129 @@ enum Switch {
     Break,
 }
 
+/// Which of the smoke profile's two crash modes a defect runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// Simulated power cuts (`--mode sim`).
+    Sim,
+    /// Real `SIGKILL` of a child process (`--mode proc`): for what a process crash must keep.
+    Proc,
+}
+
 /// One deliberate defect and the promise it breaks.
 #[derive(Debug, Clone, Copy)]
 struct Mutant {
     name: &'static str,
     switch: Switch,
+    against: Against,
     promise: &'static str,
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 16] = [
+const MUTANTS: [Mutant; 17] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
+        against: Against::Sim,
         promise: "durable survives: an fdatasync that returns has made the data durable",
     },
     Mutant {
         name: "dir-sync-noop",
         switch: Switch::Break,
+        against: Against::Sim,
         promise: "new names are durable before they matter (directory fsync)",
+    },
+    Mutant {
+        name: "buffered-append",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "an acknowledged append was written (one pwrite, no user-space buffer): it \
+                  survives kill -9",
     },
     Mutant {
         name: "rotate-no-sync",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "a sync covers everything written before it (older segments synced at rotation)",
     },
     Mutant {
         name: "group-commit-overclaim",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "group commit claims only what it synced (every writer's durable acks survive)",
     },
     Mutant {
         name: "fsync-retry",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "a failed fsync is final: the log is poisoned, never retried into a success",
     },
     Mutant {
         name: "write-past-failed",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "a failed write leaves no half frame (cut back before the next append)",
     },
     Mutant {
         name: "tail-as-torn",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "damage to a synced frame with durable frames after it is corruption, not a torn tail",
     },
     Mutant {
         name: "cut-one-frame-early",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "recovery is idempotent: it cuts exactly the torn tail, so recovering again \
                   finds the same log",
     },
     Mutant {
         name: "apply-failed-batch",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "acknowledged means logged: a refused batch leaves nothing behind",
     },
     Mutant {
         name: "replay-twice",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "replay is exact: each batch once",
     },
     Mutant {
         name: "replay-snapshot-lsn",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "replay is exact: the batches after the snapshot's LSN, not from it",
     },
     Mutant {
         name: "snapshot-no-fsync",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "a snapshot is durable (fsynced) before it is renamed into place and the log compacted",
     },
     Mutant {
         name: "snapshot-newest-only",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "keep N: with an older snapshot kept, a damaged newest one loses nothing",
     },
     Mutant {
         name: "compact-newest",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "segments go only when covered: compaction keeps the log the oldest kept \
                   snapshot needs",
     },
     Mutant {
         name: "keep-temp-files",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "no litter: no temporary snapshot file after open",
     },
     Mutant {
         name: "panic-on-damaged-snapshot",
         switch: Switch::Env,
+        against: Against::Sim,
         promise: "the engine never panics, whatever the disk holds",
     },
 ];
@@ -152,8 +186,8 @@ pub(crate) fn run(options: &Options) -> ExitCode {
         return ExitCode::from(2);
     }
     println!(
-        "crashtest --mutants: {} deliberate defects, each against the smoke profile's simulated \
-         checks (seed {SEED:#x}, at most {BUDGET:?} each)",
+        "crashtest --mutants: {} deliberate defects, each against the smoke profile's checks \
+         (seed {SEED:#x}, at most {BUDGET:?} each)",
         chosen.len()
     );
     let started = Instant::now();
@@ -162,9 +196,11 @@ pub(crate) fn run(options: &Options) -> ExitCode {
         let caught = run_one(&exe, m);
         match &caught.invariant {
             Some(inv) => println!(
-                "  caught  {:<26} in {:>6.2} s by \"{inv}\"\n          promise: {}\n          seen: {}",
+                "  caught  {:<26} in {:>6.2} s ({} mode) by \"{inv}\"\n          promise: {}\n          \
+                 seen: {}",
                 m.name,
                 caught.took.as_secs_f64(),
+                if m.against == Against::Sim { "sim" } else { "proc" },
                 m.promise,
                 caught.detail
             ),
@@ -193,11 +229,14 @@ pub(crate) fn run(options: &Options) -> ExitCode {
 /// Runs one mutant in a child process; returns the first violation it reported.
 fn run_one(exe: &std::path::Path, m: &Mutant) -> Caught {
     let mut cmd = Command::new(exe);
-    cmd.args(["crashtest", "--mode", "sim", "--profile", "smoke", "--seed"])
-        .arg(format!("{SEED:#x}"))
-        .arg("--duration")
-        .arg(BUDGET.as_secs().to_string())
-        .stdin(Stdio::null())
+    cmd.args(["crashtest", "--profile", "smoke", "--seed"]).arg(format!("{SEED:#x}"));
+    match m.against {
+        // Within the budget; stops at the first violation.
+        Against::Sim => cmd.args(["--mode", "sim", "--duration"]).arg(BUDGET.as_secs().to_string()),
+        // The smoke profile's kills; stops at the first violation.
+        Against::Proc => cmd.args(["--mode", "proc"]),
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .env_remove("INGESTOR_DELIBERATE_BUG");
