@@ -116,8 +116,8 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
     }
     let (upto, file, segment) = {
         let mut w = lock(&shared.writer);
-        let path = shared.path(w.segment);
-        w.flush_deferred().map_err(|e| WalError::io("write", &path, e))?;
+        let segment = w.segment;
+        w.flush_deferred().map_err(|e| WalError::io("write", shared.path(segment), e))?;
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
     };
     shared.crash_point(crash_points::SYNC_BEFORE)?;

@@ -346,8 +346,8 @@ impl Shared {
 
     /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
-        let path = self.path(w.segment);
-        w.flush_deferred().map_err(|e| WalError::io("write", &path, e))?;
+        let segment = w.segment;
+        w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
         // Deliberate defect: the ended segment is not synced, yet counted durable.
         #[cfg(feature = "deliberate-bugs")]
