@@ -359,9 +359,9 @@ const USAGE: &str = "usage: cargo xtask crashtest [options]
                              (default all)
   --break sync-noop|dir-sync-noop
                              run on a file system with a deliberate bug (to see it caught)
-  --mutants                  the mutation suite: the smoke profile's simulated checks
-                             against each deliberate defect, each of which must be caught
-                             (prints the invariant that caught it and how long it took)
+  --mutants                  the mutation suite: the smoke profile's checks against each
+                             deliberate defect, each of which must be caught (prints the
+                             invariant that caught it and how long it took)
   --mutant NAME              with --mutants: only this defect (repeatable)";
 
 fn parse_u64(s: &str) -> Option<u64> {
