@@ -21,8 +21,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs, crashtest smoke)
   layering   check that no crate depends on one DESIGN.md's layering forbids
-  crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery
-             (cargo xtask crashtest --help)
+  crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery;
+             --mutants: show that it catches each deliberate defect (cargo xtask crashtest --help)
   e2e        the end-to-end test with real clients: influxdb-client, statsd, prometheus_client,
              promtool, a Prometheus server, kill -9 (cargo xtask e2e --help)
   abuse      hostile clients (idle, slow, huge, gzip bomb, garbage, UDP) against ingestor serve

@@ -29,10 +29,10 @@
 //! - [`StdFs`] maps each call to one system call (or a short, documented sequence) on
 //!   `std::fs`; `sync_data` is `fdatasync`, `sync_all` is `fsync`, `sync_dir` fsyncs the
 //!   directory itself, `lock_dir` takes an exclusive advisory lock (`flock`) on a lock file.
-//! - [`SimFs`] follows the disk model of `CRASHTEST.md`: file data and directory entries
-//!   become durable separately; only a directory sync makes a create, rename or remove
-//!   durable; nothing durable is ever changed by a crash; the same seed and the same calls
-//!   give the same disk image, byte for byte.
+//! - [`SimFs`] follows the disk model of `docs/format.md` ("Assumptions about the storage
+//!   medium"): file data and directory entries become durable separately; only a directory
+//!   sync makes a create, rename or remove durable; nothing durable is ever changed by a
+//!   crash; the same seed and the same calls give the same disk image, byte for byte.
 //! - Errors are plain [`std::io::Error`]s; the layers above add the operation and the path.
 //!
 //! The assumptions this seam makes about real disks are written down in `docs/format.md`

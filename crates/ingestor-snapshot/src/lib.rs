@@ -61,6 +61,8 @@
 //!
 //! The byte layout is specified in `docs/format.md` ("Snapshot files").
 
+#[cfg(feature = "deliberate-bugs")]
+mod bugs;
 mod error;
 mod format;
 mod inspect;

@@ -132,6 +132,11 @@ impl SnapshotStore {
         let entries = fs.read_dir(dir).map_err(|e| SnapshotError::io("read_dir", dir, e))?;
         let mut removed = Vec::new();
         for entry in entries {
+            // Deliberate defect: temporary files of interrupted writes are left behind.
+            #[cfg(feature = "deliberate-bugs")]
+            if crate::bugs::on("keep-temp-files") {
+                continue;
+            }
             if entry.kind == EntryKind::File && entry.name.ends_with(TEMP_SUFFIX) {
                 let path = dir.join(&entry.name);
                 fs.remove_file(&path).map_err(|e| SnapshotError::io("remove", &path, e))?;
@@ -289,8 +294,18 @@ impl SnapshotStore {
                     });
                 }
                 Err(SnapshotError::Corrupt { offset, reason, .. }) => {
+                    // Deliberate defects: a damaged snapshot panics the loader, or ends the
+                    // search (no fall-back to the older snapshots kept for exactly this).
+                    #[cfg(feature = "deliberate-bugs")]
+                    if crate::bugs::on("panic-on-damaged-snapshot") {
+                        panic!("damaged snapshot {}: {reason}", path.display());
+                    }
                     let reason = format!("corrupt at byte {offset}: {reason}");
                     rejected.push(RejectedSnapshot { path, reason });
+                    #[cfg(feature = "deliberate-bugs")]
+                    if crate::bugs::on("snapshot-newest-only") {
+                        break;
+                    }
                 }
                 // Removed since the directory was read (retention of a concurrent write).
                 Err(SnapshotError::Io { op: "open", source, .. })

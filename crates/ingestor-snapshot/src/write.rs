@@ -39,7 +39,15 @@ pub(crate) fn write_snapshot(
         Err(e) => return Err(SnapshotError::io("create", &tmp, e)),
     };
     let mut writer = Writer { fs, file: &*file, tmp: &tmp, offset: 0, rest_crc: 0, rest_len: 0 };
+    // Deliberate defect: the snapshot is renamed into place without being synced first.
+    #[cfg(feature = "deliberate-bugs")]
+    let skip_sync = crate::bugs::on("snapshot-no-fsync");
+    #[cfg(not(feature = "deliberate-bugs"))]
+    let skip_sync = false;
     let result = writer.write_all(options, lsn, created_ms, state).and_then(|written| {
+        if skip_sync {
+            return Ok(written);
+        }
         match file.sync_all() {
             Ok(()) => Ok(written),
             Err(e) => Err(SnapshotError::io("sync_all", &tmp, e)),

@@ -56,6 +56,8 @@
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 
+#[cfg(feature = "deliberate-bugs")]
+mod bugs;
 mod error;
 mod inspect;
 mod options;

@@ -257,11 +257,18 @@ impl Recovery<'_> {
     fn scan_frames(&mut self, i: usize, cur: &mut Cursor, is_last: bool) -> Result<Next> {
         let id = self.ids[i];
         let mut offset = SEGMENT_HEADER_LEN as u64;
+        // Where the last valid frame starts (for the deliberate defect `cut-one-frame-early`).
+        #[cfg(feature = "deliberate-bugs")]
+        let mut last_frame = None;
         loop {
             let expected = self.expected.expect("set by the header");
             let damage = match cur.frame(offset)? {
                 Found::Frame { header, payload } if header.lsn.0 == expected => {
                     let frame_len = header.frame_len() as u64;
+                    #[cfg(feature = "deliberate-bugs")]
+                    {
+                        last_frame = Some(offset);
+                    }
                     if header.lsn >= self.replay_from {
                         let info = FrameInfo {
                             segment: id,
@@ -329,6 +336,10 @@ impl Recovery<'_> {
                 Some(first) => proves_durable(cur, first, end, expected)?,
                 None => false,
             };
+            // Deliberate defect: damage in the last segment is always taken for a torn tail,
+            // even when a later frame proves it was synced.
+            #[cfg(feature = "deliberate-bugs")]
+            let proven_durable = proven_durable && !crate::bugs::on("tail-as-torn");
             if !is_last || proven_durable {
                 match self.middle_in_segment(i, cur, damage, later)? {
                     Some(resume) => {
@@ -343,6 +354,14 @@ impl Recovery<'_> {
                 }
             }
             self.torn_tail(id, cur, damage)?;
+            // Deliberate defect: the torn tail is cut at the start of the last good frame
+            // (off by one frame), after that frame was replayed.
+            #[cfg(feature = "deliberate-bugs")]
+            if let Some(at) = last_frame
+                && crate::bugs::on("cut-one-frame-early")
+            {
+                self.cut(id, at)?;
+            }
             offset = self.tail_offset.expect("set by torn_tail");
             break;
         }

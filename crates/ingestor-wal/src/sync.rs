@@ -36,9 +36,20 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
             return Ok(st.durable);
         }
         if st.syncing || !lead {
-            shared.waiting.fetch_add(1, Ordering::AcqRel);
-            st = shared.synced.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
-            shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            // Announced with no lock held (a simulated disk may cut the power here, or run
+            // other writers first), then everything is checked again before waiting.
+            drop(st);
+            shared.crash_point(crash_points::SYNC_WAIT)?;
+            st = lock(&shared.sync);
+            shared.check_poisoned()?;
+            if st.durable >= target {
+                return Ok(st.durable);
+            }
+            if st.syncing || !lead {
+                shared.waiting.fetch_add(1, Ordering::AcqRel);
+                st = shared.synced.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
             continue;
         }
         st.syncing = true;
@@ -50,6 +61,14 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
         st.syncing = false;
         match outcome {
             Ok((upto, took)) => {
+                // Deliberate defect: the leader claims everything written by the time its sync
+                // returned, not what was written when it began.
+                #[cfg(feature = "deliberate-bugs")]
+                let upto = if crate::bugs::on("group-commit-overclaim") {
+                    Lsn(shared.written.load(Ordering::Acquire))
+                } else {
+                    upto
+                };
                 // A sync that failed after this one began has poisoned the log: claim nothing.
                 if upto > st.durable && shared.poisoned.get().is_none() {
                     st.durable = upto;
@@ -59,10 +78,6 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                 st.last_group = 1 + shared.waiting.load(Ordering::Acquire);
                 st.last_sync = took;
                 shared.synced.notify_all();
-                drop(st);
-                // The sync happened; a crash here loses only the acknowledgement.
-                shared.crash_point(crash_points::SYNC_AFTER)?;
-                st = lock(&shared.sync);
             }
             Err(e) => {
                 drop(st);
@@ -100,12 +115,16 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
         std::thread::yield_now();
     }
     let (upto, file, segment) = {
-        let w = lock(&shared.writer);
+        let mut w = lock(&shared.writer);
+        let segment = w.segment;
+        w.flush_deferred().map_err(|e| WalError::io("write", shared.path(segment), e))?;
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
     };
     shared.crash_point(crash_points::SYNC_BEFORE)?;
     let took = shared.sync_segment(&*file, segment)?;
     shared.listener.on_sync(upto, took);
+    // The sync happened; a crash here loses only the acknowledgement.
+    shared.crash_point(crash_points::SYNC_AFTER)?;
     Ok((upto, took))
 }
 

@@ -28,8 +28,14 @@ pub mod crash_points {
     pub const APPEND_AFTER_WRITE: &str = "wal.append.after_write";
     /// Before a sync of segment data.
     pub const SYNC_BEFORE: &str = "wal.sync.before";
-    /// After a sync succeeded, before anyone is told that it did.
+    /// After a sync succeeded, before anyone is told that it did (before the durable point
+    /// moves).
     pub const SYNC_AFTER: &str = "wal.sync.after";
+    /// A caller of a sync is about to wait for another caller's sync to finish (group
+    /// commit), holding no lock; it checks again after the announcement. Not in [`ALL`]: only
+    /// concurrent callers reach it. The crash test's scheduler runs other writers here (as at
+    /// [`SYNC_BEFORE`] and [`SYNC_AFTER`], where no lock is held either).
+    pub const SYNC_WAIT: &str = "wal.sync.wait";
     /// At rotation, before the full segment is synced.
     pub const ROTATE_BEFORE_SYNC: &str = "wal.rotate.before_sync";
     /// After a new segment was created, written and synced, before its directory is synced.
@@ -135,6 +141,22 @@ pub(crate) struct Writer {
     pub(crate) offset: u64,
     pub(crate) next_lsn: Lsn,
     buf: Vec<u8>,
+    /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
+    /// written (acknowledged all the same).
+    #[cfg(feature = "deliberate-bugs")]
+    pub(crate) deferred: Option<(Vec<u8>, u64)>,
+}
+
+impl Writer {
+    /// Writes the frames the deliberate defect `buffered-append` held back (a no-op
+    /// otherwise).
+    pub(crate) fn flush_deferred(&mut self) -> std::io::Result<()> {
+        #[cfg(feature = "deliberate-bugs")]
+        if let Some((bytes, offset)) = self.deferred.take() {
+            self.file.write_at(&bytes, offset)?;
+        }
+        Ok(())
+    }
 }
 
 /// What sync callers share: the durable point and whether a sync is running.
@@ -293,6 +315,12 @@ impl Shared {
                 self.counters.sync_took(took);
                 Ok(took)
             }
+            // Deliberate defect: a failed sync does not poison the log, so that a later sync
+            // "succeeds" over pages the kernel already dropped.
+            #[cfg(feature = "deliberate-bugs")]
+            Err(e) if crate::bugs::on("fsync-retry") => {
+                Err(WalError::io("sync", self.path(segment), e))
+            }
             Err(e) => Err(self.poison(WalError::io("sync", self.path(segment), e))),
         }
     }
@@ -318,8 +346,17 @@ impl Shared {
 
     /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
     fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let segment = w.segment;
+        w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
-        self.sync_segment(&*w.file, w.segment)?;
+        // Deliberate defect: the ended segment is not synced, yet counted durable.
+        #[cfg(feature = "deliberate-bugs")]
+        let skip = crate::bugs::on("rotate-no-sync");
+        #[cfg(not(feature = "deliberate-bugs"))]
+        let skip = false;
+        if !skip {
+            self.sync_segment(&*w.file, w.segment)?;
+        }
         let last = Lsn(w.next_lsn.0 - 1);
         self.mark_durable(last);
         let id = SegmentId(w.next_lsn);
@@ -425,9 +462,27 @@ impl Shared {
             build(&mut batch)?;
             next = batch.next;
         }
-        let path = || self.path(w.segment);
+        let segment = w.segment;
+        let path = || self.path(segment);
         self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
-        if let Err(e) = w.file.write_at(buf, w.offset) {
+        // Deliberate defect: the frames stay in a user-space buffer until the next append or
+        // sync, yet the append is acknowledged.
+        #[cfg(feature = "deliberate-bugs")]
+        let written = if crate::bugs::on("buffered-append") {
+            w.flush_deferred().map(|()| w.deferred = Some((buf.clone(), w.offset)))
+        } else {
+            w.file.write_at(buf, w.offset)
+        };
+        #[cfg(not(feature = "deliberate-bugs"))]
+        let written = w.file.write_at(buf, w.offset);
+        if let Err(e) = written {
+            // Deliberate defect: a failed write is not cut back; the next frames go after
+            // whatever part of it reached the file.
+            #[cfg(feature = "deliberate-bugs")]
+            if crate::bugs::on("write-past-failed") {
+                w.offset += buf.len() as u64;
+                return Err(WalError::io("write", path(), e));
+            }
             return Err(self.undo_failed_write(w, WalError::io("write", path(), e)));
         }
         let first = w.next_lsn;
@@ -545,6 +600,8 @@ impl Wal {
             offset,
             next_lsn,
             buf: Vec::new(),
+            #[cfg(feature = "deliberate-bugs")]
+            deferred: None,
         };
         let writer = match (segments.last().copied(), recovered.tail_offset) {
             (Some(id), Some(offset)) => {

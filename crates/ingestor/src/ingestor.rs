@@ -625,6 +625,11 @@ impl Shared {
             landed = Some((segment, new_ids));
             Ok(())
         });
+        // Deliberate defect: a batch whose append failed is applied all the same.
+        #[cfg(feature = "deliberate-bugs")]
+        if ack.is_err() && crate::bugs::on("apply-failed-batch") {
+            self.memstore.apply(self.wal.written_lsn(), points);
+        }
         let ack = ack?;
         let (segment, new_ids) = landed.expect("set by a successful append");
         if defined.segment != Some(segment) {
@@ -676,7 +681,12 @@ impl Shared {
         }
         self.wal.wait_durable(lsn)?;
         let info = self.snapshots.write(lsn, (self.config.clock_ms)(), &frozen)?;
-        if let Some(watermark) = compaction_watermark(self.snapshots.oldest_kept_lsn()?) {
+        let oldest_kept = self.snapshots.oldest_kept_lsn()?;
+        // Deliberate defect: compaction deletes what the newest snapshot covers, not the
+        // oldest kept, so no older snapshot can be fallen back to.
+        #[cfg(feature = "deliberate-bugs")]
+        let oldest_kept = if crate::bugs::on("compact-newest") { Some(lsn) } else { oldest_kept };
+        if let Some(watermark) = compaction_watermark(oldest_kept) {
             self.wal.delete_below(watermark)?;
         }
         *mark = SnapshotMark { lsn: Some(lsn), wal_bytes, at: Instant::now() };
@@ -768,6 +778,18 @@ struct Replay<'a> {
     segment: Option<SegmentId>,
 }
 
+/// Deliberate defect `replay-snapshot-lsn`: replay starts at the snapshot's own LSN (off by
+/// one), applying that batch twice.
+#[cfg(feature = "deliberate-bugs")]
+fn replays_snapshot_lsn(lsn: Lsn, snapshot: Lsn) -> bool {
+    lsn == snapshot && snapshot > Lsn::ZERO && crate::bugs::on("replay-snapshot-lsn")
+}
+
+#[cfg(not(feature = "deliberate-bugs"))]
+fn replays_snapshot_lsn(_: Lsn, _: Lsn) -> bool {
+    false
+}
+
 impl Replay<'_> {
     fn record(
         &mut self,
@@ -814,7 +836,9 @@ impl Replay<'_> {
                     return Err(e);
                 }
             }
-            Some(RecordType::Batch) if lsn > self.snapshot_lsn => {
+            Some(RecordType::Batch)
+                if lsn > self.snapshot_lsn || replays_snapshot_lsn(lsn, self.snapshot_lsn) =>
+            {
                 let reader = BatchReader::new(payload).map_err(|e| fail(e.to_string()))?;
                 let mut points = Vec::with_capacity(reader.len());
                 for p in reader {

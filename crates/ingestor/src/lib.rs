@@ -52,6 +52,8 @@
 //! The on-disk layout is specified in `docs/format.md`; what survives under each policy in
 //! `docs/durability.md`.
 
+#[cfg(feature = "deliberate-bugs")]
+mod bugs;
 mod config;
 mod error;
 mod ingestor;

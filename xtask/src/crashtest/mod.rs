@@ -1,12 +1,14 @@
 //! `cargo xtask crashtest`: proves that acknowledged updates survive crashes. See
-//! `docs/crashtest.md` and `../shared/CRASHTEST.md`.
+//! `docs/crashtest.md`.
 //!
 //! Two ways to crash: simulated power cuts on `SimFs` (`--mode sim`, deterministic for a
 //! seed) and real `SIGKILL` of a child process on the real file system (`--mode proc`). An
 //! oracle outside the faulty disk (`oracle.rs`) judges every recovery.
 
+pub(crate) mod mutants;
 pub(crate) mod oracle;
 pub(crate) mod proc;
+pub(crate) mod sched;
 pub(crate) mod sim;
 pub(crate) mod workload;
 
@@ -77,10 +79,15 @@ pub(crate) enum FaultClass {
     FlipMiddle,
     /// A bit flips in a snapshot.
     FlipSnapshot,
+    /// A bit flips in a synced frame in the middle of the last segment, with frames after it
+    /// that prove it was synced.
+    FlipSynced,
+    /// Several writers ingest and sync at once (deterministically scheduled).
+    Concurrent,
 }
 
 impl FaultClass {
-    pub(crate) const ALL: [FaultClass; 7] = [
+    pub(crate) const ALL: [FaultClass; 9] = [
         FaultClass::FsyncEio,
         FaultClass::Enospc,
         FaultClass::CreateRename,
@@ -88,6 +95,8 @@ impl FaultClass {
         FaultClass::FlipTail,
         FaultClass::FlipMiddle,
         FaultClass::FlipSnapshot,
+        FaultClass::FlipSynced,
+        FaultClass::Concurrent,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -99,11 +108,15 @@ impl FaultClass {
             FaultClass::FlipTail => "flip-tail",
             FaultClass::FlipMiddle => "flip-middle",
             FaultClass::FlipSnapshot => "flip-snapshot",
+            FaultClass::FlipSynced => "flip-synced",
+            FaultClass::Concurrent => "concurrent",
         }
     }
 }
 
-/// A deliberate bug, to show the crash test catches it (tests of the harness only).
+/// A deliberate bug in the file system under the engine, to show the crash test catches it
+/// (`--break`, used by `--mutants` and the harness's own tests). Defects inside the engine are
+/// switched on by `INGESTOR_DELIBERATE_BUG` instead (see `mutants.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breakage {
     /// The engine as shipped.
@@ -118,6 +131,17 @@ pub(crate) enum Breakage {
         allow(dead_code, reason = "only the harness's own tests break the engine")
     )]
     ReplayTwice,
+}
+
+impl Breakage {
+    fn parse(s: &str) -> Option<Breakage> {
+        match s {
+            "none" => Some(Breakage::None),
+            "sync-noop" => Some(Breakage::SyncNoop),
+            "dir-sync-noop" => Some(Breakage::DirSyncNoop),
+            _ => None,
+        }
+    }
 }
 
 /// How long a run is.
@@ -149,8 +173,12 @@ pub(crate) struct Options {
     pub(crate) kills: Option<u64>,
     /// Where failing images and acknowledgement logs are saved.
     pub(crate) out_dir: PathBuf,
-    /// A deliberate bug (tests of the harness only).
+    /// A deliberate bug in the file system (`--break`).
     pub(crate) breakage: Breakage,
+    /// Run the mutation suite instead (`--mutants`).
+    pub(crate) mutants: bool,
+    /// Only these mutants (`--mutant NAME`, repeatable).
+    pub(crate) only_mutants: Vec<String>,
 }
 
 impl Options {
@@ -174,8 +202,16 @@ impl Options {
 
     /// The command line that reproduces one simulated iteration.
     pub(crate) fn repro_sim(&self, iteration: u64, policy: Policy) -> String {
+        let broken = match self.breakage {
+            Breakage::SyncNoop => " --break sync-noop",
+            Breakage::DirSyncNoop => " --break dir-sync-noop",
+            Breakage::None | Breakage::ReplayTwice => "",
+        };
+        let bug = std::env::var("INGESTOR_DELIBERATE_BUG")
+            .map(|b| format!("INGESTOR_DELIBERATE_BUG={b} "))
+            .unwrap_or_default();
         format!(
-            "cargo xtask crashtest --mode sim --seed {:#x} --iteration {iteration} --policy {} --faults {}",
+            "{bug}cargo xtask crashtest --mode sim --seed {:#x} --iteration {iteration} --policy {} --faults {}{broken}",
             self.seed,
             policy.name(),
             self.faults_arg()
@@ -209,6 +245,13 @@ pub(crate) struct Report {
     pub(crate) failures: Vec<Failure>,
     /// Named points this run must reach, by mode.
     pub(crate) required_points: BTreeSet<String>,
+    /// Situations the new checks need (a case of a fault, an interleaving), how often each
+    /// happened.
+    pub(crate) events: BTreeMap<&'static str, u64>,
+    /// Events this run must see at least once.
+    pub(crate) required_events: BTreeSet<&'static str>,
+    /// Fault classes this run must inject at least once.
+    pub(crate) required_faults: BTreeSet<&'static str>,
 }
 
 impl Report {
@@ -228,6 +271,15 @@ impl Report {
         }
         self.failures.extend(other.failures);
         self.required_points.extend(other.required_points);
+        for (k, v) in other.events {
+            *self.events.entry(k).or_default() += v;
+        }
+        self.required_events.extend(other.required_events);
+        self.required_faults.extend(other.required_faults);
+    }
+
+    pub(crate) fn event(&mut self, name: &'static str) {
+        *self.events.entry(name).or_default() += 1;
     }
 
     pub(crate) fn fail(&mut self, failure: Failure) {
@@ -243,7 +295,18 @@ impl Report {
         println!("  updates checked: {}", self.updates_checked);
         println!("  faults injected:");
         for f in FaultClass::ALL {
-            println!("    {:<14} {}", f.name(), self.faults.get(f.name()).copied().unwrap_or(0));
+            let n = self.faults.get(f.name()).copied().unwrap_or(0);
+            let never = if n == 0 && self.required_faults.contains(f.name()) {
+                "  NEVER INJECTED"
+            } else {
+                ""
+            };
+            println!("    {:<14} {n}{never}", f.name());
+        }
+        println!("  cases of the checks:");
+        for name in &self.required_events {
+            let n = self.events.get(name).copied().unwrap_or(0);
+            println!("    {name:<60} {n}{}", if n == 0 { "  NEVER SEEN" } else { "" });
         }
         println!("  crash points reached:");
         for (name, n) in &self.crash_points {
@@ -266,11 +329,18 @@ impl Report {
     }
 
     fn unreached(&self) -> Vec<String> {
-        self.required_points
+        let points = self.required_points.iter().filter(|p| !self.crash_points.contains_key(*p));
+        let faults = self
+            .required_faults
             .iter()
-            .filter(|p| !self.crash_points.contains_key(*p))
-            .cloned()
-            .collect()
+            .filter(|f| self.faults.get(*f).copied().unwrap_or(0) == 0)
+            .map(|f| format!("fault {f}"));
+        let events = self
+            .required_events
+            .iter()
+            .filter(|e| self.events.get(*e).copied().unwrap_or(0) == 0)
+            .map(|e| format!("case {e}"));
+        points.cloned().chain(faults).chain(events).collect()
     }
 }
 
@@ -285,7 +355,14 @@ const USAGE: &str = "usage: cargo xtask crashtest [options]
   --kills N                  process kills (proc mode)
   --policy always|batch|os   one sync policy (default: all; sim mode runs always and os)
   --faults LIST|all|none     fault classes: fsync-eio,enospc,create-rename,read-eio,
-                             flip-tail,flip-middle,flip-snapshot (default all)";
+                             flip-tail,flip-middle,flip-snapshot,flip-synced,concurrent
+                             (default all)
+  --break sync-noop|dir-sync-noop
+                             run on a file system with a deliberate bug (to see it caught)
+  --mutants                  the mutation suite: the smoke profile's checks against each
+                             deliberate defect, each of which must be caught (prints the
+                             invariant that caught it and how long it took)
+  --mutant NAME              with --mutants: only this defect (repeatable)";
 
 fn parse_u64(s: &str) -> Option<u64> {
     match s.strip_prefix("0x") {
@@ -310,6 +387,8 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         kills: None,
         out_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/crashtest"),
         breakage: Breakage::None,
+        mutants: false,
+        only_mutants: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -370,6 +449,13 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
                         .collect::<Result<_, _>>()?,
                 };
             }
+            "--break" => {
+                let v = value()?;
+                o.breakage = Breakage::parse(&v)
+                    .ok_or(format!("--break {v}: expected sync-noop or dir-sync-noop"))?;
+            }
+            "--mutants" => o.mutants = true,
+            "--mutant" => o.only_mutants.push(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -389,6 +475,9 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.mutants {
+        return mutants::run(&options);
+    }
     let started = Instant::now();
     println!(
         "crashtest: seed {:#x}, profile {:?}, mode {:?}, faults {}",
@@ -408,7 +497,7 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     let unreached = report.unreached();
     if !report.failures.is_empty() || (!unreached.is_empty() && options.iteration.is_none()) {
         if !unreached.is_empty() {
-            println!("FAILED: crash points never reached: {unreached:?}");
+            println!("FAILED: crash points, fault classes or cases never reached: {unreached:?}");
         }
         return ExitCode::FAILURE;
     }

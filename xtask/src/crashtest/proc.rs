@@ -220,8 +220,11 @@ pub(crate) fn run(options: &Options) -> Report {
 
 fn repro(options: &Options, kills_done: u64) -> String {
     let policy = options.policy.map(|p| format!(" --policy {}", p.name())).unwrap_or_default();
+    let bug = std::env::var("INGESTOR_DELIBERATE_BUG")
+        .map(|b| format!("INGESTOR_DELIBERATE_BUG={b} "))
+        .unwrap_or_default();
     format!(
-        "cargo xtask crashtest --mode proc --seed {:#x} --kills {}{policy}",
+        "{bug}cargo xtask crashtest --mode proc --seed {:#x} --kills {}{policy}",
         options.seed,
         kills_done + 1
     )

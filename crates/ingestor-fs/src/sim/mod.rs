@@ -1,5 +1,5 @@
 //! The simulated disk: a deterministic, in-memory [`Fs`] that models what a real disk and file
-//! system keep after a power cut (the model of `CRASHTEST.md`).
+//! system keep after a power cut (the model in `docs/format.md`, "Assumptions about the storage medium").
 //!
 //! See [`SimFs`] for the model.
 

@@ -1,0 +1,125 @@
+//! Group commit's announced steps, which the crash test's deterministic scheduler relies on:
+//! `wal.sync.after` comes before the durable point moves, and a caller that finds a sync
+//! running announces `wal.sync.wait` (with no lock held) before it waits, then is covered
+//! only by a sync that began after its write.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ingestor_fs::{DirEntry, Fs, FsFile, FsLock, OpenMode, SimFs};
+use ingestor_wal::{AckLevel, Lsn, SyncPolicy, Wal, WalOptions, crash_points};
+
+const DIR: &str = "/db/wal";
+
+fn options() -> WalOptions {
+    WalOptions::default().sync_policy(SyncPolicy::Always).segment_bytes_max(1 << 20)
+}
+
+#[test]
+fn a_power_cut_at_sync_after_leaves_the_durable_point_where_it_was() {
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options()).expect("open");
+    let first = wal.append(1, b"one").expect("append");
+    assert_eq!(first.level, AckLevel::Durable);
+    sim.arm_crash_point(crash_points::SYNC_AFTER, 1);
+    assert!(wal.append(1, b"two").is_err(), "the power was cut before the acknowledgement");
+    // The sync itself happened, but nothing may have been claimed durable after it.
+    assert_eq!(wal.durable_lsn(), first.last);
+}
+
+/// The simulated disk, holding the first sync leader at `wal.sync.before` until released,
+/// and recording every announcement.
+#[derive(Debug)]
+struct GateFs {
+    inner: SimFs,
+    seen: Mutex<Vec<&'static str>>,
+    /// Told when the leader is held; waited on to release it.
+    held: Mutex<Option<(Sender<()>, Receiver<()>)>>,
+}
+
+impl Fs for GateFs {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        self.inner.create(path)
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
+        self.inner.open(path, mode)
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
+        self.inner.read_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
+        self.inner.lock_dir(path)
+    }
+    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
+        self.seen.lock().unwrap().push(name);
+        if name == crash_points::SYNC_BEFORE {
+            let gate = self.held.lock().unwrap().take();
+            if let Some((told, release)) = gate {
+                told.send(()).unwrap();
+                release.recv_timeout(Duration::from_secs(10)).expect("released");
+            }
+        }
+        self.inner.crash_point(name)
+    }
+}
+
+#[test]
+fn a_writer_that_finds_a_sync_running_announces_its_wait_and_is_not_claimed_by_it() {
+    let (told_tx, told_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    let gate = Arc::new(GateFs {
+        inner: SimFs::new(5),
+        seen: Mutex::new(Vec::new()),
+        held: Mutex::new(None),
+    });
+    let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
+    let (wal, _) = Wal::open(fs, Path::new(DIR), options()).expect("open");
+    let wal = Arc::new(wal);
+    *gate.held.lock().unwrap() = Some((told_tx, release_rx));
+
+    // The leader: its append's sync is held at `wal.sync.before`, covering LSN 1 only.
+    let leader = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.append(1, b"leader").expect("leader append"))
+    };
+    told_rx.recv_timeout(Duration::from_secs(10)).expect("the leader reached wal.sync.before");
+    // A second writer writes LSN 2 while that sync runs: it must wait for it (announcing the
+    // wait), then not be claimed by it.
+    let follower = {
+        let wal = Arc::clone(&wal);
+        std::thread::spawn(move || wal.append(1, b"follower").expect("follower append"))
+    };
+    let announced = (0..1000).any(|_| {
+        std::thread::sleep(Duration::from_millis(5));
+        gate.seen.lock().unwrap().contains(&crash_points::SYNC_WAIT)
+    });
+    assert!(announced, "a writer that finds a sync running announces wal.sync.wait");
+    assert_eq!(wal.durable_lsn(), Lsn::ZERO, "nothing is durable before the held sync ends");
+    release_tx.send(()).unwrap();
+    let (a, b) = (leader.join().unwrap(), follower.join().unwrap());
+    assert_eq!((a.last, a.level), (Lsn(1), AckLevel::Durable));
+    assert_eq!((b.last, b.level), (Lsn(2), AckLevel::Durable));
+    // The follower's record was written after the leader read its LSN: a second sync (its
+    // own) covered it.
+    let seen = gate.seen.lock().unwrap().clone();
+    let syncs = seen.iter().filter(|p| **p == crash_points::SYNC_BEFORE).count();
+    assert_eq!(syncs, 2, "two syncs, one per group: {seen:?}");
+}
