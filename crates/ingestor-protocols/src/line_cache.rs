@@ -32,7 +32,9 @@ use std::collections::HashMap;
 
 use ingestor_codec::{Op, SeriesKey, Timestamp, Update};
 
-use crate::line::{Cursor, LineError, Precision, lines, parse_field_value, parse_line};
+use crate::line::{
+    Cursor, LineError, Precision, lines, parse_field_value, parse_line, parse_timestamp,
+};
 
 /// One value of a body read through the cache: a gauge set of the series in `slot`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,10 +254,9 @@ fn known_line<V: Copy>(
     }
     cur.skip_spaces();
     let timestamp = if cur.at_end() {
-        now_ms
+        precision.default_time(now_ms)
     } else {
-        let raw = cur.raw_token(b" ");
-        let Some(ms) = raw.parse::<i64>().ok().and_then(|t| precision.to_millis(t)) else {
+        let Ok(ms) = parse_timestamp(cur.raw_token(b" "), precision) else {
             return give_up(out);
         };
         cur.skip_spaces();
@@ -278,9 +279,14 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     /// What the cached parse gives, as updates.
-    fn cached(body: &str, cache: &mut SeriesCache<u8>) -> Result<Vec<Update>, LineError> {
+    fn cached(
+        body: &str,
+        precision: Precision,
+        now: i64,
+        cache: &mut SeriesCache<u8>,
+    ) -> Result<Vec<Update>, LineError> {
         let mut out = Vec::new();
-        parse_body_cached(body, Precision::Ns, NOW, cache, &mut out)?;
+        parse_body_cached(body, precision, now, cache, &mut out)?;
         Ok(out
             .iter()
             .map(|p| Update { key: cache.key(p.slot).clone(), timestamp: p.timestamp, op: p.op() })
@@ -298,8 +304,38 @@ mod tests {
         };
         // Pieces that recombine into valid, near-valid and broken lines over a few series,
         // so that the cache is hit, missed and fooled.
-        let series = ["m", "m,a=1", "m,a=1,b=2", "m\\ x,a=1", "n,a=x\\,y", "m,a=1\\ ", "m,=1", ""];
+        // Backslashes before what they do not escape, non-printable characters, tabs, stray
+        // `\r`s, empty tag values and `=` in them are the reference decoder's edge cases.
+        let series = [
+            "m",
+            "m,a=1",
+            "m,a=1,b=2",
+            "m\\ x,a=1",
+            "n,a=x\\,y",
+            "m,a=1\\ ",
+            "m,=1",
+            "",
+            "m,a=\\\\",
+            "m,a=\\\\\\ x",
+            "m\\\\,a=1",
+            "m\\=,a=1",
+            "m,a\\\\=1",
+            "m,a=\\\u{b}",
+            "m\u{b},a=1",
+            "\tm",
+            "m\r",
+            "m,a=",
+            "m,a=1=2",
+            "#m",
+        ];
         let fields = [
+            "f\\\\=1",
+            "f\\\\\\==1",
+            "f\\\\\\ =1",
+            "\tv=1",
+            "v=1\t",
+            "v=+1",
+            "v=1\r",
             "v=1",
             "v=2i",
             "w=t",
@@ -312,9 +348,10 @@ mod tests {
             "=1",
             "v",
         ];
-        let stamps = ["", " 5", " -3", " x", " 5 6", "  9"];
+        let stamps =
+            ["", " 5", " -3", " x", " 5 6", "  9", " +5", " \r5", " 5\t", " 9223372037", "\r"];
         let mut cache = SeriesCache::new(64);
-        for round in 0..20_000 {
+        for round in 0..30_000 {
             let lines: Vec<String> = (0..1 + next(3))
                 .map(|_| {
                     format!(
@@ -325,9 +362,12 @@ mod tests {
                     )
                 })
                 .collect();
-            let body = lines.join("\n");
-            let want = parse_body(&body, Precision::Ns, NOW);
-            let got = cached(&body, &mut cache);
+            let body = lines.join(["\n", "\r\n"][next(2)]);
+            // Seconds too, with a time of arrival that is not a whole second.
+            let (precision, now) =
+                if round % 3 == 0 { (Precision::S, NOW + 789) } else { (Precision::Ns, NOW) };
+            let want = parse_body(&body, precision, now);
+            let got = cached(&body, precision, now, &mut cache);
             assert_eq!(got, want, "round {round}: {body:?}");
         }
     }
