@@ -722,6 +722,18 @@ fn judge(
             ms(percentile(&unloaded, 50.0)),
         ),
     );
+    // When the slow writes came, to line them up with the abuse's timeline.
+    let mut slowest: Vec<&&writer::Sent> = abused.iter().collect();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.latency));
+    println!(
+        "  ---- the writer's slowest batches under abuse: {}",
+        slowest
+            .iter()
+            .take(8)
+            .map(|s| format!("{} at {:+.1} s", ms(s.latency), signed_secs(s.at, g.abuse.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     // Limits.
     report.check(
