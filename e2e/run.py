@@ -19,11 +19,14 @@ Starts the server on free loopback ports with `--sync always`, then:
   kill -9            a stream of writes, SIGKILL of the server in the middle of it, a restart
                      on the same data directory: every write that got its 204 must be there,
                      whole, with its value (several rounds).
+  remote write       Prometheus in agent mode and vmagent scrape a target and remote-write
+                     into the server; kill -9 during a remote-write stream
+                     (e2e/remote_write_checks.py).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.
-Needs: the three packages of e2e/requirements.txt, and /usr/bin/prometheus and promtool
-(Debian's `prometheus` package).
+Needs: the packages of e2e/requirements.txt, /usr/bin/prometheus and promtool (Debian's
+`prometheus` package) and /usr/bin/vmagent (Debian's `victoria-metrics` package).
 """
 
 import argparse
@@ -911,6 +914,12 @@ def main():
                    "influx and StatsD samples are back, values and timestamps")
 
         total_acked, rounds = kill9_checks(srv, args.kill_rounds, rng, survivors)
+        # Remote write from real senders (Prometheus in agent mode, vmagent) and kill -9
+        # during a remote-write stream; see e2e/remote_write_checks.py.
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import remote_write_checks
+
+        remote_write_checks.run(sys.modules[__name__], srv, tmp, rng)
         srv.stop()
         failed = False
         SUMMARY.print()

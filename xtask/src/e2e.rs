@@ -31,6 +31,9 @@ e2e/run.py target/release/ingestor. Options after the command go to e2e/run.py:
 /// Debian's Prometheus server, where its package puts it (`promtool` comes with it).
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
+/// vmagent, where Debian's `victoria-metrics` package puts it (a remote-write sender).
+const VMAGENT: &str = "/usr/bin/vmagent";
+
 /// The Python the virtual environment is made from.
 const PYTHON: &str = "python3";
 
@@ -124,14 +127,16 @@ fn promtool() -> Option<PathBuf> {
     on_path.or_else(|| Some(PathBuf::from("/usr/bin/promtool")).filter(|p| p.is_file()))
 }
 
-/// Installs Debian's `prometheus` package unless its server and `promtool` are both there.
-/// The package's service is of no use here (and does not start in a container without
-/// systemd): `run.py` starts its own server on a port it picked free.
+/// Installs Debian's `prometheus` and `victoria-metrics` packages unless the Prometheus
+/// server, `promtool` and `vmagent` are all there. The packages' services are of no use here
+/// (and do not start in a container without systemd): `run.py` starts its own on ports it
+/// picked free.
 fn ensure_prometheus() -> Result<(), String> {
     if Path::new(PROMETHEUS).is_file()
+        && Path::new(VMAGENT).is_file()
         && let Some(promtool) = promtool()
     {
-        println!("{PROMETHEUS} and {} are installed", promtool.display());
+        println!("{PROMETHEUS}, {VMAGENT} and {} are installed", promtool.display());
         return Ok(());
     }
     let apt = |args: &[&str]| -> Result<(), String> {
@@ -139,16 +144,16 @@ fn ensure_prometheus() -> Result<(), String> {
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run_command(&mut command, &format!("apt-get {}", args.join(" ")))
     };
-    let install = ["install", "-y", "--no-install-recommends", "prometheus"];
-    println!("installing Debian's prometheus package (apt-get {})", install.join(" "));
+    let install = ["install", "-y", "--no-install-recommends", "prometheus", "victoria-metrics"];
+    println!("installing Debian's packages (apt-get {})", install.join(" "));
     if let Err(first) = apt(&install) {
         println!("{first}; updating the package lists and trying again");
         apt(&["update"])?;
         apt(&install)?;
     }
-    if !Path::new(PROMETHEUS).is_file() || promtool().is_none() {
+    if !Path::new(PROMETHEUS).is_file() || !Path::new(VMAGENT).is_file() || promtool().is_none() {
         return Err(format!(
-            "the prometheus package is installed but {PROMETHEUS} or promtool is missing"
+            "the packages are installed but {PROMETHEUS}, {VMAGENT} or promtool is missing"
         ));
     }
     Ok(())
