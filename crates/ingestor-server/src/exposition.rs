@@ -238,5 +238,17 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
         "Remote-write exemplars received and dropped (exemplars are not kept).",
         n(&c.rw_exemplars_dropped),
     );
+    // DogStatsD events and service checks: one family by kind (written here, past the last
+    // `own`, which holds `out` while it lives).
+    let _ = writeln!(
+        out,
+        "# HELP ingestor_statsd_events_total DogStatsD events and service checks received \
+         well formed (counted, not stored).\n# TYPE ingestor_statsd_events_total counter"
+    );
+    for (kind, counter) in
+        [("event", &c.statsd_events), ("service_check", &c.statsd_service_checks)]
+    {
+        let _ = writeln!(out, "ingestor_statsd_events_total{{kind=\"{kind}\"}} {}", n(counter));
+    }
     out
 }

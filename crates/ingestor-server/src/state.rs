@@ -32,6 +32,10 @@ pub(crate) struct Counters {
     pub(crate) statsd_bad_lines: AtomicU64,
     pub(crate) statsd_dropped_packets: AtomicU64,
     pub(crate) statsd_batches: AtomicU64,
+    /// DogStatsD events received well formed (counted, not stored).
+    pub(crate) statsd_events: AtomicU64,
+    /// DogStatsD service checks received well formed (counted, not stored).
+    pub(crate) statsd_service_checks: AtomicU64,
     pub(crate) rw_samples: AtomicU64,
     pub(crate) rw_refused: AtomicU64,
     pub(crate) rw_stale_markers: AtomicU64,

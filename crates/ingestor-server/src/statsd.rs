@@ -5,7 +5,8 @@
 //! Nothing here can be flooded into unbounded work: the queue between the socket and the
 //! batcher is bounded (a packet that finds it full is dropped and counted), bad lines are
 //! counted and logged at most once a second with a sample, and packets that arrive while the
-//! engine recovers are counted as dropped. A batch the engine refuses for one packet's sake
+//! engine recovers are counted as dropped. DogStatsD events and service checks are counted
+//! (`ingestor_statsd_events_total` by kind), neither stored nor logged. A batch the engine refuses for one packet's sake
 //! (a kind conflict, say) is retried packet by packet, so that only that packet is lost.
 
 use std::sync::Arc;
@@ -90,8 +91,14 @@ pub(crate) fn batcher(state: &AppState, queue: &Receiver<Vec<u8>>) {
 /// One packet's updates; bad lines counted and logged (rate-limited, with a sample).
 fn parse(state: &AppState, packet: &[u8]) -> Vec<Update> {
     let text = String::from_utf8_lossy(packet);
-    let (mut updates, errors) =
+    let ingestor_protocols::statsd::Packet { mut updates, errors, events, service_checks } =
         ingestor_protocols::statsd::parse_packet(&text, ingestor::system_clock_ms());
+    if events > 0 {
+        state.counters.statsd_events.fetch_add(events as u64, Relaxed);
+    }
+    if service_checks > 0 {
+        state.counters.statsd_service_checks.fetch_add(service_checks as u64, Relaxed);
+    }
     let before = updates.len();
     updates.retain(|u| !u.key.name().starts_with(RESERVED_PREFIX));
     let reserved = before - updates.len();

@@ -95,3 +95,69 @@ fn a_packet_the_engine_refuses_costs_only_itself() {
     assert_eq!(value(srv.addr, "before").as_deref(), Some("1"));
     assert_eq!(value(srv.addr, "kind_total").as_deref(), Some("1"));
 }
+
+/// The `[timestamp, value]` of the one sample `selector` matches, through the query API.
+fn sample_at(addr: std::net::SocketAddr, selector: &str) -> Option<(f64, String)> {
+    let a = get(addr, &format!("/api/v1/query?query={}", encode(selector)));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let result = v["data"]["result"].as_array().unwrap();
+    assert!(result.len() <= 1, "{selector} matched {}", result.len());
+    result
+        .first()
+        .map(|r| (r["value"][0].as_f64().unwrap(), r["value"][1].as_str().unwrap().into()))
+}
+
+#[test]
+fn dogstatsd_timestamps_events_and_service_checks() {
+    let srv = start(statsd_config());
+    let udp = srv.server.as_ref().unwrap().statsd_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let packet = format!(
+        "_e{{12,11}}:Deploy done!|version 1.2|t:success|#env:test\n\
+         _sc|db.up|0|#env:test|m:fine\n\
+         stamped:7|g|#env:test|T{}\n\
+         too_old:1|g|T{}\n\
+         _e{{9,2}}:too short|x\n\
+         unstamped:3|g",
+        now - 120,
+        now - 7_200,
+    );
+    client.send_to(packet.as_bytes(), udp).unwrap();
+    client.send_to(b"_sc|web|2\n_sc|web|9", udp).unwrap();
+    assert_eq!(
+        wait_metric(srv.addr, r#"ingestor_statsd_events_total{kind="service_check"}"#, 2.0),
+        2.0
+    );
+    assert_eq!(self_metric(srv.addr, r#"ingestor_statsd_events_total{kind="event"}"#), 1.0);
+    // Bad lines: the timestamp two hours back, the event whose text is not 2 bytes, status 9.
+    assert_eq!(wait_metric(srv.addr, "ingestor_statsd_bad_lines_total", 3.0), 3.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample_at(srv.addr, "unstamped").is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // `|T` seconds: the sample is at that second; without one, at the packet's arrival.
+    assert_eq!(
+        sample_at(srv.addr, r#"stamped{env="test"}"#),
+        Some(((now - 120) as f64, "7".to_string()))
+    );
+    let (t, v) = sample_at(srv.addr, "unstamped").unwrap();
+    assert_eq!(v, "3");
+    assert!((t - now as f64).abs() < 60.0, "{t} vs {now}");
+    assert_eq!(sample_at(srv.addr, "too_old"), None);
+    // A late line with an older `T` does not overwrite the gauge's newer value.
+    client
+        .send_to(format!("stamped:1|g|#env:test|T{}\nlate_marker:1|g", now - 600).as_bytes(), udp)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sample_at(srv.addr, "late_marker").is_none() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        sample_at(srv.addr, r#"stamped{env="test"}"#),
+        Some(((now - 120) as f64, "7".to_string()))
+    );
+}
