@@ -25,8 +25,9 @@ pub struct ServerConfig {
     /// ... or of what arrived within this time after the first. Default: 10 ms.
     pub statsd_batch_delay: Duration,
     /// Line-protocol series remembered by their text, so that a body of known series is
-    /// parsed without building keys and ingested by handle (about 250 bytes each; the cache
-    /// is emptied when full). Default: 262,144.
+    /// parsed without building keys and ingested by handle (about 250 bytes each, in each of
+    /// the server's caches: one per core, at least 2, at most 8; a cache is emptied when
+    /// full). Default: 262,144.
     pub line_cache_series: usize,
 }
 

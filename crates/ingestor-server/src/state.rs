@@ -127,6 +127,11 @@ impl RateLimitedLog {
     }
 }
 
+/// How many line-protocol series caches: one per core (at least 2, at most 8).
+fn line_caches() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8)
+}
+
 /// The nice value of the threads that answer reads: a scrape of a large store in a loop
 /// then takes the CPU writers leave, instead of half of it.
 const READ_NICE: i32 = 10;
@@ -147,8 +152,9 @@ pub(crate) struct AppState {
     pub(crate) read_pool: crate::pool::Pool,
     /// Remote write 1.0 metadata: the type of each metric family a sender described.
     pub(crate) rw_metadata: Mutex<std::collections::HashMap<String, MetricType>>,
-    /// Series named by line-protocol bodies, by their text, with their engine handles.
-    pub(crate) line_cache: Mutex<SeriesCache<SeriesHandle>>,
+    /// Series named by line-protocol bodies, by their text, with their engine handles: one
+    /// cache per core, each learning every series, so that bodies parse in parallel.
+    pub(crate) line_caches: Vec<Mutex<SeriesCache<SeriesHandle>>>,
 }
 
 impl AppState {
@@ -168,7 +174,9 @@ impl AppState {
                 READ_NICE,
             ),
             rw_metadata: Mutex::new(std::collections::HashMap::new()),
-            line_cache: Mutex::new(SeriesCache::new(config.line_cache_series)),
+            line_caches: (0..line_caches())
+                .map(|_| Mutex::new(SeriesCache::new(config.line_cache_series)))
+                .collect(),
             config,
             db: OnceLock::new(),
             counters: Counters::default(),

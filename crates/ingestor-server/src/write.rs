@@ -13,8 +13,21 @@ use ingestor_protocols::line_cache::{CachedPoint, SeriesCache, parse_body_cached
 use crate::routes::{RESERVED_PREFIX, error, ingest_error, reserved};
 use crate::state::AppState;
 
-fn cache(state: &AppState) -> MutexGuard<'_, SeriesCache<SeriesHandle>> {
-    state.line_cache.lock().unwrap_or_else(PoisonError::into_inner)
+/// A free cache (or, when all are busy, one chosen by `hint`), and its index: a request keeps
+/// to that one cache, whose slots it holds.
+fn any_cache(state: &AppState, hint: usize) -> (usize, MutexGuard<'_, SeriesCache<SeriesHandle>>) {
+    let caches = &state.line_caches;
+    for (i, c) in caches.iter().enumerate() {
+        if let Ok(guard) = c.try_lock() {
+            return (i, guard);
+        }
+    }
+    let i = hint % caches.len();
+    (i, cache(state, i))
+}
+
+fn cache(state: &AppState, i: usize) -> MutexGuard<'_, SeriesCache<SeriesHandle>> {
+    state.line_caches[i].lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Parses and ingests `text`; the number of points taken, or the answer to give.
@@ -26,7 +39,7 @@ pub(crate) fn ingest_lines(
 ) -> Result<usize, Response> {
     let now = ingestor::system_clock_ms();
     let mut points: Vec<CachedPoint> = Vec::new();
-    let mut guard = cache(state);
+    let (which, mut guard) = any_cache(state, text.len());
     parse_body_cached(text, precision, now, &mut guard, &mut points)
         .map_err(|e| error(state, StatusCode::BAD_REQUEST, e.to_string()))?;
     if points.is_empty() {
@@ -51,7 +64,9 @@ pub(crate) fn ingest_lines(
             // A series was deleted since (time-to-live): its handle is stale. Start over by
             // key, which brings the series back.
             Err(ingestor::Error::Memstore(ingestor::MemstoreError::UnknownSeries { .. })) => {
-                cache(state).forget_values();
+                for i in 0..state.line_caches.len() {
+                    cache(state, i).forget_values();
+                }
                 ingest_by_key(state, db, text, precision, now)
             }
             Err(e) => Err(ingest_error(state, &e)),
@@ -79,7 +94,7 @@ pub(crate) fn ingest_lines(
         .into_iter()
         .filter_map(|(slot, at)| db.resolve(&updates[at].key).ok().map(|h| (slot, h)))
         .collect();
-    let mut guard = cache(state);
+    let mut guard = cache(state, which);
     if guard.generation() == generation {
         for (slot, h) in resolved {
             guard.set_value(slot, h);
