@@ -7,6 +7,7 @@
 //!   measurement `m` is the gauge `m_f`); a body is all or nothing, the first bad line named.
 //! - [`line_cache`]: the same parse through a cache of the series a body names, for servers
 //!   that see the same series again and again.
+//! - [`otlp`]: OTLP metrics (protobuf and JSON), mapped as Prometheus' OTLP translation maps them.
 //! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 (snappy and protobuf).
 //! - [`statsd`]: StatsD and DogStatsD packets; a bad line never stops the others.
 //!
@@ -34,6 +35,7 @@
 
 pub mod line;
 pub mod line_cache;
+pub mod otlp;
 pub mod remote_write;
 pub mod statsd;
 
