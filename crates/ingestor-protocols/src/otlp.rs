@@ -188,6 +188,51 @@ pub fn encode_response(encoding: Encoding, rejected: usize, message: &str) -> Ve
     }
 }
 
+/// Reads an `ExportMetricsServiceResponse` (for senders and tests).
+///
+/// # Errors
+/// [`DecodeError`] for a body that is not one.
+pub fn decode_response(
+    body: &[u8],
+    encoding: Encoding,
+) -> Result<proto::ExportMetricsServiceResponse, DecodeError> {
+    match encoding {
+        Encoding::Protobuf => proto::ExportMetricsServiceResponse::decode(body)
+            .map_err(|e| DecodeError(format!("not an ExportMetricsServiceResponse: {e}"))),
+        Encoding::Json => {
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| DecodeError(format!("not JSON: {e}")))?;
+            let partial = v.get("partialSuccess").map(|p| proto::ExportMetricsPartialSuccess {
+                rejected_data_points: match &p["rejectedDataPoints"] {
+                    serde_json::Value::String(s) => s.parse().unwrap_or(-1),
+                    other => other.as_i64().unwrap_or(0),
+                },
+                error_message: p["errorMessage"].as_str().unwrap_or("").to_string(),
+            });
+            Ok(proto::ExportMetricsServiceResponse { partial_success: partial })
+        }
+    }
+}
+
+/// Reads a `google.rpc.Status` error body (for senders and tests).
+///
+/// # Errors
+/// [`DecodeError`] for a body that is not one.
+pub fn decode_status(body: &[u8], encoding: Encoding) -> Result<proto::Status, DecodeError> {
+    match encoding {
+        Encoding::Protobuf => proto::Status::decode(body)
+            .map_err(|e| DecodeError(format!("not a google.rpc.Status: {e}"))),
+        Encoding::Json => {
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| DecodeError(format!("not JSON: {e}")))?;
+            Ok(proto::Status {
+                code: v["code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(0),
+                message: v["message"].as_str().unwrap_or("").to_string(),
+            })
+        }
+    }
+}
+
 /// The `google.rpc.Status` body of an error answer in `encoding`, for an HTTP status.
 #[must_use]
 pub fn encode_status(encoding: Encoding, http_status: u16, message: &str) -> Vec<u8> {

@@ -238,6 +238,19 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
         "Remote-write exemplars received and dropped (exemplars are not kept).",
         n(&c.rw_exemplars_dropped),
     );
+    own(
+        "ingestor_otlp_data_points_total",
+        "counter",
+        "OTLP data points written.",
+        n(&c.otlp_data_points),
+    );
+    own(
+        "ingestor_otlp_rejected_data_points_total",
+        "counter",
+        "OTLP data points refused (exponential histograms, reserved names, invalid series or \
+         values, kind conflicts), as reported in partial_success.",
+        n(&c.otlp_rejected),
+    );
     // DogStatsD events and service checks: one family by kind (written here, past the last
     // `own`, which holds `out` while it lives).
     let _ = writeln!(

@@ -47,6 +47,7 @@ mod body;
 mod config;
 mod conn;
 mod exposition;
+mod otlp;
 mod pool;
 mod query;
 pub mod query_api;

@@ -38,6 +38,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v2/write", post(write))
         .route("/write", post(write))
         .route("/api/v1/write", post(crate::remote_write::write))
+        .route("/v1/metrics", post(crate::otlp::write))
+        .route("/opentelemetry/v1/metrics", post(crate::otlp::write))
         .route("/metrics", get(crate::exposition::metrics))
         .route("/api/v1/query", get(crate::query::query).post(crate::query::query))
         .route("/api/v1/series", get(crate::query::series).post(crate::query::series))

@@ -40,6 +40,10 @@ pub(crate) struct Counters {
     pub(crate) rw_refused: AtomicU64,
     pub(crate) rw_stale_markers: AtomicU64,
     pub(crate) rw_exemplars_dropped: AtomicU64,
+    /// OTLP data points written.
+    pub(crate) otlp_data_points: AtomicU64,
+    /// OTLP data points refused (reported in `partial_success`).
+    pub(crate) otlp_rejected: AtomicU64,
 }
 
 /// The memory budget of request bodies being read and parsed.
