@@ -11,6 +11,10 @@ Starts the server on free loopback ports with `--sync always`, then:
                      and timestamps.
   statsd             counters (with and without a sample rate), gauges (set, deltas, a
                      negative set), timings and a pipeline over UDP; the values must appear.
+  datadog            DogStatsd over UDP: tags (key:value and bare), a distribution, gauges
+                     and counts with their own unix timestamps (kept; a late one does not win,
+                     an absurd one is refused), an event and a service check (counted, not
+                     bad lines).
   prometheus_client  parses GET /metrics: every series written above with its type and
                      value, the ingestor_* self metrics, the Content-Type.
   promtool           `promtool check metrics` must accept the exposition.
@@ -51,6 +55,7 @@ import urllib.request
 
 import statsd
 import statsd.client.base as statsd_base
+from datadog.dogstatsd import DogStatsd
 from influxdb_client import InfluxDBClient, Point, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
@@ -513,6 +518,86 @@ def statsd_checks(srv):
 
 
 # --------------------------------------------------------------------------------------------
+# c2. datadog (DogStatsD)
+
+
+def own_samples(srv):
+    """The samples of GET /metrics, by (name, sorted labels), through prometheus_client."""
+    status, _, body = http_get(srv.base + "/metrics")
+    check(status == 200, f"GET /metrics: {status}")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def datadog_checks(srv):
+    SUMMARY.section("datadog 0.56.0 (DogStatsd over UDP)")
+    before = own_samples(srv)
+    bad_before = before[("ingestor_statsd_bad_lines_total", ())]
+    now = int(time.time())
+    # No telemetry of the client's own (its counters would be series too), no buffering.
+    client = DogStatsd(host="127.0.0.1", port=srv.udp_port, namespace="dd",
+                       constant_tags=["env:e2e"], disable_telemetry=True,
+                       origin_detection_enabled=False)
+    try:
+        client.increment("requests", 2, tags=["route:/api", "canary"])
+        client.increment("requests", tags=["route:/api", "canary"])
+        for v in (0.25, 0.5, 4.0):
+            client.distribution("payload", v, tags=["kind:json"])
+        client.gauge("temp", 21.5, tags=["room:a"])
+        client.gauge_with_timestamp("stamped", 7, now - 120, tags=["src:batch"])
+        # Older than the value above: a gauge keeps the latest by timestamp.
+        client.gauge_with_timestamp("stamped", 1, now - 600, tags=["src:batch"])
+        client.count_with_timestamp("rows", 5, timestamp=now - 60, tags=["src:batch"])
+        # An hour and more ahead: refused as a bad line, not stamped with another time.
+        client.gauge_with_timestamp("stamped", 99, now + 3600, tags=["src:batch"])
+        client.event("Deploy done", "version 1.2\nrolled out", alert_type="success",
+                     tags=["svc:web"], aggregation_key="deploy", priority="low")
+        client.service_check("db.up", DogStatsd.OK, tags=["svc:db"], message="fine")
+        client.service_check("cache.up", DogStatsd.CRITICAL, timestamp=now, hostname="h1")
+        client.gauge("dd_done", 1)
+    finally:
+        client.close_socket()
+
+    deadline = time.monotonic() + STATSD_TIMEOUT
+    while srv.value("dd_dd_done") is None:
+        check(time.monotonic() < deadline, f"dd_dd_done did not appear in {STATSD_TIMEOUT} s")
+        time.sleep(0.1)
+    check(srv.value('dd_requests_total{canary="true",env="e2e",route="/api"}') == 3,
+          f"dd_requests_total: {srv.query('dd_requests_total')}")
+    SUMMARY.ok("increment(2) + increment() with tags route:/api and bare canary, constant tag "
+               "env:e2e: dd_requests_total{canary=\"true\",env=\"e2e\",route=\"/api\"} = 3")
+    check(srv.value('dd_payload_count{env="e2e",kind="json"}') == 3, "dd_payload_count")
+    check(close_enough(srv.value('dd_payload_sum{env="e2e",kind="json"}'), 4.75), "dd_payload_sum")
+    check(srv.value('dd_payload_bucket{env="e2e",kind="json",le="0.5"}') == 2,
+          f"dd_payload_bucket le=0.5: {srv.query('dd_payload_bucket')}")
+    SUMMARY.ok("distribution 0.25, 0.5, 4 (|d): histogram dd_payload count 3, sum 4.75, "
+               "2 at or below le=0.5")
+    check(srv.value('dd_temp{env="e2e",room="a"}') == 21.5, "dd_temp")
+    ts, value = srv.one('dd_stamped{env="e2e",src="batch"}')
+    check((ts, value) == (now - 120, 7),
+          f"dd_stamped: ({ts}, {value}), expected ({now - 120}, 7): the |T timestamp")
+    SUMMARY.ok(f"gauge_with_timestamp(7, now-120 s): the sample is at that second, value 7; "
+               "the later-sent one at now-600 s does not overwrite it")
+    check(srv.value('dd_rows_total{env="e2e",src="batch"}') == 5, "dd_rows_total")
+    SUMMARY.ok("count_with_timestamp(5, now-60 s): dd_rows_total = 5")
+
+    after = own_samples(srv)
+    events = after.get(("ingestor_statsd_events_total", (("kind", "event"),)))
+    checks = after.get(("ingestor_statsd_events_total", (("kind", "service_check"),)))
+    check(events == 1 and checks == 2,
+          f"ingestor_statsd_events_total: event {events}, service_check {checks}; expected 1, 2")
+    bad = after[("ingestor_statsd_bad_lines_total", ())] - bad_before
+    check(bad == 1, f"{bad} bad lines, expected 1 (the timestamp an hour ahead): events and "
+                    "service checks must not count as bad lines")
+    SUMMARY.ok("event() and 2 service_check(): ingestor_statsd_events_total{kind=event} 1, "
+               "{kind=service_check} 2, and no bad line for them")
+    SUMMARY.ok("gauge_with_timestamp(now+3600 s): refused (1 bad line), the value stays 7")
+
+
+# --------------------------------------------------------------------------------------------
 # d. prometheus_client's parser on /metrics
 
 
@@ -903,6 +988,7 @@ def main():
         body, n_samples = metrics_checks(srv, packets)
         promtool_check(body)
         prometheus_checks(srv, tmp, pport, n_samples)
+        datadog_checks(srv)
 
         SUMMARY.section("restart (SIGTERM, clean close, reopen on the same data directory)")
         survivors = state_of(srv, SURVIVORS)
