@@ -26,6 +26,10 @@ Starts the server on free loopback ports with `--sync always`, then:
   remote write       Prometheus in agent mode and vmagent scrape a target and remote-write
                      into the server; kill -9 during a remote-write stream
                      (e2e/remote_write_checks.py).
+  otlp               the OpenTelemetry Python SDK's OTLP/HTTP exporter: a counter, an
+                     up-down counter, a histogram, an observable gauge, cumulative and delta,
+                     with resource attributes; exact names and values in /metrics
+                     (e2e/otlp_checks.py).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.
@@ -1006,6 +1010,10 @@ def main():
         import remote_write_checks
 
         remote_write_checks.run(sys.modules[__name__], srv, tmp, rng)
+        # OTLP metrics from the OpenTelemetry Python SDK; see e2e/otlp_checks.py.
+        import otlp_checks
+
+        otlp_checks.run(sys.modules[__name__], srv)
         srv.stop()
         failed = False
         SUMMARY.print()
