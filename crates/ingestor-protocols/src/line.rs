@@ -1051,9 +1051,11 @@ mod tests {
     #[test]
     fn random_input_never_panics() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        // Characters that matter to the syntax, plus some that do not.
-        let alphabet: Vec<char> = ",= \\\"\n\r#tfTiu0123456789.eE+-ab_é\t".chars().collect();
-        for round in 0..20_000 {
+        // Characters that matter to the syntax (non-printable ones included), plus some that
+        // do not.
+        let alphabet: Vec<char> =
+            ",= \\\"\n\r#tfTiu0123456789.eE+-ab_é\t\u{b}\u{2}\u{0}\u{7f}x".chars().collect();
+        for round in 0..30_000 {
             let len = rng.below(40);
             let body: String = if round % 2 == 0 {
                 (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect()
