@@ -8,7 +8,8 @@
 //! - [`line_cache`]: the same parse through a cache of the series a body names, for servers
 //!   that see the same series again and again.
 //! - [`otlp`]: OTLP metrics (protobuf and JSON), mapped as Prometheus' OTLP translation maps them.
-//! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 (snappy and protobuf).
+//! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 (snappy and protobuf);
+//!   [`remote_write_view`] reads the same messages with every label borrowed.
 //! - [`statsd`]: StatsD and DogStatsD packets; a bad line never stops the others.
 //!
 //! ```
@@ -37,6 +38,7 @@ pub mod line;
 pub mod line_cache;
 pub mod otlp;
 pub mod remote_write;
+pub mod remote_write_view;
 pub mod statsd;
 
 #[doc(no_inline)]

@@ -205,13 +205,21 @@ pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
 /// As [`decompress`]; [`DecodeError::Invalid`] for a message that does not decode, or a 2.0
 /// reference outside its symbols table.
 pub fn decode(body: &[u8], version: Version, limit: usize) -> Result<Request, DecodeError> {
-    let raw = decompress(body, limit)?;
+    decode_raw(&decompress(body, limit)?, version)
+}
+
+/// Decodes a decompressed message of `version`.
+///
+/// # Errors
+/// [`DecodeError::Invalid`] for a message that does not decode, or a 2.0 reference outside
+/// its symbols table.
+pub fn decode_raw(raw: &[u8], version: Version) -> Result<Request, DecodeError> {
     let invalid = |e: prost::DecodeError| {
         DecodeError::Invalid(format!("the protobuf message does not decode: {e}"))
     };
     match version {
-        Version::V1 => Ok(from_v1(v1::WriteRequest::decode(raw.as_slice()).map_err(invalid)?)),
-        Version::V2 => from_v2(v2::Request::decode(raw.as_slice()).map_err(invalid)?),
+        Version::V1 => Ok(from_v1(v1::WriteRequest::decode(raw).map_err(invalid)?)),
+        Version::V2 => from_v2(v2::Request::decode(raw).map_err(invalid)?),
     }
 }
 
@@ -247,7 +255,7 @@ fn from_v2(r: v2::Request) -> Result<Request, DecodeError> {
     };
     let mut series = Vec::with_capacity(r.timeseries.len());
     for ts in &r.timeseries {
-        if ts.labels_refs.len() % 2 != 0 {
+        if !ts.labels_refs.len().is_multiple_of(2) {
             return Err(DecodeError::Invalid(format!(
                 "a series has {} label references, not a multiple of two",
                 ts.labels_refs.len()

@@ -53,6 +53,7 @@ mod query;
 pub mod query_api;
 mod remote_write;
 mod routes;
+mod rw_cache;
 mod state;
 mod statsd;
 mod tls;

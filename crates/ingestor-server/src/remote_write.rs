@@ -20,11 +20,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ingestor::{Ingestor, MetricKind, Op, SeriesKey, Timestamp, Update};
+use ingestor::{Ingestor, MetricKind, Op, SeriesHandle, SeriesKey, Timestamp, Update};
 use ingestor_protocols::remote_write::{self, DecodeError, MetricType, Version};
+use ingestor_protocols::remote_write_view;
 
 use crate::body::{self, Encoding, PARSE_FACTOR};
 use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
+use crate::rw_cache::{self, Known};
 use crate::state::{AppState, Lease};
 
 /// Families whose 1.0 metadata is remembered, at most (the map is emptied when full).
@@ -57,9 +59,6 @@ impl Refused {
         format!("{} samples refused, {written} written: {}", self.total(), reasons.join("; "))
     }
 }
-
-/// A series of a request with its key made: the type its metadata gives, its samples.
-type Keyed = (SeriesKey, Option<MetricType>, Vec<(i64, f64)>);
 
 /// What a request turned into.
 struct Outcome {
@@ -113,14 +112,14 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
             if size <= limit && !lease.grow(size.saturating_mul(1 + PARSE_FACTOR)) {
                 return Err(body_error(&worker, body::BodyError::OverBudget));
             }
-            let request = remote_write::decode(&bytes, version, limit).map_err(|e| match e {
+            let raw = remote_write::decompress(&bytes, limit).map_err(|e| match e {
                 DecodeError::TooLarge { .. } => {
                     error(&worker, StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
                 }
                 DecodeError::Invalid(_) => error(&worker, StatusCode::BAD_REQUEST, e.to_string()),
             })?;
             drop(bytes);
-            ingest(&worker, &db, request)
+            ingest(&worker, &db, &raw, version)
         })
         .await;
     let outcome = match outcome {
@@ -169,25 +168,43 @@ fn remembered(
         .or_else(|| name.strip_suffix("_total").and_then(|f| families.get(f).copied()))
 }
 
+/// A series of a request, its key made (or found in the cache).
+struct Item {
+    key: SeriesKey,
+    /// Its handle and kind, when the cache knows the series.
+    known: Option<(SeriesHandle, bool)>,
+    /// The type its own metadata gives.
+    own: Option<MetricType>,
+    samples: Vec<(i64, f64)>,
+    /// Its cache text, when the cache did not know it.
+    text: Option<Box<[u8]>>,
+}
+
 fn ingest(
     state: &AppState,
     db: &Ingestor,
-    request: remote_write::Request,
+    raw: &[u8],
+    version: Version,
 ) -> Result<Outcome, axum::response::Response> {
+    let view = remote_write_view::read(raw, version)
+        .map_err(|e| error(state, StatusCode::BAD_REQUEST, e.to_string()))?;
     let mut refused = Refused::default();
     let mut stale = 0usize;
     let mut exemplars = 0usize;
-    if !request.metadata.is_empty() {
+    if !view.metadata.is_empty() {
         let mut families =
             state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if families.len() + request.metadata.len() > METADATA_FAMILIES {
+        if families.len() + view.metadata.len() > METADATA_FAMILIES {
             families.clear();
         }
-        families.extend(request.metadata.iter().cloned());
+        families.extend(view.metadata.iter().map(|(f, t)| (f.to_string(), *t)));
     }
-    // Keys and samples first; kinds are decided just before the ingest.
-    let mut series: Vec<Keyed> = Vec::new();
-    for s in request.series {
+    let (which, mut cache) = rw_cache::any(state, raw.len());
+    cache.bound();
+    let generation = cache.generation();
+    let mut text = Vec::new();
+    let mut items: Vec<Item> = Vec::with_capacity(view.series.len());
+    for s in view.series {
         exemplars += s.exemplars;
         refused.add("native histogram samples (not supported)".into(), s.histograms);
         let samples: Vec<(i64, f64)> = s
@@ -202,7 +219,13 @@ fn ingest(
         if samples.is_empty() {
             continue;
         }
-        let name = s.labels.iter().find(|(k, _)| k == "__name__").map(|(_, v)| v.as_str());
+        rw_cache::labels_text(&s.labels, &mut text);
+        if let Some(k) = cache.get(&text) {
+            let known = Some((k.handle, k.counter));
+            items.push(Item { key: k.key.clone(), known, own: s.metric_type, samples, text: None });
+            continue;
+        }
+        let name = s.labels.iter().find(|(k, _)| *k == "__name__").map(|(_, v)| *v);
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             refused.add("a series without __name__".into(), samples.len());
             continue;
@@ -215,46 +238,117 @@ fn ingest(
         let labels = s
             .labels
             .iter()
-            .filter(|(k, v)| k != "__name__" && !v.is_empty())
-            .map(|(k, v)| (k.as_str(), v.as_str()));
+            .filter(|(k, v)| *k != "__name__" && !v.is_empty())
+            .map(|&(k, v)| (k, v));
         match SeriesKey::new(name, labels) {
-            Ok(key) => series.push((key, s.metric_type, samples)),
+            Ok(key) => items.push(Item {
+                key,
+                known: None,
+                own: s.metric_type,
+                samples,
+                text: Some(text.as_slice().into()),
+            }),
             Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),
         }
     }
-    let mut written = 0;
+    drop(cache);
+    if !items.is_empty() && items.iter().all(|i| i.known.is_some()) {
+        let mut batch = Vec::new();
+        let mut local = Refused::default();
+        for item in &items {
+            let (handle, counter) = item.known.expect("all known");
+            for &(t, v) in &item.samples {
+                let op = if counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
+                match op.validate() {
+                    Ok(()) => batch.push((handle, Timestamp(t), op)),
+                    Err(e) => local.add(format!("invalid values ({e})"), 1),
+                }
+            }
+        }
+        let result =
+            if batch.is_empty() { Ok(()) } else { db.ingest_by_handle(&batch).map(|_| ()) };
+        match result {
+            Ok(()) => {
+                merge(&mut refused, local);
+                return Ok(Outcome { written: batch.len(), refused, stale, exemplars });
+            }
+            // A series was deleted since (time-to-live): start over by key.
+            Err(ingestor::Error::Memstore(ingestor::MemstoreError::UnknownSeries { .. })) => {
+                for i in 0..state.rw_caches.len() {
+                    rw_cache::nth(state, i).clear();
+                }
+            }
+            Err(e) => return Err(ingest_error(state, &e)),
+        }
+    }
+    let written = ingest_by_key(state, db, &items, &mut refused)?;
+    // Remember the series new to the cache, now that they exist.
+    let learned: Vec<(Box<[u8]>, Known)> = items
+        .into_iter()
+        .filter_map(|item| {
+            let text = item.text?;
+            let counter = match db.kind(&item.key)? {
+                MetricKind::Counter => true,
+                MetricKind::Gauge => false,
+                MetricKind::Histogram => return None,
+            };
+            let handle = db.resolve(&item.key).ok()?;
+            Some((text, Known { key: item.key, handle, counter }))
+        })
+        .collect();
+    let mut cache = rw_cache::nth(state, which);
+    if cache.generation() == generation {
+        for (text, known) in learned {
+            cache.insert(text, known);
+        }
+    }
+    Ok(Outcome { written, refused, stale, exemplars })
+}
+
+/// The general path: each series' kind decided (its own if it exists, else from metadata),
+/// then one ingest by key; the samples written.
+fn ingest_by_key(
+    state: &AppState,
+    db: &Ingestor,
+    items: &[Item],
+    refused: &mut Refused,
+) -> Result<usize, axum::response::Response> {
     for attempt in 0..2 {
         let families =
             state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut updates = Vec::new();
         let mut local = Refused::default();
-        for (key, own, samples) in &series {
-            let counter = match db.kind(key) {
+        for item in items {
+            let counter = match db.kind(&item.key) {
                 Some(MetricKind::Counter) => true,
                 Some(MetricKind::Gauge) => false,
                 Some(MetricKind::Histogram) => {
-                    local.add(format!("samples for {key}, a histogram series"), samples.len());
+                    local.add(
+                        format!("samples for {}, a histogram series", item.key),
+                        item.samples.len(),
+                    );
                     continue;
                 }
-                None => remembered(&families, key.name(), *own) == Some(MetricType::Counter),
+                None => {
+                    remembered(&families, item.key.name(), item.own) == Some(MetricType::Counter)
+                }
             };
-            for &(t, v) in samples {
+            for &(t, v) in &item.samples {
                 let op = if counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
-                match Update::new(key.clone(), Timestamp(t), op) {
+                match Update::new(item.key.clone(), Timestamp(t), op) {
                     Ok(u) => updates.push(u),
                     Err(e) => local.add(format!("invalid values ({e})"), 1),
                 }
             }
         }
         if updates.is_empty() {
-            merge(&mut refused, local);
-            break;
+            merge(refused, local);
+            return Ok(0);
         }
         match db.ingest(&updates) {
             Ok(_) => {
-                written = updates.len();
-                merge(&mut refused, local);
-                break;
+                merge(refused, local);
+                return Ok(updates.len());
             }
             // Another request created one of these series with the other kind meanwhile:
             // decide the kinds again, once.
@@ -263,7 +357,7 @@ fn ingest(
             Err(e) => return Err(ingest_error(state, &e)),
         }
     }
-    Ok(Outcome { written, refused, stale, exemplars })
+    Ok(0)
 }
 
 fn merge(into: &mut Refused, from: Refused) {

@@ -159,6 +159,8 @@ pub(crate) struct AppState {
     /// Series named by line-protocol bodies, by their text, with their engine handles: one
     /// cache per core, each learning every series, so that bodies parse in parallel.
     pub(crate) line_caches: Vec<Mutex<SeriesCache<SeriesHandle>>>,
+    /// Remote-write series by their labels as sent, with their handles: one cache per core.
+    pub(crate) rw_caches: Vec<Mutex<crate::rw_cache::RwCache>>,
 }
 
 impl AppState {
@@ -178,6 +180,9 @@ impl AppState {
                 READ_NICE,
             ),
             rw_metadata: Mutex::new(std::collections::HashMap::new()),
+            rw_caches: (0..line_caches())
+                .map(|_| Mutex::new(crate::rw_cache::RwCache::new(config.line_cache_series)))
+                .collect(),
             line_caches: (0..line_caches())
                 .map(|_| Mutex::new(SeriesCache::new(config.line_cache_series)))
                 .collect(),

@@ -138,3 +138,46 @@ fn unsupported_garbage_and_oversized_requests_get_their_codes() {
     assert_eq!(a.status, 413, "{}", a.body);
     assert_eq!(value(srv.addr, "big"), None);
 }
+
+#[test]
+fn known_series_go_by_handle_keep_their_kind_and_come_back_after_a_delete() {
+    let srv = start(config());
+    let reqs = [("__name__", "reqs_total"), ("code", "200")];
+    let temp = [("__name__", "temp")];
+    let two = |t: i64, total: f64, temp_v: f64| {
+        v1(
+            srv.addr,
+            &[
+                series(&reqs, &[(t, total)], Some(MetricType::Counter)),
+                series(&temp, &[(t, temp_v)], None),
+            ],
+            &[("reqs".into(), MetricType::Counter)],
+        )
+    };
+    for (t, total) in [(1_000, 5.0), (2_000, 8.0), (3_000, 2.0)] {
+        assert_eq!(two(t, total, total / 2.0).status, 204);
+    }
+    // Through the cache, the counter stayed a counter and saw a reset (8 -> 2).
+    assert_eq!(family_type(srv.addr, "reqs_total").as_deref(), Some("counter"));
+    assert_eq!(value(srv.addr, "reqs_total").as_deref(), Some("2"));
+    assert_eq!(value(srv.addr, "temp").as_deref(), Some("1"));
+    // A NaN for a known series is refused on the fast path too, the rest written.
+    let a = v1(
+        srv.addr,
+        &[series(&reqs, &[(4_000, f64::NAN)], None), series(&temp, &[(4_000, 7.0)], None)],
+        &[],
+    );
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert!(a.body.contains("1 samples refused, 1 written"), "{}", a.body);
+    assert_eq!(value(srv.addr, "temp").as_deref(), Some("7"));
+    // Deleted behind the server's back: its cached handle is stale; it comes back by key.
+    let db = srv.server.as_ref().unwrap().ingestor().unwrap();
+    let key = ingestor::SeriesKey::new("temp", std::iter::empty::<(&str, &str)>()).unwrap();
+    db.ingest(&[ingestor::Update::new(key, ingestor::Timestamp(1), ingestor::Op::Delete).unwrap()])
+        .unwrap();
+    drop(db);
+    assert_eq!(value(srv.addr, "temp"), None);
+    assert_eq!(two(5_000, 9.0, 3.5).status, 204);
+    assert_eq!(value(srv.addr, "temp").as_deref(), Some("3.5"));
+    assert_eq!(value(srv.addr, "reqs_total").as_deref(), Some("9"));
+}
