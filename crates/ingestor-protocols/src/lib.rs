@@ -3,14 +3,17 @@
 //! or the `ingestor` facade (which stores the updates); this crate is for those who read the
 //! formats themselves.
 //!
-//! - [`line`](mod@line): InfluxDB line protocol, mapped as VictoriaMetrics maps it (each field `f` of
+//! - [`line`](mod@line): InfluxDB line protocol, read as InfluxData's reference decoder reads
+//!   it (a conformance table in `tests/line_conformance.rs`; the deliberate deviations are
+//!   listed in the module docs) and mapped as VictoriaMetrics maps it (each field `f` of
 //!   measurement `m` is the gauge `m_f`); a body is all or nothing, the first bad line named.
 //! - [`line_cache`]: the same parse through a cache of the series a body names, for servers
 //!   that see the same series again and again.
 //! - [`otlp`]: OTLP metrics (protobuf and JSON), mapped as Prometheus' OTLP translation maps them.
 //! - [`remote_write`]: Prometheus remote write 1.0 and 2.0 (snappy and protobuf);
 //!   [`remote_write_view`] reads the same messages with every label borrowed.
-//! - [`statsd`]: StatsD and DogStatsD packets; a bad line never stops the others.
+//! - [`statsd`]: StatsD and DogStatsD packets (tags, `|T` timestamps; events and service
+//!   checks counted, not stored); a bad line never stops the others.
 //!
 //! ```
 //! use ingestor_codec::Op;
