@@ -2,6 +2,7 @@
 //! Prometheus' own OTLP translation (`otlptranslator`, with suffixes added and names escaped
 //! to underscores) does it. See the [module documentation](super) for the table.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use ingestor_codec::{Op, SeriesKey, Timestamp, Update};
@@ -308,17 +309,35 @@ pub struct Translation {
     pub no_value: usize,
 }
 
-/// Labels of a series being built: sorted by name at the end.
-struct Labels(Vec<(String, String)>);
+/// Labels of a series being built (borrowed from the request where they need no change).
+struct Labels<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Labels {
+impl<'a> Labels<'a> {
     /// Puts (or replaces) a label; an empty value removes it (Prometheus reads an empty
     /// value as an absent label).
-    fn set(&mut self, name: &str, value: &str) {
+    fn set(&mut self, name: &'a str, value: &'a str) {
         self.0.retain(|(n, _)| n != name);
         if !value.is_empty() {
-            self.0.push((name.to_string(), value.to_string()));
+            self.0.push((Cow::Borrowed(name), Cow::Borrowed(value)));
         }
+    }
+}
+
+/// [`label_name`], borrowing a key that needs no change.
+fn label_name_cow(key: &str) -> Result<Cow<'_, str>, String> {
+    let valid = !key.is_empty()
+        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !key.contains("__")
+        && key.bytes().any(|b| b != b'_');
+    if valid { Ok(Cow::Borrowed(key)) } else { label_name(key).map(Cow::Owned) }
+}
+
+/// [`value_string`], borrowing a string value.
+fn value_cow(v: Option<&AnyValue>) -> Cow<'_, str> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(Any::StringValue(s)) => Cow::Borrowed(s),
+        _ => Cow::Owned(value_string(v)),
     }
 }
 
@@ -352,10 +371,13 @@ fn resource_labels(attributes: &[KeyValue]) -> ResourceLabels {
 /// The labels of a data point: its attributes (names translated; values of attributes that
 /// translate to the same name joined with `;`, by attribute key order), then `job` and
 /// `instance` from the resource.
-fn point_labels(attributes: &[KeyValue], resource: &ResourceLabels) -> Result<Labels, String> {
-    let mut named: Vec<(String, &str, String)> = Vec::with_capacity(attributes.len() + 2);
+fn point_labels<'a>(
+    attributes: &'a [KeyValue],
+    resource: &'a ResourceLabels,
+) -> Result<Labels<'a>, String> {
+    let mut named: Vec<(Cow<'a, str>, &str, Cow<'a, str>)> = Vec::with_capacity(attributes.len());
     for a in attributes {
-        named.push((label_name(&a.key)?, a.key.as_str(), value_string(a.value.as_ref())));
+        named.push((label_name_cow(&a.key)?, a.key.as_str(), value_cow(a.value.as_ref())));
     }
     let mut labels = Labels(Vec::with_capacity(named.len() + 3));
     if named.windows(2).any(|w| w[0].0 >= w[1].0) {
@@ -366,6 +388,7 @@ fn point_labels(attributes: &[KeyValue], resource: &ResourceLabels) -> Result<La
             }
             match labels.0.last_mut() {
                 Some((n, v)) if *n == name => {
+                    let v = v.to_mut();
                     v.push(';');
                     v.push_str(&value);
                 }
@@ -404,25 +427,23 @@ fn float_label(f: f64) -> String {
 }
 
 /// Builds the updates of one data point, all or nothing.
-struct Point<'a> {
-    labels: &'a Labels,
+struct Point<'l, 'a> {
+    labels: &'l Labels<'a>,
     time: Timestamp,
     updates: Vec<Update>,
 }
 
-impl Point<'_> {
+impl Point<'_, '_> {
     fn push(&mut self, name: &str, extra: Option<(&str, &str)>, op: Op) -> Result<(), String> {
         let key = match extra {
-            None => {
-                SeriesKey::new(name, self.labels.0.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-            }
+            None => SeriesKey::new(name, self.labels.0.iter().map(|(n, v)| (&**n, &**v))),
             Some((en, ev)) => SeriesKey::new(
                 name,
                 self.labels
                     .0
                     .iter()
                     .filter(|(n, _)| n != en)
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .map(|(n, v)| (&**n, &**v))
                     .chain([(en, ev)]),
             ),
         }
@@ -530,6 +551,7 @@ fn translate_metric(
         return;
     }
     let delta = temporality == TEMPORALITY_DELTA;
+    let mut names = Names::new(&name);
     let mut scratch = Vec::new();
     for i in 0..points {
         let origin = (first + i) as u32;
@@ -576,8 +598,8 @@ fn translate_metric(
                     (false, true) => Op::GaugeAdd(v),
                 })
             }
-            Some(Data::Histogram(h)) => histogram(&mut p, &name, &h.data_points[i], delta),
-            Some(Data::Summary(s)) => summary(&mut p, &name, &s.data_points[i]),
+            Some(Data::Histogram(h)) => histogram(&mut p, &mut names, &h.data_points[i], delta),
+            Some(Data::Summary(s)) => summary(&mut p, &names, &s.data_points[i]),
             _ => Ok(()),
         };
         match result {
@@ -596,7 +618,7 @@ fn translate_metric(
 }
 
 fn number(
-    p: &mut Point<'_>,
+    p: &mut Point<'_, '_>,
     name: &str,
     point: &proto::NumberDataPoint,
     op: impl Fn(f64) -> Op,
@@ -609,13 +631,48 @@ fn number(
     p.push(name, None, op(v))
 }
 
+/// The names of a histogram's or a summary's series, made once per metric, and the `le`
+/// labels of the bounds its points last had.
+struct Names {
+    name: String,
+    bucket: String,
+    sum: String,
+    count: String,
+    bounds: Vec<f64>,
+    les: Vec<String>,
+}
+
+impl Names {
+    fn new(name: &str) -> Names {
+        Names {
+            name: name.to_string(),
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
+            bounds: Vec::new(),
+            les: Vec::new(),
+        }
+    }
+
+    /// Makes `les` the `le` label of each bound (kept while the points' bounds stay the
+    /// same).
+    fn set_bounds(&mut self, bounds: &[f64]) {
+        if self.bounds.len() != bounds.len()
+            || self.bounds.iter().zip(bounds).any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            self.bounds = bounds.to_vec();
+            self.les = bounds.iter().map(|b| float_label(*b)).collect();
+        }
+    }
+}
+
 /// The component series of an explicit-bucket histogram, as Prometheus' classic histograms
 /// arrive by remote write: `_bucket{le}` (cumulative counts, `+Inf` the total count),
 /// `_sum` (when the point has one) and `_count`, as gauges: set to the point's values, or
 /// (delta temporality) increased by them.
 fn histogram(
-    p: &mut Point<'_>,
-    name: &str,
+    p: &mut Point<'_, '_>,
+    names: &mut Names,
     point: &proto::HistogramDataPoint,
     delta: bool,
 ) -> Result<(), String> {
@@ -624,7 +681,8 @@ fn histogram(
     let counts = &point.bucket_counts;
     if !counts.is_empty() && counts.len() != bounds.len() + 1 {
         return Err(format!(
-            "histogram points of {name} with {} bucket counts for {} bounds (not one more)",
+            "histogram points of {} with {} bucket counts for {} bounds (not one more)",
+            names.name,
             counts.len(),
             bounds.len()
         ));
@@ -632,29 +690,34 @@ fn histogram(
     if bounds.windows(2).any(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
         || bounds.iter().any(|b| b.is_nan())
     {
-        return Err(format!("histogram points of {name} whose bounds do not increase"));
+        return Err(format!("histogram points of {} whose bounds do not increase", names.name));
     }
-    let bucket = format!("{name}_bucket");
+    names.set_bounds(bounds);
+    let names = &*names;
     let mut cumulative = 0u64;
-    for (bound, count) in bounds.iter().zip(counts) {
+    for ((bound, count), le) in bounds.iter().zip(counts).zip(&names.les) {
         cumulative = cumulative.saturating_add(*count);
         if *bound == f64::INFINITY {
             break;
         }
-        p.push(&bucket, Some(("le", &float_label(*bound))), op(cumulative as f64))?;
+        p.push(&names.bucket, Some(("le", le)), op(cumulative as f64))?;
     }
-    p.push(&bucket, Some(("le", "+Inf")), op(point.count as f64))?;
+    p.push(&names.bucket, Some(("le", "+Inf")), op(point.count as f64))?;
     if let Some(sum) = point.sum {
-        p.push(&format!("{name}_sum"), None, op(sum))?;
+        p.push(&names.sum, None, op(sum))?;
     }
-    p.push(&format!("{name}_count"), None, op(point.count as f64))
+    p.push(&names.count, None, op(point.count as f64))
 }
 
 /// A summary: `name{quantile}`, `name_sum`, `name_count`, as gauges set to its values.
-fn summary(p: &mut Point<'_>, name: &str, point: &proto::SummaryDataPoint) -> Result<(), String> {
+fn summary(
+    p: &mut Point<'_, '_>,
+    names: &Names,
+    point: &proto::SummaryDataPoint,
+) -> Result<(), String> {
     for q in &point.quantile_values {
-        p.push(name, Some(("quantile", &float_label(q.quantile))), Op::GaugeSet(q.value))?;
+        p.push(&names.name, Some(("quantile", &float_label(q.quantile))), Op::GaugeSet(q.value))?;
     }
-    p.push(&format!("{name}_sum"), None, Op::GaugeSet(point.sum))?;
-    p.push(&format!("{name}_count"), None, Op::GaugeSet(point.count as f64))
+    p.push(&names.sum, None, Op::GaugeSet(point.sum))?;
+    p.push(&names.count, None, Op::GaugeSet(point.count as f64))
 }
