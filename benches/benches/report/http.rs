@@ -11,6 +11,11 @@
 //! of the runs, the systems taking turns. The CPU time each server used per point is noted,
 //! to tell where the time goes.
 //!
+//! The same run with Prometheus remote write 1.0 (`POST /api/v1/write` on both servers):
+//! requests of 2,000 samples (one per series; each client owns 2,000 series, 8,000 in all),
+//! protobuf in a snappy block made of literals, so that each request's timestamps (a fixed
+//! six-byte varint each) are rewritten in place as for line protocol.
+//!
 //! The HTTP client is a minimal HTTP/1.1 one (`Content-Length` bodies only, which is what both
 //! servers answer a write with): `cargo xtask abuse` has the byte-level one.
 
@@ -29,8 +34,46 @@ const CLIENTS: usize = 4;
 const LINES: usize = 5_000;
 /// Fields in one line.
 const FIELDS: usize = 3;
-/// Points in one body.
-const POINTS: u64 = (LINES * FIELDS) as u64;
+/// Samples in one remote-write request.
+const RW_SAMPLES: usize = 2_000;
+
+/// What the clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    /// Influx line protocol bodies of [`LINES`] lines x [`FIELDS`] fields.
+    LineProtocol,
+    /// Prometheus remote write 1.0 requests of [`RW_SAMPLES`] samples.
+    RemoteWrite,
+}
+
+impl Workload {
+    /// Points (samples) in one request.
+    fn points(self) -> u64 {
+        match self {
+            Workload::LineProtocol => (LINES * FIELDS) as u64,
+            Workload::RemoteWrite => RW_SAMPLES as u64,
+        }
+    }
+
+    /// The path each system takes it at.
+    fn path(self, system: System) -> &'static str {
+        match (self, system) {
+            (Workload::LineProtocol, System::VictoriaMetrics) => "/write",
+            (Workload::LineProtocol, _) => "/api/v2/write",
+            (Workload::RemoteWrite, _) => "/api/v1/write",
+        }
+    }
+
+    fn headers(self) -> &'static str {
+        match self {
+            Workload::LineProtocol => "Content-Type: text/plain\r\n",
+            Workload::RemoteWrite => {
+                "Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n\
+                 X-Prometheus-Remote-Write-Version: 0.1.0\r\n"
+            }
+        }
+    }
+}
 /// Width of the nanosecond timestamp written into every line.
 const TS_WIDTH: usize = 19;
 
@@ -77,13 +120,112 @@ struct Run {
 
 /// A body whose timestamps can be rewritten in place.
 struct Body {
+    workload: Workload,
     bytes: Vec<u8>,
-    /// Where each line's timestamp starts.
+    /// Where each line's (or sample's) timestamp starts.
     ts_at: Vec<usize>,
 }
 
+/// A protobuf varint.
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A length-delimited protobuf field.
+fn field(tag: u64, payload: &[u8], out: &mut Vec<u8>) {
+    varint(tag << 3 | 2, out);
+    varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// Six bytes of varint for a millisecond timestamp (enough until the year 2109).
+fn varint6(ms: u64, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        let bits = (ms >> (7 * i)) as u8 & 0x7f;
+        *b = if i < 5 { bits | 0x80 } else { bits };
+    }
+}
+
 impl Body {
-    fn new(client: usize) -> Body {
+    fn new(workload: Workload, client: usize) -> Body {
+        match workload {
+            Workload::LineProtocol => Body::lines(client),
+            Workload::RemoteWrite => Body::remote_write(client),
+        }
+    }
+
+    /// A `prometheus.WriteRequest` of one sample per series, in a snappy block of literals
+    /// (valid snappy that any decoder reads; the timestamps stay at fixed places).
+    fn remote_write(client: usize) -> Body {
+        let mut request = Vec::new();
+        let mut ts_in_request = Vec::new();
+        for i in 0..RW_SAMPLES {
+            let host = client * RW_SAMPLES + i;
+            let mut series = Vec::new();
+            for (name, value) in [
+                ("__name__", "rw_bench_cpu_seconds_total".to_string()),
+                ("cpu", (host % 64).to_string()),
+                ("instance", format!("host-{}:9100", host / 64)),
+                ("job", "node".to_string()),
+                ("mode", ["user", "system", "idle"][host % 3].to_string()),
+            ] {
+                let mut label = Vec::new();
+                field(1, name.as_bytes(), &mut label);
+                field(2, value.as_bytes(), &mut label);
+                field(1, &label, &mut series);
+            }
+            let mut sample = vec![0x09];
+            sample.extend_from_slice(&(host as f64 * 0.5).to_le_bytes());
+            sample.push(0x10);
+            let ts_in_sample = sample.len();
+            sample.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]);
+            // Where the timestamp lands: the sample field's tag and length come first.
+            let mut s2 = Vec::new();
+            field(2, &sample, &mut s2);
+            let ts_in_s2 = s2.len() - sample.len() + ts_in_sample;
+            let at_in_series = series.len() + ts_in_s2;
+            series.extend_from_slice(&s2);
+            let mut ts = Vec::new();
+            field(1, &series, &mut ts);
+            ts_in_request.push(request.len() + ts.len() - series.len() + at_in_series);
+            request.extend_from_slice(&ts);
+        }
+        // Snappy: the length, then literals of at most 65,536 bytes (tag 61: a two-byte
+        // length follows).
+        let mut bytes = Vec::with_capacity(request.len() + request.len() / 65_536 * 3 + 8);
+        varint(request.len() as u64, &mut bytes);
+        let mut ts_at = Vec::with_capacity(ts_in_request.len());
+        let mut next = ts_in_request.iter().peekable();
+        for (n, chunk) in request.chunks(65_536).enumerate() {
+            let len = chunk.len() - 1;
+            if len < 60 {
+                bytes.push((len as u8) << 2);
+            } else if len < 256 {
+                bytes.extend_from_slice(&[60 << 2, len as u8]);
+            } else {
+                bytes.extend_from_slice(&[61 << 2, len as u8, (len >> 8) as u8]);
+            }
+            let base = bytes.len();
+            let start = n * 65_536;
+            while let Some(&&at) = next.peek() {
+                // A timestamp split across two literals would not be rewritable in place.
+                if at + 6 > start + chunk.len() {
+                    assert!(at >= start + chunk.len(), "a timestamp across a literal boundary");
+                    break;
+                }
+                ts_at.push(base + at - start);
+                next.next();
+            }
+            bytes.extend_from_slice(chunk);
+        }
+        Body { workload: Workload::RemoteWrite, bytes, ts_at }
+    }
+
+    fn lines(client: usize) -> Body {
         let mut bytes = Vec::with_capacity(LINES * 120);
         let mut ts_at = Vec::with_capacity(LINES);
         for i in 0..LINES {
@@ -102,21 +244,38 @@ impl Body {
             bytes.extend_from_slice(&[b'0'; TS_WIDTH]);
             bytes.push(b'\n');
         }
-        Body { bytes, ts_at }
+        Body { workload: Workload::LineProtocol, bytes, ts_at }
     }
 
     fn set_timestamp(&mut self, ns: u64) {
-        let digits = format!("{ns:0TS_WIDTH$}");
-        for &at in &self.ts_at {
-            self.bytes[at..at + TS_WIDTH].copy_from_slice(digits.as_bytes());
+        match self.workload {
+            Workload::LineProtocol => {
+                let digits = format!("{ns:0TS_WIDTH$}");
+                for &at in &self.ts_at {
+                    self.bytes[at..at + TS_WIDTH].copy_from_slice(digits.as_bytes());
+                }
+            }
+            Workload::RemoteWrite => {
+                let mut six = [0u8; 6];
+                varint6(ns / 1_000_000, &mut six);
+                for &at in &self.ts_at {
+                    self.bytes[at..at + 6].copy_from_slice(&six);
+                }
+            }
         }
     }
 }
 
-/// Posts `body` on `conn` and reads the answer: its status.
-fn post(conn: &mut BufReader<TcpStream>, path: &str, body: &[u8]) -> std::io::Result<u16> {
+/// Posts `body` on `conn` with `headers` (each ending in CRLF) and reads the answer: its
+/// status.
+fn post(
+    conn: &mut BufReader<TcpStream>,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> std::io::Result<u16> {
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {}\r\n\r\n",
         body.len()
     );
     let stream = conn.get_mut();
@@ -271,6 +430,7 @@ fn busiest(
 /// One run of `system`: 4 clients for `warmup` + `measure`; the figures of `measure`.
 fn run(
     system: System,
+    workload: Workload,
     bins: &Binaries,
     dir: &Path,
     warmup: Duration,
@@ -278,7 +438,9 @@ fn run(
 ) -> Result<Run, String> {
     let server = Server::start(system, bins, dir)?;
     let addr = server.addr;
-    let path = if system == System::VictoriaMetrics { "/write" } else { "/api/v2/write" };
+    let path = workload.path(system);
+    let headers = workload.headers();
+    let points = workload.points();
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let counted_from = t0 + warmup;
@@ -288,7 +450,7 @@ fn run(
             .map(|c| {
                 let stop = &stop;
                 s.spawn(move || -> Result<(u64, u64, Vec<Duration>), String> {
-                    let mut body = Body::new(c);
+                    let mut body = Body::new(workload, c);
                     let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
                     stream.set_nodelay(true).map_err(|e| e.to_string())?;
                     stream
@@ -301,12 +463,12 @@ fn run(
                         ns += 1_000_000;
                         body.set_timestamp(ns);
                         let at = Instant::now();
-                        let status = post(&mut conn, path, &body.bytes);
+                        let status = post(&mut conn, path, headers, &body.bytes);
                         let counted = at >= counted_from;
                         match status {
                             Ok(s) if (200..300).contains(&s) => {
                                 if counted {
-                                    acked += POINTS;
+                                    acked += points;
                                     latencies.push(at.elapsed());
                                 }
                             }
@@ -363,8 +525,14 @@ fn run(
     })
 }
 
-/// Runs the section and adds its figures to `report`.
+/// Runs the section (line protocol, then remote write) and adds its figures to `report`.
 pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
+    workload_section(report, bins, quick, Workload::LineProtocol);
+    workload_section(report, bins, quick, Workload::RemoteWrite);
+}
+
+/// One workload against every system.
+fn workload_section(report: &mut Report, bins: &Binaries, quick: bool, workload: Workload) {
     let (repeats, warmup, measure) = if quick {
         (1, Duration::from_secs(1), Duration::from_secs(4))
     } else {
@@ -387,9 +555,13 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); systems.len()];
     for round in 0..repeats {
         for (i, &system) in systems.iter().enumerate() {
-            eprintln!("http ingest: {} (run {} of {repeats})", system.name(), round + 1);
+            eprintln!(
+                "http ingest, {workload:?}: {} (run {} of {repeats})",
+                system.name(),
+                round + 1
+            );
             let dir = tmp.path().join(format!("{i}-{round}"));
-            match run(system, bins, &dir, warmup, measure) {
+            match run(system, workload, bins, &dir, warmup, measure) {
                 Ok(r) => runs[i].push(r),
                 Err(e) => eprintln!("http ingest: {e}"),
             }
@@ -402,11 +574,19 @@ pub fn run_section(report: &mut Report, bins: &Binaries, quick: bool) {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
     };
-    let section = format!(
-        "HTTP ingest: Influx line protocol, bodies of {LINES} lines x {FIELDS} fields from {CLIENTS} keep-alive clients, \
-         60,000 series (median of {repeats} interleaved run(s) of {} s)",
-        measure.as_secs()
-    );
+    let section = match workload {
+        Workload::LineProtocol => format!(
+            "HTTP ingest: Influx line protocol, bodies of {LINES} lines x {FIELDS} fields from {CLIENTS} keep-alive clients, \
+             60,000 series (median of {repeats} interleaved run(s) of {} s)",
+            measure.as_secs()
+        ),
+        Workload::RemoteWrite => format!(
+            "HTTP ingest: Prometheus remote write 1.0, requests of {RW_SAMPLES} samples from {CLIENTS} keep-alive clients, \
+             {} series (median of {repeats} interleaved run(s) of {} s)",
+            CLIENTS * RW_SAMPLES,
+            measure.as_secs()
+        ),
+    };
     let vm = systems.iter().position(|&s| s == System::VictoriaMetrics);
     let cpu_note = |i: usize| {
         let cpu = |i: usize| {
