@@ -38,6 +38,8 @@ pub(crate) struct Activity {
     idle_since: AtomicU64,
     /// When a write started to wait for the client to read.
     write_blocked_since: AtomicU64,
+    /// Requests served on the connection so far.
+    served: AtomicU64,
 }
 
 impl Activity {
@@ -48,6 +50,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
+            served: AtomicU64::new(0),
         };
         a.idle_since.store(a.now(), Relaxed);
         a
@@ -60,6 +63,7 @@ impl Activity {
 
     /// A request arrived: its head is complete.
     pub(crate) fn request_started(&self) {
+        self.served.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
         self.head_started.store(0, Relaxed);
     }
@@ -93,6 +97,12 @@ impl Activity {
         let head = self.head_started.load(Relaxed);
         if head != 0 {
             return older(head, limits.header_timeout).then_some("headers too slow");
+        }
+        // A connection that has not sent its first request yet holds a slot for nothing:
+        // it gets the header time-out, not the (longer) keep-alive idle time.
+        if self.served.load(Relaxed) == 0 {
+            return older(self.idle_since.load(Relaxed), limits.header_timeout)
+                .then_some("headers too slow");
         }
         older(self.idle_since.load(Relaxed), limits.idle_timeout).then_some("idle")
     }

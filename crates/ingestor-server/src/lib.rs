@@ -132,9 +132,8 @@ impl Server {
             .build()
             .map_err(|e| format!("the async runtime: {e}"))?;
         let http = config.http;
-        let listener =
-            std::net::TcpListener::bind(http).map_err(|e| format!("listen on {http}: {e}"))?;
-        listener.set_nonblocking(true).map_err(|e| format!("listen on {http}: {e}"))?;
+        let _guard = runtime.enter();
+        let listener = listen(http).map_err(|e| format!("listen on {http}: {e}"))?;
         let http_addr = listener.local_addr().map_err(|e| format!("listen on {http}: {e}"))?;
         let udp = match config.statsd {
             Some(addr) => {
@@ -149,9 +148,6 @@ impl Server {
         let state = Arc::new(AppState::new(config));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop = Stopper(Arc::new(stop_tx));
-        let _guard = runtime.enter();
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .map_err(|e| format!("listen on {http}: {e}"))?;
         let app = routes::router(Arc::clone(&state));
         let tls_watch = tls.clone().map(|t| runtime.spawn(t.watch(TLS_POLL)));
         let accept = runtime.spawn(conn::accept_loop(
@@ -285,6 +281,23 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The listen backlog: connections the kernel completes before they are accepted. The
+/// default of `std` (128) drops SYNs in a burst of connections (a reconnect storm, or a
+/// crowd of idle clients), which delays the next health probe by a whole SYN retry.
+const LISTEN_BACKLOG: u32 = 4_096;
+
+/// Binds `addr` with [`LISTEN_BACKLOG`] (the kernel caps it at `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A loud warning when the server is reachable from beyond this machine with no credentials.
