@@ -38,8 +38,7 @@ const VMAGENT: &str = "/usr/bin/vmagent";
 const PYTHON: &str = "python3";
 
 /// The modules `e2e/requirements.txt` provides: the environment is kept only if it imports them.
-const MODULES: &str =
-    "import influxdb_client, statsd, prometheus_client, datadog, opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.http.metric_exporter";
+const MODULES: &str = "import influxdb_client, statsd, prometheus_client, datadog, opentelemetry.sdk.metrics, opentelemetry.exporter.otlp.proto.http.metric_exporter";
 
 /// Runs the end-to-end test; `args` (after `e2e`) go to `e2e/run.py`.
 pub(crate) fn main(args: &[String]) -> ExitCode {
