@@ -9,9 +9,21 @@ e2e/run.py).
   name Prometheus' OTLP translation gives it, with its exact value and type; the resource
   gives job, instance and target_info; no data point refused.
 
+  edge cases, from fixtures built with the upstream .proto files (the opentelemetry-proto
+  package's generated classes; OTLP/JSON from protobuf's json_format with integer enums):
+  every metric type and temporality, every attribute value type, NaN, a negative delta,
+  "no recorded value", exponential histograms, unspecified temporality, mismatched buckets,
+  the reserved namespace; the same request in protobuf and in JSON must be answered with the
+  same partial_success and give the same series; a body that does not decode gets 400 with
+  a google.rpc.Status.
+
 `run(m, srv)` takes run.py's module for its helpers (SUMMARY, check, Failure) so that this
 file stays independent of its order.
 """
+
+import http.client
+import math
+import time
 
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -31,6 +43,14 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.parser import text_string_to_metric_families
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 RESOURCE = {
     "service.name": "checkout",
@@ -197,3 +217,162 @@ def run(m, srv):
     m.check(written > 0, "ingestor_otlp_data_points_total did not grow")
     m.SUMMARY.ok(f"{len(exporter.results) + len(dexporter.results)} exports answered "
                  f"SUCCESS; {written:.0f} data points written, none refused")
+    edge_cases(m, srv)
+
+
+# --------------------------------------------------------------------------------------------
+# Edge cases from the upstream .proto files' generated classes.
+
+DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
+CUMULATIVE = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+
+
+def _kv(key, **value):
+    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(**value))
+
+
+def _edge_request(service, t_ns, round_no):
+    """Every case once; `round_no` (1 or 2) changes the delta values."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.extend([_kv("service.name", string_value=service)])
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "edge"
+
+    def metric(name, unit=""):
+        mt = sm.metrics.add()
+        mt.name, mt.unit = name, unit
+        return mt
+
+    g = metric("edge.int.gauge")
+    p = g.gauge.data_points.add(time_unix_nano=t_ns, as_int=-7)
+    p.attributes.extend([
+        _kv("a.bool", bool_value=True),
+        _kv("a.int", int_value=-42),
+        _kv("a.double", double_value=1.5),
+        _kv("a.array", array_value=common_pb2.ArrayValue(values=[
+            common_pb2.AnyValue(string_value="x"), common_pb2.AnyValue(int_value=2)])),
+        _kv("a.bytes", bytes_value=b"\x01\x02"),
+        _kv("2xx", string_value="digit"),
+        _kv("a.empty", string_value=""),
+    ])
+    metric("edge.nan").gauge.data_points.add(time_unix_nano=t_ns, as_double=math.nan)
+    mono_delta = metric("edge.delta", "By").sum
+    mono_delta.aggregation_temporality, mono_delta.is_monotonic = DELTA, True
+    mono_delta.data_points.add(time_unix_nano=t_ns, as_int=10 * round_no)
+    mono_delta.data_points.add(time_unix_nano=t_ns, as_double=-1.0,
+                               attributes=[_kv("bad", string_value="negative")])
+    updown = metric("edge.updown").sum
+    updown.aggregation_temporality, updown.is_monotonic = DELTA, False
+    updown.data_points.add(time_unix_nano=t_ns, as_int=-3 * round_no)
+    unspecified = metric("edge.unspecified").sum
+    unspecified.is_monotonic = True
+    unspecified.data_points.add(time_unix_nano=t_ns, as_int=1)
+    novalue = metric("edge.novalue").gauge
+    novalue.data_points.add(time_unix_nano=t_ns, as_double=5,
+                            flags=metrics_pb2.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK)
+    h = metric("edge.latency", "ms").histogram
+    h.aggregation_temporality = DELTA
+    h.data_points.add(time_unix_nano=t_ns, count=4, sum=40.0, bucket_counts=[1, 2, 1],
+                      explicit_bounds=[5.0, 50.0])
+    h.data_points.add(time_unix_nano=t_ns, count=1, bucket_counts=[1],
+                      explicit_bounds=[5.0, 50.0], attributes=[_kv("bad", string_value="buckets")])
+    e = metric("edge.exp", "s").exponential_histogram
+    e.aggregation_temporality = CUMULATIVE
+    for _ in range(2):
+        e.data_points.add(time_unix_nano=t_ns, count=1, scale=2, zero_count=1)
+    q = metric("edge.rpc", "s").summary.data_points.add(time_unix_nano=t_ns, count=9, sum=4.5)
+    q.quantile_values.add(quantile=0.5, value=0.25)
+    q.quantile_values.add(quantile=0.99, value=2.0)
+    metric("ingestor.fake").gauge.data_points.add(time_unix_nano=t_ns, as_int=1)
+    return req
+
+
+# nan, negative delta, unspecified temporality, mismatched buckets, 2 exponential, reserved.
+EDGE_REFUSED = 7
+
+
+def _post(srv, body, content_type, path="/v1/metrics"):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type"), r.read()
+    finally:
+        conn.close()
+
+
+def edge_cases(m, srv):
+    m.SUMMARY.section("OTLP edge cases (opentelemetry-proto 1.45.2's generated classes; "
+                      "protobuf and OTLP/JSON)")
+    t_ns = time.time_ns() - 5_000_000_000
+    for round_no in (1, 2):
+        for service, encoding in (("edge-pb", "protobuf"), ("edge-json", "json")):
+            req = _edge_request(service, t_ns + round_no * 1_000_000_000, round_no)
+            if encoding == "protobuf":
+                status, ctype, body = _post(srv, req.SerializeToString(), "application/x-protobuf")
+            else:
+                text = json_format.MessageToJson(req, use_integers_for_enums=True)
+                m.check('"timeUnixNano": "' in text and '"asDouble": "NaN"' in text,
+                        "json_format wrote OTLP/JSON as expected (64-bit strings, NaN)")
+                status, ctype, body = _post(srv, text.encode(), "application/json",
+                                            path="/opentelemetry/v1/metrics")
+            m.check(status == 200, f"{encoding}: {status} {body[:300]!r}")
+            if encoding == "protobuf":
+                resp = ExportMetricsServiceResponse.FromString(body)
+            else:
+                resp = json_format.Parse(body, ExportMetricsServiceResponse())
+            m.check(ctype == f"application/{'x-protobuf' if encoding == 'protobuf' else 'json'}",
+                    f"{encoding}: Content-Type {ctype}")
+            ps = resp.partial_success
+            m.check(ps.rejected_data_points == EDGE_REFUSED,
+                    f"{encoding}: rejected_data_points {ps.rejected_data_points}, expected "
+                    f"{EDGE_REFUSED}: {ps.error_message}")
+            for why in ("exponential histogram", "ingestor_", "temporality 0",
+                        "bucket counts", "invalid value"):
+                m.check(why in ps.error_message, f"{encoding}: {why!r} not in {ps.error_message!r}")
+    m.SUMMARY.ok(f"each request (twice, protobuf at /v1/metrics and JSON at "
+                 f"/opentelemetry/v1/metrics): 200, partial_success.rejected_data_points "
+                 f"{EDGE_REFUSED} (NaN, negative delta, unspecified temporality, mismatched "
+                 f"buckets, 2 exponential, reserved name), with the reasons")
+    samples, types = _samples(m, srv)
+    attrs = (("a_array", '["x",2]'), ("a_bool", "true"), ("a_bytes", "AQI="),
+             ("a_double", "1.5"), ("a_int", "-42"), ("key_2xx", "digit"))
+    for job in ("edge-pb", "edge-json"):
+        def get(name, *labels):
+            return samples.get((name, tuple(sorted((("job", job),) + labels))))
+
+        checks = [
+            (get("edge_int_gauge", *attrs), -7),
+            (get("edge_delta_bytes_total"), 30),
+            (get("edge_updown"), -9),
+            (get("edge_latency_milliseconds_bucket", ("le", "5")), 2),
+            (get("edge_latency_milliseconds_bucket", ("le", "50")), 6),
+            (get("edge_latency_milliseconds_bucket", ("le", "+Inf")), 8),
+            (get("edge_latency_milliseconds_sum"), 80),
+            (get("edge_latency_milliseconds_count"), 8),
+            (get("edge_rpc_seconds", ("quantile", "0.5")), 0.25),
+            (get("edge_rpc_seconds", ("quantile", "0.99")), 2.0),
+            (get("edge_rpc_seconds_sum"), 4.5),
+            (get("edge_rpc_seconds_count"), 9),
+        ]
+        for i, (got, want) in enumerate(checks):
+            m.check(got == want, f"{job}: check {i}: {got}, expected {want}: "
+                                 f"{sorted(k for k in samples if k[0].startswith('edge_'))}")
+        m.check(not any(k[0].startswith(("edge_novalue", "edge_nan", "edge_unspecified",
+                                         "edge_exp", "ingestor_fake"))
+                        for k in samples), "a refused or valueless point became a series")
+    m.check(types.get("edge_delta_bytes") == "counter", f"edge_delta_bytes: {types}")
+    m.SUMMARY.ok("both encodings give the same series: every attribute value type as a label "
+                 "(bool, int, double, array as JSON, bytes as base64, a leading digit as "
+                 "key_, an empty value dropped); monotonic delta 10+20 = 30 (unit By in the "
+                 "name already); non-monotonic delta -3-6 = -9; delta histogram buckets and "
+                 "summary quantiles exact; nothing from the refused or valueless points")
+    status, ctype, body = _post(srv, b"\x0a\xff\xff", "application/x-protobuf")
+    m.check(status == 400, f"garbage: {status}")
+    st = status_pb2.Status.FromString(body)
+    m.check(st.code == 3 and "does not decode" in st.message, f"garbage: {st}")
+    status, _, body = _post(srv, b"{}", "text/plain")
+    m.check(status == 415, f"text/plain: {status}")
+    m.SUMMARY.ok("a body that does not decode: 400 with a google.rpc.Status (code 3); "
+                 "text/plain: 415")

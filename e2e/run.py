@@ -28,8 +28,9 @@ Starts the server on free loopback ports with `--sync always`, then:
                      (e2e/remote_write_checks.py).
   otlp               the OpenTelemetry Python SDK's OTLP/HTTP exporter: a counter, an
                      up-down counter, a histogram, an observable gauge, cumulative and delta,
-                     with resource attributes; exact names and values in /metrics
-                     (e2e/otlp_checks.py).
+                     with resource attributes; exact names and values in /metrics; edge
+                     cases built with the upstream .proto files' generated classes, in
+                     protobuf and OTLP/JSON (e2e/otlp_checks.py).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.

@@ -123,13 +123,12 @@ pub(super) fn temporality<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Err
     }
 }
 
-pub(super) fn base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+fn base64(s: &str) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
-    let s = string(d)?;
     base64::engine::general_purpose::STANDARD
         .decode(s.as_bytes())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s.as_bytes()))
-        .map_err(|_| D::Error::custom("bytesValue is not base64"))
+        .map_err(|_| format!("bytesValue {s:?} is not base64"))
 }
 
 fn opt<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
@@ -146,7 +145,7 @@ fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
 fn opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
     Ok(match Option::<String>::deserialize(d)? {
         None => None,
-        Some(s) => Some(base64(serde::de::value::StrDeserializer::<D::Error>::new(&s))?),
+        Some(s) => Some(base64(&s).map_err(D::Error::custom)?),
     })
 }
 

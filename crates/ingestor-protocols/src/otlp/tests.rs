@@ -333,7 +333,10 @@ fn colliding_attributes_are_joined_and_values_written_out() {
 fn json_and_protobuf_decode_to_the_same_request() {
     let json = r#"{"resourceMetrics":[{"resource":{"attributes":[
         {"key":"service.name","value":{"stringValue":"svc"}},
-        {"key":"n","value":{"intValue":"7"}}]},
+        {"key":"n","value":{"intValue":"7"}},
+        {"key":"b","value":{"bytesValue":"AQI="}},
+        {"key":"l","value":{"arrayValue":{"values":[{"boolValue":true},{"doubleValue":"-Infinity"}]}}},
+        {"key":"m","value":{"kvlistValue":{"values":[{"key":"k","value":{"stringValue":"v"}}]}}}]},
       "scopeMetrics":[{"scope":{"name":"lib","version":"1"},"metrics":[
         {"name":"h","unit":"s","description":"ignored","histogram":{"aggregationTemporality":1,
           "dataPoints":[{"startTimeUnixNano":"1","timeUnixNano":"1700000000123456789",
@@ -365,6 +368,9 @@ fn json_and_protobuf_decode_to_the_same_request() {
     assert!(q.data_points[0].quantile_values[0].value.is_nan());
     let attrs = &r.resource_metrics[0].resource.as_ref().unwrap().attributes;
     assert_eq!(attrs[1].value.as_ref().unwrap().value, Some(Any::IntValue(7)));
+    assert_eq!(attrs[2].value.as_ref().unwrap().value, Some(Any::BytesValue(vec![1, 2])));
+    assert_eq!(value_string(attrs[3].value.as_ref()), r#"[true,"-inf"]"#);
+    assert_eq!(value_string(attrs[4].value.as_ref()), r#"{"k":"v"}"#);
     // Protobuf round trip (NaN compares unequal, so compare the re-encoding).
     let bytes = encode_request(&r);
     assert_eq!(encode_request(&decode(&bytes, Encoding::Protobuf).unwrap()), bytes);
@@ -383,6 +389,7 @@ fn json_and_protobuf_decode_to_the_same_request() {
         bad(r#"{"name":"x","gauge":{"dataPoints":[{"asInt":1,"asDouble":1}]}}"#).contains("both")
     );
     assert!(bad(r#"{"name":"x","gauge":{},"sum":{}}"#).contains("more than one"));
+    assert!(bad(r#"{"name":"x","gauge":{"dataPoints":[{"attributes":[{"key":"k","value":{"bytesValue":"!!"}}]}]}}"#).contains("base64"));
     assert!(
         bad(r#"{"name":"x","sum":{"aggregationTemporality":"SOMETIMES"}}"#).contains("SOMETIMES")
     );
