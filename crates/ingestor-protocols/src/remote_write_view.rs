@@ -233,52 +233,134 @@ fn metric_type(v: u64) -> Option<MetricType> {
     }
 }
 
-/// Reads a decompressed request of `version`.
+/// One series as [`visit`] hands it over: labels as bytes (1.0's are not yet checked to be
+/// UTF-8: call [`checked`] before using them as text; bytes equal to labels checked before
+/// are valid too), samples, and what was counted. Borrowed from scratch space the visit
+/// reuses, so a visit allocates nothing per series.
+#[derive(Debug)]
+pub struct RawSeries<'a, 's> {
+    /// Label names and values, in the order sent.
+    pub labels: &'s [(&'a [u8], &'a [u8])],
+    /// `(timestamp in ms, value)`.
+    pub samples: &'s [(i64, f64)],
+    /// The type its own metadata gives (2.0).
+    pub metric_type: Option<MetricType>,
+    /// Native histogram samples (not decoded).
+    pub histograms: usize,
+    /// Exemplars (not decoded).
+    pub exemplars: usize,
+}
+
+/// The labels of a series as text.
+///
+/// # Errors
+/// [`DecodeError::Invalid`] when a name or value is not UTF-8 (the whole request is then
+/// invalid, as protobuf decoders have it).
+pub fn checked<'a>(
+    labels: &[(&'a [u8], &'a [u8])],
+) -> Result<Vec<(&'a str, &'a str)>, DecodeError> {
+    labels
+        .iter()
+        .map(|&(n, v)| {
+            let utf8 =
+                |b| std::str::from_utf8(b).map_err(|_| invalid("a string that is not UTF-8"));
+            Ok((utf8(n)?, utf8(v)?))
+        })
+        .collect()
+}
+
+/// Walks a decompressed request of `version`, calling `each` with every series (stopping at
+/// its first error); returns 1.0's metadata (family name, type).
 ///
 /// # Errors
 /// [`DecodeError::Invalid`] for bytes that are not the message, or a 2.0 reference outside
-/// its symbols table.
-pub fn read(raw: &[u8], version: Version) -> Result<RequestView<'_>, DecodeError> {
+/// its symbols table; or `each`'s error.
+pub fn visit<'a>(
+    raw: &'a [u8],
+    version: Version,
+    mut each: impl FnMut(&RawSeries<'a, '_>) -> Result<(), DecodeError>,
+) -> Result<Vec<(&'a str, MetricType)>, DecodeError> {
     match version {
-        Version::V1 => read_v1(raw),
-        Version::V2 => read_v2(raw),
+        Version::V1 => visit_v1(raw, &mut each),
+        Version::V2 => visit_v2(raw, &mut each).map(|()| Vec::new()),
     }
 }
 
-fn read_v1(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
-    let mut out = RequestView::default();
+/// Reads a decompressed request of `version` whole, every string checked.
+///
+/// # Errors
+/// As [`visit`]; a label that is not UTF-8.
+pub fn read(raw: &[u8], version: Version) -> Result<RequestView<'_>, DecodeError> {
+    let mut series = Vec::new();
+    let metadata = visit(raw, version, |s| {
+        series.push(SeriesView {
+            labels: checked(s.labels)?,
+            samples: s.samples.to_vec(),
+            metric_type: s.metric_type,
+            histograms: s.histograms,
+            exemplars: s.exemplars,
+        });
+        Ok(())
+    })?;
+    Ok(RequestView { series, metadata })
+}
+
+fn raw_bytes(v: Value<'_>) -> Result<&[u8], DecodeError> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        _ => Err(invalid("a string field of the wrong wire type")),
+    }
+}
+
+type Each<'e, 'a> = dyn FnMut(&RawSeries<'a, '_>) -> Result<(), DecodeError> + 'e;
+
+fn visit_v1<'a>(
+    raw: &'a [u8],
+    each: &mut Each<'_, 'a>,
+) -> Result<Vec<(&'a str, MetricType)>, DecodeError> {
+    let mut metadata = Vec::new();
+    let mut labels: Vec<(&'a [u8], &'a [u8])> = Vec::new();
+    let mut samples: Vec<(i64, f64)> = Vec::new();
     each_field(raw, |n, value| {
         match n {
             1 => {
-                let mut s = SeriesView::default();
+                labels.clear();
+                samples.clear();
+                let (mut histograms, mut exemplars) = (0, 0);
                 each_field(bytes(value)?, |n, value| {
                     match n {
                         1 => {
-                            let (mut name, mut val) = ("", "");
+                            let (mut name, mut val): (&[u8], &[u8]) = (b"", b"");
                             each_field(bytes(value)?, |n, v| {
                                 match n {
-                                    1 => name = string(v)?,
-                                    2 => val = string(v)?,
+                                    1 => name = raw_bytes(v)?,
+                                    2 => val = raw_bytes(v)?,
                                     _ => {}
                                 }
                                 Ok(())
                             })?;
-                            s.labels.push((name, val));
+                            labels.push((name, val));
                         }
-                        2 => s.samples.push(sample(bytes(value)?)?),
+                        2 => samples.push(sample(bytes(value)?)?),
                         3 => {
                             opaque(value)?;
-                            s.exemplars += 1;
+                            exemplars += 1;
                         }
                         4 => {
                             opaque(value)?;
-                            s.histograms += 1;
+                            histograms += 1;
                         }
                         _ => {}
                     }
                     Ok(())
                 })?;
-                out.series.push(s);
+                each(&RawSeries {
+                    labels: &labels,
+                    samples: &samples,
+                    metric_type: None,
+                    histograms,
+                    exemplars,
+                })?;
             }
             3 => {
                 let (mut kind, mut family) = (0u64, "");
@@ -294,19 +376,19 @@ fn read_v1(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
                     Ok(())
                 })?;
                 if let Some(t) = metric_type(kind) {
-                    out.metadata.push((family, t));
+                    metadata.push((family, t));
                 }
             }
             _ => {}
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(metadata)
 }
 
-fn read_v2(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
+fn visit_v2<'a>(raw: &'a [u8], each: &mut Each<'_, 'a>) -> Result<(), DecodeError> {
     // Symbols first: the message may put them anywhere.
-    let mut symbols: Vec<&str> = Vec::new();
+    let mut symbols: Vec<&'a str> = Vec::new();
     each_field(raw, |n, value| {
         if n == 4 {
             symbols.push(string(value)?);
@@ -321,13 +403,17 @@ fn read_v2(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
             ))
         })
     };
-    let mut out = RequestView::default();
+    let mut refs: Vec<u64> = Vec::new();
+    let mut labels: Vec<(&'a [u8], &'a [u8])> = Vec::new();
+    let mut samples: Vec<(i64, f64)> = Vec::new();
     each_field(raw, |n, value| {
         if n != 5 {
             return Ok(());
         }
-        let mut refs: Vec<u64> = Vec::new();
-        let mut s = SeriesView::default();
+        refs.clear();
+        labels.clear();
+        samples.clear();
+        let (mut histograms, mut exemplars, mut kind) = (0, 0, None);
         each_field(bytes(value)?, |n, value| {
             match (n, value) {
                 // uint32, truncated from the varint as protobuf decoders do.
@@ -338,20 +424,20 @@ fn read_v2(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
                     }
                 }
                 (1, value) => refs.push(u64::from(int(value)? as u32)),
-                (2, value) => s.samples.push(sample(bytes(value)?)?),
+                (2, value) => samples.push(sample(bytes(value)?)?),
                 (3, value) => {
                     opaque(value)?;
-                    s.histograms += 1;
+                    histograms += 1;
                 }
                 (4, value) => {
                     opaque(value)?;
-                    s.exemplars += 1;
+                    exemplars += 1;
                 }
                 (5, value) => {
                     // A repeated message field merges: each type given overwrites.
                     each_field(bytes(value)?, |n, v| {
                         match n {
-                            1 => s.metric_type = metric_type(int(v)?),
+                            1 => kind = metric_type(int(v)?),
                             3 | 4 => {
                                 int(v)?;
                             }
@@ -374,12 +460,16 @@ fn read_v2(raw: &[u8]) -> Result<RequestView<'_>, DecodeError> {
             )));
         }
         for p in refs.chunks_exact(2) {
-            s.labels.push((symbol(p[0])?, symbol(p[1])?));
+            labels.push((symbol(p[0])?.as_bytes(), symbol(p[1])?.as_bytes()));
         }
-        out.series.push(s);
-        Ok(())
-    })?;
-    Ok(out)
+        each(&RawSeries {
+            labels: &labels,
+            samples: &samples,
+            metric_type: kind,
+            histograms,
+            exemplars,
+        })
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ingestor::{Ingestor, MetricKind, Op, SeriesHandle, SeriesKey, Timestamp, Update};
+use ingestor::{Ingestor, MetricKind, Op, SeriesKey, Timestamp, Update};
 use ingestor_protocols::remote_write::{self, DecodeError, MetricType, Version};
 use ingestor_protocols::remote_write_view;
 
@@ -171,13 +171,18 @@ fn remembered(
 /// A series of a request, its key made (or found in the cache).
 struct Item {
     key: SeriesKey,
-    /// Its handle and kind, when the cache knows the series.
-    known: Option<(SeriesHandle, bool)>,
     /// The type its own metadata gives.
     own: Option<MetricType>,
     samples: Vec<(i64, f64)>,
     /// Its cache text, when the cache did not know it.
     text: Option<Box<[u8]>>,
+}
+
+/// Counts a series' stale markers into `stale`; whether it has a sample that is not one.
+fn live_samples(samples: &[(i64, f64)], stale: &mut usize) -> bool {
+    let markers = samples.iter().filter(|&&(_, v)| remote_write::is_stale_marker(v)).count();
+    *stale += markers;
+    markers < samples.len()
 }
 
 fn ingest(
@@ -186,85 +191,52 @@ fn ingest(
     raw: &[u8],
     version: Version,
 ) -> Result<Outcome, axum::response::Response> {
-    let view = remote_write_view::read(raw, version)
-        .map_err(|e| error(state, StatusCode::BAD_REQUEST, e.to_string()))?;
-    let mut refused = Refused::default();
-    let mut stale = 0usize;
-    let mut exemplars = 0usize;
-    if !view.metadata.is_empty() {
-        let mut families =
-            state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if families.len() + view.metadata.len() > METADATA_FAMILIES {
-            families.clear();
-        }
-        families.extend(view.metadata.iter().map(|(f, t)| (f.to_string(), *t)));
-    }
+    let bad = |e: DecodeError| error(state, StatusCode::BAD_REQUEST, e.to_string());
+    // First pass: every series looked up in the cache, the batch by handle built as it goes.
+    // No key is built, no label checked, nothing allocated per series; a request of known
+    // series ends here.
     let (which, mut cache) = rw_cache::any(state, raw.len());
     cache.bound();
     let generation = cache.generation();
     let mut text = Vec::new();
-    let mut items: Vec<Item> = Vec::with_capacity(view.series.len());
-    for s in view.series {
+    let mut batch = Vec::new();
+    let mut local = Refused::default();
+    let mut all_known = true;
+    let (mut stale, mut exemplars, mut histograms) = (0usize, 0usize, 0usize);
+    let metadata = remote_write_view::visit(raw, version, |s| {
         exemplars += s.exemplars;
-        refused.add("native histogram samples (not supported)".into(), s.histograms);
-        let samples: Vec<(i64, f64)> = s
-            .samples
-            .into_iter()
-            .filter(|&(_, v)| {
-                let marker = remote_write::is_stale_marker(v);
-                stale += usize::from(marker);
-                !marker
-            })
-            .collect();
-        if samples.is_empty() {
-            continue;
+        histograms += s.histograms;
+        let live = live_samples(s.samples, &mut stale);
+        if !all_known || !live {
+            return Ok(());
         }
-        rw_cache::labels_text(&s.labels, &mut text);
-        if let Some(k) = cache.get(&text) {
-            let known = Some((k.handle, k.counter));
-            items.push(Item { key: k.key.clone(), known, own: s.metric_type, samples, text: None });
-            continue;
-        }
-        let name = s.labels.iter().find(|(k, _)| *k == "__name__").map(|(_, v)| *v);
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            refused.add("a series without __name__".into(), samples.len());
-            continue;
+        rw_cache::labels_text(s.labels, &mut text);
+        let Some(k) = cache.get(&text) else {
+            all_known = false;
+            return Ok(());
         };
-        if name.starts_with(RESERVED_PREFIX) {
-            refused
-                .add(format!("names starting with {RESERVED_PREFIX} are reserved"), samples.len());
-            continue;
-        }
-        let labels = s
-            .labels
-            .iter()
-            .filter(|(k, v)| *k != "__name__" && !v.is_empty())
-            .map(|&(k, v)| (k, v));
-        match SeriesKey::new(name, labels) {
-            Ok(key) => items.push(Item {
-                key,
-                known: None,
-                own: s.metric_type,
-                samples,
-                text: Some(text.as_slice().into()),
-            }),
-            Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),
-        }
-    }
-    drop(cache);
-    if !items.is_empty() && items.iter().all(|i| i.known.is_some()) {
-        let mut batch = Vec::new();
-        let mut local = Refused::default();
-        for item in &items {
-            let (handle, counter) = item.known.expect("all known");
-            for &(t, v) in &item.samples {
-                let op = if counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
-                match op.validate() {
-                    Ok(()) => batch.push((handle, Timestamp(t), op)),
-                    Err(e) => local.add(format!("invalid values ({e})"), 1),
-                }
+        for &(t, v) in s.samples.iter().filter(|(_, v)| !remote_write::is_stale_marker(*v)) {
+            let op = if k.counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
+            match op.validate() {
+                Ok(()) => batch.push((k.handle, Timestamp(t), op)),
+                Err(e) => local.add(format!("invalid values ({e})"), 1),
             }
         }
+        Ok(())
+    })
+    .map_err(bad)?;
+    drop(cache);
+    let mut refused = Refused::default();
+    refused.add("native histogram samples (not supported)".into(), histograms);
+    if !metadata.is_empty() {
+        let mut families =
+            state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if families.len() + metadata.len() > METADATA_FAMILIES {
+            families.clear();
+        }
+        families.extend(metadata.iter().map(|(f, t)| (f.to_string(), *t)));
+    }
+    if all_known {
         let result =
             if batch.is_empty() { Ok(()) } else { db.ingest_by_handle(&batch).map(|_| ()) };
         match result {
@@ -281,8 +253,41 @@ fn ingest(
             Err(e) => return Err(ingest_error(state, &e)),
         }
     }
+    // Second pass, by key: every series checked and keyed.
+    let mut items: Vec<Item> = Vec::new();
+    // Stale markers were counted in the first pass.
+    let mut stale_again = 0;
+    remote_write_view::visit(raw, version, |s| {
+        if !live_samples(s.samples, &mut stale_again) {
+            return Ok(());
+        }
+        let samples: Vec<(i64, f64)> =
+            s.samples.iter().copied().filter(|&(_, v)| !remote_write::is_stale_marker(v)).collect();
+        let labels = remote_write_view::checked(s.labels)?;
+        let name = labels.iter().find(|(k, _)| *k == "__name__").map(|(_, v)| *v);
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            refused.add("a series without __name__".into(), samples.len());
+            return Ok(());
+        };
+        if name.starts_with(RESERVED_PREFIX) {
+            refused
+                .add(format!("names starting with {RESERVED_PREFIX} are reserved"), samples.len());
+            return Ok(());
+        }
+        let rest = labels.iter().filter(|(k, v)| *k != "__name__" && !v.is_empty()).copied();
+        match SeriesKey::new(name, rest) {
+            Ok(key) => {
+                rw_cache::labels_text(s.labels, &mut text);
+                let text = Some(text.as_slice().into());
+                items.push(Item { key, own: s.metric_type, samples, text });
+            }
+            Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),
+        }
+        Ok(())
+    })
+    .map_err(bad)?;
     let written = ingest_by_key(state, db, &items, &mut refused)?;
-    // Remember the series new to the cache, now that they exist.
+    // Remember the series, now that they exist.
     let learned: Vec<(Box<[u8]>, Known)> = items
         .into_iter()
         .filter_map(|item| {
@@ -293,7 +298,7 @@ fn ingest(
                 MetricKind::Histogram => return None,
             };
             let handle = db.resolve(&item.key).ok()?;
-            Some((text, Known { key: item.key, handle, counter }))
+            Some((text, Known { handle, counter }))
         })
         .collect();
     let mut cache = rw_cache::nth(state, which);

@@ -1,18 +1,17 @@
-//! Remote-write series the server has seen, by their labels as sent: each with its key, its
-//! engine handle and its kind, so that a request of known series is read without building a
-//! key and ingested by handle. One cache per core, as for line protocol.
+//! Remote-write series the server has seen, by their labels as sent: each with its engine
+//! handle and its kind, so that a request of known series is read without building a key or
+//! checking a label, and ingested by handle. One cache per core, as for line protocol.
 
 use std::collections::HashMap;
 use std::sync::{MutexGuard, PoisonError};
 
-use ingestor::{SeriesHandle, SeriesKey};
+use ingestor::SeriesHandle;
 
 use crate::state::AppState;
 
 /// A series the engine has, as a remote-write sender names it.
 #[derive(Debug, Clone)]
 pub(crate) struct Known {
-    pub(crate) key: SeriesKey,
     pub(crate) handle: SeriesHandle,
     /// A counter (samples are totals) rather than a gauge.
     pub(crate) counter: bool,
@@ -57,13 +56,14 @@ impl RwCache {
     }
 }
 
-/// The cache text of a label list.
-pub(crate) fn labels_text(labels: &[(&str, &str)], out: &mut Vec<u8>) {
+/// The cache text of a label list (as sent: bytes equal to a cached text were checked to be
+/// UTF-8 when it was cached).
+pub(crate) fn labels_text(labels: &[(&[u8], &[u8])], out: &mut Vec<u8>) {
     out.clear();
     for (n, v) in labels {
-        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(n);
         out.push(0xff);
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
         out.push(0xff);
     }
 }

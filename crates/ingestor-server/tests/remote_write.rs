@@ -181,3 +181,33 @@ fn known_series_go_by_handle_keep_their_kind_and_come_back_after_a_delete() {
     assert_eq!(value(srv.addr, "temp").as_deref(), Some("3.5"));
     assert_eq!(value(srv.addr, "reqs_total").as_deref(), Some("9"));
 }
+
+#[test]
+fn stale_markers_are_counted_whichever_path_a_request_takes() {
+    let srv = start(config());
+    let stale = f64::from_bits(STALE_NAN_BITS);
+    let known = [("__name__", "known")];
+    assert_eq!(v1(srv.addr, &[series(&known, &[(1, 1.0)], None)], &[]).status, 204);
+    // A new series first (the request goes by key), then stale markers of other series.
+    let a = v1(
+        srv.addr,
+        &[
+            series(&[("__name__", "fresh")], &[(2, 2.0)], None),
+            series(&known, &[(2, stale)], None),
+            series(&[("__name__", "gone")], &[(2, stale)], None),
+        ],
+        &[],
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(self_metric(srv.addr, "ingestor_remote_write_stale_markers_total"), 2.0);
+    // All known now: the request goes by handle.
+    let a = v1(
+        srv.addr,
+        &[series(&known, &[(3, stale)], None), series(&[("__name__", "fresh")], &[(3, 3.0)], None)],
+        &[],
+    );
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(self_metric(srv.addr, "ingestor_remote_write_stale_markers_total"), 3.0);
+    assert_eq!(value(srv.addr, "fresh").as_deref(), Some("3"));
+    assert_eq!(value(srv.addr, "known").as_deref(), Some("1"));
+}
