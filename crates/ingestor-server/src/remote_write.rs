@@ -319,11 +319,19 @@ fn ingest_by_key(
     refused: &mut Refused,
 ) -> Result<usize, axum::response::Response> {
     for attempt in 0..2 {
-        let families =
-            state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        // What 1.0 metadata says of each series' family, read under the lock once (the map
+        // can hold 100,000 families: it is not copied).
+        let from_metadata: Vec<bool> = {
+            let families =
+                state.rw_metadata.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            items
+                .iter()
+                .map(|i| remembered(&families, i.key.name(), i.own) == Some(MetricType::Counter))
+                .collect()
+        };
         let mut updates = Vec::new();
         let mut local = Refused::default();
-        for item in items {
+        for (item, &from_metadata) in items.iter().zip(&from_metadata) {
             let counter = match db.kind(&item.key) {
                 Some(MetricKind::Counter) => true,
                 Some(MetricKind::Gauge) => false,
@@ -334,9 +342,7 @@ fn ingest_by_key(
                     );
                     continue;
                 }
-                None => {
-                    remembered(&families, item.key.name(), item.own) == Some(MetricType::Counter)
-                }
+                None => from_metadata,
             };
             for &(t, v) in &item.samples {
                 let op = if counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
