@@ -441,14 +441,7 @@ pub mod v2 {
         pub created_timestamp: i64,
     }
 
-    /// A sample.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
-    }
+    pub use super::v1::Sample;
 
     /// A series' metadata.
     #[derive(Clone, PartialEq, prost::Message)]

@@ -180,3 +180,18 @@ pub(crate) async fn read(
         }
     }
 }
+
+/// Reads a request's body within the server's limits; the bytes and the budget lease they
+/// hold (keep it until the parsed batch is gone), or the answer to give.
+pub(crate) async fn read_request_body(
+    state: &std::sync::Arc<crate::state::AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    encoding: Encoding,
+) -> Result<(Vec<u8>, Lease), axum::response::Response> {
+    let mut lease = Lease::new(state);
+    match read(headers, body, &state.config.limits, &mut lease, encoding).await {
+        Ok(bytes) => Ok((bytes, lease)),
+        Err(e) => Err(crate::routes::body_error(state, e)),
+    }
+}

@@ -24,8 +24,8 @@ use ingestor::{Ingestor, MetricKind, SeriesKey};
 use ingestor_protocols::otlp::{self, Encoding, NO_DATA_POINT, Rejected, Translation};
 
 use crate::body::{self, Encoding as BodyEncoding};
-use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
-use crate::state::{AppState, Lease};
+use crate::routes::{Access, RESERVED_PREFIX, authorize, error, ingest_error, usable};
+use crate::state::AppState;
 
 /// What a request turned into.
 struct Outcome {
@@ -67,13 +67,11 @@ async fn handle(
         Ok(db) => db,
         Err(r) => return r,
     };
-    let mut lease = Lease::new(state);
-    let limits = &state.config.limits;
-    let bytes = match body::read(&parts.headers, body, limits, &mut lease, BodyEncoding::Http).await
-    {
-        Ok(b) => b,
-        Err(e) => return body_error(state, e),
-    };
+    let (bytes, lease) =
+        match body::read_request_body(state, &parts.headers, body, BodyEncoding::Http).await {
+            Ok(read) => read,
+            Err(r) => return r,
+        };
     let worker = Arc::clone(state);
     let outcome = state
         .pool

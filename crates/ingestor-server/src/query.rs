@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::body::{self, Encoding};
 use crate::query_api::{self, Sample};
-use crate::routes::{Access, authorize, body_error, error, params, usable};
-use crate::state::{AppState, Lease};
+use crate::routes::{Access, authorize, error, params, usable};
+use crate::state::AppState;
 
 /// The parameters of a request: the query string, and for a POST the form body after it.
 async fn parameters(state: &Arc<AppState>, request: Request) -> Result<String, Response> {
@@ -32,11 +32,8 @@ async fn parameters(state: &Arc<AppState>, request: Request) -> Result<String, R
                 "a POST query must be a form (Content-Type: application/x-www-form-urlencoded)",
             ));
         }
-        let mut lease = Lease::new(state);
-        let bytes =
-            body::read(&parts.headers, body, &state.config.limits, &mut lease, Encoding::Http)
-                .await
-                .map_err(|e| body_error(state, e))?;
+        let (bytes, _lease) =
+            body::read_request_body(state, &parts.headers, body, Encoding::Http).await?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| error(state, StatusCode::BAD_REQUEST, "the form is not UTF-8"))?;
         if !all.is_empty() && !text.is_empty() {

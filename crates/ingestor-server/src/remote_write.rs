@@ -27,7 +27,7 @@ use ingestor_protocols::remote_write_view;
 use crate::body::{self, Encoding, PARSE_FACTOR};
 use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
 use crate::rw_cache::{self, Known};
-use crate::state::{AppState, Lease};
+use crate::state::AppState;
 
 /// Families whose 1.0 metadata is remembered, at most (the map is emptied when full).
 const METADATA_FAMILIES: usize = 100_000;
@@ -96,12 +96,11 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
             ),
         );
     }
-    let mut lease = Lease::new(&state);
-    let limits = &state.config.limits;
-    let bytes = match body::read(&parts.headers, body, limits, &mut lease, Encoding::Raw).await {
-        Ok(b) => b,
-        Err(e) => return body_error(&state, e),
-    };
+    let (bytes, mut lease) =
+        match body::read_request_body(&state, &parts.headers, body, Encoding::Raw).await {
+            Ok(read) => read,
+            Err(r) => return r,
+        };
     let worker = Arc::clone(&state);
     let outcome = state
         .pool

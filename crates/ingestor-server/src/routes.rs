@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::auth::{self, Verdict};
 use crate::body::{self, BodyError, Encoding};
-use crate::state::{AppState, Lease};
+use crate::state::AppState;
 
 /// Metric names in this namespace belong to the server's own metrics.
 pub(crate) const RESERVED_PREFIX: &str = "ingestor_";
@@ -263,12 +263,11 @@ async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response
             format!("precision {precision:?}: expected ns, us, ms or s"),
         );
     };
-    let mut lease = Lease::new(&state);
-    let limits = &state.config.limits;
-    let bytes = match body::read(&parts.headers, body, limits, &mut lease, Encoding::Http).await {
-        Ok(b) => b,
-        Err(e) => return body_error(&state, e),
-    };
+    let (bytes, lease) =
+        match body::read_request_body(&state, &parts.headers, body, Encoding::Http).await {
+            Ok(read) => read,
+            Err(r) => return r,
+        };
     let worker = Arc::clone(&state);
     let outcome = state
         .pool
