@@ -223,6 +223,11 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
     drop(db);
 }
 
+/// The longest of `latencies`, in milliseconds: a scrape that holds the lock shows here.
+fn max_ms(latencies: &[Duration]) -> f64 {
+    latencies.iter().max().map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
 /// The p99 of `batches` latencies, in milliseconds.
 fn p99_ms(mut latencies: Vec<Duration>) -> f64 {
     latencies.sort_unstable();
@@ -298,6 +303,7 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
         std::hint::black_box(bytes);
     };
     let (during, scrapes) = writer_latencies(&db, &handles, budget, Some(&frozen));
+    let during_max = max_ms(&during);
     let during = p99_ms(during);
     let locked = || {
         let mut out = String::new();
@@ -305,6 +311,7 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
         std::hint::black_box(out.len());
     };
     let (held, held_scrapes) = writer_latencies(&db, &handles, budget, Some(&locked));
+    let held_max = max_ms(&held);
     let held = p99_ms(held);
     // The only part of a scrape that writers wait for: the freeze, under the read lock.
     let mut pauses: Vec<Duration> = (0..20)
@@ -340,6 +347,15 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
         Figure::new(&section, "batch p99 during read-locked scrapes / no scrape", held / base, "x")
             .lower_is_better()
             .note(format!("{held:.2} ms; {held_scrapes} scrapes; the old way, for comparison")),
+    );
+    report.add(
+        Figure::new(&section, "longest batch during frozen-view scrapes", during_max, "ms")
+            .lower_is_better(),
+    );
+    report.add(
+        Figure::new(&section, "longest batch during read-locked scrapes", held_max, "ms")
+            .lower_is_better()
+            .note("the old way: writers wait for the whole collection".to_string()),
     );
     drop(db);
 }
