@@ -239,8 +239,11 @@ fn metric_type(v: u64) -> Option<MetricType> {
 /// reuses, so a visit allocates nothing per series.
 #[derive(Debug)]
 pub struct RawSeries<'a, 's> {
-    /// Label names and values, in the order sent.
+    /// Label names and values, in the order sent (empty for 1.0 under [`Labels::Raw`]).
     pub labels: &'s [(&'a [u8], &'a [u8])],
+    /// 1.0: the label fields as encoded, when they lie together in the message (as every
+    /// encoder writes them): equal bytes are the same labels.
+    pub labels_raw: Option<&'a [u8]>,
     /// `(timestamp in ms, value)`.
     pub samples: &'s [(i64, f64)],
     /// The type its own metadata gives (2.0).
@@ -269,6 +272,17 @@ pub fn checked<'a>(
         .collect()
 }
 
+/// What [`visit`] does with 1.0 labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    /// Reads every name and value.
+    Parsed,
+    /// Hands over only [`RawSeries::labels_raw`], not reading inside the label fields (a
+    /// receiver that knows the series by those bytes needs nothing more; it must read them
+    /// with [`Labels::Parsed`] before trusting bytes it has not seen before).
+    Raw,
+}
+
 /// Walks a decompressed request of `version`, calling `each` with every series (stopping at
 /// its first error); returns 1.0's metadata (family name, type).
 ///
@@ -278,10 +292,11 @@ pub fn checked<'a>(
 pub fn visit<'a>(
     raw: &'a [u8],
     version: Version,
+    labels: Labels,
     mut each: impl FnMut(&RawSeries<'a, '_>) -> Result<(), DecodeError>,
 ) -> Result<Vec<(&'a str, MetricType)>, DecodeError> {
     match version {
-        Version::V1 => visit_v1(raw, &mut each),
+        Version::V1 => visit_v1(raw, labels, &mut each),
         Version::V2 => visit_v2(raw, &mut each).map(|()| Vec::new()),
     }
 }
@@ -292,7 +307,7 @@ pub fn visit<'a>(
 /// As [`visit`]; a label that is not UTF-8.
 pub fn read(raw: &[u8], version: Version) -> Result<RequestView<'_>, DecodeError> {
     let mut series = Vec::new();
-    let metadata = visit(raw, version, |s| {
+    let metadata = visit(raw, version, Labels::Parsed, |s| {
         series.push(SeriesView {
             labels: checked(s.labels)?,
             samples: s.samples.to_vec(),
@@ -316,6 +331,7 @@ type Each<'e, 'a> = dyn FnMut(&RawSeries<'a, '_>) -> Result<(), DecodeError> + '
 
 fn visit_v1<'a>(
     raw: &'a [u8],
+    mode: Labels,
     each: &mut Each<'_, 'a>,
 ) -> Result<Vec<(&'a str, MetricType)>, DecodeError> {
     let mut metadata = Vec::new();
@@ -327,19 +343,36 @@ fn visit_v1<'a>(
                 labels.clear();
                 samples.clear();
                 let (mut histograms, mut exemplars) = (0, 0);
-                each_field(bytes(value)?, |n, value| {
+                let ts = bytes(value)?;
+                let mut r = Reader { buf: ts };
+                // The span of the label fields, while they lie together.
+                let (mut span, mut together) = (None::<(usize, usize)>, true);
+                loop {
+                    let start = ts.len() - r.buf.len();
+                    let Some((n, value)) = r.field()? else { break };
+                    let end = ts.len() - r.buf.len();
                     match n {
                         1 => {
-                            let (mut name, mut val): (&[u8], &[u8]) = (b"", b"");
-                            each_field(bytes(value)?, |n, v| {
-                                match n {
-                                    1 => name = raw_bytes(v)?,
-                                    2 => val = raw_bytes(v)?,
-                                    _ => {}
+                            let label = bytes(value)?;
+                            span = match span {
+                                None => Some((start, end)),
+                                Some((s, e)) => {
+                                    together &= e == start;
+                                    Some((s, end))
                                 }
-                                Ok(())
-                            })?;
-                            labels.push((name, val));
+                            };
+                            if mode == Labels::Parsed {
+                                let (mut name, mut val): (&[u8], &[u8]) = (b"", b"");
+                                each_field(label, |n, v| {
+                                    match n {
+                                        1 => name = raw_bytes(v)?,
+                                        2 => val = raw_bytes(v)?,
+                                        _ => {}
+                                    }
+                                    Ok(())
+                                })?;
+                                labels.push((name, val));
+                            }
                         }
                         2 => samples.push(sample(bytes(value)?)?),
                         3 => {
@@ -352,10 +385,14 @@ fn visit_v1<'a>(
                         }
                         _ => {}
                     }
-                    Ok(())
-                })?;
+                }
+                let labels_raw = match span {
+                    Some((s, e)) if together => Some(&ts[s..e]),
+                    _ => None,
+                };
                 each(&RawSeries {
                     labels: &labels,
+                    labels_raw,
                     samples: &samples,
                     metric_type: None,
                     histograms,
@@ -464,6 +501,7 @@ fn visit_v2<'a>(raw: &'a [u8], each: &mut Each<'_, 'a>) -> Result<(), DecodeErro
         }
         each(&RawSeries {
             labels: &labels,
+            labels_raw: None,
             samples: &samples,
             metric_type: kind,
             histograms,
@@ -492,6 +530,34 @@ mod tests {
                 .collect(),
             metadata: v.metadata.iter().map(|(f, t)| (f.to_string(), *t)).collect(),
         }
+    }
+
+    #[test]
+    fn raw_labels_identify_a_series_across_requests() {
+        let one = |v: f64, job: &str| Series {
+            labels: vec![("__name__".into(), "up".into()), ("job".into(), job.into())],
+            samples: vec![(1, v)],
+            ..Series::default()
+        };
+        let spans = |body: &[u8], mode| {
+            let raw = decompress(body, 1 << 20).unwrap();
+            let mut out: Vec<(Vec<u8>, usize)> = Vec::new();
+            visit(&raw, Version::V1, mode, |s| {
+                out.push((s.labels_raw.unwrap().to_vec(), s.labels.len()));
+                Ok(())
+            })
+            .unwrap();
+            out
+        };
+        let a = spans(&remote_write::encode_v1(&[one(1.0, "a"), one(2.0, "b")], &[]), Labels::Raw);
+        let b =
+            spans(&remote_write::encode_v1(&[one(9.0, "b"), one(5.0, "a")], &[]), Labels::Parsed);
+        assert_eq!(a[0].1, 0, "raw mode reads no label");
+        assert_eq!(b[0].1, 2);
+        assert_eq!(a[0].0, b[1].0, "same labels, same bytes, whatever the samples");
+        assert_eq!(a[1].0, b[0].0);
+        assert_ne!(a[0].0, a[1].0);
+        assert_eq!(a[0].0[0], 0x0a, "a label field's tag");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ingestor::{Ingestor, MetricKind, Op, SeriesKey, Timestamp, Update};
 use ingestor_protocols::remote_write::{self, DecodeError, MetricType, Version};
-use ingestor_protocols::remote_write_view;
+use ingestor_protocols::remote_write_view::{self, Labels};
 
 use crate::body::{self, Encoding, PARSE_FACTOR};
 use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
@@ -202,18 +202,26 @@ fn ingest(
     let mut local = Refused::default();
     let mut all_known = true;
     let (mut stale, mut exemplars, mut histograms) = (0usize, 0usize, 0usize);
-    let metadata = remote_write_view::visit(raw, version, |s| {
+    let metadata = remote_write_view::visit(raw, version, Labels::Raw, |s| {
         exemplars += s.exemplars;
         histograms += s.histograms;
         let live = live_samples(s.samples, &mut stale);
-        if !all_known || !live {
+        if !all_known {
             return Ok(());
         }
-        rw_cache::labels_text(s.labels, &mut text);
-        let Some(k) = cache.get(&text) else {
+        // Every series is looked up, even one with stale markers only: labels this pass did
+        // not read are trusted only when they equal a cached key.
+        let Some(key) = rw_cache::key_of(s, &mut text) else {
             all_known = false;
             return Ok(());
         };
+        let Some(k) = cache.get(key) else {
+            all_known = false;
+            return Ok(());
+        };
+        if !live {
+            return Ok(());
+        }
         for &(t, v) in s.samples.iter().filter(|(_, v)| !remote_write::is_stale_marker(*v)) {
             let op = if k.counter { Op::CounterSet(v) } else { Op::GaugeSet(v) };
             match op.validate() {
@@ -256,7 +264,7 @@ fn ingest(
     let mut items: Vec<Item> = Vec::new();
     // Stale markers were counted in the first pass.
     let mut stale_again = 0;
-    remote_write_view::visit(raw, version, |s| {
+    remote_write_view::visit(raw, version, Labels::Parsed, |s| {
         if !live_samples(s.samples, &mut stale_again) {
             return Ok(());
         }
@@ -276,8 +284,7 @@ fn ingest(
         let rest = labels.iter().filter(|(k, v)| *k != "__name__" && !v.is_empty()).copied();
         match SeriesKey::new(name, rest) {
             Ok(key) => {
-                rw_cache::labels_text(s.labels, &mut text);
-                let text = Some(text.as_slice().into());
+                let text = rw_cache::key_of(s, &mut text).map(Box::from);
                 items.push(Item { key, own: s.metric_type, samples, text });
             }
             Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),

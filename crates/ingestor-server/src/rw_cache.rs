@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{MutexGuard, PoisonError};
 
 use ingestor::SeriesHandle;
+use ingestor_protocols::remote_write_view::RawSeries;
 
 use crate::state::AppState;
 
@@ -56,9 +57,24 @@ impl RwCache {
     }
 }
 
-/// The cache text of a label list (as sent: bytes equal to a cached text were checked to be
-/// UTF-8 when it was cached).
-pub(crate) fn labels_text(labels: &[(&[u8], &[u8])], out: &mut Vec<u8>) {
+/// A series' cache key: 1.0's label fields as encoded (they start with the byte 0x0a, the tag
+/// of field 1), or, for 2.0 (whose labels are references valid in one request only), the
+/// label text (which starts with a label name, never 0x0a): the two kinds of key cannot meet.
+/// `None` for 1.0 labels not lying together in the message (not cached). Bytes equal to a
+/// cached key were read and checked when it was cached.
+pub(crate) fn key_of<'k>(s: &RawSeries<'k, '_>, scratch: &'k mut Vec<u8>) -> Option<&'k [u8]> {
+    if s.labels_raw.is_some() {
+        return s.labels_raw;
+    }
+    if s.labels.is_empty() {
+        return None;
+    }
+    labels_text(s.labels, scratch);
+    Some(scratch)
+}
+
+/// The cache text of a label list.
+fn labels_text(labels: &[(&[u8], &[u8])], out: &mut Vec<u8>) {
     out.clear();
     for (n, v) in labels {
         out.extend_from_slice(n);
