@@ -173,8 +173,8 @@ struct Item {
     /// The type its own metadata gives.
     own: Option<MetricType>,
     samples: Vec<(i64, f64)>,
-    /// Its cache text, when the cache did not know it.
-    text: Option<Box<[u8]>>,
+    /// Its cache fingerprint, when the cache did not know it.
+    text: Option<rw_cache::Fingerprint>,
 }
 
 /// Counts a series' stale markers into `stale`; whether it has a sample that is not one.
@@ -215,7 +215,7 @@ fn ingest(
             all_known = false;
             return Ok(());
         };
-        let Some(k) = cache.get(key) else {
+        let Some(k) = cache.get(rw_cache::fingerprint(key)) else {
             all_known = false;
             return Ok(());
         };
@@ -284,7 +284,7 @@ fn ingest(
         let rest = labels.iter().filter(|(k, v)| *k != "__name__" && !v.is_empty()).copied();
         match SeriesKey::new(name, rest) {
             Ok(key) => {
-                let text = rw_cache::key_of(s, &mut text).map(Box::from);
+                let text = rw_cache::key_of(s, &mut text).map(rw_cache::fingerprint);
                 items.push(Item { key, own: s.metric_type, samples, text });
             }
             Err(e) => refused.add(format!("invalid series ({e})"), samples.len()),
@@ -294,7 +294,7 @@ fn ingest(
     .map_err(bad)?;
     let written = ingest_by_key(state, db, &items, &mut refused)?;
     // Remember the series, now that they exist.
-    let learned: Vec<(Box<[u8]>, Known)> = items
+    let learned: Vec<(rw_cache::Fingerprint, Known)> = items
         .into_iter()
         .filter_map(|item| {
             let text = item.text?;
