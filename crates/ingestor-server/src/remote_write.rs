@@ -25,7 +25,7 @@ use ingestor_protocols::remote_write::{self, DecodeError, MetricType, Version};
 use ingestor_protocols::remote_write_view::{self, Labels};
 
 use crate::body::{self, Encoding, PARSE_FACTOR};
-use crate::routes::{Access, RESERVED_PREFIX, authorize, body_error, error, ingest_error, usable};
+use crate::routes::{RESERVED_PREFIX, admit_write, body_error, error, ingest_error};
 use crate::rw_cache::{self, Known};
 use crate::state::AppState;
 
@@ -70,12 +70,8 @@ struct Outcome {
 
 /// The route.
 pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    state.counters.requests.fetch_add(1, Relaxed);
     let (parts, body) = request.into_parts();
-    if let Some(r) = authorize(&state, Access::Write, &parts.headers) {
-        return r;
-    }
-    let db = match usable(&state) {
+    let db = match admit_write(&state, &parts.headers) {
         Ok(db) => db,
         Err(r) => return r,
     };

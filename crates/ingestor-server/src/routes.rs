@@ -122,6 +122,19 @@ pub(crate) fn usable(state: &AppState) -> Result<Arc<Ingestor>, Response> {
     Ok(Arc::clone(db))
 }
 
+/// The start of every write route: counted, credentials checked, the ingestor usable; the
+/// ingestor, or the answer to give.
+pub(crate) fn admit_write(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<Ingestor>, Response> {
+    state.counters.requests.fetch_add(1, Relaxed);
+    if let Some(r) = authorize(state, Access::Write, headers) {
+        return Err(r);
+    }
+    usable(state)
+}
+
 async fn healthy() -> &'static str {
     "Healthy\n"
 }
@@ -245,12 +258,8 @@ pub(crate) fn reserved(updates: &[ingestor::Update]) -> Option<String> {
 /// `POST /api/v2/write` and `/write`: a line-protocol body, all or nothing, 204 once it
 /// reached the configured durability.
 async fn write(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    state.counters.requests.fetch_add(1, Relaxed);
     let (parts, body) = request.into_parts();
-    if let Some(r) = authorize(&state, Access::Write, &parts.headers) {
-        return r;
-    }
-    let db = match usable(&state) {
+    let db = match admit_write(&state, &parts.headers) {
         Ok(db) => db,
         Err(r) => return r,
     };
