@@ -190,9 +190,10 @@ def run(m, srv):
                        tuple(sorted(base + (("http_route", "/cart"),)))))
     m.check(got is not None and m.close_enough(got, 56.05), f"_sum: {got}, expected 56.05")
     expect("e2e_request_duration_seconds_count", 5, http_route="/cart")
+    kind("e2e_request_duration_seconds", "histogram")
     m.SUMMARY.ok("histogram e2e.request.duration s, bounds 0.1/1/10 (0.05 0.5 5 50, then 0.5): "
                  "e2e_request_duration_seconds_bucket le=0.1 1, le=1 3, le=10 4, +Inf 5; "
-                 "_sum 56.05, _count 5")
+                 "_sum 56.05, _count 5, a histogram")
     expect("e2e_cpu_temperature_celsius", 63.25, cpu_core="0")
     kind("e2e_cpu_temperature_celsius", "gauge")
     m.SUMMARY.ok("observable gauge e2e.cpu.temperature Cel (61.5, then 63.25): "

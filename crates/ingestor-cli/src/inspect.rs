@@ -18,14 +18,21 @@ fn codec_name(codec: Codec) -> &'static str {
     }
 }
 
-fn op_parts(op: Op) -> (&'static str, Option<f64>) {
-    match op {
-        Op::CounterAdd(v) => ("counter_add", Some(v)),
-        Op::CounterSet(v) => ("counter_set", Some(v)),
-        Op::GaugeSet(v) => ("gauge_set", Some(v)),
-        Op::GaugeAdd(v) => ("gauge_add", Some(v)),
-        Op::HistogramObserve(v) => ("histogram_observe", Some(v)),
-        Op::Delete => ("delete", None),
+/// An operation's value as `inspect` prints it: its number, or a histogram sample's bounds,
+/// buckets and sum; empty for a delete.
+fn op_text(op: &Op) -> String {
+    match (op.value(), op.sample()) {
+        (Some(v), _) => format!(" {}", format_value(v)),
+        (None, Some(s)) => {
+            let list = |xs: Vec<String>| xs.join(",");
+            format!(
+                " bounds [{}] buckets [{}] sum {}",
+                list(s.bounds.iter().map(|&b| format_value(b)).collect()),
+                list(s.buckets.iter().map(u64::to_string).collect()),
+                format_value(s.sum)
+            )
+        }
+        (None, None) => String::new(),
     }
 }
 
@@ -141,14 +148,14 @@ fn text_record(info: &FrameInfo, record: &Record, names: &Names) -> String {
         }
         Record::Batch(points) => {
             for p in points {
-                let (op, value) = op_parts(p.op);
-                let value = value.map(|v| format!(" {}", format_value(v))).unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "    #{} {} @{} {op}{value}",
+                    "    #{} {} @{} {}{}",
                     p.series.0,
                     names.name(p.series.0),
-                    p.timestamp.0
+                    p.timestamp.0,
+                    p.op.name(),
+                    op_text(&p.op)
                 );
             }
         }
@@ -178,14 +185,21 @@ fn json_record(info: &FrameInfo, record: &Record, names: &Names) -> String {
             v["points"] = points
                 .iter()
                 .map(|p| {
-                    let (op, value) = op_parts(p.op);
-                    json!({
+                    let mut point = json!({
                         "id": p.series.0,
                         "series": names.name(p.series.0),
                         "timestamp_ms": p.timestamp.0,
-                        "op": op,
-                        "value": value,
-                    })
+                        "op": p.op.name(),
+                        "value": p.op.value(),
+                    });
+                    if let Some(s) = p.op.sample() {
+                        point["histogram"] = json!({
+                            "bounds": &s.bounds[..],
+                            "buckets": &s.buckets[..],
+                            "sum": s.sum,
+                        });
+                    }
+                    point
                 })
                 .collect();
         }

@@ -52,6 +52,14 @@ pub enum ValidationError {
         /// The rule it breaks.
         reason: &'static str,
     },
+    /// A histogram sample breaks a rule.
+    #[error("{op} is invalid: {reason}")]
+    Histogram {
+        /// The operation, for example `histogram_set`.
+        op: &'static str,
+        /// The rule it breaks, with the values that break it.
+        reason: String,
+    },
 }
 
 /// Why a record could not be encoded. Nothing is left in the output buffer when it fails.

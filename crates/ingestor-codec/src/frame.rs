@@ -21,9 +21,18 @@ use crate::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::ids::Lsn;
 
 /// The version of the frame and record formats described in `docs/format.md`. Segment and
-/// snapshot headers carry it; a reader refuses a version it does not know. Any change to the
-/// bytes a writer produces for the same input bumps it.
-pub const FORMAT_VERSION: u16 = 1;
+/// snapshot headers carry it; a reader reads every version from 1 to this one and refuses a
+/// newer one. Any change to the bytes a writer produces for the same input bumps it.
+///
+/// Version 2 added the histogram sample operation (code 7) to batch records.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// Whether this build reads files of format `version`: every version from 1 to
+/// [`FORMAT_VERSION`].
+#[must_use]
+pub fn reads_version(version: u16) -> bool {
+    (1..=FORMAT_VERSION).contains(&version)
+}
 /// Bytes in a frame header.
 pub const FRAME_HEADER_LEN: usize = 22;
 /// The largest payload a frame may carry, stored or decompressed: 32 MiB.

@@ -66,7 +66,7 @@ pub use error::{DecodeError, DecodeErrorKind, EncodeError, Section, ValidationEr
 pub use frame::{
     CRC_MASK_DELTA, Codec, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Frame, FrameFields,
     FrameHeader, MAX_PAYLOAD_LEN, MIN_COMPRESS_LEN, decode_frame, encode_frame, encode_frame_with,
-    mask_crc, unmask_crc,
+    mask_crc, reads_version, unmask_crc,
 };
 pub use ids::{Lsn, SeriesId, Timestamp};
 pub use key::{
@@ -78,7 +78,7 @@ pub use record::{
     decode_series_defs, encode_batch, encode_series_defs, visit_series_defs,
 };
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
-pub use update::{MetricKind, Op, Point, Update};
+pub use update::{HistogramSample, MAX_HISTOGRAM_BOUNDS, MetricKind, Op, Point, Update};
 
 /// Appends `record` to `out` as one frame with LSN `lsn`. Returns the frame's length.
 ///

@@ -10,7 +10,7 @@ use crate::key::{
     MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, SeriesKey,
     validate_canonical,
 };
-use crate::update::{Op, Point};
+use crate::update::{HistogramSample, MAX_HISTOGRAM_BOUNDS, Op, Point};
 
 /// The most points one batch record may hold.
 pub const MAX_BATCH_POINTS: usize = 1 << 20;
@@ -27,7 +27,12 @@ const OP_GAUGE_SET: u8 = 3;
 const OP_GAUGE_ADD: u8 = 4;
 const OP_HISTOGRAM_OBSERVE: u8 = 5;
 const OP_DELETE: u8 = 6;
+/// A histogram sample (set or add, by the mode byte that follows the tag).
+const OP_HISTOGRAM_SAMPLE: u8 = 7;
 const OP_MASK: u8 = 0x07;
+/// Modes of [`OP_HISTOGRAM_SAMPLE`].
+const SAMPLE_SET: u8 = 0;
+const SAMPLE_ADD: u8 = 1;
 /// Tag bit: the value is stored as a zigzag varint integer instead of 8 bytes of f64.
 const TAG_INT_VALUE: u8 = 0x08;
 /// Integers at or above this magnitude are stored as f64 (the varint would not be shorter).
@@ -207,6 +212,14 @@ pub fn encode_batch(points: &[Point], out: &mut Vec<u8>) -> Result<(), EncodeErr
             Op::GaugeSet(v) => (OP_GAUGE_SET, v),
             Op::GaugeAdd(v) => (OP_GAUGE_ADD, v),
             Op::HistogramObserve(v) => (OP_HISTOGRAM_OBSERVE, v),
+            Op::HistogramSet(ref s) => {
+                put_sample(out, SAMPLE_SET, s);
+                continue;
+            }
+            Op::HistogramAdd(ref s) => {
+                put_sample(out, SAMPLE_ADD, s);
+                continue;
+            }
             Op::Delete => {
                 out.push(OP_DELETE);
                 continue;
@@ -222,6 +235,53 @@ pub fn encode_batch(points: &[Point], out: &mut Vec<u8>) -> Result<(), EncodeErr
         }
     }
     Ok(())
+}
+
+/// Writes a histogram sample's tag, mode, bounds, buckets and sum (validated by the caller).
+fn put_sample(out: &mut Vec<u8>, mode: u8, sample: &HistogramSample) {
+    out.push(OP_HISTOGRAM_SAMPLE);
+    out.push(mode);
+    put_uvarint(out, sample.bounds.len() as u64);
+    for bound in sample.bounds.iter() {
+        out.extend_from_slice(&bound.to_le_bytes());
+    }
+    for &n in sample.buckets.iter() {
+        put_uvarint(out, n);
+    }
+    out.extend_from_slice(&sample.sum.to_le_bytes());
+}
+
+/// Reads a histogram sample after its tag; `at` is the tag's offset, for errors.
+fn read_sample(r: &mut Reader<'_>, at: usize) -> Result<Op, DecodeError> {
+    let mode = r.u8()?;
+    if mode != SAMPLE_SET && mode != SAMPLE_ADD {
+        let kind = DecodeErrorKind::LimitExceeded {
+            what: "histogram sample mode",
+            limit: u64::from(SAMPLE_ADD),
+            found: u64::from(mode),
+        };
+        return Err(r.err(at + 1, kind));
+    }
+    let n = r.uvarint_max(MAX_HISTOGRAM_BOUNDS as u64, "histogram bound count")? as usize;
+    // Never trust a count for an allocation: the bounds must be there, 8 bytes each.
+    let raw = r.bytes(n * 8)?;
+    let bounds: Vec<f64> = raw
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")))
+        .collect();
+    let mut buckets = Vec::with_capacity((n + 1).min(r.remaining()));
+    for _ in 0..=n {
+        buckets.push(r.uvarint()?);
+    }
+    let sum = r.f64_le()?;
+    let sample = HistogramSample { bounds: bounds.into(), buckets: buckets.into(), sum };
+    let op = if mode == SAMPLE_SET {
+        Op::HistogramSet(sample.into())
+    } else {
+        Op::HistogramAdd(sample.into())
+    };
+    op.validate().map_err(|e| r.err(at, DecodeErrorKind::InvalidValue(e)))?;
+    Ok(op)
 }
 
 /// Reads the points of a batch payload one at a time, without collecting them.
@@ -280,6 +340,13 @@ impl<'a> BatchReader<'a> {
             return Err(r.err(at, DecodeErrorKind::UnknownOp(tag)));
         }
         let code = tag & OP_MASK;
+        if code == OP_HISTOGRAM_SAMPLE {
+            if tag != OP_HISTOGRAM_SAMPLE {
+                return Err(r.err(at, DecodeErrorKind::UnknownOp(tag)));
+            }
+            let op = read_sample(r, at)?;
+            return Ok(Point { series: SeriesId(id as u32), timestamp: Timestamp(timestamp), op });
+        }
         if code == OP_DELETE {
             if tag != OP_DELETE {
                 return Err(r.err(at, DecodeErrorKind::UnknownOp(tag)));

@@ -12,7 +12,7 @@
 //! `docs/format.md` ("Segment files") is the specification.
 
 use crate::error::{DecodeError, DecodeErrorKind};
-use crate::frame::{FORMAT_VERSION, mask_crc, unmask_crc};
+use crate::frame::{FORMAT_VERSION, mask_crc, reads_version, unmask_crc};
 use crate::ids::Lsn;
 
 /// The magic number at the start of every segment file.
@@ -61,7 +61,7 @@ impl SegmentHeader {
             return Err(err(0, DecodeErrorKind::BadMagic));
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != FORMAT_VERSION {
+        if !reads_version(version) {
             return Err(err(8, DecodeErrorKind::UnsupportedVersion(version)));
         }
         if bytes[10..12] != [0, 0] {
@@ -93,15 +93,29 @@ mod tests {
         );
     }
 
-    #[test]
-    fn other_versions_are_refused() {
-        let mut bytes = SegmentHeader { first_lsn: Lsn(1) }.encode();
-        bytes[8] = 2;
+    fn with_version(version: u16) -> [u8; SEGMENT_HEADER_LEN] {
+        let mut bytes = SegmentHeader { first_lsn: Lsn(7) }.encode();
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
         let crc = mask_crc(crc32c::crc32c(&bytes[..20]));
         bytes[20..24].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            SegmentHeader::decode(&bytes).unwrap_err().kind,
-            DecodeErrorKind::UnsupportedVersion(2)
-        );
+        bytes
+    }
+
+    #[test]
+    fn newer_and_zero_versions_are_refused() {
+        for version in [0, FORMAT_VERSION + 1, u16::MAX] {
+            assert_eq!(
+                SegmentHeader::decode(&with_version(version)).unwrap_err().kind,
+                DecodeErrorKind::UnsupportedVersion(version)
+            );
+        }
+    }
+
+    #[test]
+    fn every_earlier_version_is_read() {
+        for version in 1..=FORMAT_VERSION {
+            let header = SegmentHeader::decode(&with_version(version)).unwrap();
+            assert_eq!(header.first_lsn, Lsn(7), "version {version}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Updates: what happens to a series at a moment.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::ValidationError;
 use crate::ids::{SeriesId, Timestamp};
@@ -31,7 +32,9 @@ impl fmt::Display for MetricKind {
 ///
 /// Every value must be finite; counter deltas and counter totals must not be negative.
 /// [`Op::validate`] checks this; encoders and decoders refuse anything it refuses.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// `Op` is cheap to clone: the one large variant holds its distribution behind an [`Arc`].
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Adds a delta (>= 0) to a counter.
     CounterAdd(f64),
@@ -43,6 +46,13 @@ pub enum Op {
     GaugeAdd(f64),
     /// Records one observation in a histogram.
     HistogramObserve(f64),
+    /// Replaces a histogram by a whole distribution over its own bounds, as a source that
+    /// reports cumulative histograms (OTLP, a scrape) sends it.
+    HistogramSet(Arc<HistogramSample>),
+    /// Adds a distribution to a histogram, as a source that reports deltas sends it. Over the
+    /// histogram's own bounds the buckets, count and sum add up; over other bounds the sample
+    /// replaces the histogram (a reset).
+    HistogramAdd(Arc<HistogramSample>),
     /// Drops the series and its state.
     Delete,
 }
@@ -55,12 +65,15 @@ impl Op {
         match self {
             Op::CounterAdd(_) | Op::CounterSet(_) => Some(MetricKind::Counter),
             Op::GaugeSet(_) | Op::GaugeAdd(_) => Some(MetricKind::Gauge),
-            Op::HistogramObserve(_) => Some(MetricKind::Histogram),
+            Op::HistogramObserve(_) | Op::HistogramSet(_) | Op::HistogramAdd(_) => {
+                Some(MetricKind::Histogram)
+            }
             Op::Delete => None,
         }
     }
 
-    /// The operation's value; `None` for [`Op::Delete`].
+    /// The operation's single value; `None` for [`Op::Delete`] and for the histogram
+    /// samples, which carry a [`HistogramSample`] instead.
     #[must_use]
     pub fn value(&self) -> Option<f64> {
         match *self {
@@ -69,7 +82,16 @@ impl Op {
             | Op::GaugeSet(v)
             | Op::GaugeAdd(v)
             | Op::HistogramObserve(v) => Some(v),
-            Op::Delete => None,
+            Op::HistogramSet(_) | Op::HistogramAdd(_) | Op::Delete => None,
+        }
+    }
+
+    /// The distribution of a histogram set or add.
+    #[must_use]
+    pub fn sample(&self) -> Option<&HistogramSample> {
+        match self {
+            Op::HistogramSet(s) | Op::HistogramAdd(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -82,15 +104,24 @@ impl Op {
             Op::GaugeSet(_) => "gauge_set",
             Op::GaugeAdd(_) => "gauge_add",
             Op::HistogramObserve(_) => "histogram_observe",
+            Op::HistogramSet(_) => "histogram_set",
+            Op::HistogramAdd(_) => "histogram_add",
             Op::Delete => "delete",
         }
     }
 
-    /// Checks the value: finite, and not negative for counters.
+    /// Checks the value: finite, and not negative for counters; a histogram sample by
+    /// [`HistogramSample::validate`].
     ///
     /// # Errors
-    /// [`ValidationError::Value`] naming the operation, the value and the rule.
+    /// [`ValidationError::Value`] naming the operation, the value and the rule, or
+    /// [`ValidationError::Histogram`].
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(sample) = self.sample() {
+            return sample
+                .validate()
+                .map_err(|reason| ValidationError::Histogram { op: self.name(), reason });
+        }
         let Some(value) = self.value() else {
             return Ok(());
         };
@@ -112,10 +143,99 @@ impl Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.value() {
-            Some(v) => write!(f, "{} {v}", self.name()),
-            None => f.write_str(self.name()),
+        match (self.value(), self.sample()) {
+            (Some(v), _) => write!(f, "{} {v}", self.name()),
+            (None, Some(s)) => write!(f, "{} {s}", self.name()),
+            (None, None) => f.write_str(self.name()),
         }
+    }
+}
+
+/// The most bucket bounds a [`HistogramSample`] may have.
+pub const MAX_HISTOGRAM_BOUNDS: usize = 4096;
+
+/// A whole histogram distribution over its own bucket bounds: what a histogram set or add
+/// carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    /// Upper bounds of the buckets: finite, strictly increasing, at most
+    /// [`MAX_HISTOGRAM_BOUNDS`]; an implicit `+Inf` bucket follows.
+    pub bounds: Arc<[f64]>,
+    /// Observations per bucket, not cumulative: `buckets[i]` counts values in
+    /// `(bounds[i-1], bounds[i]]`, the last entry those above every bound;
+    /// `buckets.len() == bounds.len() + 1`.
+    pub buckets: Box<[u64]>,
+    /// The sum of the observations (finite).
+    pub sum: f64,
+}
+
+impl HistogramSample {
+    /// A sample from non-cumulative bucket counts.
+    ///
+    /// # Errors
+    /// [`ValidationError::Histogram`] for anything [`HistogramSample::validate`] refuses.
+    pub fn new(
+        bounds: impl Into<Arc<[f64]>>,
+        buckets: impl Into<Box<[u64]>>,
+        sum: f64,
+    ) -> Result<HistogramSample, ValidationError> {
+        let sample = HistogramSample { bounds: bounds.into(), buckets: buckets.into(), sum };
+        sample
+            .validate()
+            .map_err(|reason| ValidationError::Histogram { op: "histogram_sample", reason })?;
+        Ok(sample)
+    }
+
+    /// The number of observations: the sum of the buckets.
+    ///
+    /// Saturates at `u64::MAX`; [`HistogramSample::validate`] refuses a sample whose buckets
+    /// overflow.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().fold(0u64, |acc, &n| acc.saturating_add(n))
+    }
+
+    /// Checks the rules: at most [`MAX_HISTOGRAM_BOUNDS`] finite, strictly increasing
+    /// bounds; one more bucket than bounds; a finite sum; a count that fits in `u64`.
+    ///
+    /// # Errors
+    /// The rule broken, in words.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bounds.len() > MAX_HISTOGRAM_BOUNDS {
+            return Err(format!(
+                "{} bucket bounds, more than the limit of {MAX_HISTOGRAM_BOUNDS}",
+                self.bounds.len()
+            ));
+        }
+        if let Some(b) = self.bounds.iter().find(|b| !b.is_finite()) {
+            return Err(format!("bucket bound {b} is not finite"));
+        }
+        if let Some(w) = self.bounds.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "bucket bounds must increase strictly, found {} then {}",
+                w[0], w[1]
+            ));
+        }
+        if self.buckets.len() != self.bounds.len() + 1 {
+            return Err(format!(
+                "{} bucket counts for {} bounds (want one more count than bounds, for +Inf)",
+                self.buckets.len(),
+                self.bounds.len()
+            ));
+        }
+        if !self.sum.is_finite() {
+            return Err(format!("sum {} is not finite", self.sum));
+        }
+        if self.buckets.iter().try_fold(0u64, |acc, &n| acc.checked_add(n)).is_none() {
+            return Err("the bucket counts add up to more than 2^64 - 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for HistogramSample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{bounds {:?}, buckets {:?}, sum {}}}", self.bounds, self.buckets, self.sum)
     }
 }
 
@@ -142,7 +262,7 @@ impl Update {
 }
 
 /// An update addressed by a segment-local [`SeriesId`]: what a batch record holds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     /// The series, as defined by an earlier series-definition record of the same segment.
     pub series: SeriesId,

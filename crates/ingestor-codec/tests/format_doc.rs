@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use ingestor_codec::{
-    CRC_MASK_DELTA, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, Lsn, MAX_BATCH_POINTS,
-    MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN, MAX_PAYLOAD_LEN,
-    MAX_SERIES_DEFS, MIN_COMPRESS_LEN, Op, Point, Record, SEGMENT_HEADER_LEN, SegmentHeader,
-    SeriesDef, SeriesId, SeriesKey, Timestamp, encode_record,
+    CRC_MASK_DELTA, Compression, FORMAT_VERSION, FRAME_HEADER_LEN, HistogramSample, Lsn,
+    MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS,
+    MAX_METRIC_NAME_LEN, MAX_PAYLOAD_LEN, MAX_SERIES_DEFS, MIN_COMPRESS_LEN, Op, Point, Record,
+    SEGMENT_HEADER_LEN, SegmentHeader, SeriesDef, SeriesId, SeriesKey, Timestamp, encode_record,
 };
 
 fn doc() -> String {
@@ -50,6 +50,7 @@ fn constants_table_matches_the_code() {
         ("MAX_LABEL_NAME_LEN", MAX_LABEL_NAME_LEN as u64),
         ("MAX_LABEL_VALUE_LEN", MAX_LABEL_VALUE_LEN as u64),
         ("MAX_LABELS", MAX_LABELS as u64),
+        ("MAX_HISTOGRAM_BOUNDS", MAX_HISTOGRAM_BOUNDS as u64),
         ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN as u64),
     ]
     .into_iter()
@@ -92,7 +93,15 @@ fn worked_examples_match_the_encoder() {
         id: SeriesId(3),
         key: SeriesKey::new("up", [("job", "api")]).unwrap(),
     }]);
-    for (name, lsn, record) in [("batch", Lsn(8), batch), ("defs", Lsn(7), defs)] {
+    let sample = HistogramSample::new([0.5, 1.0], [2, 0, 1], 3.5).unwrap();
+    let histogram = Record::Batch(vec![Point {
+        series: SeriesId(5),
+        timestamp: Timestamp(2000),
+        op: Op::HistogramSet(sample.into()),
+    }]);
+    for (name, lsn, record) in
+        [("batch", Lsn(8), batch), ("defs", Lsn(7), defs), ("histogram", Lsn(9), histogram)]
+    {
         let mut encoded = Vec::new();
         encode_record(&record, lsn, Compression::None, &mut encoded).unwrap();
         assert_eq!(documented_example(&doc, name), encoded, "example {name}");

@@ -14,7 +14,7 @@
 //!     Point { series: id, timestamp: Timestamp(1_000), op: Op::CounterAdd(2.0) },
 //!     Point { series: id, timestamp: Timestamp(2_000), op: Op::CounterAdd(3.0) },
 //! ];
-//! store.validate(&batch.iter().map(|p| (p.series, p.op)).collect::<Vec<_>>())?;
+//! store.validate(&batch)?;
 //! store.apply(Lsn(1), &batch);
 //!
 //! let found = store.select(&Selector::parse(r#"http_requests{code="200"}"#)?);

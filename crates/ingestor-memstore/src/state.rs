@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ingestor_codec::{Lsn, MetricKind, Op, Timestamp};
+use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, Timestamp};
 
 /// Prometheus' default histogram bucket bounds (`DefBuckets` of the Go client).
 pub const DEFAULT_BUCKETS: [f64; 11] =
@@ -74,6 +74,35 @@ impl HistogramState {
         self.max = self.max.max(v);
     }
 
+    /// Replaces the distribution by `sample`'s. Its observations are not known one by one,
+    /// so min and max become unknown (`+Inf` and `-Inf`).
+    fn set(&mut self, sample: &HistogramSample) {
+        *self = HistogramState {
+            bounds: Arc::clone(&sample.bounds),
+            buckets: sample.buckets.clone(),
+            count: sample.count(),
+            sum: sample.sum,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        };
+    }
+
+    /// Adds `sample`'s distribution: bucket by bucket over the same bounds (counts saturate at
+    /// `u64::MAX`; min and max become unknown), otherwise the sample replaces the histogram.
+    fn add(&mut self, sample: &HistogramSample) {
+        if *self.bounds != *sample.bounds {
+            self.set(sample);
+            return;
+        }
+        for (mine, &n) in self.buckets.iter_mut().zip(sample.buckets.iter()) {
+            *mine = mine.saturating_add(n);
+        }
+        self.count = self.buckets.iter().fold(0u64, |acc, &n| acc.saturating_add(n));
+        self.sum += sample.sum;
+        self.min = f64::INFINITY;
+        self.max = f64::NEG_INFINITY;
+    }
+
     /// Cumulative counts per bound, then the `+Inf` count (as exposed).
     #[must_use]
     pub fn cumulative(&self) -> Vec<u64> {
@@ -112,7 +141,7 @@ impl SeriesState {
 
     /// The state a first update creates; `None` for a delete.
     pub(crate) fn first(
-        op: Op,
+        op: &Op,
         ts: Timestamp,
         lsn: Lsn,
         bounds: &Arc<[f64]>,
@@ -139,28 +168,34 @@ impl SeriesState {
     /// - gauge set: taken when its timestamp is not older than the gauge's (at equal
     ///   timestamps the later write, which has the later or equal LSN, wins);
     /// - gauge add: `value += delta`, timestamp the larger of the two;
-    /// - histogram observe: the bucket, count, sum, min and max.
-    pub(crate) fn apply(&mut self, op: Op, ts: Timestamp, lsn: Lsn) {
+    /// - histogram observe: the bucket, count, sum, min and max;
+    /// - histogram set: the whole distribution, bounds included, replaced (as counter set,
+    ///   whatever the timestamp); min and max unknown;
+    /// - histogram add: over the same bounds, buckets, count and sum added; over other
+    ///   bounds, as histogram set; min and max unknown.
+    pub(crate) fn apply(&mut self, op: &Op, ts: Timestamp, lsn: Lsn) {
         match (self, op) {
-            (SeriesState::Counter(c), Op::CounterAdd(d)) => c.total += d,
-            (SeriesState::Counter(c), Op::CounterSet(v)) => {
+            (SeriesState::Counter(c), &Op::CounterAdd(d)) => c.total += d,
+            (SeriesState::Counter(c), &Op::CounterSet(v)) => {
                 if v < c.total {
                     c.resets += 1;
                     c.last_reset = Some(ts);
                 }
                 c.total = v;
             }
-            (SeriesState::Gauge(g), Op::GaugeSet(v)) => {
+            (SeriesState::Gauge(g), &Op::GaugeSet(v)) => {
                 if ts >= g.timestamp {
                     *g = GaugeState { value: v, timestamp: ts, lsn };
                 }
             }
-            (SeriesState::Gauge(g), Op::GaugeAdd(d)) => {
+            (SeriesState::Gauge(g), &Op::GaugeAdd(d)) => {
                 g.value += d;
                 g.timestamp = g.timestamp.max(ts);
                 g.lsn = lsn;
             }
-            (SeriesState::Histogram(h), Op::HistogramObserve(v)) => h.observe(v),
+            (SeriesState::Histogram(h), &Op::HistogramObserve(v)) => h.observe(v),
+            (SeriesState::Histogram(h), Op::HistogramSet(sample)) => h.set(sample),
+            (SeriesState::Histogram(h), Op::HistogramAdd(sample)) => h.add(sample),
             (state, op) => {
                 unreachable!("kind checked before apply: {:?} with {op:?}", state.kind())
             }
@@ -179,9 +214,9 @@ mod tests {
     #[test]
     fn counter_sets_below_the_total_are_resets() {
         let mut s =
-            SeriesState::first(Op::CounterSet(10.0), Timestamp(1), Lsn(1), &bounds()).unwrap();
-        s.apply(Op::CounterAdd(2.5), Timestamp(2), Lsn(2));
-        s.apply(Op::CounterSet(3.0), Timestamp(3), Lsn(3));
+            SeriesState::first(&Op::CounterSet(10.0), Timestamp(1), Lsn(1), &bounds()).unwrap();
+        s.apply(&Op::CounterAdd(2.5), Timestamp(2), Lsn(2));
+        s.apply(&Op::CounterSet(3.0), Timestamp(3), Lsn(3));
         assert_eq!(
             s,
             SeriesState::Counter(CounterState {
@@ -195,12 +230,12 @@ mod tests {
     #[test]
     fn gauge_last_write_wins_by_timestamp_then_order() {
         let mut s =
-            SeriesState::first(Op::GaugeSet(1.0), Timestamp(10), Lsn(1), &bounds()).unwrap();
-        s.apply(Op::GaugeSet(2.0), Timestamp(5), Lsn(2)); // older: ignored
+            SeriesState::first(&Op::GaugeSet(1.0), Timestamp(10), Lsn(1), &bounds()).unwrap();
+        s.apply(&Op::GaugeSet(2.0), Timestamp(5), Lsn(2)); // older: ignored
         assert!(matches!(&s, SeriesState::Gauge(g) if g.value == 1.0));
-        s.apply(Op::GaugeSet(3.0), Timestamp(10), Lsn(3)); // same time, later LSN: wins
+        s.apply(&Op::GaugeSet(3.0), Timestamp(10), Lsn(3)); // same time, later LSN: wins
         assert!(matches!(&s, SeriesState::Gauge(g) if g.value == 3.0 && g.lsn == Lsn(3)));
-        s.apply(Op::GaugeAdd(-1.5), Timestamp(7), Lsn(4));
+        s.apply(&Op::GaugeAdd(-1.5), Timestamp(7), Lsn(4));
         assert!(
             matches!(&s, SeriesState::Gauge(g) if g.value == 1.5 && g.timestamp == Timestamp(10))
         );
@@ -209,10 +244,10 @@ mod tests {
     #[test]
     fn histogram_buckets_are_upper_inclusive() {
         let mut s =
-            SeriesState::first(Op::HistogramObserve(0.005), Timestamp(1), Lsn(1), &bounds())
+            SeriesState::first(&Op::HistogramObserve(0.005), Timestamp(1), Lsn(1), &bounds())
                 .unwrap();
         for v in [0.0051, 10.0, 11.0, -1.0] {
-            s.apply(Op::HistogramObserve(v), Timestamp(1), Lsn(1));
+            s.apply(&Op::HistogramObserve(v), Timestamp(1), Lsn(1));
         }
         let SeriesState::Histogram(h) = s else { panic!() };
         assert_eq!(h.buckets[0], 2, "0.005 and -1 are <= 0.005");

@@ -510,12 +510,13 @@ impl Memstore {
     ///
     /// # Errors
     /// [`MemstoreError::UnknownSeries`] or [`MemstoreError::KindConflict`], naming the point.
-    pub fn validate(&self, points: &[(SeriesId, Op)]) -> Result<(), MemstoreError> {
+    pub fn validate(&self, points: &[Point]) -> Result<(), MemstoreError> {
         let inner = self.read();
         // Kinds as the batch's own earlier creations and deletes left them; most batches only
         // update existing series and never touch this map.
         let mut batch_kinds: HashMap<u32, Option<MetricKind>, IdHashBuilder> = HashMap::default();
-        for (index, &(id, op)) in points.iter().enumerate() {
+        for (index, Point { series: id, op, .. }) in points.iter().enumerate() {
+            let id = *id;
             let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
             let current = match batch_kinds.get(&id.0) {
                 Some(k) => *k,
@@ -567,11 +568,11 @@ impl Memstore {
             s.last_update = s.last_update.max(p.timestamp);
             let created = match &mut s.state {
                 Some(state) => {
-                    state.apply(p.op, p.timestamp, lsn);
+                    state.apply(&p.op, p.timestamp, lsn);
                     false
                 }
                 None => {
-                    s.state = SeriesState::first(p.op, p.timestamp, lsn, &bounds);
+                    s.state = SeriesState::first(&p.op, p.timestamp, lsn, &bounds);
                     true
                 }
             };

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ingestor_codec::{Lsn, MetricKind, Op, Point, SeriesKey, Timestamp};
+use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, Point, SeriesKey, Timestamp};
 use ingestor_memstore::{
     DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState,
 };
@@ -13,7 +13,16 @@ use ingestor_memstore::{
 enum Model {
     Counter { total: f64, resets: u64 },
     Gauge { value: f64, ts: i64 },
-    Histogram { buckets: Vec<u64>, count: u64, sum: f64 },
+    Histogram { bounds: Vec<f64>, buckets: Vec<u64>, count: u64, sum: f64 },
+}
+
+fn model_of(s: &HistogramSample) -> Model {
+    Model::Histogram {
+        bounds: s.bounds.to_vec(),
+        buckets: s.buckets.to_vec(),
+        count: s.buckets.iter().sum(),
+        sum: s.sum,
+    }
 }
 
 struct Rng(u64);
@@ -39,36 +48,48 @@ fn kind_of(i: u64) -> MetricKind {
     [MetricKind::Counter, MetricKind::Gauge, MetricKind::Histogram][(i % 3) as usize]
 }
 
-fn apply_model(model: &mut BTreeMap<SeriesKey, Model>, k: &SeriesKey, ts: i64, op: Op) {
+fn apply_model(model: &mut BTreeMap<SeriesKey, Model>, k: &SeriesKey, ts: i64, op: &Op) {
     match (model.get_mut(k), op) {
         (_, Op::Delete) => {
             model.remove(k);
         }
-        (Some(Model::Counter { total, .. }), Op::CounterAdd(d)) => *total += d,
-        (Some(Model::Counter { total, resets }), Op::CounterSet(v)) => {
+        (Some(Model::Counter { total, .. }), &Op::CounterAdd(d)) => *total += d,
+        (Some(Model::Counter { total, resets }), &Op::CounterSet(v)) => {
             *resets += u64::from(v < *total);
             *total = v;
         }
-        (Some(Model::Gauge { value, ts: t }), Op::GaugeSet(v)) if ts >= *t => {
+        (Some(Model::Gauge { value, ts: t }), &Op::GaugeSet(v)) if ts >= *t => {
             *value = v;
             *t = ts;
         }
         (Some(Model::Gauge { .. }), Op::GaugeSet(_)) => {}
-        (Some(Model::Gauge { value, ts: t }), Op::GaugeAdd(d)) => {
+        (Some(Model::Gauge { value, ts: t }), &Op::GaugeAdd(d)) => {
             *value += d;
             *t = (*t).max(ts);
         }
-        (Some(Model::Histogram { buckets, count, sum }), Op::HistogramObserve(v)) => {
-            let i = DEFAULT_BUCKETS.iter().position(|&b| v <= b).unwrap_or(DEFAULT_BUCKETS.len());
+        (Some(Model::Histogram { bounds, buckets, count, sum }), &Op::HistogramObserve(v)) => {
+            let i = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
             buckets[i] += 1;
             *count += 1;
             *sum += v;
+        }
+        (Some(m @ Model::Histogram { .. }), Op::HistogramSet(s)) => *m = model_of(s),
+        (Some(m @ Model::Histogram { .. }), Op::HistogramAdd(s)) => {
+            let Model::Histogram { bounds, buckets, count, sum } = m else { unreachable!() };
+            if bounds[..] == s.bounds[..] {
+                buckets.iter_mut().zip(s.buckets.iter()).for_each(|(a, b)| *a += b);
+                *count += s.buckets.iter().sum::<u64>();
+                *sum += s.sum;
+            } else {
+                *m = model_of(s);
+            }
         }
         (None, op) => {
             let mut fresh = match op.kind().unwrap() {
                 MetricKind::Counter => Model::Counter { total: 0.0, resets: 0 },
                 MetricKind::Gauge => Model::Gauge { value: 0.0, ts: i64::MIN },
                 MetricKind::Histogram => Model::Histogram {
+                    bounds: DEFAULT_BUCKETS.to_vec(),
                     buckets: vec![0; DEFAULT_BUCKETS.len() + 1],
                     count: 0,
                     sum: 0.0,
@@ -85,9 +106,12 @@ fn observed(state: &SeriesState) -> Model {
     match state {
         SeriesState::Counter(c) => Model::Counter { total: c.total, resets: c.resets },
         SeriesState::Gauge(g) => Model::Gauge { value: g.value, ts: g.timestamp.0 },
-        SeriesState::Histogram(h) => {
-            Model::Histogram { buckets: h.buckets.to_vec(), count: h.count, sum: h.sum }
-        }
+        SeriesState::Histogram(h) => Model::Histogram {
+            bounds: h.bounds.to_vec(),
+            buckets: h.buckets.to_vec(),
+            count: h.count,
+            sum: h.sum,
+        },
     }
 }
 
@@ -107,6 +131,17 @@ fn run(seed: u64) {
                 (MetricKind::Counter, _) => Op::CounterAdd(v),
                 (MetricKind::Gauge, 2) => Op::GaugeAdd(v - 10.0),
                 (MetricKind::Gauge, _) => Op::GaugeSet(v),
+                (MetricKind::Histogram, 3 | 4) => {
+                    let bounds: &[f64] =
+                        [&[1.0, 5.0][..], &[0.5, 2.0, 8.0][..]][rng.below(2) as usize];
+                    let buckets: Vec<u64> = (0..=bounds.len()).map(|_| rng.below(5)).collect();
+                    let s = HistogramSample::new(bounds, buckets, v).unwrap();
+                    if rng.below(2) == 0 {
+                        Op::HistogramSet(s.into())
+                    } else {
+                        Op::HistogramAdd(s.into())
+                    }
+                }
                 (MetricKind::Histogram, _) => Op::HistogramObserve(v / 2.0),
             };
             batch.push((key(i), Timestamp(rng.below(50) as i64), op));
@@ -123,14 +158,13 @@ fn run(seed: u64) {
         let points: Vec<Point> = batch
             .iter()
             .zip(&ids)
-            .map(|((_, ts, op), &series)| Point { series, timestamp: *ts, op: *op })
+            .map(|((_, ts, op), &series)| Point { series, timestamp: *ts, op: op.clone() })
             .collect();
-        let pairs: Vec<_> = points.iter().map(|p| (p.series, p.op)).collect();
-        match store.validate(&pairs) {
+        match store.validate(&points) {
             Ok(()) => {
                 store.apply(Lsn(lsn), &points);
                 for (k, ts, op) in &batch {
-                    apply_model(&mut model, k, ts.0, *op);
+                    apply_model(&mut model, k, ts.0, op);
                 }
             }
             Err(MemstoreError::KindConflict { .. }) => store.discard_unwritten(&created),

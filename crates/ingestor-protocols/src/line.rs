@@ -578,7 +578,7 @@ mod tests {
         let body = "cpu,host=a,region=eu usage=1.5,idle=3i 1700000000123456789";
         let updates = parse(body).unwrap();
         let got: Vec<(String, i64, Op)> =
-            updates.iter().map(|u| (u.key.to_string(), u.timestamp.0, u.op)).collect();
+            updates.iter().map(|u| (u.key.to_string(), u.timestamp.0, u.op.clone())).collect();
         assert_eq!(
             got,
             [
@@ -928,7 +928,8 @@ mod tests {
     #[test]
     fn repeated_fields_last_wins() {
         let updates = parse("m v=1,w=5,v=2").unwrap();
-        let got: Vec<(String, Op)> = updates.iter().map(|u| (u.key.to_string(), u.op)).collect();
+        let got: Vec<(String, Op)> =
+            updates.iter().map(|u| (u.key.to_string(), u.op.clone())).collect();
         assert_eq!(
             got,
             [("m_v".to_string(), Op::GaugeSet(2.0)), ("m_w".to_string(), Op::GaugeSet(5.0))]

@@ -448,7 +448,8 @@ mod tests {
     fn a_bad_line_never_stops_the_others() {
         let packet = "a:1|c\nb:oops|g\r\n\nc:2|ms\nd:1|s\ne:4|g\n";
         let Packet { updates, errors, .. } = parse_packet(packet, NOW);
-        let got: Vec<(String, Op)> = updates.iter().map(|u| (u.key.to_string(), u.op)).collect();
+        let got: Vec<(String, Op)> =
+            updates.iter().map(|u| (u.key.to_string(), u.op.clone())).collect();
         assert_eq!(
             got,
             [
@@ -511,7 +512,7 @@ mod tests {
     fn stamped(packet: &str, now: i64) -> Vec<(Op, i64)> {
         let p = parse_packet(packet, now);
         assert_eq!(p.errors, [], "{packet:?}");
-        p.updates.iter().map(|u| (u.op, u.timestamp.0)).collect()
+        p.updates.iter().map(|u| (u.op.clone(), u.timestamp.0)).collect()
     }
 
     /// The reason a one-line packet is refused.

@@ -205,7 +205,7 @@ fn protobuf_each_metric_type_with_exact_values() {
     }
     assert_eq!(v("http_duration_seconds_sum").as_deref(), Some("4.5"));
     assert_eq!(v("http_duration_seconds_count").as_deref(), Some("6"));
-    assert_eq!(family_type(srv.addr, "http_duration_seconds_bucket").as_deref(), Some("gauge"));
+    assert_eq!(family_type(srv.addr, "http_duration_seconds").as_deref(), Some("histogram"));
     assert_eq!(v(r#"rpc_latency_milliseconds{quantile="0.99"}"#).as_deref(), Some("20"));
     assert_eq!(v("rpc_latency_milliseconds_sum").as_deref(), Some("70"));
     assert_eq!(v("rpc_latency_milliseconds_count").as_deref(), Some("7"));
@@ -244,6 +244,7 @@ fn delta_adds_and_cumulative_sets() {
     assert_eq!(v(r#"wait_seconds_bucket{le="+Inf"}"#).as_deref(), Some("10"), "6 + 4");
     assert_eq!(v("wait_seconds_count").as_deref(), Some("10"));
     assert_eq!(v("wait_seconds_sum").as_deref(), Some("4"));
+    assert_eq!(family_type(srv.addr, "wait_seconds").as_deref(), Some("histogram"));
 }
 
 #[test]

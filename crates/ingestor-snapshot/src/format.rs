@@ -143,7 +143,7 @@ impl Header {
             ));
         }
         let version = u16::from_le_bytes(field(bytes, 8));
-        if version != FORMAT_VERSION {
+        if !ingestor_codec::reads_version(version) {
             return Err(Bad::new(8, format!("unsupported format version {version}")));
         }
         let [codec_byte] = field::<1>(bytes, 10);

@@ -130,6 +130,11 @@ fn write_fixtures() {
     if std::env::var_os("INGESTOR_WRITE_FIXTURES").is_none() {
         return;
     }
+    // Fixtures are history: version 1's were written by a version-1 writer, never again.
+    assert!(
+        !fixture_dir().join("snap_42.snap").exists(),
+        "the version-1 fixtures exist; a newer writer must not replace them"
+    );
     std::fs::create_dir_all(fixture_dir()).unwrap();
     let zstd = SnapshotOptions::default().chunk_series(8);
     let valid = write_bytes(&fixture_store(42), 42, 1_700_000_042_000, zstd);

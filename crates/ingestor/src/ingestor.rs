@@ -377,14 +377,14 @@ impl Ingestor {
     pub fn ingest(&self, updates: &[Update]) -> Result<Ack> {
         let shared = &self.shared;
         let result = (|| {
-            check_batch(updates.iter().map(|u| u.op))?;
+            check_batch(updates.iter().map(|u| &u.op))?;
             let keys: Vec<&SeriesKey> = updates.iter().map(|u| &u.key).collect();
             let mut defined = lock(&shared.writer);
             let (ids, created) = shared.memstore.intern_all(&keys)?;
             let points: Vec<Point> = updates
                 .iter()
                 .zip(&ids)
-                .map(|(u, &series)| Point { series, timestamp: u.timestamp, op: u.op })
+                .map(|(u, &series)| Point { series, timestamp: u.timestamp, op: u.op.clone() })
                 .collect();
             let result = shared.commit(&mut defined, &points);
             if result.is_err() {
@@ -414,10 +414,14 @@ impl Ingestor {
     pub fn ingest_by_handle(&self, points: &[(SeriesHandle, Timestamp, Op)]) -> Result<Ack> {
         let shared = &self.shared;
         let result = (|| {
-            check_batch(points.iter().map(|p| p.2))?;
+            check_batch(points.iter().map(|p| &p.2))?;
             let points: Vec<Point> = points
                 .iter()
-                .map(|&(h, timestamp, op)| Point { series: h.0, timestamp, op })
+                .map(|(h, timestamp, op)| Point {
+                    series: h.0,
+                    timestamp: *timestamp,
+                    op: op.clone(),
+                })
                 .collect();
             let mut defined = lock(&shared.writer);
             let result = shared.commit(&mut defined, &points);
@@ -574,7 +578,7 @@ impl Drop for Ingestor {
     }
 }
 
-fn check_batch(ops: impl ExactSizeIterator<Item = Op>) -> Result<()> {
+fn check_batch<'a>(ops: impl ExactSizeIterator<Item = &'a Op>) -> Result<()> {
     if ops.len() > MAX_BATCH_POINTS {
         return Err(Error::BatchTooLarge { points: ops.len(), max: MAX_BATCH_POINTS });
     }
@@ -587,8 +591,7 @@ fn check_batch(ops: impl ExactSizeIterator<Item = Op>) -> Result<()> {
 impl Shared {
     /// Validates, logs and applies a batch; the caller holds the writer lock.
     fn commit(&self, defined: &mut Defined, points: &[Point]) -> Result<ingestor_wal::Ack> {
-        let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
-        self.memstore.validate(&pairs)?;
+        self.memstore.validate(points)?;
         if points.is_empty() {
             let lsn = self.wal.written_lsn();
             return Ok(ingestor_wal::Ack { first: lsn, last: lsn, level: AckLevel::Written });
@@ -856,10 +859,15 @@ impl Replay<'_> {
                             )));
                         }
                     }
+                    #[cfg(feature = "deliberate-bugs")]
+                    if let (true, Op::HistogramAdd(s)) =
+                        (crate::bugs::on("replay-add-as-set"), &p.op)
+                    {
+                        p.op = Op::HistogramSet(Arc::clone(s));
+                    }
                     points.push(p);
                 }
-                let pairs: Vec<(SeriesId, Op)> = points.iter().map(|p| (p.series, p.op)).collect();
-                match self.memstore.validate(&pairs) {
+                match self.memstore.validate(&points) {
                     Ok(()) => {}
                     Err(_) if self.salvage => {
                         self.skipped_points += points.len() as u64;
@@ -875,7 +883,7 @@ impl Replay<'_> {
                         .filter(|p| {
                             p.op != Op::Delete && self.memstore.get_by_id(p.series).is_some()
                         })
-                        .copied()
+                        .cloned()
                         .collect();
                     self.memstore.apply(lsn, &again);
                 }

@@ -65,7 +65,8 @@ pub use ingestor::{
     Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
 };
 pub use ingestor_codec::{
-    Compression, Lsn, MAX_BATCH_POINTS, MetricKind, Op, SeriesKey, Timestamp, Update,
+    Compression, HistogramSample, Lsn, MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MetricKind, Op,
+    SeriesKey, Timestamp, Update,
 };
 pub use ingestor_fs::{Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
 pub use ingestor_memstore::{

@@ -217,3 +217,62 @@ fn a_damaged_only_snapshot_after_compaction_is_refused_not_silently_lost() {
     assert!(matches!(err, Error::MissingRecords { first: ingestor::Lsn(1), .. }), "{err}");
     assert!(err.to_string().contains("rejected"), "{err}");
 }
+
+/// Histogram sets and adds (their own bounds, in the log as format-version-2 records)
+/// survive replay of the log and a snapshot, bucket for bucket.
+#[test]
+fn histogram_samples_survive_replay_and_snapshots() {
+    use ingestor::{HistogramSample, SeriesState};
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let key = SeriesKey::new("latency_seconds", [("route", "/")]).unwrap();
+    let other = SeriesKey::new("size_bytes", [("unit", "b")]).unwrap();
+    let sample = |bounds: &[f64], buckets: &[u64], sum: f64| {
+        Arc::new(HistogramSample::new(bounds, buckets, sum).unwrap())
+    };
+    let histogram = |db: &Ingestor, key: &SeriesKey| match db.memstore().get(key).unwrap().state {
+        SeriesState::Histogram(h) => (h.bounds.to_vec(), h.buckets.to_vec(), h.count, h.sum),
+        state => panic!("{key} is {state:?}"),
+    };
+    let (db, _) = open(&fs, config());
+    let batch = [
+        Update::new(
+            key.clone(),
+            Timestamp(1),
+            Op::HistogramSet(sample(&[0.1, 1.0], &[1, 2, 3], 9.5)),
+        )
+        .unwrap(),
+        Update::new(
+            key.clone(),
+            Timestamp(2),
+            Op::HistogramAdd(sample(&[0.1, 1.0], &[0, 1, 1], 2.0)),
+        )
+        .unwrap(),
+        Update::new(other.clone(), Timestamp(2), Op::HistogramAdd(sample(&[], &[4], 8.0))).unwrap(),
+        Update::new(other.clone(), Timestamp(3), Op::HistogramObserve(3.0)).unwrap(),
+    ];
+    db.ingest(&batch).unwrap();
+    let want = (vec![0.1, 1.0], vec![1, 3, 4], 8, 11.5);
+    let want_other = (vec![], vec![5], 5, 11.0);
+    assert_eq!(histogram(&db, &key), want);
+    assert_eq!(histogram(&db, &other), want_other, "an observation over the sample's bounds");
+    drop(db);
+    let (db, report) = open(&fs, config());
+    assert_eq!(report.replayed_points, 4, "{report}");
+    assert_eq!(histogram(&db, &key), want, "after replay");
+    assert_eq!(histogram(&db, &other), want_other, "after replay");
+    // Other bounds: the add replaces the histogram.
+    db.ingest(&[Update::new(
+        key.clone(),
+        Timestamp(4),
+        Op::HistogramAdd(sample(&[5.0], &[1, 0], 1.0)),
+    )
+    .unwrap()])
+        .unwrap();
+    db.snapshot().unwrap().expect("something to snapshot");
+    drop(db);
+    let (db, report) = open(&fs, config());
+    assert!(report.snapshot.is_some(), "{report}");
+    assert_eq!(histogram(&db, &key), (vec![5.0], vec![1, 0], 1, 1.0), "after a snapshot");
+    assert_eq!(histogram(&db, &other), want_other, "after a snapshot");
+}

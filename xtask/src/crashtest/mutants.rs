@@ -45,7 +45,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 17] = [
+const MUTANTS: [Mutant; 18] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -113,6 +113,13 @@ const MUTANTS: [Mutant; 17] = [
         switch: Switch::Env,
         against: Against::Sim,
         promise: "replay is exact: each batch once",
+    },
+    Mutant {
+        name: "replay-add-as-set",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "replay is exact: a histogram add replays as an add over the histogram's \
+                  bounds, not as a set",
     },
     Mutant {
         name: "replay-snapshot-lsn",

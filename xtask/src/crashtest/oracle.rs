@@ -3,14 +3,50 @@
 
 use std::collections::BTreeMap;
 
-use ingestor::{Ingestor, Op, SeriesState, Update};
+use ingestor::{HistogramSample, Ingestor, Op, SeriesState, Update};
+
+/// Prometheus' default bucket bounds (the Go client's `DefBuckets`), which the engine's
+/// default configuration gives a histogram created by an observation.
+const DEFAULT_BOUNDS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// What a series is to the oracle: its kind and the numbers that matter.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
-    Counter { total: f64, resets: u64 },
-    Gauge { value: f64, ts: i64 },
-    Histogram { count: u64, sum: f64 },
+    Counter {
+        total: f64,
+        resets: u64,
+    },
+    Gauge {
+        value: f64,
+        ts: i64,
+    },
+    /// Buckets are not cumulative; the last one is `+Inf`.
+    Histogram {
+        bounds: Vec<f64>,
+        buckets: Vec<u64>,
+        count: u64,
+        sum: f64,
+    },
+}
+
+impl Value {
+    fn empty_histogram() -> Value {
+        Value::Histogram {
+            bounds: DEFAULT_BOUNDS.to_vec(),
+            buckets: vec![0; DEFAULT_BOUNDS.len() + 1],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+
+    fn histogram_of(s: &HistogramSample) -> Value {
+        Value::Histogram {
+            bounds: s.bounds.to_vec(),
+            buckets: s.buckets.to_vec(),
+            count: s.buckets.iter().sum(),
+            sum: s.sum,
+        }
+    }
 }
 
 /// The model state: series key text to value.
@@ -24,40 +60,67 @@ impl Model {
         for u in batch {
             let k = u.key.to_string();
             let ts = u.timestamp.0;
-            match (self.0.get_mut(&k), u.op) {
+            if matches!(u.op, Op::HistogramObserve(_)) && !self.0.contains_key(&k) {
+                self.0.insert(k.clone(), Value::empty_histogram());
+            }
+            match (self.0.get_mut(&k), &u.op) {
                 (_, Op::Delete) => {
                     self.0.remove(&k);
                 }
-                (Some(Value::Counter { total, .. }), Op::CounterAdd(d)) => *total += d,
-                (Some(Value::Counter { total, resets }), Op::CounterSet(v)) => {
+                (Some(Value::Counter { total, .. }), &Op::CounterAdd(d)) => *total += d,
+                (Some(Value::Counter { total, resets }), &Op::CounterSet(v)) => {
                     if v < *total {
                         *resets += 1;
                     }
                     *total = v;
                 }
-                (Some(Value::Gauge { value, ts: t }), Op::GaugeSet(v)) => {
+                (Some(Value::Gauge { value, ts: t }), &Op::GaugeSet(v)) => {
                     if ts >= *t {
                         *value = v;
                         *t = ts;
                     }
                 }
-                (Some(Value::Gauge { value, ts: t }), Op::GaugeAdd(d)) => {
+                (Some(Value::Gauge { value, ts: t }), &Op::GaugeAdd(d)) => {
                     *value += d;
                     *t = (*t).max(ts);
                 }
-                (Some(Value::Histogram { count, sum }), Op::HistogramObserve(v)) => {
+                (
+                    Some(Value::Histogram { bounds, buckets, count, sum }),
+                    &Op::HistogramObserve(v),
+                ) => {
+                    // The first bound at or above v; above them all, the +Inf bucket.
+                    let i = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
+                    buckets[i] += 1;
                     *count += 1;
                     *sum += v;
                 }
-                (None, Op::CounterAdd(v) | Op::CounterSet(v)) => {
+                (Some(h @ Value::Histogram { .. }), Op::HistogramSet(s)) => {
+                    *h = Value::histogram_of(s);
+                }
+                (Some(h @ Value::Histogram { .. }), Op::HistogramAdd(s)) => {
+                    let Value::Histogram { bounds, buckets, count, sum } = h else {
+                        unreachable!("matched a histogram")
+                    };
+                    if bounds[..] == s.bounds[..] {
+                        for (mine, n) in buckets.iter_mut().zip(s.buckets.iter()) {
+                            *mine += n;
+                        }
+                        *count += s.buckets.iter().sum::<u64>();
+                        *sum += s.sum;
+                    } else {
+                        *h = Value::histogram_of(s);
+                    }
+                }
+                (None, &Op::CounterAdd(v) | &Op::CounterSet(v)) => {
                     self.0.insert(k, Value::Counter { total: v, resets: 0 });
                 }
-                (None, Op::GaugeSet(v) | Op::GaugeAdd(v)) => {
+                (None, &Op::GaugeSet(v) | &Op::GaugeAdd(v)) => {
                     self.0.insert(k, Value::Gauge { value: v, ts });
                 }
-                (None, Op::HistogramObserve(v)) => {
-                    self.0.insert(k, Value::Histogram { count: 1, sum: v });
+                (None, Op::HistogramSet(s) | Op::HistogramAdd(s)) => {
+                    self.0.insert(k, Value::histogram_of(s));
                 }
+                (None, Op::HistogramObserve(_)) => unreachable!("inserted empty above"),
                 (Some(_), _) => unreachable!("the workload gives each series one kind"),
             }
         }
@@ -70,7 +133,12 @@ impl Model {
             let value = match &v.state {
                 SeriesState::Counter(c) => Value::Counter { total: c.total, resets: c.resets },
                 SeriesState::Gauge(g) => Value::Gauge { value: g.value, ts: g.timestamp.0 },
-                SeriesState::Histogram(h) => Value::Histogram { count: h.count, sum: h.sum },
+                SeriesState::Histogram(h) => Value::Histogram {
+                    bounds: h.bounds.to_vec(),
+                    buckets: h.buckets.to_vec(),
+                    count: h.count,
+                    sum: h.sum,
+                },
             };
             m.0.insert(v.key.to_string(), value);
         }

@@ -1,7 +1,7 @@
 //! The deterministic workload: batch `i` of seed `s` is a pure function of `(s, i)`, so that a
 //! parent can regenerate exactly what a killed child ingested.
 
-use ingestor::{Op, SeriesKey, Timestamp, Update};
+use ingestor::{HistogramSample, Op, SeriesKey, Timestamp, Update};
 
 /// SplitMix64: small, fast, and good enough to drive a workload.
 #[derive(Debug, Clone)]
@@ -38,8 +38,19 @@ pub(crate) fn key(i: usize) -> SeriesKey {
         .expect("valid key")
 }
 
+/// A histogram set (`set`) or add over one of two bound sets, with small bucket counts and
+/// a sum in halves.
+fn histogram_sample(rng: &mut Rng, set: bool) -> Op {
+    const BOUNDS: [&[f64]; 2] = [&[1.0, 2.5, 5.0], &[0.5, 1.0, 2.0, 4.0, 8.0]];
+    let bounds = BOUNDS[rng.below(2) as usize];
+    let buckets: Vec<u64> = (0..=bounds.len()).map(|_| rng.below(4)).collect();
+    let sum = rng.below(400) as f64 / 2.0;
+    let sample = HistogramSample::new(bounds, buckets, sum).expect("valid sample");
+    if set { Op::HistogramSet(sample.into()) } else { Op::HistogramAdd(sample.into()) }
+}
+
 /// Batch `index` of workload `seed`: 1 to 24 updates of counter adds and sets, gauge sets and
-/// adds, histogram observations and deletes. Values are integers or halves, so sums are
+/// adds, histogram observations, sets and adds (over their own bounds), and deletes. Values are integers or halves, so sums are
 /// exact in any order.
 pub(crate) fn batch(seed: u64, index: u64) -> Vec<Update> {
     let mut rng = Rng::new(seed ^ index.wrapping_mul(0xd6e8_feb8_6659_fd93));
@@ -54,6 +65,8 @@ pub(crate) fn batch(seed: u64, index: u64) -> Vec<Update> {
                 (0, _) => Op::CounterAdd(v),
                 (1, 3 | 4) => Op::GaugeAdd(v - 50.0),
                 (1, _) => Op::GaugeSet(v),
+                (_, 5 | 6) => histogram_sample(&mut rng, true),
+                (_, 7) => histogram_sample(&mut rng, false),
                 _ => Op::HistogramObserve(v / 10.0),
             };
             let ts = 1_000_000 + index as i64 * 10 + rng.below(15) as i64;

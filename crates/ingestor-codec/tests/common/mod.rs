@@ -1,7 +1,9 @@
 //! Sample records shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use ingestor_codec::{Op, Point, Record, SeriesDef, SeriesId, SeriesKey, Timestamp};
+use ingestor_codec::{
+    HistogramSample, Op, Point, Record, SeriesDef, SeriesId, SeriesKey, Timestamp,
+};
 
 /// A hex dump with offsets, 16 bytes a line: the form golden files keep bytes in.
 pub fn hexdump(bytes: &[u8]) -> String {
@@ -47,6 +49,26 @@ pub fn sample_batch() -> Record {
         };
         let ts = if i == 20 { base - 5 } else { base + i * 250 };
         points.push(Point { series: SeriesId((i % 12) as u32), timestamp: Timestamp(ts), op });
+    }
+    Record::Batch(points)
+}
+
+/// Version 2: twelve histogram sets and adds over three bound sets (one empty: only the
+/// `+Inf` bucket), with scalar points between them.
+pub fn sample_histogram_batch() -> Record {
+    let bounds: [&[f64]; 3] = [&[0.005, 0.01, 0.1, 1.0, 10.0], &[], &[-1.0, 0.0, 2.5]];
+    let base = 1_700_000_000_000i64;
+    let mut points = Vec::new();
+    for i in 0..16i64 {
+        let b = bounds[(i % 3) as usize];
+        let buckets: Vec<u64> = (0..=b.len() as u64).map(|j| (j * 7 + i as u64) % 5).collect();
+        let sample = HistogramSample::new(b, buckets, 0.75 * i as f64 - 3.0).unwrap();
+        let op = match i % 4 {
+            0 | 1 => Op::HistogramSet(sample.into()),
+            2 => Op::HistogramAdd(sample.into()),
+            _ => Op::GaugeSet(i as f64),
+        };
+        points.push(Point { series: SeriesId((i % 5) as u32), timestamp: Timestamp(base + i), op });
     }
     Record::Batch(points)
 }

@@ -1,4 +1,4 @@
-use ingestor_codec::Op;
+use ingestor_codec::Update;
 use proptest::prelude::*;
 
 use super::proto::*;
@@ -179,48 +179,92 @@ fn histogram_request(temporality: i32) -> ExportMetricsServiceRequest {
     )
 }
 
+fn sample_of(u: &Update) -> (&'static str, Vec<f64>, Vec<u64>, f64) {
+    let s = u.op.sample().unwrap_or_else(|| panic!("not a histogram sample: {:?}", u.op));
+    (u.op.name(), s.bounds.to_vec(), s.buckets.to_vec(), s.sum)
+}
+
+fn with_point(
+    temporality: i32,
+    change: impl FnOnce(&mut HistogramDataPoint),
+) -> ExportMetricsServiceRequest {
+    let mut r = histogram_request(temporality);
+    if let Some(Data::Histogram(h)) = &mut r.resource_metrics[0].scope_metrics[0].metrics[0].data {
+        change(&mut h.data_points[0]);
+    }
+    r
+}
+
 #[test]
-fn histograms_are_their_component_series_as_gauges() {
+fn histograms_are_histograms_over_their_own_bounds() {
     let t = translate(&histogram_request(TEMPORALITY_CUMULATIVE), 0);
-    let n = "http_server_duration_milliseconds";
-    let l = r#"job="api",le="ignored",route="/""#;
-    // The attribute `le` gives way to the bucket's (and stays on `_sum` and `_count`, as
-    // in Prometheus).
-    let b = |le: &str| format!(r#"{n}_bucket{{job="api",le="{le}",route="/"}}"#);
+    // One series; the attribute `le` gives way to the buckets' own label.
     assert_eq!(
-        rendered(&t),
-        [
-            format!("{} GaugeSet(1.0) @{MS}", b("0.005")),
-            format!("{} GaugeSet(3.0) @{MS}", b("10")),
-            format!("{} GaugeSet(6.0) @{MS}", b("10000000000")),
-            format!("{} GaugeSet(10.0) @{MS}", b("+Inf")),
-            format!("{n}_sum{{{l}}} GaugeSet(1234.5) @{MS}"),
-            format!("{n}_count{{{l}}} GaugeSet(10.0) @{MS}"),
-        ]
+        t.updates.iter().map(|u| format!("{} @{}", u.key, u.timestamp.0)).collect::<Vec<_>>(),
+        [format!(r#"http_server_duration_milliseconds{{job="api",route="/"}} @{MS}"#)]
     );
-    assert_eq!(t.origins, [0; 6]);
-    let delta = translate(&histogram_request(TEMPORALITY_DELTA), 0);
-    assert!(delta.updates.iter().all(|u| matches!(u.op, Op::GaugeAdd(_))));
     assert_eq!(
-        delta.updates.iter().map(|u| u.op.value().unwrap()).collect::<Vec<_>>(),
-        [1.0, 3.0, 6.0, 10.0, 1234.5, 10.0]
+        sample_of(&t.updates[0]),
+        ("histogram_set", vec![0.005, 10.0, 1e10], vec![1, 2, 3, 4], 1234.5)
+    );
+    assert_eq!(t.origins, [0]);
+    let delta = translate(&histogram_request(TEMPORALITY_DELTA), 0);
+    assert_eq!(
+        sample_of(&delta.updates[0]),
+        ("histogram_add", vec![0.005, 10.0, 1e10], vec![1, 2, 3, 4], 1234.5)
     );
     let unspecified = translate(&histogram_request(TEMPORALITY_UNSPECIFIED), 0);
     assert!(unspecified.updates.is_empty());
     assert_eq!(unspecified.rejected.total(), 1);
-    // Bucket counts that do not match the bounds refuse the point.
-    let mut bad = histogram_request(TEMPORALITY_CUMULATIVE);
-    if let Some(Data::Histogram(h)) = &mut bad.resource_metrics[0].scope_metrics[0].metrics[0].data
-    {
-        h.data_points[0].bucket_counts.pop();
-    }
-    let t = translate(&bad, 0);
-    assert!(t.updates.is_empty());
-    assert!(
-        t.rejected.message().contains("3 bucket counts for 3 bounds"),
-        "{}",
-        t.rejected.message()
+}
+
+#[test]
+fn histogram_edge_cases() {
+    // A last bound of +Inf is the implicit one: its bucket joins the overflow bucket.
+    let t = translate(
+        &with_point(TEMPORALITY_CUMULATIVE, |p| {
+            p.explicit_bounds = vec![1.0, 2.0, f64::INFINITY];
+            p.bucket_counts = vec![1, 2, 3, 4];
+        }),
+        0,
     );
+    assert_eq!(sample_of(&t.updates[0]), ("histogram_set", vec![1.0, 2.0], vec![1, 2, 7], 1234.5));
+    // No buckets: the count is all in +Inf; no sum: 0.
+    let t = translate(
+        &with_point(TEMPORALITY_CUMULATIVE, |p| {
+            p.explicit_bounds = vec![];
+            p.bucket_counts = vec![];
+            p.count = 5;
+            p.sum = None;
+        }),
+        0,
+    );
+    assert_eq!(sample_of(&t.updates[0]), ("histogram_set", vec![], vec![5], 0.0));
+    // Refused, each with a reason that names the metric and the fault.
+    for (change, reason) in [
+        (
+            Box::new(|p: &mut HistogramDataPoint| {
+                p.bucket_counts.pop();
+            }) as Box<dyn FnOnce(&mut HistogramDataPoint)>,
+            "3 bucket counts for 3 bounds",
+        ),
+        (Box::new(|p: &mut HistogramDataPoint| p.count = 11), "count 11 is not the sum"),
+        (
+            Box::new(|p: &mut HistogramDataPoint| p.explicit_bounds = vec![10.0, 0.005, 1e10]),
+            "bucket bounds must increase strictly",
+        ),
+        (
+            Box::new(|p: &mut HistogramDataPoint| p.explicit_bounds = vec![f64::NAN, 1.0, 2.0]),
+            "bucket bound NaN is not finite",
+        ),
+        (Box::new(|p: &mut HistogramDataPoint| p.sum = Some(f64::INFINITY)), "sum inf"),
+    ] {
+        let t = translate(&with_point(TEMPORALITY_CUMULATIVE, change), 0);
+        assert!(t.updates.is_empty(), "{reason}");
+        let message = t.rejected.message();
+        assert!(message.contains(reason), "{message}");
+        assert!(message.contains("http_server_duration_milliseconds"), "{message}");
+    }
 }
 
 #[test]

@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use ingestor_codec::{Op, SeriesKey, Timestamp, Update};
+use std::sync::Arc;
+
+use ingestor_codec::{HistogramSample, Op, SeriesKey, Timestamp, Update};
 
 use super::proto::{
     self, Any, AnyValue, Data, FLAG_NO_RECORDED_VALUE, KeyValue, TEMPORALITY_CUMULATIVE,
@@ -437,6 +439,12 @@ impl Point<'_, '_> {
     fn push(&mut self, name: &str, extra: Option<(&str, &str)>, op: Op) -> Result<(), String> {
         let key = match extra {
             None => SeriesKey::new(name, self.labels.0.iter().map(|(n, v)| (&**n, &**v))),
+            // A histogram: its exposition adds `le` to each bucket, so an attribute of that
+            // name gives way (as it does to the bucket bound in Prometheus' translation).
+            Some(("le", "")) => SeriesKey::new(
+                name,
+                self.labels.0.iter().filter(|(n, _)| n != "le").map(|(n, v)| (&**n, &**v)),
+            ),
             Some((en, ev)) => SeriesKey::new(
                 name,
                 self.labels
@@ -551,7 +559,7 @@ fn translate_metric(
         return;
     }
     let delta = temporality == TEMPORALITY_DELTA;
-    let mut names = Names::new(&name);
+    let names = Names::new(&name);
     let mut scratch = Vec::new();
     for i in 0..points {
         let origin = (first + i) as u32;
@@ -598,7 +606,7 @@ fn translate_metric(
                     (false, true) => Op::GaugeAdd(v),
                 })
             }
-            Some(Data::Histogram(h)) => histogram(&mut p, &mut names, &h.data_points[i], delta),
+            Some(Data::Histogram(h)) => histogram(&mut p, &names, &h.data_points[i], delta),
             Some(Data::Summary(s)) => summary(&mut p, &names, &s.data_points[i]),
             _ => Ok(()),
         };
@@ -631,82 +639,62 @@ fn number(
     p.push(name, None, op(v))
 }
 
-/// The names of a histogram's or a summary's series, made once per metric, and the `le`
-/// labels of the bounds its points last had.
+/// The names of a histogram's or a summary's series, made once per metric.
 struct Names {
     name: String,
-    bucket: String,
     sum: String,
     count: String,
-    bounds: Vec<f64>,
-    les: Vec<String>,
 }
 
 impl Names {
     fn new(name: &str) -> Names {
-        Names {
-            name: name.to_string(),
-            bucket: format!("{name}_bucket"),
-            sum: format!("{name}_sum"),
-            count: format!("{name}_count"),
-            bounds: Vec::new(),
-            les: Vec::new(),
-        }
-    }
-
-    /// Makes `les` the `le` label of each bound (kept while the points' bounds stay the
-    /// same).
-    fn set_bounds(&mut self, bounds: &[f64]) {
-        if self.bounds.len() != bounds.len()
-            || self.bounds.iter().zip(bounds).any(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            self.bounds = bounds.to_vec();
-            self.les = bounds.iter().map(|b| float_label(*b)).collect();
-        }
+        Names { name: name.to_string(), sum: format!("{name}_sum"), count: format!("{name}_count") }
     }
 }
 
-/// The component series of an explicit-bucket histogram, as Prometheus' classic histograms
-/// arrive by remote write: `_bucket{le}` (cumulative counts, `+Inf` the total count),
-/// `_sum` (when the point has one) and `_count`, as gauges: set to the point's values, or
-/// (delta temporality) increased by them.
+/// An explicit-bucket histogram point: one histogram series, `name`, over the point's own
+/// bounds (exposed as `_bucket{le}`, `_sum` and `_count`), set to the point's distribution
+/// (cumulative temporality) or increased by it (delta). A bound of `+Inf` at the end is the
+/// implicit one and merges into it; a point without buckets is its count in the `+Inf`
+/// bucket; a point without a sum has sum 0. An `le` attribute is dropped.
 fn histogram(
     p: &mut Point<'_, '_>,
-    names: &mut Names,
+    names: &Names,
     point: &proto::HistogramDataPoint,
     delta: bool,
 ) -> Result<(), String> {
-    let op = |v: f64| if delta { Op::GaugeAdd(v) } else { Op::GaugeSet(v) };
-    let bounds = &point.explicit_bounds;
-    let counts = &point.bucket_counts;
-    if !counts.is_empty() && counts.len() != bounds.len() + 1 {
+    let name = &names.name;
+    let mut bounds = &point.explicit_bounds[..];
+    let mut buckets: Vec<u64> = point.bucket_counts.clone();
+    if buckets.is_empty() {
+        bounds = &[];
+        buckets.push(point.count);
+    } else if buckets.len() != bounds.len() + 1 {
         return Err(format!(
-            "histogram points of {} with {} bucket counts for {} bounds (not one more)",
-            names.name,
-            counts.len(),
+            "histogram points of {name} with {} bucket counts for {} bounds (not one more)",
+            buckets.len(),
             bounds.len()
         ));
     }
-    if bounds.windows(2).any(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
-        || bounds.iter().any(|b| b.is_nan())
-    {
-        return Err(format!("histogram points of {} whose bounds do not increase", names.name));
-    }
-    names.set_bounds(bounds);
-    let names = &*names;
-    let mut cumulative = 0u64;
-    for ((bound, count), le) in bounds.iter().zip(counts).zip(&names.les) {
-        cumulative = cumulative.saturating_add(*count);
-        if *bound == f64::INFINITY {
-            break;
+    if let Some((&f64::INFINITY, finite)) = bounds.split_last() {
+        bounds = finite;
+        let last = buckets.pop().unwrap_or(0);
+        if let Some(inf) = buckets.last_mut() {
+            *inf = inf.saturating_add(last);
         }
-        p.push(&names.bucket, Some(("le", le)), op(cumulative as f64))?;
     }
-    p.push(&names.bucket, Some(("le", "+Inf")), op(point.count as f64))?;
-    if let Some(sum) = point.sum {
-        p.push(&names.sum, None, op(sum))?;
+    let total = buckets.iter().try_fold(0u64, |acc, &n| acc.checked_add(n));
+    if total != Some(point.count) {
+        return Err(format!(
+            "histogram points of {name} whose count {} is not the sum of their bucket counts",
+            point.count
+        ));
     }
-    p.push(&names.count, None, op(point.count as f64))
+    let sample = HistogramSample::new(bounds, buckets, point.sum.unwrap_or(0.0))
+        .map_err(|e| format!("histogram points of {name}: {e}"))?;
+    let op =
+        if delta { Op::HistogramAdd(Arc::new(sample)) } else { Op::HistogramSet(Arc::new(sample)) };
+    p.push(name, Some(("le", "")), op)
 }
 
 /// A summary: `name{quantile}`, `name_sum`, `name_count`, as gauges set to its values.

@@ -89,8 +89,9 @@ pub fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
 /// Applies one point (validated first).
 pub fn apply(store: &Memstore, lsn: u64, key: &SeriesKey, ts: i64, op: Op) {
     let id = store.intern(key).unwrap();
-    store.validate(&[(id, op)]).unwrap();
-    store.apply(Lsn(lsn), &[Point { series: id, timestamp: Timestamp(ts), op }]);
+    let points = [Point { series: id, timestamp: Timestamp(ts), op }];
+    store.validate(&points).unwrap();
+    store.apply(Lsn(lsn), &points);
 }
 
 /// A store of `n` series of every kind, built by applying updates: counters with resets,
