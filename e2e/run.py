@@ -31,11 +31,15 @@ Starts the server on free loopback ports with `--sync always`, then:
                      with resource attributes; exact names and values in /metrics; edge
                      cases built with the upstream .proto files' generated classes, in
                      protobuf and OTLP/JSON (e2e/otlp_checks.py).
+  remote write 2.0   edge cases (metadata, exemplars, stale markers, native histograms, bad
+                     symbol references, odd label references, a 1.0 body as 2.0) encoded by
+                     protoc from Prometheus' own types.proto (e2e/rw2_checks.py).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.
 Needs: the packages of e2e/requirements.txt, /usr/bin/prometheus and promtool (Debian's
-`prometheus` package) and /usr/bin/vmagent (Debian's `victoria-metrics` package).
+`prometheus` package), /usr/bin/vmagent (Debian's `victoria-metrics` package) and protoc
+(Debian's `protobuf-compiler`).
 """
 
 import argparse
@@ -1015,6 +1019,11 @@ def main():
         import otlp_checks
 
         otlp_checks.run(sys.modules[__name__], srv)
+        # Remote-write 2.0 edge cases, encoded by protoc from Prometheus' schema; see
+        # e2e/rw2_checks.py.
+        import rw2_checks
+
+        rw2_checks.run(sys.modules[__name__], srv)
         srv.stop()
         failed = False
         SUMMARY.print()

@@ -33,6 +33,8 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 
 /// vmagent, where Debian's `victoria-metrics` package puts it (a remote-write sender).
 const VMAGENT: &str = "/usr/bin/vmagent";
+/// Debian's protobuf compiler (package `protobuf-compiler`).
+const PROTOC: &str = "/usr/bin/protoc";
 
 /// The Python the virtual environment is made from.
 const PYTHON: &str = "python3";
@@ -127,16 +129,18 @@ fn promtool() -> Option<PathBuf> {
     on_path.or_else(|| Some(PathBuf::from("/usr/bin/promtool")).filter(|p| p.is_file()))
 }
 
-/// Installs Debian's `prometheus` and `victoria-metrics` packages unless the Prometheus
-/// server, `promtool` and `vmagent` are all there. The packages' services are of no use here
+/// Installs Debian's `prometheus`, `victoria-metrics` and `protobuf-compiler` packages unless
+/// the Prometheus server, `promtool`, `vmagent` and `protoc` (which encodes e2e's
+/// remote-write 2.0 requests from Prometheus' own schema) are all there. The packages' services are of no use here
 /// (and do not start in a container without systemd): `run.py` starts its own on ports it
 /// picked free.
 fn ensure_prometheus() -> Result<(), String> {
     if Path::new(PROMETHEUS).is_file()
         && Path::new(VMAGENT).is_file()
+        && Path::new(PROTOC).is_file()
         && let Some(promtool) = promtool()
     {
-        println!("{PROMETHEUS}, {VMAGENT} and {} are installed", promtool.display());
+        println!("{PROMETHEUS}, {VMAGENT}, {PROTOC} and {} are installed", promtool.display());
         return Ok(());
     }
     let apt = |args: &[&str]| -> Result<(), String> {
@@ -144,16 +148,27 @@ fn ensure_prometheus() -> Result<(), String> {
         command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
         run_command(&mut command, &format!("apt-get {}", args.join(" ")))
     };
-    let install = ["install", "-y", "--no-install-recommends", "prometheus", "victoria-metrics"];
+    let install = [
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "prometheus",
+        "victoria-metrics",
+        "protobuf-compiler",
+    ];
     println!("installing Debian's packages (apt-get {})", install.join(" "));
     if let Err(first) = apt(&install) {
         println!("{first}; updating the package lists and trying again");
         apt(&["update"])?;
         apt(&install)?;
     }
-    if !Path::new(PROMETHEUS).is_file() || !Path::new(VMAGENT).is_file() || promtool().is_none() {
+    if !Path::new(PROMETHEUS).is_file()
+        || !Path::new(VMAGENT).is_file()
+        || !Path::new(PROTOC).is_file()
+        || promtool().is_none()
+    {
         return Err(format!(
-            "the packages are installed but {PROMETHEUS}, {VMAGENT} or promtool is missing"
+            "the packages are installed but {PROMETHEUS}, {VMAGENT}, {PROTOC} or promtool is missing"
         ));
     }
     Ok(())

@@ -95,7 +95,7 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
     let (bytes, mut lease) =
         match body::read_request_body(&state, &parts.headers, body, Encoding::Raw).await {
             Ok(read) => read,
-            Err(r) => return r,
+            Err(r) => return with_written(version, r, 0),
         };
     let worker = Arc::clone(&state);
     let outcome = state
@@ -119,9 +119,10 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
         .await;
     let outcome = match outcome {
         Some(Ok(o)) => o,
-        Some(Err(r)) => return r,
+        Some(Err(r)) => return with_written(version, r, 0),
         None => {
-            return error(&state, StatusCode::INTERNAL_SERVER_ERROR, "the write failed: a panic");
+            let r = error(&state, StatusCode::INTERNAL_SERVER_ERROR, "the write failed: a panic");
+            return with_written(version, r, 0);
         }
     };
     let c = &state.counters;
@@ -130,7 +131,7 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
     c.rw_refused.fetch_add(outcome.refused.total() as u64, Relaxed);
     c.rw_stale_markers.fetch_add(outcome.stale as u64, Relaxed);
     c.rw_exemplars_dropped.fetch_add(outcome.exemplars as u64, Relaxed);
-    let mut response = if outcome.refused.total() == 0 {
+    let response = if outcome.refused.total() == 0 {
         StatusCode::NO_CONTENT.into_response()
     } else {
         let message = outcome.refused.message(outcome.written);
@@ -139,13 +140,19 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
             .log(|held| tracing::warn!("remote write: {message} ({held} more held back)"));
         (StatusCode::BAD_REQUEST, message).into_response()
     };
+    with_written(version, response, outcome.written)
+}
+
+/// Remote write 2.0 asks for the written counts on every answer once the content type was
+/// negotiated, success or failure (0 when the request was refused before anything was
+/// written); 1.0 answers carry none.
+fn with_written(version: Version, mut response: Response, samples: usize) -> Response {
     if version == Version::V2 {
-        // Remote write 2.0 requires these on every answer to a request it decoded.
         let h = response.headers_mut();
         let n = |v: usize| {
             HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"))
         };
-        h.insert("X-Prometheus-Remote-Write-Samples-Written", n(outcome.written));
+        h.insert("X-Prometheus-Remote-Write-Samples-Written", n(samples));
         h.insert("X-Prometheus-Remote-Write-Histograms-Written", n(0));
         h.insert("X-Prometheus-Remote-Write-Exemplars-Written", n(0));
     }

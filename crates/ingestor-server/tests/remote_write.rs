@@ -131,6 +131,12 @@ fn unsupported_garbage_and_oversized_requests_get_their_codes() {
     assert_eq!(request(srv.addr, "POST", "/api/v1/write", &zstd, &body).status, 415);
     let a = request(srv.addr, "POST", "/api/v1/write", V1, b"definitely not snappy");
     assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.header("X-Prometheus-Remote-Write-Samples-Written"), None, "1.0: no headers");
+    // 2.0 asks for the written counts on failures too: 0 for a request refused whole.
+    let a = request(srv.addr, "POST", "/api/v1/write", V2, b"definitely not snappy");
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.header("X-Prometheus-Remote-Write-Samples-Written"), Some("0"));
+    assert_eq!(a.header("X-Prometheus-Remote-Write-Histograms-Written"), Some("0"));
     let big: Vec<Series> = (0..100)
         .map(|i| series(&[("__name__", "big"), ("i", &i.to_string())], &[(1, 1.0)], None))
         .collect();
