@@ -1,5 +1,6 @@
-//! The layering rule of DESIGN.md, enforced from `cargo metadata`: which crate of ours may
-//! depend on which. No arrow points up or sideways.
+//! The layering rule of `docs/design.md` ("The layering"), enforced from `cargo metadata`:
+//! which crate of ours may depend on which. No arrow points up or sideways. The table there
+//! and `allowed` below change together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -57,8 +58,8 @@ pub(crate) fn violations(metadata: &Value) -> Vec<String> {
         }
         for (dep, kind) in seen {
             out.push(format!(
-                "{name} depends on {dep} ({kind} dependency), which DESIGN.md's layering forbids; \
-                 {name} may depend only on [{}]",
+                "{name} depends on {dep} ({kind} dependency), which the layering of \
+                 docs/design.md forbids; {name} may depend only on [{}]",
                 rule.join(", ")
             ));
         }

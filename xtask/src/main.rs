@@ -1,7 +1,7 @@
 //! Automation for the ingestor workspace, in Rust rather than shell.
 //!
 //! - `cargo xtask ci`: runs exactly what CI runs (`bash .ci/run`).
-//! - `cargo xtask layering`: checks DESIGN.md's dependency rule on the workspace.
+//! - `cargo xtask layering`: checks the dependency rule of `docs/design.md` on the workspace.
 //! - `cargo xtask crashtest`: crashes the engine thousands of times against an oracle.
 //! - `cargo xtask e2e`: drives `ingestor serve` with real clients nobody here wrote.
 //! - `cargo xtask abuse [--profile ci|full]`: hostile clients against `ingestor serve` while a
@@ -20,7 +20,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   ci         run exactly what CI runs (bash .ci/run: fmt, clippy, tests, docs, crashtest smoke)
-  layering   check that no crate depends on one DESIGN.md's layering forbids
+  layering   check that no crate depends on one docs/design.md's layering forbids
   crashtest  crash the engine (simulated power cuts, real SIGKILL) and check every recovery;
              --mutants: show that it catches each deliberate defect (cargo xtask crashtest --help)
   e2e        the end-to-end test with real clients: influxdb-client, statsd, prometheus_client,
@@ -78,7 +78,7 @@ fn ci() -> ExitCode {
 fn layering() -> ExitCode {
     match layering::check_workspace() {
         Ok(v) if v.is_empty() => {
-            println!("layering: every dependency points down, as DESIGN.md lays out");
+            println!("layering: every dependency points down, as docs/design.md lays out");
             ExitCode::SUCCESS
         }
         Ok(v) => {

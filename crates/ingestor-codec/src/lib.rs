@@ -117,7 +117,9 @@ pub fn decode_record(buf: &[u8]) -> Result<DecodedRecord, DecodeError> {
     Ok(DecodedRecord { lsn: frame.lsn, record, frame_len: frame.frame_len })
 }
 
-/// The README's tour, compiled and run as a doctest so that it stays true.
+/// The crate README's example (also the tour of the repository's README, which CI keeps
+/// identical to it), compiled and run as a doctest so that it stays true. The path stays
+/// inside the crate, so the published package carries what it includes.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeTour;
