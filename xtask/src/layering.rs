@@ -18,6 +18,7 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
     const FACADE: &str = "ingestor";
     const PROTOCOLS: &str = "ingestor-protocols";
     const SERVER: &str = "ingestor-server";
+    const FORWARD: &str = "ingestor-forward";
     Some(match package {
         "ingestor-codec" | "ingestor-fs" => Some(&[]),
         "ingestor-wal" => Some(&[CODEC, FS]),
@@ -25,8 +26,10 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
         "ingestor-snapshot" => Some(&[CODEC, FS, MEMSTORE]),
         "ingestor" => Some(&[CODEC, FS, WAL, MEMSTORE, SNAPSHOT]),
         "ingestor-protocols" => Some(&[CODEC]),
-        "ingestor-server" => Some(&[FACADE, PROTOCOLS]),
-        "ingestor-cli" => Some(&[FACADE, PROTOCOLS, SERVER]),
+        // The forwarder's outbox is a log of its own: it reuses ingestor-wal.
+        "ingestor-forward" => Some(&[FACADE, WAL, PROTOCOLS]),
+        "ingestor-server" => Some(&[FACADE, PROTOCOLS, FORWARD]),
+        "ingestor-cli" => Some(&[FACADE, PROTOCOLS, FORWARD, SERVER]),
         "xtask" | "ingestor-benches" | "ingestor-fuzz" => None,
         _ => return None,
     })

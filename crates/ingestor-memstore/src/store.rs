@@ -70,6 +70,9 @@ struct Series {
     /// `None` until the first update (a series resolved to a handle but never written).
     state: Option<SeriesState>,
     last_update: Timestamp,
+    /// The LSN of the last batch that changed it ([`Memstore::loaded`] for a series read
+    /// from a snapshot): what [`Frozen::changed_since`] selects by.
+    changed: Lsn,
 }
 
 type Chunk = Vec<Option<Series>>;
@@ -178,6 +181,8 @@ struct Inner {
     /// Series with state.
     live: usize,
     bounds: Arc<[f64]>,
+    /// The LSN of the last batch applied (or of the snapshot loaded).
+    applied: Lsn,
 }
 
 /// A series as read: its key, state and last update.
@@ -308,6 +313,7 @@ impl Inner {
             key: Arc::from(syms),
             state: None,
             last_update: Timestamp(i64::MIN),
+            changed: Lsn::ZERO,
         }));
         self.slots += 1;
         id
@@ -388,6 +394,7 @@ impl Memstore {
             slots: 0,
             live: 0,
             bounds: Arc::from(config.histogram_bounds.as_slice()),
+            applied: Lsn::ZERO,
         };
         Ok(Memstore { inner: RwLock::new(inner), config })
     }
@@ -566,6 +573,7 @@ impl Memstore {
             }
             let s = inner.slot_mut(p.series.0).expect("validated: the series is live");
             s.last_update = s.last_update.max(p.timestamp);
+            s.changed = lsn;
             let created = match &mut s.state {
                 Some(state) => {
                     state.apply(&p.op, p.timestamp, lsn);
@@ -583,6 +591,31 @@ impl Memstore {
                 inner.remove(id);
             }
         }
+        inner.applied = inner.applied.max(lsn);
+    }
+
+    /// Records that the store now holds a snapshot taken at `lsn`: the last applied LSN
+    /// becomes `lsn` and every series without a change of its own (those read from the
+    /// snapshot) counts as changed at `lsn`. Called once, after loading.
+    pub fn loaded(&self, lsn: Lsn) {
+        let mut inner = self.write();
+        inner.applied = inner.applied.max(lsn);
+        for chunk in &mut inner.chunks {
+            if chunk.iter().flatten().any(|s| s.changed == Lsn::ZERO) {
+                for s in Arc::make_mut(chunk).iter_mut().flatten() {
+                    if s.changed == Lsn::ZERO {
+                        s.changed = lsn;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The LSN of the last batch applied (or of the snapshot loaded); [`Lsn::ZERO`] for
+    /// none.
+    #[must_use]
+    pub fn applied_lsn(&self) -> Lsn {
+        self.read().applied
     }
 
     /// Series with state (interned series never written are not counted).
@@ -712,7 +745,12 @@ impl Memstore {
     #[must_use]
     pub fn freeze(&self) -> Frozen {
         let inner = self.read();
-        Frozen { chunks: inner.chunks.clone(), symbols: inner.symbols.freeze(), live: inner.live }
+        Frozen {
+            chunks: inner.chunks.clone(),
+            symbols: inner.symbols.freeze(),
+            live: inner.live,
+            applied: inner.applied,
+        }
     }
 
     /// Inserts a series read from a snapshot. Keys must be new to the store.
@@ -758,6 +796,7 @@ pub struct Frozen {
     chunks: Vec<Arc<Chunk>>,
     symbols: FrozenSymbols,
     live: usize,
+    applied: Lsn,
 }
 
 impl std::fmt::Debug for Frozen {
@@ -825,10 +864,29 @@ impl Frozen {
         }
     }
 
+    /// The LSN of the last batch the view holds (every batch up to it, none after it).
+    #[must_use]
+    pub fn lsn(&self) -> Lsn {
+        self.applied
+    }
+
+    /// Every series with state that a batch after `after` changed (or that a snapshot
+    /// newer than `after` brought), in handle order.
+    pub fn changed_since(&self, after: Lsn) -> impl Iterator<Item = SeriesRecord> + '_ {
+        self.records(move |s| s.changed > after)
+    }
+
     /// Every series with state, in handle order.
     pub fn iter(&self) -> impl Iterator<Item = SeriesRecord> + '_ {
+        self.records(|_| true)
+    }
+
+    fn records<'a>(
+        &'a self,
+        keep: impl Fn(&Series) -> bool + 'a,
+    ) -> impl Iterator<Item = SeriesRecord> + 'a {
         self.chunks.iter().flat_map(|c| c.iter()).filter_map(move |s| {
-            let s = s.as_ref()?;
+            let s = s.as_ref().filter(|s| keep(s))?;
             let state = s.state.clone()?;
             let sym = |i: u32| self.symbols.resolve(i);
             let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));

@@ -269,6 +269,9 @@ impl Ingestor {
         let loaded = snapshots.load_newest(&config.memstore)?;
         let memstore = loaded.memstore;
         let snapshot_lsn = loaded.used.as_ref().map_or(Lsn::ZERO, |s| s.lsn);
+        // Series read from the snapshot count as changed at its LSN (forwarding selects
+        // series by the LSN of their last change).
+        memstore.loaded(snapshot_lsn);
 
         let mut replay = Replay {
             memstore: &memstore,

@@ -68,10 +68,10 @@ pub use ingestor_codec::{
     Compression, HistogramSample, Lsn, MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MetricKind, Op,
     SeriesKey, Timestamp, Update,
 };
-pub use ingestor_fs::{Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
+pub use ingestor_fs::{Fault, FaultKind, Fs, FsFile, OpKind, OpenMode, SimFs, StdFs};
 pub use ingestor_memstore::{
-    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, MatchOp, Matcher, MemstoreConfig, MemstoreError,
-    Selector, SeriesState, SeriesView, format_value,
+    CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Frozen, MatchOp, Matcher, MemstoreConfig,
+    MemstoreError, Selector, SeriesRecord, SeriesState, SeriesView, exposed_family, format_value,
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
 pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy, WalError};

@@ -1,0 +1,564 @@
+//! Forwarding for `ingestor`: what an ingestor holds, sent on to a distributed time-series
+//! store (VictoriaMetrics, Mimir, Thanos, Cortex, Prometheus) over Prometheus remote write,
+//! through a durable outbox, so that nothing acknowledged to a client is lost on the way.
+//!
+//! - Every flush interval the series changed since the last flush become samples (what
+//!   `/metrics` shows for them, stamped with each series' last update), encoded once as
+//!   remote-write 1.0 requests and appended to the *outbox*: a segment log of its own
+//!   (`ingestor-wal`: frames, CRC32C, recovery) under `outbox/` in the data directory, with a
+//!   marker recording the ingest-log LSN the flush covered. After a crash the next flush
+//!   takes every series changed after the last durable marker.
+//! - One sender per destination reads the outbox from its cursor and POSTs each request in
+//!   order; the cursor moves only after a 2xx (or a 4xx, which drops the request, counted)
+//!   and is persisted atomically (`outbox/cursor-<name>`), so after any crash a destination
+//!   resumes where it was, sending again at most the two requests around the crash.
+//! - Segments go once every destination's cursor is past them. Each destination has a byte
+//!   budget with a policy: [`BudgetPolicy::Block`] (the server refuses writes) or
+//!   [`BudgetPolicy::DropOldest`] (counted).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use ingestor::{Config, Ingestor, Op, SeriesKey, StdFs, Timestamp, Update};
+//! use ingestor_forward::{Destination, ForwardConfig, Forwarder};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (db, _) = Ingestor::open(dir.path().join("data"), Config::default())?;
+//! let db = Arc::new(db);
+//! let mut config = ForwardConfig::default();
+//! // Nothing listens there: the request waits in the outbox, retried.
+//! config.destinations = vec![Destination::new("vm", "http://127.0.0.1:9/api/v1/write")?];
+//! let forwarder =
+//!     Forwarder::start(Arc::clone(&db), Arc::new(StdFs::new()), &dir.path().join("outbox"), config)?;
+//! let key = SeriesKey::new("requests", [("code", "200")])?;
+//! db.ingest(&[Update::new(key, Timestamp(1_700_000_000_000), Op::CounterAdd(1.0))?])?;
+//! forwarder.flush()?; // what the flush interval does
+//! let stats = &forwarder.stats()[0];
+//! assert_eq!((stats.name.as_str(), stats.pending_samples), ("vm", 1));
+//! forwarder.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+pub mod cursor;
+mod outbox;
+mod samples;
+mod sender;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use ingestor::{Fs, Ingestor, Lsn};
+use ingestor_protocols::remote_write::{self, MetricType, Series};
+
+pub use config::{BudgetPolicy, Destination, ForwardConfig};
+use outbox::{Outbox, Request};
+use sender::{Keeper, Sender};
+
+/// Why forwarding could not start or flush.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// The configuration breaks a rule.
+    #[error("forwarding: {0}")]
+    Config(String),
+    /// The outbox log failed (open, append, sync, delete).
+    #[error("forwarding: the outbox: {0}")]
+    Outbox(#[source] ingestor_wal::WalError),
+    /// A destination's cursor file is damaged or unreadable.
+    #[error("forwarding: {0}")]
+    Cursor(String),
+    /// A file-system operation failed.
+    #[error("forwarding: {op} {path}: {reason}")]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        reason: String,
+    },
+}
+
+impl ForwardError {
+    pub(crate) fn io(op: &'static str, path: &Path, e: &std::io::Error) -> ForwardError {
+        ForwardError::Io { op, path: path.to_path_buf(), reason: e.to_string() }
+    }
+}
+
+/// A destination's counters.
+#[derive(Debug, Default)]
+pub(crate) struct DestStats {
+    requests_sent: AtomicU64,
+    samples_sent: AtomicU64,
+    retries: AtomicU64,
+    requests_dropped: AtomicU64,
+    dropped_rejected: AtomicU64,
+    dropped_budget: AtomicU64,
+    send_nanos: AtomicU64,
+    sends: AtomicU64,
+    /// The cursor as the sender moved it.
+    acked: AtomicU64,
+    /// The cursor as persisted.
+    cursor: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl DestStats {
+    fn set_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+    }
+}
+
+/// What the flusher, the senders and the keepers share.
+pub(crate) struct Shared {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    config: ForwardConfig,
+    outbox: Outbox,
+    stop: AtomicBool,
+    /// Bumped at each flush; senders waiting for records wait on it.
+    flushed: Mutex<u64>,
+    flushed_cv: Condvar,
+}
+
+impl Shared {
+    fn wait_for_records(&self, timeout: Duration) {
+        let g = self.flushed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let seen = *g;
+        let _ = self
+            .flushed_cv
+            .wait_timeout_while(g, timeout, |n| *n == seen && !self.stop.load(Relaxed));
+    }
+
+    fn wake(&self) {
+        *self.flushed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        self.flushed_cv.notify_all();
+    }
+}
+
+/// A destination's figures, as [`Forwarder::stats`] reports them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DestinationStats {
+    /// The destination's name.
+    pub name: String,
+    /// Outbox bytes not yet settled for it.
+    pub pending_bytes: u64,
+    /// Requests not yet settled for it.
+    pub pending_requests: u64,
+    /// Samples in those requests.
+    pub pending_samples: u64,
+    /// Now minus the oldest unsent sample's time, in seconds (0 with nothing pending).
+    pub lag_seconds: f64,
+    /// Requests answered 2xx.
+    pub requests_sent: u64,
+    /// Samples in them.
+    pub samples_sent: u64,
+    /// Attempts that were retried (5xx, 429, network errors).
+    pub retries: u64,
+    /// Samples in requests the receiver refused with a 4xx (dropped, not retried).
+    pub samples_dropped_rejected: u64,
+    /// Samples skipped under [`BudgetPolicy::DropOldest`].
+    pub samples_dropped_budget: u64,
+    /// Seconds spent in requests answered 2xx, and how many.
+    pub send_seconds: (f64, u64),
+    /// The outbox LSN of its next record, as persisted.
+    pub cursor: u64,
+    /// Whether its backlog is at the budget under [`BudgetPolicy::Block`].
+    pub blocked: bool,
+    /// The last error met, if any.
+    pub last_error: Option<String>,
+}
+
+/// Flushes changed series into the outbox and runs one sender per destination.
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    db: Arc<Ingestor>,
+    dests: Vec<(Destination, Arc<DestStats>, Arc<Keeper>)>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    flush_lock: Mutex<()>,
+    flushes: AtomicU64,
+    flushed_series: AtomicU64,
+    flush_errors: AtomicU64,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").field("dir", &self.shared.dir).finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Forwarder {
+    /// Opens the outbox in `dir` (recovering it), reads each destination's cursor, and
+    /// starts the flusher (every [`ForwardConfig::flush_interval`]) and the senders.
+    ///
+    /// # Errors
+    /// An invalid configuration, an outbox that cannot be opened, a damaged cursor file
+    /// (named: remove it to resend the destination's whole outbox).
+    pub fn start(
+        db: Arc<Ingestor>,
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        config: ForwardConfig,
+    ) -> Result<Arc<Forwarder>, ForwardError> {
+        config.validate()?;
+        let outbox = Outbox::open(Arc::clone(&fs), dir, config.segment_bytes)?;
+        let mut cursors = Vec::new();
+        for d in &config.destinations {
+            let at = cursor::read(&*fs, dir, &d.name)
+                .map_err(|e| {
+                    ForwardError::Cursor(format!(
+                        "destination {}: {e} (remove the file to send its whole outbox again)",
+                        d.name
+                    ))
+                })?
+                // A new destination starts at what the outbox holds now.
+                .unwrap_or_else(|| outbox.first_lsn());
+            cursors.push(at.max(outbox.first_lsn()));
+        }
+        let shared = Arc::new(Shared {
+            fs,
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+            outbox,
+            stop: AtomicBool::new(false),
+            flushed: Mutex::new(0),
+            flushed_cv: Condvar::new(),
+        });
+        let dests: Vec<_> = config
+            .destinations
+            .iter()
+            .zip(&cursors)
+            .map(|(d, &at)| {
+                let stats = Arc::new(DestStats::default());
+                stats.acked.store(at.0, Relaxed);
+                stats.cursor.store(at.0, Relaxed);
+                (d.clone(), stats, Arc::new(Keeper::new(at)))
+            })
+            .collect();
+        let forwarder = Arc::new(Forwarder {
+            shared: Arc::clone(&shared),
+            db,
+            dests,
+            threads: Mutex::new(Vec::new()),
+            flush_lock: Mutex::new(()),
+            flushes: AtomicU64::new(0),
+            flushed_series: AtomicU64::new(0),
+            flush_errors: AtomicU64::new(0),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| ForwardError::Config(format!("starting a thread: {e}")))
+        };
+        for (i, (d, stats, keeper)) in forwarder.dests.iter().enumerate() {
+            let (s, st, k, name) =
+                (Arc::clone(&shared), Arc::clone(stats), Arc::clone(keeper), d.name.clone());
+            threads.push(spawn(
+                format!("fwd-keep-{}", d.name),
+                Box::new(move || k.run(&s, &name, &st)),
+            )?);
+            let sender = Sender {
+                dest: d.clone(),
+                shared: Arc::clone(&shared),
+                stats: Arc::clone(stats),
+                keeper: Arc::clone(keeper),
+                agent: sender::agent(config.request_timeout),
+                rng: 0x9e37_79b9_7f4a_7c15 ^ (now_ms() as u64).wrapping_add(i as u64),
+            };
+            let at = cursors[i];
+            threads.push(spawn(format!("fwd-send-{}", d.name), Box::new(move || sender.run(at)))?);
+        }
+        let f = Arc::clone(&forwarder);
+        threads.push(spawn("fwd-flush".into(), Box::new(move || f.flush_loop()))?);
+        *forwarder.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = threads;
+        Ok(forwarder)
+    }
+
+    fn flush_loop(&self) {
+        let interval = self.shared.config.flush_interval;
+        let mut next = Instant::now() + interval;
+        while !self.shared.stop.load(Relaxed) {
+            let now = Instant::now();
+            if now < next {
+                std::thread::sleep((next - now).min(Duration::from_millis(100)));
+                // Segments every cursor has passed go between flushes too.
+                self.delete_sent();
+                continue;
+            }
+            next = now + interval;
+            if let Err(e) = self.flush() {
+                self.flush_errors.fetch_add(1, Relaxed);
+                tracing::error!("forward: flush failed (retried next interval): {e}");
+            }
+        }
+    }
+
+    /// Makes the series changed since the last flush samples in the outbox now, durably,
+    /// and wakes the senders. Returns how many series it took.
+    ///
+    /// # Errors
+    /// [`ForwardError::Outbox`]: nothing of the flush counts; the next flush takes its
+    /// series again.
+    pub fn flush(&self) -> Result<usize, ForwardError> {
+        let _one = self.flush_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let frozen = self.db.memstore().freeze();
+        let covered = frozen.lsn();
+        let since = self.shared.outbox.covered();
+        if covered <= since {
+            return Ok(0);
+        }
+        let max = self.shared.config.max_samples_per_request;
+        let mut requests = Vec::new();
+        let mut batch: Vec<Series> = Vec::new();
+        let mut samples = 0usize;
+        let mut series = 0usize;
+        let mut emit = |batch: &mut Vec<Series>, samples: &mut usize| {
+            if batch.is_empty() {
+                return;
+            }
+            let mut families: Vec<(String, MetricType)> = batch
+                .iter()
+                .filter_map(|s| {
+                    let name = s.labels.iter().find(|(n, _)| n == "__name__")?;
+                    Some((name.1.clone(), s.metric_type?))
+                })
+                .filter(|(_, t)| *t != MetricType::Other)
+                .collect();
+            families.sort_by(|a, b| a.0.cmp(&b.0));
+            families.dedup_by(|a, b| a.0 == b.0);
+            let oldest = batch.iter().flat_map(|s| s.samples.iter().map(|p| p.0)).min();
+            requests.push(Request {
+                samples: *samples as u32,
+                oldest_ms: oldest.unwrap_or(0),
+                body: remote_write::encode_v1(batch, &families),
+            });
+            batch.clear();
+            *samples = 0;
+        };
+        for record in frozen.changed_since(since) {
+            let of = samples::series_of(&record);
+            if samples + of.len() > max {
+                emit(&mut batch, &mut samples);
+            }
+            samples += of.len();
+            series += 1;
+            batch.extend(of);
+        }
+        emit(&mut batch, &mut samples);
+        self.shared.outbox.append_flush(&requests, covered, now_ms())?;
+        self.flushes.fetch_add(1, Relaxed);
+        self.flushed_series.fetch_add(series as u64, Relaxed);
+        self.shared.wake();
+        Ok(series)
+    }
+
+    fn delete_sent(&self) {
+        let Some(min) = self.dests.iter().map(|(_, _, k)| k.durable()).min() else {
+            return;
+        };
+        if let Err(e) = self.shared.outbox.delete_below(min) {
+            tracing::warn!("forward: deleting sent outbox segments: {e}");
+        }
+    }
+
+    /// Whether new writes should wait: the reason when a destination under
+    /// [`BudgetPolicy::Block`] has its budget's worth of bytes waiting.
+    #[must_use]
+    pub fn blocked(&self) -> Option<String> {
+        let c = &self.shared.config;
+        if c.budget_policy != BudgetPolicy::Block {
+            return None;
+        }
+        self.dests.iter().find_map(|(d, stats, _)| {
+            let pending = self.shared.outbox.backlog(Lsn(stats.acked.load(Relaxed))).bytes;
+            (pending >= c.budget_bytes).then(|| {
+                format!(
+                    "forwarding to {} is {pending} bytes behind, at its budget of {} bytes",
+                    d.name, c.budget_bytes
+                )
+            })
+        })
+    }
+
+    /// Every destination's figures.
+    #[must_use]
+    pub fn stats(&self) -> Vec<DestinationStats> {
+        let now = now_ms();
+        let budget = self.shared.config.budget_bytes;
+        let block = self.shared.config.budget_policy == BudgetPolicy::Block;
+        self.dests
+            .iter()
+            .map(|(d, s, _)| {
+                let backlog = self.shared.outbox.backlog(Lsn(s.acked.load(Relaxed)));
+                DestinationStats {
+                    name: d.name.clone(),
+                    pending_bytes: backlog.bytes,
+                    pending_requests: backlog.requests,
+                    pending_samples: backlog.samples,
+                    lag_seconds: backlog
+                        .oldest_ms
+                        .map_or(0.0, |t| (now.saturating_sub(t)).max(0) as f64 / 1e3),
+                    requests_sent: s.requests_sent.load(Relaxed),
+                    samples_sent: s.samples_sent.load(Relaxed),
+                    retries: s.retries.load(Relaxed),
+                    samples_dropped_rejected: s.dropped_rejected.load(Relaxed),
+                    samples_dropped_budget: s.dropped_budget.load(Relaxed),
+                    send_seconds: (s.send_nanos.load(Relaxed) as f64 / 1e9, s.sends.load(Relaxed)),
+                    cursor: s.cursor.load(Relaxed),
+                    blocked: block && backlog.bytes >= budget,
+                    last_error: s
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The forwarding figures in the exposition format, for `/metrics`
+    /// (`ingestor_forward_*`, one series per destination).
+    pub fn write_metrics(&self, out: &mut String) {
+        let stats = self.stats();
+        let mut family =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(&DestinationStats) -> f64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for s in &stats {
+                    let _ = writeln!(out, "{name}{{destination=\"{}\"}} {}", s.name, value(s));
+                }
+            };
+        family(
+            "ingestor_forward_pending_bytes",
+            "gauge",
+            "Outbox bytes waiting for the destination.",
+            &|s| s.pending_bytes as f64,
+        );
+        family(
+            "ingestor_forward_pending_requests",
+            "gauge",
+            "Requests waiting for the destination.",
+            &|s| s.pending_requests as f64,
+        );
+        family(
+            "ingestor_forward_pending_samples",
+            "gauge",
+            "Samples waiting for the destination.",
+            &|s| s.pending_samples as f64,
+        );
+        family(
+            "ingestor_forward_lag_seconds",
+            "gauge",
+            "Now minus the oldest unsent sample's time.",
+            &|s| s.lag_seconds,
+        );
+        family("ingestor_forward_requests_sent_total", "counter", "Requests answered 2xx.", &|s| {
+            s.requests_sent as f64
+        });
+        family(
+            "ingestor_forward_samples_sent_total",
+            "counter",
+            "Samples in requests answered 2xx.",
+            &|s| s.samples_sent as f64,
+        );
+        family(
+            "ingestor_forward_retries_total",
+            "counter",
+            "Attempts retried after a 5xx, a 429 or a network error.",
+            &|s| s.retries as f64,
+        );
+        family(
+            "ingestor_forward_send_seconds_sum",
+            "counter",
+            "Seconds spent in requests answered 2xx.",
+            &|s| s.send_seconds.0,
+        );
+        family(
+            "ingestor_forward_send_seconds_count",
+            "counter",
+            "Requests answered 2xx (for the mean send latency).",
+            &|s| s.send_seconds.1 as f64,
+        );
+        family(
+            "ingestor_forward_blocked",
+            "gauge",
+            "1 while the destination's backlog is at its budget under the block policy (writes are refused).",
+            &|s| f64::from(u8::from(s.blocked)),
+        );
+        family(
+            "ingestor_forward_budget_bytes",
+            "gauge",
+            "The destination's outbox byte budget.",
+            &|_| self.shared.config.budget_bytes as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ingestor_forward_samples_dropped_total Samples dropped: refused by the receiver (4xx) or over the budget (drop_oldest).\n# TYPE ingestor_forward_samples_dropped_total counter"
+        );
+        for s in &stats {
+            for (reason, n) in
+                [("rejected", s.samples_dropped_rejected), ("budget", s.samples_dropped_budget)]
+            {
+                let _ = writeln!(
+                    out,
+                    "ingestor_forward_samples_dropped_total{{destination=\"{}\",reason=\"{reason}\"}} {n}",
+                    s.name
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ingestor_forward_last_error_info The last error met sending to the destination.\n# TYPE ingestor_forward_last_error_info gauge"
+        );
+        for s in &stats {
+            if let Some(e) = &s.last_error {
+                let e: String = e.chars().take(200).collect();
+                let e = e.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
+                let _ = writeln!(
+                    out,
+                    "ingestor_forward_last_error_info{{destination=\"{}\",error=\"{e}\"}} 1",
+                    s.name
+                );
+            }
+        }
+        let flushes = self.flushes.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP ingestor_forward_flushes_total Flushes of changed series into the outbox.\n# TYPE ingestor_forward_flushes_total counter\ningestor_forward_flushes_total {flushes}\n# HELP ingestor_forward_flushed_series_total Series taken by flushes.\n# TYPE ingestor_forward_flushed_series_total counter\ningestor_forward_flushed_series_total {}\n# HELP ingestor_forward_flush_errors_total Flushes that failed (their series go with the next one).\n# TYPE ingestor_forward_flush_errors_total counter\ningestor_forward_flush_errors_total {}\n# HELP ingestor_forward_outbox_samples_total Samples appended to the outbox since it was opened.\n# TYPE ingestor_forward_outbox_samples_total counter\ningestor_forward_outbox_samples_total {}",
+            self.flushed_series.load(Relaxed),
+            self.flush_errors.load(Relaxed),
+            self.shared.outbox.total_samples(),
+        );
+    }
+
+    /// Flushes once more, then stops the senders (a request in flight is abandoned: it is
+    /// sent again on the next start) and persists every cursor.
+    pub fn stop(&self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!("forward: the last flush failed: {e}");
+        }
+        self.shared.stop.store(true, Relaxed);
+        self.shared.wake();
+        for (_, _, k) in &self.dests {
+            k.stop();
+        }
+        let threads = std::mem::take(
+            &mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

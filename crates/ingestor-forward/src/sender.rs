@@ -1,0 +1,303 @@
+//! One sender per destination: reads the outbox from the destination's cursor, POSTs each
+//! request until a receiver's answer settles it (2xx: sent; 4xx: dropped and counted; 5xx,
+//! 429, network errors: retried with backoff), and moves the cursor on. The cursor is
+//! persisted by a keeper thread while the next request is in flight, so that at most two
+//! requests (one acknowledged, one in flight) are sent again after a crash.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ingestor::Lsn;
+
+use crate::config::{BudgetPolicy, Destination};
+use crate::outbox::{REQUEST, Request};
+use crate::{DestStats, Shared, cursor};
+
+/// The cursor as the sender moved it and as the keeper made it durable.
+#[derive(Debug)]
+pub(crate) struct Keeper {
+    state: Mutex<KeeperState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct KeeperState {
+    want: Lsn,
+    done: Lsn,
+    stop: bool,
+}
+
+impl Keeper {
+    pub(crate) fn new(at: Lsn) -> Keeper {
+        Keeper {
+            state: Mutex::new(KeeperState { want: at, done: at, stop: false }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, KeeperState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn durable(&self) -> Lsn {
+        self.lock().done
+    }
+
+    fn want(&self, at: Lsn) {
+        let mut s = self.lock();
+        s.want = s.want.max(at);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the cursor is durable at `at` or later (or the keeper stopped).
+    fn wait_durable(&self, at: Lsn) {
+        let mut s = self.lock();
+        while s.done < at && !s.stop {
+            s = self.changed.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// The keeper thread: writes the wanted cursor whenever it moved, until stopped (then
+    /// once more, so that a clean stop leaves the last position).
+    pub(crate) fn run(&self, shared: &Shared, name: &str, stats: &DestStats) {
+        loop {
+            let (want, stop) = {
+                let mut s = self.lock();
+                while s.want == s.done && !s.stop {
+                    s = self.changed.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                (s.want, s.stop)
+            };
+            if want != self.durable() {
+                match cursor::write(&*shared.fs, &shared.dir, name, want) {
+                    Ok(()) => {
+                        self.lock().done = want;
+                        stats.cursor.store(want.0, Relaxed);
+                        self.changed.notify_all();
+                    }
+                    Err(e) => {
+                        // Not fatal: the cursor stays behind (more is sent twice), and the
+                        // next move tries again.
+                        stats.set_error(format!("cursor: {e}"));
+                        tracing::warn!("forward {name}: writing the cursor failed: {e}");
+                        if !stop {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
+            if stop {
+                self.changed.notify_all();
+                return;
+            }
+        }
+    }
+}
+
+/// How a request ended.
+enum Outcome {
+    Sent,
+    Dropped,
+    Stopped,
+}
+
+pub(crate) struct Sender {
+    pub(crate) dest: Destination,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: Arc<DestStats>,
+    pub(crate) keeper: Arc<Keeper>,
+    pub(crate) agent: ureq::Agent,
+    pub(crate) rng: u64,
+}
+
+impl Sender {
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Relaxed)
+    }
+
+    /// Sends from `cursor` on until stopped.
+    pub(crate) fn run(mut self, mut cursor: Lsn) {
+        let name = self.dest.name.clone();
+        let mut reader = None;
+        // The cursor before the last acknowledged request: it must be durable before the
+        // next request goes out.
+        let mut before_last = cursor;
+        while !self.stopping() {
+            let r = match &mut reader {
+                Some(r) => r,
+                None => match self.shared.outbox.reader(cursor) {
+                    Ok(r) => reader.insert(r),
+                    Err(e) => {
+                        self.stats.set_error(format!("outbox: {e}"));
+                        self.pause(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let record = match r.next() {
+                Some(Ok(record)) => record,
+                Some(Err(e)) => {
+                    self.stats.set_error(format!("outbox: {e}"));
+                    tracing::error!("forward {name}: reading the outbox: {e}");
+                    reader = None;
+                    self.pause(Duration::from_secs(1));
+                    continue;
+                }
+                None => {
+                    self.shared.wait_for_records(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            if record.lsn < cursor {
+                continue;
+            }
+            if record.record_type == REQUEST
+                && let Some(request) = Request::decode(&record.payload)
+            {
+                if self.over_budget(record.lsn) {
+                    self.stats.dropped_budget.fetch_add(u64::from(request.samples), Relaxed);
+                    self.stats.requests_dropped.fetch_add(1, Relaxed);
+                } else {
+                    self.keeper.wait_durable(before_last);
+                    match self.send(&request) {
+                        Outcome::Sent | Outcome::Dropped => before_last = cursor,
+                        Outcome::Stopped => break,
+                    }
+                }
+            }
+            cursor = record.lsn.next();
+            self.stats.acked.store(cursor.0, Relaxed);
+            self.keeper.want(cursor);
+        }
+    }
+
+    /// Under `drop_oldest`, whether the backlog from `lsn` on is over the budget (so the
+    /// request at `lsn`, the oldest waiting, goes).
+    fn over_budget(&self, lsn: Lsn) -> bool {
+        let c = &self.shared.config;
+        c.budget_policy == BudgetPolicy::DropOldest
+            && self.shared.outbox.backlog(lsn).bytes > c.budget_bytes
+    }
+
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopping() {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            std::thread::sleep((until - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// The delay before retry `attempt` (0-based): exponential from `backoff_min` to
+    /// `backoff_max`, with "full jitter" between half and all of it.
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let c = &self.shared.config;
+        let base = c.backoff_min.saturating_mul(1u32 << attempt.min(20)).min(c.backoff_max);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let frac = (self.rng % 1_000) as f64 / 1_000.0;
+        base.mul_f64(0.5 + frac / 2.0)
+    }
+
+    fn send(&mut self, request: &Request) -> Outcome {
+        let name = self.dest.name.clone();
+        let mut attempt = 0u32;
+        loop {
+            if self.stopping() {
+                return Outcome::Stopped;
+            }
+            let started = Instant::now();
+            let result = self
+                .agent
+                .post(&self.dest.url)
+                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Encoding", "snappy")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .header("User-Agent", concat!("ingestor/", env!("CARGO_PKG_VERSION")))
+                .send(&request.body[..]);
+            let (retry_after, why) = match result {
+                Ok(mut response) => {
+                    let status = response.status().as_u16();
+                    if (200..300).contains(&status) {
+                        let s = &self.stats;
+                        s.requests_sent.fetch_add(1, Relaxed);
+                        s.samples_sent.fetch_add(u64::from(request.samples), Relaxed);
+                        s.send_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+                        s.sends.fetch_add(1, Relaxed);
+                        return Outcome::Sent;
+                    }
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(3_600)));
+                    let body = response
+                        .body_mut()
+                        .with_config()
+                        .limit(4_096)
+                        .read_to_string()
+                        .unwrap_or_default();
+                    let reason: String = body.trim().chars().take(300).collect();
+                    let why = format!("HTTP {status}: {reason}");
+                    let retry = status >= 500 || (status == 429 && self.shared.config.retry_429);
+                    if !retry {
+                        let s = &self.stats;
+                        s.dropped_rejected.fetch_add(u64::from(request.samples), Relaxed);
+                        s.requests_dropped.fetch_add(1, Relaxed);
+                        s.set_error(why.clone());
+                        tracing::warn!(
+                            "forward {name}: the receiver refused a request of {} samples, \
+                             dropped: {why}",
+                            request.samples
+                        );
+                        return Outcome::Dropped;
+                    }
+                    (retry_after, why)
+                }
+                Err(e) => (None, e.to_string()),
+            };
+            self.stats.retries.fetch_add(1, Relaxed);
+            self.stats.set_error(why.clone());
+            let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            if attempt.is_multiple_of(20) {
+                tracing::warn!(
+                    "forward {name}: {why}; retrying in {} ms (attempt {})",
+                    delay.as_millis(),
+                    attempt + 1
+                );
+            }
+            attempt = attempt.saturating_add(1);
+            self.pause(delay);
+        }
+    }
+}
+
+/// Builds a destination's HTTP agent: keep-alive, the request timeout, answers of any status
+/// returned as answers.
+pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_of_a_short_request_is_none() {
+        assert!(Request::decode(&[1, 2, 3]).is_none());
+    }
+}
