@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use ingestor::Config;
-use ingestor_server::{AuthConfig, Credentials, Limits, Server, ServerConfig, TlsFiles};
+use ingestor_forward::{BudgetPolicy, Destination, ForwardConfig};
+use ingestor_server::{
+    AuthConfig, Credentials, ForwardSetup, Limits, Server, ServerConfig, TlsFiles,
+};
 
 use crate::args::{Bytes, parse_duration};
 
@@ -81,6 +84,36 @@ pub(crate) struct ServeArgs {
     /// user:password lines that may read (HTTP basic auth).
     #[arg(long)]
     read_basic_auth_file: Option<PathBuf>,
+    /// Forward to a remote-write receiver, NAME=URL (repeatable), for example
+    /// vm=http://127.0.0.1:8428/api/v1/write. Changed series go through a durable outbox
+    /// under DATA_DIR/outbox.
+    #[arg(long = "forward", value_name = "NAME=URL")]
+    forward: Vec<Destination>,
+    /// How often the series changed since the last flush are queued for forwarding.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    forward_interval: std::time::Duration,
+    /// The most samples in one forwarded request.
+    #[arg(long, default_value_t = ForwardConfig::default().max_samples_per_request)]
+    forward_max_samples: usize,
+    /// Outbox bytes a destination may have waiting before --forward-budget-policy applies.
+    #[arg(long, default_value = "1GiB")]
+    forward_budget: Bytes,
+    /// At the budget: block (writes answered 503 until the backlog shrinks) or drop_oldest
+    /// (the destination skips its oldest requests, counted).
+    #[arg(long, default_value = "block")]
+    forward_budget_policy: BudgetPolicy,
+    /// First retry delay after a 5xx, 429 or network error (doubling, with jitter).
+    #[arg(long, default_value = "30ms", value_parser = parse_duration)]
+    forward_backoff_min: std::time::Duration,
+    /// Longest retry delay (a receiver's Retry-After can ask for longer).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    forward_backoff_max: std::time::Duration,
+    /// Drop requests answered 429 instead of retrying them.
+    #[arg(long)]
+    forward_no_retry_429: bool,
+    /// Time-out of one forwarded request.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    forward_timeout: std::time::Duration,
 }
 
 fn credentials(token: Option<&Path>, basic: Option<&Path>) -> Result<Option<Credentials>, String> {
@@ -98,8 +131,28 @@ fn credentials(token: Option<&Path>, basic: Option<&Path>) -> Result<Option<Cred
 }
 
 impl ServeArgs {
+    /// The forwarding these flags describe, with its outbox under `data_dir`; none without
+    /// a `--forward`.
+    fn forward(&self, data_dir: &Path) -> Result<Option<ForwardSetup>, String> {
+        if self.forward.is_empty() {
+            return Ok(None);
+        }
+        let mut c = ForwardConfig::default();
+        c.destinations = self.forward.clone();
+        c.flush_interval = self.forward_interval;
+        c.max_samples_per_request = self.forward_max_samples;
+        c.budget_bytes = self.forward_budget.0 as u64;
+        c.budget_policy = self.forward_budget_policy;
+        c.backoff_min = self.forward_backoff_min;
+        c.backoff_max = self.forward_backoff_max;
+        c.retry_429 = !self.forward_no_retry_429;
+        c.request_timeout = self.forward_timeout;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(Some(ForwardSetup { dir: data_dir.join("outbox"), config: c }))
+    }
+
     /// The server configuration these flags describe.
-    pub(crate) fn config(&self) -> Result<ServerConfig, String> {
+    pub(crate) fn config(&self, data_dir: &Path) -> Result<ServerConfig, String> {
         let mut config = ServerConfig::default();
         config.http = self.http;
         config.statsd = self.statsd;
@@ -128,6 +181,7 @@ impl ServeArgs {
         auth.read =
             credentials(self.read_token_file.as_deref(), self.read_basic_auth_file.as_deref())?;
         config.auth = auth;
+        config.forward = self.forward(data_dir)?;
         config.validate()?;
         Ok(config)
     }
@@ -158,7 +212,7 @@ fn raise_fd_limit(max_connections: usize) {
 
 /// Runs the server until SIGINT or SIGTERM, then closes the ingestor cleanly.
 pub(crate) fn serve(data_dir: &Path, args: &ServeArgs, engine: Config) -> Result<(), String> {
-    let config = args.config()?;
+    let config = args.config(data_dir)?;
     raise_fd_limit(config.limits.max_connections);
     let dir = data_dir.to_path_buf();
     tracing::info!("data in {}", dir.display());

@@ -103,7 +103,7 @@ impl fmt::Display for BudgetPolicy {
 }
 
 /// How forwarding runs. Start from [`ForwardConfig::default`] and set fields.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ForwardConfig {
     /// Where to send. Forwarding does nothing without a destination.

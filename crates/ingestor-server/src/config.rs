@@ -29,6 +29,17 @@ pub struct ServerConfig {
     /// the server's caches: one per core, at least 2, at most 8; a cache is emptied when
     /// full). Default: 262,144.
     pub line_cache_series: usize,
+    /// Forwarding to remote-write receivers through a durable outbox, if any. Default: none.
+    pub forward: Option<ForwardSetup>,
+}
+
+/// Where forwarding keeps its outbox and how it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardSetup {
+    /// The outbox directory (`outbox/` in the data directory, by `ingestor serve`).
+    pub dir: std::path::PathBuf,
+    /// Destinations, flush interval, retries, budget.
+    pub config: ingestor_forward::ForwardConfig,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +53,7 @@ impl Default for ServerConfig {
             statsd_batch_updates: 10_000,
             statsd_batch_delay: Duration::from_millis(10),
             line_cache_series: 262_144,
+            forward: None,
         }
     }
 }

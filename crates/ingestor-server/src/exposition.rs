@@ -263,5 +263,8 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
     {
         let _ = writeln!(out, "ingestor_statsd_events_total{{kind=\"{kind}\"}} {}", n(counter));
     }
+    if let Some(f) = state.forwarder.get() {
+        f.write_metrics(&mut out);
+    }
     out
 }

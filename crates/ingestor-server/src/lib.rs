@@ -66,7 +66,7 @@ use std::time::Duration;
 use ingestor::Ingestor;
 use tokio::sync::watch;
 
-pub use config::{AuthConfig, Credentials, Limits, ServerConfig, TlsFiles};
+pub use config::{AuthConfig, Credentials, ForwardSetup, Limits, ServerConfig, TlsFiles};
 
 use crate::state::AppState;
 
@@ -186,8 +186,34 @@ impl Server {
                 .name("ingestor-open".into())
                 .spawn(move || match open() {
                     Ok(db) => {
+                        let db = Arc::new(db);
+                        if let Some(setup) = &state.config.forward {
+                            let fs: Arc<dyn ingestor::Fs> = Arc::new(ingestor::StdFs::new());
+                            match ingestor_forward::Forwarder::start(
+                                Arc::clone(&db),
+                                fs,
+                                &setup.dir,
+                                setup.config.clone(),
+                            ) {
+                                Ok(f) => {
+                                    let names: Vec<&str> = setup
+                                        .config
+                                        .destinations
+                                        .iter()
+                                        .map(|d| d.name.as_str())
+                                        .collect();
+                                    tracing::info!("forwarding to {}", names.join(", "));
+                                    let _ = state.forwarder.set(f);
+                                }
+                                Err(e) => {
+                                    stop.stop();
+                                    drop(db);
+                                    return Err(e.to_string());
+                                }
+                            }
+                        }
                         tracing::info!("ready");
-                        let _ = state.db.set(Arc::new(db));
+                        let _ = state.db.set(db);
                         Ok(())
                     }
                     Err(e) => {
@@ -274,7 +300,12 @@ impl Server {
         }
         opened?;
         tracing::info!("stopping: syncing and writing a final snapshot");
-        let state = Arc::try_unwrap(state).map_err(|_| "the server is still in use".to_string())?;
+        let mut state =
+            Arc::try_unwrap(state).map_err(|_| "the server is still in use".to_string())?;
+        if let Some(f) = state.forwarder.take() {
+            // A last flush, then the cursors persisted; the forwarder lets go of the ingestor.
+            f.stop();
+        }
         if let Some(db) = state.db.into_inner() {
             let db = Arc::try_unwrap(db).map_err(|_| "the ingestor is still in use".to_string())?;
             db.close().map_err(|e| e.to_string())?;

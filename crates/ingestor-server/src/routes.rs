@@ -132,7 +132,11 @@ pub(crate) fn admit_write(
     if let Some(r) = authorize(state, Access::Write, headers) {
         return Err(r);
     }
-    usable(state)
+    let db = usable(state)?;
+    if let Some(reason) = state.forwarder.get().and_then(|f| f.blocked()) {
+        return Err(error(state, StatusCode::SERVICE_UNAVAILABLE, reason));
+    }
+    Ok(db)
 }
 
 async fn healthy() -> &'static str {

@@ -146,6 +146,8 @@ pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
     /// Set once recovery is done.
     pub(crate) db: OnceLock<Arc<Ingestor>>,
+    /// Set once recovery is done, when forwarding is configured.
+    pub(crate) forwarder: OnceLock<Arc<ingestor_forward::Forwarder>>,
     pub(crate) counters: Counters,
     pub(crate) budget: Budget,
     pub(crate) statsd_log: RateLimitedLog,
@@ -188,6 +190,7 @@ impl AppState {
                 .collect(),
             config,
             db: OnceLock::new(),
+            forwarder: OnceLock::new(),
             counters: Counters::default(),
             budget,
             statsd_log: RateLimitedLog::default(),
