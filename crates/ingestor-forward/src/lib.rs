@@ -549,6 +549,12 @@ impl Forwarder {
         if let Err(e) = self.flush() {
             tracing::warn!("forward: the last flush failed: {e}");
         }
+        self.stop_now();
+    }
+
+    /// Stops without a last flush: the series changed since the last flush go with the
+    /// first flush of the next start (as after a crash, which this is for testing).
+    pub fn stop_now(&self) {
         self.shared.stop.store(true, Relaxed);
         self.shared.wake();
         for (_, _, k) in &self.dests {

@@ -160,15 +160,10 @@ impl Sender {
             if record.record_type == REQUEST
                 && let Some(request) = Request::decode(&record.payload)
             {
-                if self.over_budget(record.lsn) {
-                    self.stats.dropped_budget.fetch_add(u64::from(request.samples), Relaxed);
-                    self.stats.requests_dropped.fetch_add(1, Relaxed);
-                } else {
-                    self.keeper.wait_durable(before_last);
-                    match self.send(&request) {
-                        Outcome::Sent | Outcome::Dropped => before_last = cursor,
-                        Outcome::Stopped => break,
-                    }
+                self.keeper.wait_durable(before_last);
+                match self.send(record.lsn, &request) {
+                    Outcome::Sent | Outcome::Dropped => before_last = cursor,
+                    Outcome::Stopped => break,
                 }
             }
             cursor = record.lsn.next();
@@ -208,12 +203,20 @@ impl Sender {
         base.mul_f64(0.5 + frac / 2.0)
     }
 
-    fn send(&mut self, request: &Request) -> Outcome {
+    /// Sends the request at `lsn` until it is settled: sent (2xx), dropped (refused by a
+    /// 4xx, or over the budget under `drop_oldest`, checked before every attempt), or the
+    /// forwarder stopped.
+    fn send(&mut self, lsn: Lsn, request: &Request) -> Outcome {
         let name = self.dest.name.clone();
         let mut attempt = 0u32;
         loop {
             if self.stopping() {
                 return Outcome::Stopped;
+            }
+            if self.over_budget(lsn) {
+                self.stats.dropped_budget.fetch_add(u64::from(request.samples), Relaxed);
+                self.stats.requests_dropped.fetch_add(1, Relaxed);
+                return Outcome::Dropped;
             }
             let started = Instant::now();
             let result = self

@@ -1,0 +1,279 @@
+//! Forwarding against a scripted remote-write receiver: order, retries (5xx, 429 with
+//! `Retry-After`), 4xx drops, resuming at the durable cursor after a restart, every series
+//! changed after the last flush marker in the first flush after a crash, and both budget
+//! policies.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ingestor::{Config, FinalSnapshot, Ingestor, Op, SeriesKey, StdFs, Timestamp, Update};
+use ingestor_forward::{BudgetPolicy, Destination, ForwardConfig, Forwarder};
+use ingestor_protocols::remote_write::{self, Version};
+
+/// What the receiver got: each request's series as `name{labels} value @ts`, and the status
+/// it answered.
+#[derive(Debug, Default)]
+struct Log {
+    requests: Vec<(Vec<String>, u16)>,
+}
+
+/// Scripted answers: a status and an optional `Retry-After`.
+type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
+
+/// A remote-write receiver answering from a script (then 204), or 503 to everything while
+/// `down`.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    script: Script,
+    down: Arc<Mutex<bool>>,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let r = Receiver { url, script: Arc::default(), down: Arc::default(), log: Arc::default() };
+        let me = r.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || me.serve(stream));
+            }
+        });
+        r
+    }
+
+    fn serve(&self, stream: TcpStream) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut out = stream;
+        loop {
+            let mut len = 0usize;
+            let mut line = String::new();
+            let mut first = true;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if first {
+                    first = false;
+                    continue;
+                }
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).unwrap();
+            let (status, retry_after) = if *self.down.lock().unwrap() {
+                (503, None)
+            } else {
+                self.script.lock().unwrap().pop_front().unwrap_or((204, None))
+            };
+            let request = remote_write::decode(&body, Version::V1, 1 << 26).unwrap();
+            let series = request
+                .series
+                .iter()
+                .map(|s| {
+                    let labels: Vec<String> =
+                        s.labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                    format!("{} {:?}", labels.join(","), s.samples)
+                })
+                .collect();
+            self.log.lock().unwrap().requests.push((series, status));
+            let reason = if status == 400 { "out of bounds sample" } else { "" };
+            let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}\r\n{reason}",
+                reason.len()
+            );
+        }
+    }
+
+    fn requests(&self) -> Vec<(Vec<String>, u16)> {
+        self.log.lock().unwrap().requests.clone()
+    }
+}
+
+fn config(url: &str) -> ForwardConfig {
+    let mut c = ForwardConfig::default();
+    c.destinations = vec![Destination::new("rx", url).unwrap()];
+    // Flushes by hand only.
+    c.flush_interval = Duration::from_secs(3_600);
+    c.backoff_min = Duration::from_millis(2);
+    c.backoff_max = Duration::from_millis(20);
+    c.segment_bytes = 64 << 10;
+    c
+}
+
+/// No snapshots: after a restart the memstore is the log's replay, and a series' change
+/// LSN its own batch's. (With a snapshot newer than the last flush, every series in it
+/// counts as changed at the snapshot's LSN: sent again, never skipped.)
+fn open(dir: &Path) -> Arc<Ingestor> {
+    let config = Config::default().snapshot_interval(None).final_snapshot(FinalSnapshot::Never);
+    Arc::new(Ingestor::open(dir.join("data"), config).unwrap().0)
+}
+
+fn start(db: &Arc<Ingestor>, dir: &Path, c: ForwardConfig) -> Arc<Forwarder> {
+    Forwarder::start(Arc::clone(db), Arc::new(StdFs::new()), &dir.join("outbox"), c).unwrap()
+}
+
+fn gauge(db: &Ingestor, name: &str, ts: i64, v: f64) {
+    let key = SeriesKey::new(name, [("job", "t")]).unwrap();
+    db.ingest(&[Update::new(key, Timestamp(ts), Op::GaugeSet(v)).unwrap()]).unwrap();
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn line(name: &str, v: f64, ts: i64) -> String {
+    format!("__name__={name},job=t [({ts}, {v:?})]")
+}
+
+#[test]
+fn in_order_with_retries_and_drops() {
+    let rx = Receiver::start();
+    rx.script.lock().unwrap().extend([(503, None), (400, None), (429, Some("0")), (500, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let f = start(&db, dir.path(), config(&rx.url));
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        gauge(&db, name, 1_000 + i as i64, i as f64);
+        assert_eq!(f.flush().unwrap(), 1);
+    }
+    wait_until("three requests settled", || f.stats()[0].pending_requests == 0);
+    let got = rx.requests();
+    let statuses: Vec<u16> = got.iter().map(|r| r.1).collect();
+    // a: 503, retried, 400: dropped; b: 429 (Retry-After 0), 500, then sent; c: sent.
+    assert_eq!(statuses, [503, 400, 429, 500, 204, 204]);
+    assert_eq!(got[0].0, [line("a", 0.0, 1_000)]);
+    assert_eq!(got[1].0, [line("a", 0.0, 1_000)]);
+    assert_eq!(got[2].0, [line("b", 1.0, 1_001)]);
+    assert_eq!(got[4].0, [line("b", 1.0, 1_001)]);
+    assert_eq!(got[5].0, [line("c", 2.0, 1_002)]);
+    let s = &f.stats()[0];
+    assert_eq!((s.requests_sent, s.samples_sent, s.retries), (2, 2, 3));
+    assert_eq!(s.samples_dropped_rejected, 1);
+    assert!(s.last_error.as_deref().unwrap_or("").contains("500"), "{s:?}");
+    let mut metrics = String::new();
+    f.write_metrics(&mut metrics);
+    assert!(
+        metrics.contains(
+            r#"ingestor_forward_samples_dropped_total{destination="rx",reason="rejected"} 1"#
+        ),
+        "{metrics}"
+    );
+    // Only changed series go: nothing changed, nothing flushed.
+    assert_eq!(f.flush().unwrap(), 0);
+    f.stop();
+}
+
+#[test]
+fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
+    let rx = Receiver::start();
+    *rx.down.lock().unwrap() = true;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let f = start(&db, dir.path(), config(&rx.url));
+    gauge(&db, "a", 1_000, 1.0);
+    f.flush().unwrap();
+    gauge(&db, "b", 1_001, 2.0);
+    f.flush().unwrap();
+    // Changed after the last flush, then a "crash": no last flush.
+    gauge(&db, "c", 1_002, 3.0);
+    gauge(&db, "a", 1_003, 4.0);
+    wait_until("a is being retried", || !rx.requests().is_empty());
+    f.stop_now();
+    drop(f);
+    drop(db);
+
+    *rx.down.lock().unwrap() = false;
+    let db = open(dir.path());
+    let f = start(&db, dir.path(), config(&rx.url));
+    // The first flush after the restart takes every series changed after the last marker.
+    assert_eq!(f.flush().unwrap(), 2, "c and the new a");
+    wait_until("everything sent", || f.stats()[0].pending_requests == 0);
+    let sent: Vec<Vec<String>> =
+        rx.requests().into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
+    assert_eq!(
+        sent,
+        [
+            vec![line("a", 1.0, 1_000)],
+            vec![line("b", 2.0, 1_001)],
+            vec![line("a", 4.0, 1_003), line("c", 3.0, 1_002)],
+        ]
+    );
+    f.stop();
+    drop(f);
+    drop(db);
+
+    // A clean restart sends nothing again.
+    let before = rx.requests().len();
+    let db = open(dir.path());
+    let f = start(&db, dir.path(), config(&rx.url));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rx.requests().len(), before, "nothing resent after a clean stop");
+    assert_eq!(f.stats()[0].pending_requests, 0);
+    f.stop();
+}
+
+#[test]
+fn block_refuses_and_drop_oldest_drops_exactly() {
+    let rx = Receiver::start();
+    *rx.down.lock().unwrap() = true;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut c = config(&rx.url);
+    c.budget_bytes = 1;
+    let f = start(&db, dir.path(), c.clone());
+    assert_eq!(f.blocked(), None);
+    gauge(&db, "a", 1_000, 1.0);
+    f.flush().unwrap();
+    let why = f.blocked().expect("at the budget");
+    assert!(why.contains("rx") && why.contains("budget"), "{why}");
+    f.stop_now();
+    drop(f);
+
+    // drop_oldest with room for one request: of three waiting, the two oldest go.
+    let db2 = db;
+    c.budget_policy = BudgetPolicy::DropOldest;
+    let f = start(&db2, dir.path(), c.clone());
+    let one = f.stats()[0].pending_bytes;
+    f.stop_now();
+    drop(f);
+    c.budget_bytes = one + one / 2;
+    let f = start(&db2, dir.path(), c);
+    gauge(&db2, "b", 1_001, 2.0);
+    f.flush().unwrap();
+    gauge(&db2, "c", 1_002, 3.0);
+    f.flush().unwrap();
+    // Dropped while the receiver is still down (checked before every attempt).
+    wait_until("the two oldest dropped", || f.stats()[0].samples_dropped_budget == 2);
+    *rx.down.lock().unwrap() = false;
+    wait_until("settled", || f.stats()[0].pending_requests == 0);
+    let s = &f.stats()[0];
+    assert_eq!(s.samples_dropped_budget, 2, "{s:?}");
+    assert_eq!(f.blocked(), None, "drop_oldest never blocks");
+    let sent: Vec<Vec<String>> =
+        rx.requests().into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
+    assert_eq!(sent, [vec![line("c", 3.0, 1_002)]]);
+    f.stop();
+}
