@@ -34,6 +34,9 @@ Starts the server on free loopback ports with `--sync always`, then:
   remote write 2.0   edge cases (metadata, exemplars, stale markers, native histograms, bad
                      symbol references, odd label references, a 1.0 body as 2.0) encoded by
                      protoc from Prometheus' own types.proto (e2e/rw2_checks.py).
+  forwarding         two more servers forward through their outboxes into VictoriaMetrics and
+                     Prometheus (remote-write receiver); an outage of Prometheus and a SIGKILL
+                     of a forwarder lose nothing acknowledged (e2e/forward_checks.py).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.
@@ -74,6 +77,8 @@ EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROMETHEUS = "/usr/bin/prometheus"
 # The time-outs below are generous for a loaded 2-core machine; a healthy run takes seconds.
 READY_TIMEOUT = 30.0
+# The ingestor binary under test (set by main, for the modules that start more servers).
+BINARY = None
 STATSD_TIMEOUT = 15.0
 PROMETHEUS_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -208,7 +213,8 @@ def http_get(url, timeout=10.0):
 
 
 class Ingestor:
-    def __init__(self, binary, data_dir, http_port, udp_port, log_path):
+    def __init__(self, binary, data_dir, http_port, udp_port, log_path, extra=()):
+        self.extra = list(extra)
         self.binary = binary
         self.data_dir = data_dir
         self.http_port = http_port
@@ -234,7 +240,7 @@ class Ingestor:
                 f"127.0.0.1:{self.udp_port}",
                 "--sync",
                 "always",
-            ],
+            ] + self.extra,
             self.log_path,
             # Plain log lines in the log file (it is shown on failure).
             env={**os.environ, "NO_COLOR": "1"},
@@ -1025,6 +1031,13 @@ def main():
 
         rw2_checks.run(sys.modules[__name__], srv)
         srv.stop()
+        # Forwarding into VictoriaMetrics and Prometheus through the outbox, with an outage
+        # and a SIGKILL; see e2e/forward_checks.py.
+        import forward_checks
+
+        global BINARY
+        BINARY = binary
+        forward_checks.run(sys.modules[__name__], tmp)
         failed = False
         SUMMARY.print()
         print(f"e2e: kill -9: {total_acked} acknowledged writes checked after "
