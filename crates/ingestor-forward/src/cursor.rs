@@ -82,6 +82,10 @@ pub(crate) fn write(fs: &dyn Fs, dir: &Path, name: &str, next: Lsn) -> Result<()
     let path = path(dir, name);
     let tmp = dir.join(format!("cursor-{name}.tmp"));
     let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+    // A power cut can leave the temporary file of an earlier write behind.
+    if fs.exists(&tmp).map_err(|e| io("stat", &tmp, e))? {
+        fs.remove_file(&tmp).map_err(|e| io("remove", &tmp, e))?;
+    }
     let file = fs.create(&tmp).map_err(|e| io("create", &tmp, e))?;
     file.write_at(&encode(next), 0).map_err(|e| io("write", &tmp, e))?;
     file.sync_all().map_err(|e| io("sync", &tmp, e))?;
@@ -115,6 +119,10 @@ mod tests {
         write(&fs, dir.path(), "vm", Lsn(9)).unwrap();
         assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(9)));
         assert!(!dir.path().join("cursor-vm.tmp").exists());
+        // A temporary file a power cut left behind does not stop the next write.
+        std::fs::write(dir.path().join("cursor-vm.tmp"), b"left over").unwrap();
+        write(&fs, dir.path(), "vm", Lsn(10)).unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(10)));
         std::fs::write(dir.path().join("cursor-vm"), b"garbage").unwrap();
         assert!(read(&fs, dir.path(), "vm").unwrap_err().contains("cursor-vm"));
     }

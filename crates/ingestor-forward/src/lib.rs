@@ -39,6 +39,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "deliberate-bugs")]
+mod bugs;
 mod config;
 pub mod cursor;
 mod outbox;
@@ -224,7 +226,18 @@ impl Forwarder {
                 })?
                 // A new destination starts at what the outbox holds now.
                 .unwrap_or_else(|| outbox.first_lsn());
-            cursors.push(at.max(outbox.first_lsn()));
+            // Beyond the outbox's end only if records it counted on are gone (a cursor is
+            // written only for records read back from a synced outbox, so this means damage
+            // or a removed outbox): start at the end, loudly.
+            if at > outbox.next_lsn() {
+                tracing::error!(
+                    "forward {}: the cursor ({}) is beyond the outbox's end ({}); resuming there",
+                    d.name,
+                    at.0,
+                    outbox.next_lsn().0
+                );
+            }
+            cursors.push(at.clamp(outbox.first_lsn(), outbox.next_lsn()));
         }
         let shared = Arc::new(Shared {
             fs,

@@ -140,6 +140,13 @@ impl Sender {
                     }
                 },
             };
+            // Only what is durable in the outbox goes out: a record sent before its flush
+            // was synced could vanish in a power cut, and a new flush reuse its LSN below
+            // this destination's cursor.
+            if r.next_lsn() > self.shared.outbox.durable_lsn() {
+                self.shared.wait_for_records(Duration::from_millis(200));
+                continue;
+            }
             let record = match r.next() {
                 Some(Ok(record)) => record,
                 Some(Err(e)) => {
@@ -161,6 +168,12 @@ impl Sender {
                 && let Some(request) = Request::decode(&record.payload)
             {
                 self.keeper.wait_durable(before_last);
+                #[cfg(feature = "deliberate-bugs")]
+                if crate::bugs::on("forward-cursor-early") {
+                    // The defect: the cursor passes the request before it is sent.
+                    self.keeper.want(record.lsn.next());
+                    self.keeper.wait_durable(record.lsn.next());
+                }
                 match self.send(record.lsn, &request) {
                     Outcome::Sent | Outcome::Dropped => before_last = cursor,
                     Outcome::Stopped => break,

@@ -50,6 +50,7 @@ impl Receiver {
     }
 
     fn serve(&self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut out = stream;
         loop {
@@ -95,11 +96,11 @@ impl Receiver {
             self.log.lock().unwrap().requests.push((series, status));
             let reason = if status == 400 { "out of bounds sample" } else { "" };
             let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
-            let _ = write!(
-                out,
+            let answer = format!(
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}\r\n{reason}",
                 reason.len()
             );
+            let _ = out.write_all(answer.as_bytes());
         }
     }
 

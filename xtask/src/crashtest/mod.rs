@@ -5,6 +5,7 @@
 //! seed) and real `SIGKILL` of a child process on the real file system (`--mode proc`). An
 //! oracle outside the faulty disk (`oracle.rs`) judges every recovery.
 
+pub(crate) mod forward;
 pub(crate) mod mutants;
 pub(crate) mod oracle;
 pub(crate) mod proc;
@@ -24,6 +25,8 @@ use oracle::{Invariant, Violation};
 pub(crate) enum Mode {
     Sim,
     Proc,
+    /// Forwarding (outbox, cursors, senders) under simulated power cuts.
+    Forward,
     All,
 }
 
@@ -346,7 +349,8 @@ impl Report {
 
 const USAGE: &str = "usage: cargo xtask crashtest [options]
 
-  --mode sim|proc|all        simulated power cuts, real SIGKILL, or both (default all)
+  --mode sim|proc|forward|all  simulated power cuts, real SIGKILL, forwarding under power
+                             cuts, or all three (default all)
   --profile smoke|ci|long    about 2 min, 10 min, 60 min (default smoke)
   --seed N                   master seed, decimal or 0x hex (default: from the clock)
   --iterations N             simulated iterations (each several crash cycles)
@@ -398,6 +402,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
                 o.mode = match value()?.as_str() {
                     "sim" => Mode::Sim,
                     "proc" => Mode::Proc,
+                    "forward" => Mode::Forward,
                     "all" => Mode::All,
                     other => return Err(format!("--mode {other}: expected sim, proc or all")),
                 }
@@ -492,6 +497,9 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     }
     if matches!(options.mode, Mode::Proc | Mode::All) && options.iteration.is_none() {
         report.merge(proc::run(&options));
+    }
+    if matches!(options.mode, Mode::Forward | Mode::All) {
+        report.merge(forward::run(&options));
     }
     report.print(started);
     let unreached = report.unreached();

@@ -33,6 +33,8 @@ enum Against {
     Sim,
     /// Real `SIGKILL` of a child process (`--mode proc`): for what a process crash must keep.
     Proc,
+    /// Forwarding under simulated power cuts (`--mode forward`).
+    Forward,
 }
 
 /// One deliberate defect and the promise it breaks.
@@ -45,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 18] = [
+const MUTANTS: [Mutant; 19] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -120,6 +122,13 @@ const MUTANTS: [Mutant; 18] = [
         against: Against::Sim,
         promise: "replay is exact: a histogram add replays as an add over the histogram's \
                   bounds, not as a set",
+    },
+    Mutant {
+        name: "forward-cursor-early",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "a destination's cursor passes a request only after the receiver answered \
+                  it: a power cut never skips a request that did not arrive",
     },
     Mutant {
         name: "replay-snapshot-lsn",
@@ -242,6 +251,9 @@ fn run_one(exe: &std::path::Path, m: &Mutant) -> Caught {
         Against::Sim => cmd.args(["--mode", "sim", "--duration"]).arg(BUDGET.as_secs().to_string()),
         // The smoke profile's kills; stops at the first violation.
         Against::Proc => cmd.args(["--mode", "proc"]),
+        Against::Forward => {
+            cmd.args(["--mode", "forward", "--duration"]).arg(BUDGET.as_secs().to_string())
+        }
     };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

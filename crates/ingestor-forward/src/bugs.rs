@@ -1,0 +1,11 @@
+//! Deliberate defects, compiled in only with the `deliberate-bugs` feature (which only the
+//! crash test enables) and switched on only when `INGESTOR_DELIBERATE_BUG` names one: they
+//! show that `cargo xtask crashtest --mutants` catches each broken promise of forwarding.
+
+use std::sync::OnceLock;
+
+/// Whether the deliberate defect `name` is switched on for this process.
+pub(crate) fn on(name: &str) -> bool {
+    static BUG: OnceLock<Option<String>> = OnceLock::new();
+    BUG.get_or_init(|| std::env::var("INGESTOR_DELIBERATE_BUG").ok()).as_deref() == Some(name)
+}

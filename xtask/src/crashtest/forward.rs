@@ -1,0 +1,311 @@
+//! Forwarding under simulated power cuts (`--mode forward`, and part of `--mode all`).
+//!
+//! Each iteration runs an ingestor and a forwarder on one simulated disk through three
+//! lives: batches of new series are ingested (`--sync always`: each acknowledgement is
+//! durable), flushes to the outbox happen at random, the forwarder's sender posts to a
+//! receiver in this process, and the power is cut at a random file-system operation
+//! (anywhere: an ingest, a flush's append or sync, a cursor write, a segment deletion).
+//! While the power is cut the receiver refuses what arrives, as a dead machine's requests
+//! never arrive. After the last life the forwarder drains. Then every update acknowledged
+//! durable must have arrived with its value (a power cut never loses a durable outbox record
+//! nor moves a cursor past a request that was not delivered, and the first flush of a life
+//! takes every series changed after the last durable flush marker), and no more samples may
+//! arrive twice than two requests per power cut.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ingestor::{
+    AckLevel, Config, FinalSnapshot, Fs, Ingestor, Op, SeriesKey, SimFs, SyncPolicy, Timestamp,
+    Update,
+};
+use ingestor_forward::{Destination, ForwardConfig, Forwarder};
+use ingestor_protocols::remote_write::{self, Version};
+
+use super::oracle::{Invariant, Violation};
+use super::workload::Rng;
+use super::{Failure, Options, Profile, Report};
+
+/// Samples per request: small, so that an iteration has many requests.
+const MAX_SAMPLES: usize = 6;
+const LIVES: usize = 3;
+
+/// A remote-write receiver that records every sample it accepts, and refuses (503) while
+/// the current disk's power is cut.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    disk: Arc<Mutex<Option<SimFs>>>,
+    /// Series id -> every value received for it.
+    got: Arc<Mutex<BTreeMap<u64, Vec<f64>>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let url = format!("http://{}/api/v1/write", listener.local_addr().expect("bound"));
+        let r = Receiver { url, disk: Arc::default(), got: Arc::default() };
+        let me = r.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || me.serve(stream));
+            }
+        });
+        r
+    }
+
+    fn serve(&self, stream: TcpStream) {
+        // One write per answer, sent at once (no Nagle delay against delayed ACKs).
+        let _ = stream.set_nodelay(true);
+        let Ok(read_half) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(read_half);
+        let mut out = stream;
+        loop {
+            let mut len = 0usize;
+            let mut line = String::new();
+            let mut first = true;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let l = line.trim_end();
+                if first {
+                    first = false;
+                    continue;
+                }
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            let cut = self.disk.lock().expect("lock").as_ref().is_some_and(SimFs::is_crashed);
+            let status = if cut {
+                503
+            } else if let Ok(request) = remote_write::decode(&body, Version::V1, 1 << 26) {
+                let mut got = self.got.lock().expect("lock");
+                for s in &request.series {
+                    let id = s
+                        .labels
+                        .iter()
+                        .find(|(n, _)| n == "id")
+                        .and_then(|(_, v)| v.parse::<u64>().ok());
+                    if let Some(id) = id {
+                        got.entry(id).or_default().extend(s.samples.iter().map(|p| p.1));
+                    }
+                }
+                204
+            } else {
+                400
+            };
+            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+            if out.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn budget(options: &Options) -> Duration {
+    options.duration.unwrap_or(match options.profile {
+        Profile::Smoke => Duration::from_secs(20),
+        Profile::Ci => Duration::from_secs(90),
+        Profile::Long => Duration::from_secs(600),
+    })
+}
+
+/// Runs iterations until the budget is spent or one fails.
+pub(crate) fn run(options: &Options) -> Report {
+    let mut report = Report::default();
+    report.required_events.extend([CUT_IN_LIFE, RESENT]);
+    let receiver = Receiver::start();
+    let deadline = Instant::now() + budget(options);
+    let mut i = options.iteration.unwrap_or(0);
+    loop {
+        let seed = options.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        if let Err(v) = iteration(seed, &receiver, &mut report) {
+            let repro = format!(
+                "{}cargo xtask crashtest --mode forward --seed {:#x} --iteration {i} (power cuts \
+                 land among threads: a repro may need a few runs)",
+                std::env::var("INGESTOR_DELIBERATE_BUG")
+                    .map(|b| format!("INGESTOR_DELIBERATE_BUG={b} "))
+                    .unwrap_or_default(),
+                options.seed
+            );
+            report.fail(Failure { violation: v, repro, saved: None });
+            break;
+        }
+        *report.cycles.entry("forward").or_default() += LIVES as u64 - 1;
+        i += 1;
+        if options.iteration.is_some() || Instant::now() >= deadline {
+            break;
+        }
+    }
+    report
+}
+
+/// An event: a power cut landed inside a life (not at its end).
+const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
+/// An event: some sample arrived twice (the duplicates bound was exercised).
+const RESENT: &str = "forward: a request sent again after a power cut";
+
+fn violation(invariant: Invariant, detail: String) -> Violation {
+    Violation { invariant, detail }
+}
+
+fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violation> {
+    let sim = SimFs::new(seed);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    *rx.disk.lock().expect("lock") = Some(sim.clone());
+    rx.got.lock().expect("lock").clear();
+    let mut rng = Rng::new(seed);
+    let mut acked: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut next_id = 0u64;
+    let engine = Config::default()
+        .sync_policy(SyncPolicy::Always)
+        .segment_bytes_max(8 << 10)
+        .snapshot_interval(None)
+        .final_snapshot(FinalSnapshot::Never);
+    let mut forward = ForwardConfig::default();
+    forward.destinations = vec![Destination::new("rx", &rx.url).expect("a valid destination")];
+    forward.flush_interval = Duration::from_secs(3_600);
+    forward.max_samples_per_request = MAX_SAMPLES;
+    forward.backoff_min = Duration::from_millis(1);
+    forward.backoff_max = Duration::from_millis(5);
+    forward.request_timeout = Duration::from_secs(5);
+    forward.segment_bytes = 64 << 10;
+    for life in 0..LIVES {
+        let last = life + 1 == LIVES;
+        let (db, _) =
+            Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), engine.clone(), &mut |_| {})
+                .map_err(|e| {
+                violation(
+                    Invariant::CorruptionReported,
+                    format!("life {life}: the ingestor did not open after a power cut: {e}"),
+                )
+            })?;
+        let db = Arc::new(db);
+        let fwd = Forwarder::start(
+            Arc::clone(&db),
+            Arc::clone(&fs),
+            Path::new("/data/outbox"),
+            forward.clone(),
+        )
+        .map_err(|e| {
+            violation(
+                Invariant::CorruptionReported,
+                format!("life {life}: forwarding did not start after a power cut: {e}"),
+            )
+        })?;
+        if !last {
+            sim.arm_crash_at_op(1 + rng.below(400));
+        }
+        for _ in 0..30 {
+            if sim.is_crashed() {
+                break;
+            }
+            let n = 1 + rng.below(4);
+            let batch: Vec<(u64, Update)> = (0..n)
+                .map(|_| {
+                    next_id += 1;
+                    let key =
+                        SeriesKey::new("fwd", [("id", next_id.to_string())]).expect("a valid key");
+                    let value = (next_id * 3) as f64;
+                    (
+                        next_id,
+                        Update::new(key, Timestamp(1_000 + next_id as i64), Op::GaugeSet(value))
+                            .expect("valid"),
+                    )
+                })
+                .collect();
+            let updates: Vec<Update> = batch.iter().map(|(_, u)| u.clone()).collect();
+            match db.ingest(&updates) {
+                Ok(ack) if ack.level == AckLevel::Durable => {
+                    for (id, u) in &batch {
+                        acked.insert(*id, u.op.value().unwrap_or(f64::NAN));
+                    }
+                }
+                _ => {}
+            }
+            if rng.chance(40) {
+                let _ = fwd.flush();
+            }
+            if rng.chance(30) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        if last {
+            fwd.flush().map_err(|e| {
+                violation(Invariant::DurableSurvives, format!("the last flush failed: {e}"))
+            })?;
+            let until = Instant::now() + Duration::from_secs(20);
+            while fwd.stats()[0].pending_requests > 0 {
+                if Instant::now() > until {
+                    return Err(violation(
+                        Invariant::DurableSurvives,
+                        format!("the outbox did not drain in 20 s: {:?}", fwd.stats()[0]),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            fwd.stop();
+        } else {
+            if sim.is_crashed() {
+                report.event(CUT_IN_LIFE);
+            }
+            fwd.stop_now();
+            drop(fwd);
+            drop(db);
+            sim.crash_random();
+        }
+    }
+    let got = rx.got.lock().expect("lock").clone();
+    report.updates_checked += acked.len() as u64;
+    for (id, value) in &acked {
+        match got.get(id) {
+            Some(values) if values.iter().all(|v| v == value) => {}
+            Some(values) => {
+                return Err(violation(
+                    Invariant::PrefixExactlyOnce,
+                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
+                ));
+            }
+            None => {
+                return Err(violation(
+                    Invariant::DurableSurvives,
+                    format!(
+                        "series id={id} was acknowledged durable but never reached the receiver \
+                         ({} of {} acknowledged series arrived)",
+                        acked.keys().filter(|k| got.contains_key(k)).count(),
+                        acked.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let dup: usize = got.values().map(|v| v.len() - 1).sum();
+    if dup > 0 {
+        report.event(RESENT);
+    }
+    let bound = 2 * MAX_SAMPLES * (LIVES - 1);
+    if dup > bound {
+        return Err(violation(
+            Invariant::PrefixExactlyOnce,
+            format!("{dup} samples arrived twice, more than two requests per power cut ({bound})"),
+        ));
+    }
+    Ok(())
+}
