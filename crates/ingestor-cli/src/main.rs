@@ -18,6 +18,7 @@
 
 mod args;
 mod commands;
+mod config_file;
 mod inspect;
 mod progress;
 mod serve;
@@ -25,11 +26,14 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A crash-recoverable metrics ingestor.
+///
+/// A flag given twice takes its last value (`args_override_self`): that is how the command
+/// line overrides the flags `serve --config FILE` inserts before it.
 #[derive(Debug, Parser)]
-#[command(name = "ingestor", version, about)]
+#[command(name = "ingestor", version, about, args_override_self = true)]
 struct Cli {
     /// The data directory.
     #[arg(long, global = true, default_value = "./ingestor-data")]
@@ -121,8 +125,29 @@ enum Inspect {
     },
 }
 
+/// Parses `argv` (the program name first) with `serve --config FILE`'s flags inserted
+/// before the user's own, exiting as clap does on an error (adding where a flag from the file
+/// came from) or on `--help`.
+fn parse(argv: Vec<std::ffi::OsString>) -> Result<Cli, ExitCode> {
+    let expanded = config_file::expand(&Cli::command(), argv).map_err(|e| {
+        eprintln!("ingestor: {e}");
+        ExitCode::from(2)
+    })?;
+    Cli::try_parse_from(&expanded.argv).map_err(|e| {
+        let note = if e.use_stderr() { expanded.explain(&e) } else { None };
+        let _ = e.print();
+        if let Some(note) = note {
+            eprintln!("{note}");
+        }
+        ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     progress::init_logs(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
     let result = match cli.command {
         Command::Serve { server, engine } => serve::serve(&cli.data_dir, &server, engine.config()),

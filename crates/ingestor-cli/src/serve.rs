@@ -16,6 +16,11 @@ use crate::args::{Bytes, parse_duration};
 /// The server's flags; every default is the library's.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ServeArgs {
+    /// Read flags from this TOML file first, one key per long flag (`body-limit = "16MiB"`,
+    /// `forward = ["vm=http://..."]`, `data-dir`); flags on the command line override it,
+    /// and any --forward on the command line replaces the file's list. See docs/server.md.
+    #[arg(long = "config", value_name = "FILE")]
+    config_file: Option<PathBuf>,
     /// The address to listen on (HTTP, or HTTPS with --tls-cert-file).
     #[arg(long, default_value = "127.0.0.1:8428")]
     http: SocketAddr,
@@ -215,6 +220,9 @@ pub(crate) fn serve(data_dir: &Path, args: &ServeArgs, engine: Config) -> Result
     let config = args.config(data_dir)?;
     raise_fd_limit(config.limits.max_connections);
     let dir = data_dir.to_path_buf();
+    if let Some(file) = &args.config_file {
+        tracing::info!("flags from {}", file.display());
+    }
     tracing::info!("data in {}", dir.display());
     let server =
         Server::start(config, move || crate::progress::open(&dir, engine).map(|(db, _)| db))?;

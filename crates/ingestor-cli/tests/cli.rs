@@ -167,3 +167,44 @@ fn sigint_closes_cleanly_with_a_final_snapshot() {
         .collect();
     assert_eq!(snapshots.len(), 1, "the final snapshot was written");
 }
+
+/// `serve --config FILE`: the server listens where the file says and keeps its data where
+/// the file says; a file with an unknown key is refused (exit 2) naming the file, line and
+/// key.
+#[test]
+fn serve_reads_its_flags_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("from-file");
+    let port = free_port();
+    let file = dir.path().join("ingestor.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data-dir = {:?}\nhttp = \"127.0.0.1:{port}\"\nsync = \"always\"\nbody-limit = \"1MiB\"\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut server = bin()
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while http(port, "GET", "/-/ready", "").map(|r| r.0) != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the server never became ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = http(port, "POST", "/write", &"x".repeat(2 << 20)).unwrap();
+    assert_eq!(status, 413, "--body-limit from the file");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(data.join("wal").is_dir(), "the data directory the file names");
+
+    std::fs::write(&file, "http = \"127.0.0.1:1\"\nbody-limt = \"1MiB\"\n").unwrap();
+    let out = bin().args(["serve", "--config", file.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{}:2: key `body-limt`: unknown key", file.display())), "{err}");
+}
