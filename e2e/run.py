@@ -37,6 +37,9 @@ Starts the server on free loopback ports with `--sync always`, then:
   forwarding         two more servers forward through their outboxes into VictoriaMetrics and
                      Prometheus (remote-write receiver); an outage of Prometheus and a SIGKILL
                      of a forwarder lose nothing acknowledged (e2e/forward_checks.py).
+  full disk          a tmpfs made for the test filled below the free-space floor: writes 503,
+                     the server up, writes accepted again once space is back, nothing
+                     acknowledged lost (e2e/disk_checks.py; needs root to mount).
 
 Prints a summary of what each client checked; exits 1 on the first failure, with the reason
 and the tail of the server's log. Child processes are always killed on the way out.
@@ -1038,6 +1041,10 @@ def main():
         global BINARY
         BINARY = binary
         forward_checks.run(sys.modules[__name__], tmp)
+        # A full disk: a tmpfs made for the test; see e2e/disk_checks.py.
+        import disk_checks
+
+        disk_checks.run(sys.modules[__name__], tmp)
         failed = False
         SUMMARY.print()
         print(f"e2e: kill -9: {total_acked} acknowledged writes checked after "

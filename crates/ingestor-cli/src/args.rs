@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 use ingestor::{
-    Compression, Config, FinalSnapshot, SnapshotCompression, SnapshotOptions, SyncPolicy,
+    Compression, Config, FinalSnapshot, FreeSpaceFloor, SnapshotCompression, SnapshotOptions,
+    SyncPolicy,
 };
 
 /// The sync policy flag: `always`, `os`, `batch` or `batch:DURATION` (for example
@@ -125,6 +126,29 @@ pub(crate) struct EngineArgs {
     /// Delete series not updated for this long (or `off`).
     #[arg(long, default_value = "off")]
     series_ttl: OptionalDuration,
+    /// Free space to keep on the data directory's file system: below it writes are refused
+    /// (503) until space is freed. `auto` (1GiB or 5%, whichever is less), a size, or `off`.
+    #[arg(long, default_value = "auto")]
+    free_space_floor: FloorArg,
+}
+
+/// `--free-space-floor`: `auto`, `off`, or a size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FloorArg(FreeSpaceFloor);
+
+impl std::str::FromStr for FloorArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(FloorArg(FreeSpaceFloor::Auto)),
+            "off" => Ok(FloorArg(FreeSpaceFloor::Off)),
+            size => size
+                .parse::<Bytes>()
+                .map(|b| FloorArg(FreeSpaceFloor::Bytes(b.0 as u64)))
+                .map_err(|e| format!("{e} (or auto, or off)")),
+        }
+    }
 }
 
 impl EngineArgs {
@@ -152,6 +176,7 @@ impl EngineArgs {
                     .compression(snapshot_compression),
             )
             .series_ttl(self.series_ttl.0)
+            .free_space_floor(self.free_space_floor.0)
             .final_snapshot(if self.no_final_snapshot {
                 FinalSnapshot::Never
             } else {

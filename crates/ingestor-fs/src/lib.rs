@@ -126,6 +126,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
     /// operation fails until [`SimFs::crash`] builds the post-crash image.
     fn crash_point(&self, name: &'static str) -> io::Result<()>;
 
+    /// The space of the file system holding `path`: `(available to this user, total)` bytes,
+    /// or `None` where the file system does not say (the default; the simulated disk has no
+    /// size). What a free-space floor is checked against.
+    fn space(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        let _ = path;
+        Ok(None)
+    }
+
     /// Reads a whole file (a convenience over [`Fs::open`] and [`FsFile::read_at`]).
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         let file = self.open(path, OpenMode::Read)?;

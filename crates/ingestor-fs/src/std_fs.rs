@@ -100,6 +100,13 @@ impl Fs for StdFs {
     fn crash_point(&self, _name: &'static str) -> io::Result<()> {
         Ok(())
     }
+
+    fn space(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        let s = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+        let available = s.f_bavail.saturating_mul(s.f_frsize);
+        let total = s.f_blocks.saturating_mul(s.f_frsize);
+        Ok(Some((available, total)))
+    }
 }
 
 #[derive(Debug)]

@@ -121,6 +121,21 @@ pub(crate) fn own_metrics(state: &AppState, db: &Ingestor) -> String {
         "1 when a failed sync or write poisoned the log: writes are refused until restart.",
         if db.is_poisoned() { 1.0 } else { 0.0 },
     );
+    if let Some((available, total, floor)) = db.free_space() {
+        own(
+            "ingestor_disk_available_bytes",
+            "gauge",
+            "Free space of the data directory's file system.",
+            available as f64,
+        );
+        own("ingestor_disk_total_bytes", "gauge", "Size of that file system.", total as f64);
+        own(
+            "ingestor_disk_floor_bytes",
+            "gauge",
+            "The free-space floor: below it, writes are answered 503.",
+            floor as f64,
+        );
+    }
     own(
         "ingestor_snapshots_written_total",
         "counter",

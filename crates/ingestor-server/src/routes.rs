@@ -238,6 +238,12 @@ pub(crate) fn ingest_error(state: &AppState, e: &ingestor::Error) -> Response {
         E::BatchTooLarge { .. } => {
             error(state, StatusCode::PAYLOAD_TOO_LARGE, format!("refused, nothing applied: {e}"))
         }
+        E::DiskFull { .. } => {
+            state
+                .write_log
+                .log(|held| tracing::warn!("a write refused ({held} more held back): {e}"));
+            error(state, StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}"))
+        }
         E::Wal(_) | E::Io { .. } | E::Closed => {
             state
                 .write_log

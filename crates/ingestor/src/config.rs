@@ -19,6 +19,33 @@ pub enum FinalSnapshot {
     Never,
 }
 
+/// How much of the data directory's file system must stay free. Below the floor, writes
+/// are refused with [`Error::DiskFull`] (the server answers 503) before the disk fills up,
+/// and accepted again by themselves once space is back. Checked at most every 250 ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FreeSpaceFloor {
+    /// 1 GiB or 5% of the file system, whichever is less. Default.
+    #[default]
+    Auto,
+    /// This many bytes.
+    Bytes(u64),
+    /// No floor: writes go on until the disk is full (then the log is poisoned).
+    Off,
+}
+
+impl FreeSpaceFloor {
+    /// The floor in bytes on a file system of `total` bytes (0 for [`FreeSpaceFloor::Off`]).
+    #[must_use]
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            FreeSpaceFloor::Auto => (1u64 << 30).min(total / 20),
+            FreeSpaceFloor::Bytes(b) => b,
+            FreeSpaceFloor::Off => 0,
+        }
+    }
+}
+
 /// Configuration of an [`crate::Ingestor`]. Every field ends its doc with its default;
 /// [`crate::Ingestor::open`] validates the whole configuration and names a bad field.
 #[derive(Debug, Clone)]
@@ -57,6 +84,9 @@ pub struct Config {
     /// time-to-live expiry. Replace it to make runs reproducible (the crash test does).
     /// Default: the system clock.
     pub clock_ms: fn() -> i64,
+    /// The free space to keep on the data directory's file system. Default:
+    /// [`FreeSpaceFloor::Auto`] (1 GiB or 5%, whichever is less).
+    pub free_space_floor: FreeSpaceFloor,
 }
 
 /// The system clock in milliseconds since the Unix epoch (the default [`Config::clock_ms`]).
@@ -82,6 +112,7 @@ impl Default for Config {
             series_ttl: None,
             maintenance_interval: Duration::from_secs(1),
             clock_ms: system_clock_ms,
+            free_space_floor: FreeSpaceFloor::Auto,
         }
     }
 }
@@ -125,6 +156,8 @@ impl Config {
         maintenance_interval: Duration,
         /// Sets [`Config::clock_ms`].
         clock_ms: fn() -> i64,
+        /// Sets [`Config::free_space_floor`].
+        free_space_floor: FreeSpaceFloor,
     }
 
     /// Checks every field.

@@ -34,6 +34,21 @@ pub enum Error {
         /// The most a batch may hold.
         max: usize,
     },
+    /// The data directory's file system has less free space than the floor
+    /// ([`crate::Config::free_space_floor`]): nothing of the batch was applied; writes are
+    /// accepted again once space is freed.
+    #[error(
+        "{dir}: {available} bytes free, below the floor of {floor} bytes: writes are refused \
+         until space is freed"
+    )]
+    DiskFull {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// Bytes available.
+        available: u64,
+        /// The floor.
+        floor: u64,
+    },
     /// Another process (or handle) has the data directory open.
     #[error("{dir} is in use: another ingestor holds its lock ({reason})")]
     Locked {

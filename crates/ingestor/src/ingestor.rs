@@ -180,8 +180,22 @@ struct Shared {
     open_duration: Duration,
     background_error: Mutex<Option<String>>,
     closed: AtomicBool,
+    /// The data directory and its file system, for the free-space floor.
+    fs: Arc<dyn Fs>,
+    dir: std::path::PathBuf,
+    space: Mutex<SpaceCheck>,
     _lock: Box<dyn FsLock>,
 }
+
+/// The last free-space check: when, and the `(available, total)` it found.
+#[derive(Debug, Default)]
+struct SpaceCheck {
+    at: Option<Instant>,
+    found: Option<(u64, u64)>,
+}
+
+/// How long a free-space check stands.
+const SPACE_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -343,6 +357,9 @@ impl Ingestor {
             open_duration,
             background_error: Mutex::new(None),
             closed: AtomicBool::new(false),
+            fs: Arc::clone(&fs),
+            dir: dir.to_path_buf(),
+            space: Mutex::new(SpaceCheck::default()),
             _lock: dir_lock,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -381,6 +398,7 @@ impl Ingestor {
         let shared = &self.shared;
         let result = (|| {
             check_batch(updates.iter().map(|u| &u.op))?;
+            shared.check_space()?;
             let keys: Vec<&SeriesKey> = updates.iter().map(|u| &u.key).collect();
             let mut defined = lock(&shared.writer);
             let (ids, created) = shared.memstore.intern_all(&keys)?;
@@ -418,6 +436,7 @@ impl Ingestor {
         let shared = &self.shared;
         let result = (|| {
             check_batch(points.iter().map(|p| &p.2))?;
+            shared.check_space()?;
             let points: Vec<Point> = points
                 .iter()
                 .map(|(h, timestamp, op)| Point {
@@ -466,6 +485,14 @@ impl Ingestor {
     #[must_use]
     pub fn memstore(&self) -> &Memstore {
         &self.shared.memstore
+    }
+
+    /// The data directory's file system: `(available, total, floor)` bytes, the floor from
+    /// [`Config::free_space_floor`] (checked at most every 250 ms); `None` where the file
+    /// system does not say.
+    #[must_use]
+    pub fn free_space(&self) -> Option<(u64, u64, u64)> {
+        self.shared.space()
     }
 
     /// Whether the log is poisoned (a sync or write failed in a way that cannot be undone):
@@ -578,6 +605,31 @@ impl Drop for Ingestor {
     /// A best-effort close: errors are ignored.
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+impl Shared {
+    /// The data directory's free space against the floor, checked at most every
+    /// [`SPACE_CHECK_EVERY`]: `(available, total, floor)`, or `None` where the file system
+    /// does not say.
+    fn space(&self) -> Option<(u64, u64, u64)> {
+        let mut check = lock(&self.space);
+        if check.at.is_none_or(|at| at.elapsed() >= SPACE_CHECK_EVERY) {
+            check.at = Some(Instant::now());
+            check.found = self.fs.space(&self.dir).unwrap_or(None);
+        }
+        let (available, total) = check.found?;
+        Some((available, total, self.config.free_space_floor.bytes(total)))
+    }
+
+    /// Refuses a write while the free space is below the floor.
+    fn check_space(&self) -> Result<()> {
+        match self.space() {
+            Some((available, _, floor)) if available < floor => {
+                Err(Error::DiskFull { dir: self.dir.clone(), available, floor })
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -59,7 +59,7 @@ mod error;
 mod ingestor;
 pub mod offline;
 
-pub use config::{Config, FinalSnapshot, system_clock_ms};
+pub use config::{Config, FinalSnapshot, FreeSpaceFloor, system_clock_ms};
 pub use error::{Error, Result};
 pub use ingestor::{
     Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
