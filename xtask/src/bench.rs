@@ -62,8 +62,8 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
     if let Some(only) = &only {
         cmd.arg("--only").arg(only);
     }
-    if only.as_deref().is_none_or(|o| "http".contains(o)) {
-        println!("xtask bench: building the release ingestor for the HTTP section");
+    if only.as_deref().is_none_or(|o| "http".contains(o) || "forward".contains(o)) {
+        println!("xtask bench: building the release ingestor for the HTTP and forwarding sections");
         match crate::abuse::build_release() {
             Ok(ingestor) => {
                 cmd.arg("--ingestor-bin").arg(ingestor);

@@ -86,7 +86,7 @@ pub struct Binaries {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum System {
+pub(crate) enum System {
     Batch,
     Always,
     VictoriaMetrics,
@@ -322,9 +322,9 @@ fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// A server under test; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Server {
@@ -335,7 +335,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start(system: System, bins: &Binaries, dir: &Path) -> Result<Server, String> {
+    pub(crate) fn start(system: System, bins: &Binaries, dir: &Path) -> Result<Server, String> {
         let addr = free_port();
         let mut cmd = match system {
             System::Batch | System::Always => {

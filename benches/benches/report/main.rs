@@ -12,6 +12,7 @@
 //! skipped) and `--victoria-metrics PATH` (its peer there). `cargo xtask bench` passes both.
 #![allow(missing_docs, unreachable_pub)]
 
+mod forward;
 mod http;
 mod logs;
 mod metrics;
@@ -263,6 +264,18 @@ fn main() {
     log_workloads(&mut report, &plan);
     if plan.runs("metrics") {
         metrics::run(&mut report, plan.series, plan.durable_budget);
+    }
+    if plan.runs("forward") {
+        let path =
+            |flag: &str| args.iter().position(|a| a == flag).map(|i| PathBuf::from(&args[i + 1]));
+        match path("--ingestor-bin") {
+            Some(ingestor) => {
+                let bins =
+                    http::Binaries { ingestor, victoria_metrics: path("--victoria-metrics") };
+                forward::run(&mut report, &bins, plan.series, plan.quick);
+            }
+            None => eprintln!("forwarding: skipped (cargo xtask bench passes the binaries)"),
+        }
     }
     if plan.runs("http") {
         let path =

@@ -1,0 +1,202 @@
+//! Forwarding into VictoriaMetrics on loopback (Debian's `victoria-metrics`, started here):
+//! an embedded ingestor and its forwarder (`ingestor-forward`), measured three ways.
+//!
+//! - **Live**: every second all the standard series are updated by handle and flushed; the
+//!   samples VictoriaMetrics answered 2xx for, per second of the phase.
+//! - **Backlog**: the destination is down (a closed port) while flushes pile up a backlog of
+//!   10 M samples (1 M with `--quick`) in the outbox; then the forwarder restarts pointed at
+//!   VictoriaMetrics and drains it: samples per second of the drain, against the live rate.
+//! - **Resume**: from that restart to the first request VictoriaMetrics answered, against
+//!   the mean time of one request.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingestor::{Config, FinalSnapshot, Ingestor, Op, SeriesKey, StdFs, SyncPolicy, Timestamp};
+use ingestor_forward::{Destination, ForwardConfig, Forwarder};
+
+use crate::http::{Binaries, Server, System};
+use crate::table::{Against, Figure, Report};
+
+const SECTION: &str = "Forwarding: an embedded ingestor's outbox into VictoriaMetrics over remote write (loopback), 2,000 samples a request";
+
+fn config(url: &str) -> ForwardConfig {
+    let mut c = ForwardConfig::default();
+    c.destinations = vec![Destination::new("vm", url).expect("a valid destination")];
+    // Flushes by hand, to control what is measured.
+    c.flush_interval = Duration::from_secs(3_600);
+    c.backoff_max = Duration::from_millis(200);
+    c.budget_bytes = 8 << 30;
+    c
+}
+
+fn now_ms() -> i64 {
+    ingestor::system_clock_ms()
+}
+
+/// Sets every series to `round` (stamped now) by handle.
+fn update_all(db: &Ingestor, handles: &[ingestor::SeriesHandle], round: u64) {
+    let ts = Timestamp(now_ms());
+    for chunk in handles.chunks(50_000) {
+        let points: Vec<_> = chunk.iter().map(|&h| (h, ts, Op::GaugeSet(round as f64))).collect();
+        db.ingest_by_handle(&points).expect("ingest");
+    }
+}
+
+fn wait_drained(f: &Forwarder, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while f.stats()[0].pending_requests > 0 {
+        if started.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(started.elapsed())
+}
+
+pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
+    if bins.victoria_metrics.is_none() {
+        eprintln!("forwarding: skipped (no VictoriaMetrics binary)");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vm = match Server::start(System::VictoriaMetrics, bins, &tmp.path().join("vm")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("forwarding: {e}");
+            return;
+        }
+    };
+    let url = format!("http://{}/api/v1/write", vm.addr);
+    let engine = Config::default()
+        .sync_policy(SyncPolicy::Batch(Duration::from_millis(5)))
+        .snapshot_interval(None)
+        .final_snapshot(FinalSnapshot::Never);
+    let dir = tmp.path().join("data");
+    let (db, _) = Ingestor::open(&dir, engine).expect("open");
+    let db = Arc::new(db);
+    let handles: Vec<_> = (0..series)
+        .map(|i| {
+            let key = SeriesKey::new(
+                "bench_forward",
+                [("host", format!("h{}", i % 1_000)), ("i", i.to_string())],
+            )
+            .expect("a valid key");
+            db.resolve(&key).expect("resolve")
+        })
+        .collect();
+    let outbox = tmp.path().join("outbox");
+    let fs = || -> Arc<dyn ingestor::Fs> { Arc::new(StdFs::new()) };
+
+    // Live: a round a second.
+    let live_secs = if quick { 5 } else { 10 };
+    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&url)).expect("start");
+    let started = Instant::now();
+    let mut flush_time = Duration::ZERO;
+    for round in 0..live_secs {
+        let tick = started + Duration::from_secs(round);
+        if let Some(wait) = tick.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        update_all(&db, &handles, round + 1);
+        let t = Instant::now();
+        f.flush().expect("flush");
+        flush_time += t.elapsed();
+    }
+    let phase = Duration::from_secs(live_secs);
+    let until = started + phase;
+    if let Some(wait) = until.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+    let live = f.stats()[0].samples_sent as f64 / phase.as_secs_f64();
+    let backlog_left = f.stats()[0].pending_samples;
+    let _ = wait_drained(&f, Duration::from_secs(120));
+    let s = &f.stats()[0];
+    let mean_request = s.send_seconds.0 / s.send_seconds.1.max(1) as f64;
+    f.stop();
+    drop(f);
+    report.add(
+        Figure::new(SECTION, "samples/s delivered live", live, "samples/s")
+            .target(500_000.0)
+            .note(format!(
+                "{series} series updated and flushed every second for {live_secs} s; {backlog_left} \
+                 samples still waiting at the end of the phase; a flush of {series} series took \
+                 {:.0} ms (freeze, changed series to samples, encoding, one append and sync); mean \
+                 request {:.1} ms",
+                flush_time.as_secs_f64() * 1e3 / live_secs as f64,
+                mean_request * 1e3
+            )),
+    );
+
+    // Backlog: the destination down while flushes pile up.
+    let rounds = if quick { 10 } else { 10_000_000u64.div_ceil(series as u64) };
+    let down = format!("http://127.0.0.1:{}/api/v1/write", closed_port());
+    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&down)).expect("start");
+    for round in 0..rounds {
+        update_all(&db, &handles, 1_000 + round);
+        f.flush().expect("flush");
+    }
+    let pending = f.stats()[0].pending_samples;
+    f.stop_now();
+    drop(f);
+    let restarted = Instant::now();
+    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&url)).expect("start");
+    let started_in = restarted.elapsed();
+    let mut first = None;
+    while first.is_none() {
+        if f.stats()[0].requests_sent > 0 {
+            first = Some(restarted.elapsed());
+        }
+        if restarted.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let drained = wait_drained(&f, Duration::from_secs(600));
+    let s = f.stats()[0].clone();
+    f.stop();
+    let Some(drained) = drained else {
+        eprintln!("forwarding: the backlog did not drain within 10 minutes");
+        return;
+    };
+    let drain = s.samples_sent as f64 / drained.as_secs_f64();
+    report.add(
+        Figure::new(SECTION, "backlog drained, samples/s", drain, "samples/s")
+            .peer("live delivery", live)
+            .at_least(Against::Peer("live delivery"), 5.0)
+            .note(format!(
+                "{pending} samples waiting in the outbox ({rounds} flushes of {series} series while \
+                 the destination was down), drained in {:.1} s after a restart",
+                drained.as_secs_f64()
+            )),
+    );
+    if let Some(first) = first {
+        let request = s.send_seconds.0 / s.send_seconds.1.max(1) as f64;
+        report.add(
+            Figure::new(
+                SECTION,
+                "restart to the first delivered request",
+                first.as_secs_f64() * 1e3,
+                "ms",
+            )
+            .lower_is_better()
+            .target((started_in.as_secs_f64() + 2.0 * request) * 1e3)
+            .note(format!(
+                "the forwarder's start (opening and indexing the outbox of {pending} samples) \
+                     took {:.1} ms; mean request {:.1} ms; target: the start plus two requests \
+                     (the one the cursor resumes at, and its answer)",
+                started_in.as_secs_f64() * 1e3,
+                request * 1e3
+            )),
+        );
+    }
+    drop(vm);
+    let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("bound").port()
+}
