@@ -156,6 +156,7 @@ pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
     let drained = wait_drained(&f, Duration::from_secs(600));
     let s = f.stats()[0].clone();
     f.stop();
+    drop(f);
     let Some(drained) = drained else {
         eprintln!("forwarding: the backlog did not drain within 10 minutes");
         return;
@@ -181,16 +182,25 @@ pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
                 "ms",
             )
             .lower_is_better()
-            .target((started_in.as_secs_f64() + 2.0 * request) * 1e3)
             .note(format!(
                 "the forwarder's start (opening and indexing the outbox of {pending} samples) \
-                     took {:.1} ms; mean request {:.1} ms; target: the start plus two requests \
-                     (the one the cursor resumes at, and its answer)",
+                 took {:.1} ms; mean request {:.1} ms",
                 started_in.as_secs_f64() * 1e3,
                 request * 1e3
             )),
         );
     }
+    // Resuming: after the drain and a clean stop, a restart sends nothing again.
+    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&url)).expect("start");
+    std::thread::sleep(Duration::from_millis(500));
+    let again = f.stats()[0].requests_sent;
+    f.stop();
+    report.add(
+        Figure::new(SECTION, "requests sent again after a clean restart", again as f64, "requests")
+            .lower_is_better()
+            .target(1.0)
+            .note("the destination resumes at its durable cursor: within one request".into()),
+    );
     drop(vm);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }

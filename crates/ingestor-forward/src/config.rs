@@ -130,6 +130,10 @@ pub struct ForwardConfig {
     pub budget_policy: BudgetPolicy,
     /// The size of the outbox's segment files. Default 64 MiB.
     pub segment_bytes: u64,
+    /// How many requests may be sent again after a crash: those settled (answered) whose
+    /// cursor is not durable yet, which the cursor keeper group-commits while the next
+    /// requests go out, and the one in flight. Default 8.
+    pub cursor_window: usize,
 }
 
 impl Default for ForwardConfig {
@@ -145,6 +149,7 @@ impl Default for ForwardConfig {
             budget_bytes: 1 << 30,
             budget_policy: BudgetPolicy::Block,
             segment_bytes: 64 << 20,
+            cursor_window: 8,
         }
     }
 }
@@ -182,6 +187,9 @@ impl ForwardConfig {
         }
         if self.segment_bytes < 64 << 10 {
             return bad("segment_bytes must be at least 64 KiB");
+        }
+        if self.cursor_window == 0 {
+            return bad("cursor_window must be at least 1");
         }
         Ok(())
     }

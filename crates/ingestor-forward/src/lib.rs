@@ -11,7 +11,8 @@
 //! - One sender per destination reads the outbox from its cursor and POSTs each request in
 //!   order; the cursor moves only after a 2xx (or a 4xx, which drops the request, counted)
 //!   and is persisted atomically (`outbox/cursor-<name>`), so after any crash a destination
-//!   resumes where it was, sending again at most the two requests around the crash.
+//!   resumes where it was, sending again at most the requests of its cursor window
+//!   ([`ForwardConfig::cursor_window`], 8) around the crash.
 //! - Segments go once every destination's cursor is past them. Each destination has a byte
 //!   budget with a policy: [`BudgetPolicy::Block`] (the server refuses writes) or
 //!   [`BudgetPolicy::DropOldest`] (counted).
@@ -56,7 +57,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use ingestor::{Fs, Ingestor, Lsn};
-use ingestor_protocols::remote_write::{self, MetricType, Series};
+use ingestor_protocols::remote_write::MetricType;
+use ingestor_protocols::remote_write_writer::WriteRequestWriter;
 
 pub use config::{BudgetPolicy, Destination, ForwardConfig};
 use outbox::{Outbox, Request};
@@ -335,42 +337,38 @@ impl Forwarder {
         }
         let max = self.shared.config.max_samples_per_request;
         let mut requests = Vec::new();
-        let mut batch: Vec<Series> = Vec::new();
-        let mut samples = 0usize;
+        let mut writer = WriteRequestWriter::new();
+        let mut families: Vec<(String, MetricType)> = Vec::new();
+        let mut oldest = i64::MAX;
         let mut series = 0usize;
-        let mut emit = |batch: &mut Vec<Series>, samples: &mut usize| {
-            if batch.is_empty() {
+        let mut emit = |w: &mut WriteRequestWriter,
+                        families: &mut Vec<(String, MetricType)>,
+                        oldest: &mut i64| {
+            if w.is_empty() {
                 return;
             }
-            let mut families: Vec<(String, MetricType)> = batch
-                .iter()
-                .filter_map(|s| {
-                    let name = s.labels.iter().find(|(n, _)| n == "__name__")?;
-                    Some((name.1.clone(), s.metric_type?))
-                })
-                .filter(|(_, t)| *t != MetricType::Other)
-                .collect();
             families.sort_by(|a, b| a.0.cmp(&b.0));
             families.dedup_by(|a, b| a.0 == b.0);
-            let oldest = batch.iter().flat_map(|s| s.samples.iter().map(|p| p.0)).min();
-            requests.push(Request {
-                samples: *samples as u32,
-                oldest_ms: oldest.unwrap_or(0),
-                body: remote_write::encode_v1(batch, &families),
-            });
-            batch.clear();
-            *samples = 0;
+            for (f, t) in families.iter().filter(|(_, t)| *t != MetricType::Other) {
+                w.metadata(f, *t);
+            }
+            families.clear();
+            let samples = w.sample_count() as u32;
+            requests.push(Request { samples, oldest_ms: *oldest, body: w.finish() });
+            *oldest = i64::MAX;
         };
         for record in frozen.changed_since(since) {
-            let of = samples::series_of(&record);
-            if samples + of.len() > max {
-                emit(&mut batch, &mut samples);
+            if writer.sample_count() + samples::sample_count(&record) > max {
+                emit(&mut writer, &mut families, &mut oldest);
             }
-            samples += of.len();
+            let family = samples::write_series(&record, &mut writer);
+            if families.last().is_none_or(|l| l.0 != family.0) {
+                families.push(family);
+            }
+            oldest = oldest.min(record.last_update.0);
             series += 1;
-            batch.extend(of);
         }
-        emit(&mut batch, &mut samples);
+        emit(&mut writer, &mut families, &mut oldest);
         self.shared.outbox.append_flush(&requests, covered, now_ms())?;
         self.flushes.fetch_add(1, Relaxed);
         self.flushed_series.fetch_add(series as u64, Relaxed);

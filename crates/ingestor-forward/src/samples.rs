@@ -1,67 +1,74 @@
 //! A series' current state as remote-write samples: exactly what `/metrics` shows for it.
 
 use ingestor::{SeriesRecord, SeriesState, exposed_family, format_value};
-use ingestor_protocols::remote_write::{MetricType, Series};
+use ingestor_protocols::remote_write::MetricType;
+use ingestor_protocols::remote_write_writer::WriteRequestWriter;
 
-/// The remote-write series of one series' state, stamped with its last update:
-/// a counter is `<family>` (its name with `_total` unless it has it) with its total; a gauge
-/// its value; a histogram `_bucket{le}` (cumulative, `+Inf` last), `_sum` and `_count`. A
-/// label `le` of a histogram becomes `exported_le`, as in the exposition. Labels are sorted
-/// by name, `__name__` among them, as the remote-write specification asks.
-pub(crate) fn series_of(record: &SeriesRecord) -> Vec<Series> {
+/// How many samples [`write_series`] writes for `record`.
+pub(crate) fn sample_count(record: &SeriesRecord) -> usize {
+    match &record.state {
+        SeriesState::Histogram(h) => h.bounds.len() + 3,
+        _ => 1,
+    }
+}
+
+/// Writes the remote-write series of one series' state into `w`, stamped with its last
+/// update: a counter is `<family>` (its name with `_total` unless it has it) with its total;
+/// a gauge its value; a histogram `_bucket{le}` (cumulative, `+Inf` last), `_sum` and
+/// `_count`. A label `le` of a histogram becomes `exported_le`, as in the exposition. Labels
+/// are sorted by name, `__name__` among them, as the remote-write specification asks.
+/// Returns the family and its type, for the request's metadata.
+pub(crate) fn write_series(
+    record: &SeriesRecord,
+    w: &mut WriteRequestWriter,
+) -> (String, MetricType) {
     let kind = record.state.kind();
     let family = exposed_family(record.key.name(), kind);
     let ts = record.last_update.0;
     let histogram = matches!(record.state, SeriesState::Histogram(_));
-    let one = |name: String, le: Option<String>, value: f64, metric_type: MetricType| {
-        let mut labels: Vec<(String, String)> = record
-            .key
-            .labels()
-            .iter()
-            .map(|l| {
-                let n = if histogram && l.name() == "le" {
-                    "exported_le".to_owned()
-                } else {
-                    l.name().to_owned()
-                };
-                (n, l.value().to_owned())
-            })
-            .collect();
-        labels.push(("__name__".to_owned(), name));
+    let key_labels: Vec<(&str, &str)> = record
+        .key
+        .labels()
+        .iter()
+        .map(|l| {
+            let n = if histogram && l.name() == "le" { "exported_le" } else { l.name() };
+            (n, l.value())
+        })
+        .collect();
+    let one = |w: &mut WriteRequestWriter, name: &str, le: Option<&str>, value: f64| {
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(key_labels.len() + 2);
+        labels.extend_from_slice(&key_labels);
+        labels.push(("__name__", name));
         if let Some(le) = le {
-            labels.push(("le".to_owned(), le));
+            labels.push(("le", le));
         }
-        labels.sort_unstable();
-        Series {
-            labels,
-            samples: vec![(ts, value)],
-            metric_type: Some(metric_type),
-            histograms: 0,
-            exemplars: 0,
-        }
+        labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        w.series(&labels, &[(ts, value)]);
     };
-    match &record.state {
+    let metric_type = match &record.state {
         SeriesState::Counter(c) => {
-            vec![one(family.to_string(), None, c.total, MetricType::Counter)]
+            one(w, &family, None, c.total);
+            MetricType::Counter
         }
-        SeriesState::Gauge(g) => vec![one(family.to_string(), None, g.value, MetricType::Gauge)],
+        SeriesState::Gauge(g) => {
+            one(w, &family, None, g.value);
+            MetricType::Gauge
+        }
         SeriesState::Histogram(h) => {
-            let mut out = Vec::with_capacity(h.bounds.len() + 3);
-            let cumulative = h.cumulative();
-            for (bound, n) in h.bounds.iter().zip(&cumulative) {
-                let le = Some(format_value(*bound));
-                out.push(one(format!("{family}_bucket"), le, *n as f64, MetricType::Other));
+            let bucket = format!("{family}_bucket");
+            for (bound, n) in h.bounds.iter().zip(&h.cumulative()) {
+                one(w, &bucket, Some(&format_value(*bound)), *n as f64);
             }
-            let inf = Some("+Inf".to_owned());
-            out.push(one(format!("{family}_bucket"), inf, h.count as f64, MetricType::Other));
-            out.push(one(format!("{family}_sum"), None, h.sum, MetricType::Other));
-            out.push(one(format!("{family}_count"), None, h.count as f64, MetricType::Other));
-            out
+            one(w, &bucket, Some("+Inf"), h.count as f64);
+            one(w, &format!("{family}_sum"), None, h.sum);
+            one(w, &format!("{family}_count"), None, h.count as f64);
+            MetricType::Other
         }
         // A kind added later is forwarded as nothing rather than as something wrong.
         #[allow(unreachable_patterns)]
-        _ => Vec::new(),
-    }
+        _ => MetricType::Other,
+    };
+    (family.into_owned(), metric_type)
 }
 
 #[cfg(test)]
@@ -79,7 +86,24 @@ mod tests {
         db.memstore().freeze().iter().next().unwrap()
     }
 
-    fn flat(series: &[Series]) -> Vec<String> {
+    fn series_of(record: &SeriesRecord) -> Vec<ingestor_protocols::remote_write::Series> {
+        let mut w = WriteRequestWriter::new();
+        let (_, kind) = write_series(record, &mut w);
+        assert_eq!(w.sample_count(), sample_count(record));
+        let body = w.finish();
+        let mut r = ingestor_protocols::remote_write::decode(
+            &body,
+            ingestor_protocols::remote_write::Version::V1,
+            1 << 20,
+        )
+        .unwrap();
+        for s in &mut r.series {
+            s.metric_type = Some(kind);
+        }
+        r.series
+    }
+
+    fn flat(series: &[ingestor_protocols::remote_write::Series]) -> Vec<String> {
         series
             .iter()
             .map(|s| {

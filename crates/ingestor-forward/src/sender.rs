@@ -1,8 +1,9 @@
 //! One sender per destination: reads the outbox from the destination's cursor, POSTs each
 //! request until a receiver's answer settles it (2xx: sent; 4xx: dropped and counted; 5xx,
 //! 429, network errors: retried with backoff), and moves the cursor on. The cursor is
-//! persisted by a keeper thread while the next request is in flight, so that at most two
-//! requests (one acknowledged, one in flight) are sent again after a crash.
+//! persisted by a keeper thread (group-committed) while the next requests go out; at most
+//! `cursor_window` settled requests wait for it, so that after a crash at most those and
+//! the one in flight are sent again.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -125,9 +126,10 @@ impl Sender {
     pub(crate) fn run(mut self, mut cursor: Lsn) {
         let name = self.dest.name.clone();
         let mut reader = None;
-        // The cursor before the last acknowledged request: it must be durable before the
-        // next request goes out.
-        let mut before_last = cursor;
+        // The cursor after each settled request not yet known durable, oldest first: at
+        // most `cursor_window` of them may wait while the next request goes out.
+        let window = self.shared.config.cursor_window;
+        let mut settled: std::collections::VecDeque<Lsn> = std::collections::VecDeque::new();
         while !self.stopping() {
             let r = match &mut reader {
                 Some(r) => r,
@@ -167,7 +169,14 @@ impl Sender {
             if record.record_type == REQUEST
                 && let Some(request) = Request::decode(&record.payload)
             {
-                self.keeper.wait_durable(before_last);
+                let durable = self.keeper.durable();
+                while settled.front().is_some_and(|&c| c <= durable) {
+                    settled.pop_front();
+                }
+                if settled.len() >= window {
+                    let need = settled[settled.len() - window];
+                    self.keeper.wait_durable(need);
+                }
                 #[cfg(feature = "deliberate-bugs")]
                 if crate::bugs::on("forward-cursor-early") {
                     // The defect: the cursor passes the request before it is sent.
@@ -175,7 +184,7 @@ impl Sender {
                     self.keeper.wait_durable(record.lsn.next());
                 }
                 match self.send(record.lsn, &request) {
-                    Outcome::Sent | Outcome::Dropped => before_last = cursor,
+                    Outcome::Sent | Outcome::Dropped => settled.push_back(record.lsn.next()),
                     Outcome::Stopped => break,
                 }
             }

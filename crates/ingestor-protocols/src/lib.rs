@@ -42,6 +42,7 @@ pub mod line_cache;
 pub mod otlp;
 pub mod remote_write;
 pub mod remote_write_view;
+pub mod remote_write_writer;
 pub mod statsd;
 
 #[doc(no_inline)]

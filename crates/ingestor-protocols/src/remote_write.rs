@@ -91,7 +91,7 @@ pub enum MetricType {
 
 impl MetricType {
     /// The protobuf enum value (`Other` is written as a summary).
-    fn to_proto(self) -> i32 {
+    pub(crate) fn to_proto(self) -> i32 {
         match self {
             MetricType::Counter => 1,
             MetricType::Gauge => 2,

@@ -10,7 +10,7 @@
 //! durable must have arrived with its value (a power cut never loses a durable outbox record
 //! nor moves a cursor past a request that was not delivered, and the first flush of a life
 //! takes every series changed after the last durable flush marker), and no more samples may
-//! arrive twice than two requests per power cut.
+//! arrive twice than the cursor window's requests per power cut.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -300,11 +300,15 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     if dup > 0 {
         report.event(RESENT);
     }
-    let bound = 2 * MAX_SAMPLES * (LIVES - 1);
+    let bound = forward.cursor_window * MAX_SAMPLES * (LIVES - 1);
     if dup > bound {
         return Err(violation(
             Invariant::PrefixExactlyOnce,
-            format!("{dup} samples arrived twice, more than two requests per power cut ({bound})"),
+            format!(
+                "{dup} samples arrived twice, more than the cursor window's {} requests per \
+                 power cut ({bound})",
+                forward.cursor_window
+            ),
         ));
     }
     Ok(())
