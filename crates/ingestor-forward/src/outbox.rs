@@ -103,7 +103,8 @@ impl Outbox {
         dir: &Path,
         segment_bytes: u64,
     ) -> Result<Outbox, ForwardError> {
-        create_dir_durably(&*fs, dir)?;
+        ingestor::create_dir_durably(&*fs, dir)
+            .map_err(|e| ForwardError::io(e.op, &e.path, &e.source))?;
         let options =
             WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(segment_bytes);
         let mut index = Index::default();
@@ -218,27 +219,6 @@ impl Outbox {
     pub(crate) fn total_samples(&self) -> u64 {
         self.index().total_samples
     }
-}
-
-/// Creates `dir` and its missing ancestors so that they survive a power cut: each new
-/// directory's parent is synced after it (a directory entry is data of its parent).
-fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<(), ForwardError> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(d) = at {
-        if fs.exists(d).map_err(|e| ForwardError::io("stat", d, &e))? {
-            break;
-        }
-        missing.push(d);
-        at = d.parent().filter(|p| !p.as_os_str().is_empty());
-    }
-    fs.create_dir_all(dir).map_err(|e| ForwardError::io("create", dir, &e))?;
-    for d in missing.into_iter().rev() {
-        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(|e| ForwardError::io("sync", parent, &e))?;
-        }
-    }
-    Ok(())
 }
 
 impl Index {

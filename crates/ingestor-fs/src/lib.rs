@@ -40,13 +40,64 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 mod sim;
 mod std_fs;
 
 pub use sim::{CrashPolicy, Fault, FaultKind, OpKind, SimFs, SimStats};
 pub use std_fs::{LOCK_FILE_NAME, StdFs};
+
+/// A file-system operation that failed: which, on what path, and the error.
+#[derive(Debug)]
+pub struct OpError {
+    /// The operation, for example `create_dir`.
+    pub op: &'static str,
+    /// The path it was applied to.
+    pub path: PathBuf,
+    /// What the file system said.
+    pub source: io::Error,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for OpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Creates `dir` and its missing ancestors so that they survive a power cut: each new
+/// directory is created, then its parent synced (a directory's entry is data of its
+/// parent). Directories that exist are left alone.
+///
+/// # Errors
+/// The first failed operation (`stat`, `create_dir` or `sync_dir`), with its path.
+pub fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<(), OpError> {
+    fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OpError + 'a {
+        move |source| OpError { op, path: path.to_path_buf(), source }
+    }
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if fs.exists(path).map_err(err("stat", path))? {
+            break;
+        }
+        missing.push(path);
+        at = path.parent();
+    }
+    for path in missing.into_iter().rev() {
+        fs.create_dir_all(path).map_err(err("create_dir", path))?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs.sync_dir(parent).map_err(err("sync_dir", parent))?;
+        }
+    }
+    Ok(())
+}
 
 /// Linux's `EIO` ("Input/output error"), the error injected for failed reads, writes and syncs.
 pub const EIO: i32 = 5;

@@ -91,27 +91,6 @@ pub struct SnapshotStore {
     writing: Mutex<()>,
 }
 
-/// Creates `dir` and every missing ancestor, syncing each new directory's parent so that the
-/// new names are durable.
-fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<(), SnapshotError> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if fs.exists(path).map_err(|e| SnapshotError::io("stat", path, e))? {
-            break;
-        }
-        missing.push(path);
-        at = path.parent();
-    }
-    for path in missing.into_iter().rev() {
-        fs.create_dir_all(path).map_err(|e| SnapshotError::io("create_dir", path, e))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(|e| SnapshotError::io("sync_dir", parent, e))?;
-        }
-    }
-    Ok(())
-}
-
 impl SnapshotStore {
     /// Opens (creating if needed) the snapshot directory `dir`.
     ///
@@ -128,7 +107,8 @@ impl SnapshotStore {
         options: SnapshotOptions,
     ) -> Result<(SnapshotStore, Vec<PathBuf>), SnapshotError> {
         options.validate()?;
-        create_dir_durably(&*fs, dir)?;
+        ingestor_fs::create_dir_durably(&*fs, dir)
+            .map_err(|e| SnapshotError::io(e.op, &e.path, e.source))?;
         let entries = fs.read_dir(dir).map_err(|e| SnapshotError::io("read_dir", dir, e))?;
         let mut removed = Vec::new();
         for entry in entries {

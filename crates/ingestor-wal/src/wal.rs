@@ -244,27 +244,6 @@ fn create_segment(
     }
 }
 
-/// Creates `dir` and every missing ancestor, syncing each new directory's parent so that
-/// none of them can vanish in a power cut.
-pub(crate) fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if fs.exists(path).map_err(|e| WalError::io("stat", path, e))? {
-            break;
-        }
-        missing.push(path);
-        at = path.parent();
-    }
-    for path in missing.into_iter().rev() {
-        fs.create_dir_all(path).map_err(|e| WalError::io("create_dir", path, e))?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(|e| WalError::io("sync_dir", parent, e))?;
-        }
-    }
-    Ok(())
-}
-
 /// Locks a mutex, ignoring poisoning: every critical section leaves its data consistent
 /// before anything in it can panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -586,7 +565,8 @@ impl Wal {
         listener: Arc<dyn WalListener>,
     ) -> Result<(Wal, RecoveryReport)> {
         options.validate()?;
-        create_dir_durably(&*fs, dir)?;
+        ingestor_fs::create_dir_durably(&*fs, dir)
+            .map_err(|e| WalError::io(e.op, &e.path, e.source))?;
         let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
         let recovered = recover(&*fs, dir, &options, replay_from, false, on_record)?;
         let mut report = recovered.report;

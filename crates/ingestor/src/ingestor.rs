@@ -222,34 +222,6 @@ impl std::fmt::Debug for Ingestor {
     }
 }
 
-/// Creates `dir` and its missing ancestors, syncing each new directory's parent.
-fn create_dir_durably(fs: &dyn Fs, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(dir);
-    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
-        if fs.exists(path).map_err(|e| Error::Io { op: "stat", path: path.into(), source: e })? {
-            break;
-        }
-        missing.push(path);
-        at = path.parent();
-    }
-    for path in missing.into_iter().rev() {
-        fs.create_dir_all(path).map_err(|e| Error::Io {
-            op: "create_dir",
-            path: path.into(),
-            source: e,
-        })?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs.sync_dir(parent).map_err(|e| Error::Io {
-                op: "sync_dir",
-                path: parent.into(),
-                source: e,
-            })?;
-        }
-    }
-    Ok(())
-}
-
 impl Ingestor {
     /// Opens (or creates) the data directory `dir` on the real file system.
     ///
@@ -274,7 +246,11 @@ impl Ingestor {
     ) -> Result<(Ingestor, OpenReport)> {
         let started = Instant::now();
         config.validate()?;
-        create_dir_durably(&*fs, dir)?;
+        ingestor_fs::create_dir_durably(&*fs, dir).map_err(|e| Error::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })?;
         let dir_lock = fs
             .lock_dir(dir)
             .map_err(|e| Error::Locked { dir: dir.to_path_buf(), reason: e.to_string() })?;

@@ -68,7 +68,9 @@ pub use ingestor_codec::{
     Compression, HistogramSample, Lsn, MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MetricKind, Op,
     SeriesKey, Timestamp, Update,
 };
-pub use ingestor_fs::{Fault, FaultKind, Fs, FsFile, OpKind, OpenMode, SimFs, StdFs};
+pub use ingestor_fs::{
+    Fault, FaultKind, Fs, FsFile, OpError, OpKind, OpenMode, SimFs, StdFs, create_dir_durably,
+};
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Frozen, MatchOp, Matcher, MemstoreConfig,
     MemstoreError, Selector, SeriesRecord, SeriesState, SeriesView, exposed_family, format_value,
