@@ -110,5 +110,24 @@ pub(crate) fn stats(data_dir: &Path) -> Result<(), String> {
         s.last_snapshot_lsn.map_or_else(|| "none".to_string(), |l| format!("LSN {l}"))
     );
     println!("open took:         {:.1?}", s.open_duration);
-    db.close().map_err(|e| e.to_string())
+    if let Some((available, total, floor)) = db.free_space() {
+        println!("disk:              {available} of {total} bytes free, floor {floor}");
+    }
+    db.close().map_err(|e| e.to_string())?;
+    let outbox = data_dir.join("outbox");
+    if outbox.is_dir() {
+        let fs: std::sync::Arc<dyn ingestor::Fs> = std::sync::Arc::new(ingestor::StdFs::new());
+        let r = ingestor_forward::outbox_report(fs, &outbox).map_err(|e| e.to_string())?;
+        println!(
+            "forward outbox:    LSNs {}..{}, last flush covered log LSN {}",
+            r.lsns.0, r.lsns.1, r.covered
+        );
+        for (name, at, bytes, requests, samples) in &r.destinations {
+            println!(
+                "  {name}: cursor at {at}; waiting {requests} requests, {samples} samples, \
+                 {bytes} bytes"
+            );
+        }
+    }
+    Ok(())
 }

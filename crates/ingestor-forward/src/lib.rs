@@ -180,6 +180,50 @@ pub struct DestinationStats {
     pub last_error: Option<String>,
 }
 
+/// What an outbox holds, read offline ([`outbox_report`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OutboxReport {
+    /// The ingest-log LSN the last durable flush covered.
+    pub covered: Lsn,
+    /// The first and the next outbox LSN.
+    pub lsns: (Lsn, Lsn),
+    /// Every destination with a cursor file: its name, the outbox LSN of its next record,
+    /// and what waits for it (bytes, requests, samples).
+    pub destinations: Vec<(String, Lsn, u64, u64, u64)>,
+}
+
+/// Reads the outbox in `dir` and every destination's cursor, for `ingestor stats`. Opens
+/// the outbox as forwarding does (recovering it: a torn tail is cut), so it must not run
+/// beside a forwarder on the same directory (the outbox's lock refuses that).
+///
+/// # Errors
+/// An outbox that does not open, a damaged cursor file.
+pub fn outbox_report(fs: Arc<dyn Fs>, dir: &Path) -> Result<OutboxReport, ForwardError> {
+    let outbox = Outbox::open(Arc::clone(&fs), dir, ForwardConfig::default().segment_bytes)?;
+    let mut names: Vec<String> = fs
+        .read_dir(dir)
+        .map_err(|e| ForwardError::io("read_dir", dir, &e))?
+        .into_iter()
+        .filter_map(|e| e.name.strip_prefix("cursor-").map(str::to_owned))
+        .filter(|n| !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    let mut destinations = Vec::new();
+    for name in names {
+        let at = cursor::read(&*fs, dir, &name)
+            .map_err(ForwardError::Cursor)?
+            .unwrap_or_else(|| outbox.first_lsn());
+        let b = outbox.backlog(at);
+        destinations.push((name, at, b.bytes, b.requests, b.samples));
+    }
+    Ok(OutboxReport {
+        covered: outbox.covered(),
+        lsns: (outbox.first_lsn(), outbox.next_lsn()),
+        destinations,
+    })
+}
+
 /// Flushes changed series into the outbox and runs one sender per destination.
 pub struct Forwarder {
     shared: Arc<Shared>,
@@ -219,15 +263,22 @@ impl Forwarder {
         let outbox = Outbox::open(Arc::clone(&fs), dir, config.segment_bytes)?;
         let mut cursors = Vec::new();
         for d in &config.destinations {
-            let at = cursor::read(&*fs, dir, &d.name)
-                .map_err(|e| {
-                    ForwardError::Cursor(format!(
-                        "destination {}: {e} (remove the file to send its whole outbox again)",
-                        d.name
-                    ))
-                })?
-                // A new destination starts at what the outbox holds now.
-                .unwrap_or_else(|| outbox.first_lsn());
+            let found = cursor::read(&*fs, dir, &d.name).map_err(|e| {
+                ForwardError::Cursor(format!(
+                    "destination {}: {e} (remove the file to send its whole outbox again)",
+                    d.name
+                ))
+            })?;
+            let at = match found {
+                Some(at) => at,
+                None => {
+                    // A new destination starts at what the outbox holds now, and has a
+                    // cursor file from the start (so that `ingestor stats` lists it).
+                    let at = outbox.first_lsn();
+                    cursor::write(&*fs, dir, &d.name, at).map_err(ForwardError::Cursor)?;
+                    at
+                }
+            };
             // Beyond the outbox's end only if records it counted on are gone (a cursor is
             // written only for records read back from a synced outbox, so this means damage
             // or a removed outbox): start at the end, loudly.

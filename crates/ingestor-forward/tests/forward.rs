@@ -234,6 +234,13 @@ fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
     assert_eq!(rx.requests().len(), before, "nothing resent after a clean stop");
     assert_eq!(f.stats()[0].pending_requests, 0);
     f.stop();
+    drop(f);
+    // What `ingestor stats` reads: the destination and nothing waiting for it.
+    let r = ingestor_forward::outbox_report(Arc::new(StdFs::new()), &dir.path().join("outbox"))
+        .unwrap();
+    assert_eq!(r.destinations.len(), 1);
+    assert_eq!((r.destinations[0].0.as_str(), r.destinations[0].3), ("rx", 0));
+    assert!(r.covered.0 > 0 && r.lsns.1 > r.lsns.0, "{r:?}");
 }
 
 #[test]
