@@ -94,6 +94,9 @@ pub(crate) struct ServeArgs {
     /// under DATA_DIR/outbox.
     #[arg(long = "forward", value_name = "NAME=URL")]
     forward: Vec<Destination>,
+    /// Forward to a remote-write receiver with remote write 2.0, NAME=URL (repeatable).
+    #[arg(long = "forward-v2", value_name = "NAME=URL")]
+    forward_v2: Vec<Destination>,
     /// How often the series changed since the last flush are queued for forwarding.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     forward_interval: std::time::Duration,
@@ -139,11 +142,12 @@ impl ServeArgs {
     /// The forwarding these flags describe, with its outbox under `data_dir`; none without
     /// a `--forward`.
     fn forward(&self, data_dir: &Path) -> Result<Option<ForwardSetup>, String> {
-        if self.forward.is_empty() {
+        if self.forward.is_empty() && self.forward_v2.is_empty() {
             return Ok(None);
         }
         let mut c = ForwardConfig::default();
         c.destinations = self.forward.clone();
+        c.destinations.extend(self.forward_v2.iter().cloned().map(Destination::remote_write_v2));
         c.flush_interval = self.forward_interval;
         c.max_samples_per_request = self.forward_max_samples;
         c.budget_bytes = self.forward_budget.0 as u64;

@@ -14,6 +14,9 @@ pub struct Destination {
     /// The receiver's remote-write endpoint, `http://` or `https://`, for example
     /// `http://vm:8428/api/v1/write`.
     pub url: String,
+    /// Whether requests go out as remote write 2.0 (`io.prometheus.write.v2.Request`) instead
+    /// of 1.0. Default: 1.0.
+    pub v2: bool,
 }
 
 impl Destination {
@@ -22,9 +25,16 @@ impl Destination {
     /// # Errors
     /// [`ForwardError::Config`] naming what is wrong with the name or the URL.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Result<Self, ForwardError> {
-        let d = Destination { name: name.into(), url: url.into() };
+        let d = Destination { name: name.into(), url: url.into(), v2: false };
         d.validate()?;
         Ok(d)
+    }
+
+    /// The same destination, sent remote write 2.0.
+    #[must_use]
+    pub fn remote_write_v2(mut self) -> Self {
+        self.v2 = true;
+        self
     }
 
     fn validate(&self) -> Result<(), ForwardError> {

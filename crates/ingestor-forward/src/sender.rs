@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ingestor::Lsn;
 
+use ingestor_protocols::remote_write::{self, MetricType, Version};
+
 use crate::config::{BudgetPolicy, Destination};
 use crate::outbox::{REQUEST, Request};
 use crate::{DestStats, Shared, cursor};
@@ -241,23 +243,63 @@ impl Sender {
                 return Outcome::Dropped;
             }
             let started = Instant::now();
+            let (content_type, version, body) = if self.dest.v2 {
+                match to_v2(&request.body) {
+                    Ok(b) => {
+                        ("application/x-protobuf;proto=io.prometheus.write.v2.Request", "2.0.0", b)
+                    }
+                    Err(e) => {
+                        // Cannot happen for what a flush wrote; never loop on it.
+                        self.drop_request(request, format!("re-encoding as 2.0: {e}"));
+                        return Outcome::Dropped;
+                    }
+                }
+            } else {
+                ("application/x-protobuf", "0.1.0", request.body.clone())
+            };
             let result = self
                 .agent
                 .post(&self.dest.url)
-                .header("Content-Type", "application/x-protobuf")
+                .header("Content-Type", content_type)
                 .header("Content-Encoding", "snappy")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .header("X-Prometheus-Remote-Write-Version", version)
                 .header("User-Agent", concat!("ingestor/", env!("CARGO_PKG_VERSION")))
-                .send(&request.body[..]);
+                .send(&body[..]);
             let (retry_after, why) = match result {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
                     if (200..300).contains(&status) {
                         let s = &self.stats;
                         s.requests_sent.fetch_add(1, Relaxed);
-                        s.samples_sent.fetch_add(u64::from(request.samples), Relaxed);
                         s.send_nanos.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
                         s.sends.fetch_add(1, Relaxed);
+                        let written = if self.dest.v2 {
+                            // 2.0 receivers say what they wrote; none saying it took the
+                            // body for something else (a 1.0-only receiver).
+                            response
+                                .headers()
+                                .get("x-prometheus-remote-write-samples-written")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                                .unwrap_or(0)
+                                .min(u64::from(request.samples))
+                        } else {
+                            u64::from(request.samples)
+                        };
+                        s.samples_sent.fetch_add(written, Relaxed);
+                        let lost = u64::from(request.samples) - written;
+                        if lost > 0 {
+                            s.dropped_rejected.fetch_add(lost, Relaxed);
+                            s.set_error(format!(
+                                "HTTP {status} with {written} of {} samples written (remote \
+                                 write 2.0's X-Prometheus-Remote-Write-Samples-Written)",
+                                request.samples
+                            ));
+                            tracing::warn!(
+                                "forward {name}: the receiver wrote {written} of {} samples",
+                                request.samples
+                            );
+                        }
                         return Outcome::Sent;
                     }
                     let retry_after = response
@@ -276,15 +318,7 @@ impl Sender {
                     let why = format!("HTTP {status}: {reason}");
                     let retry = status >= 500 || (status == 429 && self.shared.config.retry_429);
                     if !retry {
-                        let s = &self.stats;
-                        s.dropped_rejected.fetch_add(u64::from(request.samples), Relaxed);
-                        s.requests_dropped.fetch_add(1, Relaxed);
-                        s.set_error(why.clone());
-                        tracing::warn!(
-                            "forward {name}: the receiver refused a request of {} samples, \
-                             dropped: {why}",
-                            request.samples
-                        );
+                        self.drop_request(request, why);
                         return Outcome::Dropped;
                     }
                     (retry_after, why)
@@ -305,6 +339,33 @@ impl Sender {
             self.pause(delay);
         }
     }
+}
+
+impl Sender {
+    fn drop_request(&self, request: &Request, why: String) {
+        let s = &self.stats;
+        s.dropped_rejected.fetch_add(u64::from(request.samples), Relaxed);
+        s.requests_dropped.fetch_add(1, Relaxed);
+        tracing::warn!(
+            "forward {}: a request of {} samples dropped: {why}",
+            self.dest.name,
+            request.samples
+        );
+        s.set_error(why);
+    }
+}
+
+/// A 1.0 request body (as the outbox holds it) as a 2.0 body: the same series, each with
+/// its family's type from the 1.0 metadata (histogram and summary parts untyped).
+fn to_v2(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut r = remote_write::decode(body, Version::V1, 1 << 26).map_err(|e| e.to_string())?;
+    let types: std::collections::HashMap<String, MetricType> = r.metadata.drain(..).collect();
+    for s in &mut r.series {
+        let name = s.labels.iter().find(|(n, _)| n == "__name__").map(|(_, v)| v.as_str());
+        s.metric_type =
+            name.and_then(|n| types.get(n).copied()).filter(|t| *t != MetricType::Other);
+    }
+    Ok(remote_write::encode_v2(&r.series))
 }
 
 /// Builds a destination's HTTP agent: keep-alive, the request timeout, answers of any status

@@ -31,6 +31,9 @@ struct Receiver {
     url: String,
     script: Script,
     down: Arc<Mutex<bool>>,
+    /// Whether 2.0 answers carry the written-count header (a 2.0 receiver), or not (a
+    /// 1.0-only receiver that took the body for something else).
+    speaks_v2: Arc<Mutex<bool>>,
     log: Arc<Mutex<Log>>,
 }
 
@@ -38,7 +41,13 @@ impl Receiver {
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
-        let r = Receiver { url, script: Arc::default(), down: Arc::default(), log: Arc::default() };
+        let r = Receiver {
+            url,
+            script: Arc::default(),
+            down: Arc::default(),
+            speaks_v2: Arc::new(Mutex::new(true)),
+            log: Arc::default(),
+        };
         let me = r.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -55,6 +64,7 @@ impl Receiver {
         let mut out = stream;
         loop {
             let mut len = 0usize;
+            let mut v2 = false;
             let mut line = String::new();
             let mut first = true;
             loop {
@@ -70,10 +80,13 @@ impl Receiver {
                 if l.is_empty() {
                     break;
                 }
-                if let Some((k, v)) = l.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap();
+                if let Some((k, v)) = l.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if k.eq_ignore_ascii_case("content-type") {
+                        v2 = v.contains("io.prometheus.write.v2.Request");
+                    }
                 }
             }
             let mut body = vec![0u8; len];
@@ -83,19 +96,27 @@ impl Receiver {
             } else {
                 self.script.lock().unwrap().pop_front().unwrap_or((204, None))
             };
-            let request = remote_write::decode(&body, Version::V1, 1 << 26).unwrap();
+            let version = if v2 { Version::V2 } else { Version::V1 };
+            let request = remote_write::decode(&body, version, 1 << 26).unwrap();
+            let written: usize = request.series.iter().map(|s| s.samples.len()).sum();
             let series = request
                 .series
                 .iter()
                 .map(|s| {
                     let labels: Vec<String> =
                         s.labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                    format!("{} {:?}", labels.join(","), s.samples)
+                    let kind = if v2 { format!(" {:?}", s.metric_type) } else { String::new() };
+                    format!("{} {:?}{kind}", labels.join(","), s.samples)
                 })
                 .collect();
             self.log.lock().unwrap().requests.push((series, status));
             let reason = if status == 400 { "out of bounds sample" } else { "" };
-            let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let mut extra =
+                retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            if v2 && *self.speaks_v2.lock().unwrap() {
+                extra
+                    .push_str(&format!("X-Prometheus-Remote-Write-Samples-Written: {written}\r\n"));
+            }
             let answer = format!(
                 "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}\r\n{reason}",
                 reason.len()
@@ -282,5 +303,41 @@ fn block_refuses_and_drop_oldest_drops_exactly() {
     let sent: Vec<Vec<String>> =
         rx.requests().into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
     assert_eq!(sent, [vec![line("c", 3.0, 1_002)]]);
+    f.stop();
+}
+
+#[test]
+fn remote_write_2_per_destination_with_types_and_written_counts() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut c = config(&rx.url);
+    c.destinations = vec![Destination::new("rx2", &rx.url).unwrap().remote_write_v2()];
+    let f = start(&db, dir.path(), c);
+    let key = SeriesKey::new("jobs", [("job", "t")]).unwrap();
+    db.ingest(&[Update::new(key, Timestamp(5), Op::CounterAdd(3.0)).unwrap()]).unwrap();
+    gauge(&db, "temp", 6, 1.5);
+    f.flush().unwrap();
+    wait_until("sent", || f.stats()[0].pending_requests == 0);
+    let got = rx.requests();
+    assert_eq!(got.len(), 1);
+    // 2.0 carries each series' type inline (from the 1.0 request's metadata).
+    assert_eq!(
+        got[0].0,
+        [
+            "__name__=jobs_total,job=t [(5, 3.0)] Some(Counter)".to_string(),
+            "__name__=temp,job=t [(6, 1.5)] Some(Gauge)".to_string(),
+        ]
+    );
+    assert_eq!((f.stats()[0].samples_sent, f.stats()[0].samples_dropped_rejected), (2, 0));
+    // A receiver that answers 2xx without the written count did not take 2.0: counted as
+    // not written, with the reason.
+    *rx.speaks_v2.lock().unwrap() = false;
+    gauge(&db, "temp", 7, 2.5);
+    f.flush().unwrap();
+    wait_until("sent", || f.stats()[0].pending_requests == 0);
+    let s = &f.stats()[0];
+    assert_eq!((s.samples_sent, s.samples_dropped_rejected), (2, 1), "{s:?}");
+    assert!(s.last_error.as_deref().unwrap_or("").contains("0 of 1 samples written"), "{s:?}");
     f.stop();
 }
