@@ -82,6 +82,7 @@ impl Codec {
 /// The compression an encoder tries. A payload is stored compressed only when that makes
 /// the frame smaller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Compression {
     /// Never compress. Default.
     #[default]

@@ -4,6 +4,7 @@ use crate::error::SnapshotError;
 
 /// How the chunks of a snapshot are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SnapshotCompression {
     /// Stored as is.
     None,

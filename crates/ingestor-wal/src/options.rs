@@ -8,6 +8,7 @@ use crate::error::WalError;
 
 /// When appended records are synced (made durable), and what an append waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncPolicy {
     /// Every append returns after an fdatasync that covers it, acknowledged *durable*.
     /// Appenders waiting at the same time share one sync (group commit).
@@ -29,6 +30,7 @@ impl Default for SyncPolicy {
 
 /// What recovery does with damage it finds (see `docs/format.md`, "Recovery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RecoveryMode {
     /// A torn tail (an incomplete or invalid frame at the end of the last segment with
     /// nothing valid after it) is truncated and reported; corruption in the middle of the log

@@ -136,6 +136,7 @@ fn corruption_in_a_middle_segment_under_each_mode() {
                         Err(WalError::Corrupt { .. })
                     ));
                 }
+                other => panic!("no expectation for recovery mode {other:?}"),
             }
         }
     }
@@ -445,6 +446,7 @@ fn check_dir_reports_what_each_mode_would_do_and_changes_nothing() {
                     assert_eq!(seen, expected, "{mode:?}");
                     assert!(!seen.contains(&lsn));
                 }
+                other => panic!("no expectation for recovery mode {other:?}"),
             }
         }
     }

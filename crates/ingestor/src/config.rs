@@ -11,6 +11,7 @@ use crate::error::Error;
 
 /// Whether [`crate::Ingestor::close`] writes a final snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FinalSnapshot {
     /// Write one on a clean close, so the next open replays almost nothing. Default.
     #[default]
