@@ -99,7 +99,8 @@ impl std::str::FromStr for OptionalDuration {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EngineArgs {
     /// When writes are synced: always (acknowledged after fdatasync), os (acknowledged once
-    /// written to the OS), or batch:DURATION (synced within the window).
+    /// written to the OS), or batch:DURATION (durable within the window plus up to two
+    /// sync durations).
     #[arg(long, default_value = "batch:5ms")]
     sync: SyncArg,
     /// Log segment size in bytes.

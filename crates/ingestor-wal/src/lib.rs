@@ -51,8 +51,9 @@
 //! - **Deletion below a watermark never removes the active segment** or one holding an LSN
 //!   at or above the watermark, and syncs the directory afterwards.
 //!
-//! Threads: under [`SyncPolicy::Batch`] the log runs one background thread that syncs at most
-//! one window after a write.
+//! Threads: under [`SyncPolicy::Batch`] the log runs one background thread that starts a sync
+//! one window after a write; a write is durable within the window plus up to two sync
+//! durations (one sync may be running when it arrives).
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 

@@ -13,7 +13,8 @@ pub enum SyncPolicy {
     /// Every append returns after an fdatasync that covers it, acknowledged *durable*.
     /// Appenders waiting at the same time share one sync (group commit).
     Always,
-    /// Appends return *written*; a background thread syncs at most one window after a write.
+    /// Appends return *written*; a background thread starts a sync one window after a write,
+    /// so a write is durable within the window plus up to two sync durations.
     /// [`crate::Wal::wait_durable`] waits for a given LSN.
     Batch(Duration),
     /// Appends return *written*; syncs happen only at segment rotation, on

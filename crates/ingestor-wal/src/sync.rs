@@ -20,7 +20,7 @@ const GROUP_WAIT_MAX: Duration = Duration::from_micros(100);
 
 /// Messages to the background syncer.
 pub(crate) enum SyncMessage {
-    /// A write happened: sync within one window.
+    /// A write happened: start a sync one window from now.
     Wake,
     /// Sync what was written and stop.
     Shutdown,

@@ -54,7 +54,8 @@ impl FreeSpaceFloor {
 pub struct Config {
     /// When the log is synced, and so what an acknowledgement means. `Always`: every
     /// acknowledged batch is durable (concurrent ingesters share syncs). `Batch(window)`:
-    /// acknowledged once written to the OS, durable within the window. `Os`: durable at
+    /// acknowledged once written to the OS, durable within the window plus up to two sync
+    /// durations. `Os`: durable at
     /// rotation, snapshot, `sync` and close. Default: `Batch(5 ms)`.
     pub sync_policy: SyncPolicy,
     /// What opening does with a damaged log. Default: `TolerateTornTail`.
