@@ -112,3 +112,19 @@ fn a_second_lock_fails_until_the_first_is_dropped() {
     drop(guard);
     let _again = fs.lock_dir(dir.path()).unwrap();
 }
+
+#[test]
+fn space_is_what_statvfs_says_and_create_dir_durably_makes_every_ancestor() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = StdFs::new();
+    let (available, total) = fs.space(dir.path()).unwrap().expect("a real file system says");
+    assert!(total > 0 && available <= total, "{available} of {total}");
+    let deep = dir.path().join("a/b/c");
+    ingestor_fs::create_dir_durably(&fs, &deep).unwrap();
+    assert!(deep.is_dir());
+    // Existing directories are left alone; a file in the way is an error naming it.
+    ingestor_fs::create_dir_durably(&fs, &deep).unwrap();
+    std::fs::write(dir.path().join("file"), b"x").unwrap();
+    let err = ingestor_fs::create_dir_durably(&fs, &dir.path().join("file/sub")).unwrap_err();
+    assert!(err.to_string().contains("file"), "{err}");
+}
