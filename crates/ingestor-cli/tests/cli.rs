@@ -201,11 +201,8 @@ fn serve_reads_its_flags_from_a_config_file() {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
-        format!(
-            "POST /write HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
-            2 << 20
-        )
-        .as_bytes(),
+        format!("POST /write HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", 2 << 20)
+            .as_bytes(),
     )
     .unwrap();
     let mut head = [0u8; 12];

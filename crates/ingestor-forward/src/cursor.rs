@@ -1,17 +1,26 @@
-//! A destination's cursor: the outbox LSN of the next record it has not had a 2xx for,
-//! kept in `outbox/cursor-<name>` and replaced atomically (written to a temporary file,
-//! synced, renamed over the old one, directory synced). Byte layout in `docs/format.md`
-//! ("Outbox cursors").
+//! A destination's cursor: the outbox LSN of the next record it has not settled, kept in
+//! `outbox/cursor-<name>`. The file has two slots, each a checksummed copy of the cursor
+//! with a sequence number; a move writes the older slot in place and syncs the file once
+//! (`fdatasync`), so that a torn write can only damage the slot being written and the other
+//! still holds the cursor before it. A new file is made whole (both slots) under a temporary
+//! name, synced, renamed and its directory synced. Byte layout in `docs/format.md`
+//! ("Outbox cursors"); a version-1 file (one 24-byte copy) is read, and replaced by the
+//! first move.
 
 use std::path::{Path, PathBuf};
 
-use ingestor::{Fs, Lsn};
+use ingestor::{Fs, FsFile, Lsn, OpenMode};
 
-/// The first 8 bytes of a cursor file.
+/// The first 8 bytes of a cursor slot (and of a version-1 cursor file).
 pub const CURSOR_MAGIC: [u8; 8] = *b"INGSTCUR";
-/// Bytes in a cursor file.
-pub const CURSOR_LEN: usize = 24;
-const CURSOR_VERSION: u16 = 1;
+/// Bytes in a version-1 cursor file.
+pub const CURSOR_V1_LEN: usize = 24;
+/// Bytes in a cursor slot.
+pub const SLOT_LEN: usize = 32;
+/// Where slot 1 starts (slot 0 at 0): another 512-byte sector.
+pub const SLOT_1_OFFSET: u64 = 512;
+/// Bytes in a (version-2) cursor file.
+pub const CURSOR_FILE_LEN: u64 = 1024;
 const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 
 fn mask(crc: u32) -> u32 {
@@ -22,39 +31,76 @@ pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("cursor-{name}"))
 }
 
-/// The bytes of a cursor at `next`.
+/// The bytes of a slot holding cursor `next` at sequence `seq`.
 #[must_use]
-pub fn encode(next: Lsn) -> [u8; CURSOR_LEN] {
-    let mut out = [0u8; CURSOR_LEN];
+pub fn encode_slot(seq: u64, next: Lsn) -> [u8; SLOT_LEN] {
+    let mut out = [0u8; SLOT_LEN];
     out[..8].copy_from_slice(&CURSOR_MAGIC);
-    out[8..10].copy_from_slice(&CURSOR_VERSION.to_le_bytes());
-    out[12..20].copy_from_slice(&next.0.to_le_bytes());
-    let crc = mask(crc32c::crc32c(&out[..20]));
-    out[20..].copy_from_slice(&crc.to_le_bytes());
+    out[8..10].copy_from_slice(&2u16.to_le_bytes());
+    out[12..20].copy_from_slice(&seq.to_le_bytes());
+    out[20..28].copy_from_slice(&next.0.to_le_bytes());
+    let crc = mask(crc32c::crc32c(&out[..28]));
+    out[28..].copy_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// The LSN a cursor file holds.
-///
-/// # Errors
-/// What is wrong with the bytes.
-pub fn decode(bytes: &[u8]) -> Result<Lsn, String> {
-    if bytes.len() != CURSOR_LEN {
-        return Err(format!("{} bytes, not {CURSOR_LEN}", bytes.len()));
-    }
-    let stored = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
-    let computed = mask(crc32c::crc32c(&bytes[..20]));
+fn check(bytes: &[u8], len: usize, version: u16) -> Result<(), String> {
+    let stored = u32::from_le_bytes(bytes[len - 4..len].try_into().expect("4 bytes"));
+    let computed = mask(crc32c::crc32c(&bytes[..len - 4]));
     if stored != computed {
         return Err(format!("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"));
     }
     if bytes[..8] != CURSOR_MAGIC {
-        return Err("not a cursor file (bad magic)".to_owned());
+        return Err("not a cursor (bad magic)".to_owned());
     }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != CURSOR_VERSION || bytes[10..12] != [0, 0] {
-        return Err(format!("unsupported cursor version {version}"));
+    let found = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if found != version || bytes[10..12] != [0, 0] {
+        return Err(format!("unsupported cursor version {found}"));
     }
-    Ok(Lsn(u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"))))
+    Ok(())
+}
+
+/// A slot's sequence number and cursor.
+///
+/// # Errors
+/// What is wrong with the bytes.
+pub fn decode_slot(bytes: &[u8]) -> Result<(u64, Lsn), String> {
+    if bytes.len() < SLOT_LEN {
+        return Err(format!("{} bytes, not {SLOT_LEN}", bytes.len()));
+    }
+    check(bytes, SLOT_LEN, 2)?;
+    let seq = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    Ok((seq, Lsn(u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes")))))
+}
+
+/// The cursor a whole cursor file holds, with the sequence of its newest valid slot (0 for
+/// a version-1 file).
+///
+/// # Errors
+/// What is wrong with the bytes (both slots damaged, or a damaged version-1 file).
+pub fn decode(bytes: &[u8]) -> Result<(u64, Lsn), String> {
+    if bytes.len() == CURSOR_V1_LEN {
+        check(bytes, CURSOR_V1_LEN, 1)?;
+        return Ok((0, Lsn(u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")))));
+    }
+    if bytes.len() as u64 != CURSOR_FILE_LEN {
+        return Err(format!("{} bytes, not {CURSOR_FILE_LEN}", bytes.len()));
+    }
+    let a = decode_slot(&bytes[..SLOT_LEN]);
+    let b = decode_slot(&bytes[SLOT_1_OFFSET as usize..SLOT_1_OFFSET as usize + SLOT_LEN]);
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(if b.0 > a.0 { b } else { a }),
+        (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(x),
+        (Err(a), Err(b)) => Err(format!("both slots are damaged: {a}; {b}")),
+    }
+}
+
+fn whole(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, String> {
+    let file = fs.open(path, OpenMode::Read).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.len().map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut buf = vec![0u8; usize::try_from(len.min(CURSOR_FILE_LEN + 1)).unwrap_or(0)];
+    file.read_exact_at(&mut buf, 0).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(buf)
 }
 
 /// Reads the cursor of `name`: `Ok(None)` when there is none yet.
@@ -66,15 +112,12 @@ pub(crate) fn read(fs: &dyn Fs, dir: &Path, name: &str) -> Result<Option<Lsn>, S
     if !fs.exists(&path).map_err(|e| format!("{}: {e}", path.display()))? {
         return Ok(None);
     }
-    let file =
-        fs.open(&path, ingestor::OpenMode::Read).map_err(|e| format!("{}: {e}", path.display()))?;
-    let len = file.len().map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(CURSOR_LEN + 1)];
-    file.read_exact_at(&mut buf, 0).map_err(|e| format!("{}: {e}", path.display()))?;
-    decode(&buf).map(Some).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = whole(fs, &path)?;
+    decode(&bytes).map(|(_, lsn)| Some(lsn)).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Makes `next` the cursor of `name`, durably and atomically.
+/// Makes a new cursor file for `name` at `next`, whole and durable: both slots written under
+/// a temporary name, synced, renamed over any old file, the directory synced.
 ///
 /// # Errors
 /// The failed file operation, with the path.
@@ -87,11 +130,65 @@ pub(crate) fn write(fs: &dyn Fs, dir: &Path, name: &str, next: Lsn) -> Result<()
         fs.remove_file(&tmp).map_err(|e| io("remove", &tmp, e))?;
     }
     let file = fs.create(&tmp).map_err(|e| io("create", &tmp, e))?;
-    file.write_at(&encode(next), 0).map_err(|e| io("write", &tmp, e))?;
+    let mut bytes = vec![0u8; CURSOR_FILE_LEN as usize];
+    bytes[..SLOT_LEN].copy_from_slice(&encode_slot(1, next));
+    bytes[SLOT_1_OFFSET as usize..SLOT_1_OFFSET as usize + SLOT_LEN]
+        .copy_from_slice(&encode_slot(0, next));
+    file.write_at(&bytes, 0).map_err(|e| io("write", &tmp, e))?;
     file.sync_all().map_err(|e| io("sync", &tmp, e))?;
     drop(file);
     fs.rename(&tmp, &path).map_err(|e| io("rename", &tmp, e))?;
     fs.sync_dir(dir).map_err(|e| io("sync", dir, e))
+}
+
+/// An open cursor file, moved in place: one slot write and one `fdatasync` a move.
+pub(crate) struct CursorFile {
+    file: Box<dyn FsFile>,
+    path: PathBuf,
+    seq: u64,
+}
+
+impl CursorFile {
+    /// Opens `name`'s cursor file for moves, making it whole first when it is missing, of
+    /// version 1, or has a damaged slot (so that every later move has a good slot to fall
+    /// back on).
+    pub(crate) fn open(fs: &dyn Fs, dir: &Path, name: &str) -> Result<CursorFile, String> {
+        let path = path(dir, name);
+        let found = match fs.exists(&path).map_err(|e| format!("{}: {e}", path.display()))? {
+            true => Some(whole(fs, &path)?),
+            false => None,
+        };
+        let good = found.as_ref().is_some_and(|b| {
+            b.len() as u64 == CURSOR_FILE_LEN
+                && decode_slot(&b[..SLOT_LEN]).is_ok()
+                && decode_slot(&b[SLOT_1_OFFSET as usize..]).is_ok()
+        });
+        let seq = match (&found, good) {
+            (Some(b), true) => decode(b).map_err(|e| format!("{}: {e}", path.display()))?.0,
+            (Some(b), false) => {
+                let (_, at) = decode(b).map_err(|e| format!("{}: {e}", path.display()))?;
+                write(fs, dir, name, at)?;
+                1
+            }
+            (None, _) => return Err(format!("{}: no cursor file", path.display())),
+        };
+        let file = fs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        Ok(CursorFile { file, path, seq })
+    }
+
+    /// Moves the cursor to `next`: the older slot, then one `fdatasync`.
+    pub(crate) fn store(&mut self, next: Lsn) -> Result<(), String> {
+        let seq = self.seq + 1;
+        let at = if seq % 2 == 1 { 0 } else { SLOT_1_OFFSET };
+        self.file
+            .write_at(&encode_slot(seq, next), at)
+            .map_err(|e| format!("write {}: {e}", self.path.display()))?;
+        self.file.sync_data().map_err(|e| format!("sync {}: {e}", self.path.display()))?;
+        self.seq = seq;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -99,31 +196,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_every_bit_flip_is_caught() {
-        let bytes = encode(Lsn(0x0102_0304_0506_0708));
-        assert_eq!(decode(&bytes).unwrap(), Lsn(0x0102_0304_0506_0708));
-        for bit in 0..CURSOR_LEN * 8 {
+    fn slots_round_trip_and_every_bit_flip_is_caught() {
+        let bytes = encode_slot(7, Lsn(0x0102_0304_0506_0708));
+        assert_eq!(decode_slot(&bytes).unwrap(), (7, Lsn(0x0102_0304_0506_0708)));
+        for bit in 0..SLOT_LEN * 8 {
             let mut b = bytes;
             b[bit / 8] ^= 1 << (bit % 8);
-            assert!(decode(&b).is_err(), "bit {bit}");
+            assert!(decode_slot(&b).is_err(), "bit {bit}");
         }
-        assert!(decode(&bytes[..20]).unwrap_err().contains("20 bytes"));
+        assert!(decode_slot(&bytes[..20]).unwrap_err().contains("20 bytes"));
     }
 
     #[test]
-    fn files_are_replaced_atomically() {
+    fn moves_alternate_slots_and_a_damaged_slot_falls_back_to_the_other() {
         let dir = tempfile::tempdir().unwrap();
         let fs = ingestor::StdFs::new();
         assert_eq!(read(&fs, dir.path(), "vm").unwrap(), None);
         write(&fs, dir.path(), "vm", Lsn(5)).unwrap();
-        write(&fs, dir.path(), "vm", Lsn(9)).unwrap();
+        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
+        c.store(Lsn(9)).unwrap();
+        c.store(Lsn(12)).unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(12)));
+        drop(c);
+        // A torn write of the newest slot: the other one holds the cursor before it.
+        let path = dir.path().join("cursor-vm");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let newest = if decode_slot(&bytes[..SLOT_LEN]).unwrap().1 == Lsn(12) { 0 } else { 512 };
+        bytes[newest + 21] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
         assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(9)));
+        // Reopening makes the file whole again before the next move.
+        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
+        c.store(Lsn(20)).unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(20)));
         assert!(!dir.path().join("cursor-vm.tmp").exists());
-        // A temporary file a power cut left behind does not stop the next write.
-        std::fs::write(dir.path().join("cursor-vm.tmp"), b"left over").unwrap();
-        write(&fs, dir.path(), "vm", Lsn(10)).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(10)));
-        std::fs::write(dir.path().join("cursor-vm"), b"garbage").unwrap();
+        // Both slots damaged: refused, naming the file.
+        std::fs::write(&path, vec![0u8; 1024]).unwrap();
         assert!(read(&fs, dir.path(), "vm").unwrap_err().contains("cursor-vm"));
+    }
+
+    #[test]
+    fn a_version_1_file_is_read_and_replaced_by_the_first_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = ingestor::StdFs::new();
+        let mut v1 = [0u8; CURSOR_V1_LEN];
+        v1[..8].copy_from_slice(&CURSOR_MAGIC);
+        v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        v1[12..20].copy_from_slice(&33u64.to_le_bytes());
+        let crc = mask(crc32c::crc32c(&v1[..20]));
+        v1[20..].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(dir.path().join("cursor-vm"), v1).unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(33)));
+        // A temporary file a power cut left behind does not stop the rewrite.
+        std::fs::write(dir.path().join("cursor-vm.tmp"), b"left over").unwrap();
+        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(33)));
+        c.store(Lsn(40)).unwrap();
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(40)));
+        assert_eq!(std::fs::metadata(dir.path().join("cursor-vm")).unwrap().len(), 1024);
     }
 }

@@ -69,6 +69,7 @@ impl Keeper {
     /// The keeper thread: writes the wanted cursor whenever it moved, until stopped (then
     /// once more, so that a clean stop leaves the last position).
     pub(crate) fn run(&self, shared: &Shared, name: &str, stats: &DestStats) {
+        let mut file: Option<cursor::CursorFile> = None;
         loop {
             let (want, stop) = {
                 let mut s = self.lock();
@@ -78,7 +79,16 @@ impl Keeper {
                 (s.want, s.stop)
             };
             if want != self.durable() {
-                match cursor::write(&*shared.fs, &shared.dir, name, want) {
+                let moved = match &mut file {
+                    Some(f) => f.store(want),
+                    None => cursor::CursorFile::open(&*shared.fs, &shared.dir, name)
+                        .and_then(|f| file.insert(f).store(want)),
+                };
+                if moved.is_err() {
+                    // Reopen (and make the file whole) on the next move.
+                    file = None;
+                }
+                match moved {
                     Ok(()) => {
                         self.lock().done = want;
                         stats.cursor.store(want.0, Relaxed);
