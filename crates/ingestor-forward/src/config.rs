@@ -171,6 +171,9 @@ impl ForwardConfig {
     /// [`ForwardError::Config`] naming the field and the rule.
     pub fn validate(&self) -> Result<(), ForwardError> {
         let bad = |why: &str| Err(ForwardError::Config(why.to_owned()));
+        if self.destinations.is_empty() {
+            return bad("no destination: forwarding needs at least one");
+        }
         for (i, d) in self.destinations.iter().enumerate() {
             d.validate()?;
             if self.destinations[..i].iter().any(|o| o.name == d.name) {
@@ -195,8 +198,8 @@ impl ForwardConfig {
         if self.budget_bytes == 0 {
             return bad("budget_bytes must be above zero");
         }
-        if self.segment_bytes < 64 << 10 {
-            return bad("segment_bytes must be at least 64 KiB");
+        if self.segment_bytes < 4 << 10 {
+            return bad("segment_bytes must be at least 4 KiB");
         }
         if self.cursor_window == 0 {
             return bad("cursor_window must be at least 1");
@@ -228,13 +231,19 @@ mod tests {
     #[test]
     fn config_validation_names_the_field() {
         let mut c = ForwardConfig::default();
+        assert!(c.validate().unwrap_err().to_string().contains("at least one"));
+        c.destinations = vec![Destination::new("a", "http://x/").unwrap()];
         c.validate().unwrap();
         c.destinations = vec![
             Destination::new("a", "http://x/").unwrap(),
             Destination::new("a", "http://y/").unwrap(),
         ];
         assert!(c.validate().unwrap_err().to_string().contains("used twice"));
-        let c = ForwardConfig { backoff_min: Duration::from_secs(10), ..ForwardConfig::default() };
+        let c = ForwardConfig {
+            backoff_min: Duration::from_secs(10),
+            destinations: vec![Destination::new("a", "http://x/").unwrap()],
+            ..ForwardConfig::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("backoff_min"));
         assert_eq!("drop_oldest".parse::<BudgetPolicy>().unwrap(), BudgetPolicy::DropOldest);
         assert!("sometimes".parse::<BudgetPolicy>().is_err());

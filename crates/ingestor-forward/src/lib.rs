@@ -74,6 +74,9 @@ pub enum ForwardError {
     /// The outbox log failed (open, append, sync, delete).
     #[error("forwarding: the outbox: {0}")]
     Outbox(#[source] ingestor_wal::WalError),
+    /// The ingest log could not be synced before a flush (the flush is not made).
+    #[error("forwarding: syncing the ingest log before a flush: {0}")]
+    Ingest(String),
     /// A destination's cursor file is damaged or unreadable.
     #[error("forwarding: {0}")]
     Cursor(String),
@@ -282,15 +285,20 @@ impl Forwarder {
             // Beyond the outbox's end only if records it counted on are gone (a cursor is
             // written only for records read back from a synced outbox, so this means damage
             // or a removed outbox): start at the end, loudly.
-            if at > outbox.next_lsn() {
+            let clamped = at.clamp(outbox.first_lsn(), outbox.next_lsn());
+            if clamped != at {
                 tracing::error!(
-                    "forward {}: the cursor ({}) is beyond the outbox's end ({}); resuming there",
+                    "forward {}: the cursor ({}) is outside the outbox ({}..{}); resuming at {}",
                     d.name,
                     at.0,
-                    outbox.next_lsn().0
+                    outbox.first_lsn().0,
+                    outbox.next_lsn().0,
+                    clamped.0
                 );
+                // Persisted at once: new records will take the LSNs above the outbox's end.
+                cursor::write(&*fs, dir, &d.name, clamped).map_err(ForwardError::Cursor)?;
             }
-            cursors.push(at.clamp(outbox.first_lsn(), outbox.next_lsn()));
+            cursors.push(clamped);
         }
         let shared = Arc::new(Shared {
             fs,
@@ -386,6 +394,10 @@ impl Forwarder {
         if covered <= since {
             return Ok(0);
         }
+        // The marker will claim the ingest log up to `covered`: it must be durable there
+        // first, or a power cut could hand those LSNs to other batches the next flushes
+        // would then skip (a batch is applied before it is synced under every policy).
+        self.db.sync().map_err(|e| ForwardError::Ingest(e.to_string()))?;
         let max = self.shared.config.max_samples_per_request;
         let mut requests = Vec::new();
         let mut writer = WriteRequestWriter::new();
@@ -445,7 +457,7 @@ impl Forwarder {
             return None;
         }
         self.dests.iter().find_map(|(d, stats, _)| {
-            let pending = self.shared.outbox.backlog(Lsn(stats.acked.load(Relaxed))).bytes;
+            let pending = self.shared.outbox.pending_bytes(Lsn(stats.acked.load(Relaxed)));
             (pending >= c.budget_bytes).then(|| {
                 format!(
                     "forwarding to {} is {pending} bytes behind, at its budget of {} bytes",

@@ -184,6 +184,13 @@ impl Outbox {
         self.wal.reader(from).map_err(ForwardError::Outbox)
     }
 
+    /// Request bytes waiting from `cursor` on (O(log n): what writes check).
+    pub(crate) fn pending_bytes(&self, cursor: Lsn) -> u64 {
+        let index = self.index();
+        let at = index.entries.partition_point(|e| e.lsn < cursor);
+        index.entries.get(at).map_or(0, |first| index.total_bytes - first.before)
+    }
+
     /// What waits from `cursor` on.
     pub(crate) fn backlog(&self, cursor: Lsn) -> Backlog {
         let index = self.index();

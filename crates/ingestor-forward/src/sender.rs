@@ -211,7 +211,7 @@ impl Sender {
     fn over_budget(&self, lsn: Lsn) -> bool {
         let c = &self.shared.config;
         c.budget_policy == BudgetPolicy::DropOldest
-            && self.shared.outbox.backlog(lsn).bytes > c.budget_bytes
+            && self.shared.outbox.pending_bytes(lsn) > c.budget_bytes
     }
 
     fn pause(&self, d: Duration) {
@@ -337,7 +337,10 @@ impl Sender {
             };
             self.stats.retries.fetch_add(1, Relaxed);
             self.stats.set_error(why.clone());
-            let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            // A receiver's Retry-After asks for at least that long; never less than the
+            // backoff (a `Retry-After: 0` must not become a tight loop).
+            let backoff = self.backoff(attempt);
+            let delay = retry_after.map_or(backoff, |r| r.max(backoff));
             if attempt.is_multiple_of(20) {
                 tracing::warn!(
                     "forward {name}: {why}; retrying in {} ms (attempt {})",

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ingestor::{Config, FinalSnapshot, Ingestor, Op, SeriesKey, StdFs, Timestamp, Update};
+use ingestor::{Config, FinalSnapshot, Ingestor, Lsn, Op, SeriesKey, StdFs, Timestamp, Update};
 use ingestor_forward::{BudgetPolicy, Destination, ForwardConfig, Forwarder};
 use ingestor_protocols::remote_write::{self, Version};
 
@@ -137,7 +137,7 @@ fn config(url: &str) -> ForwardConfig {
     c.flush_interval = Duration::from_secs(3_600);
     c.backoff_min = Duration::from_millis(2);
     c.backoff_max = Duration::from_millis(20);
-    c.segment_bytes = 64 << 10;
+    c.segment_bytes = 4 << 10;
     c
 }
 
@@ -340,4 +340,39 @@ fn remote_write_2_per_destination_with_types_and_written_counts() {
     assert_eq!((s.samples_sent, s.samples_dropped_rejected), (2, 1), "{s:?}");
     assert!(s.last_error.as_deref().unwrap_or("").contains("0 of 1 samples written"), "{s:?}");
     f.stop();
+}
+
+#[test]
+fn sent_segments_are_deleted_and_the_last_marker_kept() {
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let f = start(&db, dir.path(), config(&rx.url));
+    // Enough requests to fill several 4 KiB segments.
+    for round in 0..40 {
+        for i in 0..10 {
+            gauge(&db, &format!("s{i}"), 1_000 + round, round as f64);
+        }
+        f.flush().unwrap();
+    }
+    wait_until("sent", || f.stats()[0].pending_requests == 0);
+    let outbox = dir.path().join("outbox");
+    let segments = || {
+        std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
+            .count()
+    };
+    // The flusher deletes what every cursor passed between flushes.
+    wait_until("segments deleted", || segments() <= 2);
+    f.stop();
+    drop(f);
+    let r = ingestor_forward::outbox_report(Arc::new(StdFs::new()), &outbox).unwrap();
+    assert!(r.lsns.0 > Lsn(1), "the first segments are gone: {r:?}");
+    assert_eq!(r.destinations[0].3, 0, "nothing waits");
+    // The last marker survived the deletion: a restart flushes nothing again.
+    let f = start(&db, dir.path(), config(&rx.url));
+    assert_eq!(f.flush().unwrap(), 0);
+    f.stop();
+    assert_eq!(rx.requests().iter().filter(|r| r.1 == 204).count(), 40);
 }

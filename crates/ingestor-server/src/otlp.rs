@@ -24,7 +24,7 @@ use ingestor::{Ingestor, MetricKind, SeriesKey};
 use ingestor_protocols::otlp::{self, Encoding, NO_DATA_POINT, Rejected, Translation};
 
 use crate::body::{self, Encoding as BodyEncoding};
-use crate::routes::{Access, RESERVED_PREFIX, authorize, error, ingest_error, usable};
+use crate::routes::{Access, RESERVED_PREFIX, authorize, error, ingest_error, writable};
 use crate::state::AppState;
 
 /// What a request turned into.
@@ -63,7 +63,7 @@ async fn handle(
         Ok(e) => e,
         Err(m) => return error(state, StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
     };
-    let db = match usable(state) {
+    let db = match writable(state) {
         Ok(db) => db,
         Err(r) => return r,
     };

@@ -132,6 +132,12 @@ pub(crate) fn admit_write(
     if let Some(r) = authorize(state, Access::Write, headers) {
         return Err(r);
     }
+    writable(state)
+}
+
+/// The ingestor, usable and not held back by forwarding (a destination under the `block`
+/// budget policy at its budget): what every write path checks.
+pub(crate) fn writable(state: &AppState) -> Result<Arc<Ingestor>, Response> {
     let db = usable(state)?;
     if let Some(reason) = state.forwarder.get().and_then(|f| f.blocked()) {
         return Err(error(state, StatusCode::SERVICE_UNAVAILABLE, reason));

@@ -125,6 +125,15 @@ fn ingest(state: &AppState, packets: Vec<Vec<Update>>) {
         state.counters.statsd_dropped_packets.fetch_add(packets.len() as u64, Relaxed);
         return;
     };
+    // StatsD cannot be told to come back later: while forwarding holds writes back, its
+    // packets are dropped, counted and logged.
+    if let Some(reason) = state.forwarder.get().and_then(|f| f.blocked()) {
+        state.counters.statsd_dropped_packets.fetch_add(packets.len() as u64, Relaxed);
+        state.statsd_log.log(|held| {
+            tracing::warn!("statsd: packets dropped: {reason} ({held} warnings held back)")
+        });
+        return;
+    }
     let all: Vec<Update> = packets.iter().flatten().cloned().collect();
     if all.is_empty() {
         return;

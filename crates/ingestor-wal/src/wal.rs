@@ -595,6 +595,10 @@ impl Wal {
                     file.allocate(options.segment_bytes_max)
                         .map_err(|e| WalError::io("allocate", &path, e))?;
                     file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
+                } else {
+                    // The records recovered may be in the page cache only (a process killed
+                    // before its sync): they count as durable from here on, so make them so.
+                    file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;
                 }
                 shared_stub(file, id, offset)
             }

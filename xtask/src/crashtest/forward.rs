@@ -186,7 +186,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     forward.backoff_min = Duration::from_millis(1);
     forward.backoff_max = Duration::from_millis(5);
     forward.request_timeout = Duration::from_secs(5);
-    forward.segment_bytes = 64 << 10;
+    forward.segment_bytes = 4 << 10;
     for life in 0..LIVES {
         let last = life + 1 == LIVES;
         let (db, _) =
