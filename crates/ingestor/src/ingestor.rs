@@ -457,10 +457,11 @@ impl Ingestor {
         self.shared.memstore.expose(out, selector);
     }
 
-    /// The memstore, for reads the facade does not wrap.
+    /// A read-only view of the in-memory state, for reads the facade does not wrap. It has
+    /// no way to change the state: every change goes through [`Ingestor::ingest`] and the log.
     #[must_use]
-    pub fn memstore(&self) -> &Memstore {
-        &self.shared.memstore
+    pub fn memstore(&self) -> MemstoreView<'_> {
+        MemstoreView(&self.shared.memstore)
     }
 
     /// The data directory's file system: `(available, total, floor)` bytes, the floor from
@@ -926,5 +927,71 @@ impl Replay<'_> {
             None => return Err(fail(format!("unknown record type {record_type}"))),
         }
         Ok(())
+    }
+}
+
+/// A read-only view of an [`Ingestor`]'s in-memory state ([`Ingestor::memstore`]): reads
+/// only, so that nothing can change the state around the log.
+#[derive(Clone, Copy)]
+pub struct MemstoreView<'a>(&'a Memstore);
+
+impl std::fmt::Debug for MemstoreView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemstoreView").field("series", &self.0.len()).finish()
+    }
+}
+
+impl MemstoreView<'_> {
+    /// Series with state.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no series has state.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Series held, with or without state (resolved handles included).
+    #[must_use]
+    pub fn slots(&self) -> usize {
+        self.0.slots()
+    }
+
+    /// One series by key.
+    #[must_use]
+    pub fn get(&self, key: &SeriesKey) -> Option<SeriesView> {
+        self.0.get(key)
+    }
+
+    /// The series a selector matches.
+    #[must_use]
+    pub fn select(&self, selector: &Selector) -> Vec<SeriesView> {
+        self.0.select(selector)
+    }
+
+    /// Every series with state.
+    #[must_use]
+    pub fn all(&self) -> Vec<SeriesView> {
+        self.0.all()
+    }
+
+    /// The whole state at one instant, readable while ingestion goes on.
+    #[must_use]
+    pub fn freeze(&self) -> ingestor_memstore::Frozen {
+        self.0.freeze()
+    }
+
+    /// The LSN of the last batch applied (or of the snapshot loaded).
+    #[must_use]
+    pub fn applied_lsn(&self) -> Lsn {
+        self.0.applied_lsn()
+    }
+
+    /// Writes the series `selector` matches (all without one) in the exposition format.
+    pub fn expose(&self, out: &mut String, selector: Option<&Selector>) {
+        self.0.expose(out, selector);
     }
 }

@@ -62,7 +62,8 @@ pub mod offline;
 pub use config::{Config, FinalSnapshot, FreeSpaceFloor, system_clock_ms};
 pub use error::{Error, Result};
 pub use ingestor::{
-    Ack, Ingestor, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats, WAL_DIR,
+    Ack, Ingestor, MemstoreView, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats,
+    WAL_DIR,
 };
 pub use ingestor_codec::{
     Compression, HistogramSample, Lsn, MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MetricKind, Op,
