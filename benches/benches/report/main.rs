@@ -265,27 +265,20 @@ fn main() {
     if plan.runs("metrics") {
         metrics::run(&mut report, plan.series, plan.durable_budget);
     }
+    // The binaries the HTTP and forwarding sections start (cargo xtask bench passes them).
+    let path =
+        |flag: &str| args.iter().position(|a| a == flag).map(|i| PathBuf::from(&args[i + 1]));
+    let bins = path("--ingestor-bin")
+        .map(|ingestor| http::Binaries { ingestor, victoria_metrics: path("--victoria-metrics") });
     if plan.runs("forward") {
-        let path =
-            |flag: &str| args.iter().position(|a| a == flag).map(|i| PathBuf::from(&args[i + 1]));
-        match path("--ingestor-bin") {
-            Some(ingestor) => {
-                let bins =
-                    http::Binaries { ingestor, victoria_metrics: path("--victoria-metrics") };
-                forward::run(&mut report, &bins, plan.series, plan.quick);
-            }
+        match &bins {
+            Some(bins) => forward::run(&mut report, bins, plan.series, plan.quick),
             None => eprintln!("forwarding: skipped (cargo xtask bench passes the binaries)"),
         }
     }
     if plan.runs("http") {
-        let path =
-            |flag: &str| args.iter().position(|a| a == flag).map(|i| PathBuf::from(&args[i + 1]));
-        match path("--ingestor-bin") {
-            Some(ingestor) => {
-                let bins =
-                    http::Binaries { ingestor, victoria_metrics: path("--victoria-metrics") };
-                http::run_section(&mut report, &bins, plan.quick);
-            }
+        match &bins {
+            Some(bins) => http::run_section(&mut report, bins, plan.quick),
             None => {
                 eprintln!("http ingest: skipped (no --ingestor-bin; cargo xtask bench passes it)")
             }
