@@ -122,6 +122,10 @@ pub(crate) struct ServeArgs {
     /// Time-out of one forwarded request.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     forward_timeout: std::time::Duration,
+    /// Senders per destination (1 to 256), each with its own cursor: a series always goes
+    /// through the same one (by its key's hash), so its samples stay in order.
+    #[arg(long, default_value_t = ForwardConfig::default().shards)]
+    forward_shards: usize,
 }
 
 fn credentials(token: Option<&Path>, basic: Option<&Path>) -> Result<Option<Credentials>, String> {
@@ -156,6 +160,7 @@ impl ServeArgs {
         c.backoff_max = self.forward_backoff_max;
         c.retry_429 = !self.forward_no_retry_429;
         c.request_timeout = self.forward_timeout;
+        c.shards = self.forward_shards;
         c.validate().map_err(|e| e.to_string())?;
         Ok(Some(ForwardSetup { dir: data_dir.join("outbox"), config: c }))
     }

@@ -144,6 +144,10 @@ pub struct ForwardConfig {
     /// cursor is not durable yet, which the cursor keeper group-commits while the next
     /// requests go out, and the one in flight. Default 8.
     pub cursor_window: usize,
+    /// Senders per destination, each with its own cursor, POSTing at once: a series always
+    /// goes to the same shard (its key's hash), so its samples keep their order. Default 4;
+    /// 1 to 256.
+    pub shards: usize,
 }
 
 impl Default for ForwardConfig {
@@ -160,6 +164,7 @@ impl Default for ForwardConfig {
             budget_policy: BudgetPolicy::Block,
             segment_bytes: 64 << 20,
             cursor_window: 8,
+            shards: 4,
         }
     }
 }
@@ -203,6 +208,9 @@ impl ForwardConfig {
         }
         if self.cursor_window == 0 {
             return bad("cursor_window must be at least 1");
+        }
+        if !(1..=256).contains(&self.shards) {
+            return bad("shards must be 1 to 256");
         }
         Ok(())
     }

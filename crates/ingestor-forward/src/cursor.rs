@@ -31,6 +31,50 @@ pub(crate) fn path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("cursor-{name}"))
 }
 
+/// The cursor name of a destination's shard: the destination's name for shard 0 (the file
+/// of an outbox without shards), `<name>.<shard>` for the others.
+pub(crate) fn shard_name(name: &str, shard: u16) -> String {
+    if shard == 0 { name.to_owned() } else { format!("{name}.{shard}") }
+}
+
+/// The destination and shard a cursor file's name stands for (`cursor-vm.3`: `("vm", 3)`),
+/// `None` for another file (a temporary one included).
+pub(crate) fn parse_file_name(file: &str) -> Option<(&str, u16)> {
+    let rest = file.strip_prefix("cursor-")?;
+    if rest.ends_with(".tmp") {
+        return None;
+    }
+    match rest.split_once('.') {
+        None => Some((rest, 0)),
+        Some((name, shard)) => match shard.parse::<u16>() {
+            Ok(s) if s > 0 && shard.bytes().all(|b| b.is_ascii_digit()) => Some((name, s)),
+            _ => None,
+        },
+    }
+}
+
+/// Every shard cursor of destination `name` found in `dir`, by shard.
+///
+/// # Errors
+/// An unreadable directory, a damaged or unreadable cursor file, with the path.
+pub(crate) fn read_shards(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+) -> Result<std::collections::BTreeMap<u16, Lsn>, String> {
+    let mut found = std::collections::BTreeMap::new();
+    let entries = fs.read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries {
+        if let Some((n, shard)) = parse_file_name(&e.name)
+            && n == name
+            && let Some(at) = read(fs, dir, &shard_name(name, shard))?
+        {
+            found.insert(shard, at);
+        }
+    }
+    Ok(found)
+}
+
 /// The bytes of a slot holding cursor `next` at sequence `seq`.
 #[must_use]
 pub fn encode_slot(seq: u64, next: Lsn) -> [u8; SLOT_LEN] {
@@ -233,6 +277,27 @@ mod tests {
         // Both slots damaged: refused, naming the file.
         std::fs::write(&path, vec![0u8; 1024]).unwrap();
         assert!(read(&fs, dir.path(), "vm").unwrap_err().contains("cursor-vm"));
+    }
+
+    #[test]
+    fn shard_cursor_names_round_trip() {
+        assert_eq!(shard_name("vm", 0), "vm");
+        assert_eq!(shard_name("vm", 3), "vm.3");
+        assert_eq!(parse_file_name("cursor-vm"), Some(("vm", 0)));
+        assert_eq!(parse_file_name("cursor-vm.3"), Some(("vm", 3)));
+        assert_eq!(parse_file_name("cursor-my-vm_2.12"), Some(("my-vm_2", 12)));
+        for not in
+            ["cursor-vm.tmp", "cursor-vm.3.tmp", "cursor-vm.0", "cursor-vm.x", "vm", "cursor-vm.+1"]
+        {
+            assert_eq!(parse_file_name(not), None, "{not}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fs = ingestor::StdFs::new();
+        write(&fs, dir.path(), "vm", Lsn(4)).unwrap();
+        write(&fs, dir.path(), "vm.2", Lsn(9)).unwrap();
+        write(&fs, dir.path(), "vmx", Lsn(1)).unwrap();
+        let found = read_shards(&fs, dir.path(), "vm").unwrap();
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), [(0, Lsn(4)), (2, Lsn(9))]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ use ingestor_protocols::remote_write::MetricType;
 use ingestor_protocols::remote_write_writer::WriteRequestWriter;
 
 pub use config::{BudgetPolicy, Destination, ForwardConfig};
-use outbox::{Outbox, Request};
+use outbox::{Lane, Outbox, Request};
 use sender::{Keeper, Sender};
 
 /// Why forwarding could not start or flush.
@@ -109,14 +109,38 @@ pub(crate) struct DestStats {
     dropped_budget: AtomicU64,
     send_nanos: AtomicU64,
     sends: AtomicU64,
-    /// The cursor as the sender moved it.
-    acked: AtomicU64,
-    /// The cursor as persisted.
-    cursor: AtomicU64,
+    /// Each shard's cursor as its sender moved it.
+    acked: Vec<AtomicU64>,
+    /// Each shard's cursor as persisted.
+    cursor: Vec<AtomicU64>,
+    /// Where the shard layout changes among the requests waiting at the start: a request at
+    /// or above a boundary waits until every shard has passed it (see
+    /// `Outbox::layout_boundaries`).
+    boundaries: Vec<Lsn>,
+    /// When the shard count changed since the last run: the last run's cursors, by its
+    /// shard (`count = len`). A request of stored shard `s` below `settled[s % len]` was
+    /// settled by the last run, and is passed over.
+    settled: Vec<Lsn>,
     last_error: Mutex<Option<String>>,
 }
 
 impl DestStats {
+    fn new(start: &Start, boundaries: Vec<Lsn>) -> DestStats {
+        let cursors = &start.cursors;
+        DestStats {
+            boundaries,
+            settled: start.settled.clone(),
+            acked: cursors.iter().map(|c| AtomicU64::new(c.0)).collect(),
+            cursor: cursors.iter().map(|c| AtomicU64::new(c.0)).collect(),
+            ..DestStats::default()
+        }
+    }
+
+    /// The lane of shard `i` of this destination.
+    fn lane(&self, i: usize) -> Lane {
+        Lane { index: i as u16, of: self.acked.len() as u16 }
+    }
+
     fn set_error(&self, e: String) {
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
     }
@@ -147,6 +171,20 @@ impl Shared {
         *self.flushed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
         self.flushed_cv.notify_all();
     }
+
+    /// Outbox bytes not yet settled for a destination, over its shards; shard `shard`
+    /// counted from `from` (its sender's view) if given.
+    fn pending_bytes(&self, stats: &DestStats, shard: Option<(usize, Lsn)>) -> u64 {
+        (0..stats.acked.len())
+            .map(|i| {
+                let at = match shard {
+                    Some((s, at)) if s == i => at,
+                    _ => Lsn(stats.acked[i].load(Relaxed)),
+                };
+                self.outbox.pending_bytes(stats.lane(i), at)
+            })
+            .sum()
+    }
 }
 
 /// A destination's figures, as [`Forwarder::stats`] reports them.
@@ -175,8 +213,10 @@ pub struct DestinationStats {
     pub samples_dropped_budget: u64,
     /// Seconds spent in requests answered 2xx, and how many.
     pub send_seconds: (f64, u64),
-    /// The outbox LSN of its next record, as persisted.
+    /// The outbox LSN of its next record, as persisted: the lowest of its shards' cursors.
     pub cursor: u64,
+    /// Its senders (shards), each with a cursor.
+    pub shards: usize,
     /// Whether its backlog is at the budget under [`BudgetPolicy::Block`].
     pub blocked: bool,
     /// The last error met, if any.
@@ -191,8 +231,8 @@ pub struct OutboxReport {
     pub covered: Lsn,
     /// The first and the next outbox LSN.
     pub lsns: (Lsn, Lsn),
-    /// Every destination with a cursor file: its name, the outbox LSN of its next record,
-    /// and what waits for it (bytes, requests, samples).
+    /// Every cursor file: the destination's name (`NAME.SHARD` for a shard above 0), the
+    /// outbox LSN of its next record, and what waits for it (bytes, requests, samples).
     pub destinations: Vec<(String, Lsn, u64, u64, u64)>,
 }
 
@@ -208,17 +248,25 @@ pub fn outbox_report(fs: Arc<dyn Fs>, dir: &Path) -> Result<OutboxReport, Forwar
         .read_dir(dir)
         .map_err(|e| ForwardError::io("read_dir", dir, &e))?
         .into_iter()
-        .filter_map(|e| e.name.strip_prefix("cursor-").map(str::to_owned))
-        .filter(|n| !n.ends_with(".tmp"))
+        .filter_map(|e| cursor::parse_file_name(&e.name).map(|(n, _)| n.to_owned()))
         .collect();
     names.sort();
+    names.dedup();
     let mut destinations = Vec::new();
     for name in names {
-        let at = cursor::read(&*fs, dir, &name)
-            .map_err(ForwardError::Cursor)?
-            .unwrap_or_else(|| outbox.first_lsn());
-        let b = outbox.backlog(at);
-        destinations.push((name, at, b.bytes, b.requests, b.samples));
+        let shards = cursor::read_shards(&*fs, dir, &name).map_err(ForwardError::Cursor)?;
+        // The shard count of the last run: one more than the highest shard found.
+        let of = shards.keys().max().map_or(1, |m| m + 1);
+        for (&shard, &at) in &shards {
+            let b = outbox.backlog(Lane { index: shard, of }, at);
+            destinations.push((
+                cursor::shard_name(&name, shard),
+                at,
+                b.bytes,
+                b.requests,
+                b.samples,
+            ));
+        }
     }
     Ok(OutboxReport {
         covered: outbox.covered(),
@@ -231,7 +279,8 @@ pub fn outbox_report(fs: Arc<dyn Fs>, dir: &Path) -> Result<OutboxReport, Forwar
 pub struct Forwarder {
     shared: Arc<Shared>,
     db: Arc<Ingestor>,
-    dests: Vec<(Destination, Arc<DestStats>, Arc<Keeper>)>,
+    /// Each destination with its figures and a cursor keeper per shard.
+    dests: Vec<(Destination, Arc<DestStats>, Vec<Arc<Keeper>>)>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     flush_lock: Mutex<()>,
     flushes: AtomicU64,
@@ -266,39 +315,7 @@ impl Forwarder {
         let outbox = Outbox::open(Arc::clone(&fs), dir, config.segment_bytes)?;
         let mut cursors = Vec::new();
         for d in &config.destinations {
-            let found = cursor::read(&*fs, dir, &d.name).map_err(|e| {
-                ForwardError::Cursor(format!(
-                    "destination {}: {e} (remove the file to send its whole outbox again)",
-                    d.name
-                ))
-            })?;
-            let at = match found {
-                Some(at) => at,
-                None => {
-                    // A new destination starts at what the outbox holds now, and has a
-                    // cursor file from the start (so that `ingestor stats` lists it).
-                    let at = outbox.first_lsn();
-                    cursor::write(&*fs, dir, &d.name, at).map_err(ForwardError::Cursor)?;
-                    at
-                }
-            };
-            // Beyond the outbox's end only if records it counted on are gone (a cursor is
-            // written only for records read back from a synced outbox, so this means damage
-            // or a removed outbox): start at the end, loudly.
-            let clamped = at.clamp(outbox.first_lsn(), outbox.next_lsn());
-            if clamped != at {
-                tracing::error!(
-                    "forward {}: the cursor ({}) is outside the outbox ({}..{}); resuming at {}",
-                    d.name,
-                    at.0,
-                    outbox.first_lsn().0,
-                    outbox.next_lsn().0,
-                    clamped.0
-                );
-                // Persisted at once: new records will take the LSNs above the outbox's end.
-                cursor::write(&*fs, dir, &d.name, clamped).map_err(ForwardError::Cursor)?;
-            }
-            cursors.push(clamped);
+            cursors.push(start_cursors(&*fs, dir, &outbox, &d.name, config.shards)?);
         }
         let shared = Arc::new(Shared {
             fs,
@@ -313,11 +330,11 @@ impl Forwarder {
             .destinations
             .iter()
             .zip(&cursors)
-            .map(|(d, &at)| {
-                let stats = Arc::new(DestStats::default());
-                stats.acked.store(at.0, Relaxed);
-                stats.cursor.store(at.0, Relaxed);
-                (d.clone(), stats, Arc::new(Keeper::new(at)))
+            .map(|(d, at)| {
+                let keepers = at.cursors.iter().map(|&at| Arc::new(Keeper::new(at))).collect();
+                let from = at.cursors.iter().min().copied().unwrap_or(Lsn::FIRST);
+                let boundaries = shared.outbox.layout_boundaries(config.shards as u16, from);
+                (d.clone(), Arc::new(DestStats::new(at, boundaries)), keepers)
             })
             .collect();
         let forwarder = Arc::new(Forwarder {
@@ -337,23 +354,28 @@ impl Forwarder {
                 .spawn(f)
                 .map_err(|e| ForwardError::Config(format!("starting a thread: {e}")))
         };
-        for (i, (d, stats, keeper)) in forwarder.dests.iter().enumerate() {
-            let (s, st, k, name) =
-                (Arc::clone(&shared), Arc::clone(stats), Arc::clone(keeper), d.name.clone());
-            threads.push(spawn(
-                format!("fwd-keep-{}", d.name),
-                Box::new(move || k.run(&s, &name, &st)),
-            )?);
-            let sender = Sender {
-                dest: d.clone(),
-                shared: Arc::clone(&shared),
-                stats: Arc::clone(stats),
-                keeper: Arc::clone(keeper),
-                agent: sender::agent(config.request_timeout),
-                rng: 0x9e37_79b9_7f4a_7c15 ^ (now_ms() as u64).wrapping_add(i as u64),
-            };
-            let at = cursors[i];
-            threads.push(spawn(format!("fwd-send-{}", d.name), Box::new(move || sender.run(at)))?);
+        for (i, (d, stats, keepers)) in forwarder.dests.iter().enumerate() {
+            for (shard, keeper) in keepers.iter().enumerate() {
+                let name = cursor::shard_name(&d.name, shard as u16);
+                let (s, st, k, n) =
+                    (Arc::clone(&shared), Arc::clone(stats), Arc::clone(keeper), name.clone());
+                threads.push(spawn(
+                    format!("fwd-keep-{name}"),
+                    Box::new(move || k.run(&s, &n, shard, &st)),
+                )?);
+                let sender = Sender {
+                    dest: d.clone(),
+                    shard,
+                    shared: Arc::clone(&shared),
+                    stats: Arc::clone(stats),
+                    keeper: Arc::clone(keeper),
+                    agent: sender::agent(config.request_timeout),
+                    rng: 0x9e37_79b9_7f4a_7c15
+                        ^ (now_ms() as u64).wrapping_add((i * 1_000 + shard) as u64),
+                };
+                let at = cursors[i].cursors[shard];
+                threads.push(spawn(format!("fwd-send-{name}"), Box::new(move || sender.run(at)))?);
+            }
         }
         let f = Arc::clone(&forwarder);
         threads.push(spawn("fwd-flush".into(), Box::new(move || f.flush_loop()))?);
@@ -399,39 +421,26 @@ impl Forwarder {
         // would then skip (a batch is applied before it is synced under every policy).
         self.db.sync().map_err(|e| ForwardError::Ingest(e.to_string()))?;
         let max = self.shared.config.max_samples_per_request;
+        let shards = self.shared.config.shards;
+        let mut lanes: Vec<FlushLane> = (0..shards).map(|_| FlushLane::new()).collect();
         let mut requests = Vec::new();
-        let mut writer = WriteRequestWriter::new();
-        let mut families: Vec<(String, MetricType)> = Vec::new();
-        let mut oldest = i64::MAX;
         let mut series = 0usize;
-        let mut emit = |w: &mut WriteRequestWriter,
-                        families: &mut Vec<(String, MetricType)>,
-                        oldest: &mut i64| {
-            if w.is_empty() {
-                return;
-            }
-            families.sort_by(|a, b| a.0.cmp(&b.0));
-            families.dedup_by(|a, b| a.0 == b.0);
-            for (f, t) in families.iter().filter(|(_, t)| *t != MetricType::Other) {
-                w.metadata(f, *t);
-            }
-            families.clear();
-            let samples = w.sample_count() as u32;
-            requests.push(Request { samples, oldest_ms: *oldest, body: w.finish() });
-            *oldest = i64::MAX;
-        };
         for record in frozen.changed_since(since) {
-            if writer.sample_count() + samples::sample_count(&record) > max {
-                emit(&mut writer, &mut families, &mut oldest);
+            let shard = (series_hash(&record) % shards as u64) as u16;
+            let lane = &mut lanes[usize::from(shard)];
+            if lane.writer.sample_count() + samples::sample_count(&record) > max {
+                lane.emit((shard, shards as u16), &mut requests);
             }
-            let family = samples::write_series(&record, &mut writer);
-            if families.last().is_none_or(|l| l.0 != family.0) {
-                families.push(family);
+            let family = samples::write_series(&record, &mut lane.writer);
+            if lane.families.last().is_none_or(|l| l.0 != family.0) {
+                lane.families.push(family);
             }
-            oldest = oldest.min(record.last_update.0);
+            lane.oldest = lane.oldest.min(record.last_update.0);
             series += 1;
         }
-        emit(&mut writer, &mut families, &mut oldest);
+        for (shard, lane) in lanes.iter_mut().enumerate() {
+            lane.emit((shard as u16, shards as u16), &mut requests);
+        }
         self.shared.outbox.append_flush(&requests, covered, now_ms())?;
         self.flushes.fetch_add(1, Relaxed);
         self.flushed_series.fetch_add(series as u64, Relaxed);
@@ -440,7 +449,7 @@ impl Forwarder {
     }
 
     fn delete_sent(&self) {
-        let Some(min) = self.dests.iter().map(|(_, _, k)| k.durable()).min() else {
+        let Some(min) = self.dests.iter().flat_map(|(_, _, k)| k).map(|k| k.durable()).min() else {
             return;
         };
         if let Err(e) = self.shared.outbox.delete_below(min) {
@@ -457,7 +466,7 @@ impl Forwarder {
             return None;
         }
         self.dests.iter().find_map(|(d, stats, _)| {
-            let pending = self.shared.outbox.pending_bytes(Lsn(stats.acked.load(Relaxed)));
+            let pending = self.shared.pending_bytes(stats, None);
             (pending >= c.budget_bytes).then(|| {
                 format!(
                     "forwarding to {} is {pending} bytes behind, at its budget of {} bytes",
@@ -476,7 +485,9 @@ impl Forwarder {
         self.dests
             .iter()
             .map(|(d, s, _)| {
-                let backlog = self.shared.outbox.backlog(Lsn(s.acked.load(Relaxed)));
+                let backlog = (0..s.acked.len())
+                    .map(|i| self.shared.outbox.backlog(s.lane(i), Lsn(s.acked[i].load(Relaxed))))
+                    .fold(outbox::Backlog::default(), |a, b| a.plus(b));
                 DestinationStats {
                     name: d.name.clone(),
                     pending_bytes: backlog.bytes,
@@ -491,7 +502,8 @@ impl Forwarder {
                     samples_dropped_rejected: s.dropped_rejected.load(Relaxed),
                     samples_dropped_budget: s.dropped_budget.load(Relaxed),
                     send_seconds: (s.send_nanos.load(Relaxed) as f64 / 1e9, s.sends.load(Relaxed)),
-                    cursor: s.cursor.load(Relaxed),
+                    cursor: s.cursor.iter().map(|c| c.load(Relaxed)).min().unwrap_or(0),
+                    shards: s.cursor.len(),
                     blocked: block && backlog.bytes >= budget,
                     last_error: s
                         .last_error
@@ -631,7 +643,7 @@ impl Forwarder {
     pub fn stop_now(&self) {
         self.shared.stop.store(true, Relaxed);
         self.shared.wake();
-        for (_, _, k) in &self.dests {
+        for k in self.dests.iter().flat_map(|(_, _, k)| k) {
             k.stop();
         }
         let threads = std::mem::take(
@@ -641,4 +653,127 @@ impl Forwarder {
             let _ = t.join();
         }
     }
+}
+
+/// The requests of one shard that a flush is writing.
+struct FlushLane {
+    writer: WriteRequestWriter,
+    families: Vec<(String, MetricType)>,
+    oldest: i64,
+}
+
+impl FlushLane {
+    fn new() -> FlushLane {
+        FlushLane { writer: WriteRequestWriter::new(), families: Vec::new(), oldest: i64::MAX }
+    }
+
+    /// Ends the request being written (if any), with the metadata of its families.
+    fn emit(&mut self, (shard, shards): (u16, u16), requests: &mut Vec<Request>) {
+        if self.writer.is_empty() {
+            return;
+        }
+        self.families.sort_by(|a, b| a.0.cmp(&b.0));
+        self.families.dedup_by(|a, b| a.0 == b.0);
+        for (f, t) in self.families.iter().filter(|(_, t)| *t != MetricType::Other) {
+            self.writer.metadata(f, *t);
+        }
+        self.families.clear();
+        let samples = self.writer.sample_count() as u32;
+        requests.push(Request {
+            shard,
+            shards,
+            samples,
+            oldest_ms: self.oldest,
+            body: self.writer.finish(),
+        });
+        self.oldest = i64::MAX;
+    }
+}
+
+/// A series' shard hash: CRC32C of its name and labels, the same in every run (so that a
+/// series stays on its shard across restarts, and its samples in order).
+fn series_hash(record: &ingestor::SeriesRecord) -> u64 {
+    let mut crc = crc32c::crc32c(record.key.name().as_bytes());
+    for l in record.key.labels() {
+        crc = crc32c::crc32c_append(crc, &[0xff]);
+        crc = crc32c::crc32c_append(crc, l.name().as_bytes());
+        crc = crc32c::crc32c_append(crc, &[0xfe]);
+        crc = crc32c::crc32c_append(crc, l.value().as_bytes());
+    }
+    u64::from(crc)
+}
+
+/// Where a destination's shards start.
+struct Start {
+    /// Each shard's first record.
+    cursors: Vec<Lsn>,
+    /// The last run's cursors by its shard, when it had another shard count (else empty).
+    settled: Vec<Lsn>,
+}
+
+/// Where each shard of destination `name` starts: with the shard count of the last run (as
+/// many cursor files), at its cursor; with another count, every shard at the lowest
+/// cursor of the last run, passing over what the last run settled (`Start::settled`:
+/// nothing is skipped, nothing settled is sent again). A new destination starts at the
+/// outbox's start. Every shard's cursor is written before any is sent, and cursor files of
+/// shards beyond the count removed after (before anything is sent: so the files found are
+/// always one run's).
+fn start_cursors(
+    fs: &dyn Fs,
+    dir: &Path,
+    outbox: &Outbox,
+    name: &str,
+    shards: usize,
+) -> Result<Start, ForwardError> {
+    let damaged = |e: String| {
+        ForwardError::Cursor(format!(
+            "destination {name}: {e} (remove the file to send that shard's outbox again)"
+        ))
+    };
+    let found = cursor::read_shards(fs, dir, name).map_err(damaged)?;
+    let lowest = found.values().min().copied().unwrap_or_else(|| outbox.first_lsn());
+    let last_count = found.keys().max().map_or(0, |m| usize::from(*m) + 1);
+    let settled: Vec<Lsn> = if last_count == shards || found.is_empty() {
+        Vec::new()
+    } else {
+        // A file missing among them (a crash while they were made): nothing of its shard
+        // counts as settled.
+        (0..last_count).map(|s| found.get(&(s as u16)).copied().unwrap_or(lowest)).collect()
+    };
+    let (first, next) = (outbox.first_lsn(), outbox.next_lsn());
+    let mut cursors = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let at = if settled.is_empty() {
+            found.get(&(i as u16)).copied().unwrap_or(lowest)
+        } else {
+            lowest
+        };
+        // Beyond the outbox's end only if records it counted on are gone (a cursor is
+        // written only for records read back from a synced outbox, so this means damage or
+        // a removed outbox): start at the end, loudly.
+        let clamped = at.clamp(first, next);
+        if clamped != at {
+            tracing::error!(
+                "forward {name}: shard {i}'s cursor ({}) is outside the outbox ({}..{}); \
+                 resuming at {}",
+                at.0,
+                first.0,
+                next.0,
+                clamped.0
+            );
+        }
+        let shard = cursor::shard_name(name, i as u16);
+        if found.get(&(i as u16)) != Some(&clamped) {
+            cursor::write(fs, dir, &shard, clamped).map_err(ForwardError::Cursor)?;
+        }
+        cursors.push(clamped);
+    }
+    for &stale in found.keys().filter(|s| usize::from(**s) >= shards) {
+        let path = cursor::path(dir, &cursor::shard_name(name, stale));
+        fs.remove_file(&path).map_err(|e| ForwardError::io("remove", &path, &e))?;
+    }
+    if last_count > shards {
+        fs.sync_dir(dir).map_err(|e| ForwardError::io("sync", dir, &e))?;
+    }
+    Ok(Start { cursors, settled })
 }

@@ -14,7 +14,7 @@ use ingestor::Lsn;
 use ingestor_protocols::remote_write::{self, MetricType, Version};
 
 use crate::config::{BudgetPolicy, Destination};
-use crate::outbox::{REQUEST, Request};
+use crate::outbox::Request;
 use crate::{DestStats, Shared, cursor};
 
 /// The cursor as the sender moved it and as the keeper made it durable.
@@ -68,7 +68,7 @@ impl Keeper {
 
     /// The keeper thread: writes the wanted cursor whenever it moved, until stopped (then
     /// once more, so that a clean stop leaves the last position).
-    pub(crate) fn run(&self, shared: &Shared, name: &str, stats: &DestStats) {
+    pub(crate) fn run(&self, shared: &Shared, name: &str, shard: usize, stats: &DestStats) {
         let mut file: Option<cursor::CursorFile> = None;
         loop {
             let (want, stop) = {
@@ -91,7 +91,7 @@ impl Keeper {
                 match moved {
                     Ok(()) => {
                         self.lock().done = want;
-                        stats.cursor.store(want.0, Relaxed);
+                        stats.cursor[shard].store(want.0, Relaxed);
                         self.changed.notify_all();
                     }
                     Err(e) => {
@@ -120,8 +120,10 @@ enum Outcome {
     Stopped,
 }
 
+/// One shard's sender: it takes the outbox's requests of its lane and passes over the rest.
 pub(crate) struct Sender {
     pub(crate) dest: Destination,
+    pub(crate) shard: usize,
     pub(crate) shared: Arc<Shared>,
     pub(crate) stats: Arc<DestStats>,
     pub(crate) keeper: Arc<Keeper>,
@@ -136,12 +138,15 @@ impl Sender {
 
     /// Sends from `cursor` on until stopped.
     pub(crate) fn run(mut self, mut cursor: Lsn) {
-        let name = self.dest.name.clone();
+        let name = cursor::shard_name(&self.dest.name, self.shard as u16);
+        let lane = self.stats.lane(self.shard);
         let mut reader = None;
         // The cursor after each settled request not yet known durable, oldest first: at
         // most `cursor_window` of them may wait while the next request goes out.
         let window = self.shared.config.cursor_window;
         let mut settled: std::collections::VecDeque<Lsn> = std::collections::VecDeque::new();
+        // Layout boundaries every shard is known to have passed.
+        let mut passed = 0usize;
         while !self.stopping() {
             let r = match &mut reader {
                 Some(r) => r,
@@ -178,8 +183,9 @@ impl Sender {
             if record.lsn < cursor {
                 continue;
             }
-            if record.record_type == REQUEST
-                && let Some(request) = Request::decode(&record.payload)
+            if let Some(request) = Request::decode(record.record_type, &record.payload)
+                && lane.takes(request.shard)
+                && !self.settled_before(record.lsn, request.shard)
             {
                 let durable = self.keeper.durable();
                 while settled.front().is_some_and(|&c| c <= durable) {
@@ -188,6 +194,9 @@ impl Sender {
                 if settled.len() >= window {
                     let need = settled[settled.len() - window];
                     self.keeper.wait_durable(need);
+                }
+                if !self.past_boundaries(record.lsn, &mut passed) {
+                    break;
                 }
                 #[cfg(feature = "deliberate-bugs")]
                 if crate::bugs::on("forward-cursor-early") {
@@ -201,17 +210,43 @@ impl Sender {
                 }
             }
             cursor = record.lsn.next();
-            self.stats.acked.store(cursor.0, Relaxed);
+            self.stats.acked[self.shard].store(cursor.0, Relaxed);
             self.keeper.want(cursor);
         }
     }
 
-    /// Under `drop_oldest`, whether the backlog from `lsn` on is over the budget (so the
-    /// request at `lsn`, the oldest waiting, goes).
+    /// Whether the request at `lsn` of stored shard `shard` was settled by the last run,
+    /// which had another shard count (its cursor for that shard is past it).
+    fn settled_before(&self, lsn: Lsn, shard: u16) -> bool {
+        let last = &self.stats.settled;
+        !last.is_empty() && lsn < last[usize::from(shard) % last.len()]
+    }
+
+    /// Before sending the request at `lsn`: waits until every shard has passed each
+    /// layout boundary at or below it (`passed` of them are known passed). Returns `false`
+    /// when stopped while waiting.
+    fn past_boundaries(&self, lsn: Lsn, passed: &mut usize) -> bool {
+        while let Some(&boundary) = self.stats.boundaries.get(*passed) {
+            if lsn < boundary {
+                return true;
+            }
+            while !self.stats.acked.iter().all(|a| a.load(Relaxed) >= boundary.0) {
+                if self.stopping() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            *passed += 1;
+        }
+        true
+    }
+
+    /// Under `drop_oldest`, whether the destination's backlog (this shard's from `lsn` on)
+    /// is over the budget (so the request at `lsn`, this shard's oldest waiting, goes).
     fn over_budget(&self, lsn: Lsn) -> bool {
         let c = &self.shared.config;
         c.budget_policy == BudgetPolicy::DropOldest
-            && self.shared.outbox.pending_bytes(lsn) > c.budget_bytes
+            && self.shared.pending_bytes(&self.stats, Some((self.shard, lsn))) > c.budget_bytes
     }
 
     fn pause(&self, d: Duration) {
@@ -397,6 +432,6 @@ mod tests {
 
     #[test]
     fn decode_of_a_short_request_is_none() {
-        assert!(Request::decode(&[1, 2, 3]).is_none());
+        assert!(Request::decode(crate::outbox::REQUEST, &[1, 2, 3]).is_none());
     }
 }

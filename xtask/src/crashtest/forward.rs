@@ -10,7 +10,10 @@
 //! durable must have arrived with its value (a power cut never loses a durable outbox record
 //! nor moves a cursor past a request that was not delivered, and the first flush of a life
 //! takes every series changed after the last durable flush marker), and no more samples may
-//! arrive twice than the cursor window's requests per power cut.
+//! arrive twice than the cursor window's requests per shard and power cut. Each life picks
+//! its shard count (1 to [`MAX_SHARDS`]), so lives also restart with another count: a
+//! shard's requests are then taken by another sender, which must skip none of them and
+//! send none that the last life settled.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,6 +36,8 @@ use super::{Failure, Options, Profile, Report};
 /// Samples per request: small, so that an iteration has many requests.
 const MAX_SAMPLES: usize = 6;
 const LIVES: usize = 3;
+/// The most senders per destination a life runs.
+const MAX_SHARDS: usize = 4;
 
 /// A remote-write receiver that records every sample it accepts, and refuses (503) while
 /// the current disk's power is cut.
@@ -189,6 +194,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     forward.segment_bytes = 4 << 10;
     for life in 0..LIVES {
         let last = life + 1 == LIVES;
+        forward.shards = 1 + rng.below(MAX_SHARDS as u64) as usize;
         let (db, _) =
             Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), engine.clone(), &mut |_| {})
                 .map_err(|e| {
@@ -300,13 +306,13 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     if dup > 0 {
         report.event(RESENT);
     }
-    let bound = forward.cursor_window * MAX_SAMPLES * (LIVES - 1);
+    let bound = MAX_SHARDS * forward.cursor_window * MAX_SAMPLES * (LIVES - 1);
     if dup > bound {
         return Err(violation(
             Invariant::PrefixExactlyOnce,
             format!(
                 "{dup} samples arrived twice, more than the cursor window's {} requests per \
-                 power cut ({bound})",
+                 shard and power cut ({bound})",
                 forward.cursor_window
             ),
         ));
