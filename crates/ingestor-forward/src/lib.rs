@@ -743,11 +743,16 @@ fn start_cursors(
     let (first, next) = (outbox.first_lsn(), outbox.next_lsn());
     let mut cursors = Vec::with_capacity(shards);
     for i in 0..shards {
-        let at = if settled.is_empty() {
-            found.get(&(i as u16)).copied().unwrap_or(lowest)
-        } else {
-            lowest
-        };
+        #[allow(unused_mut)]
+        let mut own = settled.is_empty();
+        #[cfg(feature = "deliberate-bugs")]
+        if crate::bugs::on("forward-shard-own-cursor") {
+            // The defect: after a change of the shard count, each shard resumes at the
+            // cursor of the old shard with its number, skipping requests of old shards
+            // that now fall to it but were behind.
+            own = true;
+        }
+        let at = if own { found.get(&(i as u16)).copied().unwrap_or(lowest) } else { lowest };
         // Beyond the outbox's end only if records it counted on are gone (a cursor is
         // written only for records read back from a synced outbox, so this means damage or
         // a removed outbox): start at the end, loudly.

@@ -478,12 +478,7 @@ fn a_new_shard_count_passes_over_what_the_last_run_settled() {
     c.shards = 3;
     let f = start(&db, dir.path(), c);
     wait_until("sent", || f.stats()[0].pending_requests == 0);
-    let sent: u64 = rx
-        .requests()
-        .iter()
-        .filter(|r| r.1 == 204)
-        .map(|r| r.0.len() as u64)
-        .sum();
+    let sent: u64 = rx.requests().iter().filter(|r| r.1 == 204).map(|r| r.0.len() as u64).sum();
     assert_eq!(sent, shard1, "only the requests of the shard that had not sent them");
     assert_eq!(f.stats()[0].samples_sent, shard1);
     f.stop();

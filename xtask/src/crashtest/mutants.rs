@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 19] = [
+const MUTANTS: [Mutant; 20] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -129,6 +129,13 @@ const MUTANTS: [Mutant; 19] = [
         against: Against::Forward,
         promise: "a destination's cursor passes a request only after the receiver answered \
                   it: a power cut never skips a request that did not arrive",
+    },
+    Mutant {
+        name: "forward-shard-own-cursor",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "after a change of the shard count, no shard skips a request that an old \
+                  shard had not settled",
     },
     Mutant {
         name: "replay-snapshot-lsn",
@@ -216,7 +223,11 @@ pub(crate) fn run(options: &Options) -> ExitCode {
                  seen: {}",
                 m.name,
                 caught.took.as_secs_f64(),
-                if m.against == Against::Sim { "sim" } else { "proc" },
+                match m.against {
+                    Against::Sim => "sim",
+                    Against::Proc => "proc",
+                    Against::Forward => "forward",
+                },
                 m.promise,
                 caught.detail
             ),
