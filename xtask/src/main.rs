@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Some("layering") => layering(),
         Some("crashtest") => crashtest::main(&args[1..]),
         Some("crashtest-child") => crashtest::proc::child_main(&args[1..]),
+        Some("crashtest-forward-child") => crashtest::forward_proc::child_main(&args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
         Some("abuse") => abuse::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),

@@ -1,4 +1,5 @@
-//! Forwarding under simulated power cuts (`--mode forward`, and part of `--mode all`).
+//! Forwarding under simulated power cuts (`--mode forward`, and part of `--mode all`; its
+//! process-kill half is `forward_proc`).
 //!
 //! Each iteration runs an ingestor and a forwarder on one simulated disk through three
 //! lives: batches of new series are ingested (`--sync always`: each acknowledgement is
@@ -34,22 +35,33 @@ use super::workload::Rng;
 use super::{Failure, Options, Profile, Report};
 
 /// Samples per request: small, so that an iteration has many requests.
-const MAX_SAMPLES: usize = 6;
+pub(crate) const MAX_SAMPLES: usize = 6;
 const LIVES: usize = 3;
 /// The most senders per destination a life runs.
-const MAX_SHARDS: usize = 4;
+pub(crate) const MAX_SHARDS: usize = 4;
 
 /// A remote-write receiver that records every sample it accepts, and refuses (503) while
 /// the current disk's power is cut.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     disk: Arc<Mutex<Option<SimFs>>>,
     /// Series id -> every value received for it.
     got: Arc<Mutex<BTreeMap<u64, Vec<f64>>>>,
 }
 
 impl Receiver {
+    /// Forgets what it received; refuses while `disk`'s power is cut (never without one).
+    pub(crate) fn reset(&self, disk: Option<SimFs>) {
+        *self.disk.lock().expect("lock") = disk;
+        self.got.lock().expect("lock").clear();
+    }
+
+    /// Every value received, by series id.
+    pub(crate) fn received(&self) -> BTreeMap<u64, Vec<f64>> {
+        self.got.lock().expect("lock").clone()
+    }
+
     fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let url = format!("http://{}/api/v1/write", listener.local_addr().expect("bound"));
@@ -137,7 +149,9 @@ pub(crate) fn run(options: &Options) -> Report {
     let mut report = Report::default();
     report.required_events.extend([CUT_IN_LIFE, RESENT]);
     let receiver = Receiver::start();
-    let deadline = Instant::now() + budget(options);
+    let started = Instant::now();
+    // Simulated power cuts for 70% of the budget, real process kills for the rest.
+    let deadline = started + budget(options).mul_f64(0.7);
     let mut i = options.iteration.unwrap_or(0);
     loop {
         let seed = options.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -159,13 +173,21 @@ pub(crate) fn run(options: &Options) -> Report {
             break;
         }
     }
+    if report.failures.is_empty() && options.iteration.is_none() {
+        let deadline = started + budget(options);
+        if let Err((violation, repro)) =
+            super::forward_proc::run(options.seed, deadline, &receiver, &mut report)
+        {
+            report.fail(Failure { violation, repro, saved: None });
+        }
+    }
     report
 }
 
 /// An event: a power cut landed inside a life (not at its end).
 const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
 /// An event: some sample arrived twice (the duplicates bound was exercised).
-const RESENT: &str = "forward: a request sent again after a power cut";
+pub(crate) const RESENT: &str = "forward: a request sent again after a power cut";
 
 fn violation(invariant: Invariant, detail: String) -> Violation {
     Violation { invariant, detail }
@@ -174,8 +196,7 @@ fn violation(invariant: Invariant, detail: String) -> Violation {
 fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violation> {
     let sim = SimFs::new(seed);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());
-    *rx.disk.lock().expect("lock") = Some(sim.clone());
-    rx.got.lock().expect("lock").clear();
+    rx.reset(Some(sim.clone()));
     let mut rng = Rng::new(seed);
     let mut acked: BTreeMap<u64, f64> = BTreeMap::new();
     let mut next_id = 0u64;
@@ -278,7 +299,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             sim.crash_random();
         }
     }
-    let got = rx.got.lock().expect("lock").clone();
+    let got = rx.received();
     report.updates_checked += acked.len() as u64;
     for (id, value) in &acked {
         match got.get(id) {

@@ -6,6 +6,7 @@
 //! oracle outside the faulty disk (`oracle.rs`) judges every recovery.
 
 pub(crate) mod forward;
+pub(crate) mod forward_proc;
 pub(crate) mod mutants;
 pub(crate) mod oracle;
 pub(crate) mod proc;
@@ -25,7 +26,7 @@ use oracle::{Invariant, Violation};
 pub(crate) enum Mode {
     Sim,
     Proc,
-    /// Forwarding (outbox, cursors, senders) under simulated power cuts.
+    /// Forwarding (outbox, cursors, senders) under simulated power cuts and real kills.
     Forward,
     All,
 }
@@ -350,7 +351,7 @@ impl Report {
 const USAGE: &str = "usage: cargo xtask crashtest [options]
 
   --mode sim|proc|forward|all  simulated power cuts, real SIGKILL, forwarding under power
-                             cuts, or all three (default all)
+                             cuts and SIGKILL, or all three (default all)
   --profile smoke|ci|long    about 2 min, 10 min, 60 min (default smoke)
   --seed N                   master seed, decimal or 0x hex (default: from the clock)
   --iterations N             simulated iterations (each several crash cycles)

@@ -1,0 +1,336 @@
+//! Forwarding under real process kills (the second half of `--mode forward`).
+//!
+//! A child process (`xtask crashtest-forward-child`) runs an ingestor and a forwarder on a
+//! real directory, flushing every few milliseconds to a receiver in the parent: it ingests
+//! batches of new series (`SyncPolicy::Always`) and says on stdout which ids it is about to
+//! write (`issue <first> <last>`) and which were acknowledged (`ack <first> <last>`). The
+//! parent kills it with `SIGKILL` at a random moment (inside an ingest, a flush's append, a
+//! cursor move, a POST: wherever it is), starts the next life with another shard count, and
+//! after the last kill a life that only drains the outbox and exits. Then every
+//! acknowledged series must have arrived with its value, and no more samples twice than the
+//! cursor window's requests per shard and kill.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ingestor::{AckLevel, Config, FinalSnapshot, Ingestor, Op, SeriesKey, SyncPolicy, Timestamp};
+use ingestor::{StdFs, Update};
+use ingestor_forward::{Destination, ForwardConfig, Forwarder};
+
+use super::Report;
+use super::forward::{MAX_SAMPLES, MAX_SHARDS, RESENT, Receiver};
+use super::oracle::{Invariant, Violation};
+use super::workload::Rng;
+
+/// Kills per data directory (one run), before the draining life.
+const KILLS_PER_RUN: u64 = 4;
+/// An event: a child was killed while it was forwarding.
+pub(crate) const KILLED: &str = "forward: SIGKILL while ingesting/flushing/sending";
+
+fn violation(invariant: Invariant, detail: String) -> Violation {
+    Violation { invariant, detail }
+}
+
+/// The forwarding configuration of a child life.
+fn forward_config(url: &str, shards: usize) -> ForwardConfig {
+    let mut c = ForwardConfig::default();
+    c.destinations = vec![Destination::new("rx", url).expect("a valid destination")];
+    c.flush_interval = Duration::from_millis(15);
+    c.max_samples_per_request = MAX_SAMPLES;
+    c.backoff_min = Duration::from_millis(1);
+    c.backoff_max = Duration::from_millis(5);
+    c.request_timeout = Duration::from_secs(5);
+    c.segment_bytes = 4 << 10;
+    c.shards = shards;
+    c
+}
+
+/// Runs kill runs until `deadline`; a failure ends them (reported with its repro).
+pub(crate) fn run(
+    seed: u64,
+    deadline: Instant,
+    receiver: &Receiver,
+    report: &mut Report,
+) -> Result<(), (Violation, String)> {
+    report.required_events.insert(KILLED);
+    let exe = std::env::current_exe().map_err(|e| {
+        (violation(Invariant::DurableSurvives, format!("no path to xtask: {e}")), String::new())
+    })?;
+    let mut run = 0u64;
+    while Instant::now() < deadline {
+        let rseed = seed ^ run.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xf0f0;
+        let repro = format!(
+            "{}cargo xtask crashtest --mode forward --seed {seed:#x} (its process-kill runs: \
+             kill moments depend on timing, a repro may need a few runs)",
+            std::env::var("INGESTOR_DELIBERATE_BUG")
+                .map(|b| format!("INGESTOR_DELIBERATE_BUG={b} "))
+                .unwrap_or_default(),
+        );
+        one_run(&exe, rseed, receiver, report).map_err(|v| (v, repro))?;
+        run += 1;
+    }
+    Ok(())
+}
+
+fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violation> {
+    let tmp = tempfile::tempdir().map_err(|e| {
+        violation(Invariant::DurableSurvives, format!("cannot make a temporary directory: {e}"))
+    })?;
+    rx.reset(None);
+    let mut rng = Rng::new(seed);
+    let mut acked: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut next_id = 1u64;
+    for life in 0..=KILLS_PER_RUN {
+        let drain = life == KILLS_PER_RUN;
+        let shards = 1 + rng.below(MAX_SHARDS as u64) as usize;
+        let mut cmd = Command::new(exe);
+        cmd.args(["crashtest-forward-child", "--dir"])
+            .arg(tmp.path())
+            .args(["--url", &rx.url, "--shards", &shards.to_string()])
+            .args(["--seed", &format!("{:#x}", seed ^ life), "--start", &next_id.to_string()]);
+        if drain {
+            cmd.arg("--drain");
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| violation(Invariant::DurableSurvives, format!("spawn: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            // A line cut by the kill has no newline: it was never said.
+            while r.read_until(b'\n', &mut buf).is_ok_and(|_| buf.last() == Some(&b'\n')) {
+                buf.pop();
+                if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        });
+        let until = Instant::now()
+            + if drain {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_millis(40 + rng.below(300))
+            };
+        let mut drained = false;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            match lines.recv_timeout(until - now) {
+                Ok(line) => {
+                    drained |= line == "drained";
+                    take_line(&line, &mut acked, &mut next_id);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = child.kill();
+        let status = child.wait();
+        // What the child said before it died (the reader ends with its stdout).
+        for line in lines.iter() {
+            drained |= line == "drained";
+            take_line(&line, &mut acked, &mut next_id);
+        }
+        let _ = reader.join();
+        if drain && !drained {
+            return Err(violation(
+                Invariant::DurableSurvives,
+                format!("the draining life did not drain the outbox in 30 s ({status:?})"),
+            ));
+        }
+        if !drain {
+            let killed = status
+                .as_ref()
+                .is_ok_and(|s| std::os::unix::process::ExitStatusExt::signal(s) == Some(9));
+            if !killed {
+                return Err(violation(
+                    Invariant::NoPanic,
+                    format!("life {life}: the child ended by itself ({status:?})"),
+                ));
+            }
+            report.event(KILLED);
+            *report.cycles.entry("forward kill").or_default() += 1;
+        }
+    }
+    let got = rx.received();
+    report.updates_checked += acked.len() as u64;
+    for (id, value) in &acked {
+        match got.get(id) {
+            Some(values) if values.iter().all(|v| v == value) => {}
+            Some(values) => {
+                return Err(violation(
+                    Invariant::PrefixExactlyOnce,
+                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
+                ));
+            }
+            None => {
+                return Err(violation(
+                    Invariant::DurableSurvives,
+                    format!(
+                        "series id={id} was acknowledged but never reached the receiver after \
+                         {KILLS_PER_RUN} kills ({} of {} acknowledged series arrived)",
+                        acked.keys().filter(|k| got.contains_key(k)).count(),
+                        acked.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let dup: usize = got.values().map(|v| v.len() - 1).sum();
+    if dup > 0 {
+        report.event(RESENT);
+    }
+    let window = ForwardConfig::default().cursor_window;
+    let bound = MAX_SHARDS * window * MAX_SAMPLES * KILLS_PER_RUN as usize;
+    if dup > bound {
+        return Err(violation(
+            Invariant::PrefixExactlyOnce,
+            format!(
+                "{dup} samples arrived twice, more than the cursor window's {window} requests \
+                 per shard and kill ({bound})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes one line of a child: `issue F L` moves the next life's first id past `L` (an issued
+/// batch may be in the log unacknowledged); `ack F L` records `F..=L` as acknowledged.
+fn take_line(line: &str, acked: &mut BTreeMap<u64, f64>, next_id: &mut u64) {
+    let mut parts = line.split(' ');
+    let (what, first, last) = (parts.next(), parts.next(), parts.next());
+    let (Some(first), Some(last)) =
+        (first.and_then(|f| f.parse::<u64>().ok()), last.and_then(|l| l.parse::<u64>().ok()))
+    else {
+        return;
+    };
+    match what {
+        Some("issue") => *next_id = (*next_id).max(last + 1),
+        Some("ack") => {
+            for id in first..=last {
+                acked.insert(id, value_of(id));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn value_of(id: u64) -> f64 {
+    (id * 3) as f64
+}
+
+/// Writes one whole line to stdout; a parent gone ends the child.
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if out.write_all(format!("{line}\n").as_bytes()).and_then(|()| out.flush()).is_err() {
+        std::process::exit(2);
+    }
+}
+
+/// The hidden child: `xtask crashtest-forward-child --dir D --url U --shards N --seed S
+/// --start ID [--drain]`.
+pub(crate) fn child_main(args: &[String]) -> ExitCode {
+    let mut opts: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut drain = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--drain" {
+            drain = true;
+        } else if let Some(v) = it.next() {
+            opts.insert(a.as_str(), v.as_str());
+        }
+    }
+    let get = |k: &str| opts.get(k).copied().unwrap_or_default();
+    let parse = |v: &str| {
+        v.strip_prefix("0x").map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+    };
+    let (Some(shards), Some(seed), Some(start)) =
+        (parse(get("--shards")), parse(get("--seed")), parse(get("--start")))
+    else {
+        eprintln!("crashtest-forward-child: bad arguments {args:?}");
+        return ExitCode::from(2);
+    };
+    let dir = Path::new(get("--dir")).join("data");
+    let engine = Config::default()
+        .sync_policy(SyncPolicy::Always)
+        .segment_bytes_max(16 << 10)
+        .snapshot_interval(None)
+        .final_snapshot(FinalSnapshot::Never);
+    let db = match Ingestor::open(&dir, engine) {
+        Ok((db, _)) => Arc::new(db),
+        Err(e) => {
+            eprintln!("crashtest-forward-child: open: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let config = forward_config(get("--url"), shards as usize);
+    let fwd = match Forwarder::start(
+        Arc::clone(&db),
+        Arc::new(StdFs::new()),
+        &dir.join("outbox"),
+        config,
+    ) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("crashtest-forward-child: forwarding: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if drain {
+        if let Err(e) = fwd.flush() {
+            eprintln!("crashtest-forward-child: flush: {e}");
+            return ExitCode::from(3);
+        }
+        while fwd.stats()[0].pending_requests > 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        fwd.stop();
+        say("drained");
+        return ExitCode::SUCCESS;
+    }
+    let mut rng = Rng::new(seed);
+    let mut next = start;
+    loop {
+        let n = 1 + rng.below(4);
+        let (first, last) = (next, next + n - 1);
+        next += n;
+        say(&format!("issue {first} {last}"));
+        let updates: Vec<Update> = (first..=last)
+            .map(|id| {
+                let key = SeriesKey::new("fwd", [("id", id.to_string())]).expect("a valid key");
+                Update::new(key, Timestamp(1_000 + id as i64), Op::GaugeSet(value_of(id)))
+                    .expect("valid")
+            })
+            .collect();
+        match db.ingest(&updates) {
+            Ok(ack) if ack.level == AckLevel::Durable => say(&format!("ack {first} {last}")),
+            Ok(ack) => {
+                eprintln!("crashtest-forward-child: acknowledged only {:?}", ack.level);
+                return ExitCode::from(3);
+            }
+            Err(e) => {
+                eprintln!("crashtest-forward-child: ingest: {e}");
+                return ExitCode::from(3);
+            }
+        }
+        if rng.chance(10) {
+            let _ = fwd.flush();
+        }
+        if rng.chance(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
