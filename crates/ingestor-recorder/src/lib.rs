@@ -1,0 +1,11 @@
+//! A durable recorder for the [`metrics`] crate over [`ingestor`].
+//!
+//! TODO doc
+
+mod cells;
+mod recorder;
+
+pub use recorder::{
+    DEFAULT_BUCKETS, DEFAULT_FLUSH_INTERVAL, Error, IngestorRecorder, RecorderBuilder,
+    RecorderStats, SharedRecorder, metric_name,
+};
