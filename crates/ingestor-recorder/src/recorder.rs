@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU64, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -228,6 +228,10 @@ pub struct RecorderStats {
     pub rounds: u64,
     /// The number of the latest round that logged everything it took: every update recorded
     /// before that round started is in the log. 0 if none did.
+    ///
+    /// So a thread that records updates, then reads `rounds` = *r*, knows them logged (at
+    /// the level the ingestor acknowledged: *written* survives a process crash) as soon as
+    /// `last_complete_round` > *r*.
     pub last_complete_round: u64,
     /// Points logged.
     pub points_logged: u64,
@@ -488,6 +492,9 @@ impl Shared {
     fn flush(&self) -> Result<usize, Error> {
         let mut state = lock(&self.flush);
         let round = self.counts.rounds.fetch_add(1, Relaxed) + 1;
+        // Pairs with the fence of `stats`: whatever was recorded before a `stats` call that
+        // read a round number below this one is seen by this round (see `RecorderStats`).
+        fence(SeqCst);
         {
             let registry = read(&self.registry);
             let known = state.entries.len();
@@ -682,6 +689,7 @@ impl Shared {
     }
 
     fn stats(&self) -> RecorderStats {
+        fence(SeqCst);
         RecorderStats {
             metrics: read(&self.registry).list.len(),
             rounds: self.counts.rounds.load(Relaxed),
