@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::ToSocketAddrs;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU64, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
@@ -15,6 +16,7 @@ use ingestor::{
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 
 use crate::cells::{CounterCell, GaugeCell, HistogramCell};
+use crate::serve::MetricsServer;
 
 /// The default flush interval: 100 ms.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -828,6 +830,16 @@ impl IngestorRecorder {
     #[must_use]
     pub fn render(&self) -> String {
         self.shared.render()
+    }
+
+    /// Serves `GET /metrics` ([`IngestorRecorder::render`]) on `addr` from a thread of its
+    /// own, one connection at a time, until the [`MetricsServer`] is dropped.
+    ///
+    /// # Errors
+    /// Binding the address; starting the thread.
+    pub fn serve(&self, addr: impl ToSocketAddrs) -> std::io::Result<MetricsServer> {
+        let shared = Arc::clone(&self.shared);
+        MetricsServer::start(addr, Box::new(move || shared.render()))
     }
 
     /// Stops the flusher thread and flushes a last time. Dropping the recorder does the same,

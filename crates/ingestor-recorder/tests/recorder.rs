@@ -242,3 +242,27 @@ fn what_a_flush_cannot_log_is_kept_for_the_next() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn serves_metrics_over_http() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let rec = manual(&db).build().unwrap();
+    with_local_recorder(&rec, || counter!("served").increment(2));
+    rec.flush().unwrap();
+    let server = rec.serve("127.0.0.1:0").unwrap();
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let page = get("/metrics");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("\r\n\r\n# HELP served_total"), "{page}");
+    assert!(page.ends_with("served_total 2\n"), "{page}");
+    assert!(get("/other").starts_with("HTTP/1.1 404"));
+    drop(server);
+}
