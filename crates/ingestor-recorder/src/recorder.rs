@@ -527,7 +527,7 @@ impl Shared {
                     let added = c.added();
                     let delta = added.wrapping_sub(e.logged);
                     #[allow(clippy::cast_precision_loss)]
-                    (delta > 0 || e.announce).then(|| (Op::CounterAdd(delta as f64), added))
+                    (delta > 0 || e.announce).then_some((Op::CounterAdd(delta as f64), added))
                 }
                 CellRef::Gauge(g) => match g.take_changed() {
                     Some(v) if v.is_finite() => Some((Op::GaugeSet(v), 0)),
