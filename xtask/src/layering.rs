@@ -28,6 +28,8 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
         "ingestor-protocols" => Some(&[CODEC]),
         // The forwarder's outbox is a log of its own: it reuses ingestor-wal.
         "ingestor-forward" => Some(&[FACADE, WAL, PROTOCOLS]),
+        // The durable `metrics` recorder: the facade alone.
+        "ingestor-recorder" => Some(&[FACADE]),
         "ingestor-server" => Some(&[FACADE, PROTOCOLS, FORWARD]),
         "ingestor-cli" => Some(&[FACADE, PROTOCOLS, FORWARD, SERVER]),
         "xtask" | "ingestor-benches" | "ingestor-fuzz" => None,
