@@ -11,6 +11,7 @@ use crate::writer::{Shared, lock};
 
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WalRecord {
     /// Its LSN.
     pub lsn: Lsn,

@@ -71,6 +71,7 @@ pub enum AckLevel {
 
 /// The acknowledgement of an append: the LSNs its records got and the level they reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Ack {
     /// The first record's LSN.
     pub first: Lsn,

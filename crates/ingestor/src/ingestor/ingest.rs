@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ingestor_codec::{
-    MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp, Update,
-    encode_batch, encode_series_defs,
+    Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp,
+    Update, encode_batch, encode_series_defs,
 };
 use ingestor_memstore::IdHashBuilder;
 use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
@@ -93,17 +93,19 @@ fn check_batch<'a>(ops: impl ExactSizeIterator<Item = &'a Op>) -> Result<()> {
     Ok(())
 }
 
+/// What [`Shared::commit`] logged: the batch's last LSN and the level the append reached.
+pub(super) struct Logged {
+    last: Lsn,
+    level: AckLevel,
+}
+
 impl Shared {
     /// Validates, logs and applies a batch; the caller holds the writer lock.
-    pub(super) fn commit(
-        &self,
-        defined: &mut Defined,
-        points: &[Point],
-    ) -> Result<ingestor_wal::Ack> {
+    pub(super) fn commit(&self, defined: &mut Defined, points: &[Point]) -> Result<Logged> {
         self.memstore.validate(points)?;
         if points.is_empty() {
             let lsn = self.wal.written_lsn();
-            return Ok(ingestor_wal::Ack { first: lsn, last: lsn, level: AckLevel::Written });
+            return Ok(Logged { last: lsn, level: AckLevel::Written });
         }
         let mut landed: Option<(SegmentId, Vec<u32>)> = None;
         let ack = self.wal.append_with(|batch| {
@@ -150,12 +152,12 @@ impl Shared {
         }
         defined.ids.extend(new_ids);
         self.memstore.apply(ack.last, points);
-        Ok(ack)
+        Ok(Logged { last: ack.last, level: ack.level })
     }
 
     /// Waits for durability where the policy asks for it; outside the writer lock so that
     /// concurrent ingesters share syncs.
-    pub(super) fn acknowledge(&self, ack: ingestor_wal::Ack, points: usize) -> Result<Ack> {
+    pub(super) fn acknowledge(&self, ack: Logged, points: usize) -> Result<Ack> {
         let level = match self.config.sync_policy {
             SyncPolicy::Always if points > 0 => {
                 self.wal.wait_durable(ack.last)?;

@@ -15,6 +15,7 @@ pub struct SeriesHandle(pub(super) SeriesId);
 
 /// The acknowledgement of an ingested batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Ack {
     /// The LSN of the batch's log record.
     pub lsn: Lsn,
@@ -26,6 +27,7 @@ pub struct Ack {
 
 /// Progress of the replay at open, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayProgress {
     /// The LSN just replayed.
     pub lsn: Lsn,
@@ -37,6 +39,7 @@ pub struct ReplayProgress {
 
 /// What [`Ingestor::open`](super::Ingestor::open) found and did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OpenReport {
     /// The snapshot loaded, if any.
     pub snapshot: Option<SnapshotInfo>,
