@@ -124,7 +124,8 @@ impl Wal {
         replay_from: Lsn,
         on_record: impl FnMut(Lsn, u8, &[u8]) -> std::result::Result<(), ReplayError>,
     ) -> Result<(Wal, RecoveryReport)> {
-        Wal::open_with_listener(fs, dir, options, replay_from, on_record, Arc::new(NoListener))
+        let listener = options_listener(&options);
+        Wal::open_with_listener(fs, dir, options, replay_from, on_record, listener)
     }
 
     /// Like [`Wal::open_and_replay`], telling `on_record` where each record lies (its
@@ -139,11 +140,12 @@ impl Wal {
         replay_from: Lsn,
         mut on_record: impl FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), ReplayError>,
     ) -> Result<(Wal, RecoveryReport)> {
-        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, Arc::new(NoListener))
+        let listener = options_listener(&options);
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, listener)
     }
 
     /// Like [`Wal::open_and_replay`], with a listener told about rotations, syncs, deletions,
-    /// recovery and poisoning.
+    /// recovery and poisoning (in place of [`WalOptions::listener`]).
     ///
     /// # Errors
     /// As [`Wal::open_and_replay`].
@@ -494,6 +496,11 @@ impl Wal {
         let target = self.written_lsn();
         crate::sync::sync_to(&self.shared, target, true).map(|_| ())
     }
+}
+
+/// The listener the options name, or one that does nothing.
+fn options_listener(options: &WalOptions) -> Arc<dyn WalListener> {
+    options.listener.clone().unwrap_or_else(|| Arc::new(NoListener))
 }
 
 impl Drop for Wal {
