@@ -79,5 +79,7 @@ pub use reader::{WalReader, WalRecord};
 pub use report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
 pub use segment::{QUARANTINE_DIR, SegmentId};
 pub use stats::{WalListener, WalStats};
-pub use wal::{Ack, AckLevel, ReplayError, Wal, crash_points};
+#[doc(hidden)]
+pub use wal::crash_points;
+pub use wal::{Ack, AckLevel, ReplayError, Wal};
 pub use writer::RecordBatch;

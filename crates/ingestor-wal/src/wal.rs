@@ -20,7 +20,9 @@ use crate::sync::{SyncMessage, spawn_batch_syncer};
 use crate::writer::{RecordBatch, Shared, SyncState, Writer, lock};
 
 /// Named steps of the log's protocols, announced through [`Fs::crash_point`] so that a
-/// simulated disk can cut the power exactly there.
+/// simulated disk can cut the power exactly there. Test machinery for the crash tests, hidden
+/// from the documentation and not part of the API (`docs/versioning.md`).
+#[doc(hidden)]
 pub mod crash_points {
     /// After an append's frames were encoded, before they are written.
     pub const APPEND_BEFORE_WRITE: &str = "wal.append.before_write";

@@ -56,6 +56,7 @@
 mod bugs;
 mod config;
 mod error;
+mod id_hash;
 mod ingestor;
 pub mod offline;
 

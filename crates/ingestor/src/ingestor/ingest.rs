@@ -8,11 +8,11 @@ use ingestor_codec::{
     Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp,
     Update, encode_batch, encode_series_defs,
 };
-use ingestor_memstore::IdHashBuilder;
 use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
 
 use super::{Ack, Defined, Ingestor, SeriesHandle, Shared, lock};
 use crate::error::{Error, Result};
+use crate::id_hash::IdHashBuilder;
 
 impl Ingestor {
     /// Ingests a batch of updates addressed by key: validates everything, logs one record,

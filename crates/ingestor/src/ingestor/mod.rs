@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use ingestor_codec::{Lsn, MetricKind, SeriesKey};
 use ingestor_fs::{Fs, FsLock};
-use ingestor_memstore::{IdHashBuilder, Memstore, Selector, SeriesView};
+use ingestor_memstore::{Memstore, Selector, SeriesView};
 use ingestor_snapshot::SnapshotStore;
 use ingestor_wal::{SegmentId, Wal};
 
@@ -28,6 +28,7 @@ use maintenance::Msg;
 
 use crate::config::{Config, FinalSnapshot};
 use crate::error::{Error, Result};
+use crate::id_hash::IdHashBuilder;
 
 /// The directory of the log inside a data directory.
 pub const WAL_DIR: &str = "wal";

@@ -10,7 +10,7 @@ use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, SeriesKey, visit_se
 #[cfg(feature = "deliberate-bugs")]
 use ingestor_codec::{Op, Point};
 use ingestor_fs::{Fs, StdFs};
-use ingestor_memstore::{IdHashBuilder, Memstore};
+use ingestor_memstore::Memstore;
 use ingestor_snapshot::SnapshotStore;
 use ingestor_wal::{RecoveryMode, SegmentId, Wal};
 
@@ -21,6 +21,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::id_hash::IdHashBuilder;
 
 impl Ingestor {
     /// Opens (or creates) the data directory `dir` on the real file system.
