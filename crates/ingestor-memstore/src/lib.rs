@@ -45,6 +45,4 @@ pub use error::MemstoreError;
 pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
-pub use store::{
-    Frozen, IdHashBuilder, IdHasher, Memstore, MemstoreConfig, SeriesRecord, SeriesView,
-};
+pub use store::{Frozen, Memstore, MemstoreConfig, SeriesRecord, SeriesView};

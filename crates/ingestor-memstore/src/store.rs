@@ -80,7 +80,7 @@ type Chunk = Vec<Option<Series>>;
 /// A hasher for the store's own integer ids (not attacker-chosen): one multiply instead of
 /// SipHash. Keys that come from users are still hashed with the standard hasher.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -103,7 +103,7 @@ impl Hasher for IdHasher {
 }
 
 /// Builds [`IdHasher`]s, for maps keyed by series ids.
-pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
 /// Strings stored once, shared by every series that uses them. They are kept in chunks of
 /// [`CHUNK`]: a full chunk never changes again, so a [`Frozen`] view shares every full chunk

@@ -144,6 +144,7 @@ impl Request {
 
 /// Why a body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The decompressed size (from the snappy header) is over the limit: nothing was
     /// allocated for it.

@@ -111,7 +111,7 @@ pub(crate) async fn write(State(state): State<Arc<AppState>>, request: Request) 
                 DecodeError::TooLarge { .. } => {
                     error(&worker, StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
                 }
-                DecodeError::Invalid(_) => error(&worker, StatusCode::BAD_REQUEST, e.to_string()),
+                _ => error(&worker, StatusCode::BAD_REQUEST, e.to_string()),
             })?;
             drop(bytes);
             ingest(&worker, &db, &raw, version)

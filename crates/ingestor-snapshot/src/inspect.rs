@@ -12,6 +12,7 @@ use crate::store::{SnapshotInfo, parse_name};
 
 /// One chunk of a snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChunkInfo {
     /// Its position, from 0.
     pub index: u64,
@@ -25,6 +26,7 @@ pub struct ChunkInfo {
 
 /// A snapshot file read whole and verified.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct SnapshotContents {
     /// The file, as its header describes it.
     pub info: SnapshotInfo,

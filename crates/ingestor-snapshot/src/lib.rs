@@ -82,7 +82,9 @@ pub use options::{SnapshotCompression, SnapshotOptions};
 pub use store::{LoadReport, RejectedSnapshot, SnapshotInfo, SnapshotStore};
 
 /// The named steps of the write protocol at which a simulated power cut can be made
-/// ([`ingestor_fs::SimFs::arm_crash_point`]).
+/// ([`ingestor_fs::SimFs::arm_crash_point`]). Test machinery for the crash tests, hidden from
+/// the documentation and not part of the API (`docs/versioning.md`).
+#[doc(hidden)]
 pub mod crash_points {
     /// After about half of a snapshot's chunks were written (after the header when there is
     /// no chunk), before the rest.

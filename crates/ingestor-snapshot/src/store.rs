@@ -39,6 +39,7 @@ pub(crate) fn parse_name(name: &str) -> Option<Lsn> {
 
 /// A snapshot file, as its header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotInfo {
     /// The snapshot holds the state after every record with an LSN up to this one.
     pub lsn: Lsn,
@@ -55,6 +56,7 @@ pub struct SnapshotInfo {
 /// A snapshot that [`SnapshotStore::load_newest`] could not use. It stays on disk: the
 /// caller decides what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RejectedSnapshot {
     /// The file.
     pub path: PathBuf,
@@ -64,6 +66,7 @@ pub struct RejectedSnapshot {
 
 /// What [`SnapshotStore::load_newest`] found.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct LoadReport {
     /// The loaded state; empty (new from the configuration) when no snapshot was good.
     pub memstore: Memstore,

@@ -69,6 +69,7 @@ mod segment;
 mod stats;
 mod sync;
 mod wal;
+mod writer;
 
 pub use error::{Result, WalError};
 pub use ingestor_codec::{Codec, Lsn};
@@ -78,4 +79,7 @@ pub use reader::{WalReader, WalRecord};
 pub use report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
 pub use segment::{QUARANTINE_DIR, SegmentId};
 pub use stats::{WalListener, WalStats};
-pub use wal::{Ack, AckLevel, RecordBatch, ReplayError, Wal, crash_points};
+#[doc(hidden)]
+pub use wal::crash_points;
+pub use wal::{Ack, AckLevel, ReplayError, Wal};
+pub use writer::RecordBatch;

@@ -1,10 +1,12 @@
 //! Configuration of a log: sync policy, recovery mode, segment size.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ingestor_codec::Compression;
 
 use crate::error::WalError;
+use crate::stats::WalListener;
 
 /// When appended records are synced (made durable), and what an append waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,9 @@ pub struct WalOptions {
     /// Compression tried on each record's payload; kept only when it makes the frame
     /// smaller. Default: none.
     pub compression: Compression,
+    /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
+    /// [`crate::Wal::open_with_listener`] overrides it. Default: none.
+    pub listener: Option<Arc<dyn WalListener>>,
 }
 
 impl Default for WalOptions {
@@ -74,6 +79,7 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::default(),
             segment_bytes_max: 128 << 20,
             compression: Compression::None,
+            listener: None,
         }
     }
 }
@@ -104,6 +110,13 @@ impl WalOptions {
     #[must_use]
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Sets [`WalOptions::listener`].
+    #[must_use]
+    pub fn listener(mut self, listener: Arc<dyn WalListener>) -> Self {
+        self.listener = Some(listener);
         self
     }
 

@@ -7,10 +7,11 @@ use ingestor_codec::{Lsn, SEGMENT_HEADER_LEN};
 
 use crate::error::{Result, WalError};
 use crate::segment::{Cursor, Found, SegmentId};
-use crate::wal::{Shared, lock};
+use crate::writer::{Shared, lock};
 
 /// One record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WalRecord {
     /// Its LSN.
     pub lsn: Lsn,

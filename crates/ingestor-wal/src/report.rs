@@ -11,6 +11,7 @@ use crate::segment::SegmentId;
 
 /// Bytes cut from the end of the log: a torn tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Truncation {
     /// The segment.
     pub segment: SegmentId,
@@ -41,6 +42,7 @@ pub enum CorruptionAction {
 /// Corruption in the middle of the log, found and salvaged by
 /// [`RecoveryMode::PointInTime`] or [`RecoveryMode::SkipCorrupted`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Corruption {
     /// The segment.
     pub segment: SegmentId,
@@ -58,6 +60,7 @@ pub struct Corruption {
 
 /// What [`crate::Wal::open`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// The recovery mode applied.
     pub mode: RecoveryMode,

@@ -1,7 +1,8 @@
-//! Segment files: names, and a buffered cursor that reads frames from one.
+//! Segment files: names, creation, and a buffered cursor that reads frames from one.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ingestor_codec::{
     DecodeError, DecodeErrorKind, FRAME_HEADER_LEN, FrameHeader, Lsn, SEGMENT_HEADER_LEN,
@@ -10,6 +11,7 @@ use ingestor_codec::{
 use ingestor_fs::{EntryKind, Fs, FsFile, OpenMode};
 
 use crate::error::{Result, WalError};
+use crate::wal::crash_points;
 
 /// The suffix of segment file names.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
@@ -254,6 +256,53 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
 
 fn frame_error(offset: usize, kind: DecodeErrorKind) -> DecodeError {
     DecodeError { section: ingestor_codec::Section::Frame, offset: offset as u64, kind }
+}
+
+/// A segment creation that failed; `undone` says whether the file was removed again.
+pub(crate) struct CreateFailure {
+    pub(crate) error: WalError,
+    pub(crate) undone: bool,
+}
+
+/// Creates a segment: header, preallocation, sync, directory sync (so that no
+/// acknowledgement can depend on a segment whose name could vanish). On failure the file is
+/// removed again.
+pub(crate) fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    segment_bytes_max: u64,
+    id: SegmentId,
+) -> std::result::Result<Arc<dyn FsFile>, Box<CreateFailure>> {
+    let path = dir.join(id.file_name());
+    let file: Arc<dyn FsFile> = match fs.create(&path) {
+        Ok(f) => Arc::from(f),
+        Err(e) => {
+            return Err(Box::new(CreateFailure {
+                error: WalError::io("create", &path, e),
+                undone: true,
+            }));
+        }
+    };
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
+    let made = file
+        .write_at(&header, 0)
+        .map_err(|e| WalError::io("write header", &path, e))
+        .and_then(|()| {
+            file.allocate(segment_bytes_max).map_err(|e| WalError::io("allocate", &path, e))
+        })
+        .and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e)))
+        .and_then(|()| {
+            fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)
+                .map_err(|e| WalError::io("crash point", crash_points::SEGMENT_BEFORE_DIR_SYNC, e))
+        })
+        .and_then(|()| fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)));
+    match made {
+        Ok(()) => Ok(file),
+        Err(error) => {
+            let undone = fs.remove_file(&path).and_then(|()| fs.sync_dir(dir)).is_ok();
+            Err(Box::new(CreateFailure { error, undone }))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use crossbeam_channel::RecvTimeoutError;
 use ingestor_codec::Lsn;
 
 use crate::error::{Result, WalError};
-use crate::wal::{Shared, crash_points, lock};
+use crate::wal::crash_points;
+use crate::writer::{Shared, lock};
 
 /// The longest a sync leader waits for appenders in the middle of a write.
 const GROUP_WAIT_MAX: Duration = Duration::from_micros(100);

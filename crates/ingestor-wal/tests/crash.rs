@@ -56,7 +56,7 @@ fn workload(wal: &Wal, model: &mut Model, rng: &mut Rng, steps: usize, policy: S
             0..=11 => {
                 let p = payload(rng.next(), 20 + rng.below(300) as usize);
                 model.issued.entry(next).or_default().push(p.clone());
-                wal.append(1, &p)
+                wal.append(1, &p).map(Done::from)
             }
             12..=15 => {
                 let n = 1 + rng.below(4);
@@ -66,27 +66,16 @@ fn workload(wal: &Wal, model: &mut Model, rng: &mut Rng, steps: usize, policy: S
                     model.issued.entry(next + i as u64).or_default().push(p.clone());
                 }
                 let records: Vec<(u8, &[u8])> = ps.iter().map(|p| (2u8, p.as_slice())).collect();
-                wal.append_batch(&records)
+                wal.append_batch(&records).map(Done::from)
             }
-            16 | 17 => wal.sync().map(|lsn| ingestor_wal::Ack {
-                first: lsn,
-                last: lsn,
-                level: AckLevel::Durable,
-            }),
+            16 | 17 => wal.sync().map(|lsn| Done { last: lsn, level: AckLevel::Durable }),
             18 => {
                 // Compaction after a snapshot: everything durable is covered.
                 let watermark = wal.durable_lsn();
-                wal.delete_below(watermark).map(|_| ingestor_wal::Ack {
-                    first: Lsn::ZERO,
-                    last: Lsn::ZERO,
-                    level: AckLevel::Written,
-                })
+                wal.delete_below(watermark)
+                    .map(|_| Done { last: Lsn::ZERO, level: AckLevel::Written })
             }
-            _ => wal.sync().map(|lsn| ingestor_wal::Ack {
-                first: lsn,
-                last: lsn,
-                level: AckLevel::Durable,
-            }),
+            _ => wal.sync().map(|lsn| Done { last: lsn, level: AckLevel::Durable }),
         };
         match result {
             Ok(ack) => {
@@ -105,6 +94,18 @@ fn workload(wal: &Wal, model: &mut Model, rng: &mut Rng, steps: usize, policy: S
         }
     }
     false
+}
+
+/// What one step of the workload reached: the last LSN it covers and the level.
+struct Done {
+    last: Lsn,
+    level: AckLevel,
+}
+
+impl From<ingestor_wal::Ack> for Done {
+    fn from(ack: ingestor_wal::Ack) -> Done {
+        Done { last: ack.last, level: ack.level }
+    }
 }
 
 fn is_power_cut(e: &WalError) -> bool {

@@ -1,11 +1,12 @@
 //! The configuration of an [`crate::Ingestor`], with every default documented.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ingestor_codec::Compression;
 use ingestor_memstore::MemstoreConfig;
 use ingestor_snapshot::SnapshotOptions;
-use ingestor_wal::{RecoveryMode, SyncPolicy};
+use ingestor_wal::{RecoveryMode, SyncPolicy, WalListener};
 
 use crate::error::Error;
 
@@ -89,6 +90,11 @@ pub struct Config {
     /// The free space to keep on the data directory's file system. Default:
     /// [`FreeSpaceFloor::Auto`] (1 GiB or 5%, whichever is less).
     pub free_space_floor: FreeSpaceFloor,
+    /// Told about the log's events: recovery at open, segment rotations, syncs, segment
+    /// deletions (compaction) and poisoning. Its methods run on the thread that did the work,
+    /// sometimes under the log's write lock: keep them short, and never call back into the
+    /// ingestor from them. Default: none.
+    pub wal_listener: Option<Arc<dyn WalListener>>,
 }
 
 /// The system clock in milliseconds since the Unix epoch (the default [`Config::clock_ms`]).
@@ -115,6 +121,7 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(1),
             clock_ms: system_clock_ms,
             free_space_floor: FreeSpaceFloor::Auto,
+            wal_listener: None,
         }
     }
 }
@@ -162,6 +169,13 @@ impl Config {
         free_space_floor: FreeSpaceFloor,
     }
 
+    /// Sets [`Config::wal_listener`]: `listener` is told about the log's events.
+    #[must_use]
+    pub fn wal_listener(mut self, listener: Arc<dyn WalListener>) -> Self {
+        self.wal_listener = Some(listener);
+        self
+    }
+
     /// Checks every field.
     ///
     /// # Errors
@@ -199,10 +213,14 @@ impl Config {
             SyncPolicy::Always => SyncPolicy::Os,
             other => other,
         };
-        ingestor_wal::WalOptions::default()
+        let options = ingestor_wal::WalOptions::default()
             .sync_policy(policy)
             .recovery_mode(self.recovery_mode)
             .segment_bytes_max(self.segment_bytes_max)
-            .compression(self.wal_compression)
+            .compression(self.wal_compression);
+        match &self.wal_listener {
+            Some(listener) => options.listener(Arc::clone(listener)),
+            None => options,
+        }
     }
 }

@@ -56,6 +56,7 @@
 mod bugs;
 mod config;
 mod error;
+mod id_hash;
 mod ingestor;
 pub mod offline;
 
@@ -77,4 +78,6 @@ pub use ingestor_memstore::{
     MemstoreError, Selector, SeriesRecord, SeriesState, SeriesView, exposed_family, format_value,
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
-pub use ingestor_wal::{AckLevel, RecoveryMode, SyncPolicy, WalError};
+pub use ingestor_wal::{
+    AckLevel, RecoveryMode, RecoveryReport, SegmentId, SyncPolicy, WalError, WalListener,
+};

@@ -69,6 +69,7 @@ fn scan(
 
 /// One snapshot file as [`verify`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotCheck {
     /// The file.
     pub path: PathBuf,
@@ -78,6 +79,7 @@ pub struct SnapshotCheck {
 
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// The log's recovery scan (as [`RecoveryMode::SkipCorrupted`] would run it, so that
     /// every piece of damage is found, not only the first); `None` when there is no log.
@@ -244,6 +246,7 @@ pub fn inspect_snapshot(fs: &dyn Fs, file: &Path) -> Result<SnapshotContents> {
 
 /// What [`repair`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepairReport {
     /// Whether this was a dry run (nothing changed).
     pub dry_run: bool,

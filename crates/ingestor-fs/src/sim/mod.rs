@@ -175,6 +175,7 @@ impl Fault {
 
 /// What the simulated disk has done since it was made.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SimStats {
     /// Counted operations: every [`Fs`] and [`FsFile`] call except `crash_point`, `len` and
     /// `exists`, including calls that failed, but not those refused before reaching the disk:

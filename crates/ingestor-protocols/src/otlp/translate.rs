@@ -259,6 +259,7 @@ fn write_value(out: &mut String, v: Option<&Any>, quoted: bool) {
 
 /// Data points refused, by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rejected {
     /// Each reason and how many data points it refused, in the order first seen.
     pub by_reason: Vec<(String, usize)>,
@@ -297,6 +298,7 @@ pub const NO_DATA_POINT: u32 = u32::MAX;
 
 /// What a request maps to.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Translation {
     /// The updates, grouped by the data point they come from, in the request's order.
     pub updates: Vec<Update>,

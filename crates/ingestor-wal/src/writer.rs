@@ -1,0 +1,367 @@
+//! The writer: the active segment, appends and batch appends with one write, rotation, undo
+//! of failed writes, and the state the log's handles share.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use crossbeam_channel::Sender;
+use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, encode_frame_with};
+use ingestor_fs::{Fs, FsFile, FsLock};
+
+use crate::error::{Result, WalError};
+use crate::options::{SyncPolicy, WalOptions};
+use crate::segment::{SegmentId, create_segment};
+use crate::stats::{Counters, WalListener};
+use crate::sync::SyncMessage;
+use crate::wal::{Ack, AckLevel, crash_points};
+
+/// Records being added by [`Wal::append_with`](crate::Wal::append_with): they are written
+/// together, with one write system call, into one segment.
+pub struct RecordBatch<'a> {
+    segment: SegmentId,
+    next: Lsn,
+    durable: Lsn,
+    compression: ingestor_codec::Compression,
+    buf: &'a mut Vec<u8>,
+}
+
+impl RecordBatch<'_> {
+    /// The segment the records will land in. A writer that interns data per segment (as the
+    /// ingestor interns series) defines what it needs when this changes.
+    #[must_use]
+    pub fn segment(&self) -> SegmentId {
+        self.segment
+    }
+
+    /// The LSN the next pushed record will get.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next
+    }
+
+    /// Adds a record; returns its LSN.
+    ///
+    /// # Errors
+    /// [`WalError::ReservedRecordType`] for type 0, [`WalError::RecordTooLarge`] above
+    /// [`MAX_PAYLOAD_LEN`].
+    pub fn push(&mut self, record_type: u8, payload: &[u8]) -> Result<Lsn> {
+        self.push_with(record_type, |out| out.extend_from_slice(payload))
+    }
+
+    /// Adds a record whose payload `write` appends to the buffer it is given (no copy).
+    ///
+    /// # Errors
+    /// As [`RecordBatch::push`].
+    pub fn push_with(&mut self, record_type: u8, write: impl FnOnce(&mut Vec<u8>)) -> Result<Lsn> {
+        if record_type == 0 {
+            return Err(WalError::ReservedRecordType);
+        }
+        let lsn = self.next;
+        let lag = u32::try_from(lsn.0 - self.durable.0.min(lsn.0 - 1)).unwrap_or(u32::MAX);
+        let fields = FrameFields { lsn, record_type, durable_lag: lag };
+        encode_frame_with(fields, self.compression, self.buf, |out| {
+            write(out);
+            Ok(())
+        })
+        .map_err(|_| WalError::RecordTooLarge { len: usize::MAX, limit: MAX_PAYLOAD_LEN })?;
+        self.next = lsn.next();
+        Ok(lsn)
+    }
+}
+
+/// The active segment and where the next frame goes; guarded by the write lock.
+pub(crate) struct Writer {
+    pub(crate) segment: SegmentId,
+    pub(crate) file: Arc<dyn FsFile>,
+    pub(crate) offset: u64,
+    pub(crate) next_lsn: Lsn,
+    pub(crate) buf: Vec<u8>,
+    /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
+    /// written (acknowledged all the same).
+    #[cfg(feature = "deliberate-bugs")]
+    pub(crate) deferred: Option<(Vec<u8>, u64)>,
+}
+
+impl Writer {
+    /// Writes the frames the deliberate defect `buffered-append` held back (a no-op
+    /// otherwise).
+    pub(crate) fn flush_deferred(&mut self) -> std::io::Result<()> {
+        #[cfg(feature = "deliberate-bugs")]
+        if let Some((bytes, offset)) = self.deferred.take() {
+            self.file.write_at(&bytes, offset)?;
+        }
+        Ok(())
+    }
+}
+
+/// What sync callers share: the durable point and whether a sync is running.
+pub(crate) struct SyncState {
+    pub(crate) durable: Lsn,
+    pub(crate) syncing: bool,
+    /// Writers released by the last sync, counting its leader.
+    pub(crate) last_group: usize,
+    /// How long the last sync took.
+    pub(crate) last_sync: std::time::Duration,
+}
+
+pub(crate) struct Shared {
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) options: WalOptions,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) sync: Mutex<SyncState>,
+    pub(crate) synced: Condvar,
+    pub(crate) written: AtomicU64,
+    pub(crate) durable: AtomicU64,
+    pub(crate) poisoned: OnceLock<Arc<WalError>>,
+    pub(crate) segments: Mutex<Vec<SegmentId>>,
+    pub(crate) counters: Counters,
+    pub(crate) listener: Arc<dyn WalListener>,
+    pub(crate) closed: AtomicBool,
+    /// Appenders between taking the write lock and finishing their write: a sync leader
+    /// waits a moment for them, so that one sync covers them all.
+    pub(crate) in_flight: AtomicUsize,
+    /// Callers waiting for a sync to finish.
+    pub(crate) waiting: AtomicUsize,
+    /// Bumped whenever a failed write is undone: readers drop what they buffered.
+    pub(crate) undo_generation: AtomicU64,
+    /// Held around every data sync: see [`Shared::sync_segment`].
+    pub(crate) data_sync: Mutex<()>,
+    /// Wakes the background syncer of [`SyncPolicy::Batch`].
+    pub(crate) wake: OnceLock<Sender<SyncMessage>>,
+    pub(crate) _lock: Box<dyn FsLock>,
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section leaves its data consistent
+/// before anything in it can panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn path(&self, id: SegmentId) -> PathBuf {
+        self.dir.join(id.file_name())
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        match self.poisoned.get() {
+            Some(cause) => Err(WalError::Poisoned { cause: Arc::clone(cause) }),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the log refuse every later write; returns the error to give the caller.
+    pub(crate) fn poison(&self, cause: WalError) -> WalError {
+        let cause = Arc::clone(self.poisoned.get_or_init(|| Arc::new(cause)));
+        // Take the sync lock before notifying, so that a waiter between its poison check
+        // and its wait cannot miss the wake-up.
+        drop(lock(&self.sync));
+        self.synced.notify_all();
+        self.listener.on_poisoned(&cause);
+        WalError::Poisoned { cause }
+    }
+
+    pub(crate) fn crash_point(&self, name: &'static str) -> Result<()> {
+        self.fs.crash_point(name).map_err(|e| WalError::io("crash point", name, e))
+    }
+
+    /// Syncs a segment's data. Every data sync of the log goes through here, one at a time:
+    /// after a failed sync has poisoned the log no other sync runs, because Linux may report
+    /// a second fsync of the same pages as a success without having written them.
+    pub(crate) fn sync_segment(
+        &self,
+        file: &dyn FsFile,
+        segment: SegmentId,
+    ) -> Result<std::time::Duration> {
+        let _one_at_a_time = lock(&self.data_sync);
+        self.check_poisoned()?;
+        let started = std::time::Instant::now();
+        match file.sync_data() {
+            Ok(()) => {
+                let took = started.elapsed();
+                self.counters.sync_took(took);
+                Ok(took)
+            }
+            // Deliberate defect: a failed sync does not poison the log, so that a later sync
+            // "succeeds" over pages the kernel already dropped.
+            #[cfg(feature = "deliberate-bugs")]
+            Err(e) if crate::bugs::on("fsync-retry") => {
+                Err(WalError::io("sync", self.path(segment), e))
+            }
+            Err(e) => Err(self.poison(WalError::io("sync", self.path(segment), e))),
+        }
+    }
+
+    /// Records that everything up to `lsn` is durable and wakes waiters; refused once the
+    /// log is poisoned.
+    pub(crate) fn mark_durable(&self, lsn: Lsn) {
+        let mut st = lock(&self.sync);
+        if lsn > st.durable && self.poisoned.get().is_none() {
+            st.durable = lsn;
+            self.durable.store(lsn.0, Ordering::Release);
+        }
+        drop(st);
+        self.synced.notify_all();
+    }
+
+    /// Creates a segment (see [`create_segment`]), poisoning the log if a failed creation
+    /// cannot be undone.
+    pub(crate) fn create_segment(&self, id: SegmentId) -> Result<Arc<dyn FsFile>> {
+        create_segment(&*self.fs, &self.dir, self.options.segment_bytes_max, id)
+            .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })
+    }
+
+    /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
+    pub(crate) fn rotate(&self, w: &mut Writer) -> Result<()> {
+        let segment = w.segment;
+        w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
+        self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
+        // Deliberate defect: the ended segment is not synced, yet counted durable.
+        #[cfg(feature = "deliberate-bugs")]
+        let skip = crate::bugs::on("rotate-no-sync");
+        #[cfg(not(feature = "deliberate-bugs"))]
+        let skip = false;
+        if !skip {
+            self.sync_segment(&*w.file, w.segment)?;
+        }
+        let last = Lsn(w.next_lsn.0 - 1);
+        self.mark_durable(last);
+        let id = SegmentId(w.next_lsn);
+        let file = self.create_segment(id)?;
+        w.segment = id;
+        w.file = file;
+        w.offset = SEGMENT_HEADER_LEN as u64;
+        lock(&self.segments).push(id);
+        Counters::add(&self.counters.rotations, 1);
+        self.listener.on_rotate(id);
+        Ok(())
+    }
+
+    /// Cuts away whatever part of a failed write reached the file, durably, so that no later
+    /// frame follows half a frame. Poisons the log if that fails too.
+    fn undo_failed_write(&self, w: &Writer, cause: WalError) -> WalError {
+        Counters::add(&self.counters.failed_writes, 1);
+        self.undo_generation.fetch_add(1, Ordering::AcqRel);
+        let allocated = self.options.segment_bytes_max.max(w.offset);
+        let undone = w
+            .file
+            .set_len(w.offset)
+            .and_then(|()| w.file.allocate(allocated))
+            .and_then(|()| w.file.sync_all());
+        match undone {
+            Ok(()) => cause,
+            Err(_) => self.poison(cause),
+        }
+    }
+
+    pub(crate) fn append_with(
+        &self,
+        mut build: impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<Ack> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(WalError::Closed);
+        }
+        self.check_poisoned()?;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut guard = lock(&self.writer);
+        let w = &mut *guard;
+        let mut buf = std::mem::take(&mut w.buf);
+        let result = self.check_poisoned().and_then(|()| self.write_batch(w, &mut buf, &mut build));
+        buf.clear();
+        w.buf = buf;
+        drop(guard);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let (first, last) = result?;
+        if last < first {
+            return Ok(Ack { first, last, level: AckLevel::Written });
+        }
+        let level = match self.options.sync_policy {
+            SyncPolicy::Always => {
+                crate::sync::sync_to(self, last, true)?;
+                AckLevel::Durable
+            }
+            SyncPolicy::Batch(_) | SyncPolicy::Os => {
+                if let Some(tx) = self.wake.get() {
+                    // A full channel means a wake-up is already pending.
+                    let _ = tx.try_send(SyncMessage::Wake);
+                }
+                if self.durable.load(Ordering::Acquire) >= last.0 && self.poisoned.get().is_none() {
+                    AckLevel::Durable
+                } else {
+                    AckLevel::Written
+                }
+            }
+        };
+        Ok(Ack { first, last, level })
+    }
+
+    fn write_batch(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<(Lsn, Lsn)> {
+        let durable = Lsn(self.durable.load(Ordering::Acquire));
+        let mut batch = RecordBatch {
+            segment: w.segment,
+            next: w.next_lsn,
+            durable,
+            compression: self.options.compression,
+            buf,
+        };
+        build(&mut batch)?;
+        let mut next = batch.next;
+        if next == w.next_lsn {
+            return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
+        }
+        let header = SEGMENT_HEADER_LEN as u64;
+        if w.offset > header && w.offset + buf.len() as u64 > self.options.segment_bytes_max {
+            self.rotate(w)?;
+            buf.clear();
+            let durable = Lsn(self.durable.load(Ordering::Acquire));
+            let mut batch = RecordBatch {
+                segment: w.segment,
+                next: w.next_lsn,
+                durable,
+                compression: self.options.compression,
+                buf,
+            };
+            build(&mut batch)?;
+            next = batch.next;
+        }
+        let segment = w.segment;
+        let path = || self.path(segment);
+        self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
+        // Deliberate defect: the frames stay in a user-space buffer until the next append or
+        // sync, yet the append is acknowledged.
+        #[cfg(feature = "deliberate-bugs")]
+        let written = if crate::bugs::on("buffered-append") {
+            w.flush_deferred().map(|()| w.deferred = Some((buf.clone(), w.offset)))
+        } else {
+            w.file.write_at(buf, w.offset)
+        };
+        #[cfg(not(feature = "deliberate-bugs"))]
+        let written = w.file.write_at(buf, w.offset);
+        if let Err(e) = written {
+            // Deliberate defect: a failed write is not cut back; the next frames go after
+            // whatever part of it reached the file.
+            #[cfg(feature = "deliberate-bugs")]
+            if crate::bugs::on("write-past-failed") {
+                w.offset += buf.len() as u64;
+                return Err(WalError::io("write", path(), e));
+            }
+            return Err(self.undo_failed_write(w, WalError::io("write", path(), e)));
+        }
+        let first = w.next_lsn;
+        let last = Lsn(next.0 - 1);
+        w.offset += buf.len() as u64;
+        w.next_lsn = next;
+        self.written.store(last.0, Ordering::Release);
+        Counters::add(&self.counters.appends, 1);
+        Counters::add(&self.counters.records, next.0 - first.0);
+        Counters::add(&self.counters.bytes_written, buf.len() as u64);
+        self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
+        Ok((first, last))
+    }
+}

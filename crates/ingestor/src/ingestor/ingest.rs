@@ -1,0 +1,182 @@
+//! Ingest: validate a batch, log it (with the series definitions its segment lacks), apply
+//! it, acknowledge it.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ingestor_codec::{
+    Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp,
+    Update, encode_batch, encode_series_defs,
+};
+use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
+
+use super::{Ack, Defined, Ingestor, SeriesHandle, Shared, lock};
+use crate::error::{Error, Result};
+use crate::id_hash::IdHashBuilder;
+
+impl Ingestor {
+    /// Ingests a batch of updates addressed by key: validates everything, logs one record,
+    /// applies it, and acknowledges with its LSN and the level reached. All or nothing: a
+    /// refused batch leaves nothing of itself in the log or the memstore.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUpdate`], [`Error::Memstore`] (kind conflict, series limit),
+    /// [`Error::Wal`] (I/O; a poisoned log); nothing of the batch was applied.
+    pub fn ingest(&self, updates: &[Update]) -> Result<Ack> {
+        let shared = &self.shared;
+        let result = (|| {
+            check_batch(updates.iter().map(|u| &u.op))?;
+            shared.check_space()?;
+            let keys: Vec<&SeriesKey> = updates.iter().map(|u| &u.key).collect();
+            let mut defined = lock(&shared.writer);
+            let (ids, created) = shared.memstore.intern_all(&keys)?;
+            let points: Vec<Point> = updates
+                .iter()
+                .zip(&ids)
+                .map(|(u, &series)| Point { series, timestamp: u.timestamp, op: u.op.clone() })
+                .collect();
+            let result = shared.commit(&mut defined, &points);
+            if result.is_err() {
+                shared.memstore.discard_unwritten(&created);
+            }
+            drop(defined);
+            shared.acknowledge(result?, points.len())
+        })();
+        shared.count(&result);
+        result
+    }
+
+    /// Resolves a key to a handle (creating the series, without state, if needed), for
+    /// [`Ingestor::ingest_by_handle`].
+    ///
+    /// # Errors
+    /// [`Error::Memstore`] when the series limit is reached.
+    pub fn resolve(&self, key: &SeriesKey) -> Result<SeriesHandle> {
+        let _writer = lock(&self.shared.writer);
+        Ok(SeriesHandle(self.shared.memstore.intern(key)?))
+    }
+
+    /// Ingests a batch addressed by handles: the fast path for hot series.
+    ///
+    /// # Errors
+    /// As [`Ingestor::ingest`]; a handle whose series was deleted is refused.
+    pub fn ingest_by_handle(&self, points: &[(SeriesHandle, Timestamp, Op)]) -> Result<Ack> {
+        let shared = &self.shared;
+        let result = (|| {
+            check_batch(points.iter().map(|p| &p.2))?;
+            shared.check_space()?;
+            let points: Vec<Point> = points
+                .iter()
+                .map(|(h, timestamp, op)| Point {
+                    series: h.0,
+                    timestamp: *timestamp,
+                    op: op.clone(),
+                })
+                .collect();
+            let mut defined = lock(&shared.writer);
+            let result = shared.commit(&mut defined, &points);
+            drop(defined);
+            shared.acknowledge(result?, points.len())
+        })();
+        shared.count(&result);
+        result
+    }
+}
+
+fn check_batch<'a>(ops: impl ExactSizeIterator<Item = &'a Op>) -> Result<()> {
+    if ops.len() > MAX_BATCH_POINTS {
+        return Err(Error::BatchTooLarge { points: ops.len(), max: MAX_BATCH_POINTS });
+    }
+    for (index, op) in ops.enumerate() {
+        op.validate().map_err(|source| Error::InvalidUpdate { index, source })?;
+    }
+    Ok(())
+}
+
+/// What [`Shared::commit`] logged: the batch's last LSN and the level the append reached.
+pub(super) struct Logged {
+    last: Lsn,
+    level: AckLevel,
+}
+
+impl Shared {
+    /// Validates, logs and applies a batch; the caller holds the writer lock.
+    pub(super) fn commit(&self, defined: &mut Defined, points: &[Point]) -> Result<Logged> {
+        self.memstore.validate(points)?;
+        if points.is_empty() {
+            let lsn = self.wal.written_lsn();
+            return Ok(Logged { last: lsn, level: AckLevel::Written });
+        }
+        let mut landed: Option<(SegmentId, Vec<u32>)> = None;
+        let ack = self.wal.append_with(|batch| {
+            let segment = batch.segment();
+            let fresh = defined.segment != Some(segment);
+            let mut new_ids: Vec<u32> = Vec::new();
+            let mut seen: HashSet<u32, IdHashBuilder> = HashSet::default();
+            for p in points {
+                if (fresh || !defined.ids.contains(&p.series.0)) && seen.insert(p.series.0) {
+                    new_ids.push(p.series.0);
+                }
+            }
+            if !new_ids.is_empty() {
+                let defs: Vec<SeriesDef> = new_ids
+                    .iter()
+                    .map(|&id| {
+                        // Validation just proved every handle live, under the writer lock
+                        // that every delete also takes.
+                        let key =
+                            self.memstore.key(SeriesId(id)).expect("validated: the series is live");
+                        SeriesDef { id: SeriesId(id), key }
+                    })
+                    .collect();
+                batch.push_with(RecordType::SeriesDefs as u8, |buf| {
+                    encode_series_defs(&defs, buf).expect("no more definitions than points");
+                })?;
+            }
+            batch.push_with(RecordType::Batch as u8, |buf| {
+                encode_batch(points, buf).expect("validated before logging");
+            })?;
+            landed = Some((segment, new_ids));
+            Ok(())
+        });
+        // Deliberate defect: a batch whose append failed is applied all the same.
+        #[cfg(feature = "deliberate-bugs")]
+        if ack.is_err() && crate::bugs::on("apply-failed-batch") {
+            self.memstore.apply(self.wal.written_lsn(), points);
+        }
+        let ack = ack?;
+        let (segment, new_ids) = landed.expect("set by a successful append");
+        if defined.segment != Some(segment) {
+            defined.segment = Some(segment);
+            defined.ids.clear();
+        }
+        defined.ids.extend(new_ids);
+        self.memstore.apply(ack.last, points);
+        Ok(Logged { last: ack.last, level: ack.level })
+    }
+
+    /// Waits for durability where the policy asks for it; outside the writer lock so that
+    /// concurrent ingesters share syncs.
+    pub(super) fn acknowledge(&self, ack: Logged, points: usize) -> Result<Ack> {
+        let level = match self.config.sync_policy {
+            SyncPolicy::Always if points > 0 => {
+                self.wal.wait_durable(ack.last)?;
+                AckLevel::Durable
+            }
+            _ => ack.level,
+        };
+        Ok(Ack { lsn: ack.last, level, points })
+    }
+
+    pub(super) fn count(&self, result: &Result<Ack>) {
+        match result {
+            Ok(ack) => {
+                self.counters.batches.fetch_add(1, Relaxed);
+                self.counters.points.fetch_add(ack.points as u64, Relaxed);
+            }
+            Err(_) => {
+                self.counters.rejected.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
