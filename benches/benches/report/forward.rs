@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use ingestor::{Config, FinalSnapshot, Ingestor, Op, SeriesKey, StdFs, SyncPolicy, Timestamp};
 use ingestor_forward::{Destination, ForwardConfig, Forwarder};
 
-use crate::http::{Binaries, Server, System};
+use crate::http::{Binaries, Server, System, stat_cpu};
 use crate::table::{Against, Figure, Report};
 
 const SECTION: &str = "Forwarding: an embedded ingestor's outbox into VictoriaMetrics over remote write (loopback), 2,000 samples a request";
@@ -139,51 +139,87 @@ pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
             )),
     );
 
-    // Backlog: the destination down while flushes pile up.
+    // Backlog: the destination down while flushes pile up; drained by one sender, then by
+    // the default shards (the figure).
     let rounds = if quick { 10 } else { 10_000_000u64.div_ceil(series as u64) };
-    let down = format!("http://127.0.0.1:{}/api/v1/write", closed_port());
-    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&down)).expect("start");
-    for round in 0..rounds {
-        update_all(&db, &handles, 1_000 + round);
-        f.flush().expect("flush");
-    }
-    let pending = f.stats()[0].pending_samples;
-    f.stop_now();
-    drop(f);
-    let restarted = Instant::now();
-    let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, config(&url)).expect("start");
-    let started_in = restarted.elapsed();
-    let mut first = None;
-    while first.is_none() {
-        if f.stats()[0].requests_sent > 0 {
-            first = Some(restarted.elapsed());
+    let mut round = 1_000;
+    let mut backlog = |shards: usize| {
+        let down = format!("http://127.0.0.1:{}/api/v1/write", closed_port());
+        let mut c = config(&down);
+        c.shards = shards;
+        let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, c).expect("start");
+        for _ in 0..rounds {
+            round += 1;
+            update_all(&db, &handles, round);
+            f.flush().expect("flush");
         }
-        if restarted.elapsed() > Duration::from_secs(60) {
-            break;
+        let pending = f.stats()[0].pending_samples;
+        f.stop_now();
+        drop(f);
+        let (vm_cpu, own_cpu) = (vm.cpu(), stat_cpu("/proc/self/stat"));
+        let restarted = Instant::now();
+        let mut c = config(&url);
+        c.shards = shards;
+        let f = Forwarder::start(Arc::clone(&db), fs(), &outbox, c).expect("start");
+        let started_in = restarted.elapsed();
+        let mut first = None;
+        while first.is_none() {
+            if f.stats()[0].requests_sent > 0 {
+                first = Some(restarted.elapsed());
+            }
+            if restarted.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let drained = wait_drained(&f, Duration::from_secs(600));
-    let s = f.stats()[0].clone();
-    f.stop();
-    drop(f);
-    let Some(drained) = drained else {
+        let drained = wait_drained(&f, Duration::from_secs(600));
+        let cores = |cpu: Duration, took: Duration| cpu.as_secs_f64() / took.as_secs_f64();
+        let d = drained.map(|took| Drain {
+            pending,
+            took,
+            sent: f.stats()[0].samples_sent,
+            first,
+            started_in,
+            request: {
+                let s = &f.stats()[0];
+                s.send_seconds.0 / s.send_seconds.1.max(1) as f64
+            },
+            vm_cores: cores(vm.cpu().saturating_sub(vm_cpu), took),
+            own_cores: cores(stat_cpu("/proc/self/stat").saturating_sub(own_cpu), took),
+        });
+        f.stop();
+        d
+    };
+    let one = backlog(1);
+    let shards = ForwardConfig::default().shards;
+    let Some(d) = backlog(shards) else {
         eprintln!("forwarding: the backlog did not drain within 10 minutes");
         return;
     };
-    let drain = s.samples_sent as f64 / drained.as_secs_f64();
-    report.add(
-        Figure::new(SECTION, "backlog drained, samples/s", drain, "samples/s")
-            .peer("live delivery", live)
-            .at_least(Against::Peer("live delivery"), 5.0)
-            .note(format!(
-                "{pending} samples waiting in the outbox ({rounds} flushes of {series} series while \
-                 the destination was down), drained in {:.1} s after a restart",
-                drained.as_secs_f64()
-            )),
-    );
-    if let Some(first) = first {
-        let request = s.send_seconds.0 / s.send_seconds.1.max(1) as f64;
+    let drain = d.sent as f64 / d.took.as_secs_f64();
+    let mut figure = Figure::new(SECTION, "backlog drained, samples/s", drain, "samples/s")
+        .peer("live delivery", live)
+        .at_least(Against::Peer("live delivery"), 5.0);
+    if let Some(one) = &one {
+        figure = figure.peer("one sender", one.sent as f64 / one.took.as_secs_f64());
+    }
+    report.add(figure.note(format!(
+        "{} samples waiting in the outbox ({rounds} flushes of {series} series while the \
+         destination was down), drained in {:.1} s after a restart by {shards} shards, \
+         VictoriaMetrics using {:.2} cores and the ingestor's process {:.2} during the drain \
+         (of 2); with one sender: {}",
+        d.pending,
+        d.took.as_secs_f64(),
+        d.vm_cores,
+        d.own_cores,
+        one.map_or("did not drain".to_owned(), |o| format!(
+            "{:.1} s, VictoriaMetrics {:.2} cores, the ingestor {:.2}",
+            o.took.as_secs_f64(),
+            o.vm_cores,
+            o.own_cores
+        ))
+    )));
+    if let Some(first) = d.first {
         report.add(
             Figure::new(
                 SECTION,
@@ -193,10 +229,11 @@ pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
             )
             .lower_is_better()
             .note(format!(
-                "the forwarder's start (opening and indexing the outbox of {pending} samples) \
+                "the forwarder's start (opening and indexing the outbox of {} samples) \
                  took {:.1} ms; mean request {:.1} ms",
-                started_in.as_secs_f64() * 1e3,
-                request * 1e3
+                d.pending,
+                d.started_in.as_secs_f64() * 1e3,
+                d.request * 1e3
             )),
         );
     }
@@ -213,6 +250,20 @@ pub fn run(report: &mut Report, bins: &Binaries, series: usize, quick: bool) {
     );
     drop(vm);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+}
+
+/// One drain of a backlog.
+struct Drain {
+    pending: u64,
+    took: Duration,
+    sent: u64,
+    first: Option<Duration>,
+    started_in: Duration,
+    /// Mean seconds of a request.
+    request: f64,
+    /// Cores VictoriaMetrics and this process kept busy during the drain.
+    vm_cores: f64,
+    own_cores: f64,
 }
 
 /// A loopback port nothing listens on.

@@ -379,7 +379,8 @@ impl Server {
         Ok(server)
     }
 
-    fn cpu(&self) -> Duration {
+    /// CPU time so far of the server's process.
+    pub(crate) fn cpu(&self) -> Duration {
         stat_cpu(&format!("/proc/{}/stat", self.child.id()))
     }
 
@@ -400,7 +401,8 @@ impl Server {
 }
 
 /// User plus system CPU time in a `/proc/.../stat` file.
-fn stat_cpu(path: &str) -> Duration {
+/// CPU time (user and system) so far of the process or thread whose `stat` file is `path`.
+pub(crate) fn stat_cpu(path: &str) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     let fields: Vec<&str> =
         stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
