@@ -1,5 +1,5 @@
-//! Deliberate defects, compiled in only with the `deliberate-bugs` feature (which only the
-//! crash test enables) and switched on only when `INGESTOR_DELIBERATE_BUG` names one: they
+//! Deliberate defects, compiled in only under `--cfg ingestor_deliberate_bugs` (which only
+//! `cargo xtask` sets, for its own build) and switched on only when `INGESTOR_DELIBERATE_BUG` names one: they
 //! show that `cargo xtask crashtest --mutants` catches each broken promise of forwarding.
 
 use std::sync::OnceLock;

@@ -40,7 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 mod bugs;
 mod config;
 pub mod cursor;
@@ -745,7 +745,7 @@ fn start_cursors(
     for i in 0..shards {
         #[allow(unused_mut)]
         let mut own = settled.is_empty();
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         if crate::bugs::on("forward-shard-own-cursor") {
             // The defect: after a change of the shard count, each shard resumes at the
             // cursor of the old shard with its number, skipping requests of old shards

@@ -198,7 +198,7 @@ impl Sender {
                 if !self.past_boundaries(record.lsn, &mut passed) {
                     break;
                 }
-                #[cfg(feature = "deliberate-bugs")]
+                #[cfg(ingestor_deliberate_bugs)]
                 if crate::bugs::on("forward-cursor-early") {
                     // The defect: the cursor passes the request before it is sent.
                     self.keeper.want(record.lsn.next());

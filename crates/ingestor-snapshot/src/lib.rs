@@ -61,7 +61,7 @@
 //!
 //! The byte layout is specified in `docs/format.md` ("Snapshot files").
 
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 mod bugs;
 mod error;
 mod format;

@@ -116,7 +116,7 @@ impl SnapshotStore {
         let mut removed = Vec::new();
         for entry in entries {
             // Deliberate defect: temporary files of interrupted writes are left behind.
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             if crate::bugs::on("keep-temp-files") {
                 continue;
             }
@@ -279,13 +279,13 @@ impl SnapshotStore {
                 Err(SnapshotError::Corrupt { offset, reason, .. }) => {
                     // Deliberate defects: a damaged snapshot panics the loader, or ends the
                     // search (no fall-back to the older snapshots kept for exactly this).
-                    #[cfg(feature = "deliberate-bugs")]
+                    #[cfg(ingestor_deliberate_bugs)]
                     if crate::bugs::on("panic-on-damaged-snapshot") {
                         panic!("damaged snapshot {}: {reason}", path.display());
                     }
                     let reason = format!("corrupt at byte {offset}: {reason}");
                     rejected.push(RejectedSnapshot { path, reason });
-                    #[cfg(feature = "deliberate-bugs")]
+                    #[cfg(ingestor_deliberate_bugs)]
                     if crate::bugs::on("snapshot-newest-only") {
                         break;
                     }

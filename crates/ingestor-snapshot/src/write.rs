@@ -40,9 +40,9 @@ pub(crate) fn write_snapshot(
     };
     let mut writer = Writer { fs, file: &*file, tmp: &tmp, offset: 0, rest_crc: 0, rest_len: 0 };
     // Deliberate defect: the snapshot is renamed into place without being synced first.
-    #[cfg(feature = "deliberate-bugs")]
+    #[cfg(ingestor_deliberate_bugs)]
     let skip_sync = crate::bugs::on("snapshot-no-fsync");
-    #[cfg(not(feature = "deliberate-bugs"))]
+    #[cfg(not(ingestor_deliberate_bugs))]
     let skip_sync = false;
     let result = writer.write_all(options, lsn, created_ms, state).and_then(|written| {
         if skip_sync {

@@ -57,7 +57,7 @@
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 mod bugs;
 mod error;
 mod inspect;

@@ -258,14 +258,14 @@ impl Recovery<'_> {
         let id = self.ids[i];
         let mut offset = SEGMENT_HEADER_LEN as u64;
         // Where the last valid frame starts (for the deliberate defect `cut-one-frame-early`).
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         let mut last_frame = None;
         loop {
             let expected = self.expected.expect("set by the header");
             let damage = match cur.frame(offset)? {
                 Found::Frame { header, payload } if header.lsn.0 == expected => {
                     let frame_len = header.frame_len() as u64;
-                    #[cfg(feature = "deliberate-bugs")]
+                    #[cfg(ingestor_deliberate_bugs)]
                     {
                         last_frame = Some(offset);
                     }
@@ -338,7 +338,7 @@ impl Recovery<'_> {
             };
             // Deliberate defect: damage in the last segment is always taken for a torn tail,
             // even when a later frame proves it was synced.
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             let proven_durable = proven_durable && !crate::bugs::on("tail-as-torn");
             if !is_last || proven_durable {
                 match self.middle_in_segment(i, cur, damage, later)? {
@@ -356,7 +356,7 @@ impl Recovery<'_> {
             self.torn_tail(id, cur, damage)?;
             // Deliberate defect: the torn tail is cut at the start of the last good frame
             // (off by one frame), after that frame was replayed.
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             if let Some(at) = last_frame
                 && crate::bugs::on("cut-one-frame-early")
             {

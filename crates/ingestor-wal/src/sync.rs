@@ -64,7 +64,7 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
             Ok((upto, took)) => {
                 // Deliberate defect: the leader claims everything written by the time its sync
                 // returned, not what was written when it began.
-                #[cfg(feature = "deliberate-bugs")]
+                #[cfg(ingestor_deliberate_bugs)]
                 let upto = if crate::bugs::on("group-commit-overclaim") {
                     Lsn(shared.written.load(Ordering::Acquire))
                 } else {

@@ -188,7 +188,7 @@ impl Wal {
             offset,
             next_lsn,
             buf: Vec::new(),
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
         };
         let writer = match (segments.last().copied(), recovered.tail_offset) {

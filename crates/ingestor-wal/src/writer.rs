@@ -79,7 +79,7 @@ pub(crate) struct Writer {
     pub(crate) buf: Vec<u8>,
     /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
     /// written (acknowledged all the same).
-    #[cfg(feature = "deliberate-bugs")]
+    #[cfg(ingestor_deliberate_bugs)]
     pub(crate) deferred: Option<(Vec<u8>, u64)>,
 }
 
@@ -87,7 +87,7 @@ impl Writer {
     /// Writes the frames the deliberate defect `buffered-append` held back (a no-op
     /// otherwise).
     pub(crate) fn flush_deferred(&mut self) -> std::io::Result<()> {
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         if let Some((bytes, offset)) = self.deferred.take() {
             self.file.write_at(&bytes, offset)?;
         }
@@ -185,7 +185,7 @@ impl Shared {
             }
             // Deliberate defect: a failed sync does not poison the log, so that a later sync
             // "succeeds" over pages the kernel already dropped.
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             Err(e) if crate::bugs::on("fsync-retry") => {
                 Err(WalError::io("sync", self.path(segment), e))
             }
@@ -218,9 +218,9 @@ impl Shared {
         w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
         // Deliberate defect: the ended segment is not synced, yet counted durable.
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         let skip = crate::bugs::on("rotate-no-sync");
-        #[cfg(not(feature = "deliberate-bugs"))]
+        #[cfg(not(ingestor_deliberate_bugs))]
         let skip = false;
         if !skip {
             self.sync_segment(&*w.file, w.segment)?;
@@ -335,18 +335,18 @@ impl Shared {
         self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
         // Deliberate defect: the frames stay in a user-space buffer until the next append or
         // sync, yet the append is acknowledged.
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         let written = if crate::bugs::on("buffered-append") {
             w.flush_deferred().map(|()| w.deferred = Some((buf.clone(), w.offset)))
         } else {
             w.file.write_at(buf, w.offset)
         };
-        #[cfg(not(feature = "deliberate-bugs"))]
+        #[cfg(not(ingestor_deliberate_bugs))]
         let written = w.file.write_at(buf, w.offset);
         if let Err(e) = written {
             // Deliberate defect: a failed write is not cut back; the next frames go after
             // whatever part of it reached the file.
-            #[cfg(feature = "deliberate-bugs")]
+            #[cfg(ingestor_deliberate_bugs)]
             if crate::bugs::on("write-past-failed") {
                 w.offset += buf.len() as u64;
                 return Err(WalError::io("write", path(), e));

@@ -52,7 +52,7 @@
 //! The on-disk layout is specified in `docs/format.md`; what survives under each policy in
 //! `docs/durability.md`.
 
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 mod bugs;
 mod config;
 mod error;

@@ -6,9 +6,9 @@
 //! Each defect runs in a child process (`xtask crashtest --mode sim`, or `--mode proc` for
 //! what a process kill must keep, with the smoke profile and a fixed seed) that stops at its
 //! first violation. Defects inside the engine are
-//! compiled in only with the `deliberate-bugs` feature of `ingestor` (which only `xtask`
-//! enables; a default build carries none of them) and switched on by
-//! `INGESTOR_DELIBERATE_BUG`; defects of the disk under the engine are a file-system wrapper
+//! compiled in only under `--cfg ingestor_deliberate_bugs`, which only the `cargo xtask`
+//! alias sets (for its own build, in `target/xtask`; no other build and no published crate
+//! carries them), and switched on by `INGESTOR_DELIBERATE_BUG`; defects of the disk under the engine are a file-system wrapper
 //! (`--break`).
 
 use std::io::Read;
@@ -190,6 +190,14 @@ struct Caught {
 
 /// Runs the suite; fails unless every defect is caught.
 pub(crate) fn run(options: &Options) -> ExitCode {
+    if !cfg!(ingestor_deliberate_bugs) && MUTANTS.iter().any(|m| matches!(m.switch, Switch::Env)) {
+        eprintln!(
+            "crashtest --mutants: this xtask was built without --cfg ingestor_deliberate_bugs, so \
+             the engine carries none of its defects: run it as `cargo xtask crashtest --mutants` \
+             (the alias sets the cfg; a RUSTFLAGS variable overrides it)"
+        );
+        return ExitCode::from(2);
+    }
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {

@@ -140,7 +140,7 @@ impl Shared {
             Ok(())
         });
         // Deliberate defect: a batch whose append failed is applied all the same.
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         if ack.is_err() && crate::bugs::on("apply-failed-batch") {
             self.memstore.apply(self.wal.written_lsn(), points);
         }

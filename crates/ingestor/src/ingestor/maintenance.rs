@@ -78,7 +78,7 @@ impl Shared {
         let oldest_kept = self.snapshots.oldest_kept_lsn()?;
         // Deliberate defect: compaction deletes what the newest snapshot covers, not the
         // oldest kept, so no older snapshot can be fallen back to.
-        #[cfg(feature = "deliberate-bugs")]
+        #[cfg(ingestor_deliberate_bugs)]
         let oldest_kept = if crate::bugs::on("compact-newest") { Some(lsn) } else { oldest_kept };
         if let Some(watermark) = compaction_watermark(oldest_kept) {
             self.wal.delete_below(watermark)?;

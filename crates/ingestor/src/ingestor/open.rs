@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, SeriesKey, visit_series_defs};
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 use ingestor_codec::{Op, Point};
 use ingestor_fs::{Fs, StdFs};
 use ingestor_memstore::Memstore;
@@ -185,12 +185,12 @@ struct Replay<'a> {
 
 /// Deliberate defect `replay-snapshot-lsn`: replay starts at the snapshot's own LSN (off by
 /// one), applying that batch twice.
-#[cfg(feature = "deliberate-bugs")]
+#[cfg(ingestor_deliberate_bugs)]
 fn replays_snapshot_lsn(lsn: Lsn, snapshot: Lsn) -> bool {
     lsn == snapshot && snapshot > Lsn::ZERO && crate::bugs::on("replay-snapshot-lsn")
 }
 
-#[cfg(not(feature = "deliberate-bugs"))]
+#[cfg(not(ingestor_deliberate_bugs))]
 fn replays_snapshot_lsn(_: Lsn, _: Lsn) -> bool {
     false
 }
@@ -261,7 +261,7 @@ impl Replay<'_> {
                             )));
                         }
                     }
-                    #[cfg(feature = "deliberate-bugs")]
+                    #[cfg(ingestor_deliberate_bugs)]
                     if let (true, Op::HistogramAdd(s)) =
                         (crate::bugs::on("replay-add-as-set"), &p.op)
                     {
@@ -278,7 +278,7 @@ impl Replay<'_> {
                     Err(e) => return Err(fail(e.to_string())),
                 }
                 self.memstore.apply(lsn, &points);
-                #[cfg(feature = "deliberate-bugs")]
+                #[cfg(ingestor_deliberate_bugs)]
                 if std::env::var("INGESTOR_DELIBERATE_BUG").is_ok_and(|b| b == "replay-twice") {
                     let again: Vec<Point> = points
                         .iter()
