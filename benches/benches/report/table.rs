@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::json;
+use serde::Serialize;
 
 /// What a ratio target compares against.
 #[derive(Debug, Clone)]
@@ -112,25 +112,65 @@ impl Figure {
         out
     }
 
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "section": self.section,
-            "name": self.name,
-            "value": self.value,
-            "unit": self.unit,
-            "lower_is_better": self.lower_is_better,
-            "ceiling": self.ceiling.as_ref().map(|(n, v)| json!({
-                "name": n, "value": v, "ratio": self.ratio(*v)
-            })),
-            "peers": self.peers.iter().map(|(n, v)| json!({
-                "name": n, "value": v, "ratio": self.ratio(*v)
-            })).collect::<Vec<_>>(),
-            "targets": self.verdicts().into_iter().map(|(t, met)| json!({
-                "target": t, "met": met
-            })).collect::<Vec<_>>(),
-            "note": self.note,
-        })
+    /// The figure as the JSON report holds it.
+    fn to_json(&self) -> FigureJson<'_> {
+        let compared = |(name, value): &(String, f64)| Compared {
+            name: name.clone(),
+            value: *value,
+            ratio: self.ratio(*value),
+        };
+        FigureJson {
+            section: &self.section,
+            name: &self.name,
+            value: self.value,
+            unit: &self.unit,
+            lower_is_better: self.lower_is_better,
+            ceiling: self.ceiling.as_ref().map(compared),
+            peers: self.peers.iter().map(compared).collect(),
+            targets: self
+                .verdicts()
+                .into_iter()
+                .map(|(target, met)| Verdict { target, met })
+                .collect(),
+            note: self.note.as_deref(),
+        }
     }
+}
+
+/// A figure in the JSON report.
+#[derive(Debug, Serialize)]
+struct FigureJson<'a> {
+    section: &'a str,
+    name: &'a str,
+    value: f64,
+    unit: &'a str,
+    lower_is_better: bool,
+    ceiling: Option<Compared>,
+    peers: Vec<Compared>,
+    targets: Vec<Verdict>,
+    note: Option<&'a str>,
+}
+
+/// A ceiling or a peer, and the figure's ratio to it (above 1: the ingestor is ahead).
+#[derive(Debug, Serialize)]
+struct Compared {
+    name: String,
+    value: f64,
+    ratio: f64,
+}
+
+/// A target and whether the figure met it.
+#[derive(Debug, Serialize)]
+struct Verdict {
+    target: String,
+    met: bool,
+}
+
+/// The JSON report: the machine it ran on and every figure.
+#[derive(Debug, Serialize)]
+struct ReportJson<'a> {
+    machine: std::collections::BTreeMap<&'a str, &'a str>,
+    figures: Vec<FigureJson<'a>>,
 }
 
 /// A number in a readable form: 3 significant digits, with k/M/G for large values.
@@ -220,9 +260,10 @@ impl Report {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        json!({
-            "machine": self.machine.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "figures": self.figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
-        })
+        let report = ReportJson {
+            machine: self.machine.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            figures: self.figures.iter().map(Figure::to_json).collect(),
+        };
+        serde_json::to_value(report).expect("the report serializes")
     }
 }

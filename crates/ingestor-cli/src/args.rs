@@ -34,19 +34,7 @@ impl std::str::FromStr for SyncArg {
 
 /// `250us`, `5ms`, `1s`, `10m`, `1h`.
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: expected a number and a unit (us, ms, s, m, h)"))?;
-    match unit {
-        "us" => Ok(Duration::from_micros(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (us, ms, s, m, h)")),
-    }
+    ingestor::duration::parse(s)
 }
 
 /// A byte count: a number, optionally with a unit (`B`, `KiB`, `MiB`, `GiB`, or `k`, `M`,

@@ -99,9 +99,29 @@ pub(crate) fn query(data_dir: &Path, selector: &str) -> Result<(), String> {
 }
 
 /// `ingestor stats`.
-pub(crate) fn stats(data_dir: &Path) -> Result<(), String> {
+pub(crate) fn stats(data_dir: &Path, json: bool) -> Result<(), String> {
     let db = open(data_dir, read_only())?;
     let s = db.stats();
+    let free = db.free_space();
+    db.close().map_err(|e| e.to_string())?;
+    let outbox_dir = data_dir.join("outbox");
+    let outbox = if outbox_dir.is_dir() {
+        let fs: std::sync::Arc<dyn ingestor::Fs> = std::sync::Arc::new(ingestor::StdFs::new());
+        Some(ingestor_forward::outbox_report(fs, &outbox_dir).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    if json {
+        let v = serde_json::json!({
+            "stats": s,
+            "disk": free.map(|(available, total, floor)| serde_json::json!({
+                "available": available, "total": total, "floor": floor,
+            })),
+            "outbox": outbox,
+        });
+        println!("{v}");
+        return Ok(());
+    }
     println!("series:            {}", s.series);
     println!("log segments:      {}", s.wal.segments);
     println!("log LSNs:          written {}, durable {}", s.wal.written_lsn, s.wal.durable_lsn);
@@ -110,14 +130,10 @@ pub(crate) fn stats(data_dir: &Path) -> Result<(), String> {
         s.last_snapshot_lsn.map_or_else(|| "none".to_string(), |l| format!("LSN {l}"))
     );
     println!("open took:         {:.1?}", s.open_duration);
-    if let Some((available, total, floor)) = db.free_space() {
+    if let Some((available, total, floor)) = free {
         println!("disk:              {available} of {total} bytes free, floor {floor}");
     }
-    db.close().map_err(|e| e.to_string())?;
-    let outbox = data_dir.join("outbox");
-    if outbox.is_dir() {
-        let fs: std::sync::Arc<dyn ingestor::Fs> = std::sync::Arc::new(ingestor::StdFs::new());
-        let r = ingestor_forward::outbox_report(fs, &outbox).map_err(|e| e.to_string())?;
+    if let Some(r) = outbox {
         println!(
             "forward outbox:    LSNs {}..{}, last flush covered log LSN {}",
             r.lsns.0, r.lsns.1, r.covered

@@ -209,7 +209,11 @@ fn json_record(info: &FrameInfo, record: &Record, names: &Names) -> String {
 
 /// `ingestor inspect snapshot [FILE]`: the newest snapshot of the data directory, or FILE:
 /// its header, chunks and every series it holds (in the exposition format).
-pub(crate) fn inspect_snapshot(data_dir: &Path, file: Option<&Path>) -> Result<(), String> {
+pub(crate) fn inspect_snapshot(
+    data_dir: &Path,
+    file: Option<&Path>,
+    json: bool,
+) -> Result<(), String> {
     let fs = StdFs::new();
     let path = match file {
         Some(f) => f.to_path_buf(),
@@ -221,6 +225,15 @@ pub(crate) fn inspect_snapshot(data_dir: &Path, file: Option<&Path>) -> Result<(
         }
     };
     let c = offline::inspect_snapshot(&fs, &path).map_err(|e| e.to_string())?;
+    if json {
+        let v = serde_json::json!({
+            "info": c.info,
+            "compression": c.compression,
+            "chunks": c.chunks,
+        });
+        println!("{v}");
+        return Ok(());
+    }
     println!("snapshot {}", path.display());
     println!(
         "  LSN {}, {} series, {} bytes, {} compression, written at {} ms",
@@ -239,9 +252,13 @@ pub(crate) fn inspect_snapshot(data_dir: &Path, file: Option<&Path>) -> Result<(
 }
 
 /// `ingestor verify`: non-zero when anything is damaged.
-pub(crate) fn verify(data_dir: &Path) -> Result<(), String> {
+pub(crate) fn verify(data_dir: &Path, json: bool) -> Result<(), String> {
     let report = offline::verify(&StdFs::new(), data_dir).map_err(|e| e.to_string())?;
-    print!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{report}");
+    }
     let damage = report.damage();
     if damage.is_empty() {
         Ok(())
@@ -264,6 +281,7 @@ pub(crate) fn repair(
     data_dir: &Path,
     mode: RepairMode,
     dry_run: bool,
+    json: bool,
     config: Config,
 ) -> Result<(), String> {
     let mode = match mode {
@@ -273,7 +291,11 @@ pub(crate) fn repair(
     let config = config.recovery_mode(mode);
     let report = offline::repair(Arc::new(StdFs::new()), data_dir, config, dry_run)
         .map_err(|e| e.to_string())?;
-    print!("{report}");
+    if json {
+        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{report}");
+    }
     Ok(())
 }
 

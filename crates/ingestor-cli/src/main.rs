@@ -74,7 +74,11 @@ enum Command {
         selector: String,
     },
     /// Print counts: series, log segments and bytes, snapshots, LSNs.
-    Stats,
+    Stats {
+        /// One JSON object: the engine's stats, the free space, the forwarding outbox.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the log or a snapshot holds, record by record.
     Inspect {
         /// What to inspect.
@@ -83,7 +87,11 @@ enum Command {
     },
     /// Read every log segment and snapshot, change nothing; exit non-zero naming the file,
     /// byte offset and LSN range of any damage.
-    Verify,
+    Verify {
+        /// The report as one JSON object (the exit status is the same).
+        #[arg(long)]
+        json: bool,
+    },
     /// Repair a damaged log deliberately: damaged bytes are copied to wal/quarantine/ first,
     /// the recovered state is snapshotted and the damaged segments deleted; prints the LSN
     /// ranges lost.
@@ -95,6 +103,9 @@ enum Command {
         /// Report what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
         /// Log and snapshot settings.
         #[command(flatten)]
         engine: args::EngineArgs,
@@ -122,6 +133,9 @@ enum Inspect {
     Snapshot {
         /// A snapshot file (`snap-<LSN>.snap`).
         file: Option<PathBuf>,
+        /// Its header and chunks as one JSON object (without the series).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -155,16 +169,16 @@ fn main() -> ExitCode {
             commands::ingest(&cli.data_dir, &file, &precision, batch_lines, engine.config())
         }
         Command::Query { selector } => commands::query(&cli.data_dir, &selector),
-        Command::Stats => commands::stats(&cli.data_dir),
+        Command::Stats { json } => commands::stats(&cli.data_dir, json),
         Command::Inspect { what: Inspect::Wal { from, json } } => {
             inspect::inspect_wal(&cli.data_dir, from, json)
         }
-        Command::Inspect { what: Inspect::Snapshot { file } } => {
-            inspect::inspect_snapshot(&cli.data_dir, file.as_deref())
+        Command::Inspect { what: Inspect::Snapshot { file, json } } => {
+            inspect::inspect_snapshot(&cli.data_dir, file.as_deref(), json)
         }
-        Command::Verify => inspect::verify(&cli.data_dir),
-        Command::Repair { mode, dry_run, engine } => {
-            inspect::repair(&cli.data_dir, mode, dry_run, engine.config())
+        Command::Verify { json } => inspect::verify(&cli.data_dir, json),
+        Command::Repair { mode, dry_run, json, engine } => {
+            inspect::repair(&cli.data_dir, mode, dry_run, json, engine.config())
         }
         Command::Snapshot { engine } => inspect::snapshot(&cli.data_dir, engine.config()),
     };

@@ -99,6 +99,18 @@ fn verify_is_clean_then_names_damage_with_a_non_zero_exit_and_changes_nothing() 
     let (code, out, err) = run(&data, &["verify"]);
     assert_eq!(code, 1, "{out}{err}");
     insta::assert_snapshot!("verify_damaged", out);
+    // The same report as JSON (serde, from `VerifyReport`), with the same exit status.
+    let (code, json, _) = run(&data, &["verify", "--json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let damage = &v["wal"]["corruptions"][0];
+    assert_eq!(damage["offset"], frame["offset"], "{json}");
+    assert_eq!(damage["lost"], serde_json::json!([4, 4]), "{json}");
+    let first_lsn: u64 =
+        frame["segment"].as_str().unwrap().trim_end_matches(".seg").parse().unwrap();
+    assert_eq!(damage["segment"].as_u64(), Some(first_lsn), "the segment's first LSN: {json}");
+    assert_eq!(v["wal"]["mode"], "skip_corrupted", "{json}");
+    assert!(v["wal"]["duration"].is_f64(), "durations are seconds: {json}");
     let offset = frame["offset"].as_u64().unwrap();
     let named = format!("wal/{} byte {offset}: LSNs 4..=4", frame["segment"].as_str().unwrap());
     assert!(err.contains(&named), "stderr names file, offset and LSNs: {err}");
@@ -126,6 +138,13 @@ fn repair_dry_run_changes_nothing_and_repair_makes_a_default_open_work() {
     let (code, out, err) = run(&data, &["repair", "--mode", "skip-corrupted", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("repair_dry_run", out);
+    let (code, json, err) =
+        run(&data, &["repair", "--mode", "skip-corrupted", "--dry-run", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["dry_run"], true, "{json}");
+    assert_eq!(v["wal"]["corruptions"][0]["action"], "skipped", "{json}");
+    assert_eq!(v["snapshot"], serde_json::Value::Null, "a dry run writes none: {json}");
     assert_eq!(std::fs::read(&segment).unwrap(), before, "a dry run changes nothing");
 
     let (code, out, err) = run(&data, &["repair", "--mode", "skip-corrupted"]);
@@ -155,6 +174,19 @@ fn snapshot_then_inspect_snapshot() {
     let (code, out, err) = run(&data, &["inspect", "snapshot"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("inspect_snapshot", out);
+    let (code, json, err) = run(&data, &["inspect", "snapshot", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((v["info"]["lsn"].as_u64(), v["info"]["series"].as_u64()), (Some(6), Some(4)));
+    assert!(v["chunks"][0]["raw_len"].as_u64().unwrap() > 0, "{json}");
+    let (code, json, err) = run(&data, &["stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["stats"]["series"], 4, "{json}");
+    assert_eq!(v["stats"]["last_snapshot_lsn"], 6, "{json}");
+    assert_eq!(v["stats"]["wal"]["durable_lsn"], v["stats"]["wal"]["written_lsn"], "{json}");
+    assert!(v["disk"]["total"].as_u64().unwrap() > 0, "{json}");
+    assert_eq!(v["outbox"], serde_json::Value::Null, "no forwarding: {json}");
     let file = data.join("snapshots/snap-00000000000000000006.snap");
     let (code, same, _) = run(&data, &["inspect", "snapshot", file.to_str().unwrap()]);
     assert_eq!(code, 0);

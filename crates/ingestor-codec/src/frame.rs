@@ -60,6 +60,8 @@ pub fn unmask_crc(masked: u32) -> u32 {
 
 /// The compression codec of a stored payload, from a frame's flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Codec {
     /// Stored as is.
     None = 0,
@@ -83,6 +85,8 @@ impl Codec {
 /// the frame smaller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Compression {
     /// Never compress. Default.
     #[default]

@@ -8,6 +8,8 @@ use std::fmt;
 /// [`Lsn::FIRST`]. A snapshot at LSN `S` holds the state after every record with LSN `<= S`;
 /// [`Lsn::ZERO`] means "before the first record".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Lsn(pub u64);
 
 impl Lsn {
@@ -41,6 +43,8 @@ impl fmt::Display for Lsn {
 /// Ids are assigned by the writer of a segment through a series-definition record and are
 /// only meaningful within that segment; each segment stays readable on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct SeriesId(pub u32);
 
 impl fmt::Display for SeriesId {
@@ -51,6 +55,8 @@ impl fmt::Display for SeriesId {
 
 /// A timestamp in milliseconds since the Unix epoch (negative values are before 1970).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {

@@ -54,6 +54,7 @@
 //! The byte layouts are specified in `docs/format.md` ("Frames" and "Records").
 
 mod bytes;
+pub mod duration;
 mod error;
 mod frame;
 mod ids;

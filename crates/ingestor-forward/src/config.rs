@@ -8,6 +8,8 @@ use crate::ForwardError;
 
 /// One remote-write receiver: a name (for cursors, metrics and logs) and its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Destination {
     /// `[A-Za-z0-9_-]`, 1 to 64 characters; names the cursor file and the metrics' label.
     pub name: String,
@@ -79,6 +81,8 @@ impl FromStr for Destination {
 /// What happens when a destination's backlog in the outbox reaches its byte budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum BudgetPolicy {
     /// New writes to the ingestor are refused (the server answers 503 with `Retry-After`)
     /// until the destination's backlog is below the budget again. Nothing is lost.
@@ -115,23 +119,30 @@ impl fmt::Display for BudgetPolicy {
 /// How forwarding runs. Start from [`ForwardConfig::default`] and set fields.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct ForwardConfig {
     /// Where to send. Forwarding does nothing without a destination.
     pub destinations: Vec<Destination>,
     /// How often the series changed since the last flush become samples in the outbox.
     /// Default 15 s.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor::duration::serde"))]
     pub flush_interval: Duration,
     /// The most samples in one remote-write request. Default 2,000.
     pub max_samples_per_request: usize,
     /// The first retry's delay after a 5xx, a 429 or a network error; it doubles up to
     /// `backoff_max`, with jitter. Default 30 ms.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor::duration::serde"))]
     pub backoff_min: Duration,
     /// The longest delay between retries (a receiver's `Retry-After` can ask for longer).
     /// Default 5 s.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor::duration::serde"))]
     pub backoff_max: Duration,
     /// Whether a 429 is retried (the default) or drops the request like other 4xx.
     pub retry_429: bool,
     /// The longest one request may take, connection included. Default 30 s.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor::duration::serde"))]
     pub request_timeout: Duration,
     /// The outbox bytes a destination may have waiting before `budget_policy` applies.
     /// Default 1 GiB.

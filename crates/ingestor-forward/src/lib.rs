@@ -190,6 +190,7 @@ impl Shared {
 /// A destination's figures, as [`Forwarder::stats`] reports them.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DestinationStats {
     /// The destination's name.
     pub name: String,
@@ -226,6 +227,7 @@ pub struct DestinationStats {
 /// What an outbox holds, read offline ([`outbox_report`]).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OutboxReport {
     /// The ingest-log LSN the last durable flush covered.
     pub covered: Lsn,

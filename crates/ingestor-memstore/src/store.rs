@@ -23,6 +23,9 @@ const NAME_LABEL: &str = "__name__";
 /// Configuration of a [`Memstore`]. Every field documents its default.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct MemstoreConfig {
     /// The most series the store holds; a batch that would create more is refused whole.
     /// Default: 10,000,000.

@@ -13,6 +13,7 @@ use crate::store::{SnapshotInfo, parse_name};
 /// One chunk of a snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ChunkInfo {
     /// Its position, from 0.
     pub index: u64,

@@ -5,6 +5,8 @@ use crate::error::SnapshotError;
 /// How the chunks of a snapshot are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SnapshotCompression {
     /// Stored as is.
     None,
@@ -28,6 +30,9 @@ impl Default for SnapshotCompression {
 /// Options of [`crate::SnapshotStore::open`]. Every field documents its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct SnapshotOptions {
     /// How chunks are compressed. Default: `Zstd { level: 3 }`.
     pub compression: SnapshotCompression,

@@ -40,6 +40,7 @@ pub(crate) fn parse_name(name: &str) -> Option<Lsn> {
 /// A snapshot file, as its header describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SnapshotInfo {
     /// The snapshot holds the state after every record with an LSN up to this one.
     pub lsn: Lsn,
@@ -57,6 +58,7 @@ pub struct SnapshotInfo {
 /// caller decides what to do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RejectedSnapshot {
     /// The file.
     pub path: PathBuf,
@@ -67,8 +69,10 @@ pub struct RejectedSnapshot {
 /// What [`SnapshotStore::load_newest`] found.
 #[derive(Debug)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LoadReport {
     /// The loaded state; empty (new from the configuration) when no snapshot was good.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub memstore: Memstore,
     /// The snapshot loaded, if any. Replay the log from `used.lsn + 1` (from LSN 1 without
     /// one).
@@ -78,6 +82,7 @@ pub struct LoadReport {
     /// Series loaded.
     pub series: u64,
     /// How long the load took, refused attempts included.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub duration: Duration,
 }
 

@@ -15,6 +15,7 @@ use crate::segment::SegmentId;
 /// Where a record lies in the log and how it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct FrameInfo {
     /// The segment that holds it.
     pub segment: SegmentId,

@@ -11,6 +11,8 @@ use crate::stats::WalListener;
 /// When appended records are synced (made durable), and what an append waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SyncPolicy {
     /// Every append returns after an fdatasync that covers it, acknowledged *durable*.
     /// Appenders waiting at the same time share one sync (group commit).
@@ -18,7 +20,7 @@ pub enum SyncPolicy {
     /// Appends return *written*; a background thread starts a sync one window after a write,
     /// so a write is durable within the window plus up to two sync durations.
     /// [`crate::Wal::wait_durable`] waits for a given LSN.
-    Batch(Duration),
+    Batch(#[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))] Duration),
     /// Appends return *written*; syncs happen only at segment rotation, on
     /// [`crate::Wal::sync`] and on close.
     Os,
@@ -34,6 +36,8 @@ impl Default for SyncPolicy {
 /// What recovery does with damage it finds (see `docs/format.md`, "Recovery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum RecoveryMode {
     /// A torn tail (an incomplete or invalid frame at the end of the last segment with
     /// nothing valid after it) is truncated and reported; corruption in the middle of the log
@@ -56,6 +60,9 @@ pub enum RecoveryMode {
 /// Options of [`crate::Wal::open`]. Every field documents its default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct WalOptions {
     /// When records are synced. Default: `Batch(5 ms)`.
     pub sync_policy: SyncPolicy,
@@ -69,6 +76,7 @@ pub struct WalOptions {
     pub compression: Compression,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub listener: Option<Arc<dyn WalListener>>,
 }
 

@@ -12,6 +12,7 @@ use crate::segment::SegmentId;
 /// Bytes cut from the end of the log: a torn tail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Truncation {
     /// The segment.
     pub segment: SegmentId,
@@ -32,6 +33,8 @@ pub struct Truncation {
 
 /// What a salvage mode did about corruption in the middle of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CorruptionAction {
     /// The damaged bytes were skipped; valid frames after them were kept.
     Skipped,
@@ -43,6 +46,7 @@ pub enum CorruptionAction {
 /// [`RecoveryMode::PointInTime`] or [`RecoveryMode::SkipCorrupted`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Corruption {
     /// The segment.
     pub segment: SegmentId,
@@ -61,6 +65,7 @@ pub struct Corruption {
 /// What [`crate::Wal::open`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RecoveryReport {
     /// The recovery mode applied.
     pub mode: RecoveryMode,
@@ -85,6 +90,7 @@ pub struct RecoveryReport {
     /// The segment created because the log held none.
     pub created_segment: Option<SegmentId>,
     /// How long recovery took.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub duration: Duration,
 }
 

@@ -25,6 +25,8 @@ const READ_CHUNK: usize = 1 << 20;
 
 /// A segment, named by the LSN of its first record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct SegmentId(pub Lsn);
 
 impl SegmentId {

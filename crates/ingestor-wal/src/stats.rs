@@ -13,6 +13,7 @@ use crate::segment::SegmentId;
 /// Counters of a log since it was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WalStats {
     /// Append calls that wrote.
     pub appends: u64,
@@ -23,8 +24,10 @@ pub struct WalStats {
     /// Syncs of segment data (group commits, rotations, explicit syncs).
     pub syncs: u64,
     /// Time spent in those syncs.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub sync_time_total: Duration,
     /// The longest of them.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub sync_time_max: Duration,
     /// Segments started after the first.
     pub rotations: u64,

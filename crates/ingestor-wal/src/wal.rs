@@ -64,6 +64,8 @@ pub type ReplayError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The level an acknowledged append reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum AckLevel {
     /// Handed to the operating system: survives a process crash, not a power cut.
     Written,
@@ -74,6 +76,7 @@ pub enum AckLevel {
 /// The acknowledgement of an append: the LSNs its records got and the level they reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Ack {
     /// The first record's LSN.
     pub first: Lsn,

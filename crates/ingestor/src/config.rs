@@ -13,6 +13,8 @@ use crate::error::Error;
 /// Whether [`crate::Ingestor::close`] writes a final snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum FinalSnapshot {
     /// Write one on a clean close, so the next open replays almost nothing. Default.
     #[default]
@@ -26,6 +28,8 @@ pub enum FinalSnapshot {
 /// and accepted again by themselves once space is back. Checked at most every 250 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum FreeSpaceFloor {
     /// 1 GiB or 5% of the file system, whichever is less. Default.
     #[default]
@@ -52,6 +56,9 @@ impl FreeSpaceFloor {
 /// [`crate::Ingestor::open`] validates the whole configuration and names a bad field.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Config {
     /// When the log is synced, and so what an acknowledgement means. `Always`: every
     /// acknowledged batch is durable (concurrent ingesters share syncs). `Batch(window)`:
@@ -70,6 +77,7 @@ pub struct Config {
     pub snapshot_bytes: u64,
     /// A snapshot is also taken when this much time has passed since the last one and
     /// anything was ingested. `None` turns the timer off. Default: 1 hour.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde::option"))]
     pub snapshot_interval: Option<Duration>,
     /// Whether close writes a final snapshot. Default: `OnClose`.
     pub final_snapshot: FinalSnapshot,
@@ -80,12 +88,15 @@ pub struct Config {
     pub memstore: MemstoreConfig,
     /// Series not updated for this long (by their timestamps, against the wall clock) are
     /// deleted, the delete logged like any update. `None`: never. Default: `None`.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde::option"))]
     pub series_ttl: Option<Duration>,
     /// How often the background thread checks the snapshot triggers and expiry. Default: 1 s.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub maintenance_interval: Duration,
     /// The wall clock, in milliseconds since the Unix epoch: stamps snapshots and drives
     /// time-to-live expiry. Replace it to make runs reproducible (the crash test does).
     /// Default: the system clock.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub clock_ms: fn() -> i64,
     /// The free space to keep on the data directory's file system. Default:
     /// [`FreeSpaceFloor::Auto`] (1 GiB or 5%, whichever is less).
@@ -94,6 +105,7 @@ pub struct Config {
     /// deletions (compaction) and poisoning. Its methods run on the thread that did the work,
     /// sometimes under the log's write lock: keep them short, and never call back into the
     /// ingestor from them. Default: none.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub wal_listener: Option<Arc<dyn WalListener>>,
 }
 

@@ -51,6 +51,12 @@
 //!
 //! The on-disk layout is specified in `docs/format.md`; what survives under each policy in
 //! `docs/durability.md`.
+//!
+//! # Features
+//!
+//! - `serde`: [`Config`] and every option in it deserialize (durations as `"15s"` or a
+//!   number of seconds, `"off"` for an optional one; unknown keys refused), and the reports
+//!   and stats ([`Stats`], [`OpenReport`], [`offline::VerifyReport`], ...) serialize.
 
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;
@@ -66,6 +72,7 @@ pub use ingestor::{
     Ack, Ingestor, MemstoreView, OpenReport, ReplayProgress, SNAPSHOT_DIR, SeriesHandle, Stats,
     WAL_DIR,
 };
+pub use ingestor_codec::duration;
 pub use ingestor_codec::{
     Compression, HistogramSample, Lsn, MAX_BATCH_POINTS, MAX_HISTOGRAM_BOUNDS, MetricKind, Op,
     SeriesKey, Timestamp, Update,

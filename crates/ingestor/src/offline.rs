@@ -70,6 +70,7 @@ fn scan(
 /// One snapshot file as [`verify`] found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SnapshotCheck {
     /// The file.
     pub path: PathBuf,
@@ -80,6 +81,7 @@ pub struct SnapshotCheck {
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct VerifyReport {
     /// The log's recovery scan (as [`RecoveryMode::SkipCorrupted`] would run it, so that
     /// every piece of damage is found, not only the first); `None` when there is no log.
@@ -247,6 +249,7 @@ pub fn inspect_snapshot(fs: &dyn Fs, file: &Path) -> Result<SnapshotContents> {
 /// What [`repair`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RepairReport {
     /// Whether this was a dry run (nothing changed).
     pub dry_run: bool,

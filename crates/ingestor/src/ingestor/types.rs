@@ -16,6 +16,7 @@ pub struct SeriesHandle(pub(super) SeriesId);
 /// The acknowledgement of an ingested batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Ack {
     /// The LSN of the batch's log record.
     pub lsn: Lsn,
@@ -28,6 +29,7 @@ pub struct Ack {
 /// Progress of the replay at open, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReplayProgress {
     /// The LSN just replayed.
     pub lsn: Lsn,
@@ -40,6 +42,7 @@ pub struct ReplayProgress {
 /// What [`Ingestor::open`](super::Ingestor::open) found and did.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct OpenReport {
     /// The snapshot loaded, if any.
     pub snapshot: Option<SnapshotInfo>,
@@ -63,6 +66,7 @@ pub struct OpenReport {
     /// recovery cut a damaged tail the snapshot covers).
     pub log_restarted_at: Option<Lsn>,
     /// How long opening took.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub duration: Duration,
 }
 
@@ -101,6 +105,7 @@ impl std::fmt::Display for OpenReport {
 /// Counters and levels, read from atomics.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Series with state.
     pub series: usize,
@@ -115,10 +120,12 @@ pub struct Stats {
     /// The LSN of the newest snapshot, if any.
     pub last_snapshot_lsn: Option<Lsn>,
     /// How long the last snapshot took to write.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub last_snapshot_duration: Duration,
     /// Series deleted for being idle longer than the time-to-live.
     pub expired_series: u64,
     /// How long opening (load and replay) took.
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub open_duration: Duration,
     /// The log's counters.
     pub wal: WalStats,
