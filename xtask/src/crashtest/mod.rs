@@ -131,7 +131,7 @@ pub(crate) enum Breakage {
     DirSyncNoop,
     /// Replay applies every batch twice (needs INGESTOR_DELIBERATE_BUG=replay-twice).
     #[cfg_attr(
-        not(test),
+        not(all(test, ingestor_deliberate_bugs)),
         allow(dead_code, reason = "only the harness's own tests break the engine")
     )]
     ReplayTwice,

@@ -1360,6 +1360,9 @@ mod tests {
         assert!(!f.is_empty(), "a crash test run must fail when directory syncs do nothing");
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     #[test]
     fn a_record_replayed_twice_is_caught() {
         // The bug is switched on by an environment variable, which a test must not set in its
@@ -1383,6 +1386,9 @@ mod tests {
         );
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     /// Run by `a_record_replayed_twice_is_caught` in a child process with the bug switched on.
     #[test]
     #[ignore = "run as a child by a_record_replayed_twice_is_caught, with INGESTOR_DELIBERATE_BUG set"]
@@ -1393,6 +1399,9 @@ mod tests {
         }
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     /// Runs the iterations with the engine defect `bug` switched on, in a child test process
     /// (see `a_record_replayed_twice_is_caught`); returns the invariant that caught it.
     fn caught_by(bug: &str) -> Option<String> {
@@ -1411,6 +1420,9 @@ mod tests {
         stdout.lines().find_map(|l| l.strip_prefix("CAUGHT BY: ").map(str::to_string))
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     /// Run by `caught_by` in a child process with a defect switched on.
     #[test]
     #[ignore = "run as a child by caught_by, with INGESTOR_DELIBERATE_BUG set"]
@@ -1421,6 +1433,9 @@ mod tests {
         }
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     #[test]
     fn a_synced_frame_cut_as_a_torn_tail_is_caught() {
         assert_eq!(
@@ -1430,6 +1445,9 @@ mod tests {
         );
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     #[test]
     fn group_commit_claiming_more_than_it_synced_is_caught() {
         assert_eq!(
@@ -1439,6 +1457,9 @@ mod tests {
         );
     }
 
+    // Needs the engine defects: only in a build with --cfg ingestor_deliberate_bugs
+    // (`cargo xtask-test`, which CI runs).
+    #[cfg(ingestor_deliberate_bugs)]
     #[test]
     fn no_fall_back_to_an_older_kept_snapshot_is_caught() {
         assert_eq!(
