@@ -61,7 +61,7 @@ pub(crate) fn read_shards(
     fs: &dyn Fs,
     dir: &Path,
     name: &str,
-) -> Result<std::collections::BTreeMap<u16, Lsn>, String> {
+) -> Result<std::collections::BTreeMap<u16, Cursor>, String> {
     let mut found = std::collections::BTreeMap::new();
     let entries = fs.read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for e in entries {
@@ -75,12 +75,14 @@ pub(crate) fn read_shards(
     Ok(found)
 }
 
-/// The bytes of a slot holding cursor `next` at sequence `seq`.
+/// The bytes of a slot holding cursor `next` at sequence `seq`, written by a run with
+/// `shards` shards for the destination.
 #[must_use]
-pub fn encode_slot(seq: u64, next: Lsn) -> [u8; SLOT_LEN] {
+pub fn encode_slot(seq: u64, next: Lsn, shards: u16) -> [u8; SLOT_LEN] {
     let mut out = [0u8; SLOT_LEN];
     out[..8].copy_from_slice(&CURSOR_MAGIC);
     out[8..10].copy_from_slice(&2u16.to_le_bytes());
+    out[10..12].copy_from_slice(&shards.to_le_bytes());
     out[12..20].copy_from_slice(&seq.to_le_bytes());
     out[20..28].copy_from_slice(&next.0.to_le_bytes());
     let crc = mask(crc32c::crc32c(&out[..28]));
@@ -98,34 +100,49 @@ fn check(bytes: &[u8], len: usize, version: u16) -> Result<(), String> {
         return Err("not a cursor (bad magic)".to_owned());
     }
     let found = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if found != version || bytes[10..12] != [0, 0] {
+    if found != version || (version == 1 && bytes[10..12] != [0, 0]) {
         return Err(format!("unsupported cursor version {found}"));
     }
     Ok(())
 }
 
-/// A slot's sequence number and cursor.
+/// A cursor as a file holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The sequence number of the slot it came from (0 for a version-1 file).
+    pub seq: u64,
+    /// The outbox LSN of the next record to settle.
+    pub next: Lsn,
+    /// The destination's shard count in the run that wrote it (1 for a file written
+    /// before shards).
+    pub shards: u16,
+}
+
+/// The cursor a slot holds.
 ///
 /// # Errors
 /// What is wrong with the bytes.
-pub fn decode_slot(bytes: &[u8]) -> Result<(u64, Lsn), String> {
+pub fn decode_slot(bytes: &[u8]) -> Result<Cursor, String> {
     if bytes.len() < SLOT_LEN {
         return Err(format!("{} bytes, not {SLOT_LEN}", bytes.len()));
     }
     check(bytes, SLOT_LEN, 2)?;
-    let seq = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
-    Ok((seq, Lsn(u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes")))))
+    Ok(Cursor {
+        seq: u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")),
+        next: Lsn(u64::from_le_bytes(bytes[20..28].try_into().expect("8 bytes"))),
+        shards: u16::from_le_bytes([bytes[10], bytes[11]]).max(1),
+    })
 }
 
-/// The cursor a whole cursor file holds, with the sequence of its newest valid slot (0 for
-/// a version-1 file).
+/// The cursor a whole cursor file holds: its newest valid slot.
 ///
 /// # Errors
 /// What is wrong with the bytes (both slots damaged, or a damaged version-1 file).
-pub fn decode(bytes: &[u8]) -> Result<(u64, Lsn), String> {
+pub fn decode(bytes: &[u8]) -> Result<Cursor, String> {
     if bytes.len() == CURSOR_V1_LEN {
         check(bytes, CURSOR_V1_LEN, 1)?;
-        return Ok((0, Lsn(u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")))));
+        let next = Lsn(u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")));
+        return Ok(Cursor { seq: 0, next, shards: 1 });
     }
     if bytes.len() as u64 != CURSOR_FILE_LEN {
         return Err(format!("{} bytes, not {CURSOR_FILE_LEN}", bytes.len()));
@@ -133,7 +150,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Lsn), String> {
     let a = decode_slot(&bytes[..SLOT_LEN]);
     let b = decode_slot(&bytes[SLOT_1_OFFSET as usize..SLOT_1_OFFSET as usize + SLOT_LEN]);
     match (a, b) {
-        (Ok(a), Ok(b)) => Ok(if b.0 > a.0 { b } else { a }),
+        (Ok(a), Ok(b)) => Ok(if b.seq > a.seq { b } else { a }),
         (Ok(x), Err(_)) | (Err(_), Ok(x)) => Ok(x),
         (Err(a), Err(b)) => Err(format!("both slots are damaged: {a}; {b}")),
     }
@@ -151,21 +168,28 @@ fn whole(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 /// A damaged or unreadable cursor file, with the path.
-pub(crate) fn read(fs: &dyn Fs, dir: &Path, name: &str) -> Result<Option<Lsn>, String> {
+pub(crate) fn read(fs: &dyn Fs, dir: &Path, name: &str) -> Result<Option<Cursor>, String> {
     let path = path(dir, name);
     if !fs.exists(&path).map_err(|e| format!("{}: {e}", path.display()))? {
         return Ok(None);
     }
     let bytes = whole(fs, &path)?;
-    decode(&bytes).map(|(_, lsn)| Some(lsn)).map_err(|e| format!("{}: {e}", path.display()))
+    decode(&bytes).map(Some).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Makes a new cursor file for `name` at `next`, whole and durable: both slots written under
-/// a temporary name, synced, renamed over any old file, the directory synced.
+/// Makes a new cursor file for `name` at `next` (written by a run with `shards` shards),
+/// whole and durable: both slots written under a temporary name, synced, renamed over any
+/// old file, the directory synced.
 ///
 /// # Errors
 /// The failed file operation, with the path.
-pub(crate) fn write(fs: &dyn Fs, dir: &Path, name: &str, next: Lsn) -> Result<(), String> {
+pub(crate) fn write(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    next: Lsn,
+    shards: u16,
+) -> Result<(), String> {
     let path = path(dir, name);
     let tmp = dir.join(format!("cursor-{name}.tmp"));
     let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
@@ -175,9 +199,9 @@ pub(crate) fn write(fs: &dyn Fs, dir: &Path, name: &str, next: Lsn) -> Result<()
     }
     let file = fs.create(&tmp).map_err(|e| io("create", &tmp, e))?;
     let mut bytes = vec![0u8; CURSOR_FILE_LEN as usize];
-    bytes[..SLOT_LEN].copy_from_slice(&encode_slot(1, next));
+    bytes[..SLOT_LEN].copy_from_slice(&encode_slot(1, next, shards));
     bytes[SLOT_1_OFFSET as usize..SLOT_1_OFFSET as usize + SLOT_LEN]
-        .copy_from_slice(&encode_slot(0, next));
+        .copy_from_slice(&encode_slot(0, next, shards));
     file.write_at(&bytes, 0).map_err(|e| io("write", &tmp, e))?;
     file.sync_all().map_err(|e| io("sync", &tmp, e))?;
     drop(file);
@@ -190,13 +214,19 @@ pub(crate) struct CursorFile {
     file: Box<dyn FsFile>,
     path: PathBuf,
     seq: u64,
+    shards: u16,
 }
 
 impl CursorFile {
-    /// Opens `name`'s cursor file for moves, making it whole first when it is missing, of
-    /// version 1, or has a damaged slot (so that every later move has a good slot to fall
-    /// back on).
-    pub(crate) fn open(fs: &dyn Fs, dir: &Path, name: &str) -> Result<CursorFile, String> {
+    /// Opens `name`'s cursor file for moves by a run with `shards` shards, making it whole
+    /// first when it is of version 1 or has a damaged slot (so that every later move has a
+    /// good slot to fall back on). The file must exist (the forwarder's start makes it).
+    pub(crate) fn open(
+        fs: &dyn Fs,
+        dir: &Path,
+        name: &str,
+        shards: u16,
+    ) -> Result<CursorFile, String> {
         let path = path(dir, name);
         let found = match fs.exists(&path).map_err(|e| format!("{}: {e}", path.display()))? {
             true => Some(whole(fs, &path)?),
@@ -208,10 +238,10 @@ impl CursorFile {
                 && decode_slot(&b[SLOT_1_OFFSET as usize..]).is_ok()
         });
         let seq = match (&found, good) {
-            (Some(b), true) => decode(b).map_err(|e| format!("{}: {e}", path.display()))?.0,
+            (Some(b), true) => decode(b).map_err(|e| format!("{}: {e}", path.display()))?.seq,
             (Some(b), false) => {
-                let (_, at) = decode(b).map_err(|e| format!("{}: {e}", path.display()))?;
-                write(fs, dir, name, at)?;
+                let at = decode(b).map_err(|e| format!("{}: {e}", path.display()))?.next;
+                write(fs, dir, name, at, shards)?;
                 1
             }
             (None, _) => return Err(format!("{}: no cursor file", path.display())),
@@ -219,7 +249,7 @@ impl CursorFile {
         let file = fs
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| format!("open {}: {e}", path.display()))?;
-        Ok(CursorFile { file, path, seq })
+        Ok(CursorFile { file, path, seq, shards })
     }
 
     /// Moves the cursor to `next`: the older slot, then one `fdatasync`.
@@ -227,7 +257,7 @@ impl CursorFile {
         let seq = self.seq + 1;
         let at = if seq % 2 == 1 { 0 } else { SLOT_1_OFFSET };
         self.file
-            .write_at(&encode_slot(seq, next), at)
+            .write_at(&encode_slot(seq, next, self.shards), at)
             .map_err(|e| format!("write {}: {e}", self.path.display()))?;
         self.file.sync_data().map_err(|e| format!("sync {}: {e}", self.path.display()))?;
         self.seq = seq;
@@ -241,8 +271,11 @@ mod tests {
 
     #[test]
     fn slots_round_trip_and_every_bit_flip_is_caught() {
-        let bytes = encode_slot(7, Lsn(0x0102_0304_0506_0708));
-        assert_eq!(decode_slot(&bytes).unwrap(), (7, Lsn(0x0102_0304_0506_0708)));
+        let bytes = encode_slot(7, Lsn(0x0102_0304_0506_0708), 3);
+        assert_eq!(
+            decode_slot(&bytes).unwrap(),
+            Cursor { seq: 7, next: Lsn(0x0102_0304_0506_0708), shards: 3 }
+        );
         for bit in 0..SLOT_LEN * 8 {
             let mut b = bytes;
             b[bit / 8] ^= 1 << (bit % 8);
@@ -256,23 +289,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = ingestor::StdFs::new();
         assert_eq!(read(&fs, dir.path(), "vm").unwrap(), None);
-        write(&fs, dir.path(), "vm", Lsn(5)).unwrap();
-        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
+        let next = || read(&fs, dir.path(), "vm").unwrap().unwrap().next;
+        write(&fs, dir.path(), "vm", Lsn(5), 2).unwrap();
+        let mut c = CursorFile::open(&fs, dir.path(), "vm", 2).unwrap();
         c.store(Lsn(9)).unwrap();
         c.store(Lsn(12)).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(12)));
+        assert_eq!(next(), Lsn(12));
+        assert_eq!(read(&fs, dir.path(), "vm").unwrap().unwrap().shards, 2);
         drop(c);
         // A torn write of the newest slot: the other one holds the cursor before it.
         let path = dir.path().join("cursor-vm");
         let mut bytes = std::fs::read(&path).unwrap();
-        let newest = if decode_slot(&bytes[..SLOT_LEN]).unwrap().1 == Lsn(12) { 0 } else { 512 };
+        let newest = if decode_slot(&bytes[..SLOT_LEN]).unwrap().next == Lsn(12) { 0 } else { 512 };
         bytes[newest + 21] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(9)));
+        assert_eq!(next(), Lsn(9));
         // Reopening makes the file whole again before the next move.
-        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
+        let mut c = CursorFile::open(&fs, dir.path(), "vm", 2).unwrap();
         c.store(Lsn(20)).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(20)));
+        assert_eq!(next(), Lsn(20));
         assert!(!dir.path().join("cursor-vm.tmp").exists());
         // Both slots damaged: refused, naming the file.
         std::fs::write(&path, vec![0u8; 1024]).unwrap();
@@ -293,11 +328,12 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let fs = ingestor::StdFs::new();
-        write(&fs, dir.path(), "vm", Lsn(4)).unwrap();
-        write(&fs, dir.path(), "vm.2", Lsn(9)).unwrap();
-        write(&fs, dir.path(), "vmx", Lsn(1)).unwrap();
+        write(&fs, dir.path(), "vm", Lsn(4), 3).unwrap();
+        write(&fs, dir.path(), "vm.2", Lsn(9), 3).unwrap();
+        write(&fs, dir.path(), "vmx", Lsn(1), 1).unwrap();
         let found = read_shards(&fs, dir.path(), "vm").unwrap();
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), [(0, Lsn(4)), (2, Lsn(9))]);
+        let found: Vec<_> = found.into_iter().map(|(s, c)| (s, c.next, c.shards)).collect();
+        assert_eq!(found, [(0, Lsn(4), 3), (2, Lsn(9), 3)]);
     }
 
     #[test]
@@ -311,13 +347,14 @@ mod tests {
         let crc = mask(crc32c::crc32c(&v1[..20]));
         v1[20..].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(dir.path().join("cursor-vm"), v1).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(33)));
+        let read = || super::read(&fs, dir.path(), "vm").unwrap().unwrap();
+        assert_eq!(read(), Cursor { seq: 0, next: Lsn(33), shards: 1 });
         // A temporary file a power cut left behind does not stop the rewrite.
         std::fs::write(dir.path().join("cursor-vm.tmp"), b"left over").unwrap();
-        let mut c = CursorFile::open(&fs, dir.path(), "vm").unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(33)));
+        let mut c = CursorFile::open(&fs, dir.path(), "vm", 1).unwrap();
+        assert_eq!(read().next, Lsn(33));
         c.store(Lsn(40)).unwrap();
-        assert_eq!(read(&fs, dir.path(), "vm").unwrap(), Some(Lsn(40)));
+        assert_eq!((read().next, read().shards), (Lsn(40), 1));
         assert_eq!(std::fs::metadata(dir.path().join("cursor-vm")).unwrap().len(), 1024);
     }
 }

@@ -117,19 +117,16 @@ pub(crate) struct DestStats {
     /// or above a boundary waits until every shard has passed it (see
     /// `Outbox::layout_boundaries`).
     boundaries: Vec<Lsn>,
-    /// When the shard count changed since the last run: the last run's cursors, by its
-    /// shard (`count = len`). A request of stored shard `s` below `settled[s % len]` was
-    /// settled by the last run, and is passed over.
-    settled: Vec<Lsn>,
+    /// Held while a shard decides to drop a request under `drop_oldest` (so that only the
+    /// shard holding the oldest request drops, one at a time).
+    budget: Mutex<()>,
     last_error: Mutex<Option<String>>,
 }
 
 impl DestStats {
-    fn new(start: &Start, boundaries: Vec<Lsn>) -> DestStats {
-        let cursors = &start.cursors;
+    fn new(cursors: &[Lsn], boundaries: Vec<Lsn>) -> DestStats {
         DestStats {
             boundaries,
-            settled: start.settled.clone(),
             acked: cursors.iter().map(|c| AtomicU64::new(c.0)).collect(),
             cursor: cursors.iter().map(|c| AtomicU64::new(c.0)).collect(),
             ..DestStats::default()
@@ -257,17 +254,10 @@ pub fn outbox_report(fs: Arc<dyn Fs>, dir: &Path) -> Result<OutboxReport, Forwar
     let mut destinations = Vec::new();
     for name in names {
         let shards = cursor::read_shards(&*fs, dir, &name).map_err(ForwardError::Cursor)?;
-        // The shard count of the last run: one more than the highest shard found.
-        let of = shards.keys().max().map_or(1, |m| m + 1);
-        for (&shard, &at) in &shards {
-            let b = outbox.backlog(Lane { index: shard, of }, at);
-            destinations.push((
-                cursor::shard_name(&name, shard),
-                at,
-                b.bytes,
-                b.requests,
-                b.samples,
-            ));
+        for (&shard, c) in &shards {
+            let b = outbox.backlog(Lane { index: shard, of: c.shards }, c.next);
+            let label = cursor::shard_name(&name, shard);
+            destinations.push((label, c.next, b.bytes, b.requests, b.samples));
         }
     }
     Ok(OutboxReport {
@@ -333,8 +323,8 @@ impl Forwarder {
             .iter()
             .zip(&cursors)
             .map(|(d, at)| {
-                let keepers = at.cursors.iter().map(|&at| Arc::new(Keeper::new(at))).collect();
-                let from = at.cursors.iter().min().copied().unwrap_or(Lsn::FIRST);
+                let keepers = at.iter().map(|&at| Arc::new(Keeper::new(at))).collect();
+                let from = at.iter().min().copied().unwrap_or(Lsn::FIRST);
                 let boundaries = shared.outbox.layout_boundaries(config.shards as u16, from);
                 (d.clone(), Arc::new(DestStats::new(at, boundaries)), keepers)
             })
@@ -375,7 +365,7 @@ impl Forwarder {
                     rng: 0x9e37_79b9_7f4a_7c15
                         ^ (now_ms() as u64).wrapping_add((i * 1_000 + shard) as u64),
                 };
-                let at = cursors[i].cursors[shard];
+                let at = cursors[i][shard];
                 threads.push(spawn(format!("fwd-send-{name}"), Box::new(move || sender.run(at)))?);
             }
         }
@@ -705,61 +695,38 @@ fn series_hash(record: &ingestor::SeriesRecord) -> u64 {
     u64::from(crc)
 }
 
-/// Where a destination's shards start.
-struct Start {
-    /// Each shard's first record.
-    cursors: Vec<Lsn>,
-    /// The last run's cursors by its shard, when it had another shard count (else empty).
-    settled: Vec<Lsn>,
-}
-
-/// Where each shard of destination `name` starts: with the shard count of the last run (as
-/// many cursor files), at its cursor; with another count, every shard at the lowest
-/// cursor of the last run, passing over what the last run settled (`Start::settled`:
-/// nothing is skipped, nothing settled is sent again). A new destination starts at the
-/// outbox's start. Every shard's cursor is written before any is sent, and cursor files of
-/// shards beyond the count removed after (before anything is sent: so the files found are
-/// always one run's).
+/// Where each shard of destination `name` starts, as many as it runs this time.
+///
+/// Each cursor file records the shard count of the run that wrote it. With the same count
+/// as configured, each shard starts at its file (a missing file, removed because it was
+/// damaged: at the outbox's start, sending that shard's requests again). With another
+/// count, the count changes only if nothing waits for the destination (every shard's
+/// requests settled): then every new shard starts at the outbox's end, its file written
+/// before the files beyond the new count are removed. While requests wait, the destination
+/// keeps the count of its files for this run (a stored shard `s` goes to `s % count`), so
+/// that no shard's cursor is ever taken for another's; the new count applies at a start with
+/// nothing waiting. Files of two counts (a start that stopped while changing the count, which
+/// happens only with nothing waiting and before any flush) are settled the same way.
 fn start_cursors(
     fs: &dyn Fs,
     dir: &Path,
     outbox: &Outbox,
     name: &str,
-    shards: usize,
-) -> Result<Start, ForwardError> {
+    configured: usize,
+) -> Result<Vec<Lsn>, ForwardError> {
     let damaged = |e: String| {
         ForwardError::Cursor(format!(
             "destination {name}: {e} (remove the file to send that shard's outbox again)"
         ))
     };
     let found = cursor::read_shards(fs, dir, name).map_err(damaged)?;
-    let lowest = found.values().min().copied().unwrap_or_else(|| outbox.first_lsn());
-    let last_count = found.keys().max().map_or(0, |m| usize::from(*m) + 1);
-    let settled: Vec<Lsn> = if last_count == shards || found.is_empty() {
-        Vec::new()
-    } else {
-        // A file missing among them (a crash while they were made): nothing of its shard
-        // counts as settled.
-        (0..last_count).map(|s| found.get(&(s as u16)).copied().unwrap_or(lowest)).collect()
-    };
     let (first, next) = (outbox.first_lsn(), outbox.next_lsn());
-    let mut cursors = Vec::with_capacity(shards);
-    for i in 0..shards {
-        #[allow(unused_mut)]
-        let mut own = settled.is_empty();
-        #[cfg(ingestor_deliberate_bugs)]
-        if crate::bugs::on("forward-shard-own-cursor") {
-            // The defect: after a change of the shard count, each shard resumes at the
-            // cursor of the old shard with its number, skipping requests of old shards
-            // that now fall to it but were behind.
-            own = true;
-        }
-        let at = if own { found.get(&(i as u16)).copied().unwrap_or(lowest) } else { lowest };
-        // Beyond the outbox's end only if records it counted on are gone (a cursor is
-        // written only for records read back from a synced outbox, so this means damage or
-        // a removed outbox): start at the end, loudly.
+    let counts: std::collections::BTreeSet<u16> = found.values().map(|c| c.shards).collect();
+    let clamp = |i: usize, at: Lsn| {
         let clamped = at.clamp(first, next);
         if clamped != at {
+            // Beyond the outbox only if records it counted on are gone (damage, or a removed
+            // outbox): resume within it, loudly.
             tracing::error!(
                 "forward {name}: shard {i}'s cursor ({}) is outside the outbox ({}..{}); \
                  resuming at {}",
@@ -769,18 +736,72 @@ fn start_cursors(
                 clamped.0
             );
         }
-        let shard = cursor::shard_name(name, i as u16);
-        if found.get(&(i as u16)) != Some(&clamped) {
-            cursor::write(fs, dir, &shard, clamped).map_err(ForwardError::Cursor)?;
+        clamped
+    };
+    let (count, cursors): (usize, Vec<Lsn>) = match counts.iter().next() {
+        // A new destination: what the outbox holds now.
+        None => (configured, vec![first; configured]),
+        Some(&last) if counts.len() == 1 => {
+            let last = usize::from(last);
+            let own: Vec<Lsn> = (0..last)
+                .map(|i| clamp(i, found.get(&(i as u16)).map_or(first, |c| c.next)))
+                .collect();
+            let waiting = own.iter().enumerate().any(|(i, &at)| {
+                outbox.backlog(Lane { index: i as u16, of: last as u16 }, at).requests > 0
+            });
+            #[cfg(ingestor_deliberate_bugs)]
+            if crate::bugs::on("forward-shard-own-cursor") && last != configured && waiting {
+                // The defect: the count changes although requests wait, each new shard at the
+                // old cursor of its number, passing over requests of old shards behind it.
+                let mut taken: Vec<Lsn> = own.clone();
+                taken.resize(configured, first);
+                taken.truncate(configured);
+                return finish_start(fs, dir, name, &found, configured, taken);
+            }
+            if last == configured || waiting {
+                if last != configured {
+                    tracing::warn!(
+                        "forward {name}: requests wait for it, so it keeps its {last} shards for \
+                         this run; {configured} apply at a start with nothing waiting"
+                    );
+                }
+                (last, own)
+            } else {
+                (configured, vec![next; configured])
+            }
         }
-        cursors.push(clamped);
+        // Two counts: a change of count stopped half-way (nothing was waiting then).
+        Some(_) => (configured, vec![next; configured]),
+    };
+    finish_start(fs, dir, name, &found, count, cursors)
+}
+
+/// Writes each of the `cursors.len()` shard cursors that differs from its file (or whose file
+/// has another count), then removes the files of shards beyond the count.
+fn finish_start(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    found: &std::collections::BTreeMap<u16, cursor::Cursor>,
+    count: usize,
+    cursors: Vec<Lsn>,
+) -> Result<Vec<Lsn>, ForwardError> {
+    for (i, &at) in cursors.iter().enumerate() {
+        let shard = i as u16;
+        let same =
+            found.get(&shard).is_some_and(|c| c.next == at && usize::from(c.shards) == count);
+        if !same {
+            cursor::write(fs, dir, &cursor::shard_name(name, shard), at, count as u16)
+                .map_err(ForwardError::Cursor)?;
+        }
     }
-    for &stale in found.keys().filter(|s| usize::from(**s) >= shards) {
-        let path = cursor::path(dir, &cursor::shard_name(name, stale));
+    let stale: Vec<u16> = found.keys().copied().filter(|s| usize::from(*s) >= count).collect();
+    for &shard in &stale {
+        let path = cursor::path(dir, &cursor::shard_name(name, shard));
         fs.remove_file(&path).map_err(|e| ForwardError::io("remove", &path, &e))?;
     }
-    if last_count > shards {
+    if !stale.is_empty() {
         fs.sync_dir(dir).map_err(|e| ForwardError::io("sync", dir, &e))?;
     }
-    Ok(Start { cursors, settled })
+    Ok(cursors)
 }

@@ -81,8 +81,13 @@ impl Keeper {
             if want != self.durable() {
                 let moved = match &mut file {
                     Some(f) => f.store(want),
-                    None => cursor::CursorFile::open(&*shared.fs, &shared.dir, name)
-                        .and_then(|f| file.insert(f).store(want)),
+                    None => cursor::CursorFile::open(
+                        &*shared.fs,
+                        &shared.dir,
+                        name,
+                        stats.acked.len() as u16,
+                    )
+                    .and_then(|f| file.insert(f).store(want)),
                 };
                 if moved.is_err() {
                     // Reopen (and make the file whole) on the next move.
@@ -185,7 +190,6 @@ impl Sender {
             }
             if let Some(request) = Request::decode(record.record_type, &record.payload)
                 && lane.takes(request.shard)
-                && !self.settled_before(record.lsn, request.shard)
             {
                 let durable = self.keeper.durable();
                 while settled.front().is_some_and(|&c| c <= durable) {
@@ -215,13 +219,6 @@ impl Sender {
         }
     }
 
-    /// Whether the request at `lsn` of stored shard `shard` was settled by the last run,
-    /// which had another shard count (its cursor for that shard is past it).
-    fn settled_before(&self, lsn: Lsn, shard: u16) -> bool {
-        let last = &self.stats.settled;
-        !last.is_empty() && lsn < last[usize::from(shard) % last.len()]
-    }
-
     /// Before sending the request at `lsn`: waits until every shard has passed each
     /// layout boundary at or below it (`passed` of them are known passed). Returns `false`
     /// when stopped while waiting.
@@ -241,12 +238,29 @@ impl Sender {
         true
     }
 
-    /// Under `drop_oldest`, whether the destination's backlog (this shard's from `lsn` on)
-    /// is over the budget (so the request at `lsn`, this shard's oldest waiting, goes).
+    /// Under `drop_oldest`, whether the request at `lsn` goes: the destination's backlog
+    /// (this shard's from `lsn` on) is over the budget and no other shard is behind this one
+    /// (its request is the destination's oldest waiting). Decided under the destination's
+    /// budget lock, which also moves this shard past the request, so that shards never
+    /// drop more than the budget needs.
     fn over_budget(&self, lsn: Lsn) -> bool {
         let c = &self.shared.config;
-        c.budget_policy == BudgetPolicy::DropOldest
-            && self.shared.pending_bytes(&self.stats, Some((self.shard, lsn))) > c.budget_bytes
+        if c.budget_policy != BudgetPolicy::DropOldest {
+            return false;
+        }
+        let _one = self.stats.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let oldest = self
+            .stats
+            .acked
+            .iter()
+            .enumerate()
+            .all(|(i, a)| i == self.shard || a.load(Relaxed) >= lsn.0);
+        let over = oldest
+            && self.shared.pending_bytes(&self.stats, Some((self.shard, lsn))) > c.budget_bytes;
+        if over {
+            self.stats.acked[self.shard].store(lsn.next().0, Relaxed);
+        }
+        over
     }
 
     fn pause(&self, d: Duration) {

@@ -379,22 +379,49 @@ fn sent_segments_are_deleted_and_the_last_marker_kept() {
     assert_eq!(rx.requests().iter().filter(|r| r.1 == 204).count(), 40);
 }
 
+/// Every sample the receiver answered 204 for, by series (labels), in arrival order.
+fn arrived(rx: &Receiver) -> std::collections::BTreeMap<String, Vec<i64>> {
+    let mut by_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (series, status) in rx.requests() {
+        if status != 204 {
+            continue;
+        }
+        for s in series {
+            let (labels, rest) = s.split_once(' ').unwrap();
+            let t: i64 = rest.trim_start_matches("[(").split(',').next().unwrap().parse().unwrap();
+            by_series.entry(labels.to_owned()).or_default().push(t);
+        }
+    }
+    by_series
+}
+
+fn cursor_files(outbox: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cursor-"))
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
-fn shards_keep_each_series_in_order_and_a_changed_shard_count_skips_nothing() {
+fn shards_keep_each_series_in_order_and_a_new_count_waits_for_the_backlog() {
     let rx = Receiver::start();
     *rx.down.lock().unwrap() = true;
     let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
     let db = open(dir.path());
     let mut c = config(&rx.url);
-    c.shards = 4;
     let series: Vec<String> = (0..24).map(|i| format!("s{i}")).collect();
     let mut ts = 1_000;
-    // Three runs with 4, then 2, then 3 shards; the receiver down during the first two, so
-    // the outbox holds requests of every earlier layout when the count changes.
+    // Three runs configured with 4, then 2, then 3 shards, the receiver down during the
+    // first two: the outbox holds requests written with 4 and 2 shards when the count
+    // changes, so the destination keeps its 4 shards (and cursors) until nothing waits.
     for (run, shards) in [4usize, 2, 3].into_iter().enumerate() {
         c.shards = shards;
         let f = start(&db, dir.path(), c.clone());
-        assert_eq!(f.stats()[0].shards, shards);
+        assert_eq!(f.stats()[0].shards, 4, "run {run}: requests wait, the count stays");
         for _round in 0..3 {
             for name in &series {
                 ts += 1;
@@ -408,47 +435,34 @@ fn shards_keep_each_series_in_order_and_a_changed_shard_count_skips_nothing() {
         }
         f.stop_now();
     }
-    // Shard cursor files: exactly those of the last count (the stale one of shard 3 gone).
-    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("outbox"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("cursor-"))
-        .collect();
-    files.sort();
-    assert_eq!(files, ["cursor-rx", "cursor-rx.1", "cursor-rx.2"]);
-    let r = ingestor_forward::outbox_report(Arc::new(StdFs::new()), &dir.path().join("outbox"))
-        .unwrap();
-    let names: Vec<(&str, u64)> = r.destinations.iter().map(|d| (d.0.as_str(), d.3)).collect();
-    assert_eq!(names, [("rx", 0), ("rx.1", 0), ("rx.2", 0)]);
-    // Every sample arrived (9 rounds of 24 series), each series' in time order, none twice
-    // (the cursors were persisted at each stop: what a run settled is not sent again).
-    let mut by_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
-    let mut requests = 0;
-    for (series, status) in rx.requests() {
-        if status != 204 {
-            continue;
-        }
-        requests += 1;
-        for s in series {
-            let (labels, rest) = s.split_once(' ').unwrap();
-            let t: i64 = rest.trim_start_matches("[(").split(',').next().unwrap().parse().unwrap();
-            by_series.entry(labels.to_owned()).or_default().push(t);
-        }
-    }
-    assert!(requests >= 3, "{requests} requests: the shards each sent theirs");
+    assert_eq!(cursor_files(&outbox), ["cursor-rx", "cursor-rx.1", "cursor-rx.2", "cursor-rx.3"]);
+    // Every sample arrived (9 rounds of 24 series), each series' in time order, none twice.
+    let by_series = arrived(&rx);
     assert_eq!(by_series.len(), series.len());
     for (name, times) in &by_series {
         assert_eq!(times.len(), 9, "{name}: {times:?}");
         assert!(times.windows(2).all(|w| w[0] < w[1]), "{name} out of order: {times:?}");
     }
+    // Nothing waits now: the next start takes the configured count, at the outbox's end.
+    let f = start(&db, dir.path(), c.clone());
+    assert_eq!(f.stats()[0].shards, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    f.stop();
+    drop(f);
+    assert_eq!(cursor_files(&outbox), ["cursor-rx", "cursor-rx.1", "cursor-rx.2"]);
+    let r = ingestor_forward::outbox_report(Arc::new(StdFs::new()), &outbox).unwrap();
+    let names: Vec<(&str, u64)> = r.destinations.iter().map(|d| (d.0.as_str(), d.3)).collect();
+    assert_eq!(names, [("rx", 0), ("rx.1", 0), ("rx.2", 0)]);
+    assert_eq!(arrived(&rx).values().map(Vec::len).sum::<usize>(), 9 * 24, "nothing resent");
 }
 
 #[test]
-fn a_new_shard_count_passes_over_what_the_last_run_settled() {
+fn a_shard_resumes_at_its_own_cursor_and_a_removed_one_sends_its_shard_again() {
     // Two shards, the receiver down: every request waits. Then shard 0's cursor is moved to
     // the outbox's end (as if it had sent all of its requests) and the forwarder restarts
-    // with three shards: every shard starts at the lowest cursor (shard 1's), and only
-    // shard 1's requests may go; sending shard 0's again would be duplicates.
+    // configured with three shards: requests wait, so it keeps two, each at its own cursor:
+    // only shard 1's requests go. Then shard 1's file is removed (as an operator does with a
+    // damaged one): its requests go again, none of shard 0's.
     let rx = Receiver::start();
     *rx.down.lock().unwrap() = true;
     let dir = tempfile::tempdir().unwrap();
@@ -471,39 +485,72 @@ fn a_new_shard_count_passes_over_what_the_last_run_settled() {
     let (shard0, shard1) = (pending[0].1, pending[1].1);
     assert!(shard0 > 0 && shard1 > 0 && shard0 + shard1 == 20, "{pending:?}");
     let mut moved = vec![0u8; cursor::CURSOR_FILE_LEN as usize];
-    moved[..cursor::SLOT_LEN].copy_from_slice(&cursor::encode_slot(9, report.lsns.1));
+    moved[..cursor::SLOT_LEN].copy_from_slice(&cursor::encode_slot(9, report.lsns.1, 2));
     std::fs::write(outbox.join("cursor-rx"), moved).unwrap();
 
     *rx.down.lock().unwrap() = false;
     c.shards = 3;
+    let f = start(&db, dir.path(), c.clone());
+    assert_eq!(f.stats()[0].shards, 2, "requests wait: the count stays");
+    wait_until("sent", || f.stats()[0].pending_requests == 0);
+    let sent = |rx: &Receiver| -> u64 {
+        rx.requests().iter().filter(|r| r.1 == 204).map(|r| r.0.len() as u64).sum()
+    };
+    assert_eq!(sent(&rx), shard1, "only the requests of the shard that had not sent them");
+    assert_eq!(f.stats()[0].samples_sent, shard1);
+    f.stop_now();
+    drop(f);
+
+    std::fs::remove_file(outbox.join("cursor-rx.1")).unwrap();
+    c.shards = 2;
     let f = start(&db, dir.path(), c);
     wait_until("sent", || f.stats()[0].pending_requests == 0);
-    let sent: u64 = rx.requests().iter().filter(|r| r.1 == 204).map(|r| r.0.len() as u64).sum();
-    assert_eq!(sent, shard1, "only the requests of the shard that had not sent them");
-    assert_eq!(f.stats()[0].samples_sent, shard1);
+    assert_eq!(sent(&rx), 2 * shard1, "shard 1's requests once more, none of shard 0's");
     f.stop();
 }
 
 #[test]
-fn shards_send_at_once_while_one_is_held_up() {
-    // Requests of different shards do not wait for each other: with the receiver refusing
-    // one series' requests (a 503 loop), the other shards' series still arrive.
+fn drop_oldest_with_shards_drops_only_the_oldest_requests() {
+    // Four shards, one-sample requests, the receiver down, a budget of about three
+    // requests: of twelve waiting, the oldest go (whichever shard holds them), exactly as
+    // many as the budget needs, and the newest three are delivered once it is back.
     let rx = Receiver::start();
+    *rx.down.lock().unwrap() = true;
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
     let mut c = config(&rx.url);
     c.shards = 4;
     c.max_samples_per_request = 1;
-    let f = start(&db, dir.path(), c);
-    *rx.down.lock().unwrap() = true;
-    for i in 0..16 {
-        gauge(&db, &format!("s{i}"), 1_000 + i, i as f64);
-    }
+    let f = start(&db, dir.path(), c.clone());
+    gauge(&db, "probe", 999, 0.0);
     f.flush().unwrap();
-    wait_until("every shard tried", || rx.requests().len() >= 4);
+    let one = f.stats()[0].pending_bytes;
+    f.stop_now();
+    drop(f);
+    // The probe's request is sent (and gone) before the real ones.
     *rx.down.lock().unwrap() = false;
-    wait_until("everything sent", || f.stats()[0].pending_requests == 0);
+    let f = start(&db, dir.path(), c.clone());
+    wait_until("probe sent", || f.stats()[0].pending_requests == 0);
+    f.stop_now();
+    drop(f);
+    *rx.down.lock().unwrap() = true;
+    c.budget_policy = BudgetPolicy::DropOldest;
+    c.budget_bytes = 3 * one + one / 2;
+    let f = start(&db, dir.path(), c);
+    for round in 0..12 {
+        gauge(&db, &format!("s{round}"), 2_000 + round, round as f64);
+        f.flush().unwrap();
+    }
+    wait_until("nine dropped", || f.stats()[0].samples_dropped_budget >= 9);
+    *rx.down.lock().unwrap() = false;
+    wait_until("settled", || f.stats()[0].pending_requests == 0);
     let s = &f.stats()[0];
-    assert_eq!((s.requests_sent, s.samples_sent), (16, 16), "{s:?}");
+    // This run's figures: the probe went with the run before.
+    assert_eq!((s.samples_dropped_budget, s.samples_sent), (9, 3), "{s:?}");
+    let got: Vec<String> = arrived(&rx).keys().cloned().collect();
+    assert_eq!(
+        got,
+        ["__name__=probe,job=t", "__name__=s10,job=t", "__name__=s11,job=t", "__name__=s9,job=t"]
+    );
     f.stop();
 }

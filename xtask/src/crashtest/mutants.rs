@@ -134,8 +134,9 @@ const MUTANTS: [Mutant; 20] = [
         name: "forward-shard-own-cursor",
         switch: Switch::Env,
         against: Against::Forward,
-        promise: "after a change of the shard count, no shard skips a request that an old \
-                  shard had not settled",
+        promise: "a change of the shard count skips no request: while requests wait, each \
+                  shard keeps its own cursor (the defect changes the count anyway, each new \
+                  shard at the old cursor of its number)",
     },
     Mutant {
         name: "replay-snapshot-lsn",
