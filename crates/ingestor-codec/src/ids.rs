@@ -37,11 +37,13 @@ impl fmt::Display for Lsn {
     }
 }
 
-/// A series id: a small number that stands for a series key inside one log segment (or one
-/// snapshot), so that a point does not carry its whole label set.
+/// A series id: a small number that stands for a series key inside one log segment, so that
+/// a point does not carry its whole label set.
 ///
 /// Ids are assigned by the writer of a segment through a series-definition record and are
-/// only meaningful within that segment; each segment stays readable on its own.
+/// only meaningful within that segment; each segment stays readable on its own. A series id
+/// is the log's alone: it is not a handle into any in-memory store (the memstore has its own,
+/// `ingestor_memstore::SeriesRef`), and a reader maps it through the segment's definitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]

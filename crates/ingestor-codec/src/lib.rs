@@ -76,7 +76,7 @@ pub use key::{
 };
 pub use record::{
     BatchReader, MAX_BATCH_POINTS, MAX_SERIES_DEFS, Record, RecordType, SeriesDef, decode_batch,
-    decode_series_defs, encode_batch, encode_series_defs, visit_series_defs,
+    decode_series_defs, encode_batch, encode_batch_iter, encode_series_defs, visit_series_defs,
 };
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use update::{HistogramSample, MAX_HISTOGRAM_BOUNDS, MetricKind, Op, Point, Update};

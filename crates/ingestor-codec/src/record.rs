@@ -190,23 +190,51 @@ pub fn visit_series_defs<'a>(
 /// [`EncodeError::Invalid`] for a value [`Op::validate`] refuses, and
 /// [`EncodeError::LimitExceeded`] above [`MAX_BATCH_POINTS`] points; `out` is then unchanged.
 pub fn encode_batch(points: &[Point], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    if points.len() > MAX_BATCH_POINTS {
-        return Err(limit("points", MAX_BATCH_POINTS, points.len()));
+    encode_batch_iter(points.iter().map(|p| (p.series, p.timestamp, &p.op)), out)
+}
+
+/// Encodes a batch of points handed over as `(series id, timestamp, operation)`, appending
+/// the payload to `out`: the same bytes as [`encode_batch`] of the same points, for a caller
+/// that holds its points in another shape (the `ingestor` facade maps its memstore's handles
+/// to the segment's series ids here, without building a `Vec<Point>`).
+///
+/// ```
+/// use ingestor_codec::{Op, Point, SeriesId, Timestamp, encode_batch, encode_batch_iter};
+/// let op = Op::CounterAdd(2.0);
+/// let mut a = Vec::new();
+/// encode_batch_iter([(SeriesId(7), Timestamp(1_000), &op)], &mut a)?;
+/// let mut b = Vec::new();
+/// encode_batch(&[Point { series: SeriesId(7), timestamp: Timestamp(1_000), op }], &mut b)?;
+/// assert_eq!(a, b);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`encode_batch`]; `out` is then unchanged.
+pub fn encode_batch_iter<'a, I>(points: I, out: &mut Vec<u8>) -> Result<(), EncodeError>
+where
+    I: IntoIterator<Item = (SeriesId, Timestamp, &'a Op)>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let mut points = points.into_iter().peekable();
+    let len = points.len();
+    if len > MAX_BATCH_POINTS {
+        return Err(limit("points", MAX_BATCH_POINTS, len));
     }
     let start = out.len();
-    out.reserve(points.len() * 6 + 12);
-    put_uvarint(out, points.len() as u64);
-    let mut prev_ts = points.first().map_or(0, |p| p.timestamp.0);
+    out.reserve(len * 6 + 12);
+    put_uvarint(out, len as u64);
+    let mut prev_ts = points.peek().map_or(0, |p| p.1.0);
     put_ivarint(out, prev_ts);
-    for (index, point) in points.iter().enumerate() {
-        if let Err(source) = point.op.validate() {
+    for (index, (series, timestamp, op)) in points.enumerate() {
+        if let Err(source) = op.validate() {
             out.truncate(start);
             return Err(EncodeError::Invalid { index, source });
         }
-        put_uvarint(out, u64::from(point.series.0));
-        put_ivarint(out, point.timestamp.0.wrapping_sub(prev_ts));
-        prev_ts = point.timestamp.0;
-        let (code, value) = match point.op {
+        put_uvarint(out, u64::from(series.0));
+        put_ivarint(out, timestamp.0.wrapping_sub(prev_ts));
+        prev_ts = timestamp.0;
+        let (code, value) = match *op {
             Op::CounterAdd(v) => (OP_COUNTER_ADD, v),
             Op::CounterSet(v) => (OP_COUNTER_SET, v),
             Op::GaugeSet(v) => (OP_GAUGE_SET, v),

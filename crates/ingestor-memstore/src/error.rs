@@ -1,6 +1,8 @@
 //! The memstore's errors.
 
-use ingestor_codec::{MetricKind, SeriesId};
+use ingestor_codec::MetricKind;
+
+use crate::SeriesRef;
 
 /// What the memstore refuses, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +36,7 @@ pub enum MemstoreError {
     #[error("series handle {id} is unknown: the series was deleted; resolve its key again")]
     UnknownSeries {
         /// The handle.
-        id: SeriesId,
+        id: SeriesRef,
     },
     /// A snapshot holds the same series twice.
     #[error("series {key} is already in the store")]

@@ -4,15 +4,15 @@
 //! Most users want the `ingestor` facade, which logs every batch before applying it here.
 //!
 //! ```
-//! use ingestor_codec::{Lsn, Op, Point, SeriesKey, Timestamp};
-//! use ingestor_memstore::{Memstore, MemstoreConfig, Selector, SeriesState};
+//! use ingestor_codec::{Lsn, Op, SeriesKey, Timestamp};
+//! use ingestor_memstore::{Memstore, MemstoreConfig, Selector, SeriesState, SlotPoint};
 //!
 //! let store = Memstore::new(MemstoreConfig::default())?;
 //! let key = SeriesKey::new("http_requests", [("code", "200"), ("path", "/")])?;
-//! let id = store.intern(&key)?; // a handle: no label hashing per point afterwards
+//! let series = store.intern(&key)?; // a handle: no label hashing per point afterwards
 //! let batch = [
-//!     Point { series: id, timestamp: Timestamp(1_000), op: Op::CounterAdd(2.0) },
-//!     Point { series: id, timestamp: Timestamp(2_000), op: Op::CounterAdd(3.0) },
+//!     SlotPoint { series, timestamp: Timestamp(1_000), op: Op::CounterAdd(2.0) },
+//!     SlotPoint { series, timestamp: Timestamp(2_000), op: Op::CounterAdd(3.0) },
 //! ];
 //! store.validate(&batch)?;
 //! store.apply(Lsn(1), &batch);
@@ -34,15 +34,20 @@
 //! - Readers never see half a batch: a batch is applied under one write lock.
 //! - [`Memstore::freeze`] captures the whole state without copying it, so a snapshot can be
 //!   written while ingestion goes on.
+//! - A [`SeriesRef`] is this store's own handle to a series, valid until the series is
+//!   deleted and never reused; the store never writes one to disk. It is not the log's
+//!   segment-local series id (`ingestor_codec::SeriesId`): the facade maps between the two.
 
 mod error;
 mod expose;
 mod selector;
+mod series_ref;
 mod state;
 mod store;
 
 pub use error::MemstoreError;
 pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+pub use series_ref::{SeriesRef, SlotPoint};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
 pub use store::{Frozen, Memstore, MemstoreConfig, SeriesRecord, SeriesView};

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use ingestor_codec::{Lsn, MetricKind, Op, Point, SeriesId, SeriesKey, Timestamp};
+use ingestor_codec::{Lsn, MetricKind, Op, SeriesKey, Timestamp};
 
 use crate::error::MemstoreError;
 use crate::selector::{MatchOp, Selector};
+use crate::series_ref::{SeriesRef, SlotPoint};
 use crate::state::{DEFAULT_BUCKETS, SeriesState};
 
 /// Series per copy-on-write chunk. A snapshot shares every chunk; the writer copies only the
@@ -105,7 +106,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Builds [`IdHasher`]s, for maps keyed by series ids.
+/// Builds [`IdHasher`]s, for maps keyed by series handles.
 pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
 /// Strings stored once, shared by every series that uses them. They are kept in chunks of
@@ -174,7 +175,7 @@ struct Inner {
     symbols: Symbols,
     chunks: Vec<Arc<Chunk>>,
     by_hash: HashMap<u64, Ids>,
-    /// (label name symbol, value symbol) to sorted series ids; metric names under
+    /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
     postings: HashMap<(u32, u32), Vec<u32>, IdHashBuilder>,
     name_symbol: u32,
@@ -191,8 +192,8 @@ struct Inner {
 /// A series as read: its key, state and last update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesView {
-    /// The handle of the series.
-    pub id: SeriesId,
+    /// The handle of the series in the store it was read from.
+    pub id: SeriesRef,
     /// Its key.
     pub key: SeriesKey,
     /// Its state.
@@ -203,9 +204,10 @@ pub struct SeriesView {
 
 /// The in-memory state of every series: one writer applies batches while readers read.
 ///
-/// Series ids are handles: resolve a key once ([`Memstore::intern`]) and address updates by
-/// id, so the label set is not hashed per point. Ids are never reused: after a delete, the
-/// old handle is refused and the key gets a new id.
+/// Series are addressed by handles ([`SeriesRef`]): resolve a key once ([`Memstore::intern`])
+/// and address updates by handle ([`SlotPoint`]), so the label set is not hashed per point.
+/// Handles are never reused: after a delete, the old handle is refused and the key gets a new
+/// one.
 pub struct Memstore {
     inner: RwLock<Inner>,
     config: MemstoreConfig,
@@ -360,7 +362,7 @@ impl Inner {
         let s = self.slot(id)?;
         let state = s.state.clone()?;
         Some(SeriesView {
-            id: SeriesId(id),
+            id: SeriesRef(id),
             key: self.key_of(&s.key),
             state,
             last_update: s.last_update,
@@ -418,16 +420,16 @@ impl Memstore {
 
     /// The handle of a series, if the store has it.
     #[must_use]
-    pub fn resolve(&self, key: &SeriesKey) -> Option<SeriesId> {
-        self.read().lookup(key).map(SeriesId)
+    pub fn resolve(&self, key: &SeriesKey) -> Option<SeriesRef> {
+        self.read().lookup(key).map(SeriesRef)
     }
 
     /// The handle of the series `name` + `labels` (labels in canonical order, as
     /// `ingestor_codec::visit_series_defs` hands them), if the store has it; allocates
     /// nothing. Replay resolves series definitions with it.
     #[must_use]
-    pub fn resolve_parts(&self, name: &str, labels: &[(&str, &str)]) -> Option<SeriesId> {
-        self.read().lookup_parts(name, labels.iter().copied(), labels.len()).map(SeriesId)
+    pub fn resolve_parts(&self, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
+        self.read().lookup_parts(name, labels.iter().copied(), labels.len()).map(SeriesRef)
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until
@@ -440,7 +442,7 @@ impl Memstore {
     pub fn intern_all(
         &self,
         keys: &[&SeriesKey],
-    ) -> Result<(Vec<SeriesId>, Vec<SeriesId>), MemstoreError> {
+    ) -> Result<(Vec<SeriesRef>, Vec<SeriesRef>), MemstoreError> {
         let mut inner = self.write();
         let found: Vec<Option<u32>> = keys.iter().map(|k| inner.lookup(k)).collect();
         let mut new_keys: Vec<&SeriesKey> =
@@ -463,19 +465,19 @@ impl Memstore {
                     Some(id) => id,
                     None => {
                         let id = inner.insert(key);
-                        created.push(SeriesId(id));
+                        created.push(SeriesRef(id));
                         id
                     }
                 },
             };
-            out.push(SeriesId(id));
+            out.push(SeriesRef(id));
         }
         Ok((out, created))
     }
 
     /// Removes the series among `ids` that were never written (a refused batch's new series),
     /// so that a refused batch leaves nothing behind.
-    pub fn discard_unwritten(&self, ids: &[SeriesId]) {
+    pub fn discard_unwritten(&self, ids: &[SeriesRef]) {
         let mut inner = self.write();
         for id in ids {
             if inner.slot(id.0).is_some_and(|s| s.state.is_none()) {
@@ -500,7 +502,7 @@ impl Memstore {
     ///
     /// # Errors
     /// [`MemstoreError::SeriesLimit`].
-    pub fn intern(&self, key: &SeriesKey) -> Result<SeriesId, MemstoreError> {
+    pub fn intern(&self, key: &SeriesKey) -> Result<SeriesRef, MemstoreError> {
         Ok(self.intern_all(&[key])?.0[0])
     }
 
@@ -508,7 +510,7 @@ impl Memstore {
     ///
     /// # Errors
     /// [`MemstoreError::UnknownSeries`] for a handle whose series was deleted.
-    pub fn key(&self, id: SeriesId) -> Result<SeriesKey, MemstoreError> {
+    pub fn key(&self, id: SeriesRef) -> Result<SeriesKey, MemstoreError> {
         let inner = self.read();
         let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
         Ok(inner.key_of(&s.key))
@@ -520,12 +522,12 @@ impl Memstore {
     ///
     /// # Errors
     /// [`MemstoreError::UnknownSeries`] or [`MemstoreError::KindConflict`], naming the point.
-    pub fn validate(&self, points: &[Point]) -> Result<(), MemstoreError> {
+    pub fn validate(&self, points: &[SlotPoint]) -> Result<(), MemstoreError> {
         let inner = self.read();
         // Kinds as the batch's own earlier creations and deletes left them; most batches only
         // update existing series and never touch this map.
         let mut batch_kinds: HashMap<u32, Option<MetricKind>, IdHashBuilder> = HashMap::default();
-        for (index, Point { series: id, op, .. }) in points.iter().enumerate() {
+        for (index, SlotPoint { series: id, op, .. }) in points.iter().enumerate() {
             let id = *id;
             let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
             let current = match batch_kinds.get(&id.0) {
@@ -559,7 +561,7 @@ impl Memstore {
     ///
     /// # Panics
     /// If a point breaks what validation checks (a broken invariant of the caller).
-    pub fn apply(&self, lsn: Lsn, points: &[Point]) {
+    pub fn apply(&self, lsn: Lsn, points: &[SlotPoint]) {
         let mut inner = self.write();
         let bounds = Arc::clone(&inner.bounds);
         let mut deleted = Vec::new();
@@ -658,7 +660,7 @@ impl Memstore {
 
     /// One series by handle.
     #[must_use]
-    pub fn get_by_id(&self, id: SeriesId) -> Option<SeriesView> {
+    pub fn get_by_ref(&self, id: SeriesRef) -> Option<SeriesView> {
         self.read().view(id.0)
     }
 
@@ -731,13 +733,13 @@ impl Memstore {
     /// Series whose last update is older than `before`, for time-to-live expiry (the caller
     /// logs a delete for each, so that replay agrees).
     #[must_use]
-    pub fn idle_series(&self, before: Timestamp) -> Vec<(SeriesId, SeriesKey)> {
+    pub fn idle_series(&self, before: Timestamp) -> Vec<(SeriesRef, SeriesKey)> {
         let inner = self.read();
         (0..inner.next_id)
             .filter_map(|id| {
                 let s = inner.slot(id)?;
                 (s.state.is_some() && s.last_update < before)
-                    .then(|| (SeriesId(id), inner.key_of(&s.key)))
+                    .then(|| (SeriesRef(id), inner.key_of(&s.key)))
             })
             .collect()
     }
@@ -761,7 +763,7 @@ impl Memstore {
     /// # Errors
     /// [`MemstoreError::SeriesLimit`]; [`MemstoreError::DuplicateSeries`] for a key the store
     /// already has.
-    pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesId, MemstoreError> {
+    pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesRef, MemstoreError> {
         let mut inner = self.write();
         if inner.lookup(&record.key).is_some() {
             return Err(MemstoreError::DuplicateSeries { key: record.key.to_string() });
@@ -777,7 +779,7 @@ impl Memstore {
         s.state = Some(record.state);
         s.last_update = record.last_update;
         inner.live += 1;
-        Ok(SeriesId(id))
+        Ok(SeriesRef(id))
     }
 }
 

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, Point, SeriesKey, Timestamp};
+use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, SeriesKey, Timestamp};
 use ingestor_memstore::{
-    DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState,
+    DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState, SlotPoint,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,10 +155,10 @@ fn run(seed: u64) {
         }
         let keys: Vec<&SeriesKey> = batch.iter().map(|b| &b.0).collect();
         let (ids, created) = store.intern_all(&keys).unwrap();
-        let points: Vec<Point> = batch
+        let points: Vec<SlotPoint> = batch
             .iter()
             .zip(&ids)
-            .map(|((_, ts, op), &series)| Point { series, timestamp: *ts, op: op.clone() })
+            .map(|((_, ts, op), &series)| SlotPoint { series, timestamp: *ts, op: op.clone() })
             .collect();
         match store.validate(&points) {
             Ok(()) => {
@@ -234,9 +234,9 @@ fn frozen_state_does_not_change_when_the_store_does() {
     let keys: Vec<SeriesKey> =
         (0..3000).map(|i| SeriesKey::new("cpu", [("host", format!("h{i}"))]).unwrap()).collect();
     let ids: Vec<_> = keys.iter().map(|k| store.intern(k).unwrap()).collect();
-    let points: Vec<Point> = ids
+    let points: Vec<SlotPoint> = ids
         .iter()
-        .map(|&series| Point { series, timestamp: Timestamp(1), op: Op::CounterAdd(1.0) })
+        .map(|&series| SlotPoint { series, timestamp: Timestamp(1), op: Op::CounterAdd(1.0) })
         .collect();
     store.apply(Lsn(1), &points);
     let frozen = store.freeze();

@@ -8,9 +8,9 @@
 //! ```
 //! use std::path::Path;
 //! use std::sync::Arc;
-//! use ingestor_codec::{Lsn, Op, Point, SeriesKey, Timestamp};
+//! use ingestor_codec::{Lsn, Op, SeriesKey, Timestamp};
 //! use ingestor_fs::{CrashPolicy, SimFs};
-//! use ingestor_memstore::{Memstore, MemstoreConfig};
+//! use ingestor_memstore::{Memstore, MemstoreConfig, SlotPoint};
 //! use ingestor_snapshot::{SnapshotOptions, SnapshotStore, compaction_watermark};
 //!
 //! let disk = SimFs::new(7);
@@ -20,7 +20,7 @@
 //! // The memstore after the record at LSN 1.
 //! let memstore = Memstore::new(MemstoreConfig::default())?;
 //! let id = memstore.intern(&SeriesKey::new("requests", [("code", "200")])?)?;
-//! memstore.apply(Lsn(1), &[Point { series: id, timestamp: Timestamp(1_000), op: Op::CounterAdd(3.0) }]);
+//! memstore.apply(Lsn(1), &[SlotPoint { series: id, timestamp: Timestamp(1_000), op: Op::CounterAdd(3.0) }]);
 //!
 //! // Freezing is instant; the snapshot is written while ingestion could go on.
 //! let info = store.write(Lsn(1), 1_700_000_000_000, &memstore.freeze())?;

@@ -82,7 +82,8 @@ pub use ingestor_fs::{
 };
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Frozen, MatchOp, Matcher, MemstoreConfig,
-    MemstoreError, Selector, SeriesRecord, SeriesState, SeriesView, exposed_family, format_value,
+    MemstoreError, Selector, SeriesRecord, SeriesRef, SeriesState, SeriesView, exposed_family,
+    format_value,
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
 pub use ingestor_wal::{

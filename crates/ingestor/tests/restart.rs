@@ -75,6 +75,48 @@ fn a_snapshot_then_replay_applies_nothing_twice() {
     assert!(matches!(&v.state, ingestor::SeriesState::Counter(c) if c.total == 7.0), "{v:?}");
 }
 
+/// The log's series ids are segment-local and need not equal the memstore handles of the
+/// process that replays them: here every process life numbers the same series differently,
+/// and replay maps each segment's ids through that segment's own definitions.
+#[test]
+fn replay_maps_each_segments_series_ids_through_its_own_definitions() {
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let key = |name: &str| SeriesKey::new(name, [("k", "v")]).unwrap();
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    let total = |db: &Ingestor, k: &SeriesKey| match db.get(k).map(|v| v.state) {
+        Some(ingestor::SeriesState::Counter(c)) => c.total,
+        other => panic!("{k}: {other:?}"),
+    };
+    let add = |db: &Ingestor, k: &SeriesKey, n: f64| {
+        let h = db.resolve(k).unwrap();
+        db.ingest_by_handle(&[(h, Timestamp(1), Op::CounterAdd(n))]).unwrap();
+    };
+
+    // First life: a series resolved but never written takes the first handle, so a and b
+    // are logged under ids that the next life's handles will not match.
+    let (db, _) = open(&fs, config());
+    db.resolve(&key("never_written")).unwrap();
+    add(&db, &a, 1.0);
+    add(&db, &b, 10.0);
+    drop(db);
+
+    // Second life: replay numbers a and b anew; the new segment defines b and c (and then a)
+    // under this life's numbering.
+    let (db, _) = open(&fs, config());
+    assert_eq!((total(&db, &a), total(&db, &b)), (1.0, 10.0));
+    add(&db, &b, 100.0);
+    add(&db, &c, 1_000.0);
+    add(&db, &a, 2.0);
+    drop(db);
+
+    // Third life: both segments replay, each through its own definitions.
+    let (db, report) = open(&fs, config());
+    assert_eq!(report.replayed_points, 5, "{report}");
+    assert_eq!((total(&db, &a), total(&db, &b), total(&db, &c)), (3.0, 110.0, 1_000.0));
+    assert!(db.get(&key("never_written")).is_none());
+}
+
 #[test]
 fn the_second_opener_is_refused_with_the_directory_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ingestor_codec::{Lsn, Op, Point, SeriesKey, Timestamp};
+use ingestor_codec::{Lsn, Op, SeriesKey, Timestamp};
 use ingestor_fs::{Fs, SimFs, StdFs};
 use ingestor_memstore::{
     CounterState, GaugeState, HistogramState, Memstore, MemstoreConfig, SeriesRecord, SeriesState,
+    SlotPoint,
 };
 use ingestor_snapshot::{SnapshotCompression, SnapshotOptions, SnapshotStore};
 
@@ -89,7 +90,7 @@ pub fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
 /// Applies one point (validated first).
 pub fn apply(store: &Memstore, lsn: u64, key: &SeriesKey, ts: i64, op: Op) {
     let id = store.intern(key).unwrap();
-    let points = [Point { series: id, timestamp: Timestamp(ts), op }];
+    let points = [SlotPoint { series: id, timestamp: Timestamp(ts), op }];
     store.validate(&points).unwrap();
     store.apply(Lsn(lsn), &points);
 }

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ingestor_codec::{
-    Lsn, MAX_BATCH_POINTS, Op, Point, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp,
-    Update, encode_batch, encode_series_defs,
+    Lsn, MAX_BATCH_POINTS, Op, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp, Update,
+    encode_batch_iter, encode_series_defs,
 };
+use ingestor_memstore::{SeriesRef, SlotPoint};
 use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
 
 use super::{Ack, Defined, Ingestor, SeriesHandle, Shared, lock};
@@ -30,10 +31,10 @@ impl Ingestor {
             let keys: Vec<&SeriesKey> = updates.iter().map(|u| &u.key).collect();
             let mut defined = lock(&shared.writer);
             let (ids, created) = shared.memstore.intern_all(&keys)?;
-            let points: Vec<Point> = updates
+            let points: Vec<SlotPoint> = updates
                 .iter()
                 .zip(&ids)
-                .map(|(u, &series)| Point { series, timestamp: u.timestamp, op: u.op.clone() })
+                .map(|(u, &series)| SlotPoint { series, timestamp: u.timestamp, op: u.op.clone() })
                 .collect();
             let result = shared.commit(&mut defined, &points);
             if result.is_err() {
@@ -65,9 +66,9 @@ impl Ingestor {
         let result = (|| {
             check_batch(points.iter().map(|p| &p.2))?;
             shared.check_space()?;
-            let points: Vec<Point> = points
+            let points: Vec<SlotPoint> = points
                 .iter()
-                .map(|(h, timestamp, op)| Point {
+                .map(|(h, timestamp, op)| SlotPoint {
                     series: h.0,
                     timestamp: *timestamp,
                     op: op.clone(),
@@ -93,6 +94,17 @@ fn check_batch<'a>(ops: impl ExactSizeIterator<Item = &'a Op>) -> Result<()> {
     Ok(())
 }
 
+/// The log's segment-local series id for a memstore handle: the handle's slot index.
+///
+/// The one place where the two meet on the write path. The equality is an implementation
+/// detail of this process's segments, chosen because it needs no table: a memstore never
+/// hands out a slot index twice, and each process life writes segments of its own (open
+/// starts a new one), so within a segment one id names one series. Replay does not rely on
+/// it: it maps ids through the segment's series-definition records (`open.rs`).
+fn log_id(series: SeriesRef) -> SeriesId {
+    SeriesId(series.get())
+}
+
 /// What [`Shared::commit`] logged: the batch's last LSN and the level the append reached.
 pub(super) struct Logged {
     last: Lsn,
@@ -101,32 +113,32 @@ pub(super) struct Logged {
 
 impl Shared {
     /// Validates, logs and applies a batch; the caller holds the writer lock.
-    pub(super) fn commit(&self, defined: &mut Defined, points: &[Point]) -> Result<Logged> {
+    pub(super) fn commit(&self, defined: &mut Defined, points: &[SlotPoint]) -> Result<Logged> {
         self.memstore.validate(points)?;
         if points.is_empty() {
             let lsn = self.wal.written_lsn();
             return Ok(Logged { last: lsn, level: AckLevel::Written });
         }
-        let mut landed: Option<(SegmentId, Vec<u32>)> = None;
+        let mut landed: Option<(SegmentId, Vec<SeriesRef>)> = None;
         let ack = self.wal.append_with(|batch| {
             let segment = batch.segment();
             let fresh = defined.segment != Some(segment);
-            let mut new_ids: Vec<u32> = Vec::new();
-            let mut seen: HashSet<u32, IdHashBuilder> = HashSet::default();
+            let mut new_series: Vec<SeriesRef> = Vec::new();
+            let mut seen: HashSet<SeriesId, IdHashBuilder> = HashSet::default();
             for p in points {
-                if (fresh || !defined.ids.contains(&p.series.0)) && seen.insert(p.series.0) {
-                    new_ids.push(p.series.0);
+                let id = log_id(p.series);
+                if (fresh || !defined.ids.contains(&id)) && seen.insert(id) {
+                    new_series.push(p.series);
                 }
             }
-            if !new_ids.is_empty() {
-                let defs: Vec<SeriesDef> = new_ids
+            if !new_series.is_empty() {
+                let defs: Vec<SeriesDef> = new_series
                     .iter()
-                    .map(|&id| {
+                    .map(|&series| {
                         // Validation just proved every handle live, under the writer lock
                         // that every delete also takes.
-                        let key =
-                            self.memstore.key(SeriesId(id)).expect("validated: the series is live");
-                        SeriesDef { id: SeriesId(id), key }
+                        let key = self.memstore.key(series).expect("validated: the series is live");
+                        SeriesDef { id: log_id(series), key }
                     })
                     .collect();
                 batch.push_with(RecordType::SeriesDefs as u8, |buf| {
@@ -134,9 +146,10 @@ impl Shared {
                 })?;
             }
             batch.push_with(RecordType::Batch as u8, |buf| {
-                encode_batch(points, buf).expect("validated before logging");
+                let logged = points.iter().map(|p| (log_id(p.series), p.timestamp, &p.op));
+                encode_batch_iter(logged, buf).expect("validated before logging");
             })?;
-            landed = Some((segment, new_ids));
+            landed = Some((segment, new_series));
             Ok(())
         });
         // Deliberate defect: a batch whose append failed is applied all the same.
@@ -145,12 +158,12 @@ impl Shared {
             self.memstore.apply(self.wal.written_lsn(), points);
         }
         let ack = ack?;
-        let (segment, new_ids) = landed.expect("set by a successful append");
+        let (segment, new_series) = landed.expect("set by a successful append");
         if defined.segment != Some(segment) {
             defined.segment = Some(segment);
             defined.ids.clear();
         }
-        defined.ids.extend(new_ids);
+        defined.ids.extend(new_series.into_iter().map(log_id));
         self.memstore.apply(ack.last, points);
         Ok(Logged { last: ack.last, level: ack.level })
     }

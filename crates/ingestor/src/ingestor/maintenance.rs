@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use ingestor_codec::{Lsn, Op, Point, Timestamp};
+use ingestor_codec::{Lsn, Op, Timestamp};
+use ingestor_memstore::SlotPoint;
 use ingestor_snapshot::{SnapshotInfo, compaction_watermark};
 
 use super::{Ingestor, Shared, SnapshotMark, lock};
@@ -110,16 +111,16 @@ impl Shared {
         );
         let idle = self.memstore.idle_series(cutoff);
         for chunk in idle.chunks(10_000) {
-            let points: Vec<Point> = chunk
+            let points: Vec<SlotPoint> = chunk
                 .iter()
-                .map(|(id, _)| Point { series: *id, timestamp: cutoff, op: Op::Delete })
+                .map(|(id, _)| SlotPoint { series: *id, timestamp: cutoff, op: Op::Delete })
                 .collect();
             let mut defined = lock(&self.writer);
             // A series updated since the scan is not idle any more: skip it.
-            let still_idle: Vec<Point> = points
+            let still_idle: Vec<SlotPoint> = points
                 .into_iter()
                 .filter(|p| {
-                    self.memstore.get_by_id(p.series).is_some_and(|v| v.last_update < cutoff)
+                    self.memstore.get_by_ref(p.series).is_some_and(|v| v.last_update < cutoff)
                 })
                 .collect();
             let ack = self.commit(&mut defined, &still_idle)?;

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use ingestor_codec::{Lsn, MetricKind, SeriesKey};
+use ingestor_codec::{Lsn, MetricKind, SeriesId, SeriesKey};
 use ingestor_fs::{Fs, FsLock};
 use ingestor_memstore::{Memstore, Selector, SeriesView};
 use ingestor_snapshot::SnapshotStore;
@@ -42,7 +42,8 @@ pub use view::MemstoreView;
 #[derive(Default)]
 struct Defined {
     segment: Option<SegmentId>,
-    ids: HashSet<u32, IdHashBuilder>,
+    /// The log's segment-local ids that `segment` defines.
+    ids: HashSet<SeriesId, IdHashBuilder>,
 }
 
 struct SnapshotMark {

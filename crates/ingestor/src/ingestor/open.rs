@@ -6,11 +6,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, SeriesKey, visit_series_defs};
 #[cfg(ingestor_deliberate_bugs)]
-use ingestor_codec::{Op, Point};
+use ingestor_codec::Op;
+use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, SeriesKey, visit_series_defs};
 use ingestor_fs::{Fs, StdFs};
-use ingestor_memstore::Memstore;
+use ingestor_memstore::{Memstore, SeriesRef, SlotPoint};
 use ingestor_snapshot::SnapshotStore;
 use ingestor_wal::{RecoveryMode, SegmentId, Wal};
 
@@ -169,9 +169,9 @@ impl Ingestor {
 struct Replay<'a> {
     memstore: &'a Memstore,
     snapshot_lsn: Lsn,
-    /// Log series ids to memstore handles; series-definition records overwrite entries, so
-    /// that each segment's (and each process life's) numbering is honoured.
-    ids: HashMap<u32, SeriesId, IdHashBuilder>,
+    /// The current segment's series ids (as its series-definition records define them) to
+    /// this memstore's handles; cleared at each segment, since ids are segment-local.
+    ids: HashMap<SeriesId, SeriesRef, IdHashBuilder>,
     records: u64,
     points: u64,
     /// Under [`RecoveryMode::SkipCorrupted`]: points whose series definition was lost, and
@@ -230,8 +230,8 @@ impl Replay<'_> {
                             .and_then(|key| Ok(memstore.intern(&key)?)),
                     };
                     match id {
-                        Ok(id) => {
-                            ids.insert(log_id.0, id);
+                        Ok(series) => {
+                            ids.insert(log_id, series);
                         }
                         Err(e) => refused = Some(e),
                     }
@@ -247,9 +247,11 @@ impl Replay<'_> {
                 let reader = BatchReader::new(payload).map_err(|e| fail(e.to_string()))?;
                 let mut points = Vec::with_capacity(reader.len());
                 for p in reader {
-                    let mut p = p.map_err(|e| fail(e.to_string()))?;
-                    match self.ids.get(&p.series.0) {
-                        Some(&id) => p.series = id,
+                    let p = p.map_err(|e| fail(e.to_string()))?;
+                    // The log's id, through this segment's definitions, to the handle of the
+                    // series in this memstore.
+                    let series = match self.ids.get(&p.series) {
+                        Some(&series) => series,
                         None if self.salvage => {
                             self.skipped_points += 1;
                             continue;
@@ -260,7 +262,9 @@ impl Replay<'_> {
                                 p.series.0
                             )));
                         }
-                    }
+                    };
+                    #[cfg_attr(not(ingestor_deliberate_bugs), allow(unused_mut))]
+                    let mut p = SlotPoint { series, timestamp: p.timestamp, op: p.op };
                     #[cfg(ingestor_deliberate_bugs)]
                     if let (true, Op::HistogramAdd(s)) =
                         (crate::bugs::on("replay-add-as-set"), &p.op)
@@ -280,10 +284,10 @@ impl Replay<'_> {
                 self.memstore.apply(lsn, &points);
                 #[cfg(ingestor_deliberate_bugs)]
                 if std::env::var("INGESTOR_DELIBERATE_BUG").is_ok_and(|b| b == "replay-twice") {
-                    let again: Vec<Point> = points
+                    let again: Vec<SlotPoint> = points
                         .iter()
                         .filter(|p| {
-                            p.op != Op::Delete && self.memstore.get_by_id(p.series).is_some()
+                            p.op != Op::Delete && self.memstore.get_by_ref(p.series).is_some()
                         })
                         .cloned()
                         .collect();

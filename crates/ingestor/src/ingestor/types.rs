@@ -3,15 +3,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ingestor_codec::{Lsn, SeriesId};
+use ingestor_codec::Lsn;
+use ingestor_memstore::SeriesRef;
 use ingestor_snapshot::{RejectedSnapshot, SnapshotInfo};
 use ingestor_wal::{AckLevel, RecoveryReport, WalStats};
 
 /// A resolved series: ingest by handle to skip hashing the label set per point. A handle
 /// stays valid until the series is deleted (then the key must be resolved again) and does
 /// not survive a restart.
+///
+/// It wraps the memstore's handle ([`SeriesRef`]); it is not the log's segment-local series
+/// id, which the ingestor assigns when it writes the series' definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SeriesHandle(pub(super) SeriesId);
+pub struct SeriesHandle(pub(super) SeriesRef);
 
 /// The acknowledgement of an ingested batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
