@@ -74,7 +74,7 @@ mod writer;
 pub use error::{Result, WalError};
 pub use ingestor_codec::{Codec, Lsn};
 pub use inspect::{FrameInfo, check_dir};
-pub use options::{RecoveryMode, SyncPolicy, WalOptions};
+pub use options::{RecoveryMode, SegmentFill, SyncPolicy, WalOptions};
 pub use reader::{WalReader, WalRecord};
 pub use report::{Corruption, CorruptionAction, RecoveryReport, Truncation};
 pub use segment::{QUARANTINE_DIR, SegmentId};

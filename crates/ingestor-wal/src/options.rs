@@ -57,6 +57,32 @@ pub enum RecoveryMode {
     Strict,
 }
 
+/// How a new segment gets its space.
+///
+/// `fallocate(2)` reserves blocks quickly, but on ext4 and XFS as *unwritten* extents: every
+/// `fdatasync` into fresh space then also commits an extent conversion (a journal write).
+/// A segment whose bytes were written (zeros) and synced before use takes data-only syncs,
+/// which is what PostgreSQL does with its WAL segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum SegmentFill {
+    /// Zero-filled segments: once the active segment has taken 1 MiB of records (or half its
+    /// size, if smaller), a background thread writes a spare segment file full of zeros and
+    /// syncs it; the next rotation uses it (a log whose active segment was not zero-filled
+    /// moves onto the spare at once). Until a spare is ready, rotation falls back to
+    /// `fallocate`. Default.
+    #[default]
+    Zeros,
+    /// As [`SegmentFill::Zeros`], but the spare is written by the appending thread when it
+    /// is wanted, under the write lock: deterministic, for simulated disks (the crash test);
+    /// it stalls that append for as long as writing a segment of zeros takes.
+    ZerosInline,
+    /// Space reserved with `fallocate` only, at rotation.
+    Allocate,
+}
+
 /// Options of [`crate::Wal::open`]. Every field documents its default.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -74,6 +100,8 @@ pub struct WalOptions {
     /// Compression tried on each record's payload; kept only when it makes the frame
     /// smaller. Default: none.
     pub compression: Compression,
+    /// How new segments get their space. Default: [`SegmentFill::Zeros`].
+    pub segment_fill: SegmentFill,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -87,6 +115,7 @@ impl Default for WalOptions {
             recovery_mode: RecoveryMode::default(),
             segment_bytes_max: 128 << 20,
             compression: Compression::None,
+            segment_fill: SegmentFill::default(),
             listener: None,
         }
     }
@@ -118,6 +147,13 @@ impl WalOptions {
     #[must_use]
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Sets [`WalOptions::segment_fill`].
+    #[must_use]
+    pub fn segment_fill(mut self, fill: SegmentFill) -> Self {
+        self.segment_fill = fill;
         self
     }
 

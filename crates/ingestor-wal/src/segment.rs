@@ -307,6 +307,86 @@ pub(crate) fn create_segment(
     }
 }
 
+/// Whether a file of a log directory is a spare segment: zeros, synced, waiting to become
+/// the next segment (`spare.tmp`, or `spare-<pid>-<n>.tmp` for one a background thread
+/// writes). A spare is never part of the log; one left by a crash is removed at open.
+pub(crate) fn is_spare(name: &str) -> bool {
+    name == "spare.tmp" || (name.starts_with("spare-") && name.ends_with(".tmp"))
+}
+
+/// The name of a spare: `spare.tmp` for one written inline; a name of its own for a log
+/// whose background thread writes them, so that the thread of a log abandoned in the same
+/// process (a simulated crash) never touches the spare of the log opened after it.
+pub(crate) fn spare_name(background: bool) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if background {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("spare-{}-{n}.tmp", std::process::id())
+    } else {
+        "spare.tmp".to_owned()
+    }
+}
+
+/// Writes a spare segment: `len` bytes of zeros in `dir/name`, synced. The name needs no
+/// directory sync: [`activate_spare`] renames it and syncs the directory then.
+pub(crate) fn prepare_spare(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    len: u64,
+) -> Result<Arc<dyn FsFile>> {
+    let path = dir.join(name);
+    if fs.exists(&path).map_err(|e| WalError::io("stat", &path, e))? {
+        fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+    }
+    let file: Arc<dyn FsFile> =
+        Arc::from(fs.create(&path).map_err(|e| WalError::io("create", &path, e))?);
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", &path, e))?;
+        at += n as u64;
+    }
+    file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
+    Ok(file)
+}
+
+/// Makes the spare the segment `id`: its header written and synced (data only: the bytes
+/// were written before), then renamed to the segment's name and the directory synced. On
+/// failure the file is removed again (`undone` says whether that worked).
+pub(crate) fn activate_spare(
+    fs: &dyn Fs,
+    dir: &Path,
+    name: &str,
+    spare: Arc<dyn FsFile>,
+    id: SegmentId,
+) -> std::result::Result<Arc<dyn FsFile>, Box<CreateFailure>> {
+    let from = dir.join(name);
+    let to = dir.join(id.file_name());
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
+    let mut renamed = false;
+    let made = spare
+        .write_at(&header, 0)
+        .map_err(|e| WalError::io("write header", &from, e))
+        .and_then(|()| spare.sync_data().map_err(|e| WalError::io("sync", &from, e)))
+        .and_then(|()| fs.rename(&from, &to).map_err(|e| WalError::io("rename", &from, e)))
+        .and_then(|()| {
+            renamed = true;
+            fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)
+                .map_err(|e| WalError::io("crash point", crash_points::SEGMENT_BEFORE_DIR_SYNC, e))
+        })
+        .and_then(|()| fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)));
+    match made {
+        Ok(()) => Ok(spare),
+        Err(error) => {
+            let path = if renamed { &to } else { &from };
+            let undone = fs.remove_file(path).and_then(|()| fs.sync_dir(dir)).is_ok();
+            Err(Box::new(CreateFailure { error, undone }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

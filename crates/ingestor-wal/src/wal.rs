@@ -10,7 +10,7 @@ use ingestor_fs::{Fs, FsFile, OpenMode};
 
 use crate::error::{Result, WalError};
 use crate::inspect::FrameInfo;
-use crate::options::{SyncPolicy, WalOptions};
+use crate::options::{SegmentFill, SyncPolicy, WalOptions};
 use crate::reader::WalReader;
 use crate::recovery::{OnRecord, recover};
 use crate::report::RecoveryReport;
@@ -92,6 +92,7 @@ pub struct Ack {
 pub struct Wal {
     shared: Arc<Shared>,
     syncer: Option<JoinHandle<()>>,
+    preparer: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -179,6 +180,12 @@ impl Wal {
         ingestor_fs::create_dir_durably(&*fs, dir)
             .map_err(|e| WalError::io(e.op, &e.path, e.source))?;
         let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
+        // Spare segments a crash left behind (never part of the log).
+        let entries = fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))?;
+        for e in entries.iter().filter(|e| crate::segment::is_spare(&e.name)) {
+            let spare = dir.join(&e.name);
+            fs.remove_file(&spare).map_err(|e| WalError::io("remove", &spare, e))?;
+        }
         let recovered = recover(&*fs, dir, &options, replay_from, false, on_record)?;
         let mut report = recovered.report;
         let mut segments = recovered.segments;
@@ -191,6 +198,7 @@ impl Wal {
             offset,
             next_lsn,
             buf: Vec::new(),
+            zeroed: false,
             #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
         };
@@ -248,6 +256,11 @@ impl Wal {
             data_sync: Mutex::new(()),
             undo_generation: AtomicU64::new(0),
             wake: OnceLock::new(),
+            spare: Mutex::new(crate::writer::Spare {
+                name: crate::segment::spare_name(options.segment_fill == SegmentFill::Zeros),
+                ..crate::writer::Spare::default()
+            }),
+            spare_wanted: Condvar::new(),
             _lock: dir_lock,
         });
         Counters::add(&shared.counters.truncations, report.truncations.len() as u64);
@@ -257,7 +270,19 @@ impl Wal {
             SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
             SyncPolicy::Always | SyncPolicy::Os => None,
         };
-        Ok((Wal { shared, syncer }, report))
+        let preparer = match options.segment_fill {
+            SegmentFill::Zeros => {
+                let s = Arc::clone(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("ingestor-wal-spare".into())
+                        .spawn(move || s.prepare_spares())
+                        .map_err(|e| WalError::io("spawn spare thread", "ingestor-wal-spare", e))?,
+                )
+            }
+            _ => None,
+        };
+        Ok((Wal { shared, syncer, preparer }, report))
     }
 
     /// Appends one record; returns its LSN and the level it reached. Returns only after the
@@ -495,6 +520,12 @@ impl Wal {
             }
             let _ = handle.join();
         }
+        self.shared.drop_spare();
+        if let Some(handle) = self.preparer.take() {
+            let _ = handle.join();
+        }
+        // A spare the preparer finished after the stop flag was set is removed here.
+        self.shared.drop_spare();
         if self.shared.poisoned.get().is_some() {
             return self.shared.check_poisoned();
         }

@@ -10,8 +10,8 @@ use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, enco
 use ingestor_fs::{Fs, FsFile, FsLock};
 
 use crate::error::{Result, WalError};
-use crate::options::{SyncPolicy, WalOptions};
-use crate::segment::{SegmentId, create_segment};
+use crate::options::{SegmentFill, SyncPolicy, WalOptions};
+use crate::segment::{SegmentId, activate_spare, create_segment, prepare_spare};
 use crate::stats::{Counters, WalListener};
 use crate::sync::SyncMessage;
 use crate::wal::{Ack, AckLevel, crash_points};
@@ -77,6 +77,9 @@ pub(crate) struct Writer {
     pub(crate) offset: u64,
     pub(crate) next_lsn: Lsn,
     pub(crate) buf: Vec<u8>,
+    /// Whether the active segment was a zero-filled spare (else its space came from
+    /// `fallocate`, or a recovered segment's own).
+    pub(crate) zeroed: bool,
     /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
     /// written (acknowledged all the same).
     #[cfg(ingestor_deliberate_bugs)]
@@ -130,7 +133,21 @@ pub(crate) struct Shared {
     pub(crate) data_sync: Mutex<()>,
     /// Wakes the background syncer of [`SyncPolicy::Batch`].
     pub(crate) wake: OnceLock<Sender<SyncMessage>>,
+    /// The zero-filled spare segment (see [`SegmentFill`]).
+    pub(crate) spare: Mutex<Spare>,
+    /// Wakes the spare's preparer thread.
+    pub(crate) spare_wanted: Condvar,
     pub(crate) _lock: Box<dyn FsLock>,
+}
+
+/// The spare segment: prepared (zeros, synced) and waiting, or wanted.
+#[derive(Default)]
+pub(crate) struct Spare {
+    /// This log's spare file name (see `segment::spare_name`).
+    pub(crate) name: String,
+    pub(crate) ready: Option<Arc<dyn FsFile>>,
+    pub(crate) wanted: bool,
+    pub(crate) stop: bool,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves its data consistent
@@ -228,9 +245,21 @@ impl Shared {
         let last = Lsn(w.next_lsn.0 - 1);
         self.mark_durable(last);
         let id = SegmentId(w.next_lsn);
-        let file = self.create_segment(id)?;
+        let (name, spare) = {
+            let mut s = lock(&self.spare);
+            (s.name.clone(), s.ready.take())
+        };
+        let (file, zeroed) = match spare {
+            Some(spare) => (
+                activate_spare(&*self.fs, &self.dir, &name, spare, id)
+                    .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })?,
+                true,
+            ),
+            None => (self.create_segment(id)?, false),
+        };
         w.segment = id;
         w.file = file;
+        w.zeroed = zeroed;
         w.offset = SEGMENT_HEADER_LEN as u64;
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
@@ -316,7 +345,13 @@ impl Shared {
             return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
         }
         let header = SEGMENT_HEADER_LEN as u64;
-        if w.offset > header && w.offset + buf.len() as u64 > self.options.segment_bytes_max {
+        let full = w.offset + buf.len() as u64 > self.options.segment_bytes_max;
+        // A segment whose space came from fallocate is left for a zero-filled spare as soon
+        // as one is ready (asked for once it held 1 MiB, or half a segment: never a tiny
+        // segment).
+        let early =
+            !w.zeroed && w.offset >= self.spare_trigger(false) && lock(&self.spare).ready.is_some();
+        if w.offset > header && (full || early) {
             self.rotate(w)?;
             buf.clear();
             let durable = Lsn(self.durable.load(Ordering::Acquire));
@@ -362,6 +397,83 @@ impl Shared {
         Counters::add(&self.counters.records, next.0 - first.0);
         Counters::add(&self.counters.bytes_written, buf.len() as u64);
         self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
+        self.want_spare(w);
         Ok((first, last))
+    }
+
+    /// Asks for a zero-filled spare segment once the active one has taken enough records to
+    /// suggest the log grows: 1 MiB (or half a segment, if smaller) into a segment whose
+    /// space came from fallocate, half a segment into a zero-filled one.
+    fn want_spare(&self, w: &Writer) {
+        let fill = self.options.segment_fill;
+        if fill == SegmentFill::Allocate {
+            return;
+        }
+        if w.offset < self.spare_trigger(w.zeroed) {
+            return;
+        }
+        let mut spare = lock(&self.spare);
+        if spare.ready.is_some() || spare.wanted || spare.stop {
+            return;
+        }
+        if fill == SegmentFill::ZerosInline {
+            // Deterministic: here, under the write lock. A failure (no space) leaves no spare;
+            // the next rotation falls back to fallocate, and the next append asks again.
+            let len = self.options.segment_bytes_max;
+            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len).ok();
+        } else {
+            spare.wanted = true;
+            self.spare_wanted.notify_all();
+        }
+    }
+
+    /// How far into the active segment a spare is asked for: half a zero-filled segment, 1
+    /// MiB (or half, if smaller) of one whose space came from fallocate.
+    fn spare_trigger(&self, zeroed: bool) -> u64 {
+        let half = self.options.segment_bytes_max / 2;
+        if zeroed { half } else { half.min(1 << 20) }
+    }
+
+    /// The preparer thread of [`SegmentFill::Zeros`]: writes a spare whenever one is wanted,
+    /// until the log closes.
+    pub(crate) fn prepare_spares(&self) {
+        loop {
+            let name = {
+                let mut spare = lock(&self.spare);
+                while !spare.wanted && !spare.stop {
+                    spare = self
+                        .spare_wanted
+                        .wait(spare)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if spare.stop {
+                    return;
+                }
+                spare.name.clone()
+            };
+            let made = prepare_spare(&*self.fs, &self.dir, &name, self.options.segment_bytes_max);
+            let mut spare = lock(&self.spare);
+            spare.wanted = false;
+            if spare.stop {
+                if made.is_ok() {
+                    let _ = self.fs.remove_file(&self.dir.join(&name));
+                }
+                return;
+            }
+            // A failure (no space, an I/O error) leaves no spare: rotation falls back to
+            // fallocate, and the next append past the trigger asks again.
+            spare.ready = made.ok();
+        }
+    }
+
+    /// Stops the preparer and removes a spare that was not used (best effort: a spare left
+    /// behind is removed at the next open).
+    pub(crate) fn drop_spare(&self) {
+        let mut spare = lock(&self.spare);
+        spare.stop = true;
+        self.spare_wanted.notify_all();
+        if spare.ready.take().is_some() {
+            let _ = self.fs.remove_file(&self.dir.join(&spare.name));
+        }
     }
 }

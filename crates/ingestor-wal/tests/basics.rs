@@ -8,8 +8,13 @@ use std::sync::Arc;
 use common::{Disk, payload};
 use ingestor_wal::{AckLevel, Lsn, SegmentId, SyncPolicy, Wal, WalError, WalOptions};
 
+/// Small segments, the spares written inline: where segments begin is then the same in
+/// every run (a background spare arriving at a moment of its own would end a segment then).
 fn small(policy: SyncPolicy) -> WalOptions {
-    WalOptions::default().sync_policy(policy).segment_bytes_max(4096)
+    WalOptions::default()
+        .sync_policy(policy)
+        .segment_bytes_max(4096)
+        .segment_fill(ingestor_wal::SegmentFill::ZerosInline)
 }
 
 #[test]

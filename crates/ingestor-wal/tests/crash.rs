@@ -380,7 +380,12 @@ fn enospc_and_short_writes_leave_a_consistent_log_and_writing_resumes() {
 fn enospc_when_creating_a_segment_fails_the_append_and_rotation_retries() {
     let sim = SimFs::new(12);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());
-    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Os)).unwrap();
+    let (wal, _) = Wal::open(
+        Arc::clone(&fs),
+        Path::new(DIR),
+        options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::Allocate),
+    )
+    .unwrap();
     let mut n = 0u64;
     while wal.segments().len() == 1 {
         n += 1;

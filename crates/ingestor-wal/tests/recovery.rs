@@ -14,8 +14,14 @@ use ingestor_wal::{
     CorruptionAction, Lsn, QUARANTINE_DIR, RecoveryMode, SyncPolicy, Wal, WalError, WalOptions,
 };
 
+/// Small segments with their space from fallocate: where segments begin (which the damage
+/// these tests make, and the golden reports, depend on) is then the same in every run.
 fn options(policy: SyncPolicy, mode: RecoveryMode) -> WalOptions {
-    WalOptions::default().sync_policy(policy).segment_bytes_max(4096).recovery_mode(mode)
+    WalOptions::default()
+        .sync_policy(policy)
+        .segment_bytes_max(4096)
+        .recovery_mode(mode)
+        .segment_fill(ingestor_wal::SegmentFill::Allocate)
 }
 
 /// Writes `n` records of 100 bytes and closes the log.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ingestor_codec::Compression;
 use ingestor_memstore::MemstoreConfig;
 use ingestor_snapshot::SnapshotOptions;
-use ingestor_wal::{RecoveryMode, SyncPolicy, WalListener};
+use ingestor_wal::{RecoveryMode, SegmentFill, SyncPolicy, WalListener};
 
 use crate::error::Error;
 
@@ -72,6 +72,10 @@ pub struct Config {
     pub segment_bytes_max: u64,
     /// Compression tried on each logged batch. Default: none.
     pub wal_compression: Compression,
+    /// How new log segments get their space: zero-filled spares written ahead by a
+    /// background thread (so that syncs into them are data-only), or `fallocate`. Default:
+    /// [`SegmentFill::Zeros`].
+    pub segment_fill: SegmentFill,
     /// A snapshot is taken automatically once the log has grown by this many bytes since the
     /// last one. Default: 128 MiB.
     pub snapshot_bytes: u64,
@@ -124,6 +128,7 @@ impl Default for Config {
             recovery_mode: RecoveryMode::default(),
             segment_bytes_max: 128 << 20,
             wal_compression: Compression::None,
+            segment_fill: SegmentFill::default(),
             snapshot_bytes: 128 << 20,
             snapshot_interval: Some(Duration::from_secs(3600)),
             final_snapshot: FinalSnapshot::default(),
@@ -161,6 +166,8 @@ impl Config {
         segment_bytes_max: u64,
         /// Sets [`Config::wal_compression`].
         wal_compression: Compression,
+        /// Sets [`Config::segment_fill`].
+        segment_fill: SegmentFill,
         /// Sets [`Config::snapshot_bytes`].
         snapshot_bytes: u64,
         /// Sets [`Config::snapshot_interval`].
@@ -229,7 +236,8 @@ impl Config {
             .sync_policy(policy)
             .recovery_mode(self.recovery_mode)
             .segment_bytes_max(self.segment_bytes_max)
-            .compression(self.wal_compression);
+            .compression(self.wal_compression)
+            .segment_fill(self.segment_fill);
         match &self.wal_listener {
             Some(listener) => options.listener(Arc::clone(listener)),
             None => options,

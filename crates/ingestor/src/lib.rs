@@ -87,5 +87,6 @@ pub use ingestor_memstore::{
 };
 pub use ingestor_snapshot::{SnapshotCompression, SnapshotInfo, SnapshotOptions};
 pub use ingestor_wal::{
-    AckLevel, RecoveryMode, RecoveryReport, SegmentId, SyncPolicy, WalError, WalListener,
+    AckLevel, RecoveryMode, RecoveryReport, SegmentFill, SegmentId, SyncPolicy, WalError,
+    WalListener,
 };

@@ -16,8 +16,8 @@ use std::time::Instant;
 use std::sync::{Arc, Mutex};
 
 use ingestor::{
-    AckLevel, Config, Error, FinalSnapshot, Fs, Ingestor, RecoveryMode, SimFs, SnapshotOptions,
-    Update,
+    AckLevel, Config, Error, FinalSnapshot, Fs, Ingestor, RecoveryMode, SegmentFill, SimFs,
+    SnapshotOptions, Update,
 };
 use ingestor_fs::{CrashPolicy, Fault, FaultKind, OpKind};
 use ingestor_wal::WalError;
@@ -87,6 +87,9 @@ fn config(policy: Policy, keep: usize) -> Config {
     Config::default()
         .sync_policy(policy.sync_policy())
         .segment_bytes_max(4096)
+        // Spare segments written by the appending thread: deterministic, and their writes
+        // are among the operations a power cut can land on.
+        .segment_fill(SegmentFill::ZerosInline)
         .snapshot_bytes(1 << 40)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never)
