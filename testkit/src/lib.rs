@@ -1,0 +1,22 @@
+//! Test helpers shared by the tests of the ingestor workspace and its crash test (`xtask`),
+//! so that each is written once. Not published: crates take it as a path-only
+//! dev-dependency (`ingestor-testkit.workspace = true` under `[dev-dependencies]`), which
+//! `cargo package` strips.
+//!
+//! - [`Rng`]: a seeded xorshift64 generator, so that a seeded test reproduces.
+//! - [`model`]: an independent reference model of the metric semantics (counters, gauges,
+//!   histograms, deletes), over its own small types, that a test feeds with what it ingested
+//!   and compares with what the engine holds.
+//! - `receiver` (feature `receiver`): a fake Prometheus remote-write receiver on a loopback
+//!   port, answering from a script and recording every request.
+//!
+//! The crate depends on no crate of the workspace except through an optional feature (the
+//! receiver decodes with `ingestor-protocols`), so that any crate, even `ingestor-codec`, can
+//! use it without a dependency cycle.
+
+pub mod model;
+#[cfg(feature = "receiver")]
+pub mod receiver;
+mod rng;
+
+pub use rng::Rng;
