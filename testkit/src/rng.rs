@@ -37,9 +37,10 @@ impl Rng {
         (self.next_u64() % len as u64) as usize
     }
 
-    /// One of `items`, uniformly (one step). Panics if `items` is empty.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.index(items.len())]
+    /// One of `items`, uniformly (one step: `items[index(items.len())]`). Panics if `items`
+    /// is empty.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.index(items.len())]
     }
 
     /// True with probability `percent` in 100 (`below(100) < percent`).
@@ -85,7 +86,7 @@ mod tests {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
         assert_eq!(a.below(10), b.next_u64() % 10);
         assert_eq!(a.index(3), (b.next_u64() % 3) as usize);
-        assert_eq!(*a.pick(&[1, 2, 3, 4, 5]), [1, 2, 3, 4, 5][(b.next_u64() % 5) as usize]);
+        assert_eq!(a.pick(&[1, 2, 3, 4, 5]), [1, 2, 3, 4, 5][(b.next_u64() % 5) as usize]);
         assert_eq!(a.chance(30), b.next_u64() % 100 < 30);
     }
 }

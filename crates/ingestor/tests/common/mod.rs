@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use ingestor::{Op, SeriesKey, SeriesState, Timestamp, Update};
+use ingestor_testkit::Rng;
 
 /// What a series looks like to the oracle: its kind and the numbers that matter.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,20 +91,17 @@ pub fn observed(db: &ingestor::Ingestor) -> Model {
 /// A deterministic workload: batches over a fixed set of series, each series one kind,
 /// with integral values (so float sums are exact in any order).
 pub struct Workload {
-    state: u64,
+    rng: Rng,
     pub series: usize,
 }
 
 impl Workload {
     pub fn new(seed: u64, series: usize) -> Self {
-        Workload { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, series }
+        Workload { rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), series }
     }
 
     fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
+        self.rng.next_u64()
     }
 
     pub fn key(i: usize) -> SeriesKey {
