@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use ingestor::{AckLevel, Config, FinalSnapshot, Fs, Ingestor, SnapshotOptions, StdFs};
 use ingestor_fs::{DirEntry, FsFile, FsLock, OpenMode};
 
-use super::oracle::{History, Invariant, Model, Violation};
+use super::oracle::{EngineModel, History, Invariant, Model, Violation};
 use super::workload::{self, Rng};
 use super::{Failure, Options, Policy, Report};
 

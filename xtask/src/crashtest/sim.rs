@@ -22,7 +22,7 @@ use ingestor::{
 use ingestor_fs::{CrashPolicy, Fault, FaultKind, OpKind};
 use ingestor_wal::WalError;
 
-use super::oracle::{History, Invariant, Model, Violation};
+use super::oracle::{EngineModel, History, Invariant, Model, Violation};
 use super::sched::{At, OpTrace, Sched, SchedFs};
 use super::workload::{self, Rng};
 use super::{Breakage, Failure, FaultClass, Options, Policy, Report};
