@@ -9,11 +9,15 @@
 //!   and compares with what the engine holds.
 //! - `receiver` (feature `receiver`): a fake Prometheus remote-write receiver on a loopback
 //!   port, answering from a script and recording every request.
+//! - `fs` (feature `fs`): a file system wrapping another and handing each crash-point
+//!   announcement to a hook of the test's first.
 //!
-//! The crate depends on no crate of the workspace except through an optional feature (the
-//! receiver decodes with `ingestor-protocols`), so that any crate, even `ingestor-codec`, can
-//! use it without a dependency cycle.
+//! The crate depends on no crate of the workspace except through optional features (the
+//! receiver decodes with `ingestor-protocols`, the wrapper implements `ingestor-fs`'s `Fs`),
+//! so that any crate, even `ingestor-codec`, can use it without a dependency cycle.
 
+#[cfg(feature = "fs")]
+pub mod fs;
 pub mod model;
 #[cfg(feature = "receiver")]
 pub mod receiver;

@@ -28,8 +28,8 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
     const FORWARD: &str = "ingestor-forward";
     Some(match package {
         // Optional dependencies only (checked in `violations`): the receiver decodes with
-        // the protocols.
-        TESTKIT => Some(&[PROTOCOLS]),
+        // the protocols, the crash-point hooking file system wraps `Fs`.
+        TESTKIT => Some(&[FS, PROTOCOLS]),
         "ingestor-codec" | "ingestor-fs" => Some(&[]),
         "ingestor-wal" => Some(&[CODEC, FS]),
         "ingestor-memstore" => Some(&[CODEC]),
