@@ -1,11 +1,18 @@
 //! The layering rule of `docs/design.md` ("The layering"), enforced from `cargo metadata`:
 //! which crate of ours may depend on which. No arrow points up or sideways. The table there
 //! and `allowed` below change together.
+//!
+//! The test helpers (`ingestor-testkit`) sit beside the stack: any crate may take them as a
+//! dev-dependency (never a normal or build one), and they depend on a crate of ours only
+//! through an optional feature, so that no crate's tests make a cycle by default.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use serde_json::Value;
+
+/// The test helpers: a dev-dependency of any crate.
+const TESTKIT: &str = "ingestor-testkit";
 
 /// For each library crate of ours, the crates of ours it may depend on (any dependency kind:
 /// normal, build or dev). `None` marks a crate free to depend on anything (tooling).
@@ -20,6 +27,9 @@ pub(crate) fn allowed(package: &str) -> Option<Option<&'static [&'static str]>> 
     const SERVER: &str = "ingestor-server";
     const FORWARD: &str = "ingestor-forward";
     Some(match package {
+        // Optional dependencies only (checked in `violations`): the receiver decodes with
+        // the protocols, the crash-point hooking file system wraps `Fs`.
+        TESTKIT => Some(&[FS, PROTOCOLS]),
         "ingestor-codec" | "ingestor-fs" => Some(&[]),
         "ingestor-wal" => Some(&[CODEC, FS]),
         "ingestor-memstore" => Some(&[CODEC]),
@@ -56,9 +66,24 @@ pub(crate) fn violations(metadata: &Value) -> Vec<String> {
         let mut seen = BTreeMap::new();
         for dep in package["dependencies"].as_array().into_iter().flatten() {
             let dep_name = dep["name"].as_str().unwrap_or("?");
+            let kind = dep["kind"].as_str().unwrap_or("normal");
+            if dep_name == TESTKIT && ours.contains(dep_name) {
+                if kind != "dev" {
+                    out.push(format!(
+                        "{name} depends on {TESTKIT} ({kind} dependency): the test helpers may \
+                         only be a dev-dependency"
+                    ));
+                }
+                continue;
+            }
             if ours.contains(dep_name) && !rule.contains(&dep_name) {
-                let kind = dep["kind"].as_str().unwrap_or("normal");
                 seen.entry(dep_name.to_string()).or_insert(kind.to_string());
+            } else if name == TESTKIT && ours.contains(dep_name) && dep["optional"] != true {
+                out.push(format!(
+                    "{TESTKIT} depends on {dep_name} unconditionally: the test helpers may \
+                     depend on a crate of ours only through an optional feature, or a crate \
+                     below it could not use them without a cycle"
+                ));
             }
         }
         for (dep, kind) in seen {
@@ -125,6 +150,29 @@ mod tests {
             "{}",
             found[1]
         );
+    }
+
+    #[test]
+    fn the_testkit_is_a_dev_dependency_of_anyone_and_depends_on_ours_only_optionally() {
+        let optional = |name: &str| json!({ "name": name, "kind": null, "optional": true });
+        let metadata = json!({ "packages": [
+            package("ingestor-codec", &[("ingestor-testkit", Some("dev"))]),
+            package("ingestor-fs", &[("ingestor-testkit", None)]),
+            package("ingestor-protocols", &[("ingestor-codec", None)]),
+            { "name": "ingestor-testkit", "dependencies": [optional("ingestor-protocols")] },
+        ]});
+        let found = violations(&metadata);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].starts_with("ingestor-fs depends on ingestor-testkit (normal"));
+        let metadata = json!({ "packages": [
+            package("ingestor-protocols", &[]),
+            package("ingestor-wal", &[]),
+            package("ingestor-testkit", &[("ingestor-protocols", None), ("ingestor-wal", None)]),
+        ]});
+        let found = violations(&metadata);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(found[0].contains("unconditionally"), "{}", found[0]);
+        assert!(found[1].starts_with("ingestor-testkit depends on ingestor-wal"), "{}", found[1]);
     }
 
     #[test]

@@ -11,20 +11,15 @@ use ingestor_codec::{
     BatchReader, Compression, Lsn, Op, Point, Record, SeriesId, Timestamp, decode_frame,
     decode_record, encode_record,
 };
+use ingestor_testkit::Rng;
 
 /// The standard mix: 50% gauge sets, 40% counter adds, 10% histogram observations, one point
 /// per series, timestamps a few ms apart, values as a scrape would give them.
 fn batch() -> Vec<Point> {
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     (0..1000u32)
         .map(|i| {
-            let r = rand();
+            let r = rng.next_u64();
             let op = match r % 10 {
                 0..=4 => Op::GaugeSet((r >> 20) as f64 / 1000.0),
                 5..=8 => Op::CounterAdd(((r >> 40) % 100) as f64),

@@ -442,15 +442,8 @@ mod tests {
     #[test]
     fn compression_is_used_only_when_it_shrinks() {
         let compressible = vec![7u8; 4096];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let incompressible: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8
-            })
-            .collect();
+        let mut rng = ingestor_testkit::Rng::new(0x9e37_79b9_7f4a_7c15);
+        let incompressible: Vec<u8> = (0..4096).map(|_| (rng.next_u64() >> 56) as u8).collect();
         for compression in [Compression::Lz4, Compression::Zstd { level: 3 }] {
             let mut out = Vec::new();
             encode_frame(Lsn(7), 1, &compressible, compression, &mut out).unwrap();

@@ -3,131 +3,37 @@
 //! changed after the last flush marker in the first flush after a crash, and both budget
 //! policies.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingestor::{Config, FinalSnapshot, Ingestor, Lsn, Op, SeriesKey, StdFs, Timestamp, Update};
 use ingestor_forward::{BudgetPolicy, Destination, ForwardConfig, Forwarder, cursor};
-use ingestor_protocols::remote_write::{self, Version};
+use ingestor_testkit::receiver::{Receiver, Version};
 
-/// What the receiver got: each request's series as `name{labels} value @ts`, and the status
-/// it answered.
-#[derive(Debug, Default)]
-struct Log {
-    requests: Vec<(Vec<String>, u16)>,
-}
-
-/// Scripted answers: a status and an optional `Retry-After`.
-type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
-
-/// A remote-write receiver answering from a script (then 204), or 503 to everything while
-/// `down`.
-#[derive(Clone)]
-struct Receiver {
-    url: String,
-    script: Script,
-    down: Arc<Mutex<bool>>,
-    /// Whether 2.0 answers carry the written-count header (a 2.0 receiver), or not (a
-    /// 1.0-only receiver that took the body for something else).
-    speaks_v2: Arc<Mutex<bool>>,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
-        let r = Receiver {
-            url,
-            script: Arc::default(),
-            down: Arc::default(),
-            speaks_v2: Arc::new(Mutex::new(true)),
-            log: Arc::default(),
-        };
-        let me = r.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let me = me.clone();
-                std::thread::spawn(move || me.serve(stream));
-            }
-        });
-        r
-    }
-
-    fn serve(&self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut out = stream;
-        loop {
-            let mut len = 0usize;
-            let mut v2 = false;
-            let mut line = String::new();
-            let mut first = true;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                if first {
-                    first = false;
-                    continue;
-                }
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if k.eq_ignore_ascii_case("content-type") {
-                        v2 = v.contains("io.prometheus.write.v2.Request");
-                    }
-                }
-            }
-            let mut body = vec![0u8; len];
-            reader.read_exact(&mut body).unwrap();
-            let (status, retry_after) = if *self.down.lock().unwrap() {
-                (503, None)
-            } else {
-                self.script.lock().unwrap().pop_front().unwrap_or((204, None))
-            };
-            let version = if v2 { Version::V2 } else { Version::V1 };
-            let request = remote_write::decode(&body, version, 1 << 26).unwrap();
-            let written: usize = request.series.iter().map(|s| s.samples.len()).sum();
-            let series = request
+/// What the receiver got: each request's series as `name{labels} value @ts` (with its
+/// metric type under 2.0), and the status it answered.
+fn answered(rx: &Receiver) -> Vec<(Vec<String>, u16)> {
+    rx.requests()
+        .into_iter()
+        .map(|r| {
+            let series = r
                 .series
                 .iter()
                 .map(|s| {
                     let labels: Vec<String> =
                         s.labels.iter().map(|(n, v)| format!("{n}={v}")).collect();
-                    let kind = if v2 { format!(" {:?}", s.metric_type) } else { String::new() };
+                    let kind = if r.version == Version::V2 {
+                        format!(" {:?}", s.metric_type)
+                    } else {
+                        String::new()
+                    };
                     format!("{} {:?}{kind}", labels.join(","), s.samples)
                 })
                 .collect();
-            self.log.lock().unwrap().requests.push((series, status));
-            let reason = if status == 400 { "out of bounds sample" } else { "" };
-            let mut extra =
-                retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
-            if v2 && *self.speaks_v2.lock().unwrap() {
-                extra
-                    .push_str(&format!("X-Prometheus-Remote-Write-Samples-Written: {written}\r\n"));
-            }
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}\r\n{reason}",
-                reason.len()
-            );
-            let _ = out.write_all(answer.as_bytes());
-        }
-    }
-
-    fn requests(&self) -> Vec<(Vec<String>, u16)> {
-        self.log.lock().unwrap().requests.clone()
-    }
+            (series, r.status)
+        })
+        .collect()
 }
 
 fn config(url: &str) -> ForwardConfig {
@@ -175,16 +81,16 @@ fn line(name: &str, v: f64, ts: i64) -> String {
 #[test]
 fn in_order_with_retries_and_drops() {
     let rx = Receiver::start();
-    rx.script.lock().unwrap().extend([(503, None), (400, None), (429, Some("0")), (500, None)]);
+    rx.script([(503, None), (400, None), (429, Some("0")), (500, None)]);
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     for (i, name) in ["a", "b", "c"].iter().enumerate() {
         gauge(&db, name, 1_000 + i as i64, i as f64);
         assert_eq!(f.flush().unwrap(), 1);
     }
     wait_until("three requests settled", || f.stats()[0].pending_requests == 0);
-    let got = rx.requests();
+    let got = answered(&rx);
     let statuses: Vec<u16> = got.iter().map(|r| r.1).collect();
     // a: 503, retried, 400: dropped; b: 429 (Retry-After 0), 500, then sent; c: sent.
     assert_eq!(statuses, [503, 400, 429, 500, 204, 204]);
@@ -213,10 +119,10 @@ fn in_order_with_retries_and_drops() {
 #[test]
 fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
     let rx = Receiver::start();
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     gauge(&db, "a", 1_000, 1.0);
     f.flush().unwrap();
     gauge(&db, "b", 1_001, 2.0);
@@ -224,19 +130,19 @@ fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
     // Changed after the last flush, then a "crash": no last flush.
     gauge(&db, "c", 1_002, 3.0);
     gauge(&db, "a", 1_003, 4.0);
-    wait_until("a is being retried", || !rx.requests().is_empty());
+    wait_until("a is being retried", || !answered(&rx).is_empty());
     f.stop_now();
     drop(f);
     drop(db);
 
-    *rx.down.lock().unwrap() = false;
+    rx.set_down(false);
     let db = open(dir.path());
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     // The first flush after the restart takes every series changed after the last marker.
     assert_eq!(f.flush().unwrap(), 2, "c and the new a");
     wait_until("everything sent", || f.stats()[0].pending_requests == 0);
     let sent: Vec<Vec<String>> =
-        rx.requests().into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
+        answered(&rx).into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
     assert_eq!(
         sent,
         [
@@ -250,11 +156,11 @@ fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
     drop(db);
 
     // A clean restart sends nothing again.
-    let before = rx.requests().len();
+    let before = answered(&rx).len();
     let db = open(dir.path());
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(rx.requests().len(), before, "nothing resent after a clean stop");
+    assert_eq!(answered(&rx).len(), before, "nothing resent after a clean stop");
     assert_eq!(f.stats()[0].pending_requests, 0);
     f.stop();
     drop(f);
@@ -269,10 +175,10 @@ fn a_restart_resumes_at_the_cursor_and_a_crash_loses_no_change() {
 #[test]
 fn block_refuses_and_drop_oldest_drops_exactly() {
     let rx = Receiver::start();
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut c = config(&rx.url);
+    let mut c = config(rx.url());
     c.budget_bytes = 1;
     let f = start(&db, dir.path(), c.clone());
     assert_eq!(f.blocked(), None);
@@ -297,13 +203,13 @@ fn block_refuses_and_drop_oldest_drops_exactly() {
     f.flush().unwrap();
     // Dropped while the receiver is still down (checked before every attempt).
     wait_until("the two oldest dropped", || f.stats()[0].samples_dropped_budget == 2);
-    *rx.down.lock().unwrap() = false;
+    rx.set_down(false);
     wait_until("settled", || f.stats()[0].pending_requests == 0);
     let s = &f.stats()[0];
     assert_eq!(s.samples_dropped_budget, 2, "{s:?}");
     assert_eq!(f.blocked(), None, "drop_oldest never blocks");
     let sent: Vec<Vec<String>> =
-        rx.requests().into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
+        answered(&rx).into_iter().filter(|r| r.1 == 204).map(|r| r.0).collect();
     assert_eq!(sent, [vec![line("c", 3.0, 1_002)]]);
     f.stop();
 }
@@ -313,15 +219,15 @@ fn remote_write_2_per_destination_with_types_and_written_counts() {
     let rx = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut c = config(&rx.url);
-    c.destinations = vec![Destination::new("rx2", &rx.url).unwrap().remote_write_v2()];
+    let mut c = config(rx.url());
+    c.destinations = vec![Destination::new("rx2", rx.url()).unwrap().remote_write_v2()];
     let f = start(&db, dir.path(), c);
     let key = SeriesKey::new("jobs", [("job", "t")]).unwrap();
     db.ingest(&[Update::new(key, Timestamp(5), Op::CounterAdd(3.0)).unwrap()]).unwrap();
     gauge(&db, "temp", 6, 1.5);
     f.flush().unwrap();
     wait_until("sent", || f.stats()[0].pending_requests == 0);
-    let got = rx.requests();
+    let got = answered(&rx);
     assert_eq!(got.len(), 1);
     // 2.0 carries each series' type inline (from the 1.0 request's metadata).
     assert_eq!(
@@ -334,7 +240,7 @@ fn remote_write_2_per_destination_with_types_and_written_counts() {
     assert_eq!((f.stats()[0].samples_sent, f.stats()[0].samples_dropped_rejected), (2, 0));
     // A receiver that answers 2xx without the written count did not take 2.0: counted as
     // not written, with the reason.
-    *rx.speaks_v2.lock().unwrap() = false;
+    rx.set_speaks_v2(false);
     gauge(&db, "temp", 7, 2.5);
     f.flush().unwrap();
     wait_until("sent", || f.stats()[0].pending_requests == 0);
@@ -349,7 +255,7 @@ fn sent_segments_are_deleted_and_the_last_marker_kept() {
     let rx = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     // Enough requests to fill several 4 KiB segments.
     for round in 0..40 {
         for i in 0..10 {
@@ -373,16 +279,16 @@ fn sent_segments_are_deleted_and_the_last_marker_kept() {
     assert!(r.lsns.0 > Lsn(1), "the first segments are gone: {r:?}");
     assert_eq!(r.destinations[0].3, 0, "nothing waits");
     // The last marker survived the deletion: a restart flushes nothing again.
-    let f = start(&db, dir.path(), config(&rx.url));
+    let f = start(&db, dir.path(), config(rx.url()));
     assert_eq!(f.flush().unwrap(), 0);
     f.stop();
-    assert_eq!(rx.requests().iter().filter(|r| r.1 == 204).count(), 40);
+    assert_eq!(answered(&rx).iter().filter(|r| r.1 == 204).count(), 40);
 }
 
 /// Every sample the receiver answered 204 for, by series (labels), in arrival order.
 fn arrived(rx: &Receiver) -> std::collections::BTreeMap<String, Vec<i64>> {
     let mut by_series: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
-    for (series, status) in rx.requests() {
+    for (series, status) in answered(rx) {
         if status != 204 {
             continue;
         }
@@ -408,11 +314,11 @@ fn cursor_files(outbox: &Path) -> Vec<String> {
 #[test]
 fn shards_keep_each_series_in_order_and_a_new_count_waits_for_the_backlog() {
     let rx = Receiver::start();
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox");
     let db = open(dir.path());
-    let mut c = config(&rx.url);
+    let mut c = config(rx.url());
     let series: Vec<String> = (0..24).map(|i| format!("s{i}")).collect();
     let mut ts = 1_000;
     // Three runs configured with 4, then 2, then 3 shards, the receiver down during the
@@ -430,7 +336,7 @@ fn shards_keep_each_series_in_order_and_a_new_count_waits_for_the_backlog() {
             assert_eq!(f.flush().unwrap(), series.len());
         }
         if run == 2 {
-            *rx.down.lock().unwrap() = false;
+            rx.set_down(false);
             wait_until("everything sent", || f.stats()[0].pending_requests == 0);
         }
         f.stop_now();
@@ -464,10 +370,10 @@ fn a_shard_resumes_at_its_own_cursor_and_a_removed_one_sends_its_shard_again() {
     // only shard 1's requests go. Then shard 1's file is removed (as an operator does with a
     // damaged one): its requests go again, none of shard 0's.
     let rx = Receiver::start();
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut c = config(&rx.url);
+    let mut c = config(rx.url());
     c.shards = 2;
     c.max_samples_per_request = 2;
     let f = start(&db, dir.path(), c.clone());
@@ -488,13 +394,13 @@ fn a_shard_resumes_at_its_own_cursor_and_a_removed_one_sends_its_shard_again() {
     moved[..cursor::SLOT_LEN].copy_from_slice(&cursor::encode_slot(9, report.lsns.1, 2));
     std::fs::write(outbox.join("cursor-rx"), moved).unwrap();
 
-    *rx.down.lock().unwrap() = false;
+    rx.set_down(false);
     c.shards = 3;
     let f = start(&db, dir.path(), c.clone());
     assert_eq!(f.stats()[0].shards, 2, "requests wait: the count stays");
     wait_until("sent", || f.stats()[0].pending_requests == 0);
     let sent = |rx: &Receiver| -> u64 {
-        rx.requests().iter().filter(|r| r.1 == 204).map(|r| r.0.len() as u64).sum()
+        answered(rx).iter().filter(|r| r.1 == 204).map(|r| r.0.len() as u64).sum()
     };
     assert_eq!(sent(&rx), shard1, "only the requests of the shard that had not sent them");
     assert_eq!(f.stats()[0].samples_sent, shard1);
@@ -515,10 +421,10 @@ fn drop_oldest_with_shards_drops_only_the_oldest_requests() {
     // requests: of twelve waiting, the oldest go (whichever shard holds them), exactly as
     // many as the budget needs, and the newest three are delivered once it is back.
     let rx = Receiver::start();
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path());
-    let mut c = config(&rx.url);
+    let mut c = config(rx.url());
     c.shards = 4;
     c.max_samples_per_request = 1;
     let f = start(&db, dir.path(), c.clone());
@@ -528,12 +434,12 @@ fn drop_oldest_with_shards_drops_only_the_oldest_requests() {
     f.stop_now();
     drop(f);
     // The probe's request is sent (and gone) before the real ones.
-    *rx.down.lock().unwrap() = false;
+    rx.set_down(false);
     let f = start(&db, dir.path(), c.clone());
     wait_until("probe sent", || f.stats()[0].pending_requests == 0);
     f.stop_now();
     drop(f);
-    *rx.down.lock().unwrap() = true;
+    rx.set_down(true);
     c.budget_policy = BudgetPolicy::DropOldest;
     c.budget_bytes = 3 * one + one / 2;
     let f = start(&db, dir.path(), c);
@@ -542,7 +448,7 @@ fn drop_oldest_with_shards_drops_only_the_oldest_requests() {
         f.flush().unwrap();
     }
     wait_until("nine dropped", || f.stats()[0].samples_dropped_budget >= 9);
-    *rx.down.lock().unwrap() = false;
+    rx.set_down(false);
     wait_until("settled", || f.stats()[0].pending_requests == 0);
     let s = &f.stats()[0];
     // This run's figures: the probe went with the run before.

@@ -430,12 +430,9 @@ mod tests {
 
     #[test]
     fn format_value_round_trips() {
-        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        let mut rng = ingestor_testkit::Rng::new(0x0123_4567_89ab_cdef);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let v = f64::from_bits(x);
+            let v = f64::from_bits(rng.next_u64());
             let text = format_value(v);
             if v.is_finite() && v != 0.0 {
                 assert_eq!(text.parse::<f64>().ok(), Some(v), "{text}");

@@ -648,6 +648,7 @@ mod tests {
     }
 
     use MatchOp::{Equal, NotEqual, NotRegex, Regex as Re};
+    use ingestor_testkit::Rng;
 
     #[test]
     fn parses_valid_selectors() {
@@ -872,26 +873,6 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator, so the round-trip and no-panic tests need no crate.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
-    }
-
     #[test]
     fn display_round_trips_generated_selectors() {
         let labels = ["a", "b", "__name__", "_x", "le"];
@@ -909,13 +890,13 @@ mod tests {
             "x|",
         ];
         let ops = [Equal, NotEqual, Re, NotRegex];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut checked = 0;
         for _ in 0..2000 {
-            let n = 1 + rng.below(4);
+            let n = 1 + rng.index(4);
             let matchers: Vec<Matcher> = (0..n)
                 .filter_map(|_| {
-                    Matcher::new(rng.pick(&labels), ops[rng.below(4)], rng.pick(&values)).ok()
+                    Matcher::new(rng.pick(&labels), ops[rng.index(4)], rng.pick(&values)).ok()
                 })
                 .collect();
             let Ok(s) = Selector::new(matchers) else { continue };
@@ -934,9 +915,9 @@ mod tests {
             "foo", "{", "}", ",", "=", "!", "~", "=~", "!=", "\"", "'", "`", "\\", "\\x", "\\u",
             "\\U00", "a", "__name__", " ", "\n", "é", "😀", "(", ")", ".*", "0", "7", "ff", ":",
         ];
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         for _ in 0..20_000 {
-            let n = rng.below(12);
+            let n = rng.index(12);
             let text: String = (0..n).map(|_| rng.pick(&pieces)).collect();
             match Selector::parse(&text) {
                 Ok(s) => assert_eq!(parse(&s.to_string()), s, "{text:?}"),

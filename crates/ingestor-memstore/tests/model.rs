@@ -8,6 +8,7 @@ use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, SeriesKey, Timestamp}
 use ingestor_memstore::{
     DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState, SlotPoint,
 };
+use ingestor_testkit::Rng;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Model {
@@ -22,19 +23,6 @@ fn model_of(s: &HistogramSample) -> Model {
         buckets: s.buckets.to_vec(),
         count: s.buckets.iter().sum(),
         sum: s.sum,
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -118,7 +106,7 @@ fn observed(state: &SeriesState) -> Model {
 fn run(seed: u64) {
     let store = Memstore::new(MemstoreConfig::default()).unwrap();
     let mut model: BTreeMap<SeriesKey, Model> = BTreeMap::new();
-    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     for lsn in 1..=300u64 {
         let n = 1 + rng.below(12);
         let mut batch = Vec::new();

@@ -519,13 +519,8 @@ mod tests {
         };
         let e = decode(&bad_ref, Version::V2, 1 << 20).unwrap_err();
         assert!(e.to_string().contains("symbol reference 7"), "{e}");
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = ingestor_testkit::Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         for round in 0..20_000 {
             let len = (next() % 64) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();

@@ -562,13 +562,8 @@ mod tests {
 
     #[test]
     fn the_view_agrees_with_the_prost_decoder_on_every_input() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = ingestor_testkit::Rng::new(0x2545_f491_4f6c_dd1d);
+        let mut next = move || rng.next_u64();
         let words = ["__name__", "up", "job", "", "a b", "é", "le", "0.5"];
         for round in 0..5_000 {
             let series: Vec<Series> = (0..next() % 4)

@@ -726,41 +726,30 @@ mod tests {
         assert_eq!(h.verify(&bad).unwrap_err().at, 8);
     }
 
-    /// Small deterministic generator.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
-
     #[test]
     fn no_input_makes_the_chunk_decoder_panic() {
         let raw = encode(&sample());
-        let mut rng = Rng(0x5eed);
+        let mut rng = ingestor_testkit::Rng::new(0x5eed);
         for round in 0..20_000 {
             let mut bytes = raw.clone();
             match round % 4 {
                 0 => {
-                    let i = rng.next() as usize % bytes.len();
-                    bytes[i] ^= 1 << (rng.next() % 8);
+                    let i = rng.next_u64() as usize % bytes.len();
+                    bytes[i] ^= 1 << (rng.next_u64() % 8);
                 }
-                1 => bytes.truncate(rng.next() as usize % bytes.len()),
+                1 => bytes.truncate(rng.next_u64() as usize % bytes.len()),
                 2 => {
-                    let i = rng.next() as usize % bytes.len();
-                    bytes[i] = rng.next() as u8;
-                    let j = rng.next() as usize % bytes.len();
+                    let i = rng.next_u64() as usize % bytes.len();
+                    bytes[i] = rng.next_u64() as u8;
+                    let j = rng.next_u64() as usize % bytes.len();
                     bytes[j] = 0xff;
                 }
-                _ => bytes = (0..rng.next() % 64).map(|_| rng.next() as u8).collect(),
+                _ => bytes = (0..rng.next_u64() % 64).map(|_| rng.next_u64() as u8).collect(),
             }
             let _ = decode(&bytes);
             let mut header = [0u8; SNAPSHOT_HEADER_LEN];
             for b in &mut header {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             let _ = Header::decode(&header);
         }

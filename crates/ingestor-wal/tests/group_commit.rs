@@ -8,7 +8,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingestor_fs::{DirEntry, Fs, FsFile, FsLock, OpenMode, SimFs};
+use ingestor_fs::{Fs, SimFs};
+use ingestor_testkit::fs::{Hook, HookFs};
 use ingestor_wal::{AckLevel, Lsn, SyncPolicy, Wal, WalOptions, crash_points};
 
 const DIR: &str = "/db/wal";
@@ -30,44 +31,16 @@ fn a_power_cut_at_sync_after_leaves_the_durable_point_where_it_was() {
     assert_eq!(wal.durable_lsn(), first.last);
 }
 
-/// The simulated disk, holding the first sync leader at `wal.sync.before` until released,
-/// and recording every announcement.
+/// Holds the first sync leader at `wal.sync.before` until released, and records every
+/// announcement (over the simulated disk, in a [`HookFs`]).
 #[derive(Debug)]
-struct GateFs {
-    inner: SimFs,
+struct Gate {
     seen: Mutex<Vec<&'static str>>,
     /// Told when the leader is held; waited on to release it.
     held: Mutex<Option<(Sender<()>, Receiver<()>)>>,
 }
 
-impl Fs for GateFs {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.create(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.open(path, mode)
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
-        self.inner.read_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
-        self.inner.lock_dir(path)
-    }
+impl Hook for Gate {
     fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
         self.seen.lock().unwrap().push(name);
         if name == crash_points::SYNC_BEFORE {
@@ -77,7 +50,7 @@ impl Fs for GateFs {
                 release.recv_timeout(Duration::from_secs(10)).expect("released");
             }
         }
-        self.inner.crash_point(name)
+        Ok(())
     }
 }
 
@@ -85,11 +58,10 @@ impl Fs for GateFs {
 fn a_writer_that_finds_a_sync_running_announces_its_wait_and_is_not_claimed_by_it() {
     let (told_tx, told_rx) = channel();
     let (release_tx, release_rx) = channel();
-    let gate = Arc::new(GateFs {
-        inner: SimFs::new(5),
-        seen: Mutex::new(Vec::new()),
-        held: Mutex::new(None),
-    });
+    let gate = Arc::new(HookFs::new(
+        Arc::new(SimFs::new(5)),
+        Gate { seen: Mutex::new(Vec::new()), held: Mutex::new(None) },
+    ));
     let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
     let (wal, _) = Wal::open(fs, Path::new(DIR), options()).expect("open");
     let wal = Arc::new(wal);

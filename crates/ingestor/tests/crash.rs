@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Model, Workload, observed};
+use common::{Apply, Model, Workload, observed};
 use ingestor::{AckLevel, Config, FinalSnapshot, Fs, Ingestor, SimFs, SnapshotOptions, SyncPolicy};
 use ingestor_fs::CrashPolicy;
 

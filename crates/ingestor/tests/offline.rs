@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{Model, Workload, observed};
+use common::{Apply, Model, Workload, observed};
 use ingestor::offline::{self, Record, RecordType};
 use ingestor::{
     Config, Error, FinalSnapshot, Fs, Ingestor, Lsn, Op, RecoveryMode, SeriesKey, SimFs,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Model, Workload, observed};
+use common::{Apply, Model, Workload, observed};
 use ingestor::{
     Config, FinalSnapshot, Fs, Ingestor, Op, SeriesKey, SimFs, SyncPolicy, Timestamp, Update,
 };

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{Model, Workload, observed};
+use common::{Apply, Model, Workload, observed};
 use ingestor::{
     AckLevel, Config, Error, FinalSnapshot, Fs, Ingestor, Op, SeriesKey, SimFs, SyncPolicy,
     Timestamp, Update,

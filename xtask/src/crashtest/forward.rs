@@ -17,10 +17,8 @@
 //! own cursor), with none it takes the new one.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingestor::{
@@ -28,7 +26,7 @@ use ingestor::{
     Update,
 };
 use ingestor_forward::{Destination, ForwardConfig, Forwarder};
-use ingestor_protocols::remote_write::{self, Version};
+use ingestor_testkit::receiver;
 
 use super::oracle::{Invariant, Violation};
 use super::workload::Rng;
@@ -40,99 +38,44 @@ const LIVES: usize = 3;
 /// The most senders per destination a life runs.
 pub(crate) const MAX_SHARDS: usize = 4;
 
-/// A remote-write receiver that records every sample it accepts, and refuses (503) while
-/// the current disk's power is cut.
+/// A remote-write receiver (the test kit's) that records every sample it accepts, and
+/// refuses (503) while the current disk's power is cut.
 #[derive(Clone)]
-pub(crate) struct Receiver {
-    pub(crate) url: String,
-    disk: Arc<Mutex<Option<SimFs>>>,
-    /// Series id -> every value received for it.
-    got: Arc<Mutex<BTreeMap<u64, Vec<f64>>>>,
-}
+pub(crate) struct Receiver(receiver::Receiver);
 
 impl Receiver {
     /// Forgets what it received; refuses while `disk`'s power is cut (never without one).
     pub(crate) fn reset(&self, disk: Option<SimFs>) {
-        *self.disk.lock().expect("lock") = disk;
-        self.got.lock().expect("lock").clear();
+        let refusal = disk.map(|disk| -> receiver::Refusal { Arc::new(move || disk.is_crashed()) });
+        self.0.set_refusal(refusal);
+        self.0.clear();
     }
 
-    /// Every value received, by series id.
+    /// Every value accepted (answered 204), by series id.
     pub(crate) fn received(&self) -> BTreeMap<u64, Vec<f64>> {
-        self.got.lock().expect("lock").clone()
+        let mut got: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        for request in self.0.requests().iter().filter(|r| r.status == 204) {
+            for s in &request.series {
+                let id = s
+                    .labels
+                    .iter()
+                    .find(|(n, _)| n == "id")
+                    .and_then(|(_, v)| v.parse::<u64>().ok());
+                if let Some(id) = id {
+                    got.entry(id).or_default().extend(s.samples.iter().map(|p| p.1));
+                }
+            }
+        }
+        got
+    }
+
+    /// Its URL.
+    pub(crate) fn url(&self) -> &str {
+        self.0.url()
     }
 
     fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        let url = format!("http://{}/api/v1/write", listener.local_addr().expect("bound"));
-        let r = Receiver { url, disk: Arc::default(), got: Arc::default() };
-        let me = r.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let me = me.clone();
-                std::thread::spawn(move || me.serve(stream));
-            }
-        });
-        r
-    }
-
-    fn serve(&self, stream: TcpStream) {
-        // One write per answer, sent at once (no Nagle delay against delayed ACKs).
-        let _ = stream.set_nodelay(true);
-        let Ok(read_half) = stream.try_clone() else { return };
-        let mut reader = BufReader::new(read_half);
-        let mut out = stream;
-        loop {
-            let mut len = 0usize;
-            let mut line = String::new();
-            let mut first = true;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let l = line.trim_end();
-                if first {
-                    first = false;
-                    continue;
-                }
-                if l.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; len];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
-            let cut = self.disk.lock().expect("lock").as_ref().is_some_and(SimFs::is_crashed);
-            let status = if cut {
-                503
-            } else if let Ok(request) = remote_write::decode(&body, Version::V1, 1 << 26) {
-                let mut got = self.got.lock().expect("lock");
-                for s in &request.series {
-                    let id = s
-                        .labels
-                        .iter()
-                        .find(|(n, _)| n == "id")
-                        .and_then(|(_, v)| v.parse::<u64>().ok());
-                    if let Some(id) = id {
-                        got.entry(id).or_default().extend(s.samples.iter().map(|p| p.1));
-                    }
-                }
-                204
-            } else {
-                400
-            };
-            let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-            if out.write_all(answer.as_bytes()).is_err() {
-                return;
-            }
-        }
+        Receiver(receiver::Receiver::start())
     }
 }
 
@@ -206,7 +149,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never);
     let mut forward = ForwardConfig::default();
-    forward.destinations = vec![Destination::new("rx", &rx.url).expect("a valid destination")];
+    forward.destinations = vec![Destination::new("rx", rx.url()).expect("a valid destination")];
     forward.flush_interval = Duration::from_secs(3_600);
     forward.max_samples_per_request = MAX_SAMPLES;
     forward.backoff_min = Duration::from_millis(1);

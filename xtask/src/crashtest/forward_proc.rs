@@ -95,7 +95,7 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
         let mut cmd = Command::new(exe);
         cmd.args(["crashtest-forward-child", "--dir"])
             .arg(tmp.path())
-            .args(["--url", &rx.url, "--shards", &shards.to_string()])
+            .args(["--url", rx.url(), "--shards", &shards.to_string()])
             .args(["--seed", &format!("{:#x}", seed ^ life), "--start", &next_id.to_string()]);
         if drain {
             cmd.arg("--drain");

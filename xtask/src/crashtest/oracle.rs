@@ -1,133 +1,47 @@
 //! The oracle: an independent model of the metric semantics, fed with what was issued and
 //! what was acknowledged at which level, that judges every recovered state.
 
-use std::collections::BTreeMap;
-
 use ingestor::{HistogramSample, Ingestor, Op, SeriesState, Update};
+pub(crate) use ingestor_testkit::model::Model;
+use ingestor_testkit::model::{self, Value};
 
-/// Prometheus' default bucket bounds (the Go client's `DefBuckets`), which the engine's
-/// default configuration gives a histogram created by an observation.
-const DEFAULT_BOUNDS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// What a series is to the oracle: its kind and the numbers that matter.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
-    Counter {
-        total: f64,
-        resets: u64,
-    },
-    Gauge {
-        value: f64,
-        ts: i64,
-    },
-    /// Buckets are not cumulative; the last one is `+Inf`.
-    Histogram {
-        bounds: Vec<f64>,
-        buckets: Vec<u64>,
-        count: u64,
-        sum: f64,
-    },
-}
-
-impl Value {
-    fn empty_histogram() -> Value {
-        Value::Histogram {
-            bounds: DEFAULT_BOUNDS.to_vec(),
-            buckets: vec![0; DEFAULT_BOUNDS.len() + 1],
-            count: 0,
-            sum: 0.0,
-        }
-    }
-
-    fn histogram_of(s: &HistogramSample) -> Value {
-        Value::Histogram {
-            bounds: s.bounds.to_vec(),
-            buckets: s.buckets.to_vec(),
-            count: s.buckets.iter().sum(),
-            sum: s.sum,
-        }
-    }
-}
-
-/// The model state: series key text to value.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Model(pub(crate) BTreeMap<String, Value>);
-
-impl Model {
-    /// Applies a batch with the engine's metric semantics (written independently of the
-    /// memstore).
-    pub(crate) fn apply(&mut self, batch: &[Update]) {
-        for u in batch {
-            let k = u.key.to_string();
-            let ts = u.timestamp.0;
-            if matches!(u.op, Op::HistogramObserve(_)) && !self.0.contains_key(&k) {
-                self.0.insert(k.clone(), Value::empty_histogram());
-            }
-            match (self.0.get_mut(&k), &u.op) {
-                (_, Op::Delete) => {
-                    self.0.remove(&k);
-                }
-                (Some(Value::Counter { total, .. }), &Op::CounterAdd(d)) => *total += d,
-                (Some(Value::Counter { total, resets }), &Op::CounterSet(v)) => {
-                    if v < *total {
-                        *resets += 1;
-                    }
-                    *total = v;
-                }
-                (Some(Value::Gauge { value, ts: t }), &Op::GaugeSet(v)) => {
-                    if ts >= *t {
-                        *value = v;
-                        *t = ts;
-                    }
-                }
-                (Some(Value::Gauge { value, ts: t }), &Op::GaugeAdd(d)) => {
-                    *value += d;
-                    *t = (*t).max(ts);
-                }
-                (
-                    Some(Value::Histogram { bounds, buckets, count, sum }),
-                    &Op::HistogramObserve(v),
-                ) => {
-                    // The first bound at or above v; above them all, the +Inf bucket.
-                    let i = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
-                    buckets[i] += 1;
-                    *count += 1;
-                    *sum += v;
-                }
-                (Some(h @ Value::Histogram { .. }), Op::HistogramSet(s)) => {
-                    *h = Value::histogram_of(s);
-                }
-                (Some(h @ Value::Histogram { .. }), Op::HistogramAdd(s)) => {
-                    let Value::Histogram { bounds, buckets, count, sum } = h else {
-                        unreachable!("matched a histogram")
-                    };
-                    if bounds[..] == s.bounds[..] {
-                        for (mine, n) in buckets.iter_mut().zip(s.buckets.iter()) {
-                            *mine += n;
-                        }
-                        *count += s.buckets.iter().sum::<u64>();
-                        *sum += s.sum;
-                    } else {
-                        *h = Value::histogram_of(s);
-                    }
-                }
-                (None, &Op::CounterAdd(v) | &Op::CounterSet(v)) => {
-                    self.0.insert(k, Value::Counter { total: v, resets: 0 });
-                }
-                (None, &Op::GaugeSet(v) | &Op::GaugeAdd(v)) => {
-                    self.0.insert(k, Value::Gauge { value: v, ts });
-                }
-                (None, Op::HistogramSet(s) | Op::HistogramAdd(s)) => {
-                    self.0.insert(k, Value::histogram_of(s));
-                }
-                (None, Op::HistogramObserve(_)) => unreachable!("inserted empty above"),
-                (Some(_), _) => unreachable!("the workload gives each series one kind"),
-            }
-        }
-    }
+/// The model (`ingestor_testkit::model`, written independently of the memstore) in the
+/// engine's terms: fed with its updates, compared with an open ingestor's state.
+pub(crate) trait EngineModel: Sized {
+    /// Applies a batch with the engine's metric semantics.
+    fn apply(&mut self, batch: &[Update]);
 
     /// The state of an open ingestor, in the model's terms.
-    pub(crate) fn observe(db: &Ingestor) -> Model {
+    fn observe(db: &Ingestor) -> Self;
+}
+
+/// An engine operation in the model's terms.
+fn op(op: &Op) -> model::Op {
+    let histogram = |s: &HistogramSample| model::Histogram {
+        bounds: s.bounds.to_vec(),
+        buckets: s.buckets.to_vec(),
+        sum: s.sum,
+    };
+    match op {
+        Op::CounterAdd(v) => model::Op::CounterAdd(*v),
+        Op::CounterSet(v) => model::Op::CounterSet(*v),
+        Op::GaugeSet(v) => model::Op::GaugeSet(*v),
+        Op::GaugeAdd(v) => model::Op::GaugeAdd(*v),
+        Op::HistogramObserve(v) => model::Op::HistogramObserve(*v),
+        Op::HistogramSet(s) => model::Op::HistogramSet(histogram(s)),
+        Op::HistogramAdd(s) => model::Op::HistogramAdd(histogram(s)),
+        Op::Delete => model::Op::Delete,
+    }
+}
+
+impl EngineModel for Model {
+    fn apply(&mut self, batch: &[Update]) {
+        for u in batch {
+            self.apply_op(&u.key.to_string(), u.timestamp.0, &op(&u.op));
+        }
+    }
+
+    fn observe(db: &Ingestor) -> Model {
         let mut m = Model::default();
         for v in db.memstore().all() {
             let value = match &v.state {

@@ -23,9 +23,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ingestor::{AckLevel, Config, FinalSnapshot, Fs, Ingestor, SnapshotOptions, StdFs};
-use ingestor_fs::{DirEntry, FsFile, FsLock, OpenMode};
+use ingestor_testkit::fs::{Hook, HookFs};
 
-use super::oracle::{History, Invariant, Model, Violation};
+use super::oracle::{EngineModel, History, Invariant, Model, Violation};
 use super::workload::{self, Rng};
 use super::{Failure, Options, Policy, Report};
 
@@ -457,11 +457,10 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 // ---------------------------------------------------------------------------------------
 // The child.
 
-/// The real file system, raising `SIGKILL` on this process at the nth announcement of one
-/// named crash point.
+/// Raises `SIGKILL` on this process at the nth announcement of one named crash point (the
+/// hook of a [`HookFs`] over the real file system).
 #[derive(Debug)]
-struct KillFs {
-    inner: StdFs,
+struct KillHook {
     target: Option<(String, u64)>,
     seen: AtomicU64,
 }
@@ -484,43 +483,7 @@ fn die() -> ! {
     }
 }
 
-impl Fs for KillFs {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.create(path)
-    }
-
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.open(path, mode)
-    }
-
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
-        self.inner.read_dir(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-
-    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
-        self.inner.lock_dir(path)
-    }
-
+impl Hook for KillHook {
     fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
         if let Some((target, nth)) = &self.target
             && name == target
@@ -605,11 +568,10 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let fs = Arc::new(KillFs {
-        inner: StdFs::new(),
-        target: a.kill_at.clone(),
-        seen: AtomicU64::new(0),
-    });
+    let fs = Arc::new(HookFs::new(
+        Arc::new(StdFs::new()),
+        KillHook { target: a.kill_at.clone(), seen: AtomicU64::new(0) },
+    ));
     let mut i = a.start;
     let mut holding = a.hold;
     loop {

@@ -26,12 +26,10 @@
 //! every interleaving of memory accesses, which is what those tools are for.
 
 use std::cell::Cell;
-use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ingestor::Fs;
-use ingestor_fs::{DirEntry, FsFile, FsLock, OpenMode};
+use ingestor_testkit::fs::{Hook, HookFs};
 use ingestor_wal::crash_points;
 
 use super::workload::Rng;
@@ -229,53 +227,22 @@ impl Sched {
     }
 }
 
-/// A file system that parks writer threads at the log's scheduling points (see the module
-/// documentation); every other thread, and every other call, goes straight through.
-#[derive(Debug)]
-pub(crate) struct SchedFs {
-    pub(crate) inner: Arc<dyn Fs>,
+/// Parks writer threads at the log's scheduling points (see the module documentation), as
+/// the hook of a [`SchedFs`]; every other thread, and every other call, goes straight
+/// through.
+#[derive(Debug, Default)]
+pub(crate) struct SchedHook {
     pub(crate) sched: Mutex<Option<Arc<Sched>>>,
 }
 
-impl SchedFs {
-    pub(crate) fn new(inner: Arc<dyn Fs>) -> SchedFs {
-        SchedFs { inner, sched: Mutex::new(None) }
-    }
-
+impl SchedHook {
     /// Installs (or removes) the scheduler of a concurrent phase.
     pub(crate) fn set(&self, sched: Option<Arc<Sched>>) {
         *self.sched.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = sched;
     }
 }
 
-impl Fs for SchedFs {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.create(path)
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
-        self.inner.open(path, mode)
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
-        self.inner.read_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
-        self.inner.lock_dir(path)
-    }
+impl Hook for SchedHook {
     fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
         if let Some(at) = At::of(name) {
             let sched =
@@ -284,6 +251,9 @@ impl Fs for SchedFs {
                 sched.park(at);
             }
         }
-        self.inner.crash_point(name)
+        Ok(())
     }
 }
+
+/// A file system that parks writer threads at the log's scheduling points.
+pub(crate) type SchedFs = HookFs<SchedHook>;

@@ -22,8 +22,8 @@ use ingestor::{
 use ingestor_fs::{CrashPolicy, Fault, FaultKind, OpKind};
 use ingestor_wal::WalError;
 
-use super::oracle::{History, Invariant, Model, Violation};
-use super::sched::{At, OpTrace, Sched, SchedFs};
+use super::oracle::{EngineModel, History, Invariant, Model, Violation};
+use super::sched::{At, OpTrace, Sched, SchedFs, SchedHook};
 use super::workload::{self, Rng};
 use super::{Breakage, Failure, FaultClass, Options, Policy, Report};
 
@@ -249,7 +249,7 @@ fn iteration(options: &Options, index: u64, report: &mut Report, verbose: bool) 
         Breakage::None | Breakage::ReplayTwice => Arc::new(sim.clone()),
         b => Arc::new(BrokenFs { inner: sim.clone(), breakage: b }),
     };
-    let sched_fs = Arc::new(SchedFs::new(below));
+    let sched_fs = Arc::new(SchedFs::new(below, SchedHook::default()));
     let fs: Arc<dyn Fs> = Arc::clone(&sched_fs) as Arc<dyn Fs>;
     let mut it = Iteration {
         options,

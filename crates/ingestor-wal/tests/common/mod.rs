@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ingestor_fs::{Fs, SimFs, StdFs};
+use ingestor_testkit::Rng;
 use ingestor_wal::{Lsn, Wal, WalOptions};
 
 /// A file system and a log directory on it.
@@ -83,12 +84,9 @@ impl Disk {
 /// A payload that says which record it is, `len` bytes long.
 pub fn payload(n: u64, len: usize) -> Vec<u8> {
     let mut out = format!("record-{n}-").into_bytes();
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = Rng::new(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.push(x as u8);
+        out.push(rng.next_u64() as u8);
     }
     out.truncate(len.max(1));
     out

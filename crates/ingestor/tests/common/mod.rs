@@ -1,75 +1,41 @@
-//! An independent model of the metric semantics, and helpers to compare it with an
-//! ingestor's state.
+//! The independent model of the metric semantics (`ingestor_testkit::model`), fed with the
+//! engine's updates and compared with an ingestor's state, and a deterministic workload.
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeMap;
+use ingestor::{HistogramSample, Op, SeriesKey, SeriesState, Timestamp, Update};
+pub use ingestor_testkit::model::{Model, Value};
+use ingestor_testkit::{Rng, model};
 
-use ingestor::{Op, SeriesKey, SeriesState, Timestamp, Update};
-
-/// What a series looks like to the oracle: its kind and the numbers that matter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Counter { total: f64, resets: u64 },
-    Gauge { value: f64, ts: i64 },
-    Histogram { count: u64, sum: f64 },
+/// Feeds the model with the engine's updates (the model has types of its own).
+pub trait Apply {
+    /// Applies a batch in order.
+    fn apply(&mut self, batch: &[Update]);
 }
 
-/// The model: series key text to value, applying updates in order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Model(pub BTreeMap<String, Value>);
-
-impl Model {
-    pub fn apply(&mut self, batch: &[Update]) {
+impl Apply for Model {
+    fn apply(&mut self, batch: &[Update]) {
         for u in batch {
-            let k = u.key.to_string();
-            let ts = u.timestamp.0;
-            // Histogram sets and adds are modelled by the crash test's oracle and the
-            // memstore's model test; these tests' workloads do not send them.
-            match (self.0.get_mut(&k), u.op.clone()) {
-                (_, Op::Delete) => {
-                    self.0.remove(&k);
-                }
-                (Some(Value::Counter { total, .. }), Op::CounterAdd(d)) => *total += d,
-                (Some(Value::Counter { total, resets }), Op::CounterSet(v)) => {
-                    if v < *total {
-                        *resets += 1;
-                    }
-                    *total = v;
-                }
-                (Some(Value::Gauge { value, ts: t }), Op::GaugeSet(v)) => {
-                    if ts >= *t {
-                        *value = v;
-                        *t = ts;
-                    }
-                }
-                (Some(Value::Gauge { value, ts: t }), Op::GaugeAdd(d)) => {
-                    *value += d;
-                    *t = (*t).max(ts);
-                }
-                (Some(Value::Histogram { count, sum }), Op::HistogramObserve(v)) => {
-                    *count += 1;
-                    *sum += v;
-                }
-                (None, Op::CounterAdd(d)) => {
-                    self.0.insert(k, Value::Counter { total: d, resets: 0 });
-                }
-                (None, Op::CounterSet(v)) => {
-                    self.0.insert(k, Value::Counter { total: v, resets: 0 });
-                }
-                (None, Op::GaugeSet(v)) | (None, Op::GaugeAdd(v)) => {
-                    self.0.insert(k, Value::Gauge { value: v, ts });
-                }
-                (None, Op::HistogramObserve(v)) => {
-                    self.0.insert(k, Value::Histogram { count: 1, sum: v });
-                }
-                (_, op @ (Op::HistogramSet(_) | Op::HistogramAdd(_))) => {
-                    panic!("this model does not cover histogram samples: {op:?}")
-                }
-                (Some(existing), op) => {
-                    panic!("the workload never mixes kinds: {existing:?} with {op:?}")
-                }
-            }
+            self.apply_op(&u.key.to_string(), u.timestamp.0, &op(&u.op));
         }
+    }
+}
+
+/// An engine operation in the model's terms.
+pub fn op(op: &Op) -> model::Op {
+    let histogram = |s: &HistogramSample| model::Histogram {
+        bounds: s.bounds.to_vec(),
+        buckets: s.buckets.to_vec(),
+        sum: s.sum,
+    };
+    match op {
+        Op::CounterAdd(v) => model::Op::CounterAdd(*v),
+        Op::CounterSet(v) => model::Op::CounterSet(*v),
+        Op::GaugeSet(v) => model::Op::GaugeSet(*v),
+        Op::GaugeAdd(v) => model::Op::GaugeAdd(*v),
+        Op::HistogramObserve(v) => model::Op::HistogramObserve(*v),
+        Op::HistogramSet(s) => model::Op::HistogramSet(histogram(s)),
+        Op::HistogramAdd(s) => model::Op::HistogramAdd(histogram(s)),
+        Op::Delete => model::Op::Delete,
     }
 }
 
@@ -80,7 +46,12 @@ pub fn observed(db: &ingestor::Ingestor) -> Model {
         let value = match &v.state {
             SeriesState::Counter(c) => Value::Counter { total: c.total, resets: c.resets },
             SeriesState::Gauge(g) => Value::Gauge { value: g.value, ts: g.timestamp.0 },
-            SeriesState::Histogram(h) => Value::Histogram { count: h.count, sum: h.sum },
+            SeriesState::Histogram(h) => Value::Histogram {
+                bounds: h.bounds.to_vec(),
+                buckets: h.buckets.to_vec(),
+                count: h.count,
+                sum: h.sum,
+            },
         };
         m.0.insert(v.key.to_string(), value);
     }
@@ -90,20 +61,17 @@ pub fn observed(db: &ingestor::Ingestor) -> Model {
 /// A deterministic workload: batches over a fixed set of series, each series one kind,
 /// with integral values (so float sums are exact in any order).
 pub struct Workload {
-    state: u64,
+    rng: Rng,
     pub series: usize,
 }
 
 impl Workload {
     pub fn new(seed: u64, series: usize) -> Self {
-        Workload { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, series }
+        Workload { rng: Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1), series }
     }
 
     fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
+        self.rng.next_u64()
     }
 
     pub fn key(i: usize) -> SeriesKey {
