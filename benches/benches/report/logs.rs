@@ -256,14 +256,31 @@ fn writers_for(writers: usize, budget: Duration, append: impl Fn(usize, u64) + S
     rate(total, started.elapsed())
 }
 
+/// Records each system writes (durably, in batches of 1,000) before a durable workload's
+/// clock starts: a log in its steady state, past what is special about a new one (the
+/// ingestor's first segment gets its space from fallocate; from 1 MiB on its segments are
+/// zero-filled spares).
+const WARM_UP: u64 = 11_000;
+
 /// W3 (one writer) and W4: `writers` threads each appending single records durably (each
 /// append returns once the record is on disk) for `budget`, the clock starting once the log
-/// is open. Returns records per second.
+/// is open and has taken [`WARM_UP`] records. Returns records per second.
 pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> f64 {
     let r = record(0);
     match system {
         System::Ingestor => {
             let wal = wal(dir, SyncPolicy::Always);
+            let batch: Vec<(u8, &[u8])> = (0..1_000).map(|_| (1u8, &r[..])).collect();
+            for _ in 0..WARM_UP / 1_000 {
+                wal.append_batch(&batch).unwrap();
+            }
+            // The spare asked for at 1 MiB: the log moves onto it at the append after it is
+            // ready.
+            let until = Instant::now() + Duration::from_secs(30);
+            while wal.segments().len() < 2 && Instant::now() < until {
+                wal.append(1, &r).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let v = writers_for(writers, budget, |_, _| {
                 wal.append(1, &r).unwrap();
             });
@@ -272,6 +289,13 @@ pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> 
         }
         System::Okaywal => {
             let log = okaywal_open(dir, &Counter::default());
+            for _ in 0..WARM_UP / 1_000 {
+                let mut writer = log.begin_entry().unwrap();
+                for _ in 0..1_000 {
+                    writer.write_chunk(&r).unwrap();
+                }
+                writer.commit().unwrap();
+            }
             let v = writers_for(writers, budget, |_, _| {
                 let mut writer = log.begin_entry().unwrap();
                 writer.write_chunk(&r).unwrap();
@@ -282,7 +306,14 @@ pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> 
         }
         System::Commitlog => {
             // No group commit: the log needs `&mut` to append and to flush.
-            let log = Mutex::new(commitlog_open(dir));
+            let mut warm = commitlog_open(dir);
+            for i in 0..WARM_UP {
+                warm.append_msg(&r).unwrap();
+                if i % 1_000 == 999 {
+                    warm.flush().unwrap();
+                }
+            }
+            let log = Mutex::new(warm);
             writers_for(writers, budget, |_, _| {
                 let mut log = log.lock().unwrap();
                 log.append_msg(&r).unwrap();
@@ -291,6 +322,13 @@ pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> 
         }
         System::RaftEngine => {
             let engine = raft_open(dir);
+            // A region of its own for the warm-up.
+            for chunk in 0..WARM_UP / 1_000 {
+                let mut lb = raft_engine::LogBatch::default();
+                let entries: Vec<_> = (0..1_000).map(|i| entry(1 + chunk * 1_000 + i)).collect();
+                lb.add_entries::<Entries>(1_000_000, &entries).unwrap();
+                engine.write(&mut lb, true).unwrap();
+            }
             // One region per writer, so that each one's indexes (its count) are contiguous.
             writers_for(writers, budget, |w, index| {
                 let mut lb = raft_engine::LogBatch::default();
@@ -387,9 +425,20 @@ pub fn read_all(system: System, dir: &Path, n: u64) -> f64 {
     rate(count, elapsed)
 }
 
+/// How the file of an fsync loop gets its space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Grows with each append.
+    Growing,
+    /// `fallocate`d (unwritten extents on ext4/XFS).
+    Preallocated,
+    /// 256 MiB of zeros written and synced first.
+    ZeroFilled,
+}
+
 /// The disk's fsync ceiling: appends of `block` bytes each followed by fdatasync, for
-/// `budget`, on a preallocated file or a growing one. Returns syncs per second.
-pub fn fsync_rate(dir: &Path, preallocated: bool, block: usize, budget: Duration) -> f64 {
+/// `budget`, into a file whose space comes as `space` says. Returns syncs per second.
+pub fn fsync_rate(dir: &Path, space: Space, block: usize, budget: Duration) -> f64 {
     use std::os::unix::fs::FileExt;
     let file = File::options()
         .create(true)
@@ -398,9 +447,20 @@ pub fn fsync_rate(dir: &Path, preallocated: bool, block: usize, budget: Duration
         .write(true)
         .open(dir.join("fsync"))
         .unwrap();
-    if preallocated {
-        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20).unwrap();
-        file.sync_all().unwrap();
+    match space {
+        Space::Growing => {}
+        Space::Preallocated => {
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, 256 << 20)
+                .unwrap();
+            file.sync_all().unwrap();
+        }
+        Space::ZeroFilled => {
+            let zeros = vec![0u8; 1 << 20];
+            for i in 0..256u64 {
+                file.write_all_at(&zeros, i << 20).unwrap();
+            }
+            file.sync_all().unwrap();
+        }
     }
     let block = vec![0x5au8; block];
     let started = Instant::now();

@@ -366,10 +366,16 @@ pub(crate) fn activate_spare(
     let to = dir.join(id.file_name());
     let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
     let mut renamed = false;
+    let mut sync_failed = false;
     let made = spare
         .write_at(&header, 0)
         .map_err(|e| WalError::io("write header", &from, e))
-        .and_then(|()| spare.sync_data().map_err(|e| WalError::io("sync", &from, e)))
+        .and_then(|()| {
+            spare.sync_data().map_err(|e| {
+                sync_failed = true;
+                WalError::io("sync", &from, e)
+            })
+        })
         .and_then(|()| fs.rename(&from, &to).map_err(|e| WalError::io("rename", &from, e)))
         .and_then(|()| {
             renamed = true;
@@ -381,8 +387,10 @@ pub(crate) fn activate_spare(
         Ok(()) => Ok(spare),
         Err(error) => {
             let path = if renamed { &to } else { &from };
-            let undone = fs.remove_file(path).and_then(|()| fs.sync_dir(dir)).is_ok();
-            Err(Box::new(CreateFailure { error, undone }))
+            let removed = fs.remove_file(path).and_then(|()| fs.sync_dir(dir)).is_ok();
+            // A failed data sync is final, as for any file of the log: the disk may have
+            // dropped the pages (the log is poisoned).
+            Err(Box::new(CreateFailure { error, undone: removed && !sync_failed }))
         }
     }
 }
