@@ -53,7 +53,13 @@ pub fn rate(done: u64, elapsed: Duration) -> f64 {
 // ---- ingestor ----
 
 fn wal(dir: &Path, policy: SyncPolicy) -> Wal {
-    Wal::open(Arc::new(StdFs::new()), dir, WalOptions::default().sync_policy(policy)).unwrap().0
+    let mut options = WalOptions::default().sync_policy(policy);
+    // For an A/B of the segments' space: INGESTOR_BENCH_SEGMENT_FILL=allocate runs the log
+    // with fallocate'd segments instead of zero-filled ones.
+    if std::env::var("INGESTOR_BENCH_SEGMENT_FILL").as_deref() == Ok("allocate") {
+        options = options.segment_fill(ingestor_wal::SegmentFill::Allocate);
+    }
+    Wal::open(Arc::new(StdFs::new()), dir, options).unwrap().0
 }
 
 // ---- okaywal ----
