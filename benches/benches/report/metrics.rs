@@ -61,6 +61,38 @@ pub fn child_measure_open(dir: &Path) {
     println!("{} {}", rss_mib() - before, db.stats().series);
 }
 
+/// Deletes every series of the standard data set (on a log of its own), in batches of
+/// 10,000 deletes by key: what a time-to-live expiry of all of them logs and applies.
+fn delete_all(report: &mut Report, section: &str, keys: &[ingestor::SeriesKey]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (db, _) = Ingestor::open(tmp.path().join("data"), config(SyncPolicy::Os)).unwrap();
+    by_key_round(&db, keys, 0);
+    let t = Instant::now();
+    for chunk in keys.chunks(BATCH) {
+        let batch: Vec<Update> = chunk
+            .iter()
+            .map(|k| Update {
+                key: k.clone(),
+                timestamp: Timestamp(2_000),
+                op: ingestor::Op::Delete,
+            })
+            .collect();
+        db.ingest(&batch).unwrap();
+    }
+    let took = t.elapsed().as_secs_f64();
+    assert_eq!(db.stats().series, 0, "every series deleted");
+    report.add(
+        Figure::new(
+            section,
+            &format!("delete all {} series (as TTL expiry)", keys.len()),
+            took,
+            "s",
+        )
+        .lower_is_better()
+        .target(2.0),
+    );
+}
+
 /// Runs every metrics workload on `n` series; durable runs last `budget` each.
 pub fn run(report: &mut Report, n: usize, budget: Duration) {
     let tmp = tempfile::tempdir().unwrap();
@@ -85,6 +117,7 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
     report
         .add(Figure::new(&section, "ingest by key, series exist", by_key, "points/s").target(2e6));
     report.add(Figure::new(&section, "ingest by handle", by_handle, "points/s").target(10e6));
+    delete_all(report, &section, &keys);
 
     // Bytes per point in the log, as written (points: 5 rounds of n).
     let logged = db.stats().wal.bytes_written as f64 / (5 * n) as f64;

@@ -171,13 +171,23 @@ enum Ids {
     Many(Vec<u32>),
 }
 
+/// The series with one label value, sorted. Removed series stay in `ids` (a handle is never
+/// reused, and readers check the slot) until they are half of it; then the list is compacted
+/// once: removing every series of a metric costs linear time, not quadratic.
+#[derive(Default)]
+struct Postings {
+    ids: Vec<u32>,
+    /// Handles in `ids` whose series were removed.
+    dead: usize,
+}
+
 struct Inner {
     symbols: Symbols,
     chunks: Vec<Arc<Chunk>>,
     by_hash: HashMap<u64, Ids>,
     /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
-    postings: HashMap<(u32, u32), Vec<u32>, IdHashBuilder>,
+    postings: HashMap<(u32, u32), Postings, IdHashBuilder>,
     name_symbol: u32,
     next_id: u32,
     /// Series in slots (with or without state).
@@ -296,7 +306,7 @@ impl Inner {
         postings_keys.extend(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
         for pk in postings_keys {
             // Ids only grow, so pushing keeps every list sorted.
-            self.postings.entry(pk).or_default().push(id);
+            self.postings.entry(pk).or_default().ids.push(id);
         }
         let h = key_hash(key.name(), key.labels().iter().map(|l| (l.name(), l.value())));
         match self.by_hash.get_mut(&h) {
@@ -324,38 +334,59 @@ impl Inner {
         id
     }
 
-    fn remove(&mut self, id: u32) {
-        let Some(series) = self.slot(id).cloned() else { return };
-        let syms = &series.key;
-        let h = {
-            let name = self.symbols.resolve(syms[0]);
-            let labels = syms[1..]
-                .chunks_exact(2)
-                .map(|p| (self.symbols.resolve(p[0]), self.symbols.resolve(p[1])));
-            key_hash(name, labels)
-        };
-        match self.by_hash.get_mut(&h) {
-            Some(Ids::One(_)) | None => {
-                self.by_hash.remove(&h);
+    /// Removes the series `ids` (those without a slot are passed over). Each posting list
+    /// they are in is filtered once, whatever the number removed from it: removing every
+    /// series of a metric (a time-to-live expiry of a million) is linear, not quadratic.
+    fn remove_many(&mut self, ids: &[u32]) {
+        let mut emptied: Vec<(u32, u32)> = Vec::new();
+        for &id in ids {
+            if self.slot(id).is_none() {
+                continue;
             }
-            Some(Ids::Many(ids)) => ids.retain(|&x| x != id),
-        }
-        let mut postings_keys = vec![(self.name_symbol, syms[0])];
-        postings_keys.extend(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
-        for pk in postings_keys {
-            if let Some(list) = self.postings.get_mut(&pk) {
-                if let Ok(i) = list.binary_search(&id) {
-                    list.remove(i);
+            // Taken out of its slot (not cloned): the slot is empty from here on.
+            let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
+            let Some(series) = Arc::make_mut(chunk)[id as usize & (CHUNK - 1)].take() else {
+                continue;
+            };
+            let syms = &series.key;
+            let h = {
+                let name = self.symbols.resolve(syms[0]);
+                let labels = syms[1..]
+                    .chunks_exact(2)
+                    .map(|p| (self.symbols.resolve(p[0]), self.symbols.resolve(p[1])));
+                key_hash(name, labels)
+            };
+            match self.by_hash.get_mut(&h) {
+                Some(Ids::One(_)) | None => {
+                    self.by_hash.remove(&h);
                 }
-                if list.is_empty() {
-                    self.postings.remove(&pk);
+                Some(Ids::Many(ids)) => ids.retain(|&x| x != id),
+            }
+            let keys = std::iter::once((self.name_symbol, syms[0]))
+                .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
+            for pk in keys {
+                let Some(list) = self.postings.get_mut(&pk) else { continue };
+                list.dead += 1;
+                if list.dead * 2 > list.ids.len() {
+                    let chunks = &self.chunks;
+                    list.ids.retain(|&x| {
+                        chunks
+                            .get((x >> CHUNK_SHIFT) as usize)
+                            .and_then(|c| c.get(x as usize & (CHUNK - 1)))
+                            .is_some_and(Option::is_some)
+                    });
+                    list.dead = 0;
+                    if list.ids.is_empty() {
+                        emptied.push(pk);
+                    }
                 }
             }
+            self.slots -= 1;
+            self.live -= usize::from(series.state.is_some());
         }
-        let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
-        Arc::make_mut(chunk)[id as usize & (CHUNK - 1)] = None;
-        self.slots -= 1;
-        self.live -= usize::from(series.state.is_some());
+        for pk in emptied {
+            self.postings.remove(&pk);
+        }
     }
 
     fn view(&self, id: u32) -> Option<SeriesView> {
@@ -479,11 +510,12 @@ impl Memstore {
     /// so that a refused batch leaves nothing behind.
     pub fn discard_unwritten(&self, ids: &[SeriesRef]) {
         let mut inner = self.write();
-        for id in ids {
-            if inner.slot(id.0).is_some_and(|s| s.state.is_none()) {
-                inner.remove(id.0);
-            }
-        }
+        let unwritten: Vec<u32> = ids
+            .iter()
+            .map(|id| id.0)
+            .filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()))
+            .collect();
+        inner.remove_many(&unwritten);
     }
 
     /// Removes every series that was never written (after a replay, the series that log
@@ -493,9 +525,7 @@ impl Memstore {
         let unwritten: Vec<u32> = (0..inner.next_id)
             .filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()))
             .collect();
-        for id in unwritten {
-            inner.remove(id);
-        }
+        inner.remove_many(&unwritten);
     }
 
     /// The handle of one series, creating it if needed.
@@ -591,11 +621,8 @@ impl Memstore {
             };
             inner.live += usize::from(created);
         }
-        for id in deleted {
-            if inner.slot(id).is_some_and(|s| s.state.is_none()) {
-                inner.remove(id);
-            }
-        }
+        deleted.retain(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()));
+        inner.remove_many(&deleted);
         inner.applied = inner.applied.max(lsn);
     }
 
@@ -678,7 +705,7 @@ impl Memstore {
                     return Vec::new();
                 };
                 match inner.postings.get(&(l, v)) {
-                    Some(list) => lists.push(list),
+                    Some(list) => lists.push(&list.ids),
                     None => return Vec::new(),
                 }
             }
