@@ -343,13 +343,20 @@ pub(crate) fn prepare_spare(
         Arc::from(fs.create(&path).map_err(|e| WalError::io("create", &path, e))?);
     let zeros = vec![0u8; 1 << 20];
     let mut at = 0u64;
-    while at < len {
+    let mut written = Ok(());
+    while at < len && written.is_ok() {
         let n = (len - at).min(zeros.len() as u64) as usize;
-        file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", &path, e))?;
+        written = file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", &path, e));
         at += n as u64;
     }
-    file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
-    Ok(file)
+    match written.and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e))) {
+        Ok(()) => Ok(file),
+        Err(e) => {
+            // A spare that could not be written whole (no space) gives its space back.
+            let _ = fs.remove_file(&path);
+            Err(e)
+        }
+    }
 }
 
 /// Makes the spare the segment `id`: its header written and synced (data only: the bytes

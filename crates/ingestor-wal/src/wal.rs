@@ -184,7 +184,11 @@ impl Wal {
         let entries = fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))?;
         for e in entries.iter().filter(|e| crate::segment::is_spare(&e.name)) {
             let spare = dir.join(&e.name);
-            fs.remove_file(&spare).map_err(|e| WalError::io("remove", &spare, e))?;
+            match fs.remove_file(&spare) {
+                // Gone already: its writer removed it (a log abandoned in this process).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| WalError::io("remove", &spare, e))?,
+            }
         }
         let recovered = recover(&*fs, dir, &options, replay_from, false, on_record)?;
         let mut report = recovered.report;

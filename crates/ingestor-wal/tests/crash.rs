@@ -377,6 +377,42 @@ fn enospc_and_short_writes_leave_a_consistent_log_and_writing_resumes() {
 }
 
 #[test]
+fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
+    // The spare is written inline (deterministic); its zeros meet ENOSPC: the partial spare
+    // is removed, no append fails, rotation falls back to fallocate, and the next spare
+    // (asked for again) is written whole and used.
+    let sim = SimFs::new(13);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let options = options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::ZerosInline);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options.clone()).unwrap();
+    sim.inject(Fault::new(OpKind::Write, FaultKind::Enospc).on_path("spare"));
+    let spares = || {
+        fs.read_dir(Path::new(DIR))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.name.starts_with("spare"))
+            .count()
+    };
+    for n in 1..=60u64 {
+        wal.append(1, &payload(n, 200)).unwrap();
+    }
+    assert!(wal.segments().len() >= 3, "{:?}", wal.segments());
+    assert!(spares() <= 1, "at most the one spare waiting");
+    let written = wal.written_lsn();
+    drop(wal);
+    let mut seen = 0u64;
+    let (_wal, report) =
+        Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 200));
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
+    assert_eq!(Lsn(seen), written);
+}
+
+#[test]
 fn enospc_when_creating_a_segment_fails_the_append_and_rotation_retries() {
     let sim = SimFs::new(12);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());
