@@ -334,6 +334,7 @@ pub(crate) fn prepare_spare(
     dir: &Path,
     name: &str,
     len: u64,
+    stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Arc<dyn FsFile>> {
     let path = dir.join(name);
     if fs.exists(&path).map_err(|e| WalError::io("stat", &path, e))? {
@@ -345,6 +346,10 @@ pub(crate) fn prepare_spare(
     let mut at = 0u64;
     let mut written = Ok(());
     while at < len && written.is_ok() {
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            written = Err(WalError::Closed);
+            break;
+        }
         let n = (len - at).min(zeros.len() as u64) as usize;
         written = file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", &path, e));
         at += n as u64;
@@ -383,7 +388,17 @@ pub(crate) fn activate_spare(
                 WalError::io("sync", &from, e)
             })
         })
-        .and_then(|()| fs.rename(&from, &to).map_err(|e| WalError::io("rename", &from, e)))
+        .and_then(|()| {
+            // Never over an existing file (a rename would replace it silently).
+            match fs.exists(&to) {
+                Ok(false) => fs.rename(&from, &to).map_err(|e| WalError::io("rename", &from, e)),
+                Ok(true) => Err(WalError::UnexpectedFile {
+                    path: to.clone(),
+                    reason: "a segment of that name exists already".into(),
+                }),
+                Err(e) => Err(WalError::io("stat", &to, e)),
+            }
+        })
         .and_then(|()| {
             renamed = true;
             fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)

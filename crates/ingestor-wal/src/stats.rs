@@ -39,6 +39,11 @@ pub struct WalStats {
     pub failed_writes: u64,
     /// Segments deleted below a watermark.
     pub segments_deleted: u64,
+    /// Segments that began as a zero-filled spare (see `SegmentFill`).
+    pub spare_segments: u64,
+    /// Spares that could not be written (no space, an I/O error) or were not tried for want
+    /// of room: rotation used `fallocate` then.
+    pub spare_failures: u64,
     /// The last LSN written.
     pub written_lsn: Lsn,
     /// The last LSN known durable.
@@ -60,6 +65,8 @@ pub(crate) struct Counters {
     pub(crate) corruptions: AtomicU64,
     pub(crate) failed_writes: AtomicU64,
     pub(crate) segments_deleted: AtomicU64,
+    pub(crate) spare_segments: AtomicU64,
+    pub(crate) spare_failures: AtomicU64,
 }
 
 impl Counters {
@@ -87,6 +94,8 @@ impl Counters {
             corruptions: self.corruptions.load(Relaxed),
             failed_writes: self.failed_writes.load(Relaxed),
             segments_deleted: self.segments_deleted.load(Relaxed),
+            spare_segments: self.spare_segments.load(Relaxed),
+            spare_failures: self.spare_failures.load(Relaxed),
             written_lsn: Lsn::ZERO,
             durable_lsn: Lsn::ZERO,
             segments: 0,

@@ -182,7 +182,10 @@ impl Wal {
         let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
         // Spare segments a crash left behind (never part of the log).
         let entries = fs.read_dir(dir).map_err(|e| WalError::io("list", dir, e))?;
-        for e in entries.iter().filter(|e| crate::segment::is_spare(&e.name)) {
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == ingestor_fs::EntryKind::File && crate::segment::is_spare(&e.name))
+        {
             let spare = dir.join(&e.name);
             match fs.remove_file(&spare) {
                 // Gone already: its writer removed it (a log abandoned in this process).
@@ -270,10 +273,7 @@ impl Wal {
         Counters::add(&shared.counters.truncations, report.truncations.len() as u64);
         Counters::add(&shared.counters.corruptions, report.corruptions.len() as u64);
         shared.listener.on_recovery(&report);
-        let syncer = match options.sync_policy {
-            SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
-            SyncPolicy::Always | SyncPolicy::Os => None,
-        };
+        // The spare's thread first: the syncer, once started, only ends through `shutdown`.
         let preparer = match options.segment_fill {
             SegmentFill::Zeros => {
                 let s = Arc::clone(&shared);
@@ -285,6 +285,10 @@ impl Wal {
                 )
             }
             _ => None,
+        };
+        let syncer = match options.sync_policy {
+            SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
+            SyncPolicy::Always | SyncPolicy::Os => None,
         };
         Ok((Wal { shared, syncer, preparer }, report))
     }
@@ -479,6 +483,7 @@ impl Wal {
         shared.fs.sync_dir(&shared.dir).map_err(|e| WalError::io("sync_dir", &shared.dir, e))?;
         let id = SegmentId(next);
         w.file = shared.create_segment(id)?;
+        w.zeroed = false;
         w.segment = id;
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.next_lsn = next;

@@ -147,7 +147,11 @@ pub(crate) struct Spare {
     pub(crate) name: String,
     pub(crate) ready: Option<Arc<dyn FsFile>>,
     pub(crate) wanted: bool,
-    pub(crate) stop: bool,
+    /// A spare failed (no space, an I/O error): none is asked for again before the next
+    /// rotation, so that a full disk is not filled again and again.
+    pub(crate) failed: bool,
+    /// Set when the log closes; also stops a spare being written (between 1 MiB chunks).
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// Locks a mutex, ignoring poisoning: every critical section leaves its data consistent
@@ -247,6 +251,8 @@ impl Shared {
         let id = SegmentId(w.next_lsn);
         let (name, spare) = {
             let mut s = lock(&self.spare);
+            // A new segment: a spare may be asked for again.
+            s.failed = false;
             (s.name.clone(), s.ready.take())
         };
         let (file, zeroed) = match spare {
@@ -260,6 +266,7 @@ impl Shared {
         w.segment = id;
         w.file = file;
         w.zeroed = zeroed;
+        Counters::add(&self.counters.spare_segments, u64::from(zeroed));
         w.offset = SEGMENT_HEADER_LEN as u64;
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
@@ -269,7 +276,9 @@ impl Shared {
 
     /// Cuts away whatever part of a failed write reached the file, durably, so that no later
     /// frame follows half a frame. Poisons the log if that fails too.
-    fn undo_failed_write(&self, w: &Writer, cause: WalError) -> WalError {
+    fn undo_failed_write(&self, w: &mut Writer, cause: WalError) -> WalError {
+        // Cut back and allocated again: its tail is no longer written zeros.
+        w.zeroed = false;
         Counters::add(&self.counters.failed_writes, 1);
         self.undo_generation.fetch_add(1, Ordering::AcqRel);
         let allocated = self.options.segment_bytes_max.max(w.offset);
@@ -345,14 +354,20 @@ impl Shared {
             return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
         }
         let header = SEGMENT_HEADER_LEN as u64;
-        let full = w.offset + buf.len() as u64 > self.options.segment_bytes_max;
+        let full =
+            w.offset > header && w.offset + buf.len() as u64 > self.options.segment_bytes_max;
         // A segment whose space came from fallocate is left for a zero-filled spare as soon
-        // as one is ready (asked for once it held 1 MiB, or half a segment: never a tiny
-        // segment).
-        let early =
-            !w.zeroed && w.offset >= self.spare_trigger(false) && lock(&self.spare).ready.is_some();
-        if w.offset > header && (full || early) {
-            self.rotate(w)?;
+        // as one is ready (asked for once it held 1 MiB, or half a segment).
+        let early = !full
+            && w.offset > header
+            && !w.zeroed
+            && w.offset >= self.spare_trigger(false)
+            && lock(&self.spare).ready.is_some();
+        let switched = early && self.switch_early(w)?;
+        if full || switched {
+            if full {
+                self.rotate(w)?;
+            }
             buf.clear();
             let durable = Lsn(self.durable.load(Ordering::Acquire));
             let mut batch = RecordBatch {
@@ -401,6 +416,21 @@ impl Shared {
         Ok((first, last))
     }
 
+    /// Moves onto the ready spare before the active segment is full, giving back the
+    /// active segment's unused space first (it is never appended to again; a power cut
+    /// before the sync leaves it either length, both valid). Returns whether it moved: the
+    /// switch is optional, so a spare that could not be activated (and was removed again)
+    /// leaves the append in the active segment, which then grows past its cut length.
+    fn switch_early(&self, w: &mut Writer) -> Result<bool> {
+        let path = self.path(w.segment);
+        w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
+        match self.rotate(w) {
+            Ok(()) => Ok(true),
+            Err(e) if self.poisoned.get().is_some() => Err(e),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Asks for a zero-filled spare segment once the active one has taken enough records to
     /// suggest the log grows: 1 MiB (or half a segment, if smaller) into a segment whose
     /// space came from fallocate, half a segment into a zero-filled one.
@@ -413,17 +443,38 @@ impl Shared {
             return;
         }
         let mut spare = lock(&self.spare);
-        if spare.ready.is_some() || spare.wanted || spare.stop {
+        if spare.ready.is_some()
+            || spare.wanted
+            || spare.failed
+            || spare.stop.load(Ordering::Acquire)
+        {
+            return;
+        }
+        if !self.room_for_spare() {
+            spare.failed = true;
+            Counters::add(&self.counters.spare_failures, 1);
             return;
         }
         if fill == SegmentFill::ZerosInline {
-            // Deterministic: here, under the write lock. A failure (no space) leaves no spare;
-            // the next rotation falls back to fallocate, and the next append asks again.
+            // Deterministic: here, under the write lock. A failure (no space) leaves no spare
+            // and none is asked for before the next rotation, which falls back to fallocate.
             let len = self.options.segment_bytes_max;
-            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len).ok();
+            let stop = Arc::clone(&spare.stop);
+            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len, &stop).ok();
+            spare.failed = spare.ready.is_none();
+            Counters::add(&self.counters.spare_failures, u64::from(spare.failed));
         } else {
             spare.wanted = true;
             self.spare_wanted.notify_all();
+        }
+    }
+
+    /// Whether the log's file system has room for a spare and as much again (a file system
+    /// that cannot tell gets its spare).
+    fn room_for_spare(&self) -> bool {
+        match self.fs.space(&self.dir) {
+            Ok(Some((available, _total))) => available / 2 >= self.options.segment_bytes_max,
+            _ => true,
         }
     }
 
@@ -438,30 +489,33 @@ impl Shared {
     /// until the log closes.
     pub(crate) fn prepare_spares(&self) {
         loop {
-            let name = {
+            let (name, stop) = {
                 let mut spare = lock(&self.spare);
-                while !spare.wanted && !spare.stop {
+                while !spare.wanted && !spare.stop.load(Ordering::Acquire) {
                     spare = self
                         .spare_wanted
                         .wait(spare)
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-                if spare.stop {
+                if spare.stop.load(Ordering::Acquire) {
                     return;
                 }
-                spare.name.clone()
+                (spare.name.clone(), Arc::clone(&spare.stop))
             };
-            let made = prepare_spare(&*self.fs, &self.dir, &name, self.options.segment_bytes_max);
+            let len = self.options.segment_bytes_max;
+            let made = prepare_spare(&*self.fs, &self.dir, &name, len, &stop);
             let mut spare = lock(&self.spare);
             spare.wanted = false;
-            if spare.stop {
+            if spare.stop.load(Ordering::Acquire) {
                 if made.is_ok() {
                     let _ = self.fs.remove_file(&self.dir.join(&name));
                 }
                 return;
             }
-            // A failure (no space, an I/O error) leaves no spare: rotation falls back to
-            // fallocate, and the next append past the trigger asks again.
+            // A failure (no space, an I/O error) leaves no spare, and none is asked for
+            // before the next rotation (which falls back to fallocate).
+            spare.failed = made.is_err();
+            Counters::add(&self.counters.spare_failures, u64::from(spare.failed));
             spare.ready = made.ok();
         }
     }
@@ -470,7 +524,7 @@ impl Shared {
     /// behind is removed at the next open).
     pub(crate) fn drop_spare(&self) {
         let mut spare = lock(&self.spare);
-        spare.stop = true;
+        spare.stop.store(true, Ordering::Release);
         self.spare_wanted.notify_all();
         if spare.ready.take().is_some() {
             let _ = self.fs.remove_file(&self.dir.join(&spare.name));

@@ -270,3 +270,48 @@ fn rotate_starts_a_new_segment_so_everything_before_can_be_deleted() {
         assert_eq!(wal.segments(), vec![SegmentId(Lsn(4))]);
     }
 }
+
+#[test]
+fn a_background_spare_becomes_the_next_segment_and_none_is_left_behind() {
+    // The default fill on a real directory: past half a segment a thread writes a spare;
+    // the log moves onto it; close removes a spare not used; open removes stale spares
+    // (and leaves a directory that happens to have a spare's name alone).
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());
+    let options = WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(64 << 10);
+    let (wal, _) = Wal::open(Arc::clone(&fs), dir.path(), options.clone()).unwrap();
+    let mut n = 0u64;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while wal.stats().spare_segments < 2 {
+        n += 1;
+        wal.append(1, &payload(n, 300)).unwrap();
+        if n.is_multiple_of(50) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::time::Instant::now() < until, "no spare used: {:?}", wal.stats());
+    }
+    wal.close().unwrap();
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("spare"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(names(dir.path()).is_empty(), "close left {:?}", names(dir.path()));
+    std::fs::write(dir.path().join("spare.tmp"), b"stale").unwrap();
+    std::fs::write(dir.path().join("spare-1-7.tmp"), b"stale").unwrap();
+    std::fs::create_dir(dir.path().join("spare-dir.tmp")).unwrap();
+    let mut seen = 0u64;
+    let (wal, _) = Wal::open_and_replay(fs, dir.path(), options, Lsn::ZERO, |lsn, _, p| {
+        assert_eq!(p, payload(lsn.0, 300));
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, n);
+    assert_eq!(names(dir.path()), ["spare-dir.tmp"], "stale spare files removed at open");
+    drop(wal);
+}

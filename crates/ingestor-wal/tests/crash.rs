@@ -28,8 +28,13 @@ struct Model {
     written: u64,
 }
 
+/// Spares written inline: the simulated disk's operations then come from one thread (a
+/// run follows from its seed), and a log abandoned at a power cut leaves no thread behind.
 fn options(policy: SyncPolicy) -> WalOptions {
-    WalOptions::default().sync_policy(policy).segment_bytes_max(4096)
+    WalOptions::default()
+        .sync_policy(policy)
+        .segment_bytes_max(4096)
+        .segment_fill(ingestor_wal::SegmentFill::ZerosInline)
 }
 
 /// Small deterministic generator for the workload.
@@ -379,11 +384,11 @@ fn enospc_and_short_writes_leave_a_consistent_log_and_writing_resumes() {
 #[test]
 fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
     // The spare is written inline (deterministic); its zeros meet ENOSPC: the partial spare
-    // is removed, no append fails, rotation falls back to fallocate, and the next spare
-    // (asked for again) is written whole and used.
+    // is removed at once, no append fails, no spare is asked for before the next rotation
+    // (which uses fallocate), and the spare asked for after it is written whole and used.
     let sim = SimFs::new(13);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());
-    let options = options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::ZerosInline);
+    let options = options(SyncPolicy::Os);
     let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options.clone()).unwrap();
     sim.inject(Fault::new(OpKind::Write, FaultKind::Enospc).on_path("spare"));
     let spares = || {
@@ -393,13 +398,27 @@ fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
             .filter(|e| e.name.starts_with("spare"))
             .count()
     };
-    for n in 1..=60u64 {
+    let mut n = 0u64;
+    // Up to the failed spare: nothing of it is left.
+    while wal.stats().spare_failures == 0 {
+        n += 1;
         wal.append(1, &payload(n, 200)).unwrap();
+        assert!(n < 100, "the spare was never asked for");
     }
+    assert_eq!(spares(), 0, "a spare that could not be written whole is removed");
+    assert_eq!(wal.segments().len(), 1);
+    // The next rotation falls back to fallocate; the spare asked for after it is used.
+    while wal.stats().spare_segments == 0 {
+        n += 1;
+        wal.append(1, &payload(n, 200)).unwrap();
+        assert!(n < 200, "no spare was ever used: {:?}", wal.stats());
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.spare_failures, 1, "{stats:?}");
     assert!(wal.segments().len() >= 3, "{:?}", wal.segments());
-    assert!(spares() <= 1, "at most the one spare waiting");
     let written = wal.written_lsn();
-    drop(wal);
+    wal.close().unwrap();
+    assert_eq!(spares(), 0, "close leaves no spare");
     let mut seen = 0u64;
     let (_wal, report) =
         Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
@@ -410,6 +429,30 @@ fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
         .unwrap();
     assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
     assert_eq!(Lsn(seen), written);
+}
+
+#[test]
+fn a_failed_sync_of_a_spare_being_activated_poisons_the_log() {
+    let sim = SimFs::new(14);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Os)).unwrap();
+    let mut n = 0u64;
+    // A spare is ready once the segment is half full (written inline).
+    while wal.segments().len() == 1 {
+        n += 1;
+        wal.append(1, &payload(n, 200)).unwrap();
+    }
+    assert_eq!(wal.stats().spare_segments, 1, "the first rotation used the spare");
+    sim.inject(Fault::new(OpKind::SyncData, FaultKind::Eio).on_path("spare"));
+    let err = loop {
+        n += 1;
+        match wal.append(1, &payload(n, 200)) {
+            Ok(_) => assert!(n < 200, "the fault never hit an activation"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, WalError::Poisoned { .. }), "{err}");
+    assert!(matches!(wal.append(1, b"x"), Err(WalError::Poisoned { .. })));
 }
 
 #[test]

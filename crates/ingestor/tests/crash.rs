@@ -18,6 +18,8 @@ fn config(cycle: usize, policy: SyncPolicy) -> Config {
     Config::default()
         .sync_policy(policy)
         .segment_bytes_max(4096)
+        // Spares written inline: one thread's operations (a run follows from its seed).
+        .segment_fill(ingestor::SegmentFill::ZerosInline)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never)
         .snapshot(SnapshotOptions::default().keep([3, 1, 2][cycle % 3]))

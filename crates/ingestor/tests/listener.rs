@@ -44,6 +44,7 @@ fn the_logs_events_reach_the_listener_given_to_the_config() {
     let config = Config::default()
         .sync_policy(SyncPolicy::Always)
         .segment_bytes_max(4096)
+        .segment_fill(ingestor::SegmentFill::ZerosInline)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never)
         .wal_listener(Arc::clone(&listener) as Arc<dyn WalListener>);

@@ -146,6 +146,9 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     let engine = Config::default()
         .sync_policy(SyncPolicy::Always)
         .segment_bytes_max(8 << 10)
+        // Spares written inline: an engine abandoned at a power cut leaves no thread that
+        // would write into the next life's directory.
+        .segment_fill(ingestor::SegmentFill::ZerosInline)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never);
     let mut forward = ForwardConfig::default();
