@@ -87,13 +87,28 @@ impl Fs for StdFs {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| with_path(e, "open lock file", &lock_path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Box::new(StdLock { _file: file, path: path.to_path_buf() })),
-            Err(TryLockError::WouldBlock) => Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("{} is locked by another process or handle", path.display()),
-            )),
-            Err(TryLockError::Error(e)) => Err(with_path(e, "lock", &lock_path)),
+        // A lock just released can still be held for a moment: a process being spawned
+        // (fork, then exec) holds a copy of every open file until its exec, so the holder's
+        // close does not release it at once. A few short retries tell that from a real
+        // holder.
+        let mut wait = std::time::Duration::from_millis(2);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(StdLock { _file: file, path: path.to_path_buf() })),
+                Err(TryLockError::WouldBlock) if waited < std::time::Duration::from_millis(250) => {
+                    std::thread::sleep(wait);
+                    waited += wait;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(64));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("{} is locked by another process or handle", path.display()),
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(with_path(e, "lock", &lock_path)),
+            }
         }
     }
 
