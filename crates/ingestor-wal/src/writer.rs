@@ -340,14 +340,7 @@ impl Shared {
         buf: &mut Vec<u8>,
         build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
     ) -> Result<(Lsn, Lsn)> {
-        let durable = Lsn(self.durable.load(Ordering::Acquire));
-        let mut batch = RecordBatch {
-            segment: w.segment,
-            next: w.next_lsn,
-            durable,
-            compression: self.options.compression,
-            buf,
-        };
+        let mut batch = self.batch(w, buf);
         build(&mut batch)?;
         let mut next = batch.next;
         if next == w.next_lsn {
@@ -369,14 +362,7 @@ impl Shared {
                 self.rotate(w)?;
             }
             buf.clear();
-            let durable = Lsn(self.durable.load(Ordering::Acquire));
-            let mut batch = RecordBatch {
-                segment: w.segment,
-                next: w.next_lsn,
-                durable,
-                compression: self.options.compression,
-                buf,
-            };
+            let mut batch = self.batch(w, buf);
             build(&mut batch)?;
             next = batch.next;
         }
@@ -414,6 +400,17 @@ impl Shared {
         self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
         self.want_spare(w);
         Ok((first, last))
+    }
+
+    /// An empty batch of records for the active segment, writing into `buf`.
+    fn batch<'b>(&self, w: &Writer, buf: &'b mut Vec<u8>) -> RecordBatch<'b> {
+        RecordBatch {
+            segment: w.segment,
+            next: w.next_lsn,
+            durable: Lsn(self.durable.load(Ordering::Acquire)),
+            compression: self.options.compression,
+            buf,
+        }
     }
 
     /// Moves onto the ready spare before the active segment is full, giving back the

@@ -132,6 +132,46 @@ const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
 /// An event: some sample arrived twice (the duplicates bound was exercised).
 pub(crate) const RESENT: &str = "forward: a request sent again after a power cut";
 
+/// Checks what the receiver got against what was acknowledged: every acknowledged series
+/// arrived, only ever with its value. Returns how many samples arrived more than once
+/// (and records the event when any did). `acked_as` says what the acknowledgements meant
+/// (for the message).
+pub(crate) fn check_arrivals(
+    acked: &BTreeMap<u64, f64>,
+    got: &BTreeMap<u64, Vec<f64>>,
+    acked_as: &str,
+    report: &mut Report,
+) -> Result<usize, Violation> {
+    report.updates_checked += acked.len() as u64;
+    for (id, value) in acked {
+        match got.get(id) {
+            Some(values) if values.iter().all(|v| v == value) => {}
+            Some(values) => {
+                return Err(violation(
+                    Invariant::PrefixExactlyOnce,
+                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
+                ));
+            }
+            None => {
+                return Err(violation(
+                    Invariant::DurableSurvives,
+                    format!(
+                        "series id={id} was acknowledged {acked_as} but never reached the \
+                         receiver ({} of {} acknowledged series arrived)",
+                        acked.keys().filter(|k| got.contains_key(k)).count(),
+                        acked.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let dup: usize = got.values().map(|v| v.len() - 1).sum();
+    if dup > 0 {
+        report.event(RESENT);
+    }
+    Ok(dup)
+}
+
 fn violation(invariant: Invariant, detail: String) -> Violation {
     Violation { invariant, detail }
 }
@@ -251,34 +291,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             sim.crash_random();
         }
     }
-    let got = rx.received();
-    report.updates_checked += acked.len() as u64;
-    for (id, value) in &acked {
-        match got.get(id) {
-            Some(values) if values.iter().all(|v| v == value) => {}
-            Some(values) => {
-                return Err(violation(
-                    Invariant::PrefixExactlyOnce,
-                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
-                ));
-            }
-            None => {
-                return Err(violation(
-                    Invariant::DurableSurvives,
-                    format!(
-                        "series id={id} was acknowledged durable but never reached the receiver \
-                         ({} of {} acknowledged series arrived)",
-                        acked.keys().filter(|k| got.contains_key(k)).count(),
-                        acked.len()
-                    ),
-                ));
-            }
-        }
-    }
-    let dup: usize = got.values().map(|v| v.len() - 1).sum();
-    if dup > 0 {
-        report.event(RESENT);
-    }
+    let dup = check_arrivals(&acked, &rx.received(), "durable", report)?;
     if dup > bound {
         return Err(violation(
             Invariant::PrefixExactlyOnce,

@@ -23,7 +23,7 @@ use ingestor::{StdFs, Update};
 use ingestor_forward::{Destination, ForwardConfig, Forwarder};
 
 use super::Report;
-use super::forward::{MAX_SAMPLES, MAX_SHARDS, RESENT, Receiver};
+use super::forward::{MAX_SAMPLES, MAX_SHARDS, Receiver, check_arrivals};
 use super::oracle::{Invariant, Violation};
 use super::workload::Rng;
 
@@ -169,34 +169,8 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
             *report.cycles.entry("forward kill").or_default() += 1;
         }
     }
-    let got = rx.received();
-    report.updates_checked += acked.len() as u64;
-    for (id, value) in &acked {
-        match got.get(id) {
-            Some(values) if values.iter().all(|v| v == value) => {}
-            Some(values) => {
-                return Err(violation(
-                    Invariant::PrefixExactlyOnce,
-                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
-                ));
-            }
-            None => {
-                return Err(violation(
-                    Invariant::DurableSurvives,
-                    format!(
-                        "series id={id} was acknowledged but never reached the receiver after \
-                         {KILLS_PER_RUN} kills ({} of {} acknowledged series arrived)",
-                        acked.keys().filter(|k| got.contains_key(k)).count(),
-                        acked.len()
-                    ),
-                ));
-            }
-        }
-    }
-    let dup: usize = got.values().map(|v| v.len() - 1).sum();
-    if dup > 0 {
-        report.event(RESENT);
-    }
+    let acked_as = format!("durable, in a run of {KILLS_PER_RUN} kills,");
+    let dup = check_arrivals(&acked, &rx.received(), &acked_as, report)?;
     // Per kill, each shard's window and the request in flight (a life runs at most
     // MAX_SHARDS: its configured count, or the count its cursor files keep).
     let bound = MAX_SHARDS * (WINDOW + 1) * MAX_SAMPLES * KILLS_PER_RUN as usize;
