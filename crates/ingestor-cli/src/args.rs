@@ -9,8 +9,8 @@ use ingestor::{
     SyncPolicy,
 };
 
-/// The sync policy flag: `always`, `os`, `batch` or `batch:DURATION` (for example
-/// `batch:5ms`).
+/// The sync policy flag: `always`, `os`, `batch`, `batch:DURATION` (for example
+/// `batch:5ms`), `buffered` or `buffered:DURATION`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SyncArg(pub(crate) SyncPolicy);
 
@@ -22,10 +22,14 @@ impl std::str::FromStr for SyncArg {
             "always" => Ok(SyncArg(SyncPolicy::Always)),
             "os" => Ok(SyncArg(SyncPolicy::Os)),
             "batch" => Ok(SyncArg(SyncPolicy::default())),
+            "buffered" => Ok(SyncArg(SyncPolicy::BUFFERED)),
             other => {
-                let window = other
-                    .strip_prefix("batch:")
-                    .ok_or_else(|| format!("{other:?}: expected always, os or batch:DURATION"))?;
+                if let Some(deadline) = other.strip_prefix("buffered:") {
+                    return Ok(SyncArg(SyncPolicy::Buffered(parse_duration(deadline)?)));
+                }
+                let window = other.strip_prefix("batch:").ok_or_else(|| {
+                    format!("{other:?}: expected always, os, batch:DURATION or buffered:DURATION")
+                })?;
                 Ok(SyncArg(SyncPolicy::Batch(parse_duration(window)?)))
             }
         }
@@ -87,10 +91,16 @@ impl std::str::FromStr for OptionalDuration {
 #[derive(Debug, Clone, Args)]
 pub(crate) struct EngineArgs {
     /// When writes are synced: always (acknowledged after fdatasync), os (acknowledged once
-    /// written to the OS), or batch:DURATION (durable within the window plus up to two
-    /// sync durations).
+    /// written to the OS), batch:DURATION (durable within the window plus up to two
+    /// sync durations), or buffered:DURATION (opt-in: acknowledged while still in the
+    /// process's buffer, written when it fills or the deadline passes, 200ms by default; a
+    /// kill -9 loses up to one deadline of acknowledged writes).
     #[arg(long, default_value = "batch:5ms")]
     sync: SyncArg,
+    /// Under --sync buffered, the bytes of logged batches gathered before they are written
+    /// (4KiB ..= 64MiB).
+    #[arg(long, default_value = "1MiB")]
+    wal_buffer_bytes: Bytes,
     /// Log segment size in bytes.
     #[arg(long, default_value_t = 128 << 20)]
     segment_bytes: u64,
@@ -156,6 +166,7 @@ impl EngineArgs {
         Config::default()
             .sync_policy(self.sync.0)
             .segment_bytes_max(self.segment_bytes)
+            .wal_buffer_bytes(self.wal_buffer_bytes.0)
             .wal_compression(wal_compression)
             .snapshot_bytes(self.snapshot_bytes)
             .snapshot_interval(self.snapshot_interval.0)
@@ -201,6 +212,14 @@ mod tests {
             SyncPolicy::Batch(Duration::from_micros(250))
         );
         assert_eq!(config(&[]).unwrap().sync_policy, SyncPolicy::Batch(Duration::from_millis(5)));
+        assert_eq!(
+            config(&["--sync", "buffered"]).unwrap().sync_policy,
+            SyncPolicy::Buffered(Duration::from_millis(200))
+        );
+        let c = config(&["--sync", "buffered:50ms", "--wal-buffer-bytes", "64KiB"]).unwrap();
+        assert_eq!(c.sync_policy, SyncPolicy::Buffered(Duration::from_millis(50)));
+        assert_eq!(c.wal_buffer_bytes, 64 << 10);
+        assert!(config(&["--sync", "buffered:soon"]).is_err());
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         let err = config(&["--sync", "sometimes"]).unwrap_err();

@@ -36,9 +36,11 @@
 //! - **LSNs are dense, unique and in file order**, across threads and segments; every frame
 //!   carries its LSN and recovery checks the chain.
 //! - **An append returns only after its bytes reached the operating system** (one write
-//!   system call per append or batch): nothing acknowledged sits in a user-space buffer.
-//!   Under [`SyncPolicy::Always`] it returns after an fdatasync that covers it; concurrent
-//!   appenders share syncs (group commit).
+//!   system call per append or batch): nothing acknowledged [`AckLevel::Written`] sits in a
+//!   user-space buffer. Under [`SyncPolicy::Always`] it returns after an fdatasync that
+//!   covers it; concurrent appenders share syncs (group commit). Only the opt-in
+//!   [`SyncPolicy::Buffered`] acknowledges records still in the log's buffer, and says so
+//!   ([`AckLevel::Accepted`]): they are written within its deadline, in LSN order.
 //! - **Nothing is acknowledged durable that a successful sync did not cover.** A failed sync
 //!   poisons the log: every later append and sync fails with [`WalError::Poisoned`], carrying
 //!   the cause, until the log is reopened. It is never retried into a success.
@@ -51,8 +53,9 @@
 //! - **Deletion below a watermark never removes the active segment** or one holding an LSN
 //!   at or above the watermark, and syncs the directory afterwards.
 //!
-//! Threads: under [`SyncPolicy::Batch`] the log runs one background thread that starts a sync
-//! one window after a write; a write is durable within the window plus up to two sync
+//! Threads: under [`SyncPolicy::Buffered`] one background thread writes the buffer at its
+//! deadline; under [`SyncPolicy::Batch`] one background thread starts a sync one window after
+//! a write; a write is durable within the window plus up to two sync
 //! durations (one sync may be running when it arrives).
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").

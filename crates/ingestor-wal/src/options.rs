@@ -24,6 +24,25 @@ pub enum SyncPolicy {
     /// Appends return *written*; syncs happen only at segment rotation, on
     /// [`crate::Wal::sync`] and on close.
     Os,
+    /// Opt-in, never a default. Appends return *accepted*: their frames gather in a buffer
+    /// in the process, written with one system call when it holds
+    /// [`WalOptions::buffer_bytes`] or when the deadline given here has passed since the
+    /// first of them was accepted, whichever comes first (a background thread keeps the
+    /// deadline). Syncs happen as under [`SyncPolicy::Os`]. [`crate::Wal::wait_written`],
+    /// [`crate::Wal::wait_durable`], [`crate::Wal::sync`] and close write the buffer first.
+    ///
+    /// What it costs: a process crash (`kill -9`) loses the records accepted in the last
+    /// deadline, and a power cut everything not synced; a failed write of the buffer poisons
+    /// the log (the buffered records are lost, and every later call says so). What is lost
+    /// is always a suffix: the log never holds a record without every one before it.
+    Buffered(
+        #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))] Duration,
+    ),
+}
+
+impl SyncPolicy {
+    /// [`SyncPolicy::Buffered`] with its usual deadline, 200 ms.
+    pub const BUFFERED: SyncPolicy = SyncPolicy::Buffered(Duration::from_millis(200));
 }
 
 impl Default for SyncPolicy {
@@ -102,6 +121,9 @@ pub struct WalOptions {
     pub compression: Compression,
     /// How new segments get their space. Default: [`SegmentFill::Zeros`].
     pub segment_fill: SegmentFill,
+    /// Under [`SyncPolicy::Buffered`], how many bytes of frames the buffer holds before it is
+    /// written; ignored otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.
+    pub buffer_bytes: usize,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -116,6 +138,7 @@ impl Default for WalOptions {
             segment_bytes_max: 128 << 20,
             compression: Compression::None,
             segment_fill: SegmentFill::default(),
+            buffer_bytes: 1 << 20,
             listener: None,
         }
     }
@@ -157,6 +180,13 @@ impl WalOptions {
         self
     }
 
+    /// Sets [`WalOptions::buffer_bytes`].
+    #[must_use]
+    pub fn buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
     /// Sets [`WalOptions::listener`].
     #[must_use]
     pub fn listener(mut self, listener: Arc<dyn WalListener>) -> Self {
@@ -186,6 +216,25 @@ impl WalOptions {
             return Err(WalError::InvalidOptions {
                 field: "sync_policy",
                 reason: format!("Batch window {window:?} is outside (0, 60 s]"),
+            });
+        }
+        if let SyncPolicy::Buffered(deadline) = self.sync_policy
+            && (deadline.is_zero() || deadline > Duration::from_secs(60))
+        {
+            return Err(WalError::InvalidOptions {
+                field: "sync_policy",
+                reason: format!("Buffered deadline {deadline:?} is outside (0, 60 s]"),
+            });
+        }
+        if !(4 << 10..=64 << 20).contains(&self.buffer_bytes) {
+            return Err(WalError::InvalidOptions {
+                field: "buffer_bytes",
+                reason: format!(
+                    "{} is outside 4 KiB ..= 64 MiB ({} ..= {} bytes)",
+                    self.buffer_bytes,
+                    4 << 10,
+                    64 << 20
+                ),
             });
         }
         if let Compression::Zstd { level } = self.compression

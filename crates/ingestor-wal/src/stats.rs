@@ -46,6 +46,8 @@ pub struct WalStats {
     pub spare_failures: u64,
     /// The last LSN written.
     pub written_lsn: Lsn,
+    /// The last LSN accepted (see [`crate::Wal::accepted_lsn`]).
+    pub accepted_lsn: Lsn,
     /// The last LSN known durable.
     pub durable_lsn: Lsn,
     /// Segment files in the log.
@@ -97,6 +99,7 @@ impl Counters {
             spare_segments: self.spare_segments.load(Relaxed),
             spare_failures: self.spare_failures.load(Relaxed),
             written_lsn: Lsn::ZERO,
+            accepted_lsn: Lsn::ZERO,
             durable_lsn: Lsn::ZERO,
             segments: 0,
         }

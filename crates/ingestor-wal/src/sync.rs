@@ -1,4 +1,5 @@
-//! Group commit, and the background syncer of `SyncPolicy::Batch`.
+//! Group commit, the background syncer of `SyncPolicy::Batch` and the flusher of
+//! `SyncPolicy::Buffered`.
 //!
 //! One caller at a time syncs (the leader); callers that arrive while a sync runs wait for
 //! it, and the next leader's sync covers every write that preceded it. A failed sync poisons
@@ -119,6 +120,7 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
         let mut w = lock(&shared.writer);
         let segment = w.segment;
         w.flush_deferred().map_err(|e| WalError::io("write", shared.path(segment), e))?;
+        shared.flush_pending(&mut w)?;
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
     };
     shared.crash_point(crash_points::SYNC_BEFORE)?;
@@ -131,16 +133,45 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
 
 /// Starts the thread that syncs at most `window` after a write.
 pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Result<JoinHandle<()>> {
+    spawn_timer(shared, window, "ingestor-wal-sync", true, |shared| {
+        let target = Lsn(shared.written.load(Ordering::Acquire));
+        // Errors poison the log; appenders see them.
+        sync_to(shared, target, true).is_ok()
+    })
+}
+
+/// Starts the thread of [`crate::SyncPolicy::Buffered`] that writes the buffer at most
+/// `deadline` after its first frames were accepted.
+pub(crate) fn spawn_flusher(shared: Arc<Shared>, deadline: Duration) -> Result<JoinHandle<()>> {
+    // At shutdown the closing thread writes the buffer itself (with its final sync).
+    spawn_timer(shared, deadline, "ingestor-wal-flush", false, |shared| {
+        // Deliberate defect: the deadline passes and the buffer stays where it is (it is
+        // written only when it fills, or at a sync).
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("buffered-no-deadline") {
+            return true;
+        }
+        let mut w = lock(&shared.writer);
+        // Errors poison the log; appenders see them.
+        shared.flush_pending(&mut w).is_ok()
+    })
+}
+
+/// A thread that runs `act` one `window` after the first wake-up since its last run, and
+/// (if `at_shutdown`) once more when told to shut down.
+fn spawn_timer(
+    shared: Arc<Shared>,
+    window: Duration,
+    name: &'static str,
+    at_shutdown: bool,
+    act: fn(&Shared) -> bool,
+) -> Result<JoinHandle<()>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let _ = shared.wake.set(tx);
     std::thread::Builder::new()
-        .name("ingestor-wal-sync".into())
+        .name(name.into())
         .spawn(move || {
-            let sync_written = || {
-                let target = Lsn(shared.written.load(Ordering::Acquire));
-                // Errors poison the log; appenders see them.
-                sync_to(&shared, target, true).is_ok()
-            };
+            let sync_written = || act(&shared);
             loop {
                 match rx.recv() {
                     Ok(SyncMessage::Wake) => {}
@@ -151,17 +182,19 @@ pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Resul
                     match rx.recv_deadline(deadline) {
                         Ok(SyncMessage::Wake) => continue,
                         Ok(SyncMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                            sync_written();
+                            if at_shutdown {
+                                sync_written();
+                            }
                             return;
                         }
                         Err(RecvTimeoutError::Timeout) => break,
                     }
                 }
-                // A failed sync poisoned the log and woke every waiter; nothing more to do.
+                // A failure poisoned the log and woke every waiter; nothing more to do.
                 if !sync_written() && shared.poisoned.get().is_some() {
                     return;
                 }
             }
         })
-        .map_err(|e| WalError::io("spawn sync thread", "ingestor-wal-sync", e))
+        .map_err(|e| WalError::io("spawn thread", name, e))
 }

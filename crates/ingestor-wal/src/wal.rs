@@ -66,7 +66,11 @@ pub type ReplayError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
 pub enum AckLevel {
+    /// Taken into the log's buffer in this process ([`SyncPolicy::Buffered`]): lost if the
+    /// process dies before the buffer is written.
+    Accepted,
     /// Handed to the operating system: survives a process crash, not a power cut.
     Written,
     /// Synced to the disk: survives a power cut.
@@ -205,6 +209,8 @@ impl Wal {
             offset,
             next_lsn,
             buf: Vec::new(),
+            pending: Vec::new(),
+            pending_at: 0,
             zeroed: false,
             #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
@@ -251,6 +257,7 @@ impl Wal {
                 last_sync: std::time::Duration::ZERO,
             }),
             synced: Condvar::new(),
+            accepted: AtomicU64::new(last_lsn.0),
             written: AtomicU64::new(last_lsn.0),
             durable: AtomicU64::new(last_lsn.0),
             poisoned: OnceLock::new(),
@@ -288,13 +295,17 @@ impl Wal {
         };
         let syncer = match options.sync_policy {
             SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
+            SyncPolicy::Buffered(deadline) => {
+                Some(crate::sync::spawn_flusher(Arc::clone(&shared), deadline)?)
+            }
             SyncPolicy::Always | SyncPolicy::Os => None,
         };
         Ok((Wal { shared, syncer, preparer }, report))
     }
 
     /// Appends one record; returns its LSN and the level it reached. Returns only after the
-    /// record reached the operating system (and, under [`SyncPolicy::Always`], the disk).
+    /// record reached the operating system (under [`SyncPolicy::Always`], the disk; under
+    /// [`SyncPolicy::Buffered`], the log's buffer).
     ///
     /// # Errors
     /// [`WalError::Io`] if the write fails (nothing of the record stays in the log);
@@ -330,36 +341,77 @@ impl Wal {
         self.shared.append_with(build)
     }
 
-    /// Makes every record written so far durable; returns the durable LSN.
+    /// Makes every record accepted so far durable (writing the buffer of
+    /// [`SyncPolicy::Buffered`] first); returns the durable LSN.
     ///
     /// # Errors
-    /// [`WalError::Poisoned`] if this or an earlier sync failed.
+    /// [`WalError::Poisoned`] if this or an earlier sync or write failed.
     pub fn sync(&self) -> Result<Lsn> {
-        let target = self.written_lsn();
+        let target = self.accepted_lsn();
         crate::sync::sync_to(&self.shared, target, true)
     }
 
-    /// Waits until `lsn` is durable: under [`SyncPolicy::Batch`] for the background sync,
-    /// otherwise by syncing.
+    /// Writes the buffer of [`SyncPolicy::Buffered`] now (a no-op under other policies);
+    /// returns the last LSN written.
     ///
     /// # Errors
-    /// [`WalError::Poisoned`] if a sync failed; [`WalError::LsnOutOfRange`] for an LSN not
-    /// yet written.
-    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
-        let written = self.written_lsn();
-        if lsn > written {
+    /// [`WalError::Poisoned`] if this or an earlier write or sync failed.
+    pub fn flush(&self) -> Result<Lsn> {
+        let mut w = lock(&self.shared.writer);
+        self.shared.check_poisoned()?;
+        self.shared.flush_pending(&mut w)?;
+        Ok(self.written_lsn())
+    }
+
+    /// Waits until `lsn` reached the operating system: under [`SyncPolicy::Buffered`] by
+    /// writing the buffer if it holds `lsn`; under other policies every accepted record is
+    /// already written.
+    ///
+    /// # Errors
+    /// [`WalError::Poisoned`] if a write failed; [`WalError::LsnOutOfRange`] for an LSN not
+    /// yet accepted.
+    pub fn wait_written(&self, lsn: Lsn) -> Result<()> {
+        self.check_accepted(lsn)?;
+        if lsn <= self.written_lsn() {
+            return Ok(());
+        }
+        self.flush().map(|_| ())
+    }
+
+    fn check_accepted(&self, lsn: Lsn) -> Result<()> {
+        let accepted = self.accepted_lsn();
+        if lsn > accepted {
             return Err(WalError::LsnOutOfRange {
                 requested: lsn,
                 first: Lsn::FIRST,
-                last: written,
+                last: accepted,
             });
         }
+        Ok(())
+    }
+
+    /// Waits until `lsn` is durable: under [`SyncPolicy::Batch`] for the background sync,
+    /// otherwise by syncing (after writing the buffer of [`SyncPolicy::Buffered`]).
+    ///
+    /// # Errors
+    /// [`WalError::Poisoned`] if a sync or write failed; [`WalError::LsnOutOfRange`] for an
+    /// LSN not yet accepted.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.check_accepted(lsn)?;
         let lead = !matches!(self.shared.options.sync_policy, SyncPolicy::Batch(_))
             || self.syncer.is_none();
         crate::sync::sync_to(&self.shared, lsn, lead).map(|_| ())
     }
 
-    /// The last LSN written ([`Lsn::ZERO`] for an empty log).
+    /// The last LSN accepted ([`Lsn::ZERO`] for an empty log): the last LSN appended. It is
+    /// [`Wal::written_lsn`] except under [`SyncPolicy::Buffered`] while the buffer holds
+    /// records.
+    #[must_use]
+    pub fn accepted_lsn(&self) -> Lsn {
+        Lsn(self.shared.accepted.load(Ordering::Acquire))
+    }
+
+    /// The last LSN written to the operating system ([`Lsn::ZERO`] for an empty log).
     #[must_use]
     pub fn written_lsn(&self) -> Lsn {
         Lsn(self.shared.written.load(Ordering::Acquire))
@@ -471,6 +523,7 @@ impl Wal {
             return Ok(());
         }
         shared.check_poisoned()?;
+        shared.flush_pending(&mut w)?;
         let mut segments = lock(&shared.segments);
         for (i, id) in segments.clone().into_iter().enumerate() {
             if i > 0 {
@@ -489,6 +542,7 @@ impl Wal {
         w.next_lsn = next;
         segments.push(id);
         let last = Lsn(next.0 - 1);
+        shared.accepted.store(last.0, Ordering::Release);
         shared.written.store(last.0, Ordering::Release);
         shared.mark_durable(last);
         Ok(())
@@ -505,13 +559,15 @@ impl Wal {
     #[must_use]
     pub fn stats(&self) -> WalStats {
         let mut stats = self.shared.counters.snapshot();
+        stats.accepted_lsn = self.accepted_lsn();
         stats.written_lsn = self.written_lsn();
         stats.durable_lsn = self.durable_lsn();
         stats.segments = lock(&self.shared.segments).len() as u64;
         stats
     }
 
-    /// Stops the background sync thread, syncs everything written, and closes the log.
+    /// Stops the background thread, writes the buffer, syncs everything written, and
+    /// closes the log.
     ///
     /// # Errors
     /// The error of the final sync (the log is closed all the same).
@@ -538,7 +594,7 @@ impl Wal {
         if self.shared.poisoned.get().is_some() {
             return self.shared.check_poisoned();
         }
-        let target = self.written_lsn();
+        let target = self.accepted_lsn();
         crate::sync::sync_to(&self.shared, target, true).map(|_| ())
     }
 }

@@ -77,6 +77,10 @@ pub(crate) struct Writer {
     pub(crate) offset: u64,
     pub(crate) next_lsn: Lsn,
     pub(crate) buf: Vec<u8>,
+    /// Under [`SyncPolicy::Buffered`]: frames accepted and not yet written, which belong at
+    /// `pending_at` in the active segment (`offset` is past them).
+    pub(crate) pending: Vec<u8>,
+    pub(crate) pending_at: u64,
     /// Whether the active segment was a zero-filled spare (else its space came from
     /// `fallocate`, or a recovered segment's own).
     pub(crate) zeroed: bool,
@@ -115,6 +119,8 @@ pub(crate) struct Shared {
     pub(crate) writer: Mutex<Writer>,
     pub(crate) sync: Mutex<SyncState>,
     pub(crate) synced: Condvar,
+    /// The last LSN accepted: written, or waiting in the buffer of [`SyncPolicy::Buffered`].
+    pub(crate) accepted: AtomicU64,
     pub(crate) written: AtomicU64,
     pub(crate) durable: AtomicU64,
     pub(crate) poisoned: OnceLock<Arc<WalError>>,
@@ -131,7 +137,8 @@ pub(crate) struct Shared {
     pub(crate) undo_generation: AtomicU64,
     /// Held around every data sync: see [`Shared::sync_segment`].
     pub(crate) data_sync: Mutex<()>,
-    /// Wakes the background syncer of [`SyncPolicy::Batch`].
+    /// Wakes the background syncer of [`SyncPolicy::Batch`], or the flusher of
+    /// [`SyncPolicy::Buffered`].
     pub(crate) wake: OnceLock<Sender<SyncMessage>>,
     /// The zero-filled spare segment (see [`SegmentFill`]).
     pub(crate) spare: Mutex<Spare>,
@@ -237,6 +244,7 @@ impl Shared {
     pub(crate) fn rotate(&self, w: &mut Writer) -> Result<()> {
         let segment = w.segment;
         w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
+        self.flush_pending(w)?;
         self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
         // Deliberate defect: the ended segment is not synced, yet counted durable.
         #[cfg(ingestor_deliberate_bugs)]
@@ -312,9 +320,23 @@ impl Shared {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let (first, last) = result?;
         if last < first {
-            return Ok(Ack { first, last, level: AckLevel::Written });
+            let level = if self.written.load(Ordering::Acquire) >= last.0 {
+                AckLevel::Written
+            } else {
+                AckLevel::Accepted
+            };
+            return Ok(Ack { first, last, level });
         }
         let level = match self.options.sync_policy {
+            SyncPolicy::Buffered(_) => {
+                if self.durable.load(Ordering::Acquire) >= last.0 && self.poisoned.get().is_none() {
+                    AckLevel::Durable
+                } else if self.written.load(Ordering::Acquire) >= last.0 {
+                    AckLevel::Written
+                } else {
+                    AckLevel::Accepted
+                }
+            }
             SyncPolicy::Always => {
                 crate::sync::sync_to(self, last, true)?;
                 AckLevel::Durable
@@ -366,6 +388,9 @@ impl Shared {
             build(&mut batch)?;
             next = batch.next;
         }
+        if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
+            return self.accept(w, buf, next);
+        }
         let segment = w.segment;
         let path = || self.path(segment);
         self.crash_point(crash_points::APPEND_BEFORE_WRITE)?;
@@ -393,6 +418,7 @@ impl Shared {
         let last = Lsn(next.0 - 1);
         w.offset += buf.len() as u64;
         w.next_lsn = next;
+        self.accepted.store(last.0, Ordering::Release);
         self.written.store(last.0, Ordering::Release);
         Counters::add(&self.counters.appends, 1);
         Counters::add(&self.counters.records, next.0 - first.0);
@@ -400,6 +426,59 @@ impl Shared {
         self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
         self.want_spare(w);
         Ok((first, last))
+    }
+
+    /// [`SyncPolicy::Buffered`]: takes a batch's frames into the buffer, and writes the
+    /// buffer once it holds [`WalOptions::buffer_bytes`]; the first frames of an empty
+    /// buffer start the flusher's deadline.
+    fn accept(&self, w: &mut Writer, buf: &[u8], next: Lsn) -> Result<(Lsn, Lsn)> {
+        let was_empty = w.pending.is_empty();
+        if was_empty {
+            w.pending_at = w.offset;
+        }
+        w.pending.extend_from_slice(buf);
+        let first = w.next_lsn;
+        let last = Lsn(next.0 - 1);
+        w.offset += buf.len() as u64;
+        w.next_lsn = next;
+        self.accepted.store(last.0, Ordering::Release);
+        Counters::add(&self.counters.appends, 1);
+        Counters::add(&self.counters.records, next.0 - first.0);
+        if w.pending.len() >= self.options.buffer_bytes {
+            // A failure poisons the log: this batch is not acknowledged, and the records
+            // accepted before it are lost with the buffer.
+            self.flush_pending(w)?;
+        } else if was_empty && let Some(tx) = self.wake.get() {
+            // A full channel means a wake-up is already pending.
+            let _ = tx.try_send(SyncMessage::Wake);
+        }
+        self.want_spare(w);
+        Ok((first, last))
+    }
+
+    /// Writes the buffer of [`SyncPolicy::Buffered`] (a no-op when it is empty), with one
+    /// system call. A failed write poisons the log: the frames were acknowledged, so they
+    /// cannot be cut back and given again; recovery treats whatever part reached the file as
+    /// a torn tail.
+    pub(crate) fn flush_pending(&self, w: &mut Writer) -> Result<()> {
+        if w.pending.is_empty() {
+            return Ok(());
+        }
+        self.check_poisoned()?;
+        let path = self.path(w.segment);
+        if let Err(e) = self.crash_point(crash_points::APPEND_BEFORE_WRITE) {
+            w.pending.clear();
+            return Err(self.poison(e));
+        }
+        if let Err(e) = w.file.write_at(&w.pending, w.pending_at) {
+            w.pending.clear();
+            Counters::add(&self.counters.failed_writes, 1);
+            return Err(self.poison(WalError::io("write", path, e)));
+        }
+        Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
+        w.pending.clear();
+        self.written.store(w.next_lsn.0 - 1, Ordering::Release);
+        self.crash_point(crash_points::APPEND_AFTER_WRITE).map_err(|e| self.poison(e))
     }
 
     /// An empty batch of records for the active segment, writing into `buf`.

@@ -64,7 +64,10 @@ pub struct Config {
     /// acknowledged batch is durable (concurrent ingesters share syncs). `Batch(window)`:
     /// acknowledged once written to the OS, durable within the window plus up to two sync
     /// durations. `Os`: durable at
-    /// rotation, snapshot, `sync` and close. Default: `Batch(5 ms)`.
+    /// rotation, snapshot, `sync` and close. `Buffered(deadline)`, opt-in: acknowledged
+    /// *accepted* while in the log's buffer in this process, written when the buffer fills
+    /// ([`Config::wal_buffer_bytes`]) or the deadline passes; a `kill -9` loses up to one
+    /// deadline of accepted batches. Default: `Batch(5 ms)`.
     pub sync_policy: SyncPolicy,
     /// What opening does with a damaged log. Default: `TolerateTornTail`.
     pub recovery_mode: RecoveryMode,
@@ -76,6 +79,9 @@ pub struct Config {
     /// background thread (so that syncs into them are data-only), or `fallocate`. Default:
     /// [`SegmentFill::Zeros`].
     pub segment_fill: SegmentFill,
+    /// Under [`SyncPolicy::Buffered`], the bytes of logged batches gathered before they are
+    /// written. Between 4 KiB and 64 MiB. Default: 1 MiB.
+    pub wal_buffer_bytes: usize,
     /// A snapshot is taken automatically once the log has grown by this many bytes since the
     /// last one. Default: 128 MiB.
     pub snapshot_bytes: u64,
@@ -129,6 +135,7 @@ impl Default for Config {
             segment_bytes_max: 128 << 20,
             wal_compression: Compression::None,
             segment_fill: SegmentFill::default(),
+            wal_buffer_bytes: 1 << 20,
             snapshot_bytes: 128 << 20,
             snapshot_interval: Some(Duration::from_secs(3600)),
             final_snapshot: FinalSnapshot::default(),
@@ -168,6 +175,8 @@ impl Config {
         wal_compression: Compression,
         /// Sets [`Config::segment_fill`].
         segment_fill: SegmentFill,
+        /// Sets [`Config::wal_buffer_bytes`].
+        wal_buffer_bytes: usize,
         /// Sets [`Config::snapshot_bytes`].
         snapshot_bytes: u64,
         /// Sets [`Config::snapshot_interval`].
@@ -237,7 +246,8 @@ impl Config {
             .recovery_mode(self.recovery_mode)
             .segment_bytes_max(self.segment_bytes_max)
             .compression(self.wal_compression)
-            .segment_fill(self.segment_fill);
+            .segment_fill(self.segment_fill)
+            .buffer_bytes(self.wal_buffer_bytes);
         match &self.wal_listener {
             Some(listener) => options.listener(Arc::clone(listener)),
             None => options,

@@ -40,6 +40,9 @@
 //!   its batch was written to the log, and acknowledged with its LSN and the level it reached:
 //!   *written* (survives a process crash) or *durable* (survives a power cut). Under
 //!   `SyncPolicy::Always` every acknowledgement is durable; concurrent ingesters share syncs.
+//!   Under the opt-in `SyncPolicy::Buffered` a batch is acknowledged *accepted* once in the
+//!   log's buffer in the process, written within the policy's deadline: a process crash may
+//!   lose the last deadline's batches (always a suffix); [`Ingestor::flush`] writes them now.
 //! - **Batches are atomic.** A batch is validated whole (names, values, kinds against the
 //!   current state, limits) before anything is logged; a refused batch leaves nothing behind.
 //! - **Recovery is exact.** Open loads the newest good snapshot and replays the log after its

@@ -37,7 +37,13 @@ pub(crate) enum Policy {
     Always,
     Batch,
     Os,
+    /// `Buffered` with [`BUFFERED_DEADLINE`] (the proc mode; the sim mode runs it with a
+    /// deadline no life reaches, so that only a full buffer, a sync or a snapshot writes).
+    Buffered,
 }
+
+/// The deadline of `Buffered` in the proc mode.
+pub(crate) const BUFFERED_DEADLINE: Duration = Duration::from_millis(20);
 
 impl Policy {
     pub(crate) fn sync_policy(self) -> ingestor::SyncPolicy {
@@ -45,6 +51,7 @@ impl Policy {
             Policy::Always => ingestor::SyncPolicy::Always,
             Policy::Batch => ingestor::SyncPolicy::Batch(Duration::from_millis(2)),
             Policy::Os => ingestor::SyncPolicy::Os,
+            Policy::Buffered => ingestor::SyncPolicy::Buffered(BUFFERED_DEADLINE),
         }
     }
 
@@ -53,6 +60,7 @@ impl Policy {
             Policy::Always => "always",
             Policy::Batch => "batch",
             Policy::Os => "os",
+            Policy::Buffered => "buffered",
         }
     }
 
@@ -61,6 +69,7 @@ impl Policy {
             "always" => Some(Policy::Always),
             "batch" => Some(Policy::Batch),
             "os" => Some(Policy::Os),
+            "buffered" => Some(Policy::Buffered),
             _ => None,
         }
     }
@@ -358,7 +367,9 @@ const USAGE: &str = "usage: cargo xtask crashtest [options]
   --duration SECS            wall-clock budget per mode
   --iteration N              run only this simulated iteration (reproduction)
   --kills N                  process kills (proc mode)
-  --policy always|batch|os   one sync policy (default: all; sim mode runs always and os)
+  --policy always|batch|os|buffered
+                             one sync policy (default: all; sim mode runs always, os and
+                             buffered)
   --faults LIST|all|none     fault classes: fsync-eio,enospc,create-rename,read-eio,
                              flip-tail,flip-middle,flip-snapshot,flip-synced,concurrent
                              (default all)
@@ -436,7 +447,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
                 let v = value()?;
                 o.policy = Some(
                     Policy::parse(&v)
-                        .ok_or(format!("--policy {v}: expected always, batch or os"))?,
+                        .ok_or(format!("--policy {v}: expected always, batch, os or buffered"))?,
                 );
             }
             "--faults" => {

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 20] = [
+const MUTANTS: [Mutant; 21] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -66,6 +66,13 @@ const MUTANTS: [Mutant; 20] = [
         against: Against::Proc,
         promise: "an acknowledged append was written (one pwrite, no user-space buffer): it \
                   survives kill -9",
+    },
+    Mutant {
+        name: "buffered-no-deadline",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "under Buffered, an accepted batch is written within the deadline: a kill \
+                  -9 loses at most the last deadline's batches",
     },
     Mutant {
         name: "rotate-no-sync",

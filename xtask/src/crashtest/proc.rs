@@ -7,10 +7,16 @@
 //! increasing from life to life (the next life continues after the recovered prefix).
 //!
 //! The child (`xtask crashtest-child`) speaks one line per event on stdout:
-//! `ack <index> <lsn> <written|durable>`, `snap <lsn>`, `point <name>` (just before it kills
-//! itself at the named point), `idle` (waiting to be killed). A line is written whole and
-//! flushed before the next batch is issued, so every `ack` the parent reads is a batch the
-//! engine acknowledged. A child whose parent is gone (broken pipe) kills itself.
+//! `ack <index> <lsn> <accepted|written|durable>`, `snap <lsn>`, `synced`, `settled` (it
+//! paused for many deadlines of `Buffered`), `point <name>` (just before it kills itself at
+//! the named point), `idle` (waiting to be killed). A line is written whole and flushed
+//! before the next batch is issued, so every `ack` the parent reads is a batch the engine
+//! acknowledged. A child whose parent is gone (broken pipe) kills itself.
+//!
+//! What must survive a kill: every batch acknowledged `written` or `durable`, and every batch
+//! before it; under `Buffered`, a batch acknowledged `accepted` only once a later line shows
+//! it written: a `snap` or `synced` after it, or a `settled` (the child paused for
+//! [`SETTLE_PAUSE`], 30 deadlines, after its `ack`: the flusher must have written it).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -49,6 +55,9 @@ const HOLD_BATCHES: u64 = 1100;
 const RELEASE_BATCHES: u64 = 40;
 /// The exit code of a child that failed on its own (never a crash).
 const CHILD_FAILED: u8 = 3;
+/// How long a child told to settle pauses after that many batches: 30 deadlines of
+/// `Buffered` (20 ms), so that the flusher must have written every batch accepted before.
+const SETTLE_PAUSE: Duration = Duration::from_millis(600);
 
 /// Every named crash point the proc mode must reach: all of the log's and the snapshot
 /// writer's. `wal.delete.between` and `snapshot.retention.between` need compaction of two
@@ -70,6 +79,9 @@ fn needs_hold(name: &str) -> bool {
 fn config(policy: Policy, keep: usize) -> Config {
     Config::default()
         .sync_policy(policy.sync_policy())
+        // Under `Buffered`, a buffer that fills every few dozen batches, as well as the
+        // deadline.
+        .wal_buffer_bytes(16 << 10)
         .segment_bytes_max(SEGMENT_BYTES)
         .snapshot_interval(None)
         .snapshot_bytes(1 << 30)
@@ -91,6 +103,9 @@ struct Life {
     kill_at: Option<(&'static str, u64)>,
     /// Parent kill after this many acks...
     target_acks: usize,
+    /// `Some(n)`: the child pauses after `n` batches and says `settled`; the parent kills it
+    /// after that line and two more acks (lives of `Buffered`).
+    settle_after: Option<u64>,
     /// ...or this long after the spawn, whichever first.
     delay: Duration,
     hold: bool,
@@ -117,6 +132,10 @@ impl Life {
         }
         if self.hold {
             args.push("--hold".into());
+        }
+        if let Some(n) = self.settle_after {
+            args.push("--settle-after".into());
+            args.push(n.to_string());
         }
         args
     }
@@ -148,7 +167,7 @@ pub(crate) fn run(options: &Options) -> Report {
         }
     };
     let points = named_points();
-    let policies = [Policy::Always, Policy::Batch, Policy::Os];
+    let policies = [Policy::Always, Policy::Batch, Policy::Os, Policy::Buffered];
     let mut rng = Rng::new(options.seed ^ 0x7072_6f63_6b69_6c6c);
     let total = options.kill_count();
     let mut kills_done = 0u64;
@@ -185,8 +204,21 @@ pub(crate) fn run(options: &Options) -> Report {
                 (name, nth)
             });
             let hold = kill_at.is_some_and(|(name, _)| needs_hold(name));
-            let life =
-                Life { policy, keep, wseed, start: next_index, kill_at, target_acks, delay, hold };
+            // Half the parent's kills of a `Buffered` life wait for a settled pause.
+            let settle = rng.chance(50);
+            let settle_after = (policy == Policy::Buffered && kill_at.is_none() && settle)
+                .then_some(target_acks as u64);
+            let life = Life {
+                policy,
+                keep,
+                wseed,
+                start: next_index,
+                kill_at,
+                target_acks,
+                settle_after,
+                delay,
+                hold,
+            };
             let stderr_path = root.path().join("child.stderr");
             let outcome = match live(&exe, &data, &stderr_path, &life) {
                 Ok(o) => o,
@@ -278,9 +310,15 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
             }
         }
     });
-    let deadline = started + if life.kill_at.is_some() { POINT_TIMEOUT } else { life.delay };
+    let deadline = started
+        + match (life.kill_at, life.settle_after) {
+            (Some(_), _) => POINT_TIMEOUT,
+            (None, Some(_)) => POINT_TIMEOUT + SETTLE_PAUSE,
+            (None, None) => life.delay,
+        };
     let mut lines = Vec::new();
     let mut acks = 0usize;
+    let mut acks_after_settled: Option<usize> = None;
     let kill = loop {
         let now = Instant::now();
         if now >= deadline {
@@ -288,9 +326,20 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
         }
         match rx.recv_timeout(deadline - now) {
             Ok(line) => {
-                acks += usize::from(line.starts_with("ack "));
+                let ack = line.starts_with("ack ");
+                acks += usize::from(ack);
+                if let Some(n) = acks_after_settled.as_mut() {
+                    *n += usize::from(ack);
+                }
+                if line == "settled" {
+                    acks_after_settled = Some(0);
+                }
                 lines.push(line);
-                if life.kill_at.is_none() && acks >= life.target_acks {
+                let done = match life.settle_after {
+                    Some(_) => acks_after_settled.is_some_and(|n| n >= 2),
+                    None => acks >= life.target_acks,
+                };
+                if life.kill_at.is_none() && done {
                     break true;
                 }
             }
@@ -339,18 +388,29 @@ fn check(
         ));
     }
     let mut acked = Vec::new();
+    // How many of the acknowledged batches must survive (all but an `accepted` suffix).
+    let mut must_survive = 0usize;
     for line in &outcome.lines {
         if let Some(rest) = line.strip_prefix("ack ") {
-            let index = rest.split(' ').next().and_then(|s| s.parse::<u64>().ok());
-            match index {
-                Some(i) => acked.push(i),
-                None => {
+            let mut fields = rest.split(' ');
+            let index = fields.next().and_then(|s| s.parse::<u64>().ok());
+            let level = fields.nth(1);
+            match (index, level) {
+                (Some(i), Some(level @ ("accepted" | "written" | "durable"))) => {
+                    acked.push(i);
+                    if level != "accepted" {
+                        must_survive = acked.len();
+                    }
+                }
+                _ => {
                     return Err(violation(
                         Invariant::DurableSurvives,
                         format!("harness: unreadable acknowledgement {line:?}"),
                     ));
                 }
             }
+        } else if line == "settled" || line == "synced" || line.starts_with("snap ") {
+            must_survive = acked.len();
         }
     }
     let expected: Vec<u64> = (life.start..life.start + acked.len() as u64).collect();
@@ -360,11 +420,11 @@ fn check(
             format!("harness: acknowledgements out of order: {acked:?}"),
         ));
     }
-    // Every acknowledged batch must survive a process kill (written is enough); the one after
-    // the last acknowledged may have been in flight.
+    // Every batch acknowledged written must survive a process kill, and every accepted one
+    // shown written since; the one after the last acknowledged may have been in flight.
     let last = life.start + acked.len() as u64; // inclusive: the batch possibly in flight
     history.batches = (life.start..=last).map(|i| workload::batch(life.wseed, i)).collect();
-    history.must_survive = acked.len();
+    history.must_survive = must_survive;
 
     let first = open_and_observe(data, life)?;
     let k = history.judge(&first)?;
@@ -504,6 +564,7 @@ struct ChildArgs {
     keep: usize,
     kill_at: Option<(String, u64)>,
     hold: bool,
+    settle_after: Option<u64>,
 }
 
 fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
@@ -514,6 +575,7 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
     let mut keep = 2;
     let mut kill_at = None;
     let mut hold = false;
+    let mut settle_after = None;
     let num = |s: &str| match s.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
@@ -530,6 +592,9 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
             "--seed" => seed = Some(num(value).ok_or("--seed: not a number")?),
             "--start" => start = Some(num(value).ok_or("--start: not a number")?),
             "--keep" => keep = num(value).ok_or("--keep: not a number")? as usize,
+            "--settle-after" => {
+                settle_after = Some(num(value).ok_or("--settle-after: not a number")?);
+            }
             "--policy" => policy = Some(Policy::parse(value).ok_or("--policy: unknown")?),
             "--kill-at" => {
                 let (name, nth) = value.rsplit_once(':').ok_or("--kill-at NAME:NTH")?;
@@ -546,11 +611,12 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
         keep,
         kill_at,
         hold,
+        settle_after,
     })
 }
 
 /// The hidden child: `xtask crashtest-child --dir D --seed S --policy P --start N
-/// [--keep K] [--kill-at NAME:NTH] [--hold]`.
+/// [--keep K] [--kill-at NAME:NTH] [--hold] [--settle-after M]`.
 ///
 /// Ingests `workload::batch(S, i)` for i = N, N+1, ... and reports each acknowledgement; a
 /// snapshot after every 17th batch, a sync after every 29th. It never exits on its own: it
@@ -560,6 +626,9 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
 /// `HOLD_BATCHES` batches keeping `HOLD_KEEP` snapshots (compaction held back, several log
 /// segments pile up), then `RELEASE_BATCHES` keeping `K`: the first snapshot of that phase
 /// removes many snapshots at once and compacts several segments at once.
+///
+/// With `--settle-after M` it pauses for [`SETTLE_PAUSE`] after its Mth batch, then says
+/// `settled`.
 pub(crate) fn child_main(args: &[String]) -> ExitCode {
     let a = match parse_child(args) {
         Ok(a) => a,
@@ -606,9 +675,14 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             };
             let level = match ack.level {
                 AckLevel::Durable => "durable",
+                AckLevel::Accepted => "accepted",
                 _ => "written",
             };
             say(&format!("ack {i} {} {level}", ack.lsn.0));
+            if a.settle_after == Some(i + 1 - a.start) {
+                std::thread::sleep(SETTLE_PAUSE);
+                say("settled");
+            }
             if i % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1 {
                 match db.snapshot() {
                     Ok(Some(info)) => say(&format!("snap {}", info.lsn.0)),
@@ -619,11 +693,12 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
                     }
                 }
             }
-            if i % SYNC_EVERY == SYNC_EVERY - 1
-                && let Err(e) = db.sync()
-            {
-                eprintln!("crashtest-child: sync after batch {i} failed: {e}");
-                return ExitCode::from(CHILD_FAILED);
+            if i % SYNC_EVERY == SYNC_EVERY - 1 {
+                if let Err(e) = db.sync() {
+                    eprintln!("crashtest-child: sync after batch {i} failed: {e}");
+                    return ExitCode::from(CHILD_FAILED);
+                }
+                say("synced");
             }
             i += 1;
         }

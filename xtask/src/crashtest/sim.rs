@@ -84,8 +84,16 @@ fn is_power_cut(e: &Error) -> bool {
 }
 
 fn config(policy: Policy, keep: usize) -> Config {
+    let sync_policy = match policy {
+        // A deadline no life reaches: the buffer is written only when it fills (4 KiB, the
+        // segment's size), at a rotation, a sync or a snapshot, all on the ingesting thread,
+        // so that a run follows from its seed.
+        Policy::Buffered => ingestor::SyncPolicy::Buffered(std::time::Duration::from_secs(60)),
+        other => other.sync_policy(),
+    };
     Config::default()
-        .sync_policy(policy.sync_policy())
+        .sync_policy(sync_policy)
+        .wal_buffer_bytes(4096)
         .segment_bytes_max(4096)
         // Spare segments written by the appending thread: deterministic, and their writes
         // are among the operations a power cut can land on.
@@ -239,7 +247,11 @@ fn iteration(options: &Options, index: u64, report: &mut Report, verbose: bool) 
     let mut rng = Rng::new(seed);
     // Draw the policy even when one is given, so that a reproduction with `--policy` follows
     // the same random stream as the run it reproduces.
-    let drawn = if rng.chance(50) { Policy::Always } else { Policy::Os };
+    let drawn = match rng.below(3) {
+        0 => Policy::Always,
+        1 => Policy::Os,
+        _ => Policy::Buffered,
+    };
     let policy = match options.policy {
         Some(Policy::Batch) | None => drawn,
         Some(p) => p,

@@ -116,8 +116,13 @@ impl Shared {
     pub(super) fn commit(&self, defined: &mut Defined, points: &[SlotPoint]) -> Result<Logged> {
         self.memstore.validate(points)?;
         if points.is_empty() {
-            let lsn = self.wal.written_lsn();
-            return Ok(Logged { last: lsn, level: AckLevel::Written });
+            let lsn = self.wal.accepted_lsn();
+            let level = if self.wal.written_lsn() >= lsn {
+                AckLevel::Written
+            } else {
+                AckLevel::Accepted
+            };
+            return Ok(Logged { last: lsn, level });
         }
         let mut landed: Option<(SegmentId, Vec<SeriesRef>)> = None;
         let ack = self.wal.append_with(|batch| {
@@ -155,7 +160,7 @@ impl Shared {
         // Deliberate defect: a batch whose append failed is applied all the same.
         #[cfg(ingestor_deliberate_bugs)]
         if ack.is_err() && crate::bugs::on("apply-failed-batch") {
-            self.memstore.apply(self.wal.written_lsn(), points);
+            self.memstore.apply(self.wal.accepted_lsn(), points);
         }
         let ack = ack?;
         let (segment, new_series) = landed.expect("set by a successful append");

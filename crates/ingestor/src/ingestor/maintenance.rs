@@ -69,7 +69,9 @@ impl Shared {
         let started = Instant::now();
         let (lsn, frozen, wal_bytes) = {
             let _writer = lock(&self.writer);
-            (self.wal.written_lsn(), self.memstore.freeze(), self.wal.stats().bytes_written)
+            // The memstore holds every batch accepted (under `Buffered`, some may still be
+            // in the log's buffer: the durability wait below writes them first).
+            (self.wal.accepted_lsn(), self.memstore.freeze(), self.wal.stats().bytes_written)
         };
         if mark.lsn == Some(lsn) || (mark.lsn.is_none() && lsn == Lsn::ZERO) {
             return Ok(None);
@@ -96,7 +98,8 @@ impl Shared {
         let mark = lock(&self.snapshot);
         let wal = self.wal.stats();
         let grown = wal.bytes_written.saturating_sub(mark.wal_bytes) >= self.config.snapshot_bytes;
-        let new_records = mark.lsn.map_or(wal.written_lsn > Lsn::ZERO, |l| wal.written_lsn > l);
+        let new_records =
+            mark.lsn.map_or(wal.accepted_lsn > Lsn::ZERO, |l| wal.accepted_lsn > l);
         let interval =
             self.config.snapshot_interval.is_some_and(|every| mark.at.elapsed() >= every);
         new_records && (grown || interval)

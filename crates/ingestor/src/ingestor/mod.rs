@@ -175,6 +175,16 @@ impl Ingestor {
         Ok(self.shared.wal.sync()?)
     }
 
+    /// Writes the log's buffer under [`SyncPolicy::Buffered`](crate::SyncPolicy::Buffered)
+    /// now, so that every batch acknowledged so far survives a process crash (a no-op under
+    /// other policies); returns the last LSN written.
+    ///
+    /// # Errors
+    /// [`Error::Wal`] if the write fails (the log is then poisoned).
+    pub fn flush(&self) -> Result<Lsn> {
+        Ok(self.shared.wal.flush()?)
+    }
+
     /// Counters and levels.
     #[must_use]
     pub fn stats(&self) -> Stats {

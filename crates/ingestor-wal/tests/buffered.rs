@@ -1,0 +1,209 @@
+//! `SyncPolicy::Buffered`: appends are acknowledged *accepted* while their frames wait in the
+//! log's buffer; the buffer is written when it fills, when its deadline passes, and before
+//! every flush, sync and close. A process crash loses only a suffix of accepted records; a
+//! failed write of the buffer poisons the log.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingestor_fs::{CrashPolicy, Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
+use ingestor_wal::{AckLevel, Lsn, SegmentFill, SyncPolicy, Wal, WalError, WalOptions};
+
+const DIR: &str = "/db/wal";
+
+fn options(deadline: Duration) -> WalOptions {
+    WalOptions::default()
+        .sync_policy(SyncPolicy::Buffered(deadline))
+        .segment_fill(SegmentFill::ZerosInline)
+        .segment_bytes_max(1 << 20)
+}
+
+fn record(i: u64) -> Vec<u8> {
+    format!("record {i:>6} ").repeat(6).into_bytes()
+}
+
+/// Every record of the log in `dir`, in LSN order.
+fn replay(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Vec<(u64, Vec<u8>)> {
+    let mut seen = Vec::new();
+    let (wal, report) = Wal::open_and_replay(fs, dir, options, Lsn::ZERO, |lsn, _, payload| {
+        seen.push((lsn.0, payload.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert!(report.corruptions.is_empty(), "{report:?}");
+    wal.close().unwrap();
+    seen
+}
+
+#[test]
+fn appends_are_accepted_and_written_by_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
+    let (wal, _) = Wal::open(Arc::clone(&fs), tmp.path(), options(Duration::from_millis(20)))
+        .unwrap();
+    let ack = wal.append(1, &record(1)).unwrap();
+    assert_eq!((ack.first, ack.level), (Lsn(1), AckLevel::Accepted));
+    assert_eq!(wal.accepted_lsn(), Lsn(1));
+    // Nothing was written by the append itself: readers see only what was written.
+    assert_eq!(wal.stats().bytes_written, 0);
+    // The flusher writes it once the deadline passed (the bound here is generous: this
+    // checks that it happens at all, not how fast).
+    let started = Instant::now();
+    while wal.written_lsn() < Lsn(1) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the buffer was never written");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut reader = wal.reader(Lsn(1)).unwrap();
+    let first = reader.next().unwrap().unwrap();
+    assert_eq!((first.lsn, first.payload.as_slice()), (Lsn(1), record(1).as_slice()));
+    wal.close().unwrap();
+}
+
+#[test]
+fn a_full_buffer_is_written_by_the_append_that_fills_it() {
+    let sim = SimFs::new(1);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    let mut written_at = None;
+    for i in 1..=200u64 {
+        let ack = wal.append(1, &record(i)).unwrap();
+        if ack.level == AckLevel::Written {
+            written_at = Some(i);
+            assert_eq!(wal.written_lsn(), Lsn(i));
+            break;
+        }
+        assert_eq!(ack.level, AckLevel::Accepted);
+        assert_eq!(wal.written_lsn(), Lsn::ZERO);
+    }
+    let at = written_at.expect("4 KiB of frames fill the buffer");
+    // One write of every frame so far: the frames are about 100 bytes.
+    assert!((30..=45).contains(&at), "the buffer was written after {at} records");
+    assert_eq!(wal.stats().appends, at);
+    wal.close().unwrap();
+    assert_eq!(replay(fs, Path::new(DIR), opts).len() as u64, at);
+}
+
+#[test]
+fn wait_written_flush_sync_and_close_write_the_buffer() {
+    let sim = SimFs::new(2);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60));
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=3 {
+        assert_eq!(wal.append(1, &record(i)).unwrap().level, AckLevel::Accepted);
+    }
+    assert!(matches!(wal.wait_written(Lsn(4)), Err(WalError::LsnOutOfRange { .. })));
+    wal.wait_written(Lsn(2)).unwrap();
+    assert_eq!(wal.written_lsn(), Lsn(3), "the whole buffer goes in one write");
+    assert_eq!(wal.durable_lsn(), Lsn::ZERO);
+
+    wal.append(1, &record(4)).unwrap();
+    assert_eq!(wal.flush().unwrap(), Lsn(4));
+    wal.append(1, &record(5)).unwrap();
+    assert_eq!(wal.sync().unwrap(), Lsn(5));
+    wal.append(1, &record(6)).unwrap();
+    wal.wait_durable(Lsn(6)).unwrap();
+    assert_eq!(wal.durable_lsn(), Lsn(6));
+    wal.append(1, &record(7)).unwrap();
+    wal.close().unwrap();
+    // close synced the buffer: a power cut now loses nothing.
+    sim.crash(CrashPolicy::DropUnsynced);
+    let seen = replay(fs, Path::new(DIR), opts);
+    let expected: Vec<(u64, Vec<u8>)> = (1..=7).map(|i| (i, record(i))).collect();
+    assert_eq!(seen, expected);
+}
+
+/// A process crash keeps what reached the operating system (every pending data operation
+/// survives, as `RevertDirOps` does when no directory change is pending) and loses what was
+/// only accepted: a suffix.
+#[test]
+fn a_process_crash_loses_only_the_accepted_suffix() {
+    let sim = SimFs::new(3);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60));
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=5 {
+        wal.append(1, &record(i)).unwrap();
+    }
+    wal.flush().unwrap();
+    for i in 6..=9 {
+        assert_eq!(wal.append(1, &record(i)).unwrap().level, AckLevel::Accepted);
+    }
+    sim.crash(CrashPolicy::RevertDirOps);
+    drop(wal);
+    let seen = replay(fs, Path::new(DIR), opts);
+    let expected: Vec<(u64, Vec<u8>)> = (1..=5).map(|i| (i, record(i))).collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn records_buffered_across_rotations_land_in_order() {
+    let sim = SimFs::new(4);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    // Segments of 4 KiB and a buffer of 16 KiB: the buffer always holds the tail of a
+    // segment when the log rotates.
+    let opts = options(Duration::from_secs(60)).segment_bytes_max(4096).buffer_bytes(16 << 10);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=300u64 {
+        if i % 7 == 0 {
+            let first = record(i);
+            let batch = [(1u8, first.as_slice()), (2u8, b"second".as_slice())];
+            wal.append_batch(&batch).unwrap();
+        } else {
+            wal.append(1, &record(i)).unwrap();
+        }
+    }
+    assert!(wal.segments().len() > 5, "{:?}", wal.segments());
+    wal.close().unwrap();
+    sim.crash(CrashPolicy::DropUnsynced);
+    let seen = replay(fs, Path::new(DIR), opts);
+    let mut expected = Vec::new();
+    for i in 1..=300u64 {
+        expected.push(record(i));
+        if i % 7 == 0 {
+            expected.push(b"second".to_vec());
+        }
+    }
+    let lsns: Vec<u64> = seen.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lsns, (1..=expected.len() as u64).collect::<Vec<_>>());
+    assert_eq!(seen.into_iter().map(|(_, p)| p).collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn a_failed_write_of_the_buffer_poisons_the_log() {
+    let sim = SimFs::new(5);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60));
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    wal.append(1, &record(1)).unwrap();
+    wal.sync().unwrap();
+    wal.append(1, &record(2)).unwrap();
+    sim.inject(Fault::new(OpKind::Write, FaultKind::ShortWrite));
+    let err = wal.flush().unwrap_err();
+    assert!(matches!(err, WalError::Poisoned { .. }), "{err}");
+    assert!(wal.is_poisoned());
+    assert!(matches!(wal.append(1, &record(3)), Err(WalError::Poisoned { .. })));
+    assert!(matches!(wal.sync(), Err(WalError::Poisoned { .. })));
+    drop(wal);
+    sim.clear_faults();
+    // The half-written buffer is a torn tail: recovery cuts it.
+    let seen = replay(fs, Path::new(DIR), opts);
+    assert_eq!(seen, vec![(1, record(1))]);
+}
+
+#[test]
+fn invalid_buffer_options_are_refused() {
+    let sim = SimFs::new(6);
+    let fs: Arc<dyn Fs> = Arc::new(sim);
+    for opts in [
+        options(Duration::ZERO),
+        options(Duration::from_secs(61)),
+        options(Duration::from_millis(5)).buffer_bytes(100),
+        options(Duration::from_millis(5)).buffer_bytes(65 << 20),
+    ] {
+        let err = Wal::open(Arc::clone(&fs), Path::new(DIR), opts).unwrap_err();
+        assert!(matches!(err, WalError::InvalidOptions { .. }), "{err}");
+    }
+}
