@@ -19,6 +19,8 @@ pub const BATCH: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
     Ingestor,
+    /// The ingestor's log under `SyncPolicy::Buffered` (W1 and W2 only).
+    IngestorBuffered,
     Ideal,
     Okaywal,
     Commitlog,
@@ -29,6 +31,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Ingestor => "ingestor",
+            System::IngestorBuffered => "ingestor, Buffered",
             System::Ideal => "ideal loop",
             System::Okaywal => "okaywal",
             System::Commitlog => "commitlog",
@@ -165,8 +168,10 @@ pub fn append(system: System, dir: &Path, n: u64, batch: usize, budget: Duration
     let mut done = 0u64;
     let over = |done: u64, started: Instant| done >= n || started.elapsed() > budget;
     match system {
-        System::Ingestor => {
-            let wal = wal(dir, SyncPolicy::Os);
+        System::Ingestor | System::IngestorBuffered => {
+            let policy =
+                if system == System::Ingestor { SyncPolicy::Os } else { SyncPolicy::BUFFERED };
+            let wal = wal(dir, policy);
             started = Instant::now();
             let batch: Vec<(u8, &[u8])> = records.iter().map(|r| (1u8, r.as_slice())).collect();
             while !over(done, started) {
@@ -274,7 +279,7 @@ const WARM_UP: u64 = 11_000;
 pub fn durable(system: System, dir: &Path, writers: usize, budget: Duration) -> f64 {
     let r = record(0);
     match system {
-        System::Ingestor => {
+        System::Ingestor | System::IngestorBuffered => {
             let wal = wal(dir, SyncPolicy::Always);
             let batch: Vec<(u8, &[u8])> = (0..1_000).map(|_| (1u8, &r[..])).collect();
             for _ in 0..WARM_UP / 1_000 {
@@ -367,7 +372,7 @@ pub fn evict(dir: &Path) {
 pub fn read_all(system: System, dir: &Path, n: u64) -> f64 {
     let started = Instant::now();
     let count = match system {
-        System::Ingestor => {
+        System::Ingestor | System::IngestorBuffered => {
             let mut count = 0u64;
             let (wal, _) = Wal::open_and_replay(
                 Arc::new(StdFs::new()),

@@ -87,12 +87,18 @@ pub enum RecoveryMode {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SegmentFill {
+    /// [`SegmentFill::Zeros`] under the policies that sync often ([`SyncPolicy::Always`],
+    /// [`SyncPolicy::Batch`]), [`SegmentFill::Allocate`] under those that sync at rotation
+    /// and on demand ([`SyncPolicy::Os`], [`SyncPolicy::Buffered`]): there a spare only
+    /// writes every segment twice, and small writes into a zero-filled file whose pages left
+    /// the cache read them back first. Default.
+    #[default]
+    Auto,
     /// Zero-filled segments: once the active segment has taken 1 MiB of records (or half its
     /// size, if smaller), a background thread writes a spare segment file full of zeros and
     /// syncs it; the next rotation uses it (a log whose active segment was not zero-filled
     /// moves onto the spare at once). Until a spare is ready, rotation falls back to
-    /// `fallocate`. Default.
-    #[default]
+    /// `fallocate`.
     Zeros,
     /// As [`SegmentFill::Zeros`], but the spare is written by the appending thread when it
     /// is wanted, under the write lock: deterministic, for simulated disks (the crash test);
@@ -100,6 +106,19 @@ pub enum SegmentFill {
     ZerosInline,
     /// Space reserved with `fallocate` only, at rotation.
     Allocate,
+}
+
+impl SegmentFill {
+    /// What this fill is under `policy`: [`SegmentFill::Auto`] made concrete, any other
+    /// unchanged.
+    #[must_use]
+    pub fn resolve(self, policy: SyncPolicy) -> SegmentFill {
+        match (self, policy) {
+            (SegmentFill::Auto, SyncPolicy::Always | SyncPolicy::Batch(_)) => SegmentFill::Zeros,
+            (SegmentFill::Auto, _) => SegmentFill::Allocate,
+            (fill, _) => fill,
+        }
+    }
 }
 
 /// Options of [`crate::Wal::open`]. Every field documents its default.
@@ -119,7 +138,7 @@ pub struct WalOptions {
     /// Compression tried on each record's payload; kept only when it makes the frame
     /// smaller. Default: none.
     pub compression: Compression,
-    /// How new segments get their space. Default: [`SegmentFill::Zeros`].
+    /// How new segments get their space. Default: [`SegmentFill::Auto`].
     pub segment_fill: SegmentFill,
     /// Under [`SyncPolicy::Buffered`], how many bytes of frames the buffer holds before it is
     /// written; ignored otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.

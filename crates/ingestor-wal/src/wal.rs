@@ -181,6 +181,8 @@ impl Wal {
         listener: Arc<dyn WalListener>,
     ) -> Result<(Wal, RecoveryReport)> {
         options.validate()?;
+        let mut options = options;
+        options.segment_fill = options.segment_fill.resolve(options.sync_policy);
         ingestor_fs::create_dir_durably(&*fs, dir)
             .map_err(|e| WalError::io(e.op, &e.path, e.source))?;
         let dir_lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;

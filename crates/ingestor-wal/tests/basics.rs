@@ -273,12 +273,15 @@ fn rotate_starts_a_new_segment_so_everything_before_can_be_deleted() {
 
 #[test]
 fn a_background_spare_becomes_the_next_segment_and_none_is_left_behind() {
-    // The default fill on a real directory: past half a segment a thread writes a spare;
+    // Zero-filled segments on a real directory: past half a segment a thread writes a spare;
     // the log moves onto it; close removes a spare not used; open removes stale spares
     // (and leaves a directory that happens to have a spare's name alone).
     let dir = tempfile::tempdir().unwrap();
     let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());
-    let options = WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(64 << 10);
+    let options = WalOptions::default()
+        .sync_policy(SyncPolicy::Os)
+        .segment_fill(ingestor_wal::SegmentFill::Zeros)
+        .segment_bytes_max(64 << 10);
     let (wal, _) = Wal::open(Arc::clone(&fs), dir.path(), options.clone()).unwrap();
     let mut n = 0u64;
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -314,4 +317,28 @@ fn a_background_spare_becomes_the_next_segment_and_none_is_left_behind() {
     assert_eq!(seen, n);
     assert_eq!(names(dir.path()), ["spare-dir.tmp"], "stale spare files removed at open");
     drop(wal);
+}
+
+#[test]
+fn the_default_fill_zero_fills_only_under_policies_that_sync_often() {
+    use ingestor_wal::SegmentFill;
+    let auto = SegmentFill::default();
+    assert_eq!(auto, SegmentFill::Auto);
+    assert_eq!(auto.resolve(SyncPolicy::Always), SegmentFill::Zeros);
+    assert_eq!(auto.resolve(SyncPolicy::default()), SegmentFill::Zeros);
+    assert_eq!(auto.resolve(SyncPolicy::Os), SegmentFill::Allocate);
+    assert_eq!(auto.resolve(SyncPolicy::BUFFERED), SegmentFill::Allocate);
+    assert_eq!(SegmentFill::Zeros.resolve(SyncPolicy::Os), SegmentFill::Zeros);
+    // On a real directory under Os, no spare is ever written.
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());
+    let options = WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(64 << 10);
+    let (wal, _) = Wal::open(fs, dir.path(), options).unwrap();
+    for n in 1..=1000 {
+        wal.append(1, &payload(n, 300)).unwrap();
+    }
+    let stats = wal.stats();
+    assert!(stats.rotations >= 3, "{stats:?}");
+    assert_eq!((stats.spare_segments, stats.spare_failures), (0, 0));
+    wal.close().unwrap();
 }

@@ -40,8 +40,8 @@ fn replay(fs: Arc<dyn Fs>, dir: &Path, options: WalOptions) -> Vec<(u64, Vec<u8>
 fn appends_are_accepted_and_written_by_the_deadline() {
     let tmp = tempfile::tempdir().unwrap();
     let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
-    let (wal, _) = Wal::open(Arc::clone(&fs), tmp.path(), options(Duration::from_millis(20)))
-        .unwrap();
+    let (wal, _) =
+        Wal::open(Arc::clone(&fs), tmp.path(), options(Duration::from_millis(20))).unwrap();
     let ack = wal.append(1, &record(1)).unwrap();
     assert_eq!((ack.first, ack.level), (Lsn(1), AckLevel::Accepted));
     assert_eq!(wal.accepted_lsn(), Lsn(1));

@@ -77,7 +77,8 @@ pub struct Config {
     pub wal_compression: Compression,
     /// How new log segments get their space: zero-filled spares written ahead by a
     /// background thread (so that syncs into them are data-only), or `fallocate`. Default:
-    /// [`SegmentFill::Zeros`].
+    /// [`SegmentFill::Auto`] (zero-filled under `Always` and `Batch`, `fallocate` under `Os`
+    /// and `Buffered`).
     pub segment_fill: SegmentFill,
     /// Under [`SyncPolicy::Buffered`], the bytes of logged batches gathered before they are
     /// written. Between 4 KiB and 64 MiB. Default: 1 MiB.
@@ -246,7 +247,8 @@ impl Config {
             .recovery_mode(self.recovery_mode)
             .segment_bytes_max(self.segment_bytes_max)
             .compression(self.wal_compression)
-            .segment_fill(self.segment_fill)
+            // Resolved against this policy, not the log's (`Always` runs the log under `Os`).
+            .segment_fill(self.segment_fill.resolve(self.sync_policy))
             .buffer_bytes(self.wal_buffer_bytes);
         match &self.wal_listener {
             Some(listener) => options.listener(Arc::clone(listener)),

@@ -117,11 +117,8 @@ impl Shared {
         self.memstore.validate(points)?;
         if points.is_empty() {
             let lsn = self.wal.accepted_lsn();
-            let level = if self.wal.written_lsn() >= lsn {
-                AckLevel::Written
-            } else {
-                AckLevel::Accepted
-            };
+            let level =
+                if self.wal.written_lsn() >= lsn { AckLevel::Written } else { AckLevel::Accepted };
             return Ok(Logged { last: lsn, level });
         }
         let mut landed: Option<(SegmentId, Vec<SeriesRef>)> = None;

@@ -98,8 +98,7 @@ impl Shared {
         let mark = lock(&self.snapshot);
         let wal = self.wal.stats();
         let grown = wal.bytes_written.saturating_sub(mark.wal_bytes) >= self.config.snapshot_bytes;
-        let new_records =
-            mark.lsn.map_or(wal.accepted_lsn > Lsn::ZERO, |l| wal.accepted_lsn > l);
+        let new_records = mark.lsn.map_or(wal.accepted_lsn > Lsn::ZERO, |l| wal.accepted_lsn > l);
         let interval =
             self.config.snapshot_interval.is_some_and(|every| mark.at.elapsed() >= every);
         new_records && (grown || interval)

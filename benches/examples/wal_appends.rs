@@ -1,0 +1,44 @@
+//! W1/W2 of the bench alone, for a profiler: `cargo run --release -p ingestor-benches
+//! --example wal_appends -- [os|buffered] [BATCH] [RECORDS]` appends RECORDS records of 100 B
+//! in batches of BATCH into a log in a temporary directory and prints the rate
+//! (`INGESTOR_BENCH_SEGMENT_FILL=allocate`: segments from fallocate, not zero-filled).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ingestor_fs::StdFs;
+use ingestor_wal::{SyncPolicy, Wal, WalOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let policy = match args.first().map(String::as_str) {
+        Some("buffered") => SyncPolicy::BUFFERED,
+        _ => SyncPolicy::Os,
+    };
+    let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = WalOptions::default().sync_policy(policy);
+    if std::env::var("INGESTOR_BENCH_SEGMENT_FILL").as_deref() == Ok("allocate") {
+        options = options.segment_fill(ingestor_wal::SegmentFill::Allocate);
+    }
+    let (wal, _) = Wal::open(Arc::new(StdFs::new()), tmp.path(), options).unwrap();
+    let record = [7u8; 100];
+    let records: Vec<(u8, &[u8])> = (0..batch).map(|_| (1u8, &record[..])).collect();
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < n {
+        if batch == 1 {
+            wal.append(1, &record).unwrap();
+        } else {
+            wal.append_batch(&records).unwrap();
+        }
+        done += batch as u64;
+    }
+    let took = started.elapsed();
+    wal.close().unwrap();
+    println!(
+        "{policy:?}, batches of {batch}: {:.2}M records/s",
+        done as f64 / took.as_secs_f64() / 1e6
+    );
+}
