@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
         let err = config(&["--sync", "sometimes"]).unwrap_err();
-        assert!(err.contains("expected always, os or batch:DURATION"), "{err}");
+        assert!(err.contains("expected always, os, batch:DURATION or buffered:DURATION"), "{err}");
         let err = config(&["--sync", "batch:5 ms"]).unwrap_err();
         assert!(err.contains("unknown unit"), "{err}");
         assert!(parse_duration("ms").unwrap_err().contains("expected a number"));
