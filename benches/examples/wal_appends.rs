@@ -36,6 +36,11 @@ fn main() {
         done += batch as u64;
     }
     let took = started.elapsed();
+    let stats = wal.stats();
+    eprintln!(
+        "rotations {}, syncs {} taking {:?} in all",
+        stats.rotations, stats.syncs, stats.sync_time_total
+    );
     wal.close().unwrap();
     println!(
         "{policy:?}, batches of {batch}: {:.2}M records/s",

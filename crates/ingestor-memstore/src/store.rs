@@ -109,13 +109,32 @@ impl Hasher for IdHasher {
 /// Builds [`IdHasher`]s, for maps keyed by series handles.
 pub(crate) type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
 
+/// Hashes what users choose (series keys, label strings): aHash, several times faster than
+/// SipHash on short strings, keyed from the standard library's per-process random keys so
+/// that nobody outside the process can aim collisions at one bucket.
+pub(crate) type KeyHashBuilder = ahash::RandomState;
+
+/// A [`KeyHashBuilder`] with fresh random keys.
+pub(crate) fn key_hash_builder() -> KeyHashBuilder {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new();
+    let key = |i: u64| random.hash_one(i);
+    ahash::RandomState::with_seeds(key(0), key(1), key(2), key(3))
+}
+
 /// Strings stored once, shared by every series that uses them. They are kept in chunks of
 /// [`CHUNK`]: a full chunk never changes again, so a [`Frozen`] view shares every full chunk
 /// and copies only the last, partial one (a freeze costs O(symbols / 1,024), not O(symbols)).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Symbols {
     chunks: Vec<Arc<Vec<Arc<str>>>>,
-    ids: HashMap<Arc<str>, u32>,
+    ids: HashMap<Arc<str>, u32, KeyHashBuilder>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols { chunks: Vec::new(), ids: HashMap::with_hasher(key_hash_builder()) }
+    }
 }
 
 impl Symbols {
@@ -184,7 +203,10 @@ struct Postings {
 struct Inner {
     symbols: Symbols,
     chunks: Vec<Arc<Chunk>>,
-    by_hash: HashMap<u64, Ids>,
+    /// Series by the hash of their key ([`Inner::key_hash`]: already a keyed hash, so the
+    /// map only mixes it once more).
+    by_hash: HashMap<u64, Ids, IdHashBuilder>,
+    hasher: KeyHashBuilder,
     /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
     postings: HashMap<(u32, u32), Postings, IdHashBuilder>,
@@ -229,8 +251,13 @@ impl std::fmt::Debug for Memstore {
     }
 }
 
-fn key_hash(name: &str, labels: impl Iterator<Item = (impl AsRef<str>, impl AsRef<str>)>) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn key_hash(
+    hasher: &KeyHashBuilder,
+    name: &str,
+    labels: impl Iterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+) -> u64 {
+    use std::hash::BuildHasher;
+    let mut h = hasher.build_hasher();
     name.hash(&mut h);
     for (n, v) in labels {
         n.as_ref().hash(&mut h);
@@ -277,7 +304,7 @@ impl Inner {
     where
         I: Iterator<Item = (&'k str, &'k str)> + Clone,
     {
-        let h = key_hash(name, labels.clone());
+        let h = key_hash(&self.hasher, name, labels.clone());
         let found = |id: &u32| {
             self.slot(*id).is_some_and(|s| self.parts_match(&s.key, name, labels.clone(), len))
         };
@@ -308,7 +335,8 @@ impl Inner {
             // Ids only grow, so pushing keeps every list sorted.
             self.postings.entry(pk).or_default().ids.push(id);
         }
-        let h = key_hash(key.name(), key.labels().iter().map(|l| (l.name(), l.value())));
+        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+        let h = key_hash(&self.hasher, key.name(), labels);
         match self.by_hash.get_mut(&h) {
             None => {
                 self.by_hash.insert(h, Ids::One(id));
@@ -354,7 +382,7 @@ impl Inner {
                 let labels = syms[1..]
                     .chunks_exact(2)
                     .map(|p| (self.symbols.resolve(p[0]), self.symbols.resolve(p[1])));
-                key_hash(name, labels)
+                key_hash(&self.hasher, name, labels)
             };
             match self.by_hash.get_mut(&h) {
                 Some(Ids::One(_)) | None => {
@@ -423,7 +451,8 @@ impl Memstore {
         let inner = Inner {
             symbols,
             chunks: Vec::new(),
-            by_hash: HashMap::new(),
+            by_hash: HashMap::default(),
+            hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
             next_id: 0,
