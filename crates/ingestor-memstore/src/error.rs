@@ -44,6 +44,12 @@ pub enum MemstoreError {
         /// The series.
         key: String,
     },
+    /// Parts given as a canonical series key are not one.
+    #[error("invalid series key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A configuration field is out of range.
     #[error("invalid memstore option {field}: {reason}")]
     InvalidConfig {

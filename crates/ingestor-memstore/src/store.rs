@@ -305,6 +305,14 @@ impl Inner {
         I: Iterator<Item = (&'k str, &'k str)> + Clone,
     {
         let h = key_hash(&self.hasher, name, labels.clone());
+        self.lookup_hashed(h, name, labels, len)
+    }
+
+    /// As [`Inner::lookup_parts`], given the key's hash.
+    fn lookup_hashed<'k, I>(&self, h: u64, name: &str, labels: I, len: usize) -> Option<u32>
+    where
+        I: Iterator<Item = (&'k str, &'k str)> + Clone,
+    {
         let found = |id: &u32| {
             self.slot(*id).is_some_and(|s| self.parts_match(&s.key, name, labels.clone(), len))
         };
@@ -320,13 +328,27 @@ impl Inner {
     }
 
     fn insert(&mut self, key: &SeriesKey) -> u32 {
+        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+        let h = key_hash(&self.hasher, key.name(), labels.clone());
+        self.insert_hashed(h, key.name(), labels, key.labels().len())
+    }
+
+    /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
+    /// stored yet) whose key hashes to `h`; returns its id.
+    fn insert_hashed<'k>(
+        &mut self,
+        h: u64,
+        name: &str,
+        labels: impl Iterator<Item = (&'k str, &'k str)>,
+        len: usize,
+    ) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
-        let mut syms = Vec::with_capacity(1 + 2 * key.labels().len());
-        syms.push(self.symbols.intern(key.name()));
-        for l in key.labels() {
-            syms.push(self.symbols.intern(l.name()));
-            syms.push(self.symbols.intern(l.value()));
+        let mut syms = Vec::with_capacity(1 + 2 * len);
+        syms.push(self.symbols.intern(name));
+        for (n, v) in labels {
+            syms.push(self.symbols.intern(n));
+            syms.push(self.symbols.intern(v));
         }
         let name_symbol = self.name_symbol;
         let mut postings_keys = vec![(name_symbol, syms[0])];
@@ -335,8 +357,6 @@ impl Inner {
             // Ids only grow, so pushing keeps every list sorted.
             self.postings.entry(pk).or_default().ids.push(id);
         }
-        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-        let h = key_hash(&self.hasher, key.name(), labels);
         match self.by_hash.get_mut(&h) {
             None => {
                 self.by_hash.insert(h, Ids::One(id));
@@ -533,6 +553,38 @@ impl Memstore {
             out.push(SeriesRef(id));
         }
         Ok((out, created))
+    }
+
+    /// The handle of the series `name` + `labels` (canonical: labels sorted by name, as a
+    /// log or a snapshot holds them), creating it without state if it does not exist. The
+    /// key is hashed once and no [`SeriesKey`] is built: for replay, which defines every
+    /// series of the log this way.
+    ///
+    /// # Errors
+    /// [`MemstoreError::InvalidKey`] for parts that are not a valid canonical key (checked
+    /// when the series is new); [`MemstoreError::SeriesLimit`].
+    pub fn intern_parts(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<SeriesRef, MemstoreError> {
+        let mut inner = self.write();
+        let parts = labels.iter().copied();
+        let h = key_hash(&inner.hasher, name, parts.clone());
+        if let Some(id) = inner.lookup_hashed(h, name, parts.clone(), labels.len()) {
+            return Ok(SeriesRef(id));
+        }
+        let invalid = |e: ingestor_codec::ValidationError| MemstoreError::InvalidKey {
+            reason: e.to_string(),
+        };
+        ingestor_codec::validate_canonical(name, labels).map_err(invalid)?;
+        if inner.slots >= self.config.max_series {
+            return Err(MemstoreError::SeriesLimit {
+                limit: self.config.max_series,
+                key: SeriesKey::from_canonical(name, labels).map_err(invalid)?.to_string(),
+            });
+        }
+        Ok(SeriesRef(inner.insert_hashed(h, name, parts, labels.len())))
     }
 
     /// Removes the series among `ids` that were never written (a refused batch's new series),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 #[cfg(ingestor_deliberate_bugs)]
 use ingestor_codec::Op;
-use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, SeriesKey, visit_series_defs};
+use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, visit_series_defs};
 use ingestor_fs::{Fs, StdFs};
 use ingestor_memstore::{Memstore, SeriesRef, SlotPoint};
 use ingestor_snapshot::SnapshotStore;
@@ -67,7 +67,7 @@ impl Ingestor {
         let mut replay = Replay {
             memstore: &memstore,
             snapshot_lsn,
-            ids: HashMap::default(),
+            ids: IdMap::default(),
             records: 0,
             points: 0,
             salvage: config.recovery_mode == RecoveryMode::SkipCorrupted,
@@ -165,13 +165,53 @@ impl Ingestor {
     }
 }
 
+/// A segment's series ids to this memstore's handles. The ids a process logs are its slot
+/// indices, dense from 0: below [`IdMap::DENSE`] they index a vector (no hashing per point);
+/// a log with larger ids (only a damaged or foreign one) falls back to a map, so that no id
+/// can make replay allocate more than the vector's bound.
+#[derive(Default)]
+struct IdMap {
+    dense: Vec<Option<SeriesRef>>,
+    sparse: HashMap<SeriesId, SeriesRef, IdHashBuilder>,
+}
+
+impl IdMap {
+    /// Ids below this are kept in the vector (at most 32 MiB of it).
+    const DENSE: u32 = 1 << 22;
+
+    fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+    }
+
+    fn insert(&mut self, id: SeriesId, series: SeriesRef) {
+        if id.0 < Self::DENSE {
+            let i = id.0 as usize;
+            if i >= self.dense.len() {
+                self.dense.resize(i + 1, None);
+            }
+            self.dense[i] = Some(series);
+        } else {
+            self.sparse.insert(id, series);
+        }
+    }
+
+    fn get(&self, id: SeriesId) -> Option<SeriesRef> {
+        if id.0 < Self::DENSE {
+            self.dense.get(id.0 as usize).copied().flatten()
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+}
+
 /// Replay of the log into the memstore at open.
 struct Replay<'a> {
     memstore: &'a Memstore,
     snapshot_lsn: Lsn,
     /// The current segment's series ids (as its series-definition records define them) to
     /// this memstore's handles; cleared at each segment, since ids are segment-local.
-    ids: HashMap<SeriesId, SeriesRef, IdHashBuilder>,
+    ids: IdMap,
     records: u64,
     points: u64,
     /// Under [`RecoveryMode::SkipCorrupted`]: points whose series definition was lost, and
@@ -223,12 +263,11 @@ impl Replay<'_> {
                     if refused.is_some() {
                         return;
                     }
-                    let id = match memstore.resolve_parts(name, labels) {
-                        Some(id) => Ok(id),
-                        None => SeriesKey::from_canonical(name, labels)
-                            .map_err(|e| fail(e.to_string()))
-                            .and_then(|key| Ok(memstore.intern(&key)?)),
-                    };
+                    // One hash of the key, no key built: found, or created from its parts.
+                    let id = memstore.intern_parts(name, labels).map_err(|e| match e {
+                        ingestor_memstore::MemstoreError::InvalidKey { reason } => fail(reason),
+                        e => Error::from(e),
+                    });
                     match id {
                         Ok(series) => {
                             ids.insert(log_id, series);
@@ -250,8 +289,8 @@ impl Replay<'_> {
                     let p = p.map_err(|e| fail(e.to_string()))?;
                     // The log's id, through this segment's definitions, to the handle of the
                     // series in this memstore.
-                    let series = match self.ids.get(&p.series) {
-                        Some(&series) => series,
+                    let series = match self.ids.get(p.series) {
+                        Some(series) => series,
                         None if self.salvage => {
                             self.skipped_points += 1;
                             continue;
