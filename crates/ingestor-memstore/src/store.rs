@@ -323,14 +323,16 @@ impl Inner {
     }
 
     fn lookup(&self, key: &SeriesKey) -> Option<u32> {
-        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-        self.lookup_parts(key.name(), labels, key.labels().len())
+        self.lookup_key_hashed(self.hash_key(key), key)
     }
 
-    fn insert(&mut self, key: &SeriesKey) -> u32 {
+    fn hash_key(&self, key: &SeriesKey) -> u64 {
+        key_hash(&self.hasher, key.name(), key.labels().iter().map(|l| (l.name(), l.value())))
+    }
+
+    fn lookup_key_hashed(&self, h: u64, key: &SeriesKey) -> Option<u32> {
         let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-        let h = key_hash(&self.hasher, key.name(), labels.clone());
-        self.insert_hashed(h, key.name(), labels, key.labels().len())
+        self.lookup_hashed(h, key.name(), labels, key.labels().len())
     }
 
     /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
@@ -524,7 +526,11 @@ impl Memstore {
         keys: &[&SeriesKey],
     ) -> Result<(Vec<SeriesRef>, Vec<SeriesRef>), MemstoreError> {
         let mut inner = self.write();
-        let found: Vec<Option<u32>> = keys.iter().map(|k| inner.lookup(k)).collect();
+        // Each key hashed once; the hash serves the lookup, the second lookup of a key
+        // repeated in `keys` and the insertion.
+        let hashes: Vec<u64> = keys.iter().map(|k| inner.hash_key(k)).collect();
+        let found: Vec<Option<u32>> =
+            keys.iter().zip(&hashes).map(|(k, &h)| inner.lookup_key_hashed(h, k)).collect();
         let mut new_keys: Vec<&SeriesKey> =
             keys.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(k, _)| *k).collect();
         new_keys.sort();
@@ -537,14 +543,15 @@ impl Memstore {
         }
         let mut out = Vec::with_capacity(keys.len());
         let mut created = Vec::with_capacity(new_keys.len());
-        for (key, found) in keys.iter().zip(found) {
+        for ((key, found), h) in keys.iter().zip(found).zip(hashes) {
             let id = match found {
                 Some(id) => id,
                 // A key repeated in `keys` is created once, then found.
-                None => match inner.lookup(key) {
+                None => match inner.lookup_key_hashed(h, key) {
                     Some(id) => id,
                     None => {
-                        let id = inner.insert(key);
+                        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+                        let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
                         created.push(SeriesRef(id));
                         id
                     }
@@ -873,16 +880,19 @@ impl Memstore {
     /// already has.
     pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesRef, MemstoreError> {
         let mut inner = self.write();
-        if inner.lookup(&record.key).is_some() {
-            return Err(MemstoreError::DuplicateSeries { key: record.key.to_string() });
+        let key = &record.key;
+        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+        let h = key_hash(&inner.hasher, key.name(), labels.clone());
+        if inner.lookup_hashed(h, key.name(), labels.clone(), key.labels().len()).is_some() {
+            return Err(MemstoreError::DuplicateSeries { key: key.to_string() });
         }
         if inner.slots + 1 > self.config.max_series {
             return Err(MemstoreError::SeriesLimit {
                 limit: self.config.max_series,
-                key: record.key.to_string(),
+                key: key.to_string(),
             });
         }
-        let id = inner.insert(&record.key);
+        let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
         let s = inner.slot_mut(id).expect("just inserted");
         s.state = Some(record.state);
         s.last_update = record.last_update;
