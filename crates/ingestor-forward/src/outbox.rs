@@ -177,8 +177,12 @@ impl Outbox {
     ) -> Result<Outbox, ForwardError> {
         ingestor::create_dir_durably(&*fs, dir)
             .map_err(|e| ForwardError::io(e.op, &e.path, &e.source))?;
-        let options =
-            WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(segment_bytes);
+        // `Os` with a sync after every flush: zero-filled segments, as under the policies
+        // that sync often (the default fill would choose fallocate for `Os`).
+        let options = WalOptions::default()
+            .sync_policy(SyncPolicy::Os)
+            .segment_fill(ingestor_wal::SegmentFill::Zeros)
+            .segment_bytes_max(segment_bytes);
         let mut index = Index::default();
         let (wal, _report) =
             Wal::open_and_replay(fs, dir, options, Lsn::ZERO, |lsn, record_type, payload| {

@@ -441,25 +441,26 @@ impl Shared {
         let last = Lsn(next.0 - 1);
         w.offset += buf.len() as u64;
         w.next_lsn = next;
-        self.accepted.store(last.0, Ordering::Release);
-        Counters::add(&self.counters.appends, 1);
-        Counters::add(&self.counters.records, next.0 - first.0);
         if w.pending.len() >= self.options.buffer_bytes {
-            // A failure poisons the log: this batch is not acknowledged, and the records
-            // accepted before it are lost with the buffer.
+            // A failure poisons the log: this batch is not acknowledged (nor counted
+            // accepted), and the records accepted before it are lost with the buffer.
             self.flush_pending(w)?;
         } else if was_empty && let Some(tx) = self.wake.get() {
             // A full channel means a wake-up is already pending.
             let _ = tx.try_send(SyncMessage::Wake);
         }
+        self.accepted.store(last.0, Ordering::Release);
+        Counters::add(&self.counters.appends, 1);
+        Counters::add(&self.counters.records, next.0 - first.0);
         self.want_spare(w);
         Ok((first, last))
     }
 
     /// Writes the buffer of [`SyncPolicy::Buffered`] (a no-op when it is empty), with one
-    /// system call. A failed write poisons the log: the frames were acknowledged, so they
-    /// cannot be cut back and given again; recovery treats whatever part reached the file as
-    /// a torn tail.
+    /// system call. A failed write poisons the log: the frames were acknowledged, so their
+    /// LSNs cannot be given again. Whatever part reached the file is cut back first (best
+    /// effort, as [`Shared::undo_failed_write`] does), so that the log ends on a whole
+    /// frame; if that fails too, recovery treats the part as a torn tail.
     pub(crate) fn flush_pending(&self, w: &mut Writer) -> Result<()> {
         if w.pending.is_empty() {
             return Ok(());
@@ -473,6 +474,14 @@ impl Shared {
         if let Err(e) = w.file.write_at(&w.pending, w.pending_at) {
             w.pending.clear();
             Counters::add(&self.counters.failed_writes, 1);
+            self.undo_generation.fetch_add(1, Ordering::AcqRel);
+            let allocated = self.options.segment_bytes_max.max(w.pending_at);
+            let _ = w
+                .file
+                .set_len(w.pending_at)
+                .and_then(|()| w.file.allocate(allocated))
+                .and_then(|()| w.file.sync_all());
+            w.offset = w.pending_at;
             return Err(self.poison(WalError::io("write", path, e)));
         }
         Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
