@@ -7,16 +7,17 @@
 //! increasing from life to life (the next life continues after the recovered prefix).
 //!
 //! The child (`xtask crashtest-child`) speaks one line per event on stdout:
-//! `ack <index> <lsn> <accepted|written|durable>`, `snap <lsn>`, `synced`, `settled` (it
-//! paused for many deadlines of `Buffered`), `point <name>` (just before it kills itself at
-//! the named point), `idle` (waiting to be killed). A line is written whole and flushed
+//! `ack <index> <lsn> <accepted|written|durable>`, `snap <lsn>`, `synced`, `settled <ms>`
+//! (under `Buffered`, it stopped ingesting and saw its last batch written by the flusher
+//! after that long) or `unsettled` (it did not within [`SETTLE_TIMEOUT`]), `point <name>`
+//! (just before it kills itself at the named point), `idle` (waiting to be killed). A line is written whole and flushed
 //! before the next batch is issued, so every `ack` the parent reads is a batch the engine
 //! acknowledged. A child whose parent is gone (broken pipe) kills itself.
 //!
 //! What must survive a kill: every batch acknowledged `written` or `durable`, and every batch
 //! before it; under `Buffered`, a batch acknowledged `accepted` only once a later line shows
-//! it written: a `snap` or `synced` after it, or a `settled` (the child paused for
-//! [`SETTLE_PAUSE`], 30 deadlines, after its `ack`: the flusher must have written it).
+//! it written: a `snap`, `synced` or `settled` after it. An `unsettled` is a violation: the
+//! flusher left an accepted batch unwritten for 250 deadlines.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -55,9 +56,11 @@ const HOLD_BATCHES: u64 = 1100;
 const RELEASE_BATCHES: u64 = 40;
 /// The exit code of a child that failed on its own (never a crash).
 const CHILD_FAILED: u8 = 3;
-/// How long a child told to settle pauses after that many batches: 30 deadlines of
-/// `Buffered` (20 ms), so that the flusher must have written every batch accepted before.
-const SETTLE_PAUSE: Duration = Duration::from_millis(600);
+/// How long a child told to settle waits, without ingesting, for the flusher to write its
+/// last batch: 250 deadlines of `Buffered` (20 ms). The bound is loose on purpose (a
+/// starved thread on a busy machine must not fail the test); a flusher that never writes
+/// fails it every time.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Every named crash point the proc mode must reach: all of the log's and the snapshot
 /// writer's. `wal.delete.between` and `snapshot.retention.between` need compaction of two
@@ -103,8 +106,9 @@ struct Life {
     kill_at: Option<(&'static str, u64)>,
     /// Parent kill after this many acks...
     target_acks: usize,
-    /// `Some(n)`: the child pauses after `n` batches and says `settled`; the parent kills it
-    /// after that line and two more acks (lives of `Buffered`).
+    /// `Some(n)`: after `n` batches the child waits for them to be written and says
+    /// `settled`; the parent kills it after that line and two more acks (lives of
+    /// `Buffered`).
     settle_after: Option<u64>,
     /// ...or this long after the spawn, whichever first.
     delay: Duration,
@@ -313,7 +317,7 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
     let deadline = started
         + match (life.kill_at, life.settle_after) {
             (Some(_), _) => POINT_TIMEOUT,
-            (None, Some(_)) => POINT_TIMEOUT + SETTLE_PAUSE,
+            (None, Some(_)) => POINT_TIMEOUT + SETTLE_TIMEOUT + Duration::from_secs(1),
             (None, None) => life.delay,
         };
     let mut lines = Vec::new();
@@ -331,7 +335,7 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
                 if let Some(n) = acks_after_settled.as_mut() {
                     *n += usize::from(ack);
                 }
-                if line == "settled" {
+                if line.starts_with("settled") || line == "unsettled" {
                     acks_after_settled = Some(0);
                 }
                 lines.push(line);
@@ -409,8 +413,19 @@ fn check(
                     ));
                 }
             }
-        } else if line == "settled" || line == "synced" || line.starts_with("snap ") {
+        } else if line.starts_with("settled ") || line == "synced" || line.starts_with("snap ") {
             must_survive = acked.len();
+        } else if line == "unsettled" {
+            return Err(violation(
+                Invariant::DurableSurvives,
+                format!(
+                    "batch {} was accepted under Buffered ({} ms deadline) and still not \
+                     written {} ms later",
+                    life.start + acked.len() as u64 - 1,
+                    super::BUFFERED_DEADLINE.as_millis(),
+                    SETTLE_TIMEOUT.as_millis()
+                ),
+            ));
         }
     }
     let expected: Vec<u64> = (life.start..life.start + acked.len() as u64).collect();
@@ -627,8 +642,8 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
 /// segments pile up), then `RELEASE_BATCHES` keeping `K`: the first snapshot of that phase
 /// removes many snapshots at once and compacts several segments at once.
 ///
-/// With `--settle-after M` it pauses for [`SETTLE_PAUSE`] after its Mth batch, then says
-/// `settled`.
+/// With `--settle-after M`, after its Mth batch it stops ingesting until the log has
+/// written that batch (`settled <ms>`) or [`SETTLE_TIMEOUT`] passed (`unsettled`).
 pub(crate) fn child_main(args: &[String]) -> ExitCode {
     let a = match parse_child(args) {
         Ok(a) => a,
@@ -680,8 +695,15 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             };
             say(&format!("ack {i} {} {level}", ack.lsn.0));
             if a.settle_after == Some(i + 1 - a.start) {
-                std::thread::sleep(SETTLE_PAUSE);
-                say("settled");
+                let waited = Instant::now();
+                while db.stats().wal.written_lsn < ack.lsn && waited.elapsed() < SETTLE_TIMEOUT {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if db.stats().wal.written_lsn >= ack.lsn {
+                    say(&format!("settled {}", waited.elapsed().as_millis()));
+                } else {
+                    say("unsettled");
+                }
             }
             if i % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1 {
                 match db.snapshot() {
