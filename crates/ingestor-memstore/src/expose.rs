@@ -285,7 +285,7 @@ mod tests {
         h.buckets.copy_from_slice(buckets);
         h.count = buckets.iter().sum();
         h.sum = sum;
-        SeriesState::Histogram(h)
+        SeriesState::Histogram(Box::new(h))
     }
 
     fn render(series: &[(SeriesKey, SeriesState)]) -> String {

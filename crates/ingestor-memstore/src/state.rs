@@ -124,8 +124,9 @@ pub enum SeriesState {
     Counter(CounterState),
     /// A gauge.
     Gauge(GaugeState),
-    /// A histogram.
-    Histogram(HistogramState),
+    /// A histogram (boxed: a histogram is several times a counter's size, and most series
+    /// are not histograms, so the state of every series stays small).
+    Histogram(Box<HistogramState>),
 }
 
 impl SeriesState {
@@ -154,7 +155,7 @@ impl SeriesState {
                 SeriesState::Gauge(GaugeState { value: 0.0, timestamp: Timestamp(i64::MIN), lsn })
             }
             MetricKind::Histogram => {
-                SeriesState::Histogram(HistogramState::new(Arc::clone(bounds)))
+                SeriesState::Histogram(Box::new(HistogramState::new(Arc::clone(bounds))))
             }
         };
         state.apply(op, ts, lsn);

@@ -535,7 +535,7 @@ fn decode_series(
             let lsn = Lsn(c.uvarint("gauge LSN")?);
             SeriesState::Gauge(GaugeState { value, timestamp, lsn })
         }
-        TAG_HISTOGRAM => SeriesState::Histogram(decode_histogram(c, table, shared)?),
+        TAG_HISTOGRAM => SeriesState::Histogram(Box::new(decode_histogram(c, table, shared)?)),
         other => return Err(c.bad(tag_at, format!("unknown kind tag {other}"))),
     };
     let last_update = Timestamp(c.ivarint("last update")?);
@@ -641,19 +641,19 @@ mod tests {
             },
             SeriesRecord {
                 key: key("h", "b"),
-                state: SeriesState::Histogram(HistogramState {
+                state: SeriesState::Histogram(Box::new(HistogramState {
                     bounds: Arc::clone(&bounds),
                     buckets: vec![1, 0, 2, 3].into_boxed_slice(),
                     count: 6,
                     sum: f64::NAN,
                     min: 0.1,
                     max: f64::INFINITY,
-                }),
+                })),
                 last_update: Timestamp(5),
             },
             SeriesRecord {
                 key: key("h", "c"),
-                state: SeriesState::Histogram(HistogramState::new(bounds)),
+                state: SeriesState::Histogram(Box::new(HistogramState::new(bounds))),
                 last_update: Timestamp(6),
             },
         ]

@@ -146,22 +146,22 @@ pub fn rich_store(n: usize, config: MemstoreConfig) -> Memstore {
     // Histograms over other bounds (from an older configuration) and odd floats.
     let custom: Arc<[f64]> = Arc::from([-1.0, 0.0, 1e-300, 42.0].as_slice());
     for (i, state) in [
-        SeriesState::Histogram(HistogramState {
+        SeriesState::Histogram(Box::new(HistogramState {
             bounds: Arc::clone(&custom),
             buckets: vec![1, 2, 0, 3, 4].into_boxed_slice(),
             count: 10,
             sum: f64::NAN,
             min: -0.0,
             max: f64::INFINITY,
-        }),
-        SeriesState::Histogram(HistogramState {
+        })),
+        SeriesState::Histogram(Box::new(HistogramState {
             bounds: custom,
             buckets: vec![0, 0, 0, 0, 1].into_boxed_slice(),
             count: 1,
             sum: 1e308,
             min: 1e308,
             max: 1e308,
-        }),
+        })),
         SeriesState::Gauge(GaugeState {
             value: -0.0,
             timestamp: Timestamp(i64::MIN),
@@ -242,14 +242,14 @@ pub fn golden_store() -> Memstore {
     store
         .insert_loaded(SeriesRecord {
             key: key("lat", &[("a", "é")]),
-            state: SeriesState::Histogram(HistogramState {
+            state: SeriesState::Histogram(Box::new(HistogramState {
                 bounds: Arc::from([1.0, 2.0].as_slice()),
                 buckets: vec![1, 0, 2].into_boxed_slice(),
                 count: 3,
                 sum: 7.5,
                 min: 0.5,
                 max: 4.0,
-            }),
+            })),
             last_update: Timestamp(3000),
         })
         .unwrap();
