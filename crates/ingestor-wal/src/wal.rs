@@ -264,6 +264,7 @@ impl Wal {
             durable: AtomicU64::new(last_lsn.0),
             poisoned: OnceLock::new(),
             segments: Mutex::new(segments),
+            deleting: Mutex::new(()),
             counters: Counters::default(),
             listener,
             closed: AtomicBool::new(false),
@@ -454,9 +455,13 @@ impl Wal {
     /// as it was on disk: a failed removal leaves its segment in place).
     pub fn delete_below(&self, watermark: Lsn) -> Result<Vec<SegmentId>> {
         let shared = &self.shared;
-        let mut segments = lock(&shared.segments);
+        // One deletion at a time (several threads may compact: the forwarder's keepers);
+        // the list of segments is locked only to read it and to take each removed one out,
+        // never across a removal: unlinking a large segment takes tens of milliseconds, and
+        // a rotation on the appending thread needs the list.
+        let _one_at_a_time = lock(&shared.deleting);
         let mut doomed = Vec::new();
-        for pair in segments.windows(2) {
+        for pair in lock(&shared.segments).windows(2) {
             // Segment pair[0] holds LSNs pair[0].0 ..= pair[1].0 - 1.
             if pair[1].0 <= watermark {
                 doomed.push(pair[0]);
@@ -471,7 +476,7 @@ impl Wal {
             }
             let path = shared.path(id);
             shared.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
-            segments.retain(|s| *s != id);
+            lock(&shared.segments).retain(|s| *s != id);
             deleted.push(id);
             Counters::add(&shared.counters.segments_deleted, 1);
             shared.listener.on_delete(id);

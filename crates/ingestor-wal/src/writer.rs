@@ -125,6 +125,8 @@ pub(crate) struct Shared {
     pub(crate) durable: AtomicU64,
     pub(crate) poisoned: OnceLock<Arc<WalError>>,
     pub(crate) segments: Mutex<Vec<SegmentId>>,
+    /// Held by [`crate::Wal::delete_below`] throughout, so that deletions do not overlap.
+    pub(crate) deleting: Mutex<()>,
     pub(crate) counters: Counters,
     pub(crate) listener: Arc<dyn WalListener>,
     pub(crate) closed: AtomicBool,
