@@ -44,6 +44,17 @@ pub enum MemstoreError {
         /// The series.
         key: String,
     },
+    /// Every series handle of this store was given out: handles are never reused, and there
+    /// are 2^32 - 1 of them. No series can be created until the store is built again (a
+    /// restart numbers the series from 0).
+    #[error(
+        "no series handle left: {created} series were created in this store, and handles are \
+         never reused; restart to number the series again"
+    )]
+    HandlesExhausted {
+        /// Series created in this store (every handle given out).
+        created: u64,
+    },
     /// Parts given as a canonical series key are not one.
     #[error("invalid series key: {reason}")]
     InvalidKey {

@@ -208,6 +208,8 @@ struct Inner {
     postings: HashMap<(u32, u32), Postings, IdHashBuilder>,
     name_symbol: u32,
     next_id: u32,
+    /// Handles at or above this are never given out: `u32::MAX` (a test lowers it).
+    handle_limit: u32,
     /// Series in slots (with or without state).
     slots: usize,
     /// Series with state.
@@ -264,6 +266,36 @@ fn key_hash(
         return h.finish() & 0x7;
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod handles {
+    use super::*;
+
+    #[test]
+    fn running_out_of_handles_is_an_error_not_a_wrap() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        store.write().handle_limit = 10;
+        let key = |i: u32| SeriesKey::new("m", [("i", i.to_string())]).unwrap();
+        let refs: Vec<SeriesRef> = (0..8).map(|i| store.intern(&key(i)).unwrap()).collect();
+        // All or nothing: three more do not fit in the two handles left.
+        let three = [key(8), key(9), key(10)];
+        let err = store.intern_all(&three.iter().collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(err, MemstoreError::HandlesExhausted { created: 8 });
+        assert_eq!(store.slots(), 8);
+        store.intern(&key(8)).unwrap();
+        store.intern_parts("m", &[("i", "9")]).unwrap();
+        // Removing series gives no handle back (handles are never reused)...
+        store.discard_unwritten(&refs);
+        assert!(matches!(store.intern(&key(0)), Err(MemstoreError::HandlesExhausted { .. })));
+        assert!(matches!(
+            store.intern_parts("m", &[("i", "0")]),
+            Err(MemstoreError::HandlesExhausted { created: 10 })
+        ));
+        // ...but existing series are still found.
+        assert!(store.intern(&key(8)).is_ok());
+        assert!(err.to_string().contains("restart"), "{err}");
+    }
 }
 
 /// Keys whose hashes collide: a test switches on, for its own thread, a fold of every key
@@ -387,6 +419,15 @@ impl Inner {
 
     /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
     /// stored yet) whose key hashes to `h`; returns its id.
+    /// Refuses `n` new series when fewer handles than that are left.
+    fn check_handles(&self, n: usize) -> Result<(), MemstoreError> {
+        let left = u64::from(self.handle_limit - self.next_id);
+        if n as u64 > left {
+            return Err(MemstoreError::HandlesExhausted { created: u64::from(self.next_id) });
+        }
+        Ok(())
+    }
+
     fn insert_hashed<'k>(
         &mut self,
         h: u64,
@@ -542,6 +583,7 @@ impl Memstore {
             postings: HashMap::default(),
             name_symbol,
             next_id: 0,
+            handle_limit: u32::MAX,
             slots: 0,
             live: 0,
             bounds: Arc::from(config.histogram_bounds.as_slice()),
@@ -605,6 +647,7 @@ impl Memstore {
                 key: new_keys.first().map(ToString::to_string).unwrap_or_default(),
             });
         }
+        inner.check_handles(new_keys.len())?;
         let mut out = Vec::with_capacity(keys.len());
         let mut created = Vec::with_capacity(new_keys.len());
         for ((key, found), h) in keys.iter().zip(found).zip(hashes) {
@@ -655,6 +698,7 @@ impl Memstore {
                 key: SeriesKey::from_canonical(name, labels).map_err(invalid)?.to_string(),
             });
         }
+        inner.check_handles(1)?;
         Ok(SeriesRef(inner.insert_hashed(h, name, parts, labels.len())))
     }
 
@@ -956,6 +1000,7 @@ impl Memstore {
                 key: key.to_string(),
             });
         }
+        inner.check_handles(1)?;
         let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
         let s = inner.slot_mut(id).expect("just inserted");
         s.state = Some(record.state);

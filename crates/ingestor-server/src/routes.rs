@@ -238,6 +238,13 @@ pub(crate) fn body_error(state: &AppState, e: BodyError) -> Response {
 pub(crate) fn ingest_error(state: &AppState, e: &ingestor::Error) -> Response {
     use ingestor::Error as E;
     match e {
+        // The store's own limit, not the request's: a restart lifts it.
+        E::Memstore(ingestor::MemstoreError::HandlesExhausted { .. }) => {
+            state
+                .write_log
+                .log(|held| tracing::error!("a write refused ({held} more held back): {e}"));
+            error(state, StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}"))
+        }
         E::InvalidUpdate { .. } | E::Memstore(_) => {
             error(state, StatusCode::BAD_REQUEST, format!("refused, nothing applied: {e}"))
         }
