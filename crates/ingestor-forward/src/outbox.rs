@@ -182,6 +182,9 @@ impl Outbox {
         let options = WalOptions::default()
             .sync_policy(SyncPolicy::Os)
             .segment_fill(ingestor_wal::SegmentFill::Zeros)
+            // Synced at every flush and read soon after by the senders: no write-back hints
+            // (they would drop the synced pages the senders are about to read).
+            .writeback_ahead(false)
             .segment_bytes_max(segment_bytes);
         let mut index = Index::default();
         let (wal, _report) =

@@ -231,6 +231,15 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     /// Like [`FsFile::sync_data`], plus the file's other metadata (`fsync`).
     fn sync_all(&self) -> io::Result<()>;
 
+    /// Asks the operating system to start writing `len` bytes at `offset` back to the disk
+    /// now, without waiting for it and without making anything durable: a later
+    /// [`FsFile::sync_data`] then has less to write. A hint: the default does nothing, and
+    /// errors are the caller's to ignore.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with
     /// [`io::ErrorKind::UnexpectedEof`].
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {

@@ -173,6 +173,15 @@ impl FsFile for StdFile {
         }
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        // POSIX_FADV_DONTNEED starts write-back of the range's dirty pages (without waiting
+        // for it) and drops the pages already clean: the log's appender never reads back
+        // what it wrote, and `sync_file_range` is not reachable without unsafe code.
+        let Some(len) = std::num::NonZeroU64::new(len) else { return Ok(()) };
+        rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::DontNeed)
+            .map_err(io::Error::from)
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }

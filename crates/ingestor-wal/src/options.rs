@@ -143,6 +143,13 @@ pub struct WalOptions {
     /// Under [`SyncPolicy::Buffered`], how many bytes of frames the buffer holds before it is
     /// written; ignored otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.
     pub buffer_bytes: usize,
+    /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
+    /// operating system to start writing back each 8 MiB of the active segment as it fills
+    /// (`POSIX_FADV_DONTNEED` over whole pages, which also drops those already clean from the
+    /// page cache), so that the sync at rotation does not write a whole segment while the
+    /// appender waits. Turn it off for a log read back soon after it is synced (the
+    /// forwarder's outbox). Default: on.
+    pub writeback_ahead: bool,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -158,6 +165,7 @@ impl Default for WalOptions {
             compression: Compression::None,
             segment_fill: SegmentFill::default(),
             buffer_bytes: 1 << 20,
+            writeback_ahead: true,
             listener: None,
         }
     }
@@ -203,6 +211,13 @@ impl WalOptions {
     #[must_use]
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
+        self
+    }
+
+    /// Sets [`WalOptions::writeback_ahead`].
+    #[must_use]
+    pub fn writeback_ahead(mut self, on: bool) -> Self {
+        self.writeback_ahead = on;
         self
     }
 

@@ -213,6 +213,7 @@ impl Wal {
             buf: Vec::new(),
             pending: Vec::new(),
             pending_at: 0,
+            hinted: 0,
             zeroed: false,
             #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
@@ -546,6 +547,7 @@ impl Wal {
         w.zeroed = false;
         w.segment = id;
         w.offset = SEGMENT_HEADER_LEN as u64;
+        w.hinted = 0;
         w.next_lsn = next;
         segments.push(id);
         let last = Lsn(next.0 - 1);

@@ -16,6 +16,11 @@ use crate::stats::{Counters, WalListener};
 use crate::sync::SyncMessage;
 use crate::wal::{Ack, AckLevel, crash_points};
 
+/// How much of the active segment is written before write-back of it is asked for.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+/// The page size write-back hints are aligned to.
+const PAGE: u64 = 4096;
+
 /// Records being added by [`Wal::append_with`](crate::Wal::append_with): they are written
 /// together, with one write system call, into one segment.
 pub struct RecordBatch<'a> {
@@ -81,6 +86,9 @@ pub(crate) struct Writer {
     /// `pending_at` in the active segment (`offset` is past them).
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_at: u64,
+    /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`]: how far into the active
+    /// segment write-back was asked for (see [`Shared::hint_writeback`]).
+    pub(crate) hinted: u64,
     /// Whether the active segment was a zero-filled spare (else its space came from
     /// `fallocate`, or a recovered segment's own).
     pub(crate) zeroed: bool,
@@ -278,6 +286,7 @@ impl Shared {
         w.zeroed = zeroed;
         Counters::add(&self.counters.spare_segments, u64::from(zeroed));
         w.offset = SEGMENT_HEADER_LEN as u64;
+        w.hinted = 0;
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
         self.listener.on_rotate(id);
@@ -426,6 +435,7 @@ impl Shared {
         Counters::add(&self.counters.records, next.0 - first.0);
         Counters::add(&self.counters.bytes_written, buf.len() as u64);
         self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
+        self.hint_writeback(w);
         self.want_spare(w);
         Ok((first, last))
     }
@@ -488,8 +498,30 @@ impl Shared {
         }
         Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();
+        self.hint_writeback(w);
         self.written.store(w.next_lsn.0 - 1, Ordering::Release);
         self.crash_point(crash_points::APPEND_AFTER_WRITE).map_err(|e| self.poison(e))
+    }
+
+    /// Under the policies that sync only at rotation and on demand ([`SyncPolicy::Os`],
+    /// [`SyncPolicy::Buffered`]), asks the operating system to start writing back each
+    /// [`WRITEBACK_CHUNK`] of whole pages the active segment has taken (pages below the one
+    /// the next frame goes into, never written again), so that the sync at rotation finds
+    /// little left to write and does not stall the appender for a whole segment's worth.
+    /// Durability is unchanged: nothing counts as durable before a sync.
+    fn hint_writeback(&self, w: &mut Writer) {
+        if !self.options.writeback_ahead
+            || !matches!(self.options.sync_policy, SyncPolicy::Os | SyncPolicy::Buffered(_))
+        {
+            return;
+        }
+        let written = w.offset - w.pending.len() as u64;
+        let whole_pages = written & !(PAGE - 1);
+        if whole_pages >= w.hinted + WRITEBACK_CHUNK {
+            // A hint: a failure changes nothing that matters.
+            let _ = w.file.start_writeback(w.hinted, whole_pages - w.hinted);
+            w.hinted = whole_pages;
+        }
     }
 
     /// An empty batch of records for the active segment, writing into `buf`.
