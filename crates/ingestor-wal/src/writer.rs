@@ -470,9 +470,9 @@ impl Shared {
 
     /// Writes the buffer of [`SyncPolicy::Buffered`] (a no-op when it is empty), with one
     /// system call. A failed write poisons the log: the frames were acknowledged, so their
-    /// LSNs cannot be given again. Whatever part reached the file is cut back first (best
-    /// effort, as [`Shared::undo_failed_write`] does), so that the log ends on a whole
-    /// frame; if that fails too, recovery treats the part as a torn tail.
+    /// LSNs cannot be given again. Whatever part reached the file is cut back first
+    /// ([`Shared::undo_failed_write`]), so that the log ends on a whole frame; if that fails
+    /// too, recovery treats the part as a torn tail.
     pub(crate) fn flush_pending(&self, w: &mut Writer) -> Result<()> {
         if w.pending.is_empty() {
             return Ok(());
@@ -485,16 +485,9 @@ impl Shared {
         }
         if let Err(e) = w.file.write_at(&w.pending, w.pending_at) {
             w.pending.clear();
-            Counters::add(&self.counters.failed_writes, 1);
-            self.undo_generation.fetch_add(1, Ordering::AcqRel);
-            let allocated = self.options.segment_bytes_max.max(w.pending_at);
-            let _ = w
-                .file
-                .set_len(w.pending_at)
-                .and_then(|()| w.file.allocate(allocated))
-                .and_then(|()| w.file.sync_all());
             w.offset = w.pending_at;
-            return Err(self.poison(WalError::io("write", path, e)));
+            let cause = self.undo_failed_write(w, WalError::io("write", path, e));
+            return Err(self.poison(cause));
         }
         Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();
