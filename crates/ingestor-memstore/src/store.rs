@@ -81,8 +81,9 @@ struct Series {
 
 type Chunk = Vec<Option<Series>>;
 
-/// A hasher for the store's own integer ids (not attacker-chosen): one multiply instead of
-/// SipHash. Keys that come from users are still hashed with the standard hasher.
+/// A hasher for the store's own integer ids and for keys that are already keyed hashes
+/// (neither attacker-chosen): one multiply. Keys that come from users are hashed with
+/// [`KeyHashBuilder`].
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -200,7 +201,7 @@ struct Inner {
     /// map only mixes it once more).
     by_hash: HashMap<u64, u32, IdHashBuilder>,
     /// The other series whose keys share a hash with the one in `by_hash` (almost never
-    /// any): kept apart so that an entry of `by_hash` is 12 bytes, not a list.
+    /// any): kept apart so that an entry of `by_hash` is 16 bytes, not 32 with a list.
     collided: HashMap<u64, Vec<u32>, IdHashBuilder>,
     hasher: KeyHashBuilder,
     /// (label name symbol, value symbol) to sorted series handles; metric names under

@@ -526,6 +526,8 @@ impl Wal {
     /// [`WalError::Io`] if a removal, the directory sync or the segment creation fails.
     pub fn skip_to(&self, next: Lsn) -> Result<()> {
         let shared = &self.shared;
+        // Before the writer lock, as `delete_below` takes it (never under the writer lock).
+        let _no_deletion_meanwhile = lock(&shared.deleting);
         let mut w = lock(&shared.writer);
         if next <= w.next_lsn {
             return Ok(());

@@ -18,8 +18,9 @@ use crate::wal::{Ack, AckLevel, crash_points};
 
 /// How much of the active segment is written before write-back of it is asked for.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
-/// The page size write-back hints are aligned to.
-const PAGE: u64 = 4096;
+/// What write-back hints are aligned to: a multiple of every page size Linux uses (4, 16 and
+/// 64 KiB), so that a hint never reaches the page the next frame goes into.
+const PAGE: u64 = 64 << 10;
 
 /// Records being added by [`Wal::append_with`](crate::Wal::append_with): they are written
 /// together, with one write system call, into one segment.
@@ -487,7 +488,11 @@ impl Shared {
             w.pending.clear();
             w.offset = w.pending_at;
             let cause = self.undo_failed_write(w, WalError::io("write", path, e));
-            return Err(self.poison(cause));
+            // Poisoned already if the cut back failed too.
+            return Err(match cause {
+                WalError::Poisoned { .. } => cause,
+                cause => self.poison(cause),
+            });
         }
         Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();

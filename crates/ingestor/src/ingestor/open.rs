@@ -166,9 +166,10 @@ impl Ingestor {
 }
 
 /// A segment's series ids to this memstore's handles. The ids a process logs are its slot
-/// indices, dense from 0: below [`IdMap::DENSE`] they index a vector (no hashing per point);
-/// a log with larger ids (only a damaged or foreign one) falls back to a map, so that no id
-/// can make replay allocate more than the vector's bound.
+/// indices, dense from 0 and never reused in its life: below [`IdMap::DENSE`] they index a
+/// vector (no hashing per point); larger ids (a process that created more than 4M series in
+/// its life, through churn, or a damaged log) fall back to a map, so that no id can make
+/// replay allocate more than the vector's bound.
 #[derive(Default)]
 struct IdMap {
     dense: Vec<Option<SeriesRef>>,
