@@ -123,18 +123,34 @@ pub(crate) fn key_hash_builder() -> KeyHashBuilder {
     ahash::RandomState::with_seeds(key(0), key(1), key(2), key(3))
 }
 
-/// Strings stored once, shared by every series that uses them. They are kept in chunks of
-/// [`CHUNK`]: a full chunk never changes again, so a [`Frozen`] view shares every full chunk
-/// and copies only the last, partial one (a freeze costs O(symbols / 1,024), not O(symbols)).
+/// Strings stored once, shared by every series that uses them, and counted: a symbol that no
+/// series key uses any more is dropped and its id given to the next new string, so that
+/// series created and deleted over a long life (a time-to-live expiry of pod names) do not
+/// keep their strings. They are kept in chunks of [`CHUNK`] shared with [`Frozen`] views: a
+/// freeze shares every full chunk and copies only the last, partial one (O(symbols / 1,024));
+/// the store copies a shared chunk before it changes a symbol in it.
 #[derive(Debug, Clone)]
 struct Symbols {
     chunks: Vec<Arc<Vec<Arc<str>>>>,
     ids: HashMap<Arc<str>, u32, KeyHashBuilder>,
+    /// Uses of each symbol (by id): occurrences in series keys, plus one for symbols that
+    /// stay for the store's life ([`NAME_LABEL`]). Zero for a free id.
+    refs: Vec<u32>,
+    /// Ids whose symbols were dropped, given out again before new ones.
+    free: Vec<u32>,
+    /// What a dropped symbol's place holds until its id is given out again.
+    empty: Arc<str>,
 }
 
 impl Default for Symbols {
     fn default() -> Self {
-        Symbols { chunks: Vec::new(), ids: HashMap::with_hasher(key_hash_builder()) }
+        Symbols {
+            chunks: Vec::new(),
+            ids: HashMap::with_hasher(key_hash_builder()),
+            refs: Vec::new(),
+            free: Vec::new(),
+            empty: Arc::from(""),
+        }
     }
 }
 
@@ -143,32 +159,76 @@ impl Symbols {
         self.ids.get(s).copied()
     }
 
+    /// The id of `s`, stored if new; counts one more use of it.
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(id) = self.ids.get(s) {
-            return *id;
+        if let Some(&id) = self.ids.get(s) {
+            self.refs[id as usize] += 1;
+            return id;
         }
-        let id = self.ids.len() as u32;
         let s: Arc<str> = Arc::from(s);
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
-        }
-        let last = self.chunks.last_mut().expect("just made sure");
-        Arc::make_mut(last).push(Arc::clone(&s));
+        let id = match self.free.pop() {
+            Some(id) => {
+                let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
+                Arc::make_mut(chunk)[id as usize & (CHUNK - 1)] = Arc::clone(&s);
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                let id = u32::try_from(self.refs.len()).expect("fewer symbols than 4 G");
+                if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+                    self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+                }
+                let last = self.chunks.last_mut().expect("just made sure");
+                Arc::make_mut(last).push(Arc::clone(&s));
+                self.refs.push(1);
+                id
+            }
+        };
         self.ids.insert(s, id);
         id
+    }
+
+    /// Counts one use of `id` less; the last use drops the string and frees the id.
+    fn release(&mut self, id: u32) {
+        let refs = &mut self.refs[id as usize];
+        debug_assert!(*refs > 0, "symbol {id} released more often than interned");
+        *refs -= 1;
+        if *refs > 0 {
+            return;
+        }
+        let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
+        let place = &mut Arc::make_mut(chunk)[id as usize & (CHUNK - 1)];
+        let s = std::mem::replace(place, Arc::clone(&self.empty));
+        self.ids.remove(&s);
+        self.free.push(id);
+    }
+
+    /// Symbols stored (with a use).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.ids.len()
     }
 
     fn resolve(&self, id: u32) -> &str {
         &self.chunks[(id >> CHUNK_SHIFT) as usize][id as usize & (CHUNK - 1)]
     }
 
-    /// A view of every symbol so far: full chunks shared, the partial one copied.
-    fn freeze(&self) -> FrozenSymbols {
-        let mut chunks = self.chunks.clone();
+    /// A view of every symbol so far, in `room`'s memory: full chunks shared, the partial
+    /// one copied. Allocates only if `room` is too small.
+    fn freeze_in(
+        &self,
+        mut chunks: Vec<Arc<Vec<Arc<str>>>>,
+        mut partial: Arc<Vec<Arc<str>>>,
+    ) -> FrozenSymbols {
+        chunks.clear();
+        chunks.extend(self.chunks.iter().cloned());
         if let Some(last) = chunks.last_mut().filter(|c| c.len() < CHUNK) {
             // The store goes on pushing to its partial chunk; the view keeps its own copy,
             // so that the store's push does not copy it on the next intern.
-            *last = Arc::new(last.as_ref().clone());
+            let copy = Arc::get_mut(&mut partial).expect("the room's own");
+            copy.clear();
+            copy.extend(last.iter().cloned());
+            *last = partial;
         }
         FrozenSymbols(chunks)
     }
@@ -197,6 +257,10 @@ struct Postings {
 struct Inner {
     symbols: Symbols,
     chunks: Vec<Arc<Chunk>>,
+    /// Series in each chunk's slots. A full chunk whose series are all gone is replaced by
+    /// `empty_chunk`: handles are never reused, so its slots would never be used again.
+    chunk_series: Vec<u32>,
+    empty_chunk: Arc<Chunk>,
     /// Series by the hash of their key ([`Inner::key_hash`]: already a keyed hash, so the
     /// map only mixes it once more).
     by_hash: HashMap<u64, u32, IdHashBuilder>,
@@ -299,6 +363,121 @@ mod handles {
     }
 }
 
+/// Series created and deleted over a long life: their strings and slots are given back.
+#[cfg(test)]
+mod churn {
+    use super::*;
+
+    fn set(store: &Memstore, lsn: u64, ids: &[SeriesRef]) {
+        let points: Vec<SlotPoint> = ids
+            .iter()
+            .map(|&series| SlotPoint { series, timestamp: Timestamp(1), op: Op::GaugeSet(1.0) })
+            .collect();
+        store.apply(Lsn(lsn), &points);
+    }
+
+    fn delete(store: &Memstore, lsn: u64, ids: &[SeriesRef]) {
+        let points: Vec<SlotPoint> = ids
+            .iter()
+            .map(|&series| SlotPoint { series, timestamp: Timestamp(2), op: Op::Delete })
+            .collect();
+        store.apply(Lsn(lsn), &points);
+    }
+
+    fn round_keys(round: u32, n: u32) -> Vec<SeriesKey> {
+        (0..n)
+            .map(|i| {
+                let pod = format!("pod-{round}-{i}");
+                SeriesKey::new("up", [("job", "api"), ("pod", pod.as_str())]).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rounds_of_new_series_deleted_keep_symbols_and_chunks_bounded() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let n = 3 * CHUNK as u32;
+        let mut after_first = None;
+        for round in 0..5u32 {
+            let keys = round_keys(round, n);
+            let (ids, _) = store.intern_all(&keys.iter().collect::<Vec<_>>()).unwrap();
+            set(&store, u64::from(round) * 2 + 1, &ids);
+            let inner = store.read();
+            // __name__, up, job, api, pod and one value per series.
+            assert_eq!(inner.symbols.len(), 5 + n as usize, "round {round}");
+            let symbol_ids = inner.symbols.refs.len();
+            drop(inner);
+            after_first.get_or_insert(symbol_ids);
+            assert_eq!(Some(symbol_ids), after_first, "ids of dropped symbols are reused");
+            delete(&store, u64::from(round) * 2 + 2, &ids);
+            let inner = store.read();
+            // Only the symbol that lives as long as the store is left.
+            assert_eq!(inner.symbols.len(), 1, "round {round}: {:?}", inner.symbols.ids.keys());
+            assert!(inner.postings.is_empty());
+            assert!(inner.by_hash.is_empty() && inner.collided.is_empty());
+            // Every full chunk of the round's series is given back.
+            assert!(
+                inner.chunks.iter().all(|c| c.is_empty() || c.len() < CHUNK),
+                "round {round}: a full chunk without series is still held"
+            );
+            assert!(inner.chunk_series.iter().all(|&n| n == 0));
+        }
+        assert_eq!(store.slots(), 0);
+        assert!(store.all().is_empty());
+    }
+
+    #[test]
+    fn a_frozen_view_keeps_its_strings_while_the_store_reuses_their_ids() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let old = round_keys(0, 50);
+        let (old_ids, _) = store.intern_all(&old.iter().collect::<Vec<_>>()).unwrap();
+        set(&store, 1, &old_ids);
+        let frozen = store.freeze();
+        delete(&store, 2, &old_ids);
+        // New strings take the freed ids.
+        let new = round_keys(1, 50);
+        let (new_ids, _) = store.intern_all(&new.iter().collect::<Vec<_>>()).unwrap();
+        set(&store, 3, &new_ids);
+        let seen: Vec<SeriesKey> = frozen.iter().map(|r| r.key).collect();
+        assert_eq!(seen, old, "the view still reads the strings it was frozen with");
+        let now: Vec<SeriesKey> = store.all().into_iter().map(|v| v.key).collect();
+        let mut expected = new.clone();
+        expected.sort();
+        assert_eq!(now, expected);
+        for (k, id) in new.iter().zip(&new_ids) {
+            assert_eq!(store.resolve(k), Some(*id));
+            assert_eq!(&store.key(*id).unwrap(), k);
+        }
+        for k in &old {
+            assert_eq!(store.resolve(k), None, "{k} was deleted");
+        }
+        // Selecting by a reused string finds the new series only.
+        let sel = Selector::parse(r#"up{pod="pod-1-7"}"#).unwrap();
+        let found = store.select(&sel);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].key, new[7]);
+        assert!(store.select(&Selector::parse(r#"up{pod="pod-0-7"}"#).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_string_shared_by_live_series_outlives_the_deleted_ones() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let a = SeriesKey::new("m", [("host", "a"), ("x", "1")]).unwrap();
+        let b = SeriesKey::new("m", [("host", "a"), ("x", "2")]).unwrap();
+        let (ids, _) = store.intern_all(&[&a, &b]).unwrap();
+        set(&store, 1, &ids);
+        delete(&store, 2, &ids[..1]);
+        // "m", "host", "a", "x" stay for b; "1" goes.
+        assert_eq!(store.read().symbols.get("1"), None);
+        assert!(store.read().symbols.get("a").is_some());
+        let again = store.intern(&a).unwrap();
+        assert_ne!(again, ids[0], "a handle is never reused");
+        assert_eq!(store.key(again).unwrap(), a);
+        assert_eq!(store.key(ids[1]).unwrap(), b);
+        assert_eq!(store.select(&Selector::parse(r#"m{host="a"}"#).unwrap()).len(), 1);
+    }
+}
+
 /// Keys whose hashes collide: a test switches on, for its own thread, a fold of every key
 /// hash to 3 bits, so that most series share their hash with others.
 #[cfg(test)]
@@ -349,6 +528,15 @@ mod collisions {
 }
 
 impl Inner {
+    /// The handles of every series in a slot, in order; chunks whose series are all gone
+    /// cost nothing.
+    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            let base = (c as u32) << CHUNK_SHIFT;
+            chunk.iter().enumerate().filter(|(_, s)| s.is_some()).map(move |(i, _)| base + i as u32)
+        })
+    }
+
     fn slot(&self, id: u32) -> Option<&Series> {
         self.chunks.get((id >> CHUNK_SHIFT) as usize)?.get(id as usize & (CHUNK - 1))?.as_ref()
     }
@@ -462,7 +650,9 @@ impl Inner {
         let chunk_index = (id >> CHUNK_SHIFT) as usize;
         if chunk_index == self.chunks.len() {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+            self.chunk_series.push(0);
         }
+        self.chunk_series[chunk_index] += 1;
         let chunk = Arc::make_mut(&mut self.chunks[chunk_index]);
         chunk.push(Some(Series {
             key: Arc::from(syms),
@@ -504,10 +694,15 @@ impl Inner {
                 continue;
             }
             // Taken out of its slot (not cloned): the slot is empty from here on.
-            let chunk = &mut self.chunks[(id >> CHUNK_SHIFT) as usize];
+            let chunk_index = (id >> CHUNK_SHIFT) as usize;
+            let chunk = &mut self.chunks[chunk_index];
             let Some(series) = Arc::make_mut(chunk)[id as usize & (CHUNK - 1)].take() else {
                 continue;
             };
+            self.chunk_series[chunk_index] -= 1;
+            if self.chunk_series[chunk_index] == 0 && chunk.len() == CHUNK {
+                *chunk = Arc::clone(&self.empty_chunk);
+            }
             let syms = &series.key;
             let h = {
                 let name = self.symbols.resolve(syms[0]);
@@ -535,6 +730,9 @@ impl Inner {
                         emptied.push(pk);
                     }
                 }
+            }
+            for &sym in syms.iter() {
+                self.symbols.release(sym);
             }
             self.slots -= 1;
             self.live -= usize::from(series.state.is_some());
@@ -578,6 +776,8 @@ impl Memstore {
         let inner = Inner {
             symbols,
             chunks: Vec::new(),
+            chunk_series: Vec::new(),
+            empty_chunk: Arc::new(Vec::new()),
             by_hash: HashMap::default(),
             collided: HashMap::default(),
             hasher: key_hash_builder(),
@@ -719,9 +919,8 @@ impl Memstore {
     /// records defined but that were deleted before the snapshot).
     pub fn discard_all_unwritten(&self) {
         let mut inner = self.write();
-        let unwritten: Vec<u32> = (0..inner.next_id)
-            .filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()))
-            .collect();
+        let unwritten: Vec<u32> =
+            inner.ids().filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none())).collect();
         inner.remove_many(&unwritten);
     }
 
@@ -882,6 +1081,15 @@ impl Memstore {
         inner.slot(id)?.state.as_ref().map(SeriesState::kind)
     }
 
+    /// The largest timestamp of a series' updates, if it has state: what an expiry checks
+    /// again, without copying the series.
+    #[must_use]
+    pub fn last_update(&self, id: SeriesRef) -> Option<Timestamp> {
+        let inner = self.read();
+        let s = inner.slot(id.0)?;
+        s.state.as_ref().map(|_| s.last_update)
+    }
+
     /// One series by handle.
     #[must_use]
     pub fn get_by_ref(&self, id: SeriesRef) -> Option<SeriesView> {
@@ -908,7 +1116,7 @@ impl Memstore {
             }
         }
         let candidates: Box<dyn Iterator<Item = u32>> = if lists.is_empty() {
-            Box::new(0..inner.next_id)
+            Box::new(inner.ids())
         } else {
             lists.sort_by_key(|l| l.len());
             let (first, rest) = lists.split_first().expect("not empty");
@@ -940,7 +1148,7 @@ impl Memstore {
     #[must_use]
     pub fn all(&self) -> Vec<SeriesView> {
         let inner = self.read();
-        let mut out: Vec<SeriesView> = (0..inner.next_id).filter_map(|id| inner.view(id)).collect();
+        let mut out: Vec<SeriesView> = inner.ids().filter_map(|id| inner.view(id)).collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
@@ -959,7 +1167,8 @@ impl Memstore {
     #[must_use]
     pub fn idle_series(&self, before: Timestamp) -> Vec<(SeriesRef, SeriesKey)> {
         let inner = self.read();
-        (0..inner.next_id)
+        inner
+            .ids()
             .filter_map(|id| {
                 let s = inner.slot(id)?;
                 (s.state.is_some() && s.last_update < before)
@@ -970,13 +1179,43 @@ impl Memstore {
 
     /// Captures the whole state in an instant: every chunk is shared, and the writer copies
     /// a chunk only when it changes it afterwards. The pause is a pointer copy per 1,024
-    /// series and a clone of the symbol table.
+    /// series and per 1,024 symbols, plus a copy of the last partial chunk of symbols.
+    /// Same as [`Memstore::freeze_in`] with a [`Memstore::freeze_room`] made just before.
     #[must_use]
     pub fn freeze(&self) -> Frozen {
+        self.freeze_in(self.freeze_room())
+    }
+
+    /// Memory for a [`Frozen`] view of the store as large as it is now (with room to
+    /// grow), allocated without holding the store's lock. Take it before a lock of your own
+    /// under which you freeze ([`Memstore::freeze_in`]): an allocation made while a lock is
+    /// held makes everyone who waits for the lock wait for the allocator too, and glibc's
+    /// allocator may spend a long time in one call (merging every small block the thread's
+    /// arena holds freed: 0.8 s was measured after a thread freed a million of them).
+    #[must_use]
+    pub fn freeze_room(&self) -> FreezeRoom {
+        let (chunks, symbols) = {
+            let inner = self.read();
+            (inner.chunks.len(), inner.symbols.chunks.len())
+        };
+        FreezeRoom {
+            chunks: Vec::with_capacity(chunks + ROOM_TO_GROW),
+            symbols: Vec::with_capacity(symbols + ROOM_TO_GROW),
+            partial: Arc::new(Vec::with_capacity(CHUNK)),
+        }
+    }
+
+    /// As [`Memstore::freeze`], in memory allocated ahead: under the store's read lock it
+    /// allocates nothing unless the store outgrew `room` since it was made.
+    #[must_use]
+    pub fn freeze_in(&self, room: FreezeRoom) -> Frozen {
+        let FreezeRoom { mut chunks, symbols, partial } = room;
         let inner = self.read();
+        chunks.clear();
+        chunks.extend(inner.chunks.iter().cloned());
         Frozen {
-            chunks: inner.chunks.clone(),
-            symbols: inner.symbols.freeze(),
+            chunks,
+            symbols: inner.symbols.freeze_in(symbols, partial),
             live: inner.live,
             applied: inner.applied,
         }
@@ -1009,6 +1248,18 @@ impl Memstore {
         inner.live += 1;
         Ok(SeriesRef(id))
     }
+}
+
+/// Chunks the store may add between [`Memstore::freeze_room`] and [`Memstore::freeze_in`]
+/// before the freeze has to allocate (1,024 series or symbols each).
+const ROOM_TO_GROW: usize = 64;
+
+/// Memory for a [`Frozen`] view, allocated ahead of the freeze ([`Memstore::freeze_room`]).
+#[derive(Debug)]
+pub struct FreezeRoom {
+    chunks: Vec<Arc<Chunk>>,
+    symbols: Vec<Arc<Vec<Arc<str>>>>,
+    partial: Arc<Vec<Arc<str>>>,
 }
 
 /// One series as a snapshot stores it.

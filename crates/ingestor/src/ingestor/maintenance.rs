@@ -67,11 +67,13 @@ impl Shared {
     pub(super) fn take_snapshot(&self) -> Result<Option<SnapshotInfo>> {
         let mut mark = lock(&self.snapshot);
         let started = Instant::now();
+        // Allocated before the writer lock, so that writers never wait for the allocator.
+        let room = self.memstore.freeze_room();
         let (lsn, frozen, wal_bytes) = {
             let _writer = lock(&self.writer);
             // The memstore holds every batch accepted (under `Buffered`, some may still be
             // in the log's buffer: the durability wait below writes them first).
-            (self.wal.accepted_lsn(), self.memstore.freeze(), self.wal.stats().bytes_written)
+            (self.wal.accepted_lsn(), self.memstore.freeze_in(room), self.wal.stats().bytes_written)
         };
         if mark.lsn == Some(lsn) || (mark.lsn.is_none() && lsn == Lsn::ZERO) {
             return Ok(None);
@@ -121,9 +123,7 @@ impl Shared {
             // A series updated since the scan is not idle any more: skip it.
             let still_idle: Vec<SlotPoint> = points
                 .into_iter()
-                .filter(|p| {
-                    self.memstore.get_by_ref(p.series).is_some_and(|v| v.last_update < cutoff)
-                })
+                .filter(|p| self.memstore.last_update(p.series).is_some_and(|t| t < cutoff))
                 .collect();
             let ack = self.commit(&mut defined, &still_idle)?;
             drop(defined);

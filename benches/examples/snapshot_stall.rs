@@ -1,0 +1,122 @@
+//! Batches of 1,000 updates by handle while snapshots are written in a loop beside them (what
+//! the bench's "longest batch during snapshots" measures), printing every batch slower than
+//! 20 ms with the instant it started (`CLOCK_MONOTONIC`, to find it in a `perf record -k
+//! CLOCK_MONOTONIC` profile), then the longest.
+//!
+//! Run: `cargo run --release -p ingestor-benches --example snapshot_stall [SECONDS]
+//! [scrapes-first]` (`INGESTOR_SERIES=100000` for a smaller store). With `scrapes-first`,
+//! the same writer first runs beside `/metrics` renderings of the whole store for SECONDS
+//! (from a frozen view, then under the read lock), as the bench does before its snapshots.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp, Update};
+use ingestor_benches::standard::{keys, op};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: usize =
+        std::env::var("INGESTOR_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let tmp = tempfile::tempdir()?;
+    let config = Config::default()
+        .sync_policy(SyncPolicy::Os)
+        .snapshot_interval(None)
+        .snapshot_bytes(1 << 40)
+        .final_snapshot(FinalSnapshot::Never);
+    let (db, _) = Ingestor::open(tmp.path().join("data"), config)?;
+    let keys = keys(n);
+    for (b, chunk) in keys.chunks(10_000).enumerate() {
+        let batch: Vec<Update> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, k)| Update {
+                key: k.clone(),
+                timestamp: Timestamp(1),
+                op: op(b * 10_000 + j, 0),
+            })
+            .collect();
+        db.ingest(&batch)?;
+    }
+    let handles: Vec<_> = keys.iter().map(|k| db.resolve(k)).collect::<Result<_, _>>()?;
+    drop(keys);
+    if std::env::args().nth(2).as_deref() == Some("scrapes-first") {
+        let frozen = || {
+            let mut bytes = 0usize;
+            db.memstore().freeze().expose(
+                |_| true,
+                64 << 10,
+                |piece| {
+                    bytes += piece.len();
+                    true
+                },
+            );
+            std::hint::black_box(bytes);
+        };
+        let locked = || {
+            let mut out = String::new();
+            db.expose(&mut out, None);
+            std::hint::black_box(out.len());
+        };
+        let (longest, batches, scrapes) = beside(&db, &handles, seconds, &frozen);
+        println!(
+            "frozen-view scrapes: longest batch {longest:.2} ms of {batches}, {scrapes} scrapes"
+        );
+        let (longest, batches, scrapes) = beside(&db, &handles, seconds, &locked);
+        println!(
+            "read-locked scrapes: longest batch {longest:.2} ms of {batches}, {scrapes} scrapes"
+        );
+    }
+    let snapshot = || {
+        db.snapshot().expect("a snapshot");
+    };
+    let (longest, batches, snapshots) = beside(&db, &handles, seconds, &snapshot);
+    println!("snapshots: longest batch {longest:.2} ms of {batches}, {snapshots} snapshots");
+    Ok(())
+}
+
+/// Batches of 1,000 by handle over the first 50,000 series for `seconds`, while another
+/// thread runs `beside` in a loop: the longest batch (ms), batches, runs of `beside`.
+fn beside(
+    db: &Ingestor,
+    handles: &[ingestor::SeriesHandle],
+    seconds: u64,
+    beside: &(dyn Fn() + Sync),
+) -> (f64, u64, u64) {
+    let stop = AtomicBool::new(false);
+    let (longest, batches, snapshots) = std::thread::scope(|s| {
+        let runs = s.spawn(|| {
+            let mut done = 0u64;
+            while !stop.load(Relaxed) {
+                beside();
+                done += 1;
+            }
+            done
+        });
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut longest = Duration::ZERO;
+        let mut batches = 0u64;
+        let mut round = 100u64;
+        while Instant::now() < deadline {
+            for (b, chunk) in handles.chunks(1_000).enumerate().take(50) {
+                let batch: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &h)| (h, Timestamp(round as i64), op(b * 1_000 + j, round)))
+                    .collect();
+                let t = Instant::now();
+                db.ingest_by_handle(&batch).expect("a batch");
+                let took = t.elapsed();
+                batches += 1;
+                longest = longest.max(took);
+                if took > Duration::from_millis(20) {
+                    println!("batch of {:.1} ms started at {t:?}", took.as_secs_f64() * 1e3);
+                }
+            }
+            round += 1;
+        }
+        stop.store(true, Relaxed);
+        (longest, batches, runs.join().expect("the thread beside"))
+    });
+    (longest.as_secs_f64() * 1e3, batches, snapshots)
+}
