@@ -15,7 +15,7 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--only NAME]
 
   --quick      smaller runs (under two minutes); without it the full run takes under 15 minutes
   --only NAME  only the workloads whose name contains NAME: W1, W2, durable, W5, fsync,
-               metrics, http
+               metrics, churn, http
 
 Writes target/bench-report.md and target/bench-report.json; docs/benchmarks.md keeps the
 latest full table. The http section builds target/release/ingestor and installs Debian's

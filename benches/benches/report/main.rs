@@ -8,10 +8,11 @@
 //!
 //! Flags: `--quick` (under two minutes), `--out DIR` (default `target`), `--only NAME` (only
 //! the workloads whose name contains NAME: `W1`, `W2`, `durable`, `W5`, `fsync`, `metrics`,
-//! `http`), `--ingestor-bin PATH` (the release `ingestor`: without it the HTTP section is
+//! `churn`, `http`), `--ingestor-bin PATH` (the release `ingestor`: without it the HTTP section is
 //! skipped) and `--victoria-metrics PATH` (its peer there). `cargo xtask bench` passes both.
 #![allow(missing_docs, unreachable_pub)]
 
+mod churn;
 mod forward;
 mod http;
 mod logs;
@@ -292,6 +293,9 @@ fn main() {
     log_workloads(&mut report, &plan);
     if plan.runs("metrics") {
         metrics::run(&mut report, plan.series, plan.durable_budget);
+    }
+    if plan.runs("churn") {
+        churn::run(&mut report, plan.series, if plan.quick { 3 } else { 10 });
     }
     // The binaries the HTTP and forwarding sections start (cargo xtask bench passes them).
     let path =

@@ -460,6 +460,30 @@ mod churn {
     }
 
     #[test]
+    fn idle_handles_are_the_series_not_updated_since() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let keys = round_keys(0, 3000);
+        let (ids, _) = store.intern_all(&keys.iter().collect::<Vec<_>>()).unwrap();
+        // Updated at 1 (set) except every tenth, updated again at 10; one never written.
+        set(&store, 1, &ids[..2999]);
+        let recent: Vec<SlotPoint> = ids
+            .iter()
+            .step_by(10)
+            .map(|&series| SlotPoint { series, timestamp: Timestamp(10), op: Op::GaugeSet(2.0) })
+            .collect();
+        store.apply(Lsn(2), &recent);
+        let idle = store.idle_handles(Timestamp(5));
+        let expected: Vec<SeriesRef> =
+            ids[..2999].iter().enumerate().filter(|(i, _)| i % 10 != 0).map(|(_, &r)| r).collect();
+        assert_eq!(idle, expected);
+        let by_key: Vec<SeriesRef> =
+            store.idle_series(Timestamp(5)).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(by_key, expected);
+        assert!(store.idle_handles(Timestamp(1)).is_empty(), "before is exclusive");
+        assert_eq!(store.idle_handles(Timestamp(11)).len(), 2999);
+    }
+
+    #[test]
     fn a_string_shared_by_live_series_outlives_the_deleted_ones() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let a = SeriesKey::new("m", [("host", "a"), ("x", "1")]).unwrap();
@@ -754,14 +778,16 @@ impl Inner {
     }
 
     fn label_value(&self, syms: &[u32], label: &str) -> Option<&str> {
-        if label == NAME_LABEL {
-            return Some(self.symbols.resolve(syms[0]));
-        }
-        syms[1..]
-            .chunks_exact(2)
-            .find(|p| self.symbols.resolve(p[0]) == label)
-            .map(|p| self.symbols.resolve(p[1]))
+        label_value(|i| self.symbols.resolve(i), syms, label)
     }
+}
+
+/// The value of `label` in the key `syms` (the metric name for `__name__`).
+fn label_value<'a>(resolve: impl Fn(u32) -> &'a str, syms: &[u32], label: &str) -> Option<&'a str> {
+    if label == NAME_LABEL {
+        return Some(resolve(syms[0]));
+    }
+    syms[1..].chunks_exact(2).find(|p| resolve(p[0]) == label).map(|p| resolve(p[1]))
 }
 
 impl Memstore {
@@ -1097,7 +1123,9 @@ impl Memstore {
     }
 
     /// The series a selector matches, sorted by key. A selector with a metric name or an
-    /// equality matcher starts from the label index instead of scanning every series.
+    /// equality matcher starts from the label index instead of scanning every series; one
+    /// without scans a frozen view ([`Memstore::freeze`]), so that writers do not wait for
+    /// the scan.
     #[must_use]
     pub fn select(&self, selector: &Selector) -> Vec<SeriesView> {
         let inner = self.read();
@@ -1115,19 +1143,20 @@ impl Memstore {
                 }
             }
         }
-        let candidates: Box<dyn Iterator<Item = u32>> = if lists.is_empty() {
-            Box::new(inner.ids())
-        } else {
-            lists.sort_by_key(|l| l.len());
-            let (first, rest) = lists.split_first().expect("not empty");
-            let rest: Vec<&[u32]> = rest.to_vec();
-            Box::new(
-                first
-                    .iter()
-                    .copied()
-                    .filter(move |id| rest.iter().all(|l| l.binary_search(id).is_ok())),
-            )
-        };
+        if lists.is_empty() {
+            drop(inner);
+            let frozen = self.freeze();
+            let sym = |i: u32| frozen.symbols.resolve(i);
+            let mut out = frozen.views(|s| {
+                selector.matchers().iter().all(|m| m.matches(label_value(sym, &s.key, m.label())))
+            });
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            return out;
+        }
+        lists.sort_by_key(|l| l.len());
+        let (first, rest) = lists.split_first().expect("not empty");
+        let candidates =
+            first.iter().copied().filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()));
         let mut out: Vec<SeriesView> = candidates
             .filter(|&id| {
                 inner.slot(id).is_some_and(|s| {
@@ -1140,15 +1169,16 @@ impl Memstore {
             })
             .filter_map(|id| inner.view(id))
             .collect();
+        drop(inner);
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 
-    /// Every series with state, sorted by key.
+    /// Every series with state, sorted by key; read from a frozen view
+    /// ([`Memstore::freeze`]), so that writers do not wait for the copy.
     #[must_use]
     pub fn all(&self) -> Vec<SeriesView> {
-        let inner = self.read();
-        let mut out: Vec<SeriesView> = inner.ids().filter_map(|id| inner.view(id)).collect();
+        let mut out = self.freeze().views(|_| true);
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
@@ -1175,6 +1205,20 @@ impl Memstore {
                     .then(|| (SeriesRef(id), inner.key_of(&s.key)))
             })
             .collect()
+    }
+
+    /// The handles of the series whose last update is older than `before`, for
+    /// time-to-live expiry: as [`Memstore::idle_series`] without building their keys, and
+    /// with the list allocated before the store's lock is taken.
+    #[must_use]
+    pub fn idle_handles(&self, before: Timestamp) -> Vec<SeriesRef> {
+        let mut out = Vec::with_capacity(self.len() + CHUNK);
+        let inner = self.read();
+        out.extend(inner.ids().filter_map(|id| {
+            let s = inner.slot(id)?;
+            (s.state.is_some() && s.last_update < before).then_some(SeriesRef(id))
+        }));
+        out
     }
 
     /// Captures the whole state in an instant: every chunk is shared, and the writer copies
@@ -1346,6 +1390,28 @@ impl Frozen {
         if !out.is_empty() {
             emit(out);
         }
+    }
+
+    /// Views (with their handles) of the series with state that `keep` accepts.
+    fn views(&self, keep: impl Fn(&Series) -> bool) -> Vec<SeriesView> {
+        let sym = |i: u32| self.symbols.resolve(i);
+        let mut out = Vec::new();
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let base = (c as u32) << CHUNK_SHIFT;
+            for (i, s) in chunk.iter().enumerate() {
+                let Some(s) = s.as_ref().filter(|s| s.state.is_some() && keep(s)) else {
+                    continue;
+                };
+                let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
+                out.push(SeriesView {
+                    id: SeriesRef(base + i as u32),
+                    key: SeriesKey::new(sym(s.key[0]), labels).expect("stored keys were validated"),
+                    state: s.state.clone().expect("filtered on state"),
+                    last_update: s.last_update,
+                });
+            }
+        }
+        out
     }
 
     /// The LSN of the last batch the view holds (every batch up to it, none after it).

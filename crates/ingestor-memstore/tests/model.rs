@@ -189,6 +189,14 @@ fn run(seed: u64) {
         let want: Vec<String> = model.keys().filter(|k| keep(k)).map(ToString::to_string).collect();
         assert_eq!(got, want, "seed {seed}: {text}");
     }
+    // Every series, in key order, each found again by its handle.
+    let all = store.all();
+    let keys: Vec<String> = all.iter().map(|v| v.key.to_string()).collect();
+    let want: Vec<String> = model.keys().map(ToString::to_string).collect();
+    assert_eq!(keys, want, "seed {seed}: all()");
+    for v in &all {
+        assert_eq!(store.get_by_ref(v.id).as_ref(), Some(v), "seed {seed}: {}", v.key);
+    }
     // The frozen view holds exactly the live series.
     let frozen = store.freeze();
     assert_eq!(frozen.len(), model.len());

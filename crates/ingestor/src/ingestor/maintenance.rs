@@ -113,11 +113,11 @@ impl Shared {
             (self.config.clock_ms)()
                 .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
         );
-        let idle = self.memstore.idle_series(cutoff);
+        let idle = self.memstore.idle_handles(cutoff);
         for chunk in idle.chunks(10_000) {
             let points: Vec<SlotPoint> = chunk
                 .iter()
-                .map(|(id, _)| SlotPoint { series: *id, timestamp: cutoff, op: Op::Delete })
+                .map(|&series| SlotPoint { series, timestamp: cutoff, op: Op::Delete })
                 .collect();
             let mut defined = lock(&self.writer);
             // A series updated since the scan is not idle any more: skip it.
