@@ -71,6 +71,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let by_key_create = points as f64 / started.elapsed().as_secs_f64();
     // Ingest by key again: series exist, keys are hashed and looked up per point.
+    // INGESTOR_BY_KEY_ROUNDS=K runs K such rounds (the last one measured), to profile them.
+    let by_key_rounds: u64 =
+        std::env::var("INGESTOR_BY_KEY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for _ in 1..by_key_rounds {
+        for (b, chunk) in keys.chunks(10_000).enumerate() {
+            let batch: Vec<Update> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, k)| Update {
+                    key: k.clone(),
+                    timestamp: Timestamp(1_500),
+                    op: op(b * 10_000 + j, 1),
+                })
+                .collect();
+            db.ingest(&batch)?;
+        }
+    }
     let started = Instant::now();
     for (b, chunk) in keys.chunks(10_000).enumerate() {
         let batch: Vec<Update> = chunk
