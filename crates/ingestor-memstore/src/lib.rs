@@ -50,4 +50,4 @@ pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series_ref::{SeriesRef, SlotPoint};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
-pub use store::{FreezeRoom, Frozen, Memstore, MemstoreConfig, SeriesRecord, SeriesView};
+pub use store::{FreezeRoom, Frozen, Loader, Memstore, MemstoreConfig, SeriesRecord, SeriesView};

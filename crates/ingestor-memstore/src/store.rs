@@ -484,6 +484,24 @@ mod churn {
     }
 
     #[test]
+    fn resolve_at_confirms_only_the_exact_key_of_a_live_series() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let a = store.intern_parts("m", &[("host", "a"), ("x", "1")]).unwrap();
+        let b = store.intern_parts("m", &[("host", "a")]).unwrap();
+        assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "1")]), Some(a));
+        assert_eq!(store.resolve_at(b.get(), "m", &[("host", "a")]), Some(b));
+        // Another series' handle, a prefix of the key, a longer key, another value or name.
+        assert_eq!(store.resolve_at(b.get(), "m", &[("host", "a"), ("x", "1")]), None);
+        assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a")]), None);
+        assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "2")]), None);
+        assert_eq!(store.resolve_at(a.get(), "n", &[("host", "a"), ("x", "1")]), None);
+        // No series there (never given out, or removed).
+        assert_eq!(store.resolve_at(99, "m", &[("host", "a")]), None);
+        store.discard_unwritten(&[a]);
+        assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "1")]), None);
+    }
+
+    #[test]
     fn a_string_shared_by_live_series_outlives_the_deleted_ones() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let a = SeriesKey::new("m", [("host", "a"), ("x", "1")]).unwrap();
@@ -845,6 +863,19 @@ impl Memstore {
     #[must_use]
     pub fn resolve_parts(&self, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
         self.read().lookup_parts(name, labels.iter().copied(), labels.len()).map(SeriesRef)
+    }
+
+    /// The handle numbered `n` (see [`SeriesRef::get`]), if its series is exactly `name` +
+    /// `labels` (canonical order): a check of a guess, without hashing the key. Replay
+    /// guesses that a log's series ids follow this store's handles, as they do when the
+    /// snapshot before the log was written by the process that wrote the log.
+    #[must_use]
+    pub fn resolve_at(&self, n: u32, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
+        let inner = self.read();
+        let s = inner.slot(n)?;
+        inner
+            .parts_match(&s.key, name, labels.iter().copied(), labels.len())
+            .then_some(SeriesRef(n))
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until
@@ -1271,26 +1302,121 @@ impl Memstore {
     /// [`MemstoreError::SeriesLimit`]; [`MemstoreError::DuplicateSeries`] for a key the store
     /// already has.
     pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesRef, MemstoreError> {
-        let mut inner = self.write();
         let key = &record.key;
         let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-        let h = key_hash(&inner.hasher, key.name(), labels.clone());
-        if inner.lookup_hashed(h, key.name(), labels.clone(), key.labels().len()).is_some() {
-            return Err(MemstoreError::DuplicateSeries { key: key.to_string() });
+        let mut inner = self.write();
+        insert_loaded(
+            &mut inner,
+            self.config.max_series,
+            key.name(),
+            labels,
+            key.labels().len(),
+            record.state,
+            record.last_update,
+        )
+        .map_err(|e| e.named(|| key.to_string()))
+    }
+
+    /// A [`Loader`]: inserts many series read from a snapshot under one hold of the
+    /// store's write lock (readers and writers wait until it is dropped).
+    #[must_use]
+    pub fn loader(&self) -> Loader<'_> {
+        Loader { inner: self.write(), max_series: self.config.max_series }
+    }
+}
+
+/// Why [`insert_loaded`] refused a series, before the key is named.
+enum LoadRefusal {
+    Duplicate,
+    Limit(usize),
+    Handles(MemstoreError),
+}
+
+impl LoadRefusal {
+    fn named(self, key: impl FnOnce() -> String) -> MemstoreError {
+        match self {
+            LoadRefusal::Duplicate => MemstoreError::DuplicateSeries { key: key() },
+            LoadRefusal::Limit(limit) => MemstoreError::SeriesLimit { limit, key: key() },
+            LoadRefusal::Handles(e) => e,
         }
-        if inner.slots + 1 > self.config.max_series {
-            return Err(MemstoreError::SeriesLimit {
-                limit: self.config.max_series,
-                key: key.to_string(),
-            });
-        }
-        inner.check_handles(1)?;
-        let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
-        let s = inner.slot_mut(id).expect("just inserted");
-        s.state = Some(record.state);
-        s.last_update = record.last_update;
-        inner.live += 1;
-        Ok(SeriesRef(id))
+    }
+}
+
+/// Inserts a new series with its state (a valid canonical key, `len` labels).
+fn insert_loaded<'k, I>(
+    inner: &mut Inner,
+    max_series: usize,
+    name: &str,
+    labels: I,
+    len: usize,
+    state: SeriesState,
+    last_update: Timestamp,
+) -> Result<SeriesRef, LoadRefusal>
+where
+    I: Iterator<Item = (&'k str, &'k str)> + Clone,
+{
+    let h = key_hash(&inner.hasher, name, labels.clone());
+    if inner.lookup_hashed(h, name, labels.clone(), len).is_some() {
+        return Err(LoadRefusal::Duplicate);
+    }
+    if inner.slots + 1 > max_series {
+        return Err(LoadRefusal::Limit(max_series));
+    }
+    inner.check_handles(1).map_err(LoadRefusal::Handles)?;
+    let id = inner.insert_hashed(h, name, labels, len);
+    let s = inner.slot_mut(id).expect("just inserted");
+    s.state = Some(state);
+    s.last_update = last_update;
+    inner.live += 1;
+    Ok(SeriesRef(id))
+}
+
+/// Inserts series read from a snapshot while holding the store's write lock
+/// ([`Memstore::loader`]): one lock for a whole chunk of a snapshot, and no [`SeriesKey`]
+/// built per series.
+pub struct Loader<'a> {
+    inner: RwLockWriteGuard<'a, Inner>,
+    max_series: usize,
+}
+
+impl std::fmt::Debug for Loader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").finish_non_exhaustive()
+    }
+}
+
+impl Loader<'_> {
+    /// Inserts the series `name` + `labels` (canonical: sorted by name, each name once)
+    /// with its state. Keys must be new to the store.
+    ///
+    /// # Errors
+    /// [`MemstoreError::InvalidKey`] for parts that are not a valid canonical key;
+    /// [`MemstoreError::SeriesLimit`]; [`MemstoreError::DuplicateSeries`] for a key the store
+    /// already has; [`MemstoreError::HandlesExhausted`].
+    pub fn insert_parts(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        state: SeriesState,
+        last_update: Timestamp,
+    ) -> Result<SeriesRef, MemstoreError> {
+        ingestor_codec::validate_canonical(name, labels)
+            .map_err(|e| MemstoreError::InvalidKey { reason: e.to_string() })?;
+        let parts = labels.iter().copied();
+        insert_loaded(
+            &mut self.inner,
+            self.max_series,
+            name,
+            parts,
+            labels.len(),
+            state,
+            last_update,
+        )
+        .map_err(|e| {
+            e.named(|| {
+                SeriesKey::from_canonical(name, labels).map(|k| k.to_string()).unwrap_or_default()
+            })
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use ingestor_codec::{
     FORMAT_VERSION, Lsn, MAX_LABEL_NAME_LEN, MAX_LABEL_VALUE_LEN, MAX_LABELS, MAX_METRIC_NAME_LEN,
-    SeriesKey, Timestamp, mask_crc, unmask_crc,
+    Timestamp, mask_crc, unmask_crc,
 };
 use ingestor_memstore::{CounterState, GaugeState, HistogramState, SeriesRecord, SeriesState};
 use integer_encoding::VarInt;
@@ -464,21 +464,30 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Decodes the raw content of one chunk, handing each series to `sink` with its offset in
-/// the content. Histogram bounds equal to ones seen before (in `shared`) reuse their `Arc`.
-/// Returns how many series the chunk held.
-pub(crate) fn decode_chunk(
+/// One series of a chunk, its key in parts borrowed from the chunk: labels in canonical
+/// order (checked), the strings not yet validated as a key (the sink does that).
+pub(crate) struct SeriesParts<'a, 'b> {
+    pub(crate) name: &'a str,
+    pub(crate) labels: &'b [(&'a str, &'a str)],
+    pub(crate) state: SeriesState,
+    pub(crate) last_update: Timestamp,
+}
+
+/// Decodes a chunk's series, handing each to `sink` with the offset where it starts (where
+/// an invalid key is to be reported); builds no key.
+pub(crate) fn decode_chunk_parts(
     raw: &[u8],
     shared: &mut HashMap<Vec<u64>, Arc<[f64]>>,
-    mut sink: impl FnMut(usize, SeriesRecord) -> Result<(), Bad>,
+    mut sink: impl FnMut(usize, SeriesParts<'_, '_>) -> Result<(), Bad>,
 ) -> Result<u64, Bad> {
     let mut c = Cursor { buf: raw, pos: 0 };
     let count = u32::from_le_bytes(field(c.bytes(4, "series count")?, 0));
     let mut table: Vec<Arc<[f64]>> = Vec::new();
+    let mut labels = Vec::with_capacity(MAX_LABELS.min(16));
     for _ in 0..count {
         let at = c.pos;
-        let record = decode_series(&mut c, &mut table, shared)?;
-        sink(at, record)?;
+        let series = decode_series(&mut c, &mut labels, &mut table, shared)?;
+        sink(at, series)?;
     }
     if c.remaining() != 0 {
         return Err(
@@ -488,17 +497,17 @@ pub(crate) fn decode_chunk(
     Ok(u64::from(count))
 }
 
-fn decode_series(
-    c: &mut Cursor<'_>,
+fn decode_series<'a, 'b>(
+    c: &mut Cursor<'a>,
+    labels: &'b mut Vec<(&'a str, &'a str)>,
     table: &mut Vec<Arc<[f64]>>,
     shared: &mut HashMap<Vec<u64>, Arc<[f64]>>,
-) -> Result<SeriesRecord, Bad> {
-    let key_at = c.pos;
+) -> Result<SeriesParts<'a, 'b>, Bad> {
     let name = c.str(MAX_METRIC_NAME_LEN, "metric name")?;
     // A label takes at least two bytes (two empty strings), so the count is bounded by the
     // bytes present before anything is allocated.
     let n = c.count(MAX_LABELS as u64, 2, "label count")?;
-    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(n);
+    labels.clear();
     for _ in 0..n {
         let at = c.pos;
         let label = c.str(MAX_LABEL_NAME_LEN, "label name")?;
@@ -511,9 +520,6 @@ fn decode_series(
         }
         labels.push((label, value));
     }
-    // Labels are in canonical order (checked above): no sorting, one allocation per string.
-    let key = SeriesKey::from_canonical(name, &labels)
-        .map_err(|e| c.bad(key_at, format!("invalid series key: {e}")))?;
     let tag_at = c.pos;
     let state = match c.u8("kind tag")? {
         TAG_COUNTER => {
@@ -539,7 +545,7 @@ fn decode_series(
         other => return Err(c.bad(tag_at, format!("unknown kind tag {other}"))),
     };
     let last_update = Timestamp(c.ivarint("last update")?);
-    Ok(SeriesRecord { key, state, last_update })
+    Ok(SeriesParts { name, labels, state, last_update })
 }
 
 fn decode_histogram(
@@ -616,6 +622,22 @@ fn decode_histogram(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ingestor_codec::SeriesKey;
+
+    /// Decodes the raw content of one chunk, handing each series to `sink` with its offset in
+    /// the content. Histogram bounds equal to ones seen before (in `shared`) reuse their `Arc`.
+    /// Returns how many series the chunk held.
+    fn decode_chunk(
+        raw: &[u8],
+        shared: &mut HashMap<Vec<u64>, Arc<[f64]>>,
+        mut sink: impl FnMut(usize, SeriesRecord) -> Result<(), Bad>,
+    ) -> Result<u64, Bad> {
+        decode_chunk_parts(raw, shared, |at, series| {
+            let key = SeriesKey::from_canonical(series.name, series.labels)
+                .map_err(|e| Bad::new(at as u64, format!("invalid series key: {e}")))?;
+            sink(at, SeriesRecord { key, state: series.state, last_update: series.last_update })
+        })
+    }
 
     fn sample() -> Vec<SeriesRecord> {
         let bounds: Arc<[f64]> = Arc::from([0.5, 1.0, 2.0].as_slice());

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use ingestor_codec::{Lsn, unmask_crc};
 use ingestor_fs::{Fs, FsFile, OpenMode};
-use ingestor_memstore::{Memstore, MemstoreError};
+use ingestor_memstore::{Loader, Memstore, MemstoreError};
 
 use crate::error::SnapshotError;
 use crate::format::{
     Bad, CHUNK_HEADER_LEN, ChunkHeader, Codec, Header, SNAPSHOT_HEADER_LEN, SNAPSHOT_TRAILER_LEN,
-    Trailer, decode_chunk,
+    SeriesParts, Trailer, decode_chunk_parts,
 };
 
 /// An open snapshot file whose header was verified.
@@ -202,17 +202,12 @@ impl Opened {
                     }
                 }
             };
-            let decoded = decode_chunk(content, &mut shared, |at, record| {
-                store.insert_loaded(record).map(drop).map_err(|e| match e {
-                    MemstoreError::DuplicateSeries { key } => {
-                        Bad::new(at as u64, format!("series {key} appears twice"))
-                    }
-                    other => {
-                        refused = Some(other);
-                        Bad::new(0, "refused by the memstore")
-                    }
-                })
+            // One hold of the store's lock per chunk; no key built per series.
+            let mut loader = store.loader();
+            let decoded = decode_chunk_parts(content, &mut shared, |at, s| {
+                insert_series(&mut loader, at, s, &mut refused)
             });
+            drop(loader);
             match decoded {
                 Ok(n) => {
                     total += n;
@@ -248,5 +243,82 @@ impl Opened {
             ));
         }
         Ok(total)
+    }
+}
+
+/// Inserts one series of a chunk (starting at `at` in its content). A key the file should
+/// not hold (invalid, or twice) is the file's fault: [`Bad`] naming it. A refusal of the
+/// configuration's (the series limit, handles) goes to `refused`, and the [`Bad`] returned
+/// only stops the chunk.
+fn insert_series(
+    loader: &mut Loader<'_>,
+    at: usize,
+    s: SeriesParts<'_, '_>,
+    refused: &mut Option<MemstoreError>,
+) -> Result<(), Bad> {
+    let inserted = loader.insert_parts(s.name, s.labels, s.state, s.last_update);
+    inserted.map(drop).map_err(|e| match e {
+        MemstoreError::InvalidKey { reason } => {
+            Bad::new(at as u64, format!("invalid series key: {reason}"))
+        }
+        MemstoreError::DuplicateSeries { key } => {
+            Bad::new(at as u64, format!("series {key} appears twice"))
+        }
+        other => {
+            *refused = Some(other);
+            Bad::new(0, "refused by the memstore")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use ingestor_codec::Timestamp;
+    use ingestor_memstore::{GaugeState, Memstore, MemstoreConfig, SeriesState};
+
+    use super::*;
+
+    fn gauge() -> SeriesState {
+        SeriesState::Gauge(GaugeState { value: 1.0, timestamp: Timestamp(1), lsn: Lsn(1) })
+    }
+
+    fn insert(
+        store: &Memstore,
+        name: &str,
+        labels: &[(&str, &str)],
+        refused: &mut Option<MemstoreError>,
+    ) -> Result<(), Bad> {
+        let parts = SeriesParts { name, labels, state: gauge(), last_update: Timestamp(1) };
+        insert_series(&mut store.loader(), 17, parts, refused)
+    }
+
+    #[test]
+    fn a_bad_key_or_a_repeated_series_is_the_files_fault_at_its_offset() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let mut refused = None;
+        insert(&store, "up", &[("job", "a")], &mut refused).unwrap();
+        let twice = insert(&store, "up", &[("job", "a")], &mut refused).unwrap_err();
+        assert_eq!(twice, Bad::new(17, "series up{job=\"a\"} appears twice"));
+        let bad = insert(&store, "1up", &[("job", "a")], &mut refused).unwrap_err();
+        assert_eq!(bad.at, 17);
+        assert!(bad.reason.starts_with("invalid series key: "), "{}", bad.reason);
+        let unsorted = insert(&store, "up", &[("z", "1"), ("a", "2")], &mut refused).unwrap_err();
+        assert!(unsorted.reason.starts_with("invalid series key: "), "{}", unsorted.reason);
+        assert!(refused.is_none());
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_series_over_the_limit_is_the_configurations_refusal() {
+        let mut config = MemstoreConfig::default();
+        config.max_series = 1;
+        let store = Memstore::new(config).unwrap();
+        let mut refused = None;
+        insert(&store, "up", &[("job", "a")], &mut refused).unwrap();
+        insert(&store, "up", &[("job", "b")], &mut refused).unwrap_err();
+        assert!(
+            matches!(refused, Some(MemstoreError::SeriesLimit { limit: 1, ref key }) if key == "up{job=\"b\"}"),
+            "{refused:?}"
+        );
     }
 }

@@ -68,6 +68,7 @@ impl Ingestor {
             memstore: &memstore,
             snapshot_lsn,
             ids: IdMap::default(),
+            guess: 0,
             records: 0,
             points: 0,
             salvage: config.recovery_mode == RecoveryMode::SkipCorrupted,
@@ -222,6 +223,12 @@ struct Replay<'a> {
     skipped_points: u64,
     /// The segment of the records being replayed.
     segment: Option<SegmentId>,
+    /// The last series definition's handle less its log id: the next definition's series is
+    /// first looked for at its log id plus this (checked against the key; the key's hash
+    /// is looked up only when the guess is wrong). Log ids are the handles of the process
+    /// that wrote them, and a snapshot loads series in handle order, so they mostly follow
+    /// this store's handles at a fixed distance.
+    guess: i64,
 }
 
 /// Deliberate defect `replay-snapshot-lsn`: replay starts at the snapshot's own LSN (off by
@@ -258,19 +265,30 @@ impl Replay<'_> {
             Some(RecordType::SeriesDefs) => {
                 // Most definitions name series the memstore already has (from the snapshot,
                 // or an earlier segment): look them up without building keys.
-                let (memstore, ids) = (self.memstore, &mut self.ids);
+                let (memstore, ids, guess) = (self.memstore, &mut self.ids, &mut self.guess);
                 let mut refused = None;
                 visit_series_defs(payload, |log_id, name, labels| {
                     if refused.is_some() {
                         return;
                     }
-                    // One hash of the key, no key built: found, or created from its parts.
-                    let id = memstore.intern_parts(name, labels).map_err(|e| match e {
-                        ingestor_memstore::MemstoreError::InvalidKey { reason } => fail(reason),
-                        e => Error::from(e),
-                    });
+                    let guessed = u32::try_from(i64::from(log_id.0) + *guess)
+                        .ok()
+                        .and_then(|at| memstore.resolve_at(at, name, labels));
+                    // Otherwise one hash of the key, no key built: found, or created.
+                    let id = guessed.map_or_else(
+                        || {
+                            memstore.intern_parts(name, labels).map_err(|e| match e {
+                                ingestor_memstore::MemstoreError::InvalidKey { reason } => {
+                                    fail(reason)
+                                }
+                                e => Error::from(e),
+                            })
+                        },
+                        Ok,
+                    );
                     match id {
                         Ok(series) => {
+                            *guess = i64::from(series.get()) - i64::from(log_id.0);
                             ids.insert(log_id, series);
                         }
                         Err(e) => refused = Some(e),
