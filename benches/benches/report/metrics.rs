@@ -157,6 +157,23 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
         .target(1.0),
     );
 
+    // The snapshot load alone (what open does before replaying the log after it).
+    let (snapshots, _) = ingestor_snapshot::SnapshotStore::open(
+        Arc::new(ingestor_fs::StdFs::new()),
+        &dir.join("snapshots"),
+        ingestor_snapshot::SnapshotOptions::default(),
+    )
+    .unwrap();
+    let loaded = snapshots.load_newest(&ingestor::MemstoreConfig::default()).unwrap();
+    assert_eq!(loaded.series, n as u64, "the snapshot holds every series");
+    let load = loaded.duration.as_secs_f64();
+    drop(loaded);
+    report.add(
+        Figure::new(&section, &format!("snapshot load of {n} series"), load, "s")
+            .lower_is_better()
+            .target(0.5),
+    );
+
     // Memory: a fresh process that only opens the directory.
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--child-measure-open")
