@@ -40,6 +40,7 @@
 
 mod error;
 mod expose;
+mod key_index;
 mod selector;
 mod series_ref;
 mod state;

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ingestor_codec::{Lsn, MetricKind, Op, SeriesKey, Timestamp};
 
 use crate::error::MemstoreError;
+use crate::key_index::KeyIndex;
 use crate::selector::{MatchOp, Selector};
 use crate::series_ref::{SeriesRef, SlotPoint};
 use crate::state::{DEFAULT_BUCKETS, SeriesState};
@@ -261,12 +262,8 @@ struct Inner {
     /// `empty_chunk`: handles are never reused, so its slots would never be used again.
     chunk_series: Vec<u32>,
     empty_chunk: Arc<Chunk>,
-    /// Series by the hash of their key ([`Inner::key_hash`]: already a keyed hash, so the
-    /// map only mixes it once more).
-    by_hash: HashMap<u64, u32, IdHashBuilder>,
-    /// The other series whose keys share a hash with the one in `by_hash` (almost never
-    /// any): kept apart so that an entry of `by_hash` is 16 bytes, not 32 with a list.
-    collided: HashMap<u64, Vec<u32>, IdHashBuilder>,
+    /// Series by the hash of their key ([`key_hash`]), 8 bytes a series.
+    index: KeyIndex,
     hasher: KeyHashBuilder,
     /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
@@ -414,7 +411,7 @@ mod churn {
             // Only the symbol that lives as long as the store is left.
             assert_eq!(inner.symbols.len(), 1, "round {round}: {:?}", inner.symbols.ids.keys());
             assert!(inner.postings.is_empty());
-            assert!(inner.by_hash.is_empty() && inner.collided.is_empty());
+            assert_eq!(inner.index.len(), 0);
             // Every full chunk of the round's series is given back.
             assert!(
                 inner.chunks.iter().all(|c| c.is_empty() || c.len() < CHUNK),
@@ -628,11 +625,25 @@ impl Inner {
         let found = |id: &u32| {
             self.slot(*id).is_some_and(|s| self.parts_match(&s.key, name, labels.clone(), len))
         };
-        let first = *self.by_hash.get(&h)?;
-        if found(&first) {
-            return Some(first);
+        self.index.candidates(h).find(found)
+    }
+
+    /// Reads, for every hash of a batch, its place in the index, then the slot and key of
+    /// its first candidate: loads that do not depend on each other, so the processor
+    /// fetches many from memory at once, and the lookups that follow find them in its cache.
+    /// A million series spread their index and slots over tens of MiB, and a lookup that
+    /// waits for each load in turn spends most of its time waiting.
+    fn touch_all(&self, hashes: &[u64]) {
+        let mut sink = 0u64;
+        for &h in hashes {
+            sink ^= self.index.touch(h);
         }
-        self.collided.get(&h)?.iter().copied().find(found)
+        for &h in hashes {
+            if let Some(s) = self.index.candidates(h).next().and_then(|id| self.slot(id)) {
+                sink ^= u64::from(s.key.first().copied().unwrap_or_default());
+            }
+        }
+        std::hint::black_box(sink);
     }
 
     fn lookup(&self, key: &SeriesKey) -> Option<u32> {
@@ -681,14 +692,7 @@ impl Inner {
             // Ids only grow, so pushing keeps every list sorted.
             self.postings.entry(pk).or_default().ids.push(id);
         }
-        match self.by_hash.entry(h) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collided.entry(h).or_default().push(id);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(id);
-            }
-        }
+        self.index.insert(h, id);
         let chunk_index = (id >> CHUNK_SHIFT) as usize;
         if chunk_index == self.chunks.len() {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
@@ -708,22 +712,8 @@ impl Inner {
 
     /// Takes `id` out of the series whose keys hash to `h`.
     fn forget_hash(&mut self, h: u64, id: u32) {
-        if self.by_hash.get(&h) == Some(&id) {
-            // Another series with the same hash takes its place, if there is one.
-            match self.collided.get_mut(&h).and_then(Vec::pop) {
-                Some(next) => {
-                    self.by_hash.insert(h, next);
-                }
-                None => {
-                    self.by_hash.remove(&h);
-                }
-            }
-        } else if let Some(list) = self.collided.get_mut(&h) {
-            list.retain(|&x| x != id);
-        }
-        if self.collided.get(&h).is_some_and(Vec::is_empty) {
-            self.collided.remove(&h);
-        }
+        let removed = self.index.remove(h, id);
+        debug_assert!(removed, "series {id} was not indexed under its hash");
     }
 
     /// Removes the series `ids` (those without a slot are passed over). Each posting list
@@ -822,8 +812,7 @@ impl Memstore {
             chunks: Vec::new(),
             chunk_series: Vec::new(),
             empty_chunk: Arc::new(Vec::new()),
-            by_hash: HashMap::default(),
-            collided: HashMap::default(),
+            index: KeyIndex::default(),
             hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
@@ -893,6 +882,7 @@ impl Memstore {
         // Each key hashed once; the hash serves the lookup, the second lookup of a key
         // repeated in `keys` and the insertion.
         let hashes: Vec<u64> = keys.iter().map(|k| inner.hash_key(k)).collect();
+        inner.touch_all(&hashes);
         let found: Vec<Option<u32>> =
             keys.iter().zip(&hashes).map(|(k, &h)| inner.lookup_key_hashed(h, k)).collect();
         let mut new_keys: Vec<&SeriesKey> =
