@@ -75,8 +75,9 @@ pub use key::{
     validate_canonical,
 };
 pub use record::{
-    BatchReader, MAX_BATCH_POINTS, MAX_SERIES_DEFS, Record, RecordType, SeriesDef, decode_batch,
-    decode_series_defs, encode_batch, encode_batch_iter, encode_series_defs, visit_series_defs,
+    BatchReader, MAX_BATCH_POINTS, MAX_SERIES_DEFS, Record, RecordType, SeriesDef,
+    begin_series_defs, decode_batch, decode_series_defs, encode_batch, encode_batch_iter,
+    encode_series_defs, put_series_def, visit_series_defs,
 };
 pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use update::{HistogramSample, MAX_HISTOGRAM_BOUNDS, MetricKind, Op, Point, Update};

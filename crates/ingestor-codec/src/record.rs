@@ -122,20 +122,43 @@ fn limit(what: &'static str, limit: usize, found: usize) -> EncodeError {
 /// # Errors
 /// [`EncodeError::LimitExceeded`] above [`MAX_SERIES_DEFS`] definitions; `out` is unchanged.
 pub fn encode_series_defs(defs: &[SeriesDef], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    if defs.len() > MAX_SERIES_DEFS {
-        return Err(limit("series definitions", MAX_SERIES_DEFS, defs.len()));
-    }
-    put_uvarint(out, defs.len() as u64);
+    begin_series_defs(defs.len(), out)?;
     for def in defs {
-        put_uvarint(out, u64::from(def.id.0));
-        put_str(out, def.key.name());
-        put_uvarint(out, def.key.labels().len() as u64);
-        for label in def.key.labels() {
-            put_str(out, label.name());
-            put_str(out, label.value());
-        }
+        let labels = def.key.labels().iter().map(|l| (l.name(), l.value()));
+        put_series_def(def.id, def.key.name(), labels, out);
     }
     Ok(())
+}
+
+/// Begins a series-definition payload of `count` definitions, to be followed by exactly
+/// `count` calls of [`put_series_def`]: the same bytes as [`encode_series_defs`], for keys
+/// held as parts (no [`SeriesKey`] built).
+///
+/// # Errors
+/// [`EncodeError::LimitExceeded`] above [`MAX_SERIES_DEFS`] definitions; `out` is unchanged.
+pub fn begin_series_defs(count: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if count > MAX_SERIES_DEFS {
+        return Err(limit("series definitions", MAX_SERIES_DEFS, count));
+    }
+    put_uvarint(out, count as u64);
+    Ok(())
+}
+
+/// Appends one series definition to a payload begun with [`begin_series_defs`]: its id, and
+/// a valid key as its metric name and its labels in canonical order (sorted by name).
+pub fn put_series_def<'a>(
+    id: SeriesId,
+    name: &str,
+    labels: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    out: &mut Vec<u8>,
+) {
+    put_uvarint(out, u64::from(id.0));
+    put_str(out, name);
+    put_uvarint(out, labels.len() as u64);
+    for (n, v) in labels {
+        put_str(out, n);
+        put_str(out, v);
+    }
 }
 
 /// Decodes a series-definition payload. Every key is validated as [`SeriesKey::new`] would.

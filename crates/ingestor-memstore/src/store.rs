@@ -264,6 +264,8 @@ struct Inner {
     empty_chunk: Arc<Chunk>,
     /// Series by the hash of their key ([`key_hash`]), 8 bytes a series.
     index: KeyIndex,
+    /// A new series' symbols, gathered before its key is allocated.
+    scratch: Vec<u32>,
     hasher: KeyHashBuilder,
     /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
@@ -499,6 +501,20 @@ mod churn {
     }
 
     #[test]
+    fn key_parts_are_the_keys_of_the_live_series_asked_for() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let keys = round_keys(0, 3);
+        let (ids, _) = store.intern_all(&keys.iter().collect::<Vec<_>>()).unwrap();
+        store.discard_unwritten(&ids[1..2]);
+        let mut seen = Vec::new();
+        let called = store.with_key_parts(&[ids[2], ids[1], ids[0]], |id, name, labels| {
+            seen.push((id, SeriesKey::from_canonical(name, labels).unwrap()));
+        });
+        assert_eq!(called, 2);
+        assert_eq!(seen, vec![(ids[2], keys[2].clone()), (ids[0], keys[0].clone())]);
+    }
+
+    #[test]
     fn a_string_shared_by_live_series_outlives_the_deleted_ones() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let a = SeriesKey::new("m", [("host", "a"), ("x", "1")]).unwrap();
@@ -529,6 +545,38 @@ mod collisions {
 
     fn key(i: u32) -> SeriesKey {
         SeriesKey::new("m", [("i", i.to_string())]).unwrap()
+    }
+
+    #[test]
+    fn a_batch_that_repeats_keys_creates_each_once_even_when_hashes_collide() {
+        FOLD.with(|f| f.set(true));
+        let config = MemstoreConfig { max_series: 12, ..MemstoreConfig::default() };
+        let store = Memstore::new(config).unwrap();
+        let existing = store.intern(&key(0)).unwrap();
+        // 0 exists; 1..=10 are new, each repeated, in an order that mixes them.
+        let order = [3, 1, 0, 3, 2, 1, 4, 5, 6, 7, 8, 9, 10, 2, 10, 3];
+        let keys: Vec<SeriesKey> = order.iter().map(|&i| key(i)).collect();
+        let (ids, created) = store.intern_all(&keys.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(created.len(), 10, "ten new series, each created once");
+        assert_eq!(store.slots(), 11);
+        for (k, id) in keys.iter().zip(&ids) {
+            assert_eq!(store.resolve(k), Some(*id), "{k}");
+            assert_eq!(&store.key(*id).unwrap(), k);
+        }
+        assert_eq!(ids[2], existing);
+        // Created in the order of their first place in the batch.
+        let firsts: Vec<SeriesRef> = vec![ids[0], ids[1], ids[4], ids[6], ids[7]];
+        assert_eq!(&created[..5], &firsts[..]);
+        // Two more new keys, one repeated: 13 series would pass the limit of 12.
+        let over = [key(11), key(12), key(11)];
+        let err = store.intern_all(&over.iter().collect::<Vec<_>>()).unwrap_err();
+        assert_eq!(err, MemstoreError::SeriesLimit { limit: 12, key: key(11).to_string() });
+        // One new key, repeated, fits.
+        let fits = [key(11), key(11)];
+        let (ids, created) = store.intern_all(&fits.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!((ids[0], created.len()), (ids[1], 1));
+        assert_eq!(store.slots(), 12);
+        FOLD.with(|f| f.set(false));
     }
 
     #[test]
@@ -679,19 +727,25 @@ impl Inner {
     ) -> u32 {
         let id = self.next_id;
         self.next_id += 1;
-        let mut syms = Vec::with_capacity(1 + 2 * len);
+        // The symbols gather in a buffer kept for the next series, and the key is one
+        // allocation of their exact size: no short-lived allocations per series (their
+        // frees fill the allocator's fast bins, which its next large allocation merges).
+        let mut syms = std::mem::take(&mut self.scratch);
+        syms.clear();
+        syms.reserve(1 + 2 * len);
         syms.push(self.symbols.intern(name));
         for (n, v) in labels {
             syms.push(self.symbols.intern(n));
             syms.push(self.symbols.intern(v));
         }
-        let name_symbol = self.name_symbol;
-        let mut postings_keys = vec![(name_symbol, syms[0])];
-        postings_keys.extend(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
+        let postings_keys = std::iter::once((self.name_symbol, syms[0]))
+            .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
         for pk in postings_keys {
             // Ids only grow, so pushing keeps every list sorted.
             self.postings.entry(pk).or_default().ids.push(id);
         }
+        let key: Arc<[u32]> = Arc::from(syms.as_slice());
+        self.scratch = syms;
         self.index.insert(h, id);
         let chunk_index = (id >> CHUNK_SHIFT) as usize;
         if chunk_index == self.chunks.len() {
@@ -701,7 +755,7 @@ impl Inner {
         self.chunk_series[chunk_index] += 1;
         let chunk = Arc::make_mut(&mut self.chunks[chunk_index]);
         chunk.push(Some(Series {
-            key: Arc::from(syms),
+            key,
             state: None,
             last_update: Timestamp(i64::MIN),
             changed: Lsn::ZERO,
@@ -813,6 +867,7 @@ impl Memstore {
             chunk_series: Vec::new(),
             empty_chunk: Arc::new(Vec::new()),
             index: KeyIndex::default(),
+            scratch: Vec::new(),
             hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
@@ -879,40 +934,54 @@ impl Memstore {
         keys: &[&SeriesKey],
     ) -> Result<(Vec<SeriesRef>, Vec<SeriesRef>), MemstoreError> {
         let mut inner = self.write();
-        // Each key hashed once; the hash serves the lookup, the second lookup of a key
-        // repeated in `keys` and the insertion.
+        // Each key hashed once; the hash serves the lookup, the search for keys repeated in
+        // `keys` and the insertion.
         let hashes: Vec<u64> = keys.iter().map(|k| inner.hash_key(k)).collect();
         inner.touch_all(&hashes);
         let found: Vec<Option<u32>> =
             keys.iter().zip(&hashes).map(|(k, &h)| inner.lookup_key_hashed(h, k)).collect();
-        let mut new_keys: Vec<&SeriesKey> =
-            keys.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(k, _)| *k).collect();
-        new_keys.sort();
-        new_keys.dedup();
-        if inner.slots + new_keys.len() > self.config.max_series {
+        // The new keys, by hash: a key repeated in the batch is created once, at its first
+        // place, and its later places take that series (keys are compared only where
+        // hashes are equal).
+        let mut new: Vec<(u64, usize)> = found
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.is_none())
+            .map(|(i, _)| (hashes[i], i))
+            .collect();
+        new.sort_unstable();
+        let mut first_place: HashMap<usize, usize, IdHashBuilder> = HashMap::default();
+        for run in new.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+            for (k, &(_, i)) in run.iter().enumerate() {
+                if let Some(&(_, first)) = run[..k].iter().find(|&&(_, j)| keys[j] == keys[i]) {
+                    first_place.insert(i, first);
+                }
+            }
+        }
+        let new_series = new.len() - first_place.len();
+        if inner.slots + new_series > self.config.max_series {
+            let first_new = new.iter().map(|&(_, i)| i).min().unwrap_or_default();
             return Err(MemstoreError::SeriesLimit {
                 limit: self.config.max_series,
-                key: new_keys.first().map(ToString::to_string).unwrap_or_default(),
+                key: keys.get(first_new).map(ToString::to_string).unwrap_or_default(),
             });
         }
-        inner.check_handles(new_keys.len())?;
-        let mut out = Vec::with_capacity(keys.len());
-        let mut created = Vec::with_capacity(new_keys.len());
-        for ((key, found), h) in keys.iter().zip(found).zip(hashes) {
-            let id = match found {
-                Some(id) => id,
-                // A key repeated in `keys` is created once, then found.
-                None => match inner.lookup_key_hashed(h, key) {
-                    Some(id) => id,
-                    None => {
-                        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-                        let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
-                        created.push(SeriesRef(id));
-                        id
-                    }
-                },
+        inner.check_handles(new_series)?;
+        let mut out: Vec<SeriesRef> = Vec::with_capacity(keys.len());
+        let mut created = Vec::with_capacity(new_series);
+        for (i, ((key, found), h)) in keys.iter().zip(found).zip(hashes).enumerate() {
+            let id = match (found, first_place.get(&i)) {
+                (Some(id), _) => SeriesRef(id),
+                (None, Some(&first)) => out[first],
+                (None, None) => {
+                    let labels = key.labels().iter().map(|l| (l.name(), l.value()));
+                    let id =
+                        SeriesRef(inner.insert_hashed(h, key.name(), labels, key.labels().len()));
+                    created.push(id);
+                    id
+                }
             };
-            out.push(SeriesRef(id));
+            out.push(id);
         }
         Ok((out, created))
     }
@@ -977,6 +1046,31 @@ impl Memstore {
     /// [`MemstoreError::SeriesLimit`].
     pub fn intern(&self, key: &SeriesKey) -> Result<SeriesRef, MemstoreError> {
         Ok(self.intern_all(&[key])?.0[0])
+    }
+
+    /// Calls `each` with the handle, metric name and labels (canonical order) of every
+    /// series of `ids` that has a slot, in order, under one read lock and without building
+    /// keys: for the series definitions of the log. Returns how many it called `each` for.
+    pub fn with_key_parts(
+        &self,
+        ids: &[SeriesRef],
+        mut each: impl FnMut(SeriesRef, &str, &[(&str, &str)]),
+    ) -> usize {
+        let inner = self.read();
+        let mut labels: Vec<(&str, &str)> = Vec::new();
+        let mut called = 0;
+        for &id in ids {
+            let Some(s) = inner.slot(id.0) else { continue };
+            labels.clear();
+            labels.extend(
+                s.key[1..]
+                    .chunks_exact(2)
+                    .map(|p| (inner.symbols.resolve(p[0]), inner.symbols.resolve(p[1]))),
+            );
+            each(id, inner.symbols.resolve(s.key[0]), &labels);
+            called += 1;
+        }
+        called
     }
 
     /// The key of a handle.

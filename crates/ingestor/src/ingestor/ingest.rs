@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ingestor_codec::{
-    Lsn, MAX_BATCH_POINTS, Op, RecordType, SeriesDef, SeriesId, SeriesKey, Timestamp, Update,
-    encode_batch_iter, encode_series_defs,
+    Lsn, MAX_BATCH_POINTS, Op, RecordType, SeriesId, SeriesKey, Timestamp, Update,
+    begin_series_defs, encode_batch_iter, put_series_def,
 };
 use ingestor_memstore::{SeriesRef, SlotPoint};
 use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
@@ -134,17 +134,16 @@ impl Shared {
                 }
             }
             if !new_series.is_empty() {
-                let defs: Vec<SeriesDef> = new_series
-                    .iter()
-                    .map(|&series| {
-                        // Validation just proved every handle live, under the writer lock
-                        // that every delete also takes.
-                        let key = self.memstore.key(series).expect("validated: the series is live");
-                        SeriesDef { id: log_id(series), key }
-                    })
-                    .collect();
                 batch.push_with(RecordType::SeriesDefs as u8, |buf| {
-                    encode_series_defs(&defs, buf).expect("no more definitions than points");
+                    begin_series_defs(new_series.len(), buf)
+                        .expect("no more definitions than points");
+                    let written =
+                        self.memstore.with_key_parts(&new_series, |series, name, labels| {
+                            put_series_def(log_id(series), name, labels.iter().copied(), buf);
+                        });
+                    // Validation just proved every handle live, under the writer lock that
+                    // every delete also takes.
+                    assert_eq!(written, new_series.len(), "validated: every series is live");
                 })?;
             }
             batch.push_with(RecordType::Batch as u8, |buf| {
