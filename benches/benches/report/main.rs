@@ -262,6 +262,10 @@ fn main() {
         metrics::child_measure_open(std::path::Path::new(&args[i + 1]));
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--child-churn") {
+        churn::child(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let only = args.iter().position(|a| a == "--only").map(|i| args[i + 1].clone());
     let out = args

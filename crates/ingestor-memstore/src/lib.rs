@@ -51,4 +51,7 @@ pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series_ref::{SeriesRef, SlotPoint};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
-pub use store::{FreezeRoom, Frozen, Loader, Memstore, MemstoreConfig, SeriesRecord, SeriesView};
+pub use store::{
+    FreezeRoom, Frozen, Loader, MAX_SERIES_LIMIT, Memstore, MemstoreConfig, SeriesRecord,
+    SeriesView,
+};

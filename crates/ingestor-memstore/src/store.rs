@@ -22,6 +22,10 @@ const _: () = assert!(1 << CHUNK_SHIFT == CHUNK);
 /// The symbol of the reserved label name under which metric names are indexed.
 const NAME_LABEL: &str = "__name__";
 
+/// The largest [`MemstoreConfig::max_series`]: 3 x 2^30, what the key index holds at most
+/// (2^32 places, at most three quarters full).
+pub const MAX_SERIES_LIMIT: usize = 3 << 30;
+
 /// Configuration of a [`Memstore`]. Every field documents its default.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -30,7 +34,7 @@ const NAME_LABEL: &str = "__name__";
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct MemstoreConfig {
     /// The most series the store holds; a batch that would create more is refused whole.
-    /// Default: 10,000,000.
+    /// At most [`MAX_SERIES_LIMIT`]. Default: 10,000,000.
     pub max_series: usize,
     /// Upper bounds of histogram buckets for new histogram series, strictly increasing and
     /// finite (a `+Inf` bucket is implicit). Default: Prometheus' `DefBuckets`
@@ -50,10 +54,10 @@ impl MemstoreConfig {
     /// # Errors
     /// [`MemstoreError::InvalidConfig`] naming the first bad field.
     pub fn validate(&self) -> Result<(), MemstoreError> {
-        if self.max_series == 0 || self.max_series > u32::MAX as usize {
+        if self.max_series == 0 || self.max_series > MAX_SERIES_LIMIT {
             return Err(MemstoreError::InvalidConfig {
                 field: "max_series",
-                reason: format!("{} is outside 1 ..= {}", self.max_series, u32::MAX),
+                reason: format!("{} is outside 1 ..= {MAX_SERIES_LIMIT}", self.max_series),
             });
         }
         let bounds = &self.histogram_bounds;
@@ -163,7 +167,10 @@ impl Symbols {
     /// The id of `s`, stored if new; counts one more use of it.
     fn intern(&mut self, s: &str) -> u32 {
         if let Some(&id) = self.ids.get(s) {
-            self.refs[id as usize] += 1;
+            // A count that reaches u32::MAX stays there: that string is kept for the store's
+            // life (no wrap that would drop it while series use it).
+            let refs = &mut self.refs[id as usize];
+            *refs = refs.saturating_add(1);
             return id;
         }
         let s: Arc<str> = Arc::from(s);
@@ -193,6 +200,9 @@ impl Symbols {
     fn release(&mut self, id: u32) {
         let refs = &mut self.refs[id as usize];
         debug_assert!(*refs > 0, "symbol {id} released more often than interned");
+        if *refs == u32::MAX {
+            return; // Uses beyond counting: kept for the store's life.
+        }
         *refs -= 1;
         if *refs > 0 {
             return;
@@ -215,12 +225,13 @@ impl Symbols {
     }
 
     /// A view of every symbol so far, in `room`'s memory: full chunks shared, the partial
-    /// one copied. Allocates only if `room` is too small.
+    /// one copied. Allocates only if `room` is too small. Returns `partial` when there is
+    /// no partial chunk to copy, for the caller to free after the lock.
     fn freeze_in(
         &self,
         mut chunks: Vec<Arc<Vec<Arc<str>>>>,
         mut partial: Arc<Vec<Arc<str>>>,
-    ) -> FrozenSymbols {
+    ) -> (FrozenSymbols, Option<Arc<Vec<Arc<str>>>>) {
         chunks.clear();
         chunks.extend(self.chunks.iter().cloned());
         if let Some(last) = chunks.last_mut().filter(|c| c.len() < CHUNK) {
@@ -230,8 +241,9 @@ impl Symbols {
             copy.clear();
             copy.extend(last.iter().cloned());
             *last = partial;
+            return (FrozenSymbols(chunks), None);
         }
-        FrozenSymbols(chunks)
+        (FrozenSymbols(chunks), Some(partial))
     }
 }
 
@@ -498,6 +510,35 @@ mod churn {
         assert_eq!(store.resolve_at(99, "m", &[("host", "a")]), None);
         store.discard_unwritten(&[a]);
         assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "1")]), None);
+    }
+
+    #[test]
+    fn a_string_used_beyond_counting_is_kept_for_good() {
+        let mut symbols = Symbols::default();
+        let id = symbols.intern("true");
+        symbols.refs[id as usize] = u32::MAX - 1;
+        assert_eq!(symbols.intern("true"), id);
+        assert_eq!(symbols.intern("true"), id, "the count stays at its top, no wrap");
+        assert_eq!(symbols.refs[id as usize], u32::MAX);
+        for _ in 0..3 {
+            symbols.release(id);
+        }
+        assert_eq!(symbols.get("true"), Some(id), "never dropped once past counting");
+        // An ordinary one goes with its last use.
+        let other = symbols.intern("false");
+        symbols.release(other);
+        assert_eq!(symbols.get("false"), None);
+    }
+
+    #[test]
+    fn max_series_is_bounded_by_what_the_key_index_holds() {
+        let config = MemstoreConfig { max_series: MAX_SERIES_LIMIT + 1, ..Default::default() };
+        assert!(matches!(
+            config.validate(),
+            Err(MemstoreError::InvalidConfig { field: "max_series", .. })
+        ));
+        let config = MemstoreConfig { max_series: MAX_SERIES_LIMIT, ..Default::default() };
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
@@ -1372,12 +1413,11 @@ impl Memstore {
         let inner = self.read();
         chunks.clear();
         chunks.extend(inner.chunks.iter().cloned());
-        Frozen {
-            chunks,
-            symbols: inner.symbols.freeze_in(symbols, partial),
-            live: inner.live,
-            applied: inner.applied,
-        }
+        let (symbols, unused) = inner.symbols.freeze_in(symbols, partial);
+        let frozen = Frozen { chunks, symbols, live: inner.live, applied: inner.applied };
+        drop(inner);
+        drop(unused);
+        frozen
     }
 
     /// Inserts a series read from a snapshot. Keys must be new to the store.
