@@ -38,8 +38,8 @@ fn main() {
     let took = started.elapsed();
     let stats = wal.stats();
     eprintln!(
-        "rotations {}, syncs {} taking {:?} in all",
-        stats.rotations, stats.syncs, stats.sync_time_total
+        "rotations {}, syncs {} taking {:?} in all, the longest {:?}",
+        stats.rotations, stats.syncs, stats.sync_time_total, stats.sync_time_max
     );
     wal.close().unwrap();
     println!(

@@ -196,6 +196,19 @@ impl Symbols {
         id
     }
 
+    /// Whether `id` is a symbol in use whose string is `text`.
+    fn is_live(&self, id: u32, text: &str) -> bool {
+        self.refs.get(id as usize).is_some_and(|&r| r > 0) && self.resolve(id) == text
+    }
+
+    /// Counts one more use of `id`, a symbol in use ([`Symbols::is_live`]); returns it.
+    fn add_use(&mut self, id: u32) -> u32 {
+        let refs = &mut self.refs[id as usize];
+        debug_assert!(*refs > 0, "symbol {id} is not in use");
+        *refs = refs.saturating_add(1);
+        id
+    }
+
     /// Counts one use of `id` less; the last use drops the string and frees the id.
     fn release(&mut self, id: u32) {
         let refs = &mut self.refs[id as usize];
@@ -278,6 +291,9 @@ struct Inner {
     index: KeyIndex,
     /// A new series' symbols, gathered before its key is allocated.
     scratch: Vec<u32>,
+    /// The symbols of the last new series' key (they may have been dropped since: checked
+    /// before use).
+    prev_key: Vec<u32>,
     hasher: KeyHashBuilder,
     /// (label name symbol, value symbol) to sorted series handles; metric names under
     /// `__name__`.
@@ -542,6 +558,36 @@ mod churn {
     }
 
     #[test]
+    fn a_loaded_batch_stops_at_its_first_refusal_keeping_those_before() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let gauge = || {
+            SeriesState::Gauge(crate::GaugeState {
+                value: 1.0,
+                timestamp: Timestamp(1),
+                lsn: Lsn(1),
+            })
+        };
+        let series =
+            |name, labels| LoadSeries { name, labels, state: gauge(), last_update: Timestamp(5) };
+        let a: &[(&str, &str)] = &[("pod", "a")];
+        let b: &[(&str, &str)] = &[("pod", "b")];
+        let n = store.loader().insert_batch(vec![series("up", a), series("up", b)]).unwrap();
+        assert_eq!(n, 2);
+        let c: &[(&str, &str)] = &[("pod", "c")];
+        let err = store
+            .loader()
+            .insert_batch(vec![series("up", c), series("up", a), series("up", &[("pod", "d")])])
+            .unwrap_err();
+        assert_eq!(err, (1, MemstoreError::DuplicateSeries { key: "up{pod=\"a\"}".into() }));
+        let err = store.loader().insert_batch(vec![series("1up", c)]).unwrap_err();
+        assert!(matches!(err, (0, MemstoreError::InvalidKey { .. })), "{err:?}");
+        let names: Vec<String> = store.all().iter().map(|v| v.key.to_string()).collect();
+        assert_eq!(names, ["up{pod=\"a\"}", "up{pod=\"b\"}", "up{pod=\"c\"}"]);
+        let found = store.get(&SeriesKey::new("up", [("pod", "c")]).unwrap()).unwrap();
+        assert_eq!((found.state, found.last_update), (gauge(), Timestamp(5)));
+    }
+
+    #[test]
     fn key_parts_are_the_keys_of_the_live_series_asked_for() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let keys = round_keys(0, 3);
@@ -771,13 +817,20 @@ impl Inner {
         // The symbols gather in a buffer kept for the next series, and the key is one
         // allocation of their exact size: no short-lived allocations per series (their
         // frees fill the allocator's fast bins, which its next large allocation merges).
+        // Series created one after another mostly share their label names and many values
+        // at the same places of their keys: a string equal to the one at its place in the
+        // previous new series' key takes that symbol without hashing.
+        let prev = std::mem::take(&mut self.prev_key);
         let mut syms = std::mem::take(&mut self.scratch);
         syms.clear();
         syms.reserve(1 + 2 * len);
-        syms.push(self.symbols.intern(name));
-        for (n, v) in labels {
-            syms.push(self.symbols.intern(n));
-            syms.push(self.symbols.intern(v));
+        let strings = std::iter::once(name).chain(labels.flat_map(|(n, v)| [n, v]));
+        for (place, text) in strings.enumerate() {
+            let same = prev.get(place).copied().filter(|&p| self.symbols.is_live(p, text));
+            syms.push(match same {
+                Some(p) => self.symbols.add_use(p),
+                None => self.symbols.intern(text),
+            });
         }
         let postings_keys = std::iter::once((self.name_symbol, syms[0]))
             .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
@@ -786,7 +839,8 @@ impl Inner {
             self.postings.entry(pk).or_default().ids.push(id);
         }
         let key: Arc<[u32]> = Arc::from(syms.as_slice());
-        self.scratch = syms;
+        self.prev_key = syms;
+        self.scratch = prev;
         self.index.insert(h, id);
         let chunk_index = (id >> CHUNK_SHIFT) as usize;
         if chunk_index == self.chunks.len() {
@@ -909,6 +963,7 @@ impl Memstore {
             empty_chunk: Arc::new(Vec::new()),
             index: KeyIndex::default(),
             scratch: Vec::new(),
+            prev_key: Vec::new(),
             hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
@@ -1480,6 +1535,24 @@ where
     I: Iterator<Item = (&'k str, &'k str)> + Clone,
 {
     let h = key_hash(&inner.hasher, name, labels.clone());
+    insert_loaded_hashed(inner, max_series, h, name, labels, len, state, last_update)
+}
+
+/// [`insert_loaded`], given the key's hash.
+#[allow(clippy::too_many_arguments)]
+fn insert_loaded_hashed<'k, I>(
+    inner: &mut Inner,
+    max_series: usize,
+    h: u64,
+    name: &str,
+    labels: I,
+    len: usize,
+    state: SeriesState,
+    last_update: Timestamp,
+) -> Result<SeriesRef, LoadRefusal>
+where
+    I: Iterator<Item = (&'k str, &'k str)> + Clone,
+{
     if inner.lookup_hashed(h, name, labels.clone(), len).is_some() {
         return Err(LoadRefusal::Duplicate);
     }
@@ -1509,7 +1582,62 @@ impl std::fmt::Debug for Loader<'_> {
     }
 }
 
+/// One series for [`Loader::insert_batch`]: its key as parts (canonical order), its state.
+#[derive(Debug)]
+pub struct LoadSeries<'a> {
+    /// The metric name.
+    pub name: &'a str,
+    /// The labels, sorted by name, each name once.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// Its state.
+    pub state: SeriesState,
+    /// The largest timestamp of its updates.
+    pub last_update: Timestamp,
+}
+
 impl Loader<'_> {
+    /// Inserts `batch` in order, as [`Loader::insert_parts`] each, after reading ahead the
+    /// places of all their keys in the store's index (loads the processor overlaps, instead
+    /// of one cache miss after the other). Stops at the first refusal: returns the series
+    /// inserted, or the refused one's place in `batch` and why (those before it stay
+    /// inserted).
+    ///
+    /// # Errors
+    /// As [`Loader::insert_parts`], with the place of the series refused.
+    pub fn insert_batch(
+        &mut self,
+        batch: Vec<LoadSeries<'_>>,
+    ) -> Result<usize, (usize, MemstoreError)> {
+        let inner = &mut *self.inner;
+        let hashes: Vec<u64> = batch
+            .iter()
+            .map(|s| key_hash(&inner.hasher, s.name, s.labels.iter().copied()))
+            .collect();
+        let mut sink = 0u64;
+        for &h in &hashes {
+            sink ^= inner.index.touch(h);
+        }
+        std::hint::black_box(sink);
+        let n = batch.len();
+        for (i, (s, h)) in batch.into_iter().zip(hashes).enumerate() {
+            ingestor_codec::validate_canonical(s.name, s.labels)
+                .map_err(|e| (i, MemstoreError::InvalidKey { reason: e.to_string() }))?;
+            let labels = s.labels.iter().copied();
+            insert_loaded_hashed(
+                inner,
+                self.max_series,
+                h,
+                s.name,
+                labels,
+                s.labels.len(),
+                s.state,
+                s.last_update,
+            )
+            .map_err(|e| (i, e.named(|| key_text(s.name, s.labels))))?;
+        }
+        Ok(n)
+    }
+
     /// Inserts the series `name` + `labels` (canonical: sorted by name, each name once)
     /// with its state. Keys must be new to the store.
     ///
@@ -1536,12 +1664,13 @@ impl Loader<'_> {
             state,
             last_update,
         )
-        .map_err(|e| {
-            e.named(|| {
-                SeriesKey::from_canonical(name, labels).map(|k| k.to_string()).unwrap_or_default()
-            })
-        })
+        .map_err(|e| e.named(|| key_text(name, labels)))
     }
+}
+
+/// The text of a valid canonical key given as parts (empty for an invalid one).
+fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
+    SeriesKey::from_canonical(name, labels).map(|k| k.to_string()).unwrap_or_default()
 }
 
 /// Chunks the store may add between [`Memstore::freeze_room`] and [`Memstore::freeze_in`]

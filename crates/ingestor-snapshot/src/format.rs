@@ -475,10 +475,10 @@ pub(crate) struct SeriesParts<'a, 'b> {
 
 /// Decodes a chunk's series, handing each to `sink` with the offset where it starts (where
 /// an invalid key is to be reported); builds no key.
-pub(crate) fn decode_chunk_parts(
-    raw: &[u8],
+pub(crate) fn decode_chunk_parts<'a>(
+    raw: &'a [u8],
     shared: &mut HashMap<Vec<u64>, Arc<[f64]>>,
-    mut sink: impl FnMut(usize, SeriesParts<'_, '_>) -> Result<(), Bad>,
+    mut sink: impl FnMut(usize, SeriesParts<'a, '_>) -> Result<(), Bad>,
 ) -> Result<u64, Bad> {
     let mut c = Cursor { buf: raw, pos: 0 };
     let count = u32::from_le_bytes(field(c.bytes(4, "series count")?, 0));

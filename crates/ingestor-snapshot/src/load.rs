@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use ingestor_codec::{Lsn, unmask_crc};
 use ingestor_fs::{Fs, FsFile, OpenMode};
-use ingestor_memstore::{Loader, Memstore, MemstoreError};
+use ingestor_memstore::{LoadSeries, Memstore, MemstoreError};
 
 use crate::error::SnapshotError;
 use crate::format::{
     Bad, CHUNK_HEADER_LEN, ChunkHeader, Codec, Header, SNAPSHOT_HEADER_LEN, SNAPSHOT_TRAILER_LEN,
-    SeriesParts, Trailer, decode_chunk_parts,
+    Trailer, decode_chunk_parts,
 };
 
 /// An open snapshot file whose header was verified.
@@ -202,12 +202,32 @@ impl Opened {
                     }
                 }
             };
-            // One hold of the store's lock per chunk; no key built per series.
-            let mut loader = store.loader();
+            // The chunk decoded whole first, its keys borrowed from it; then inserted under
+            // one hold of the store's lock, the batch's index places read ahead.
+            let mut labels: Vec<(&str, &str)> = Vec::new();
+            let mut decoded_series = Vec::new();
             let decoded = decode_chunk_parts(content, &mut shared, |at, s| {
-                insert_series(&mut loader, at, s, &mut refused)
+                let start = labels.len();
+                labels.extend_from_slice(s.labels);
+                decoded_series.push((at, s.name, start..labels.len(), s.state, s.last_update));
+                Ok(())
+            })
+            .and_then(|n| {
+                let places: Vec<usize> = decoded_series.iter().map(|d| d.0).collect();
+                let batch = decoded_series
+                    .drain(..)
+                    .map(|(_, name, span, state, last_update)| LoadSeries {
+                        name,
+                        labels: &labels[span],
+                        state,
+                        last_update,
+                    })
+                    .collect();
+                match store.loader().insert_batch(batch) {
+                    Ok(_) => Ok(n),
+                    Err((i, e)) => Err(refusal(places[i], e, &mut refused)),
+                }
             });
-            drop(loader);
             match decoded {
                 Ok(n) => {
                     total += n;
@@ -246,18 +266,12 @@ impl Opened {
     }
 }
 
-/// Inserts one series of a chunk (starting at `at` in its content). A key the file should
-/// not hold (invalid, or twice) is the file's fault: [`Bad`] naming it. A refusal of the
-/// configuration's (the series limit, handles) goes to `refused`, and the [`Bad`] returned
-/// only stops the chunk.
-fn insert_series(
-    loader: &mut Loader<'_>,
-    at: usize,
-    s: SeriesParts<'_, '_>,
-    refused: &mut Option<MemstoreError>,
-) -> Result<(), Bad> {
-    let inserted = loader.insert_parts(s.name, s.labels, s.state, s.last_update);
-    inserted.map(drop).map_err(|e| match e {
+/// Why the memstore refused the series that starts at `at` in its chunk's content. A key the
+/// file should not hold (invalid, or twice) is the file's fault: [`Bad`] naming it. A
+/// refusal of the configuration's (the series limit, handles) goes to `refused`, and the
+/// [`Bad`] returned only stops the chunk.
+fn refusal(at: usize, e: MemstoreError, refused: &mut Option<MemstoreError>) -> Bad {
+    match e {
         MemstoreError::InvalidKey { reason } => {
             Bad::new(at as u64, format!("invalid series key: {reason}"))
         }
@@ -268,7 +282,7 @@ fn insert_series(
             *refused = Some(other);
             Bad::new(0, "refused by the memstore")
         }
-    })
+    }
 }
 
 #[cfg(test)]
@@ -288,8 +302,17 @@ mod tests {
         labels: &[(&str, &str)],
         refused: &mut Option<MemstoreError>,
     ) -> Result<(), Bad> {
-        let parts = SeriesParts { name, labels, state: gauge(), last_update: Timestamp(1) };
-        insert_series(&mut store.loader(), 17, parts, refused)
+        let series = LoadSeries { name, labels, state: gauge(), last_update: Timestamp(1) };
+        match store.loader().insert_batch(vec![series]) {
+            Ok(n) => {
+                assert_eq!(n, 1);
+                Ok(())
+            }
+            Err((i, e)) => {
+                assert_eq!(i, 0);
+                Err(refusal(17, e, refused))
+            }
+        }
     }
 
     #[test]
