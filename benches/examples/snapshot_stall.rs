@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp, Update};
-use ingestor_benches::standard::{keys, op};
+use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp};
+use ingestor_benches::standard::{handle_batch, key_batch, keys, scrape_frozen};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize =
@@ -27,31 +27,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (db, _) = Ingestor::open(tmp.path().join("data"), config)?;
     let keys = keys(n);
     for (b, chunk) in keys.chunks(10_000).enumerate() {
-        let batch: Vec<Update> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, k)| Update {
-                key: k.clone(),
-                timestamp: Timestamp(1),
-                op: op(b * 10_000 + j, 0),
-            })
-            .collect();
+        let batch = key_batch(chunk, b * 10_000, 0, Timestamp(1));
         db.ingest(&batch)?;
     }
     let handles: Vec<_> = keys.iter().map(|k| db.resolve(k)).collect::<Result<_, _>>()?;
     drop(keys);
     if std::env::args().nth(2).as_deref() == Some("scrapes-first") {
         let frozen = || {
-            let mut bytes = 0usize;
-            db.memstore().freeze().expose(
-                |_| true,
-                64 << 10,
-                |piece| {
-                    bytes += piece.len();
-                    true
-                },
-            );
-            std::hint::black_box(bytes);
+            std::hint::black_box(scrape_frozen(&db));
         };
         let locked = || {
             let mut out = String::new();
@@ -99,11 +82,7 @@ fn beside(
         let mut round = 100u64;
         while Instant::now() < deadline {
             for (b, chunk) in handles.chunks(1_000).enumerate().take(50) {
-                let batch: Vec<_> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &h)| (h, Timestamp(round as i64), op(b * 1_000 + j, round)))
-                    .collect();
+                let batch = handle_batch(chunk, b * 1_000, round, Timestamp(round as i64));
                 let t = Instant::now();
                 db.ingest_by_handle(&batch).expect("a batch");
                 let took = t.elapsed();

@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp, Update};
-use ingestor_benches::standard::{keys, op, rss_mib};
+use ingestor::{Config, FinalSnapshot, Ingestor, SyncPolicy, Timestamp};
+use ingestor_benches::standard::{handle_batch, key_batch, keys, rss_mib};
 
 fn series_count() -> usize {
     std::env::var("INGESTOR_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
@@ -57,15 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut points = 0usize;
     for (b, chunk) in keys.chunks(10_000).enumerate() {
-        let batch: Vec<Update> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, k)| Update {
-                key: k.clone(),
-                timestamp: Timestamp(1_000 + b as i64),
-                op: op(b * 10_000 + j, 0),
-            })
-            .collect();
+        let batch = key_batch(chunk, b * 10_000, 0, Timestamp(1_000 + b as i64));
         db.ingest(&batch)?;
         points += batch.len();
     }
@@ -81,29 +73,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("INGESTOR_BY_KEY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     for _ in 1..by_key_rounds {
         for (b, chunk) in keys.chunks(10_000).enumerate() {
-            let batch: Vec<Update> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, k)| Update {
-                    key: k.clone(),
-                    timestamp: Timestamp(1_500),
-                    op: op(b * 10_000 + j, 1),
-                })
-                .collect();
+            let batch = key_batch(chunk, b * 10_000, 1, Timestamp(1_500));
             db.ingest(&batch)?;
         }
     }
     let started = Instant::now();
     for (b, chunk) in keys.chunks(10_000).enumerate() {
-        let batch: Vec<Update> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, k)| Update {
-                key: k.clone(),
-                timestamp: Timestamp(2_000 + b as i64),
-                op: op(b * 10_000 + j, 1),
-            })
-            .collect();
+        let batch = key_batch(chunk, b * 10_000, 1, Timestamp(2_000 + b as i64));
         db.ingest(&batch)?;
     }
     let by_key = n as f64 / started.elapsed().as_secs_f64();
@@ -114,11 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     for round in 2..5u64 {
         for (b, chunk) in handles.chunks(10_000).enumerate() {
-            let batch: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, &h)| (h, Timestamp(3_000 + b as i64), op(b * 10_000 + j, round)))
-                .collect();
+            let batch = handle_batch(chunk, b * 10_000, round, Timestamp(3_000 + b as i64));
             let t = Instant::now();
             db.ingest_by_handle(&batch)?;
             latencies.push(t.elapsed());
@@ -142,11 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut round = 5u64;
     while !snapshotter.is_finished() {
         for (b, chunk) in handles.chunks(10_000).enumerate() {
-            let batch: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, &h)| (h, Timestamp(4_000 + b as i64), op(b * 10_000 + j, round)))
-                .collect();
+            let batch = handle_batch(chunk, b * 10_000, round, Timestamp(4_000 + b as i64));
             let t = Instant::now();
             db.ingest_by_handle(&batch)?;
             during.push(t.elapsed());

@@ -13,7 +13,7 @@
 /// 10 label combinations, 3 to 5 labels each) and a 50/40/10 mix of gauge sets, counter adds
 /// and histogram observations.
 pub mod standard {
-    use ingestor::{Op, SeriesKey};
+    use ingestor::{Op, SeriesHandle, SeriesKey, Timestamp, Update};
 
     /// The first `n` keys of the standard data set.
     #[must_use]
@@ -47,6 +47,48 @@ pub mod standard {
             5..=8 => Op::CounterAdd(1.0),
             _ => Op::HistogramObserve(v / 1000.0),
         }
+    }
+
+    /// A batch of updates by key: the keys of `chunk`, which starts at place `first` of the
+    /// data set, each with its operation of `round` ([`op`]), all at `timestamp`.
+    #[must_use]
+    pub fn key_batch(
+        chunk: &[SeriesKey],
+        first: usize,
+        round: u64,
+        timestamp: Timestamp,
+    ) -> Vec<Update> {
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(j, k)| Update { key: k.clone(), timestamp, op: op(first + j, round) })
+            .collect()
+    }
+
+    /// The same by handle: the handles of `chunk`, from place `first` of the data set.
+    #[must_use]
+    pub fn handle_batch(
+        chunk: &[SeriesHandle],
+        first: usize,
+        round: u64,
+        timestamp: Timestamp,
+    ) -> Vec<(SeriesHandle, Timestamp, Op)> {
+        chunk.iter().enumerate().map(|(j, &h)| (h, timestamp, op(first + j, round))).collect()
+    }
+
+    /// Renders every series of `db` in the exposition format as `GET /metrics` does, from a
+    /// frozen view in 64 KiB pieces (dropped); returns the bytes rendered.
+    pub fn scrape_frozen(db: &ingestor::Ingestor) -> usize {
+        let mut bytes = 0usize;
+        db.memstore().freeze().expose(
+            |_| true,
+            64 << 10,
+            |piece| {
+                bytes += piece.len();
+                true
+            },
+        );
+        bytes
     }
 
     /// This process's resident memory in MiB (from `/proc/self/status`; 0 if unreadable).

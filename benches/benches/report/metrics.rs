@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ingestor::{
     Compression, Config, FinalSnapshot, Ingestor, SeriesHandle, SyncPolicy, Timestamp, Update,
 };
-use ingestor_benches::standard::{keys, op, rss_mib};
+use ingestor_benches::standard::{handle_batch, key_batch, keys, op, rss_mib, scrape_frozen};
 
 use crate::table::{Figure, Report};
 
@@ -24,28 +24,15 @@ fn config(sync: SyncPolicy) -> Config {
 
 fn by_handle_round(db: &Ingestor, handles: &[SeriesHandle], round: u64) {
     for (b, chunk) in handles.chunks(BATCH).enumerate() {
-        let batch: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, &h)| {
-                (h, Timestamp(round as i64 * 1_000 + b as i64), op(b * BATCH + j, round))
-            })
-            .collect();
+        let batch =
+            handle_batch(chunk, b * BATCH, round, Timestamp(round as i64 * 1_000 + b as i64));
         db.ingest_by_handle(&batch).unwrap();
     }
 }
 
 fn by_key_round(db: &Ingestor, keys: &[ingestor::SeriesKey], round: u64) {
     for (b, chunk) in keys.chunks(BATCH).enumerate() {
-        let batch: Vec<Update> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, k)| Update {
-                key: k.clone(),
-                timestamp: Timestamp(round as i64 * 1_000 + b as i64),
-                op: op(b * BATCH + j, round),
-            })
-            .collect();
+        let batch = key_batch(chunk, b * BATCH, round, Timestamp(round as i64 * 1_000 + b as i64));
         db.ingest(&batch).unwrap();
     }
 }
@@ -322,11 +309,7 @@ fn writer_latencies(
         let mut round = 100u64;
         while Instant::now() < deadline {
             for (b, chunk) in handles.chunks(1_000).enumerate().take(50) {
-                let batch: Vec<_> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &h)| (h, Timestamp(round as i64), op(b * 1_000 + j, round)))
-                    .collect();
+                let batch = handle_batch(chunk, b * 1_000, round, Timestamp(round as i64));
                 let t = Instant::now();
                 db.ingest_by_handle(&batch).unwrap();
                 latencies.push(t.elapsed());
@@ -355,16 +338,7 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
     let (base, _) = writer_latencies(&db, &handles, budget, None);
     let base = p99_ms(base);
     let frozen = || {
-        let mut bytes = 0usize;
-        db.memstore().freeze().expose(
-            |_| true,
-            64 << 10,
-            |piece| {
-                bytes += piece.len();
-                true
-            },
-        );
-        std::hint::black_box(bytes);
+        std::hint::black_box(scrape_frozen(&db));
     };
     let (during, scrapes) = writer_latencies(&db, &handles, budget, Some(&frozen));
     let during_max = max_ms(&during);

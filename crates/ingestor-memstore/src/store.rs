@@ -1482,18 +1482,9 @@ impl Memstore {
     /// already has.
     pub fn insert_loaded(&self, record: SeriesRecord) -> Result<SeriesRef, MemstoreError> {
         let key = &record.key;
-        let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-        let mut inner = self.write();
-        insert_loaded(
-            &mut inner,
-            self.config.max_series,
-            key.name(),
-            labels,
-            key.labels().len(),
-            record.state,
-            record.last_update,
-        )
-        .map_err(|e| e.named(|| key.to_string()))
+        let labels: Vec<(&str, &str)> =
+            key.labels().iter().map(|l| (l.name(), l.value())).collect();
+        self.loader().insert_parts(key.name(), &labels, record.state, record.last_update)
     }
 
     /// A [`Loader`]: inserts many series read from a snapshot under one hold of the
@@ -1521,26 +1512,10 @@ impl LoadRefusal {
     }
 }
 
-/// Inserts a new series with its state (a valid canonical key, `len` labels).
-fn insert_loaded<'k, I>(
-    inner: &mut Inner,
-    max_series: usize,
-    name: &str,
-    labels: I,
-    len: usize,
-    state: SeriesState,
-    last_update: Timestamp,
-) -> Result<SeriesRef, LoadRefusal>
-where
-    I: Iterator<Item = (&'k str, &'k str)> + Clone,
-{
-    let h = key_hash(&inner.hasher, name, labels.clone());
-    insert_loaded_hashed(inner, max_series, h, name, labels, len, state, last_update)
-}
-
-/// [`insert_loaded`], given the key's hash.
+/// Inserts a new series with its state (a valid canonical key, `len` labels, hashing to
+/// `h`).
 #[allow(clippy::too_many_arguments)]
-fn insert_loaded_hashed<'k, I>(
+fn insert_loaded<'k, I>(
     inner: &mut Inner,
     max_series: usize,
     h: u64,
@@ -1608,34 +1583,39 @@ impl Loader<'_> {
         &mut self,
         batch: Vec<LoadSeries<'_>>,
     ) -> Result<usize, (usize, MemstoreError)> {
-        let inner = &mut *self.inner;
         let hashes: Vec<u64> = batch
             .iter()
-            .map(|s| key_hash(&inner.hasher, s.name, s.labels.iter().copied()))
+            .map(|s| key_hash(&self.inner.hasher, s.name, s.labels.iter().copied()))
             .collect();
         let mut sink = 0u64;
         for &h in &hashes {
-            sink ^= inner.index.touch(h);
+            sink ^= self.inner.index.touch(h);
         }
         std::hint::black_box(sink);
         let n = batch.len();
         for (i, (s, h)) in batch.into_iter().zip(hashes).enumerate() {
-            ingestor_codec::validate_canonical(s.name, s.labels)
-                .map_err(|e| (i, MemstoreError::InvalidKey { reason: e.to_string() }))?;
-            let labels = s.labels.iter().copied();
-            insert_loaded_hashed(
-                inner,
-                self.max_series,
-                h,
-                s.name,
-                labels,
-                s.labels.len(),
-                s.state,
-                s.last_update,
-            )
-            .map_err(|e| (i, e.named(|| key_text(s.name, s.labels))))?;
+            self.insert_hashed(h, s).map_err(|e| (i, e))?;
         }
         Ok(n)
+    }
+
+    /// [`Loader::insert_parts`], given the key's hash.
+    fn insert_hashed(&mut self, h: u64, s: LoadSeries<'_>) -> Result<SeriesRef, MemstoreError> {
+        ingestor_codec::validate_canonical(s.name, s.labels)
+            .map_err(|e| MemstoreError::InvalidKey { reason: e.to_string() })?;
+        let labels = s.labels.iter().copied();
+        let len = s.labels.len();
+        insert_loaded(
+            &mut self.inner,
+            self.max_series,
+            h,
+            s.name,
+            labels,
+            len,
+            s.state,
+            s.last_update,
+        )
+        .map_err(|e| e.named(|| key_text(s.name, s.labels)))
     }
 
     /// Inserts the series `name` + `labels` (canonical: sorted by name, each name once)
@@ -1652,19 +1632,8 @@ impl Loader<'_> {
         state: SeriesState,
         last_update: Timestamp,
     ) -> Result<SeriesRef, MemstoreError> {
-        ingestor_codec::validate_canonical(name, labels)
-            .map_err(|e| MemstoreError::InvalidKey { reason: e.to_string() })?;
-        let parts = labels.iter().copied();
-        insert_loaded(
-            &mut self.inner,
-            self.max_series,
-            name,
-            parts,
-            labels.len(),
-            state,
-            last_update,
-        )
-        .map_err(|e| e.named(|| key_text(name, labels)))
+        let h = key_hash(&self.inner.hasher, name, labels.iter().copied());
+        self.insert_hashed(h, LoadSeries { name, labels, state, last_update })
     }
 }
 
