@@ -28,8 +28,13 @@ fn model_of(s: &HistogramSample) -> Model {
 
 fn key(i: u64) -> SeriesKey {
     let name = ["cpu", "mem", "disk", "net"][(i % 4) as usize];
-    SeriesKey::new(name, [("host", format!("h{}", i % 7)), ("zone", format!("z{}", i % 3))])
-        .unwrap()
+    // `id` is the key's own string: deleting the series drops it, and the store gives its
+    // symbol to the next new string.
+    SeriesKey::new(
+        name,
+        [("host", format!("h{}", i % 7)), ("id", format!("k{i}")), ("zone", format!("z{}", i % 3))],
+    )
+    .unwrap()
 }
 
 fn kind_of(i: u64) -> MetricKind {
@@ -107,7 +112,12 @@ fn run(seed: u64) {
     let store = Memstore::new(MemstoreConfig::default()).unwrap();
     let mut model: BTreeMap<SeriesKey, Model> = BTreeMap::new();
     let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
+    // Views frozen along the way, with the model they must keep showing.
+    let mut frozen = Vec::new();
     for lsn in 1..=300u64 {
+        if lsn % 100 == 0 {
+            frozen.push((lsn, store.freeze(), model.clone()));
+        }
         let n = 1 + rng.below(12);
         let mut batch = Vec::new();
         for _ in 0..n {
@@ -196,6 +206,13 @@ fn run(seed: u64) {
     assert_eq!(keys, want, "seed {seed}: all()");
     for v in &all {
         assert_eq!(store.get_by_ref(v.id).as_ref(), Some(v), "seed {seed}: {}", v.key);
+    }
+    // Each view frozen along the way still shows the state of its moment, though the store
+    // deleted series and gave their strings' symbols to others since.
+    for (lsn, view, then) in &frozen {
+        let seen: BTreeMap<SeriesKey, Model> =
+            view.iter().map(|r| (r.key, observed(&r.state))).collect();
+        assert_eq!(&seen, then, "seed {seed}: the view frozen at {lsn}");
     }
     // The frozen view holds exactly the live series.
     let frozen = store.freeze();
