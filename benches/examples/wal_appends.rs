@@ -1,7 +1,8 @@
 //! W1/W2 of the bench alone, for a profiler: `cargo run --release -p ingestor-benches
 //! --example wal_appends -- [os|buffered] [BATCH] [RECORDS]` appends RECORDS records of 100 B
 //! in batches of BATCH into a log in a temporary directory and prints the rate
-//! (`INGESTOR_BENCH_SEGMENT_FILL=allocate`: segments from fallocate, not zero-filled).
+//! (`INGESTOR_BENCH_SEGMENT_FILL=allocate`: segments from fallocate, not zero-filled);
+//! `INGESTOR_READS=N` then reopens the log N times and reads every record back (W5 warm).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,8 @@ fn main() {
         done += batch as u64;
     }
     let took = started.elapsed();
+    wal.flush().unwrap();
+    let flushed = started.elapsed();
     let stats = wal.stats();
     eprintln!(
         "rotations {}, syncs {} taking {:?} in all, the longest {:?}",
@@ -43,7 +46,28 @@ fn main() {
     );
     wal.close().unwrap();
     println!(
-        "{policy:?}, batches of {batch}: {:.2}M records/s",
-        done as f64 / took.as_secs_f64() / 1e6
+        "{policy:?}, batches of {batch}: {:.2}M records/s ({:.2}M to the end of `flush`)",
+        done as f64 / took.as_secs_f64() / 1e6,
+        done as f64 / flushed.as_secs_f64() / 1e6
     );
+    // W5 warm: reopen and read every record back, as many times as asked.
+    let reads: u32 = std::env::var("INGESTOR_READS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for _ in 0..reads {
+        let started = Instant::now();
+        let mut count = 0u64;
+        let (wal, _) = Wal::open_and_replay(
+            Arc::new(StdFs::new()),
+            tmp.path(),
+            WalOptions::default().sync_policy(SyncPolicy::Os),
+            ingestor_wal::Lsn::ZERO,
+            |_, _, p| {
+                count += p.len() as u64 / 100;
+                Ok(())
+            },
+        )
+        .unwrap();
+        let took = started.elapsed();
+        drop(wal);
+        println!("read {count} records: {:.2}M records/s", count as f64 / took.as_secs_f64() / 1e6);
+    }
 }

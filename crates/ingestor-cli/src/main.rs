@@ -15,6 +15,7 @@
 //!
 //! Logs go to standard error (`INGESTOR_LOG=debug` for more); progress bars are drawn only
 //! when standard error is a terminal.
+#![forbid(unsafe_code)]
 
 mod args;
 mod commands;

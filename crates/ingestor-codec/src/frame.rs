@@ -48,12 +48,14 @@ const _: () = assert!(MAX_PAYLOAD_LEN <= u32::MAX as usize);
 
 /// Masks a CRC32C for storage: rotate right by 15 bits and add [`CRC_MASK_DELTA`].
 #[must_use]
+#[inline]
 pub fn mask_crc(crc: u32) -> u32 {
     crc.rotate_right(15).wrapping_add(CRC_MASK_DELTA)
 }
 
 /// Reverses [`mask_crc`].
 #[must_use]
+#[inline]
 pub fn unmask_crc(masked: u32) -> u32 {
     masked.wrapping_sub(CRC_MASK_DELTA).rotate_left(15)
 }
@@ -125,6 +127,7 @@ impl FrameHeader {
     ///
     /// # Errors
     /// A [`DecodeError`] with an offset counted from the start of the frame.
+    #[inline]
     pub fn parse(bytes: &[u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, DecodeError> {
         if bytes.iter().all(|&b| b == 0) {
             return Err(DecodeError::frame(0, DecodeErrorKind::Zeroed));
@@ -166,6 +169,7 @@ impl FrameHeader {
 
     /// The whole frame's length: header plus stored payload.
     #[must_use]
+    #[inline]
     pub fn frame_len(&self) -> usize {
         FRAME_HEADER_LEN + self.payload_len as usize
     }
@@ -180,7 +184,7 @@ impl FrameHeader {
         header: &[u8; FRAME_HEADER_LEN],
         stored_payload: &[u8],
     ) -> Result<(), DecodeError> {
-        let computed = crc32c::crc32c_append(crc32c::crc32c(&header[4..]), stored_payload);
+        let computed = crate::crc::crc32c_append(crate::crc::crc32c(&header[4..]), stored_payload);
         let stored = unmask_crc(self.masked_crc);
         if computed != stored {
             return Err(DecodeError::frame(
@@ -197,6 +201,7 @@ impl FrameHeader {
     /// # Errors
     /// [`DecodeErrorKind::ChecksumMismatch`], at offset 0 of the frame; truncation if `frame`
     /// is shorter than [`FrameHeader::frame_len`].
+    #[inline]
     pub fn verify_frame(&self, frame: &[u8]) -> Result<(), DecodeError> {
         let Some(covered) = frame.get(4..self.frame_len()) else {
             return Err(DecodeError::frame(
@@ -207,7 +212,7 @@ impl FrameHeader {
                 },
             ));
         };
-        let computed = crc32c::crc32c(covered);
+        let computed = crate::crc::crc32c(covered);
         let stored = unmask_crc(self.masked_crc);
         if computed != stored {
             return Err(DecodeError::frame(
@@ -223,6 +228,7 @@ impl FrameHeader {
     ///
     /// # Errors
     /// A [`DecodeError`] with an offset counted from the start of the frame.
+    #[inline]
     pub fn decode_payload<'a>(
         &self,
         stored_payload: &'a [u8],
@@ -377,7 +383,7 @@ pub fn encode_frame_with(
     out[start + 9] = codec as u8;
     out[start + 10..start + 18].copy_from_slice(&fields.lsn.0.to_le_bytes());
     out[start + 18..start + 22].copy_from_slice(&fields.durable_lag.to_le_bytes());
-    let crc = crc32c::crc32c(&out[start + 4..]);
+    let crc = crate::crc::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&mask_crc(crc).to_le_bytes());
     Ok(out.len() - start)
 }

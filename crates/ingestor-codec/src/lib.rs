@@ -19,7 +19,6 @@
 //! ]);
 //!
 //! // Each record travels in a frame that carries its log sequence number.
-//! // Each record travels in a frame that carries its log sequence number.
 //! let mut log = Vec::new();
 //! encode_record(&defs, Lsn(1), Compression::None, &mut log)?;
 //! let batch_len = encode_record(&batch, Lsn(2), Compression::Lz4, &mut log)?;
@@ -54,6 +53,7 @@
 //! The byte layouts are specified in `docs/format.md` ("Frames" and "Records").
 
 mod bytes;
+pub mod crc;
 pub mod duration;
 mod error;
 mod frame;

@@ -39,6 +39,7 @@
 //! forwarder.stop();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;

@@ -37,6 +37,7 @@
 //!
 //! The assumptions this seam makes about real disks are written down in `docs/format.md`
 //! ("Assumptions about the storage medium").
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::io;

@@ -37,6 +37,7 @@
 //! - A [`SeriesRef`] is this store's own handle to a series, valid until the series is
 //!   deleted and never reused; the store never writes one to disk. It is not the log's
 //!   segment-local series id (`ingestor_codec::SeriesId`): the facade maps between the two.
+#![forbid(unsafe_code)]
 
 mod error;
 mod expose;

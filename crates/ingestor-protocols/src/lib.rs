@@ -36,6 +36,7 @@
 //! - No input panics a parser (each has a never-panics test over random input).
 //! - Every update returned passed the data model's validation (`SeriesKey::new`,
 //!   `Update::new`): names, label limits, finite values.
+#![forbid(unsafe_code)]
 
 pub mod line;
 pub mod line_cache;

@@ -105,6 +105,7 @@
 //!   given to `describe_*!` are ignored; descriptions replace the generic `# HELP` text.
 //! - [`IngestorRecorder::serve`] is a minimal blocking HTTP endpoint (one thread, one
 //!   connection at a time, `GET /metrics`); no async runtime is pulled in.
+#![forbid(unsafe_code)]
 
 mod cells;
 mod recorder;

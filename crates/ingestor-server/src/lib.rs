@@ -37,7 +37,7 @@
 //!   the async workers; `/metrics` renders from a frozen copy-on-write view and streams.
 //! - Metric names starting with `ingestor_` belong to the server's own metrics: writes that
 //!   would create one are refused, so `/metrics` always parses.
-
+#![forbid(unsafe_code)]
 // Handlers return `Result<_, Response>`: the error is the answer to send, as axum's own
 // extractors do; boxing it would buy nothing on a path that allocates a body anyway.
 #![allow(clippy::result_large_err)]

@@ -60,6 +60,7 @@
 //!   so loading can always fall back to any snapshot kept and replay from it.
 //!
 //! The byte layout is specified in `docs/format.md` ("Snapshot files").
+#![forbid(unsafe_code)]
 
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;

@@ -59,6 +59,7 @@
 //! durations (one sync may be running when it arrives).
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
+#![forbid(unsafe_code)]
 
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;

@@ -159,6 +159,7 @@ impl Cursor {
     }
 
     /// The frame at `offset`.
+    #[inline]
     pub(crate) fn frame(&mut self, offset: u64) -> Result<Found<'_>> {
         let head = self.bytes(offset, FRAME_HEADER_LEN)?;
         let Some(head) = head.first_chunk::<FRAME_HEADER_LEN>() else {

@@ -76,6 +76,13 @@ impl Counters {
         counter.fetch_add(n, Relaxed);
     }
 
+    /// Adds to a counter that only the holder of the log's write lock changes: a plain load
+    /// and store, without the cost of an atomic read-modify-write on every append (readers
+    /// of the statistics still see whole values).
+    pub(crate) fn add_locked(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
     pub(crate) fn sync_took(&self, took: Duration) {
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.syncs.fetch_add(1, Relaxed);

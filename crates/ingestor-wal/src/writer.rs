@@ -76,6 +76,15 @@ impl RecordBatch<'_> {
     }
 }
 
+/// How a batch leaves the active segment ([`Shared::needed_move`]).
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    /// The batch does not fit: the segment ends.
+    Rotate,
+    /// A zero-filled spare is ready for a segment whose space came from fallocate.
+    Early,
+}
+
 /// The active segment and where the next frame goes; guarded by the write lock.
 pub(crate) struct Writer {
     pub(crate) segment: SegmentId,
@@ -321,7 +330,12 @@ impl Shared {
             return Err(WalError::Closed);
         }
         self.check_poisoned()?;
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        // Counted for a leader of a sync that waits for appenders in the middle of a write;
+        // an append under `Buffered` writes nothing (its buffer is written under the lock).
+        let counted = !matches!(self.options.sync_policy, SyncPolicy::Buffered(_));
+        if counted {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+        }
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
         let mut buf = std::mem::take(&mut w.buf);
@@ -329,7 +343,9 @@ impl Shared {
         buf.clear();
         w.buf = buf;
         drop(guard);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if counted {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         let (first, last) = result?;
         if last < first {
             let level = if self.written.load(Ordering::Acquire) >= last.0 {
@@ -374,34 +390,22 @@ impl Shared {
         buf: &mut Vec<u8>,
         build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
     ) -> Result<(Lsn, Lsn)> {
+        if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
+            return self.accept(w, build);
+        }
         let mut batch = self.batch(w, buf);
         build(&mut batch)?;
         let mut next = batch.next;
         if next == w.next_lsn {
             return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
         }
-        let header = SEGMENT_HEADER_LEN as u64;
-        let full =
-            w.offset > header && w.offset + buf.len() as u64 > self.options.segment_bytes_max;
-        // A segment whose space came from fallocate is left for a zero-filled spare as soon
-        // as one is ready (asked for once it held 1 MiB, or half a segment).
-        let early = !full
-            && w.offset > header
-            && !w.zeroed
-            && w.offset >= self.spare_trigger(false)
-            && lock(&self.spare).ready.is_some();
-        let switched = early && self.switch_early(w)?;
-        if full || switched {
-            if full {
-                self.rotate(w)?;
-            }
+        if let Some(needed) = self.needed_move(w, buf.len())
+            && self.make_move(w, needed)?
+        {
             buf.clear();
             let mut batch = self.batch(w, buf);
             build(&mut batch)?;
             next = batch.next;
-        }
-        if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
-            return self.accept(w, buf, next);
         }
         let segment = w.segment;
         let path = || self.path(segment);
@@ -432,27 +436,72 @@ impl Shared {
         w.next_lsn = next;
         self.accepted.store(last.0, Ordering::Release);
         self.written.store(last.0, Ordering::Release);
-        Counters::add(&self.counters.appends, 1);
-        Counters::add(&self.counters.records, next.0 - first.0);
-        Counters::add(&self.counters.bytes_written, buf.len() as u64);
+        Counters::add_locked(&self.counters.appends, 1);
+        Counters::add_locked(&self.counters.records, next.0 - first.0);
+        Counters::add_locked(&self.counters.bytes_written, buf.len() as u64);
         self.crash_point(crash_points::APPEND_AFTER_WRITE)?;
         self.hint_writeback(w);
         self.want_spare(w);
         Ok((first, last))
     }
 
-    /// [`SyncPolicy::Buffered`]: takes a batch's frames into the buffer, and writes the
+    /// Whether a batch of `len` bytes must go into a new segment: when it does not fit in the
+    /// active one, or when the active segment's space came from fallocate and a zero-filled
+    /// spare is ready (asked for once it held 1 MiB, or half a segment).
+    fn needed_move(&self, w: &Writer, len: usize) -> Option<Move> {
+        let header = SEGMENT_HEADER_LEN as u64;
+        if w.offset <= header {
+            return None;
+        }
+        if w.offset + len as u64 > self.options.segment_bytes_max {
+            return Some(Move::Rotate);
+        }
+        let early =
+            !w.zeroed && w.offset >= self.spare_trigger(false) && lock(&self.spare).ready.is_some();
+        early.then_some(Move::Early)
+    }
+
+    /// Makes the move [`Shared::needed_move`] asked for; returns whether the log is now in
+    /// a new segment (a switch to the spare is optional, and may not happen). The caller
+    /// then builds its batch again.
+    fn make_move(&self, w: &mut Writer, needed: Move) -> Result<bool> {
+        match needed {
+            Move::Rotate => self.rotate(w).map(|()| true),
+            Move::Early => self.switch_early(w),
+        }
+    }
+
+    /// [`SyncPolicy::Buffered`]: builds a batch's frames straight into the buffer (after
+    /// the frames accepted before it, which belong just before `offset`), and writes the
     /// buffer once it holds [`WalOptions::buffer_bytes`]; the first frames of an empty
-    /// buffer start the flusher's deadline.
-    fn accept(&self, w: &mut Writer, buf: &[u8], next: Lsn) -> Result<(Lsn, Lsn)> {
-        let was_empty = w.pending.is_empty();
+    /// buffer start the flusher's deadline. A batch that fails to build leaves nothing in
+    /// the buffer.
+    fn accept(
+        &self,
+        w: &mut Writer,
+        build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<(Lsn, Lsn)> {
+        let mut start = w.pending.len();
+        let mut next = self.build_pending(w, build)?;
+        if next == w.next_lsn {
+            return Ok((w.next_lsn, Lsn(w.next_lsn.0 - 1)));
+        }
+        if let Some(needed) = self.needed_move(w, w.pending.len() - start) {
+            // Leaving the segment writes the frames accepted before this batch: take the
+            // batch out first, and build it again after the move (where it stays if the
+            // optional switch to the spare did not happen).
+            w.pending.truncate(start);
+            self.make_move(w, needed)?;
+            start = w.pending.len();
+            next = self.build_pending(w, build)?;
+        }
+        let was_empty = start == 0;
         if was_empty {
             w.pending_at = w.offset;
         }
-        w.pending.extend_from_slice(buf);
         let first = w.next_lsn;
         let last = Lsn(next.0 - 1);
-        w.offset += buf.len() as u64;
+        w.offset += (w.pending.len() - start) as u64;
         w.next_lsn = next;
         if w.pending.len() >= self.options.buffer_bytes {
             // A failure poisons the log: this batch is not acknowledged (nor counted
@@ -463,10 +512,34 @@ impl Shared {
             let _ = tx.try_send(SyncMessage::Wake);
         }
         self.accepted.store(last.0, Ordering::Release);
-        Counters::add(&self.counters.appends, 1);
-        Counters::add(&self.counters.records, next.0 - first.0);
+        Counters::add_locked(&self.counters.appends, 1);
+        Counters::add_locked(&self.counters.records, next.0 - first.0);
         self.want_spare(w);
         Ok((first, last))
+    }
+
+    /// Builds a batch onto the end of the buffer of [`SyncPolicy::Buffered`]; returns the
+    /// LSN after its last record. On failure the buffer is as before.
+    fn build_pending(
+        &self,
+        w: &mut Writer,
+        build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<Lsn> {
+        let start = w.pending.len();
+        let mut batch = RecordBatch {
+            segment: w.segment,
+            next: w.next_lsn,
+            durable: Lsn(self.durable.load(Ordering::Acquire)),
+            compression: self.options.compression,
+            buf: &mut w.pending,
+        };
+        match build(&mut batch) {
+            Ok(()) => Ok(batch.next),
+            Err(e) => {
+                w.pending.truncate(start);
+                Err(e)
+            }
+        }
     }
 
     /// Writes the buffer of [`SyncPolicy::Buffered`] (a no-op when it is empty), with one
@@ -494,7 +567,7 @@ impl Shared {
                 cause => self.poison(cause),
             });
         }
-        Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
+        Counters::add_locked(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();
         self.hint_writeback(w);
         self.written.store(w.next_lsn.0 - 1, Ordering::Release);

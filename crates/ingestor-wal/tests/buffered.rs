@@ -209,3 +209,47 @@ fn invalid_buffer_options_are_refused() {
         assert!(matches!(err, WalError::InvalidOptions { .. }), "{err}");
     }
 }
+
+#[test]
+fn a_batch_whose_build_fails_leaves_nothing_in_the_buffer() {
+    let sim = SimFs::new(5);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    // Segments of 4 KiB: a batch that does not fit is built twice, once for the segment it
+    // does not fit in and once for the next, after the frames accepted before it were
+    // written out of the buffer. Every third batch fails the first time it is built; every
+    // third other one fails only when built a second time.
+    let opts = options(Duration::from_secs(60)).segment_bytes_max(4096).buffer_bytes(16 << 10);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    let mut expected = Vec::new();
+    let mut failed_on_second_build = 0;
+    for i in 1..=400u64 {
+        let mut builds = 0;
+        let built = wal.append_with(|batch| {
+            builds += 1;
+            batch.push(1, &record(i))?;
+            batch.push(2, b"second")?;
+            if i % 3 == 0 || (i % 3 == 1 && builds == 2) {
+                // Refused: record type 0 is reserved.
+                batch.push(0, b"refused")?;
+            }
+            Ok(())
+        });
+        if i % 3 == 0 || (i % 3 == 1 && builds == 2) {
+            assert!(matches!(built, Err(WalError::ReservedRecordType)), "{built:?}");
+            failed_on_second_build += usize::from(builds == 2);
+        } else {
+            let ack = built.unwrap();
+            assert_eq!(ack.first.0, expected.len() as u64 + 1);
+            expected.push(record(i));
+            expected.push(b"second".to_vec());
+        }
+        assert_eq!(wal.accepted_lsn().0, expected.len() as u64);
+    }
+    assert!(failed_on_second_build > 0, "no batch failed when built for a new segment");
+    wal.close().unwrap();
+    sim.crash(CrashPolicy::DropUnsynced);
+    let seen = replay(fs, Path::new(DIR), opts);
+    let lsns: Vec<u64> = seen.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lsns, (1..=expected.len() as u64).collect::<Vec<_>>());
+    assert_eq!(seen.into_iter().map(|(_, p)| p).collect::<Vec<_>>(), expected);
+}

@@ -60,6 +60,7 @@
 //! - `serde`: [`Config`] and every option in it deserialize (durations as `"15s"` or a
 //!   number of seconds, `"off"` for an optional one; unknown keys refused), and the reports
 //!   and stats ([`Stats`], [`OpenReport`], [`offline::VerifyReport`], ...) serialize.
+#![forbid(unsafe_code)]
 
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;
