@@ -129,7 +129,12 @@ impl FrameHeader {
     /// A [`DecodeError`] with an offset counted from the start of the frame.
     #[inline]
     pub fn parse(bytes: &[u8; FRAME_HEADER_LEN]) -> Result<FrameHeader, DecodeError> {
-        if bytes.iter().all(|&b| b == 0) {
+        // A frame's first 8 bytes (checksum, length) are rarely all zero: look at the rest
+        // only then.
+        let start = u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        if start == 0 && bytes.iter().all(|&b| b == 0) {
             return Err(DecodeError::frame(0, DecodeErrorKind::Zeroed));
         }
         let masked_crc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ingestor_codec::{DecodeError, DecodeErrorKind, Lsn, SEGMENT_HEADER_LEN, Section};
+use ingestor_codec::{DecodeError, DecodeErrorKind, FrameHeader, Lsn, SEGMENT_HEADER_LEN, Section};
 use ingestor_fs::{Fs, OpenMode};
 
 use crate::error::{Result, WalError};
@@ -254,6 +254,40 @@ impl Recovery<'_> {
         Ok(Next::Stop)
     }
 
+    /// Replays a valid frame with the expected LSN (if at or after the LSN replay starts
+    /// from) and counts it; returns the offset of the next frame.
+    #[inline]
+    fn take_frame(
+        &mut self,
+        segment: SegmentId,
+        offset: u64,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<u64> {
+        let frame_len = header.frame_len() as u64;
+        if header.lsn >= self.replay_from {
+            let info = FrameInfo {
+                segment,
+                offset,
+                lsn: header.lsn,
+                record_type: header.record_type,
+                codec: header.codec,
+                stored_len: header.payload_len,
+                payload_len: payload.len(),
+                durable_lag: header.durable_lag,
+            };
+            (self.on_record)(&info, payload)
+                .map_err(|source| WalError::Replay { lsn: header.lsn, source })?;
+            self.report.replayed += 1;
+        }
+        self.report.records += 1;
+        self.report.bytes += frame_len;
+        self.report.first_lsn.get_or_insert(header.lsn);
+        self.report.last_lsn = header.lsn;
+        self.expected = Some(header.lsn.0 + 1);
+        Ok(offset + frame_len)
+    }
+
     fn scan_frames(&mut self, i: usize, cur: &mut Cursor, is_last: bool) -> Result<Next> {
         let id = self.ids[i];
         let mut offset = SEGMENT_HEADER_LEN as u64;
@@ -262,34 +296,24 @@ impl Recovery<'_> {
         let mut last_frame = None;
         loop {
             let expected = self.expected.expect("set by the header");
+            // Most frames: whole in the cursor's buffer, stored plain, valid.
+            if let Some((header, payload)) = cur.plain_frame(offset)
+                && header.lsn.0 == expected
+            {
+                #[cfg(ingestor_deliberate_bugs)]
+                {
+                    last_frame = Some(offset);
+                }
+                offset = self.take_frame(id, offset, &header, cur.held(payload))?;
+                continue;
+            }
             let damage = match cur.frame(offset)? {
                 Found::Frame { header, payload } if header.lsn.0 == expected => {
-                    let frame_len = header.frame_len() as u64;
                     #[cfg(ingestor_deliberate_bugs)]
                     {
                         last_frame = Some(offset);
                     }
-                    if header.lsn >= self.replay_from {
-                        let info = FrameInfo {
-                            segment: id,
-                            offset,
-                            lsn: header.lsn,
-                            record_type: header.record_type,
-                            codec: header.codec,
-                            stored_len: header.payload_len,
-                            payload_len: payload.len(),
-                            durable_lag: header.durable_lag,
-                        };
-                        (self.on_record)(&info, &payload)
-                            .map_err(|source| WalError::Replay { lsn: header.lsn, source })?;
-                        self.report.replayed += 1;
-                    }
-                    self.report.records += 1;
-                    self.report.bytes += frame_len;
-                    self.report.first_lsn.get_or_insert(header.lsn);
-                    self.report.last_lsn = header.lsn;
-                    self.expected = Some(expected + 1);
-                    offset += frame_len;
+                    offset = self.take_frame(id, offset, &header, &payload)?;
                     continue;
                 }
                 Found::Frame { header, .. } => Damage {

@@ -338,10 +338,7 @@ impl Shared {
         }
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
-        let mut buf = std::mem::take(&mut w.buf);
-        let result = self.check_poisoned().and_then(|()| self.write_batch(w, &mut buf, &mut build));
-        buf.clear();
-        w.buf = buf;
+        let result = self.check_poisoned().and_then(|()| self.write_batch(w, &mut build));
         drop(guard);
         if counted {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -387,12 +384,26 @@ impl Shared {
     fn write_batch(
         &self,
         w: &mut Writer,
-        buf: &mut Vec<u8>,
         build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
     ) -> Result<(Lsn, Lsn)> {
         if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
             return self.accept(w, build);
         }
+        let mut buf = std::mem::take(&mut w.buf);
+        let result = self.write_frames(w, &mut buf, build);
+        buf.clear();
+        w.buf = buf;
+        result
+    }
+
+    /// [`Shared::write_batch`] under the policies that write every batch: builds it in
+    /// `buf`, then writes it.
+    fn write_frames(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
+    ) -> Result<(Lsn, Lsn)> {
         let mut batch = self.batch(w, buf);
         build(&mut batch)?;
         let mut next = batch.next;
@@ -456,8 +467,11 @@ impl Shared {
         if w.offset + len as u64 > self.options.segment_bytes_max {
             return Some(Move::Rotate);
         }
-        let early =
-            !w.zeroed && w.offset >= self.spare_trigger(false) && lock(&self.spare).ready.is_some();
+        // (No spare is ever made under `SegmentFill::Allocate`: no lock taken for it.)
+        let early = !w.zeroed
+            && self.options.segment_fill != SegmentFill::Allocate
+            && w.offset >= self.spare_trigger(false)
+            && lock(&self.spare).ready.is_some();
         early.then_some(Move::Early)
     }
 
@@ -624,14 +638,21 @@ impl Shared {
     /// Asks for a zero-filled spare segment once the active one has taken enough records to
     /// suggest the log grows: 1 MiB (or half a segment, if smaller) into a segment whose
     /// space came from fallocate, half a segment into a zero-filled one.
+    #[inline]
     fn want_spare(&self, w: &Writer) {
+        if self.options.segment_fill == SegmentFill::Allocate
+            || w.offset < self.spare_trigger(w.zeroed)
+        {
+            return;
+        }
+        self.ask_for_spare();
+    }
+
+    /// [`Shared::want_spare`] past its quick checks: asks for a spare unless one is ready,
+    /// wanted or failed already.
+    #[cold]
+    fn ask_for_spare(&self) {
         let fill = self.options.segment_fill;
-        if fill == SegmentFill::Allocate {
-            return;
-        }
-        if w.offset < self.spare_trigger(w.zeroed) {
-            return;
-        }
         let mut spare = lock(&self.spare);
         if spare.ready.is_some()
             || spare.wanted
