@@ -241,15 +241,6 @@ pub trait FsFile: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Tells the operating system that `len` bytes at `offset` will be read soon, so that it
-    /// reads them from the disk ahead of need (a scan reading a file front to back asks for
-    /// the next stretch while it works on the one it has). A hint: the default does
-    /// nothing, and errors are the caller's to ignore.
-    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
-        Ok(())
-    }
-
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with
     /// [`io::ErrorKind::UnexpectedEof`].
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {

@@ -182,13 +182,6 @@ impl FsFile for StdFile {
             .map_err(io::Error::from)
     }
 
-    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
-        // POSIX_FADV_WILLNEED starts reading the range into the page cache and returns.
-        let Some(len) = std::num::NonZeroU64::new(len) else { return Ok(()) };
-        rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed)
-            .map_err(io::Error::from)
-    }
-
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
     }

@@ -62,22 +62,6 @@ fn start_writeback_changes_no_byte() {
 }
 
 #[test]
-fn will_need_changes_no_byte_and_takes_ranges_past_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let fs = StdFs::new();
-    let path = dir.path().join("a");
-    let file = fs.create(&path).unwrap();
-    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
-    file.write_at(&data, 0).unwrap();
-    file.will_need(0, 32 * 1024).unwrap();
-    file.will_need(60_000, 1 << 20).unwrap();
-    file.will_need(1 << 30, 4096).unwrap();
-    file.will_need(0, 0).unwrap();
-    assert_eq!(fs.read_file(&path).unwrap(), data);
-    assert_eq!(file.len().unwrap(), data.len() as u64, "a hint never changes the length");
-}
-
-#[test]
 fn create_on_an_existing_name_fails() {
     let dir = tempfile::tempdir().unwrap();
     let fs = StdFs::new();

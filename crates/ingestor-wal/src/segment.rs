@@ -23,8 +23,6 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 pub(crate) const MAX_FIRST_LSN: u64 = u64::MAX >> 2;
 /// How much a cursor reads at once.
 const READ_CHUNK: usize = 1 << 20;
-/// How far past what it read a cursor asks the operating system to read ahead.
-const PREFETCH: u64 = READ_CHUNK as u64;
 
 /// A segment, named by the LSN of its first record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -142,10 +140,6 @@ impl Cursor {
             .read_exact_at(&mut self.buf, offset)
             .map_err(|e| WalError::io("read", &self.path, e))?;
         self.buf_start = offset;
-        // Scans go front to back: the disk reads the next chunks while this one is worked on
-        // (a hint; a failure changes nothing).
-        let next = offset + take as u64;
-        let _ = self.file.will_need(next, self.len.saturating_sub(next).min(PREFETCH));
         Ok(())
     }
 
