@@ -24,6 +24,9 @@ fn main() {
     if std::env::var("INGESTOR_BENCH_SEGMENT_FILL").as_deref() == Ok("allocate") {
         options = options.segment_fill(ingestor_wal::SegmentFill::Allocate);
     }
+    if std::env::var("INGESTOR_NO_WRITEBACK_AHEAD").is_ok() {
+        options = options.writeback_ahead(false);
+    }
     let (wal, _) = Wal::open(Arc::new(StdFs::new()), tmp.path(), options).unwrap();
     let record = [7u8; 100];
     let records: Vec<(u8, &[u8])> = (0..batch).map(|_| (1u8, &record[..])).collect();

@@ -593,7 +593,8 @@ impl Shared {
     /// [`WRITEBACK_CHUNK`] of whole pages the active segment has taken (pages below the one
     /// the next frame goes into, never written again), so that the sync at rotation finds
     /// little left to write and does not stall the appender for a whole segment's worth.
-    /// Durability is unchanged: nothing counts as durable before a sync.
+    /// Durability is unchanged: nothing counts as durable before a sync. Under `Buffered`
+    /// the flusher thread gives the hint (submitting the writes costs the thread that asks).
     fn hint_writeback(&self, w: &mut Writer) {
         if !self.options.writeback_ahead
             || !matches!(self.options.sync_policy, SyncPolicy::Os | SyncPolicy::Buffered(_))
@@ -603,8 +604,18 @@ impl Shared {
         let written = w.offset - w.pending.len() as u64;
         let whole_pages = written & !(PAGE - 1);
         if whole_pages >= w.hinted + WRITEBACK_CHUNK {
-            // A hint: a failure changes nothing that matters.
-            let _ = w.file.start_writeback(w.hinted, whole_pages - w.hinted);
+            let (from, len) = (w.hinted, whole_pages - w.hinted);
+            if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
+                // The flusher gives the hint; with its channel full, a later write retries.
+                let Some(tx) = self.wake.get() else { return };
+                let hint = SyncMessage::Writeback(Arc::clone(&w.file), from, len);
+                if tx.try_send(hint).is_err() {
+                    return;
+                }
+            } else {
+                // A hint: a failure changes nothing that matters.
+                let _ = w.file.start_writeback(from, len);
+            }
             w.hinted = whole_pages;
         }
     }
