@@ -379,6 +379,7 @@ impl<'a> BatchReader<'a> {
         self.left == 0
     }
 
+    #[inline]
     fn point(&mut self) -> Result<Point, DecodeError> {
         let r = &mut self.r;
         let id = r.uvarint_max(u64::from(u32::MAX), "series id")?;
@@ -425,6 +426,9 @@ impl<'a> BatchReader<'a> {
 impl Iterator for BatchReader<'_> {
     type Item = Result<Point, DecodeError>;
 
+    // Inlined into the caller's loop: a point returned through memory costs a stall on
+    // every point (replay decodes millions).
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
             return None;

@@ -511,6 +511,72 @@ mod churn {
     }
 
     #[test]
+    fn a_batch_across_chunks_applies_each_point_to_its_own_series() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let keys: Vec<SeriesKey> =
+            (0..3000).map(|i| SeriesKey::new("g", [("i", i.to_string())]).unwrap()).collect();
+        let refs: Vec<SeriesRef> = keys.iter().map(|k| store.intern(k).unwrap()).collect();
+        let gauge = |v: f64| Op::GaugeSet(v);
+        // Runs of points in one chunk of slots, chunks taking turns, a chunk's run broken
+        // and resumed; a series deleted and written again in the batch, one only deleted.
+        let mut points = Vec::new();
+        for i in [5usize, 6, 2900, 1500, 7, 1024, 1023, 2048, 5, 2999] {
+            points.push(SlotPoint {
+                series: refs[i],
+                timestamp: Timestamp(1),
+                op: gauge(i as f64),
+            });
+        }
+        points.push(SlotPoint { series: refs[6], timestamp: Timestamp(2), op: Op::Delete });
+        points.push(SlotPoint { series: refs[6], timestamp: Timestamp(3), op: gauge(60.0) });
+        points.push(SlotPoint { series: refs[1500], timestamp: Timestamp(2), op: Op::Delete });
+        store.validate(&points).unwrap();
+        store.apply(Lsn(1), &points);
+        let value = |i: usize| match store.get_by_ref(refs[i]).map(|v| v.state) {
+            Some(SeriesState::Gauge(g)) => Some(g.value),
+            _ => None,
+        };
+        for i in [5usize, 2900, 7, 1024, 1023, 2048, 2999] {
+            assert_eq!(value(i), Some(i as f64), "series {i}");
+        }
+        assert_eq!(value(6), Some(60.0));
+        assert_eq!(store.get_by_ref(refs[1500]), None, "deleted in the batch");
+        assert_eq!(value(0), None, "never written");
+        assert_eq!(store.len(), 8);
+    }
+
+    #[test]
+    fn intern_parts_all_is_intern_parts_in_order_and_stops_at_a_refusal() {
+        let config = MemstoreConfig { max_series: 5, ..MemstoreConfig::default() };
+        let store = Memstore::new(config).unwrap();
+        let old = store.intern_parts("m", &[("i", "0")]).unwrap();
+        let keys: Vec<(&str, &[(&str, &str)])> =
+            vec![("m", &[("i", "1")]), ("m", &[("i", "0")]), ("m", &[("i", "1")]), ("n", &[])];
+        let mut out = Vec::new();
+        store.intern_parts_all(&keys, &mut out).unwrap();
+        // Found, created once though given twice, and in the order given.
+        let one = store.intern_parts("m", &[("i", "1")]).unwrap();
+        let n = store.intern_parts("n", &[]).unwrap();
+        assert_eq!(out, vec![one, old, one, n]);
+        assert_eq!(store.slots(), 3);
+        // An invalid key refuses at its place; those before it keep their series.
+        let keys: Vec<(&str, &[(&str, &str)])> =
+            vec![("m", &[("i", "2")]), ("m", &[("b", "1"), ("a", "1")]), ("m", &[("i", "3")])];
+        let mut out = Vec::new();
+        let (at, err) = store.intern_parts_all(&keys, &mut out).unwrap_err();
+        assert_eq!(at, 1);
+        assert!(matches!(err, MemstoreError::InvalidKey { .. }), "{err:?}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(store.slots(), 4, "m{{i=2}} stays, m{{i=3}} was never reached");
+        // The series limit refuses too, naming the key.
+        let keys: Vec<(&str, &[(&str, &str)])> = vec![("m", &[("i", "4")]), ("m", &[("i", "5")])];
+        let mut out = Vec::new();
+        let (at, err) = store.intern_parts_all(&keys, &mut out).unwrap_err();
+        assert_eq!((at, out.len()), (1, 1));
+        assert!(err.to_string().contains("i=\"5\""), "{err}");
+    }
+
+    #[test]
     fn resolve_at_confirms_only_the_exact_key_of_a_live_series() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let a = store.intern_parts("m", &[("host", "a"), ("x", "1")]).unwrap();
@@ -1096,8 +1162,44 @@ impl Memstore {
         labels: &[(&str, &str)],
     ) -> Result<SeriesRef, MemstoreError> {
         let mut inner = self.write();
+        let h = key_hash(&inner.hasher, name, labels.iter().copied());
+        self.intern_parts_hashed(&mut inner, h, name, labels)
+    }
+
+    /// [`Memstore::intern_parts`] for each key of `keys` in order (a key given twice gets one
+    /// series), under one lock, after reading ahead the places of all their hashes in the
+    /// index (loads the processor overlaps, instead of one cache miss after the other: a
+    /// replay defines a million series this way). Pushes each key's handle onto `out`;
+    /// stops at the first refusal, with its place in `keys` (the keys before it keep their
+    /// series).
+    ///
+    /// # Errors
+    /// As [`Memstore::intern_parts`], with the place of the key refused.
+    pub fn intern_parts_all(
+        &self,
+        keys: &[(&str, &[(&str, &str)])],
+        out: &mut Vec<SeriesRef>,
+    ) -> Result<(), (usize, MemstoreError)> {
+        let mut inner = self.write();
+        let hashes: Vec<u64> = keys
+            .iter()
+            .map(|(name, labels)| key_hash(&inner.hasher, name, labels.iter().copied()))
+            .collect();
+        inner.touch_all(&hashes);
+        for (i, (&(name, labels), &h)) in keys.iter().zip(&hashes).enumerate() {
+            out.push(self.intern_parts_hashed(&mut inner, h, name, labels).map_err(|e| (i, e))?);
+        }
+        Ok(())
+    }
+
+    fn intern_parts_hashed(
+        &self,
+        inner: &mut Inner,
+        h: u64,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<SeriesRef, MemstoreError> {
         let parts = labels.iter().copied();
-        let h = key_hash(&inner.hasher, name, parts.clone());
         if let Some(id) = inner.lookup_hashed(h, name, parts.clone(), labels.len()) {
             return Ok(SeriesRef(id));
         }
@@ -1225,34 +1327,51 @@ impl Memstore {
     /// # Panics
     /// If a point breaks what validation checks (a broken invariant of the caller).
     pub fn apply(&self, lsn: Lsn, points: &[SlotPoint]) {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let bounds = Arc::clone(&inner.bounds);
         let mut deleted = Vec::new();
-        for p in points {
-            if p.op == Op::Delete {
-                // The state goes now; the slot goes after the batch, unless a later point of
-                // the same batch writes the series again (it keeps its handle then).
-                let s = inner.slot_mut(p.series.0).expect("validated: the series is live");
-                let had_state = s.state.take().is_some();
-                s.last_update = Timestamp(i64::MIN);
-                inner.live -= usize::from(had_state);
-                deleted.push(p.series.0);
-                continue;
+        let mut rest = points;
+        while let Some(first) = rest.first() {
+            // The points that follow in the same chunk of slots (most of a batch written in
+            // handle order): the chunk made writable once for them all, not once a point
+            // (each time an atomic operation on its count).
+            let c = (first.series.0 >> CHUNK_SHIFT) as usize;
+            let run = rest
+                .iter()
+                .position(|p| (p.series.0 >> CHUNK_SHIFT) as usize != c)
+                .unwrap_or(rest.len());
+            let (here, after) = rest.split_at(run);
+            rest = after;
+            let chunk =
+                Arc::make_mut(inner.chunks.get_mut(c).expect("validated: the series is live"));
+            for p in here {
+                let s = chunk[p.series.0 as usize & (CHUNK - 1)]
+                    .as_mut()
+                    .expect("validated: the series is live");
+                if p.op == Op::Delete {
+                    // The state goes now; the slot goes after the batch, unless a later point
+                    // of the same batch writes the series again (it keeps its handle then).
+                    let had_state = s.state.take().is_some();
+                    s.last_update = Timestamp(i64::MIN);
+                    inner.live -= usize::from(had_state);
+                    deleted.push(p.series.0);
+                    continue;
+                }
+                s.last_update = s.last_update.max(p.timestamp);
+                s.changed = lsn;
+                let created = match &mut s.state {
+                    Some(state) => {
+                        state.apply(&p.op, p.timestamp, lsn);
+                        false
+                    }
+                    None => {
+                        s.state = SeriesState::first(&p.op, p.timestamp, lsn, &bounds);
+                        true
+                    }
+                };
+                inner.live += usize::from(created);
             }
-            let s = inner.slot_mut(p.series.0).expect("validated: the series is live");
-            s.last_update = s.last_update.max(p.timestamp);
-            s.changed = lsn;
-            let created = match &mut s.state {
-                Some(state) => {
-                    state.apply(&p.op, p.timestamp, lsn);
-                    false
-                }
-                None => {
-                    s.state = SeriesState::first(&p.op, p.timestamp, lsn, &bounds);
-                    true
-                }
-            };
-            inner.live += usize::from(created);
         }
         deleted.retain(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()));
         inner.remove_many(&deleted);

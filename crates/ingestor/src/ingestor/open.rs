@@ -264,40 +264,46 @@ impl Replay<'_> {
         match RecordType::from_byte(record_type) {
             Some(RecordType::SeriesDefs) => {
                 // Most definitions name series the memstore already has (from the snapshot,
-                // or an earlier segment): look them up without building keys.
+                // or an earlier segment): look them up without building keys, first where
+                // the guess says. The others are interned together after the visit.
                 let (memstore, ids, guess) = (self.memstore, &mut self.ids, &mut self.guess);
-                let mut refused = None;
-                visit_series_defs(payload, |log_id, name, labels| {
-                    if refused.is_some() {
-                        return;
-                    }
+                let mut unknown: Vec<(SeriesId, &str, std::ops::Range<usize>)> = Vec::new();
+                let mut labels_of_unknown: Vec<(&str, &str)> = Vec::new();
+                // A damaged record still defines the series before the damage (as salvage
+                // expects); its error comes first.
+                let visited = visit_series_defs(payload, |log_id, name, labels| {
                     let guessed = u32::try_from(i64::from(log_id.0) + *guess)
                         .ok()
                         .and_then(|at| memstore.resolve_at(at, name, labels));
-                    // Otherwise one hash of the key, no key built: found, or created.
-                    let id = guessed.map_or_else(
-                        || {
-                            memstore.intern_parts(name, labels).map_err(|e| match e {
-                                ingestor_memstore::MemstoreError::InvalidKey { reason } => {
-                                    fail(reason)
-                                }
-                                e => Error::from(e),
-                            })
-                        },
-                        Ok,
-                    );
-                    match id {
-                        Ok(series) => {
-                            *guess = i64::from(series.get()) - i64::from(log_id.0);
-                            ids.insert(log_id, series);
-                        }
-                        Err(e) => refused = Some(e),
+                    if let Some(series) = guessed {
+                        ids.insert(log_id, series);
+                    } else {
+                        let from = labels_of_unknown.len();
+                        labels_of_unknown.extend_from_slice(labels);
+                        unknown.push((log_id, name, from..labels_of_unknown.len()));
                     }
-                })
-                .map_err(|e| fail(e.to_string()))?;
-                if let Some(e) = refused {
-                    return Err(e);
+                });
+                let mut interned = Ok(());
+                if !unknown.is_empty() {
+                    // One hash of each key, no key built: found, or created.
+                    let keys: Vec<(&str, &[(&str, &str)])> = unknown
+                        .iter()
+                        .map(|(_, name, labels)| (*name, &labels_of_unknown[labels.clone()]))
+                        .collect();
+                    let mut series = Vec::with_capacity(keys.len());
+                    interned = memstore.intern_parts_all(&keys, &mut series);
+                    for ((log_id, ..), &handle) in unknown.iter().zip(&series) {
+                        ids.insert(*log_id, handle);
+                    }
+                    if let (Some((log_id, ..)), Some(last)) = (unknown.last(), series.last()) {
+                        *guess = i64::from(last.get()) - i64::from(log_id.0);
+                    }
                 }
+                visited.map_err(|e| fail(e.to_string()))?;
+                interned.map_err(|(_, e)| match e {
+                    ingestor_memstore::MemstoreError::InvalidKey { reason } => fail(reason),
+                    e => Error::from(e),
+                })?;
             }
             Some(RecordType::Batch)
                 if lsn > self.snapshot_lsn || replays_snapshot_lsn(lsn, self.snapshot_lsn) =>
