@@ -2,7 +2,8 @@
 //! ingestor-benches --example replay_open -- DIR [OPENS]` writes the bench's log into DIR
 //! if it does not exist yet (one round by key creating 1M series, four rounds by handle, in
 //! batches of 10,000, `Os`, no snapshot), then opens it OPENS times (default 3) and prints
-//! each replay's rate (`INGESTOR_SERIES=100000` for a smaller log).
+//! each replay's rate (`INGESTOR_SERIES=100000` for a smaller log). `DIR OPENS load`
+//! snapshots the directory once, then times the snapshot load alone.
 
 use std::time::Instant;
 
@@ -34,6 +35,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         db.close()?;
+    }
+    // `load` as the third argument: snapshot the directory once (it then no longer measures
+    // replay), and time the snapshot load alone (the bench's "snapshot load") OPENS times.
+    if args.get(2).map(String::as_str) == Some("load") {
+        let snapshots_dir = dir.join("snapshots");
+        let store = |dir: &std::path::Path| {
+            ingestor_snapshot::SnapshotStore::open(
+                std::sync::Arc::new(ingestor_fs::StdFs::new()),
+                dir,
+                ingestor_snapshot::SnapshotOptions::default(),
+            )
+        };
+        if store(&snapshots_dir)?.0.list()?.is_empty() {
+            let (db, _) = Ingestor::open(&dir, config.clone())?;
+            db.snapshot()?;
+            db.close()?;
+        }
+        for _ in 0..opens {
+            let loaded =
+                store(&snapshots_dir)?.0.load_newest(&ingestor::MemstoreConfig::default())?;
+            println!(
+                "snapshot load of {} series: {:.3} s",
+                loaded.series,
+                loaded.duration.as_secs_f64()
+            );
+        }
+        return Ok(());
     }
     for _ in 0..opens {
         let started = Instant::now();
