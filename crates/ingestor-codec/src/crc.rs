@@ -197,6 +197,18 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_and_any_starting_crc_match_the_crate(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+            crc in proptest::num::u32::ANY,
+            start in 0usize..8,
+        ) {
+            let slice = bytes.get(start..).unwrap_or_default();
+            proptest::prop_assert_eq!(crc32c_append(crc, slice), crc32c::crc32c_append(crc, slice));
+        }
+    }
+
     #[test]
     fn known_values() {
         // The check value of CRC-32C, and the iSCSI test vector of 32 zero bytes (RFC 3720).
