@@ -6,7 +6,7 @@
 //! few bytes one at a time, each a dependent CRC instruction as slow as one over 8 bytes,
 //! and under 768 bytes it runs one chain of them: the time of a short input is the length
 //! of that chain. Here, on x86-64 with SSE4.2 and PCLMULQDQ, an input from
-//! [`THREE_LANES_MIN`] to [`SHORT_MAX`] bytes is cut in three lanes whose chains run side by
+//! 48 to 767 bytes is cut in three lanes whose chains run side by
 //! side, each read 8 bytes at a time from wherever it starts (an unaligned load costs
 //! nothing extra) and its last bytes 4, 2 and 1 at a time; the lanes' CRCs are then joined
 //! with two carry-less multiplications by constants and one CRC instruction. Shorter inputs
