@@ -182,10 +182,11 @@ fn spawn_timer(
             loop {
                 match rx.recv() {
                     Ok(SyncMessage::Wake) => {}
+                    // A hint (a failure changes nothing that matters) that also counts as a
+                    // wake-up: an appender whose wake-up found the channel full of hints
+                    // counts on the deadline this starts.
                     Ok(SyncMessage::Writeback(file, offset, len)) => {
-                        // A hint: a failure changes nothing that matters.
                         let _ = file.start_writeback(offset, len);
-                        continue;
                     }
                     Ok(SyncMessage::Shutdown) | Err(_) => return,
                 }

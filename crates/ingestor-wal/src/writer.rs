@@ -522,7 +522,8 @@ impl Shared {
             // accepted), and the records accepted before it are lost with the buffer.
             self.flush_pending(w)?;
         } else if was_empty && let Some(tx) = self.wake.get() {
-            // A full channel means a wake-up is already pending.
+            // A full channel holds a wake-up or a write-back hint, either of which starts
+            // the flusher's deadline.
             let _ = tx.try_send(SyncMessage::Wake);
         }
         self.accepted.store(last.0, Ordering::Release);
@@ -533,7 +534,9 @@ impl Shared {
     }
 
     /// Builds a batch onto the end of the buffer of [`SyncPolicy::Buffered`]; returns the
-    /// LSN after its last record. On failure the buffer is as before.
+    /// LSN after its last record. On failure the buffer is as before, and so it is when
+    /// `build` panics (the panic goes on after the buffer is cut back: the frames accepted
+    /// before stay whole, and the next append finds no half-built frame after them).
     fn build_pending(
         &self,
         w: &mut Writer,
@@ -547,11 +550,18 @@ impl Shared {
             compression: self.options.compression,
             buf: &mut w.pending,
         };
-        match build(&mut batch) {
-            Ok(()) => Ok(batch.next),
-            Err(e) => {
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            build(&mut batch).map(|()| batch.next)
+        }));
+        match built {
+            Ok(Ok(next)) => Ok(next),
+            Ok(Err(e)) => {
                 w.pending.truncate(start);
                 Err(e)
+            }
+            Err(panic) => {
+                w.pending.truncate(start);
+                std::panic::resume_unwind(panic)
             }
         }
     }

@@ -253,3 +253,29 @@ fn a_batch_whose_build_fails_leaves_nothing_in_the_buffer() {
     assert_eq!(lsns, (1..=expected.len() as u64).collect::<Vec<_>>());
     assert_eq!(seen.into_iter().map(|(_, p)| p).collect::<Vec<_>>(), expected);
 }
+
+#[test]
+fn a_batch_whose_build_panics_leaves_nothing_in_the_buffer() {
+    let sim = SimFs::new(6);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60));
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    // Into an empty buffer, and after accepted frames.
+    for first in [1u64, 3] {
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wal.append_with(|batch| {
+                batch.push(1, &record(999))?;
+                panic!("a builder that panics after pushing a record");
+            })
+        }));
+        assert!(panicked.is_err());
+        wal.append(1, &record(first)).unwrap();
+        wal.append(1, &record(first + 1)).unwrap();
+    }
+    assert_eq!(wal.accepted_lsn(), Lsn(4));
+    wal.close().unwrap();
+    sim.crash(CrashPolicy::DropUnsynced);
+    let seen = replay(fs, Path::new(DIR), opts);
+    let expected: Vec<(u64, Vec<u8>)> = (1..=4).map(|i| (i, record(i))).collect();
+    assert_eq!(seen, expected);
+}

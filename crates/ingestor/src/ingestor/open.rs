@@ -295,8 +295,9 @@ impl Replay<'_> {
                     for ((log_id, ..), &handle) in unknown.iter().zip(&series) {
                         ids.insert(*log_id, handle);
                     }
-                    if let (Some((log_id, ..)), Some(last)) = (unknown.last(), series.last()) {
-                        *guess = i64::from(last.get()) - i64::from(log_id.0);
+                    // The last definition interned (before a refusal, if one stopped them).
+                    if let Some((i, last)) = series.len().checked_sub(1).zip(series.last()) {
+                        *guess = i64::from(last.get()) - i64::from(unknown[i].0.0);
                     }
                 }
                 visited.map_err(|e| fail(e.to_string()))?;
