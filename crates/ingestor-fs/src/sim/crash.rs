@@ -45,6 +45,9 @@ impl State {
                     file.durable = crash_file(&file.durable, &file.pending, policy, rng);
                     file.pending.clear();
                     file.current = file.durable.clone();
+                    // A new boot: no write-back error is remembered.
+                    file.wb_errors = 0;
+                    file.wb_error_seen = false;
                     file.open_handles = 0;
                 }
             }

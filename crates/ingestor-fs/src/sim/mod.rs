@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use self::state::{Call, HandleCheck, Node, NodeId, SimPath, State, Tag, check_len, fail_if};
@@ -118,8 +119,10 @@ pub enum FaultKind {
     ShortWrite,
     /// On [`OpKind::SyncData`] and [`OpKind::SyncAll`]: fails with `EIO`, and the file's
     /// pending writes are dropped from what can ever become durable while reads still return
-    /// them (Linux's write-back error behaviour); a later sync succeeds without making them
-    /// durable. Elsewhere: as [`FaultKind::Eio`].
+    /// them (Linux's write-back error behaviour). The error is reported once per handle:
+    /// the next sync through each other open handle fails with `EIO` as well, and after that
+    /// syncs succeed without making the dropped writes durable. Elsewhere: as
+    /// [`FaultKind::Eio`].
     SyncLosesData,
 }
 
@@ -205,7 +208,10 @@ pub struct SimStats {
 ///   (writes and length changes) issued since its last sync, in order. `sync_data` and
 ///   `sync_all` apply the pending operations, in order, onto the durable bytes. They do not
 ///   copy the current bytes: after a failed sync ([`FaultKind::SyncLosesData`]) the current
-///   bytes hold writes that must never become durable.
+///   bytes hold writes that must never become durable. Such an error is reported once to
+///   every handle of the file, as Linux reports a write-back error once per open file
+///   description: a handle opened before it (or after it, while no handle has reported
+///   it) fails its next sync too.
 /// - A **directory** has durable entries, current entries and the pending entry operations
 ///   (create, remove, rename) since its last sync. Only [`Fs::sync_dir`] makes them durable,
 ///   so a file that was created and synced, in a directory that was not, can vanish.
@@ -483,7 +489,7 @@ impl SimFs {
     /// A handle to `id`, whose open was counted in `generation`.
     fn handle(
         &self,
-        (id, generation): (NodeId, u64),
+        (id, generation, wb_seen): (NodeId, u64, u64),
         path: &SimPath,
         writable: bool,
     ) -> Box<dyn FsFile> {
@@ -493,6 +499,7 @@ impl SimFs {
             generation,
             writable,
             path: path.to_string(),
+            wb_seen: AtomicU64::new(wb_seen),
         })
     }
 }
@@ -512,7 +519,7 @@ impl Fs for SimFs {
         let s = p.to_string();
         let id = run(&self.state, &op_call(OpKind::Create, &s), |st, fault| {
             fail_if(fault)?;
-            Ok((st.create(&p)?, st.generation))
+            Ok((st.create(&p)?, st.generation, 0))
         })?;
         Ok(self.handle(id, &p, true))
     }
@@ -524,7 +531,8 @@ impl Fs for SimFs {
         let call = Call { nums: &nums, ..op_call(OpKind::Open, &s) };
         let id = run(&self.state, &call, |st, fault| {
             fail_if(fault)?;
-            Ok((st.open(&p)?, st.generation))
+            let id = st.open(&p)?;
+            Ok((id, st.generation, st.wb_error_sample(id)))
         })?;
         Ok(self.handle(id, &p, mode == OpenMode::ReadWrite))
     }
@@ -629,6 +637,8 @@ struct SimFile {
     writable: bool,
     /// The normalized path it was opened with, for faults and messages.
     path: String,
+    /// The file's write-back errors this handle has seen (see `State::sync_file`).
+    wb_seen: AtomicU64,
 }
 
 impl fmt::Debug for SimFile {
@@ -727,12 +737,12 @@ impl FsFile for SimFile {
 
     fn sync_data(&self) -> io::Result<()> {
         let call = self.call(Tag::Op(OpKind::SyncData), &[], &[], false);
-        run(&self.state, &call, |st, fault| st.sync_file(self.node, fault))
+        run(&self.state, &call, |st, fault| st.sync_file(self.node, &self.wb_seen, fault))
     }
 
     fn sync_all(&self) -> io::Result<()> {
         let call = self.call(Tag::Op(OpKind::SyncAll), &[], &[], false);
-        run(&self.state, &call, |st, fault| st.sync_file(self.node, fault))
+        run(&self.state, &call, |st, fault| st.sync_file(self.node, &self.wb_seen, fault))
     }
 }
 

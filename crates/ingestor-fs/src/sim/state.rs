@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::rng::Rng;
 use super::trace::Trace;
@@ -119,6 +120,12 @@ pub(crate) struct FileNode {
     pub(crate) pending: Vec<DataOp>,
     /// Open handles of the current generation; a file with none and no name is dropped.
     pub(crate) open_handles: u64,
+    /// Write-back errors so far (Linux's per-file `errseq_t`): a sync through a handle that
+    /// has not seen the latest one fails with `EIO`, once per handle.
+    pub(crate) wb_errors: u64,
+    /// Whether some handle has reported the latest write-back error (a handle opened after
+    /// an error nobody reported reports it too, as on Linux).
+    pub(crate) wb_error_seen: bool,
 }
 
 /// A directory.
@@ -650,6 +657,8 @@ impl State {
             current: Vec::new(),
             pending: Vec::new(),
             open_handles: 1,
+            wb_errors: 0,
+            wb_error_seen: false,
         }));
         let dir = self.dir_mut(parent);
         dir.current.insert(name.to_owned(), id);
@@ -662,6 +671,13 @@ impl State {
         let id = self.lookup_file(path)?;
         self.file_mut(id).open_handles += 1;
         Ok(id)
+    }
+
+    /// Where a new handle of file `id` starts in its write-back errors: past the latest one
+    /// if a handle reported it, else before it (Linux's `errseq_sample`).
+    pub(crate) fn wb_error_sample(&self, id: NodeId) -> u64 {
+        let file = self.file(id);
+        if file.wb_error_seen { file.wb_errors } else { 0 }
     }
 
     /// The current entries of a directory, sorted by name.
@@ -843,21 +859,38 @@ impl State {
         self.file(id).current.len() as u64
     }
 
-    /// `fdatasync`/`fsync` of a file: applies its pending operations, in order, onto its
-    /// durable bytes. After a [`FaultKind::SyncLosesData`] they are dropped instead.
-    pub(crate) fn sync_file(&mut self, id: NodeId, fault: Option<FaultKind>) -> io::Result<()> {
+    /// `fdatasync`/`fsync` of a file through a handle whose last seen write-back error is
+    /// `seen`: applies the file's pending operations, in order, onto its durable bytes. After
+    /// a [`FaultKind::SyncLosesData`] they are dropped instead, and the error is recorded on
+    /// the file: every handle that has not seen it fails its next sync with `EIO` too (what
+    /// Linux does since 4.13, per open file description), then syncs normally.
+    pub(crate) fn sync_file(
+        &mut self,
+        id: NodeId,
+        seen: &AtomicU64,
+        fault: Option<FaultKind>,
+    ) -> io::Result<()> {
         let file = self.file_mut(id);
         match fault {
             Some(FaultKind::SyncLosesData) => {
                 // Linux after a write-back error: the pages are marked clean, so the bytes
                 // stay readable from the cache but never reach the disk.
                 file.pending.clear();
+                file.wb_errors += 1;
+                file.wb_error_seen = true;
+                seen.store(file.wb_errors, Ordering::Relaxed);
                 Err(fault_error(FaultKind::SyncLosesData))
             }
             Some(kind) => Err(fault_error(kind)),
             None => {
                 for op in file.pending.drain(..) {
                     op.apply(&mut file.durable);
+                }
+                if seen.load(Ordering::Relaxed) != file.wb_errors {
+                    // An error another handle's sync met: this handle reports it once.
+                    seen.store(file.wb_errors, Ordering::Relaxed);
+                    file.wb_error_seen = true;
+                    return Err(fault_error(FaultKind::SyncLosesData));
                 }
                 self.stats.file_syncs += 1;
                 Ok(())

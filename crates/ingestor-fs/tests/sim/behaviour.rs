@@ -203,6 +203,27 @@ fn a_failed_sync_loses_the_pending_bytes_for_good() {
 }
 
 #[test]
+fn a_failed_sync_is_reported_once_through_every_handle() {
+    let (fs, first) = disk_with_durable_file(1, b"old");
+    let second = fs.open(p("/d/a"), OpenMode::ReadWrite).unwrap();
+    first.write_at(b"NEW", 0).unwrap();
+    fs.inject(Fault::new(OpKind::SyncData, FaultKind::SyncLosesData));
+    assert_eq!(first.sync_data().unwrap_err().raw_os_error(), Some(EIO));
+    // The other handle was open before the error: its next sync reports it (as Linux does
+    // per open file description), else it would claim the lost bytes durable.
+    assert_eq!(second.sync_all().unwrap_err().raw_os_error(), Some(EIO));
+    // Once each.
+    first.sync_data().unwrap();
+    second.sync_data().unwrap();
+    // A handle opened after the error was reported does not see it.
+    let third = fs.open(p("/d/a"), OpenMode::Read).unwrap();
+    third.sync_data().unwrap();
+    fs.crash(CrashPolicy::KeepPrefix);
+    assert_eq!(fs.read_file(p("/d/a")).unwrap(), b"old");
+    assert_eq!(fs.stats().faults_fired.get("SyncLosesData"), Some(&1));
+}
+
+#[test]
 fn writes_after_a_failed_sync_can_still_become_durable() {
     let (fs, file) = disk_with_durable_file(1, b"old");
     file.write_at(b"lost", 3).unwrap();
