@@ -4,10 +4,13 @@
 //! failed write of the buffer poisons the log.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ingestor_fs::{CrashPolicy, Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
+use ingestor_fs::{
+    CrashPolicy, DirEntry, Fault, FaultKind, Fs, FsFile, FsLock, OpKind, OpenMode, SimFs, StdFs,
+};
 use ingestor_wal::{AckLevel, Lsn, SegmentFill, SyncPolicy, Wal, WalError, WalOptions};
 
 const DIR: &str = "/db/wal";
@@ -278,4 +281,147 @@ fn a_batch_whose_build_panics_leaves_nothing_in_the_buffer() {
     let seen = replay(fs, Path::new(DIR), opts);
     let expected: Vec<(u64, Vec<u8>)> = (1..=4).map(|i| (i, record(i))).collect();
     assert_eq!(seen, expected);
+}
+
+/// A file system over a [`SimFs`] whose first write-back hint (`start_writeback`) blocks
+/// until released: the flusher thread, which gives the hints, is held there.
+#[derive(Debug)]
+struct HintGate {
+    inner: SimFs,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug, Default)]
+struct Gate {
+    /// Told when the first hint blocks; taken by it.
+    told: Mutex<Option<Sender<()>>>,
+    released: Mutex<bool>,
+    release: Condvar,
+}
+
+#[derive(Debug)]
+struct GatedFile {
+    inner: Box<dyn FsFile>,
+    gate: Arc<Gate>,
+}
+
+impl FsFile for GatedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn start_writeback(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        let told = self.gate.told.lock().unwrap().take();
+        if let Some(told) = told {
+            told.send(()).unwrap();
+            let released = self.gate.released.lock().unwrap();
+            drop(
+                self.gate
+                    .release
+                    .wait_timeout_while(released, Duration::from_secs(20), |r| !*r)
+                    .unwrap(),
+            );
+        }
+        self.inner.start_writeback(offset, len)
+    }
+}
+
+impl Fs for HintGate {
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        let inner = self.inner.create(path)?;
+        Ok(Box::new(GatedFile { inner, gate: Arc::clone(&self.gate) }))
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
+        let inner = self.inner.open(path, mode)?;
+        Ok(Box::new(GatedFile { inner, gate: Arc::clone(&self.gate) }))
+    }
+    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
+        self.inner.read_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
+        self.inner.lock_dir(path)
+    }
+    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
+        self.inner.crash_point(name)
+    }
+}
+
+/// Waits (up to 20 s) until everything accepted up to `lsn` was written.
+fn written_by_itself(wal: &Wal, lsn: Lsn) -> bool {
+    let started = Instant::now();
+    while wal.written_lsn() < lsn {
+        if started.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// The flusher gives the write-back hints; an appender's wake-up finding its channel full of
+/// them is dropped. The hints must then start the deadline themselves, or the frames that
+/// wake-up announced wait in the buffer until some later append (forever, if none comes).
+#[test]
+fn a_wake_up_refused_by_a_channel_full_of_hints_still_gets_the_buffer_written() {
+    let (told_tx, told_rx) = channel();
+    let gate = Arc::new(Gate { told: Mutex::new(Some(told_tx)), ..Gate::default() });
+    let fs: Arc<dyn Fs> = Arc::new(HintGate { inner: SimFs::new(11), gate: Arc::clone(&gate) });
+    let options = WalOptions::default()
+        .sync_policy(SyncPolicy::Buffered(Duration::from_millis(20)))
+        .segment_fill(SegmentFill::Allocate)
+        .segment_bytes_max(64 << 20);
+    let (wal, _) = Wal::open(fs, Path::new(DIR), options).unwrap();
+    // The flusher writes a first record at its deadline, then waits for the next message.
+    let first = wal.append(1, &record(1)).unwrap();
+    assert!(written_by_itself(&wal, first.last), "the first record was never written");
+    // A record larger than the buffer is written by its append, without a wake-up, and
+    // crosses a write-back boundary (every 8 MiB): a hint, which blocks the flusher.
+    let big: Vec<u8> =
+        (0..8_600_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    wal.append(1, &big).unwrap();
+    told_rx.recv_timeout(Duration::from_secs(20)).expect("the flusher took the first hint");
+    // Four more hints fill the flusher's channel.
+    for _ in 0..4 {
+        wal.append(1, &big).unwrap();
+    }
+    // A record into the empty buffer: its wake-up finds the channel full.
+    let last = wal.append(1, &record(2)).unwrap();
+    assert_eq!(last.level, AckLevel::Accepted);
+    assert!(wal.written_lsn() < last.last);
+    *gate.released.lock().unwrap() = true;
+    gate.release.notify_all();
+    assert!(written_by_itself(&wal, last.last), "the buffer waited past its deadline");
+    wal.close().unwrap();
 }
