@@ -1,6 +1,8 @@
 //! A file-system wrapper for tests (feature `fs`): every operation goes through to the
 //! wrapped [`Fs`], and each crash-point announcement first reaches a [`Hook`] of the test's,
-//! which can count it, record it, park the thread, kill the process or fail it.
+//! which can count it, record it, park the thread, kill the process or fail it. The hook
+//! also sees file and directory syncs (which it may answer itself: a broken disk) and
+//! write-back hints (where it may hold the thread that gives them).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -27,17 +29,40 @@
 use std::fmt;
 use std::io;
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ingestor_fs::{DirEntry, Fs, FsFile, FsLock, OpenMode};
 
-/// What a test does when the engine announces a crash point.
+/// What a test does when the engine announces a crash point, syncs or hints.
 pub trait Hook: Send + Sync + fmt::Debug {
     /// Called at each announcement, before the wrapped file system hears of it. An error
     /// is returned to the engine as the announcement's, without the wrapped file system
     /// hearing of it.
-    fn crash_point(&self, name: &'static str) -> io::Result<()>;
+    fn crash_point(&self, name: &'static str) -> io::Result<()> {
+        let _ = name;
+        Ok(())
+    }
+
+    /// Called before a file's `sync_data` or `sync_all` (of the file opened or created at
+    /// `path`): `Some(outcome)` is the call's outcome, without the wrapped file hearing of
+    /// it; `None` (the default) passes it on.
+    fn file_sync(&self, path: &Path) -> Option<io::Result<()>> {
+        let _ = path;
+        None
+    }
+
+    /// Called before [`Fs::sync_dir`], as [`Hook::file_sync`].
+    fn dir_sync(&self, path: &Path) -> Option<io::Result<()>> {
+        let _ = path;
+        None
+    }
+
+    /// Called before a file's write-back hint ([`FsFile::start_writeback`]), which then goes
+    /// on to the wrapped file; it may block, to hold the thread that gives hints.
+    fn start_writeback(&self, path: &Path) {
+        let _ = path;
+    }
 }
 
 /// A file system passing every operation to `inner`, and each crash-point announcement to
@@ -47,13 +72,13 @@ pub trait Hook: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct HookFs<H> {
     inner: Arc<dyn Fs>,
-    hook: H,
+    hook: Arc<H>,
 }
 
 impl<H: Hook> HookFs<H> {
     /// Wraps `inner`, announcing crash points to `hook`.
     pub fn new(inner: Arc<dyn Fs>, hook: H) -> HookFs<H> {
-        HookFs { inner, hook }
+        HookFs { inner, hook: Arc::new(hook) }
     }
 
     /// The wrapped file system.
@@ -71,17 +96,23 @@ impl<H> Deref for HookFs<H> {
     }
 }
 
-impl<H: Hook> Fs for HookFs<H> {
+impl<H: Hook + 'static> HookFs<H> {
+    fn file(&self, inner: Box<dyn FsFile>, path: &Path) -> Box<dyn FsFile> {
+        Box::new(HookFile { inner, hook: Arc::clone(&self.hook), path: path.to_path_buf() })
+    }
+}
+
+impl<H: Hook + 'static> Fs for HookFs<H> {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.inner.create_dir_all(path)
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        self.inner.create(path)
+        Ok(self.file(self.inner.create(path)?, path))
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
-        self.inner.open(path, mode)
+        Ok(self.file(self.inner.open(path, mode)?, path))
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
@@ -97,7 +128,7 @@ impl<H: Hook> Fs for HookFs<H> {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.inner.sync_dir(path)
+        self.hook.dir_sync(path).unwrap_or_else(|| self.inner.sync_dir(path))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -111,6 +142,49 @@ impl<H: Hook> Fs for HookFs<H> {
     fn crash_point(&self, name: &'static str) -> io::Result<()> {
         self.hook.crash_point(name)?;
         self.inner.crash_point(name)
+    }
+}
+
+/// A file of a [`HookFs`]: every call goes through, syncs and hints by way of the hook.
+#[derive(Debug)]
+struct HookFile<H> {
+    inner: Box<dyn FsFile>,
+    hook: Arc<H>,
+    path: PathBuf,
+}
+
+impl<H: Hook> FsFile for HookFile<H> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.inner.allocate(len)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.hook.file_sync(&self.path).unwrap_or_else(|| self.inner.sync_data())
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.hook.file_sync(&self.path).unwrap_or_else(|| self.inner.sync_all())
+    }
+
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.hook.start_writeback(&self.path);
+        self.inner.start_writeback(offset, len)
     }
 }
 
@@ -147,5 +221,49 @@ mod tests {
         assert!(sim.is_crashed());
         assert_eq!(*fs.0.lock().unwrap(), ["a", "no", "b"]);
         assert_eq!(fs.space(Path::new("/d")).unwrap(), None);
+    }
+
+    /// Answers every sync itself (a disk that drops them) and counts write-back hints.
+    #[derive(Debug, Default)]
+    struct NoSyncs(Mutex<Vec<String>>);
+
+    impl Hook for NoSyncs {
+        fn file_sync(&self, path: &Path) -> Option<io::Result<()>> {
+            self.0.lock().unwrap().push(format!("file {}", path.display()));
+            Some(Ok(()))
+        }
+
+        fn dir_sync(&self, path: &Path) -> Option<io::Result<()>> {
+            self.0.lock().unwrap().push(format!("dir {}", path.display()));
+            Some(Ok(()))
+        }
+
+        fn start_writeback(&self, path: &Path) {
+            self.0.lock().unwrap().push(format!("hint {}", path.display()));
+        }
+    }
+
+    #[test]
+    fn the_hook_may_answer_syncs_and_hears_hints() {
+        let sim = SimFs::new(2);
+        let fs = HookFs::new(Arc::new(sim.clone()), NoSyncs::default());
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        sim.sync_dir(Path::new("/")).unwrap();
+        let file = fs.create(Path::new("/d/f")).unwrap();
+        file.write_at(b"data", 0).unwrap();
+        file.sync_data().unwrap();
+        file.start_writeback(0, 4).unwrap();
+        fs.open(Path::new("/d/f"), OpenMode::ReadWrite).unwrap().sync_all().unwrap();
+        fs.sync_dir(Path::new("/d")).unwrap();
+        assert_eq!(
+            *fs.0.lock().unwrap(),
+            ["file /d/f", "hint /d/f", "file /d/f", "dir /d"],
+            "every sync and hint reached the hook"
+        );
+        // None of the syncs reached the disk (only the one made on the disk itself did), and
+        // a power cut loses the file.
+        assert_eq!((sim.stats().file_syncs, sim.stats().dir_syncs), (0, 1));
+        sim.crash(ingestor_fs::CrashPolicy::DropUnsynced);
+        assert!(!sim.exists(Path::new("/d/f")).unwrap());
     }
 }

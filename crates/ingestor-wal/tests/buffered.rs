@@ -8,9 +8,8 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use ingestor_fs::{
-    CrashPolicy, DirEntry, Fault, FaultKind, Fs, FsFile, FsLock, OpKind, OpenMode, SimFs, StdFs,
-};
+use ingestor_fs::{CrashPolicy, Fault, FaultKind, Fs, OpKind, SimFs, StdFs};
+use ingestor_testkit::fs::{Hook, HookFs};
 use ingestor_wal::{AckLevel, Lsn, SegmentFill, SyncPolicy, Wal, WalError, WalOptions};
 
 const DIR: &str = "/db/wal";
@@ -283,98 +282,28 @@ fn a_batch_whose_build_panics_leaves_nothing_in_the_buffer() {
     assert_eq!(seen, expected);
 }
 
-/// A file system over a [`SimFs`] whose first write-back hint (`start_writeback`) blocks
-/// until released: the flusher thread, which gives the hints, is held there.
-#[derive(Debug)]
-struct HintGate {
-    inner: SimFs,
-    gate: Arc<Gate>,
-}
-
+/// A hook whose first write-back hint blocks until released: the flusher thread, which
+/// gives the hints, is held there.
 #[derive(Debug, Default)]
-struct Gate {
+struct HintGate {
     /// Told when the first hint blocks; taken by it.
     told: Mutex<Option<Sender<()>>>,
     released: Mutex<bool>,
     release: Condvar,
 }
 
-#[derive(Debug)]
-struct GatedFile {
-    inner: Box<dyn FsFile>,
-    gate: Arc<Gate>,
-}
-
-impl FsFile for GatedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.inner.allocate(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn start_writeback(&self, offset: u64, len: u64) -> std::io::Result<()> {
-        let told = self.gate.told.lock().unwrap().take();
+impl Hook for HintGate {
+    fn start_writeback(&self, _path: &Path) {
+        let told = self.told.lock().unwrap().take();
         if let Some(told) = told {
             told.send(()).unwrap();
-            let released = self.gate.released.lock().unwrap();
+            let released = self.released.lock().unwrap();
             drop(
-                self.gate
-                    .release
+                self.release
                     .wait_timeout_while(released, Duration::from_secs(20), |r| !*r)
                     .unwrap(),
             );
         }
-        self.inner.start_writeback(offset, len)
-    }
-}
-
-impl Fs for HintGate {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        let inner = self.inner.create(path)?;
-        Ok(Box::new(GatedFile { inner, gate: Arc::clone(&self.gate) }))
-    }
-    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Box<dyn FsFile>> {
-        let inner = self.inner.open(path, mode)?;
-        Ok(Box::new(GatedFile { inner, gate: Arc::clone(&self.gate) }))
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<DirEntry>> {
-        self.inner.read_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn FsLock>> {
-        self.inner.lock_dir(path)
-    }
-    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
-        self.inner.crash_point(name)
     }
 }
 
@@ -396,8 +325,11 @@ fn written_by_itself(wal: &Wal, lsn: Lsn) -> bool {
 #[test]
 fn a_wake_up_refused_by_a_channel_full_of_hints_still_gets_the_buffer_written() {
     let (told_tx, told_rx) = channel();
-    let gate = Arc::new(Gate { told: Mutex::new(Some(told_tx)), ..Gate::default() });
-    let fs: Arc<dyn Fs> = Arc::new(HintGate { inner: SimFs::new(11), gate: Arc::clone(&gate) });
+    let gate = Arc::new(HookFs::new(
+        Arc::new(SimFs::new(11)),
+        HintGate { told: Mutex::new(Some(told_tx)), ..HintGate::default() },
+    ));
+    let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
     let options = WalOptions::default()
         .sync_policy(SyncPolicy::Buffered(Duration::from_millis(20)))
         .segment_fill(SegmentFill::Allocate)

@@ -20,6 +20,7 @@ use ingestor::{
     SnapshotOptions, Update,
 };
 use ingestor_fs::{CrashPolicy, Fault, FaultKind, OpKind};
+use ingestor_testkit::fs::{Hook, HookFs};
 use ingestor_wal::WalError;
 
 use super::oracle::{EngineModel, History, Invariant, Model, Violation};
@@ -259,7 +260,7 @@ fn iteration(options: &Options, index: u64, report: &mut Report, verbose: bool) 
     let sim = SimFs::new(seed);
     let below: Arc<dyn Fs> = match options.breakage {
         Breakage::None | Breakage::ReplayTwice => Arc::new(sim.clone()),
-        b => Arc::new(BrokenFs { inner: sim.clone(), breakage: b }),
+        b => Arc::new(HookFs::new(Arc::new(sim.clone()), BrokenDisk(b))),
     };
     let sched_fs = Arc::new(SchedFs::new(below, SchedHook::default()));
     let fs: Arc<dyn Fs> = Arc::clone(&sched_fs) as Arc<dyn Fs>;
@@ -1256,79 +1257,19 @@ fn writer_ops(w: usize, seed: u64, salt: u64, db: &Ingestor, sched: &Sched, phas
     }
 }
 
-/// A file system with a deliberate durability bug, for showing that the crash test catches
-/// one: [`Breakage::SyncNoop`] turns file syncs into no-ops, [`Breakage::DirSyncNoop`]
-/// directory syncs.
+/// A deliberate durability bug of the disk, for showing that the crash test catches one (the
+/// hook of a [`HookFs`] over the simulated disk): [`Breakage::SyncNoop`] turns file syncs
+/// into no-ops, [`Breakage::DirSyncNoop`] directory syncs.
 #[derive(Debug)]
-struct BrokenFs {
-    inner: SimFs,
-    breakage: Breakage,
-}
+struct BrokenDisk(Breakage);
 
-#[derive(Debug)]
-struct BrokenFile {
-    inner: Box<dyn ingestor_fs::FsFile>,
-    breakage: Breakage,
-}
+impl Hook for BrokenDisk {
+    fn file_sync(&self, _path: &Path) -> Option<std::io::Result<()>> {
+        (self.0 == Breakage::SyncNoop).then_some(Ok(()))
+    }
 
-impl ingestor_fs::FsFile for BrokenFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        self.inner.write_at(buf, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.inner.allocate(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        if self.breakage == Breakage::SyncNoop { Ok(()) } else { self.inner.sync_data() }
-    }
-    fn sync_all(&self) -> std::io::Result<()> {
-        if self.breakage == Breakage::SyncNoop { Ok(()) } else { self.inner.sync_all() }
-    }
-}
-
-impl Fs for BrokenFs {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn ingestor_fs::FsFile>> {
-        Ok(Box::new(BrokenFile { inner: self.inner.create(path)?, breakage: self.breakage }))
-    }
-    fn open(
-        &self,
-        path: &Path,
-        mode: ingestor_fs::OpenMode,
-    ) -> std::io::Result<Box<dyn ingestor_fs::FsFile>> {
-        Ok(Box::new(BrokenFile { inner: self.inner.open(path, mode)?, breakage: self.breakage }))
-    }
-    fn read_dir(&self, path: &Path) -> std::io::Result<Vec<ingestor_fs::DirEntry>> {
-        self.inner.read_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        if self.breakage == Breakage::DirSyncNoop { Ok(()) } else { self.inner.sync_dir(path) }
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.inner.exists(path)
-    }
-    fn lock_dir(&self, path: &Path) -> std::io::Result<Box<dyn ingestor_fs::FsLock>> {
-        self.inner.lock_dir(path)
-    }
-    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
-        self.inner.crash_point(name)
+    fn dir_sync(&self, _path: &Path) -> Option<std::io::Result<()>> {
+        (self.0 == Breakage::DirSyncNoop).then_some(Ok(()))
     }
 }
 
