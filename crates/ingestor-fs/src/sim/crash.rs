@@ -47,7 +47,6 @@ impl State {
                     file.current = file.durable.clone();
                     // A new boot: no write-back error is remembered.
                     file.wb_errors = 0;
-                    file.wb_error_seen = false;
                     file.open_handles = 0;
                 }
             }

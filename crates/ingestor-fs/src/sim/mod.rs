@@ -120,9 +120,9 @@ pub enum FaultKind {
     /// On [`OpKind::SyncData`] and [`OpKind::SyncAll`]: fails with `EIO`, and the file's
     /// pending writes are dropped from what can ever become durable while reads still return
     /// them (Linux's write-back error behaviour). The error is reported once per handle:
-    /// the next sync through each other open handle fails with `EIO` as well, and after that
-    /// syncs succeed without making the dropped writes durable. Elsewhere: as
-    /// [`FaultKind::Eio`].
+    /// the next sync through each other handle open at the time fails with `EIO` as well,
+    /// making nothing durable, and after that syncs succeed without making the dropped
+    /// writes durable. Elsewhere: as [`FaultKind::Eio`].
     SyncLosesData,
 }
 
@@ -210,8 +210,8 @@ pub struct SimStats {
 ///   copy the current bytes: after a failed sync ([`FaultKind::SyncLosesData`]) the current
 ///   bytes hold writes that must never become durable. Such an error is reported once to
 ///   every handle of the file, as Linux reports a write-back error once per open file
-///   description: a handle opened before it (or after it, while no handle has reported
-///   it) fails its next sync too.
+///   description: a handle open at the time fails its next sync too, which makes nothing
+///   durable (the writes since stay pending).
 /// - A **directory** has durable entries, current entries and the pending entry operations
 ///   (create, remove, rename) since its last sync. Only [`Fs::sync_dir`] makes them durable,
 ///   so a file that was created and synced, in a directory that was not, can vanish.

@@ -121,11 +121,9 @@ pub(crate) struct FileNode {
     /// Open handles of the current generation; a file with none and no name is dropped.
     pub(crate) open_handles: u64,
     /// Write-back errors so far (Linux's per-file `errseq_t`): a sync through a handle that
-    /// has not seen the latest one fails with `EIO`, once per handle.
+    /// has not seen the latest one fails with `EIO`, once per handle. Every error is
+    /// reported at once by the sync that met it, so a handle opened later starts past it.
     pub(crate) wb_errors: u64,
-    /// Whether some handle has reported the latest write-back error (a handle opened after
-    /// an error nobody reported reports it too, as on Linux).
-    pub(crate) wb_error_seen: bool,
 }
 
 /// A directory.
@@ -658,7 +656,6 @@ impl State {
             pending: Vec::new(),
             open_handles: 1,
             wb_errors: 0,
-            wb_error_seen: false,
         }));
         let dir = self.dir_mut(parent);
         dir.current.insert(name.to_owned(), id);
@@ -674,10 +671,9 @@ impl State {
     }
 
     /// Where a new handle of file `id` starts in its write-back errors: past the latest one
-    /// if a handle reported it, else before it (Linux's `errseq_sample`).
+    /// (Linux's `errseq_sample`, for an error some handle already reported: here, always).
     pub(crate) fn wb_error_sample(&self, id: NodeId) -> u64 {
-        let file = self.file(id);
-        if file.wb_error_seen { file.wb_errors } else { 0 }
+        self.file(id).wb_errors
     }
 
     /// The current entries of a directory, sorted by name.
@@ -863,7 +859,9 @@ impl State {
     /// `seen`: applies the file's pending operations, in order, onto its durable bytes. After
     /// a [`FaultKind::SyncLosesData`] they are dropped instead, and the error is recorded on
     /// the file: every handle that has not seen it fails its next sync with `EIO` too (what
-    /// Linux does since 4.13, per open file description), then syncs normally.
+    /// Linux does since 4.13, per open file description), making nothing durable (the
+    /// pending operations stay pending, as Linux skips the journal commit and the cache
+    /// flush), then syncs normally.
     pub(crate) fn sync_file(
         &mut self,
         id: NodeId,
@@ -877,20 +875,18 @@ impl State {
                 // stay readable from the cache but never reach the disk.
                 file.pending.clear();
                 file.wb_errors += 1;
-                file.wb_error_seen = true;
                 seen.store(file.wb_errors, Ordering::Relaxed);
                 Err(fault_error(FaultKind::SyncLosesData))
             }
             Some(kind) => Err(fault_error(kind)),
+            None if seen.load(Ordering::Relaxed) != file.wb_errors => {
+                // An error another handle's sync met: this handle reports it once.
+                seen.store(file.wb_errors, Ordering::Relaxed);
+                Err(fault_error(FaultKind::SyncLosesData))
+            }
             None => {
                 for op in file.pending.drain(..) {
                     op.apply(&mut file.durable);
-                }
-                if seen.load(Ordering::Relaxed) != file.wb_errors {
-                    // An error another handle's sync met: this handle reports it once.
-                    seen.store(file.wb_errors, Ordering::Relaxed);
-                    file.wb_error_seen = true;
-                    return Err(fault_error(FaultKind::SyncLosesData));
                 }
                 self.stats.file_syncs += 1;
                 Ok(())

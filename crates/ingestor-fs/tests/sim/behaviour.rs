@@ -210,8 +210,11 @@ fn a_failed_sync_is_reported_once_through_every_handle() {
     fs.inject(Fault::new(OpKind::SyncData, FaultKind::SyncLosesData));
     assert_eq!(first.sync_data().unwrap_err().raw_os_error(), Some(EIO));
     // The other handle was open before the error: its next sync reports it (as Linux does
-    // per open file description), else it would claim the lost bytes durable.
+    // per open file description), else it would claim the lost bytes durable; and, as on
+    // Linux, that failed sync makes nothing durable, not even what was written since.
+    second.write_at(b"two", 3).unwrap();
     assert_eq!(second.sync_all().unwrap_err().raw_os_error(), Some(EIO));
+    assert_eq!(fs.stats().file_syncs, 1, "only the setup's sync succeeded");
     // Once each.
     first.sync_data().unwrap();
     second.sync_data().unwrap();
@@ -219,8 +222,24 @@ fn a_failed_sync_is_reported_once_through_every_handle() {
     let third = fs.open(p("/d/a"), OpenMode::Read).unwrap();
     third.sync_data().unwrap();
     fs.crash(CrashPolicy::KeepPrefix);
-    assert_eq!(fs.read_file(p("/d/a")).unwrap(), b"old");
+    // The writes since the error became durable with the later syncs; the lost ones never.
+    assert_eq!(fs.read_file(p("/d/a")).unwrap(), b"oldtwo");
     assert_eq!(fs.stats().faults_fired.get("SyncLosesData"), Some(&1));
+}
+
+#[test]
+fn a_sync_that_reports_another_handles_error_makes_nothing_durable() {
+    let (fs, first) = disk_with_durable_file(1, b"old");
+    let second = fs.open(p("/d/a"), OpenMode::ReadWrite).unwrap();
+    first.write_at(b"NEW", 0).unwrap();
+    fs.inject(Fault::new(OpKind::SyncData, FaultKind::SyncLosesData));
+    first.sync_data().unwrap_err();
+    second.write_at(b"two", 3).unwrap();
+    // Linux skips the journal commit and the cache flush of a sync that reports an error:
+    // what was written since stays pending.
+    assert_eq!(second.sync_data().unwrap_err().raw_os_error(), Some(EIO));
+    fs.crash(CrashPolicy::DropUnsynced);
+    assert_eq!(fs.read_file(p("/d/a")).unwrap(), b"old");
 }
 
 #[test]
