@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-#[cfg(ingestor_deliberate_bugs)]
 use ingestor_codec::Op;
 use ingestor_codec::{BatchReader, Lsn, RecordType, SeriesId, visit_series_defs};
 use ingestor_fs::{Fs, StdFs};
@@ -207,6 +206,24 @@ impl IdMap {
     }
 }
 
+/// `op`, rebuilt from its variant and value. The decoder hands each point's operation over
+/// in memory, stored as a tag and a value; moved on as is, it was read back as one 16-byte
+/// load, which the processor cannot forward from the two narrower stores just before: a
+/// stall on every point (`perf annotate` of `Replay::record`). Rebuilt, it travels in
+/// registers: replay of the bench's log 7.45-7.64M -> 7.70-7.94M points/s.
+#[inline(always)]
+#[allow(clippy::needless_match, reason = "the match is the point: it moves the value apart")]
+fn rebuilt(op: Op) -> Op {
+    match op {
+        Op::CounterAdd(v) => Op::CounterAdd(v),
+        Op::CounterSet(v) => Op::CounterSet(v),
+        Op::GaugeSet(v) => Op::GaugeSet(v),
+        Op::GaugeAdd(v) => Op::GaugeAdd(v),
+        Op::HistogramObserve(v) => Op::HistogramObserve(v),
+        other => other,
+    }
+}
+
 /// Replay of the log into the memstore at open.
 struct Replay<'a> {
     memstore: &'a Memstore,
@@ -329,7 +346,7 @@ impl Replay<'_> {
                         }
                     };
                     #[cfg_attr(not(ingestor_deliberate_bugs), allow(unused_mut))]
-                    let mut p = SlotPoint { series, timestamp: p.timestamp, op: p.op };
+                    let mut p = SlotPoint { series, timestamp: p.timestamp, op: rebuilt(p.op) };
                     #[cfg(ingestor_deliberate_bugs)]
                     if let (true, Op::HistogramAdd(s)) =
                         (crate::bugs::on("replay-add-as-set"), &p.op)
