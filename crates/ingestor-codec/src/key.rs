@@ -203,14 +203,18 @@ pub fn validate_canonical(name: &str, labels: &[(&str, &str)]) -> Result<(), Val
     for &(label_name, value) in labels {
         validate_label(label_name, value)?;
         if let Some(prev) = prev {
-            if prev == label_name {
-                return Err(ValidationError::DuplicateLabel { name: label_name.to_string() });
-            }
-            if prev > label_name {
-                return Err(ValidationError::LabelName {
-                    name: excerpt(label_name),
-                    reason: "labels are not sorted by name (not in canonical form)",
-                });
+            // One comparison for both checks (replay validates every key of the log).
+            match prev.cmp(label_name) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    return Err(ValidationError::DuplicateLabel { name: label_name.to_string() });
+                }
+                std::cmp::Ordering::Greater => {
+                    return Err(ValidationError::LabelName {
+                        name: excerpt(label_name),
+                        reason: "labels are not sorted by name (not in canonical form)",
+                    });
+                }
             }
         }
         prev = Some(label_name);
@@ -218,21 +222,49 @@ pub fn validate_canonical(name: &str, labels: &[(&str, &str)]) -> Result<(), Val
     Ok(())
 }
 
+/// Which bytes may stand where in names: bit 0, anywhere in a label name; bit 1, anywhere in
+/// a metric name; bit 2, first in a label name; bit 3, first in a metric name. One load a
+/// byte instead of the range tests of `is_ascii_alphanumeric` (replay validates every key
+/// of the log).
+const NAME_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() || c == b'_' {
+            0b1111
+        } else if c.is_ascii_digit() {
+            0b0011
+        } else if c == b':' {
+            0b1010
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Whether the first byte of `name` (not empty) has `first_bit` in [`NAME_BYTES`], and
+/// whether every byte has `any_bit`.
+#[inline]
+fn name_bytes(name: &[u8], first_bit: u8, any_bit: u8) -> (bool, bool) {
+    let first = NAME_BYTES[name[0] as usize] & first_bit != 0;
+    let all = name.iter().fold(0xff, |acc, &b| acc & NAME_BYTES[b as usize]) & any_bit != 0;
+    (first, all)
+}
+
 fn validate_metric_name(name: &str) -> Result<(), ValidationError> {
     let reason = if name.is_empty() {
         Some("it is empty")
     } else if name.len() > MAX_METRIC_NAME_LEN {
         Some("it is longer than 255 bytes")
-    } else if !name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
-    {
-        Some("it must start with a letter, '_' or ':'")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
-        Some("it may contain only letters, digits, '_' and ':'")
     } else {
-        None
+        match name_bytes(name.as_bytes(), 0b1000, 0b0010) {
+            (false, _) => Some("it must start with a letter, '_' or ':'"),
+            (true, false) => Some("it may contain only letters, digits, '_' and ':'"),
+            (true, true) => None,
+        }
     };
     match reason {
         Some(reason) => Err(ValidationError::MetricName { name: excerpt(name), reason }),
@@ -245,14 +277,13 @@ fn validate_label(name: &str, value: &str) -> Result<(), ValidationError> {
         Some("it is empty")
     } else if name.len() > MAX_LABEL_NAME_LEN {
         Some("it is longer than 255 bytes")
-    } else if !name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_') {
-        Some("it must start with a letter or '_'")
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        Some("it may contain only letters, digits and '_'")
-    } else if name.starts_with("__") {
-        Some("names starting with '__' are reserved")
     } else {
-        None
+        match name_bytes(name.as_bytes(), 0b0100, 0b0001) {
+            (false, _) => Some("it must start with a letter or '_'"),
+            (true, false) => Some("it may contain only letters, digits and '_'"),
+            (true, true) if name.starts_with("__") => Some("names starting with '__' are reserved"),
+            (true, true) => None,
+        }
     };
     if let Some(reason) = reason {
         return Err(ValidationError::LabelName { name: excerpt(name), reason });
@@ -276,6 +307,27 @@ const _: () = assert!(MAX_LABEL_VALUE_LEN == 4096);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_ascii_byte_is_allowed_exactly_where_the_format_says() {
+        for b in 0..128u8 {
+            let metric_first = b.is_ascii_alphabetic() || b == b'_' || b == b':';
+            let metric_any = b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+            let label_first = b.is_ascii_alphabetic() || b == b'_';
+            let label_any = b.is_ascii_alphanumeric() || b == b'_';
+            let first = String::from_utf8(vec![b, b'a']).unwrap();
+            let middle = String::from_utf8(vec![b'a', b, b'a']).unwrap();
+            assert_eq!(validate_metric_name(&first).is_ok(), metric_first, "{first:?}");
+            assert_eq!(validate_metric_name(&middle).is_ok(), metric_any, "{middle:?}");
+            assert_eq!(validate_label(&first, "v").is_ok(), label_first, "{first:?}");
+            assert_eq!(validate_label(&middle, "v").is_ok(), label_any, "{middle:?}");
+        }
+        for name in ["é", "aé", "a\u{7f}b", "a b"] {
+            assert!(validate_metric_name(name).is_err() && validate_label(name, "v").is_err());
+        }
+        assert!(validate_label("__a", "v").is_err(), "reserved");
+        assert!(validate_label("_a", "v").is_ok());
+    }
 
     #[test]
     fn canonical_form_sorts_labels() {
