@@ -408,6 +408,15 @@ mod tests {
         assert!(SeriesKey::from_canonical("m", &[("b", "1"), ("a", "2")]).is_err());
         assert!(SeriesKey::from_canonical("m", &[("a", "1"), ("a", "2")]).is_err());
         assert!(validate_canonical("m", &[("b", "1"), ("a", "2")]).is_err());
+        // Each of the two neighbour checks says which it is.
+        assert_eq!(
+            validate_canonical("m", &[("a", "1"), ("a", "2")]),
+            Err(ValidationError::DuplicateLabel { name: "a".into() })
+        );
+        assert!(matches!(
+            validate_canonical("m", &[("b", "1"), ("a", "2")]),
+            Err(ValidationError::LabelName { reason, .. }) if reason.contains("not sorted")
+        ));
         assert!(validate_canonical("m", &[("a", "")]).is_err(), "empty values are refused");
         assert!(validate_canonical("9m", &[]).is_err());
     }
