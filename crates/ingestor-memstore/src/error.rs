@@ -44,16 +44,18 @@ pub enum MemstoreError {
         /// The series.
         key: String,
     },
-    /// Every series handle of this store was given out: handles are never reused, and there
-    /// are 2^32 - 1 of them. No series can be created until the store is built again (a
-    /// restart numbers the series from 0).
+    /// Every slot of this store holds a series or waits to be freed: there are 2^32 - 1
+    /// of them, and the slots of deleted series are reused only once the store's owner
+    /// frees them ([`Memstore::free_deleted_slots`](crate::Memstore::free_deleted_slots)).
     #[error(
-        "no series handle left: {created} series were created in this store, and handles are \
-         never reused; restart to number the series again"
+        "no series slot left: {held} slots are held, {deleted} of them by deleted series whose \
+         slots were not freed yet"
     )]
     HandlesExhausted {
-        /// Series created in this store (every handle given out).
-        created: u64,
+        /// Slots holding a series or waiting to be freed.
+        held: u64,
+        /// Slots of deleted series waiting to be freed.
+        deleted: u64,
     },
     /// Parts given as a canonical series key are not one.
     #[error("invalid series key: {reason}")]

@@ -35,8 +35,10 @@
 //! - [`Memstore::freeze`] captures the whole state without copying it, so a snapshot can be
 //!   written while ingestion goes on.
 //! - A [`SeriesRef`] is this store's own handle to a series, valid until the series is
-//!   deleted and never reused; the store never writes one to disk. It is not the log's
-//!   segment-local series id (`ingestor_codec::SeriesId`): the facade maps between the two.
+//!   deleted and never valid again: a deleted series' slot goes to a new series only once
+//!   the owner frees it ([`Memstore::free_deleted_slots`]), and then with a new generation.
+//!   The store never writes a handle to disk. It is not the log's segment-local series id
+//!   (`ingestor_codec::SeriesId`): the facade maps between the two.
 #![forbid(unsafe_code)]
 
 mod error;

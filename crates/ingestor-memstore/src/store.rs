@@ -1,7 +1,7 @@
 //! The store: interning, chunked copy-on-write series slots, the label index, apply.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -82,6 +82,8 @@ struct Series {
     /// The LSN of the last batch that changed it ([`Memstore::loaded`] for a series read
     /// from a snapshot): what [`Frozen::changed_since`] selects by.
     changed: Lsn,
+    /// The slot's generation: how many series had the slot before this one.
+    generation: u32,
 }
 
 type Chunk = Vec<Option<Series>>;
@@ -270,9 +272,10 @@ impl FrozenSymbols {
     }
 }
 
-/// The series with one label value, sorted. Removed series stay in `ids` (a handle is never
-/// reused, and readers check the slot) until they are half of it; then the list is compacted
-/// once: removing every series of a metric costs linear time, not quadratic.
+/// The series with one label value, in no particular order (a reused slot joins at the
+/// end). Removed series stay in `ids` (readers check the slot) until they are half of it;
+/// then the list is compacted once: removing every series of a metric costs linear time, not
+/// quadratic. A removed series' slot is not reused while any list holds it.
 #[derive(Default)]
 struct Postings {
     ids: Vec<u32>,
@@ -280,11 +283,26 @@ struct Postings {
     dead: usize,
 }
 
+impl Postings {
+    /// Drops the slots that hold no series any more. A slot is reused only after every
+    /// list that held it was compacted ([`Memstore::free_deleted_slots`]), so a slot that
+    /// holds a series is this list's series.
+    fn compact(&mut self, chunks: &[Arc<Chunk>]) {
+        self.ids.retain(|&x| {
+            chunks
+                .get((x >> CHUNK_SHIFT) as usize)
+                .and_then(|c| c.get(x as usize & (CHUNK - 1)))
+                .is_some_and(Option::is_some)
+        });
+        self.dead = 0;
+    }
+}
+
 struct Inner {
     symbols: Symbols,
     chunks: Vec<Arc<Chunk>>,
     /// Series in each chunk's slots. A full chunk whose series are all gone is replaced by
-    /// `empty_chunk`: handles are never reused, so its slots would never be used again.
+    /// `empty_chunk` until a new series takes one of its slots again.
     chunk_series: Vec<u32>,
     empty_chunk: Arc<Chunk>,
     /// Series by the hash of their key ([`key_hash`]), 8 bytes a series.
@@ -299,6 +317,16 @@ struct Inner {
     /// `__name__`.
     postings: HashMap<(u32, u32), Postings, IdHashBuilder>,
     name_symbol: u32,
+    /// The slots of deleted series, each with the generation its next series gets, until
+    /// [`Memstore::free_deleted_slots`] frees them. Until then a posting list may still
+    /// hold the slot.
+    deleted: Vec<(u32, u32)>,
+    /// Posting lists that kept handles of deleted series (not compacted since).
+    stale_lists: HashSet<(u32, u32), IdHashBuilder>,
+    /// Freed slots, with their next generation, highest index first: new series take the
+    /// lowest, so that they fill chunks that already exist.
+    free: Vec<(u32, u32)>,
+    /// Slots ever made: the next slot when none is free.
     next_id: u32,
     /// Handles at or above this are never given out: `u32::MAX` (a test lowers it).
     handle_limit: u32,
@@ -328,8 +356,9 @@ pub struct SeriesView {
 ///
 /// Series are addressed by handles ([`SeriesRef`]): resolve a key once ([`Memstore::intern`])
 /// and address updates by handle ([`SlotPoint`]), so the label set is not hashed per point.
-/// Handles are never reused: after a delete, the old handle is refused and the key gets a new
-/// one.
+/// After a delete the old handle is refused for good, and the key gets a new one. The slots
+/// of deleted series are taken by new series once the owner frees them
+/// ([`Memstore::free_deleted_slots`]), each at its next generation.
 pub struct Memstore {
     inner: RwLock<Inner>,
     config: MemstoreConfig,
@@ -365,28 +394,112 @@ mod handles {
     use super::*;
 
     #[test]
-    fn running_out_of_handles_is_an_error_not_a_wrap() {
+    fn running_out_of_slots_is_an_error_not_a_wrap_until_deleted_ones_are_freed() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         store.write().handle_limit = 10;
         let key = |i: u32| SeriesKey::new("m", [("i", i.to_string())]).unwrap();
         let refs: Vec<SeriesRef> = (0..8).map(|i| store.intern(&key(i)).unwrap()).collect();
-        // All or nothing: three more do not fit in the two handles left.
+        // All or nothing: three more do not fit in the two slots left.
         let three = [key(8), key(9), key(10)];
         let err = store.intern_all(&three.iter().collect::<Vec<_>>()).unwrap_err();
-        assert_eq!(err, MemstoreError::HandlesExhausted { created: 8 });
+        assert_eq!(err, MemstoreError::HandlesExhausted { held: 8, deleted: 0 });
         assert_eq!(store.slots(), 8);
         store.intern(&key(8)).unwrap();
         store.intern_parts("m", &[("i", "9")]).unwrap();
-        // Removing series gives no handle back (handles are never reused)...
+        // Removing series gives no slot back until the owner frees them...
         store.discard_unwritten(&refs);
+        assert_eq!(store.deleted_slots(), 8);
         assert!(matches!(store.intern(&key(0)), Err(MemstoreError::HandlesExhausted { .. })));
-        assert!(matches!(
-            store.intern_parts("m", &[("i", "0")]),
-            Err(MemstoreError::HandlesExhausted { created: 10 })
-        ));
+        let err = store.intern_parts("m", &[("i", "0")]).unwrap_err();
+        assert_eq!(err, MemstoreError::HandlesExhausted { held: 10, deleted: 8 });
+        assert!(err.to_string().contains("not freed"), "{err}");
         // ...but existing series are still found.
         assert!(store.intern(&key(8)).is_ok());
-        assert!(err.to_string().contains("restart"), "{err}");
+        assert_eq!(store.free_deleted_slots(), 8);
+        assert_eq!((store.deleted_slots(), store.free_deleted_slots()), (0, 0));
+        // Freed slots go to new series, lowest first, at their next generation; the old
+        // handles stay refused.
+        let again: Vec<SeriesRef> = (20..28).map(|i| store.intern(&key(i)).unwrap()).collect();
+        let slots: Vec<(u32, u32)> = again.iter().map(|r| (r.get(), r.generation())).collect();
+        assert_eq!(slots, (0..8).map(|i| (i, 1)).collect::<Vec<_>>());
+        for (old, new) in refs.iter().zip(&again) {
+            assert_eq!(store.key(*old), Err(MemstoreError::UnknownSeries { id: *old }));
+            assert_ne!(old, new);
+            assert_eq!(store.resolve(&store.key(*new).unwrap()), Some(*new));
+        }
+        assert_eq!(again[3].to_string(), "#3.1");
+        assert!(matches!(store.intern(&key(99)), Err(MemstoreError::HandlesExhausted { .. })));
+    }
+
+    #[test]
+    fn a_slot_at_its_last_generation_is_retired_not_reused() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let key = |i: u32| SeriesKey::new("m", [("i", i.to_string())]).unwrap();
+        let a = store.intern(&key(0)).unwrap();
+        let b = store.intern(&key(1)).unwrap();
+        store.write().slot_mut(a.get()).unwrap().generation = u32::MAX;
+        let a = store.resolve(&key(0)).unwrap();
+        assert_eq!(a.generation(), u32::MAX);
+        store.discard_unwritten(&[a, b]);
+        assert_eq!(store.free_deleted_slots(), 1, "only b's slot");
+        let c = store.intern(&key(2)).unwrap();
+        assert_eq!((c.get(), c.generation()), (b.get(), 1));
+        let d = store.intern(&key(3)).unwrap();
+        assert_eq!((d.get(), d.generation()), (2, 0), "a new slot, never a's again");
+    }
+
+    /// A deleted series' slot given to a new series with other labels: the label index, the
+    /// key index and every call by handle tell the two apart.
+    #[test]
+    fn a_reused_slot_is_only_its_new_series() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let up = |job: &str, pod: u32| {
+            SeriesKey::new("up", [("job", job.to_string()), ("pod", pod.to_string())]).unwrap()
+        };
+        // 10 series of job a; deleting one leaves it in the lists of `up` and `job=a`.
+        let keys: Vec<SeriesKey> = (0..10).map(|i| up("a", i)).collect();
+        let (ids, _) = store.intern_all(&keys.iter().collect::<Vec<_>>()).unwrap();
+        let set = |lsn: u64, series: SeriesRef, op: Op| {
+            let p = [SlotPoint { series, timestamp: Timestamp(lsn as i64), op }];
+            store.validate(&p)?;
+            store.apply(Lsn(lsn), &p);
+            Ok::<(), MemstoreError>(())
+        };
+        for (i, &id) in ids.iter().enumerate() {
+            set(1 + i as u64, id, Op::GaugeSet(1.0)).unwrap();
+        }
+        let old = ids[4];
+        set(20, old, Op::Delete).unwrap();
+        assert_eq!(store.free_deleted_slots(), 1);
+        // Unwritten at first: a discard by the old handle must not touch it.
+        let new = store.intern(&up("b", 99)).unwrap();
+        assert_eq!((new.get(), new.generation()), (old.get(), 1));
+        store.discard_unwritten(&[old]);
+        assert_eq!(store.resolve(&up("b", 99)), Some(new));
+        set(21, new, Op::GaugeSet(7.0)).unwrap();
+        // The old handle is refused everywhere.
+        assert_eq!(set(22, old, Op::GaugeSet(1.0)), Err(MemstoreError::UnknownSeries { id: old }));
+        assert_eq!(store.get_by_ref(old), None);
+        assert_eq!(store.last_update(old), None);
+        assert_eq!(store.with_key_parts(&[old], |_, _, _| {}), 0);
+        assert_eq!(store.get_by_ref(new).unwrap().key, up("b", 99));
+        // The label index: job a has its nine, job b the new one, `up` all ten.
+        let select = |s: &str| -> Vec<SeriesKey> {
+            store.select(&Selector::parse(s).unwrap()).into_iter().map(|v| v.key).collect()
+        };
+        let mut job_a: Vec<SeriesKey> = keys.clone();
+        job_a.remove(4);
+        job_a.sort();
+        assert_eq!(select(r#"up{job="a"}"#), job_a);
+        assert_eq!(select(r#"up{job="b"}"#), vec![up("b", 99)]);
+        assert_eq!(select(r#"up{pod="4"}"#), Vec::<SeriesKey>::new());
+        assert_eq!(select(r#"up{job="a",pod="4"}"#), Vec::<SeriesKey>::new());
+        assert_eq!(select("up").len(), 10);
+        let view = store.get(&up("b", 99)).unwrap();
+        assert_eq!(view.id, new);
+        assert_eq!(store.idle_handles(Timestamp(100)).len(), 10);
+        assert!(store.idle_handles(Timestamp(100)).contains(&new));
+        assert!(store.freeze().iter().any(|r| r.key == up("b", 99)));
     }
 }
 
@@ -679,7 +792,7 @@ mod churn {
         assert_eq!(store.read().symbols.get("1"), None);
         assert!(store.read().symbols.get("a").is_some());
         let again = store.intern(&a).unwrap();
-        assert_ne!(again, ids[0], "a handle is never reused");
+        assert_ne!(again.get(), ids[0].get(), "no slot is reused before it is freed");
         assert_eq!(store.key(again).unwrap(), a);
         assert_eq!(store.key(ids[1]).unwrap(), b);
         assert_eq!(store.select(&Selector::parse(r#"m{host="a"}"#).unwrap()).len(), 1);
@@ -737,7 +850,7 @@ mod collisions {
         FOLD.with(|f| f.set(true));
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let refs: Vec<SeriesRef> = (0..100).map(|i| store.intern(&key(i)).unwrap()).collect();
-        let distinct: std::collections::BTreeSet<u32> = refs.iter().map(|r| r.0).collect();
+        let distinct: std::collections::BTreeSet<u32> = refs.iter().map(|r| r.get()).collect();
         assert_eq!(distinct.len(), 100);
         for i in 0..100 {
             assert_eq!(store.resolve(&key(i)), Some(refs[i as usize]), "series {i}");
@@ -759,7 +872,7 @@ mod collisions {
         // Created again: new handles, found again.
         for i in (0..100u32).step_by(3) {
             let again = store.intern(&key(i)).unwrap();
-            assert!(!distinct.contains(&again.0), "a handle is never reused");
+            assert!(!distinct.contains(&again.get()), "no slot is reused before it is freed");
             assert_eq!(store.resolve(&key(i)), Some(again));
         }
         assert_eq!(store.slots(), 100);
@@ -779,6 +892,18 @@ impl Inner {
 
     fn slot(&self, id: u32) -> Option<&Series> {
         self.chunks.get((id >> CHUNK_SHIFT) as usize)?.get(id as usize & (CHUNK - 1))?.as_ref()
+    }
+
+    /// The series a handle names, if it is still the slot's series (not deleted, and the
+    /// slot not given to a new series since).
+    fn live(&self, r: SeriesRef) -> Option<&Series> {
+        self.slot(r.index).filter(|s| s.generation == r.generation)
+    }
+
+    /// The handle of the series in slot `id` (which holds one).
+    fn handle(&self, id: u32) -> SeriesRef {
+        let s = self.slot(id).expect("the slot holds a series");
+        SeriesRef::new(id, s.generation)
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Series> {
@@ -862,11 +987,14 @@ impl Inner {
 
     /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
     /// stored yet) whose key hashes to `h`; returns its id.
-    /// Refuses `n` new series when fewer handles than that are left.
+    /// Refuses `n` new series when fewer slots than that are left.
     fn check_handles(&self, n: usize) -> Result<(), MemstoreError> {
-        let left = u64::from(self.handle_limit - self.next_id);
+        let left = u64::from(self.handle_limit - self.next_id) + self.free.len() as u64;
         if n as u64 > left {
-            return Err(MemstoreError::HandlesExhausted { created: u64::from(self.next_id) });
+            return Err(MemstoreError::HandlesExhausted {
+                held: u64::from(self.next_id) - self.free.len() as u64,
+                deleted: self.deleted.len() as u64,
+            });
         }
         Ok(())
     }
@@ -877,9 +1005,11 @@ impl Inner {
         name: &str,
         labels: impl Iterator<Item = (&'k str, &'k str)>,
         len: usize,
-    ) -> u32 {
-        let id = self.next_id;
-        self.next_id += 1;
+    ) -> SeriesRef {
+        let (id, generation) = self.free.pop().unwrap_or_else(|| {
+            self.next_id += 1;
+            (self.next_id - 1, 0)
+        });
         // The symbols gather in a buffer kept for the next series, and the key is one
         // allocation of their exact size: no short-lived allocations per series (their
         // frees fill the allocator's fast bins, which its next large allocation merges).
@@ -901,7 +1031,7 @@ impl Inner {
         let postings_keys = std::iter::once((self.name_symbol, syms[0]))
             .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
         for pk in postings_keys {
-            // Ids only grow, so pushing keeps every list sorted.
+            // A freed slot is in no list (freeing compacted the lists that held it).
             self.postings.entry(pk).or_default().ids.push(id);
         }
         let key: Arc<[u32]> = Arc::from(syms.as_slice());
@@ -915,14 +1045,26 @@ impl Inner {
         }
         self.chunk_series[chunk_index] += 1;
         let chunk = Arc::make_mut(&mut self.chunks[chunk_index]);
-        chunk.push(Some(Series {
+        let series = Series {
             key,
             state: None,
             last_update: Timestamp(i64::MIN),
             changed: Lsn::ZERO,
-        }));
+            generation,
+        };
+        let place = id as usize & (CHUNK - 1);
+        if place == chunk.len() {
+            chunk.push(Some(series));
+        } else {
+            // A freed slot; its chunk may have been given back whole (then made again).
+            if chunk.is_empty() {
+                chunk.resize(CHUNK, None);
+            }
+            debug_assert!(chunk[place].is_none(), "slot {id} is free");
+            chunk[place] = Some(series);
+        }
         self.slots += 1;
-        id
+        SeriesRef::new(id, generation)
     }
 
     /// Takes `id` out of the series whose keys hash to `h`.
@@ -959,23 +1101,23 @@ impl Inner {
                 key_hash(&self.hasher, name, labels)
             };
             self.forget_hash(h, id);
+            // A slot at the last generation is retired rather than reused: no handle is
+            // ever given out twice.
+            if let Some(next) = series.generation.checked_add(1) {
+                self.deleted.push((id, next));
+            }
             let keys = std::iter::once((self.name_symbol, syms[0]))
                 .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
             for pk in keys {
                 let Some(list) = self.postings.get_mut(&pk) else { continue };
                 list.dead += 1;
                 if list.dead * 2 > list.ids.len() {
-                    let chunks = &self.chunks;
-                    list.ids.retain(|&x| {
-                        chunks
-                            .get((x >> CHUNK_SHIFT) as usize)
-                            .and_then(|c| c.get(x as usize & (CHUNK - 1)))
-                            .is_some_and(Option::is_some)
-                    });
-                    list.dead = 0;
+                    list.compact(&self.chunks);
                     if list.ids.is_empty() {
                         emptied.push(pk);
                     }
+                } else {
+                    self.stale_lists.insert(pk);
                 }
             }
             for &sym in syms.iter() {
@@ -993,7 +1135,7 @@ impl Inner {
         let s = self.slot(id)?;
         let state = s.state.clone()?;
         Some(SeriesView {
-            id: SeriesRef(id),
+            id: SeriesRef::new(id, s.generation),
             key: self.key_of(&s.key),
             state,
             last_update: s.last_update,
@@ -1033,6 +1175,9 @@ impl Memstore {
             hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
+            deleted: Vec::new(),
+            stale_lists: HashSet::default(),
+            free: Vec::new(),
             next_id: 0,
             handle_limit: u32::MAX,
             slots: 0,
@@ -1060,7 +1205,8 @@ impl Memstore {
     /// The handle of a series, if the store has it.
     #[must_use]
     pub fn resolve(&self, key: &SeriesKey) -> Option<SeriesRef> {
-        self.read().lookup(key).map(SeriesRef)
+        let inner = self.read();
+        inner.lookup(key).map(|id| inner.handle(id))
     }
 
     /// The handle of the series `name` + `labels` (labels in canonical order, as
@@ -1068,7 +1214,8 @@ impl Memstore {
     /// nothing. Replay resolves series definitions with it.
     #[must_use]
     pub fn resolve_parts(&self, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
-        self.read().lookup_parts(name, labels.iter().copied(), labels.len()).map(SeriesRef)
+        let inner = self.read();
+        inner.lookup_parts(name, labels.iter().copied(), labels.len()).map(|id| inner.handle(id))
     }
 
     /// The handle numbered `n` (see [`SeriesRef::get`]), if its series is exactly `name` +
@@ -1081,7 +1228,7 @@ impl Memstore {
         let s = inner.slot(n)?;
         inner
             .parts_match(&s.key, name, labels.iter().copied(), labels.len())
-            .then_some(SeriesRef(n))
+            .then_some(SeriesRef::new(n, s.generation))
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until
@@ -1133,12 +1280,11 @@ impl Memstore {
         let mut created = Vec::with_capacity(new_series);
         for (i, ((key, found), h)) in keys.iter().zip(found).zip(hashes).enumerate() {
             let id = match (found, first_place.get(&i)) {
-                (Some(id), _) => SeriesRef(id),
+                (Some(id), _) => inner.handle(id),
                 (None, Some(&first)) => out[first],
                 (None, None) => {
                     let labels = key.labels().iter().map(|l| (l.name(), l.value()));
-                    let id =
-                        SeriesRef(inner.insert_hashed(h, key.name(), labels, key.labels().len()));
+                    let id = inner.insert_hashed(h, key.name(), labels, key.labels().len());
                     created.push(id);
                     id
                 }
@@ -1201,7 +1347,7 @@ impl Memstore {
     ) -> Result<SeriesRef, MemstoreError> {
         let parts = labels.iter().copied();
         if let Some(id) = inner.lookup_hashed(h, name, parts.clone(), labels.len()) {
-            return Ok(SeriesRef(id));
+            return Ok(inner.handle(id));
         }
         let invalid = |e: ingestor_codec::ValidationError| MemstoreError::InvalidKey {
             reason: e.to_string(),
@@ -1214,7 +1360,7 @@ impl Memstore {
             });
         }
         inner.check_handles(1)?;
-        Ok(SeriesRef(inner.insert_hashed(h, name, parts, labels.len())))
+        Ok(inner.insert_hashed(h, name, parts, labels.len()))
     }
 
     /// Removes the series among `ids` that were never written (a refused batch's new series),
@@ -1223,8 +1369,8 @@ impl Memstore {
         let mut inner = self.write();
         let unwritten: Vec<u32> = ids
             .iter()
-            .map(|id| id.0)
-            .filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none()))
+            .filter(|&&id| inner.live(id).is_some_and(|s| s.state.is_none()))
+            .map(|id| id.index)
             .collect();
         inner.remove_many(&unwritten);
     }
@@ -1236,6 +1382,44 @@ impl Memstore {
         let unwritten: Vec<u32> =
             inner.ids().filter(|&id| inner.slot(id).is_some_and(|s| s.state.is_none())).collect();
         inner.remove_many(&unwritten);
+    }
+
+    /// Frees the slots of the series deleted since the last call, for new series to take
+    /// (each with the slot's next generation, so that the deleted series' handles stay
+    /// refused). Returns how many it freed.
+    ///
+    /// Until its owner calls this, a store gives no slot out twice, which lets whoever
+    /// logs the store's batches name series by slot index ([`SeriesRef::get`]) in a log
+    /// where an index must mean one series for a while: the `ingestor` facade calls it when
+    /// the log begins a new segment. A store whose owner never calls it runs out of slots
+    /// after 2^32 - 1 series ([`MemstoreError::HandlesExhausted`]).
+    ///
+    /// The cost is a pass over each label index list that still holds a deleted series
+    /// (lists are otherwise compacted only when half of them is deleted series), under the
+    /// store's write lock: call it when many slots wait ([`Memstore::deleted_slots`]).
+    pub fn free_deleted_slots(&self) -> usize {
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        for pk in std::mem::take(&mut inner.stale_lists) {
+            let Some(list) = inner.postings.get_mut(&pk) else { continue };
+            if list.dead > 0 {
+                list.compact(&inner.chunks);
+                if list.ids.is_empty() {
+                    inner.postings.remove(&pk);
+                }
+            }
+        }
+        let freed = inner.deleted.len();
+        let deleted = std::mem::take(&mut inner.deleted);
+        inner.free.extend(deleted);
+        inner.free.sort_unstable_by(|a, b| b.cmp(a));
+        freed
+    }
+
+    /// Slots of deleted series waiting for [`Memstore::free_deleted_slots`].
+    #[must_use]
+    pub fn deleted_slots(&self) -> usize {
+        self.read().deleted.len()
     }
 
     /// The handle of one series, creating it if needed.
@@ -1258,7 +1442,7 @@ impl Memstore {
         let mut labels: Vec<(&str, &str)> = Vec::new();
         let mut called = 0;
         for &id in ids {
-            let Some(s) = inner.slot(id.0) else { continue };
+            let Some(s) = inner.live(id) else { continue };
             labels.clear();
             labels.extend(
                 s.key[1..]
@@ -1277,7 +1461,7 @@ impl Memstore {
     /// [`MemstoreError::UnknownSeries`] for a handle whose series was deleted.
     pub fn key(&self, id: SeriesRef) -> Result<SeriesKey, MemstoreError> {
         let inner = self.read();
-        let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
+        let s = inner.live(id).ok_or(MemstoreError::UnknownSeries { id })?;
         Ok(inner.key_of(&s.key))
     }
 
@@ -1294,18 +1478,18 @@ impl Memstore {
         let mut batch_kinds: HashMap<u32, Option<MetricKind>, IdHashBuilder> = HashMap::default();
         for (index, SlotPoint { series: id, op, .. }) in points.iter().enumerate() {
             let id = *id;
-            let s = inner.slot(id.0).ok_or(MemstoreError::UnknownSeries { id })?;
-            let current = match batch_kinds.get(&id.0) {
+            let s = inner.live(id).ok_or(MemstoreError::UnknownSeries { id })?;
+            let current = match batch_kinds.get(&id.index) {
                 Some(k) => *k,
                 None => s.state.as_ref().map(SeriesState::kind),
             };
             match (current, op.kind()) {
                 (Some(existing), Some(k)) if existing == k => {}
                 (_, None) => {
-                    batch_kinds.insert(id.0, None);
+                    batch_kinds.insert(id.index, None);
                 }
                 (None, Some(k)) => {
-                    batch_kinds.insert(id.0, Some(k));
+                    batch_kinds.insert(id.index, Some(k));
                 }
                 (Some(existing), Some(attempted)) => {
                     return Err(MemstoreError::KindConflict {
@@ -1336,26 +1520,27 @@ impl Memstore {
             // The points that follow in the same chunk of slots (most of a batch written in
             // handle order): the chunk made writable once for them all, not once a point
             // (each time an atomic operation on its count).
-            let c = (first.series.0 >> CHUNK_SHIFT) as usize;
+            let c = (first.series.index >> CHUNK_SHIFT) as usize;
             let run = rest
                 .iter()
-                .position(|p| (p.series.0 >> CHUNK_SHIFT) as usize != c)
+                .position(|p| (p.series.index >> CHUNK_SHIFT) as usize != c)
                 .unwrap_or(rest.len());
             let (here, after) = rest.split_at(run);
             rest = after;
             let chunk =
                 Arc::make_mut(inner.chunks.get_mut(c).expect("validated: the series is live"));
             for p in here {
-                let s = chunk[p.series.0 as usize & (CHUNK - 1)]
+                let s = chunk[p.series.index as usize & (CHUNK - 1)]
                     .as_mut()
                     .expect("validated: the series is live");
+                debug_assert_eq!(s.generation, p.series.generation, "validated: the handle's own");
                 if p.op == Op::Delete {
                     // The state goes now; the slot goes after the batch, unless a later point
                     // of the same batch writes the series again (it keeps its handle then).
                     let had_state = s.state.take().is_some();
                     s.last_update = Timestamp(i64::MIN);
                     inner.live -= usize::from(had_state);
-                    deleted.push(p.series.0);
+                    deleted.push(p.series.index);
                     continue;
                 }
                 s.last_update = s.last_update.max(p.timestamp);
@@ -1442,14 +1627,16 @@ impl Memstore {
     #[must_use]
     pub fn last_update(&self, id: SeriesRef) -> Option<Timestamp> {
         let inner = self.read();
-        let s = inner.slot(id.0)?;
+        let s = inner.live(id)?;
         s.state.as_ref().map(|_| s.last_update)
     }
 
     /// One series by handle.
     #[must_use]
     pub fn get_by_ref(&self, id: SeriesRef) -> Option<SeriesView> {
-        self.read().view(id.0)
+        let inner = self.read();
+        inner.live(id)?;
+        inner.view(id.index)
     }
 
     /// The series a selector matches, sorted by key. A selector with a metric name or an
@@ -1483,11 +1670,12 @@ impl Memstore {
             out.sort_by(|a, b| a.key.cmp(&b.key));
             return out;
         }
-        lists.sort_by_key(|l| l.len());
-        let (first, rest) = lists.split_first().expect("not empty");
-        let candidates =
-            first.iter().copied().filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()));
-        let mut out: Vec<SeriesView> = candidates
+        // The shortest list's series, each checked against every matcher (the lists are not
+        // sorted, so they are not intersected).
+        let first = lists.iter().min_by_key(|l| l.len()).expect("not empty");
+        let mut out: Vec<SeriesView> = first
+            .iter()
+            .copied()
             .filter(|&id| {
                 inner.slot(id).is_some_and(|s| {
                     s.state.is_some()
@@ -1532,7 +1720,7 @@ impl Memstore {
             .filter_map(|id| {
                 let s = inner.slot(id)?;
                 (s.state.is_some() && s.last_update < before)
-                    .then(|| (SeriesRef(id), inner.key_of(&s.key)))
+                    .then(|| (SeriesRef::new(id, s.generation), inner.key_of(&s.key)))
             })
             .collect()
     }
@@ -1546,7 +1734,8 @@ impl Memstore {
         let inner = self.read();
         out.extend(inner.ids().filter_map(|id| {
             let s = inner.slot(id)?;
-            (s.state.is_some() && s.last_update < before).then_some(SeriesRef(id))
+            (s.state.is_some() && s.last_update < before)
+                .then_some(SeriesRef::new(id, s.generation))
         }));
         out
     }
@@ -1655,11 +1844,11 @@ where
     }
     inner.check_handles(1).map_err(LoadRefusal::Handles)?;
     let id = inner.insert_hashed(h, name, labels, len);
-    let s = inner.slot_mut(id).expect("just inserted");
+    let s = inner.slot_mut(id.index).expect("just inserted");
     s.state = Some(state);
     s.last_update = last_update;
     inner.live += 1;
-    Ok(SeriesRef(id))
+    Ok(id)
 }
 
 /// Inserts series read from a snapshot while holding the store's write lock
@@ -1871,7 +2060,7 @@ impl Frozen {
                 };
                 let labels = s.key[1..].chunks_exact(2).map(|p| (sym(p[0]), sym(p[1])));
                 out.push(SeriesView {
-                    id: SeriesRef(base + i as u32),
+                    id: SeriesRef::new(base + i as u32, s.generation),
                     key: SeriesKey::new(sym(s.key[0]), labels).expect("stored keys were validated"),
                     state: s.state.clone().expect("filtered on state"),
                     last_update: s.last_update,

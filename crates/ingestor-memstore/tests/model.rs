@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, SeriesKey, Timestamp};
 use ingestor_memstore::{
-    DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesState, SlotPoint,
+    DEFAULT_BUCKETS, Memstore, MemstoreConfig, MemstoreError, Selector, SeriesRef, SeriesState,
+    SlotPoint,
 };
 use ingestor_testkit::Rng;
 
@@ -114,9 +115,16 @@ fn run(seed: u64) {
     let mut rng = Rng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1);
     // Views frozen along the way, with the model they must keep showing.
     let mut frozen = Vec::new();
+    // Every handle given out, with its key: a handle reads its key's series while the store
+    // resolves the key to it, and nothing once the series was deleted, though the slots of
+    // deleted series are freed (below) and taken by other series.
+    let mut handles: BTreeMap<SeriesRef, SeriesKey> = BTreeMap::new();
     for lsn in 1..=300u64 {
         if lsn % 100 == 0 {
             frozen.push((lsn, store.freeze(), model.clone()));
+        }
+        if rng.below(4) == 0 {
+            store.free_deleted_slots();
         }
         let n = 1 + rng.below(12);
         let mut batch = Vec::new();
@@ -153,6 +161,7 @@ fn run(seed: u64) {
         }
         let keys: Vec<&SeriesKey> = batch.iter().map(|b| &b.0).collect();
         let (ids, created) = store.intern_all(&keys).unwrap();
+        handles.extend(ids.iter().zip(&keys).map(|(&h, &k)| (h, k.clone())));
         let points: Vec<SlotPoint> = batch
             .iter()
             .zip(&ids)
@@ -169,12 +178,50 @@ fn run(seed: u64) {
             Err(e) => panic!("seed {seed} lsn {lsn}: {e}"),
         }
         assert_eq!(store.len(), model.len(), "seed {seed} lsn {lsn}");
+        for (&h, k) in &handles {
+            let current = store.resolve(k) == Some(h);
+            assert_eq!(
+                store.key(h).ok().as_ref(),
+                current.then_some(k),
+                "seed {seed} lsn {lsn}: {h}"
+            );
+        }
+        if lsn % 25 == 0 {
+            check_selectors(&store, &model, seed);
+        }
         for (k, m) in &model {
             let got = store.get(k).unwrap_or_else(|| panic!("seed {seed} lsn {lsn}: {k} missing"));
             assert_eq!(&observed(&got.state), m, "seed {seed} lsn {lsn}: {k}");
         }
     }
-    // Selectors against the model.
+    check_selectors(&store, &model, seed);
+    // Every series, in key order, each found again by its handle.
+    let all = store.all();
+    let keys: Vec<String> = all.iter().map(|v| v.key.to_string()).collect();
+    let want: Vec<String> = model.keys().map(ToString::to_string).collect();
+    assert_eq!(keys, want, "seed {seed}: all()");
+    for v in &all {
+        assert_eq!(store.get_by_ref(v.id).as_ref(), Some(v), "seed {seed}: {}", v.key);
+    }
+    // Each view frozen along the way still shows the state of its moment, though the store
+    // deleted series and gave their strings' symbols to others since.
+    for (lsn, view, then) in &frozen {
+        let seen: BTreeMap<SeriesKey, Model> =
+            view.iter().map(|r| (r.key, observed(&r.state))).collect();
+        assert_eq!(&seen, then, "seed {seed}: the view frozen at {lsn}");
+    }
+    // The frozen view holds exactly the live series.
+    let frozen = store.freeze();
+    assert_eq!(frozen.len(), model.len());
+    assert_eq!(frozen.iter().count(), model.len());
+    assert!(
+        handles.keys().any(|h| h.generation() > 0),
+        "seed {seed}: no slot of a deleted series was reused"
+    );
+}
+
+/// Selectors against the model.
+fn check_selectors(store: &Memstore, model: &BTreeMap<SeriesKey, Model>, seed: u64) {
     for (text, keep) in [
         ("cpu", Box::new(|k: &SeriesKey| k.name() == "cpu") as Box<dyn Fn(&SeriesKey) -> bool>),
         (r#"{host="h1"}"#, Box::new(|k: &SeriesKey| k.label("host") == Some("h1"))),
@@ -199,25 +246,6 @@ fn run(seed: u64) {
         let want: Vec<String> = model.keys().filter(|k| keep(k)).map(ToString::to_string).collect();
         assert_eq!(got, want, "seed {seed}: {text}");
     }
-    // Every series, in key order, each found again by its handle.
-    let all = store.all();
-    let keys: Vec<String> = all.iter().map(|v| v.key.to_string()).collect();
-    let want: Vec<String> = model.keys().map(ToString::to_string).collect();
-    assert_eq!(keys, want, "seed {seed}: all()");
-    for v in &all {
-        assert_eq!(store.get_by_ref(v.id).as_ref(), Some(v), "seed {seed}: {}", v.key);
-    }
-    // Each view frozen along the way still shows the state of its moment, though the store
-    // deleted series and gave their strings' symbols to others since.
-    for (lsn, view, then) in &frozen {
-        let seen: BTreeMap<SeriesKey, Model> =
-            view.iter().map(|r| (r.key, observed(&r.state))).collect();
-        assert_eq!(&seen, then, "seed {seed}: the view frozen at {lsn}");
-    }
-    // The frozen view holds exactly the live series.
-    let frozen = store.freeze();
-    assert_eq!(frozen.len(), model.len());
-    assert_eq!(frozen.iter().count(), model.len());
 }
 
 #[test]

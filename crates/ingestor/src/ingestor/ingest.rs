@@ -97,10 +97,12 @@ fn check_batch<'a>(ops: impl ExactSizeIterator<Item = &'a Op>) -> Result<()> {
 /// The log's segment-local series id for a memstore handle: the handle's slot index.
 ///
 /// The one place where the two meet on the write path. The equality is an implementation
-/// detail of this process's segments, chosen because it needs no table: a memstore never
-/// hands out a slot index twice, and each process life writes segments of its own (open
-/// starts a new one), so within a segment one id names one series. Replay does not rely on
-/// it: it maps ids through the segment's series-definition records (`open.rs`).
+/// detail of this process's segments, chosen because it needs no table. Within a segment
+/// one id names one series: the memstore gives a deleted series' slot to a new series only
+/// once [`Shared::commit`] frees the deleted slots, which it does only as a new segment
+/// begins, and each process life writes segments of its own (open starts a new one).
+/// Replay does not rely on it: it maps ids through the segment's series-definition records
+/// (`open.rs`).
 fn log_id(series: SeriesRef) -> SeriesId {
     SeriesId(series.get())
 }
@@ -163,10 +165,23 @@ impl Shared {
         if defined.segment != Some(segment) {
             defined.segment = Some(segment);
             defined.ids.clear();
+            // Before this batch is applied: the slots it deletes stay taken in this segment.
+            self.free_deleted_slots();
         }
         defined.ids.extend(new_series.into_iter().map(log_id));
         self.memstore.apply(ack.last, points);
         Ok(Logged { last: ack.last, level: ack.level })
+    }
+
+    /// Lets new series take the slots of series deleted in earlier segments (their log ids
+    /// are free again from this segment on), once they are an eighth of the slots in use:
+    /// freeing passes over the label index lists that hold deleted series, so it waits
+    /// until there are enough of them to pay for it.
+    fn free_deleted_slots(&self) {
+        let waiting = self.memstore.deleted_slots();
+        if waiting > 0 && waiting >= self.memstore.slots() / 8 {
+            self.memstore.free_deleted_slots();
+        }
     }
 
     /// Waits for durability where the policy asks for it; outside the writer lock so that

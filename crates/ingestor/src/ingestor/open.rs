@@ -166,10 +166,10 @@ impl Ingestor {
 }
 
 /// A segment's series ids to this memstore's handles. The ids a process logs are its slot
-/// indices, dense from 0 and never reused in its life: below [`IdMap::DENSE`] they index a
-/// vector (no hashing per point); larger ids (a process that created more than 4M series in
-/// its life, through churn, or a damaged log) fall back to a map, so that no id can make
-/// replay allocate more than the vector's bound.
+/// indices, dense from 0 (a deleted series' slot is taken again by a new series in a later
+/// segment): below [`IdMap::DENSE`] they index a vector (no hashing per point); larger ids
+/// (a process that held more than 4M series at once, or a damaged log) fall back to a
+/// map, so that no id can make replay allocate more than the vector's bound.
 #[derive(Default)]
 struct IdMap {
     dense: Vec<Option<SeriesRef>>,
@@ -270,10 +270,10 @@ impl Replay<'_> {
     ) -> Result<()> {
         let fail = |reason: String| Error::Replay { lsn, reason };
         // Series ids are segment-local: a batch never uses an id its segment did not define.
-        // Each process life writes segments of its own (open starts a new one) and never
-        // reuses an id, so an id means one series throughout a segment: when salvage skips a
-        // definition, the points that used it find no mapping and are skipped, never applied
-        // to another series.
+        // Each process life writes segments of its own (open starts a new one) and gives an
+        // id to another series only in a later segment, so an id means one series throughout
+        // a segment: when salvage skips a definition, the points that used it find no
+        // mapping and are skipped, never applied to another series.
         if self.segment != Some(segment) {
             self.segment = Some(segment);
             self.ids.clear();
