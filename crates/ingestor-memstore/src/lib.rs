@@ -46,6 +46,7 @@ mod expose;
 mod key_index;
 mod selector;
 mod series_ref;
+mod slot_runs;
 mod state;
 mod store;
 

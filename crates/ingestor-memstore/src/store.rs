@@ -11,6 +11,7 @@ use crate::error::MemstoreError;
 use crate::key_index::KeyIndex;
 use crate::selector::{MatchOp, Selector};
 use crate::series_ref::{SeriesRef, SlotPoint};
+use crate::slot_runs::SlotRuns;
 use crate::state::{DEFAULT_BUCKETS, SeriesState};
 
 /// Series per copy-on-write chunk. A snapshot shares every chunk; the writer copies only the
@@ -317,15 +318,17 @@ struct Inner {
     /// `__name__`.
     postings: HashMap<(u32, u32), Postings, IdHashBuilder>,
     name_symbol: u32,
-    /// The slots of deleted series, each with the generation its next series gets, until
-    /// [`Memstore::free_deleted_slots`] frees them. Until then a posting list may still
-    /// hold the slot.
-    deleted: Vec<(u32, u32)>,
+    /// The generation a series taking a freed slot of each chunk gets: one more than the
+    /// last generation of any series removed from the chunk (so more than that of any
+    /// earlier series of the slot).
+    chunk_generation: Vec<u32>,
+    /// The slots of deleted series, until [`Memstore::free_deleted_slots`] frees them.
+    /// Until then a posting list may still hold the slot.
+    deleted: SlotRuns,
     /// Posting lists that kept handles of deleted series (not compacted since).
     stale_lists: HashSet<(u32, u32), IdHashBuilder>,
-    /// Freed slots, with their next generation, highest index first: new series take the
-    /// lowest, so that they fill chunks that already exist.
-    free: Vec<(u32, u32)>,
+    /// Freed slots: new series take the lowest, so that they fill chunks that exist.
+    free: SlotRuns,
     /// Slots ever made: the next slot when none is free.
     next_id: u32,
     /// Handles at or above this are never given out: `u32::MAX` (a test lowers it).
@@ -1006,10 +1009,13 @@ impl Inner {
         labels: impl Iterator<Item = (&'k str, &'k str)>,
         len: usize,
     ) -> SeriesRef {
-        let (id, generation) = self.free.pop().unwrap_or_else(|| {
-            self.next_id += 1;
-            (self.next_id - 1, 0)
-        });
+        let (id, generation) = match self.free.pop_lowest() {
+            Some(id) => (id, self.chunk_generation[(id >> CHUNK_SHIFT) as usize]),
+            None => {
+                self.next_id += 1;
+                (self.next_id - 1, 0)
+            }
+        };
         // The symbols gather in a buffer kept for the next series, and the key is one
         // allocation of their exact size: no short-lived allocations per series (their
         // frees fill the allocator's fast bins, which its next large allocation merges).
@@ -1042,6 +1048,7 @@ impl Inner {
         if chunk_index == self.chunks.len() {
             self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
             self.chunk_series.push(0);
+            self.chunk_generation.push(0);
         }
         self.chunk_series[chunk_index] += 1;
         let chunk = Arc::make_mut(&mut self.chunks[chunk_index]);
@@ -1104,7 +1111,9 @@ impl Inner {
             // A slot at the last generation is retired rather than reused: no handle is
             // ever given out twice.
             if let Some(next) = series.generation.checked_add(1) {
-                self.deleted.push((id, next));
+                let floor = &mut self.chunk_generation[chunk_index];
+                *floor = (*floor).max(next);
+                self.deleted.push(id);
             }
             let keys = std::iter::once((self.name_symbol, syms[0]))
                 .chain(syms[1..].chunks_exact(2).map(|p| (p[0], p[1])));
@@ -1168,6 +1177,7 @@ impl Memstore {
             symbols,
             chunks: Vec::new(),
             chunk_series: Vec::new(),
+            chunk_generation: Vec::new(),
             empty_chunk: Arc::new(Vec::new()),
             index: KeyIndex::default(),
             scratch: Vec::new(),
@@ -1175,9 +1185,9 @@ impl Memstore {
             hasher: key_hash_builder(),
             postings: HashMap::default(),
             name_symbol,
-            deleted: Vec::new(),
+            deleted: SlotRuns::default(),
             stale_lists: HashSet::default(),
-            free: Vec::new(),
+            free: SlotRuns::default(),
             next_id: 0,
             handle_limit: u32::MAX,
             slots: 0,
@@ -1410,9 +1420,7 @@ impl Memstore {
             }
         }
         let freed = inner.deleted.len();
-        let deleted = std::mem::take(&mut inner.deleted);
-        inner.free.extend(deleted);
-        inner.free.sort_unstable_by(|a, b| b.cmp(a));
+        inner.free.take_all(&mut inner.deleted);
         freed
     }
 

@@ -2,7 +2,7 @@
 //! checking every series' state and selector results after each batch. A failing seed is
 //! printed; keep it as a named regression test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ingestor_codec::{HistogramSample, Lsn, MetricKind, Op, SeriesKey, Timestamp};
 use ingestor_memstore::{
@@ -118,7 +118,7 @@ fn run(seed: u64) {
     // Every handle given out, with its key: a handle reads its key's series while the store
     // resolves the key to it, and nothing once the series was deleted, though the slots of
     // deleted series are freed (below) and taken by other series.
-    let mut handles: BTreeMap<SeriesRef, SeriesKey> = BTreeMap::new();
+    let mut handles: BTreeSet<(SeriesRef, SeriesKey)> = BTreeSet::new();
     for lsn in 1..=300u64 {
         if lsn % 100 == 0 {
             frozen.push((lsn, store.freeze(), model.clone()));
@@ -178,7 +178,8 @@ fn run(seed: u64) {
             Err(e) => panic!("seed {seed} lsn {lsn}: {e}"),
         }
         assert_eq!(store.len(), model.len(), "seed {seed} lsn {lsn}");
-        for (&h, k) in &handles {
+        for (h, k) in &handles {
+            let h = *h;
             let current = store.resolve(k) == Some(h);
             assert_eq!(
                 store.key(h).ok().as_ref(),
@@ -215,7 +216,7 @@ fn run(seed: u64) {
     assert_eq!(frozen.len(), model.len());
     assert_eq!(frozen.iter().count(), model.len());
     assert!(
-        handles.keys().any(|h| h.generation() > 0),
+        handles.iter().any(|(h, _)| h.generation() > 0),
         "seed {seed}: no slot of a deleted series was reused"
     );
 }
