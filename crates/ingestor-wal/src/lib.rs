@@ -64,6 +64,7 @@
 #[cfg(ingestor_deliberate_bugs)]
 mod bugs;
 mod error;
+mod handoff;
 mod inspect;
 mod options;
 mod reader;

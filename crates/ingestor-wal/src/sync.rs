@@ -29,6 +29,9 @@ pub(crate) enum SyncMessage {
     /// (a hint, see [`Shared::hint_writeback`]), here rather than on the appending thread,
     /// where submitting the pages' writes took about a tenth of a small append's time.
     Writeback(Arc<dyn FsFile>, u64, u64),
+    /// Under [`crate::SyncPolicy::Buffered`]: write the full buffer an appender handed off
+    /// (see `handoff.rs`).
+    Write,
     /// Sync what was written and stop.
     Shutdown,
 }
@@ -188,6 +191,8 @@ fn spawn_timer(
                     Ok(SyncMessage::Writeback(file, offset, len)) => {
                         let _ = file.start_writeback(offset, len);
                     }
+                    // Likewise a wake-up. A failure poisoned the log (appenders see it).
+                    Ok(SyncMessage::Write) => drop(shared.finish_handoff()),
                     Ok(SyncMessage::Shutdown) | Err(_) => return,
                 }
                 let deadline = Instant::now() + window;
@@ -196,6 +201,10 @@ fn spawn_timer(
                         Ok(SyncMessage::Wake) => continue,
                         Ok(SyncMessage::Writeback(file, offset, len)) => {
                             let _ = file.start_writeback(offset, len);
+                            continue;
+                        }
+                        Ok(SyncMessage::Write) => {
+                            drop(shared.finish_handoff());
                             continue;
                         }
                         Ok(SyncMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => {

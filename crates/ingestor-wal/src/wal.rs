@@ -279,6 +279,8 @@ impl Wal {
                 ..crate::writer::Spare::default()
             }),
             spare_wanted: Condvar::new(),
+            handoff: Mutex::new(crate::handoff::Handoff::default()),
+            handed: Condvar::new(),
             _lock: dir_lock,
         });
         Counters::add(&shared.counters.truncations, report.truncations.len() as u64);

@@ -10,6 +10,7 @@ use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, enco
 use ingestor_fs::{Fs, FsFile, FsLock};
 
 use crate::error::{Result, WalError};
+use crate::handoff::Handoff;
 use crate::options::{SegmentFill, SyncPolicy, WalOptions};
 use crate::segment::{SegmentId, activate_spare, create_segment, prepare_spare};
 use crate::stats::{Counters, WalListener};
@@ -164,6 +165,10 @@ pub(crate) struct Shared {
     pub(crate) spare: Mutex<Spare>,
     /// Wakes the spare's preparer thread.
     pub(crate) spare_wanted: Condvar,
+    /// Under [`SyncPolicy::Buffered`]: the full buffer handed to the flusher to write.
+    pub(crate) handoff: Mutex<Handoff>,
+    /// Tells waiters that a handed-off buffer was written.
+    pub(crate) handed: Condvar,
     pub(crate) _lock: Box<dyn FsLock>,
 }
 
@@ -308,14 +313,19 @@ impl Shared {
     fn undo_failed_write(&self, w: &mut Writer, cause: WalError) -> WalError {
         // Cut back and allocated again: its tail is no longer written zeros.
         w.zeroed = false;
+        self.cut_back(&*w.file, w.offset, cause)
+    }
+
+    /// Cuts `file` back to `len` (allocated again to a segment's length), durably, after a
+    /// failed write; poisons the log if that fails too. Returns `cause`, or the poisoning.
+    pub(crate) fn cut_back(&self, file: &dyn FsFile, len: u64, cause: WalError) -> WalError {
         Counters::add(&self.counters.failed_writes, 1);
         self.undo_generation.fetch_add(1, Ordering::AcqRel);
-        let allocated = self.options.segment_bytes_max.max(w.offset);
-        let undone = w
-            .file
-            .set_len(w.offset)
-            .and_then(|()| w.file.allocate(allocated))
-            .and_then(|()| w.file.sync_all());
+        let allocated = self.options.segment_bytes_max.max(len);
+        let undone = file
+            .set_len(len)
+            .and_then(|()| file.allocate(allocated))
+            .and_then(|()| file.sync_all());
         match undone {
             Ok(()) => cause,
             Err(_) => self.poison(cause),
@@ -518,9 +528,9 @@ impl Shared {
         w.offset += (w.pending.len() - start) as u64;
         w.next_lsn = next;
         if w.pending.len() >= self.options.buffer_bytes {
-            // A failure poisons the log: this batch is not acknowledged (nor counted
-            // accepted), and the records accepted before it are lost with the buffer.
-            self.flush_pending(w)?;
+            // Written by the flusher. A failure of the buffer before it (which poisoned the
+            // log) refuses this batch: not acknowledged, nor counted accepted.
+            self.hand_off(w)?;
         } else if was_empty && let Some(tx) = self.wake.get() {
             // A full channel holds a wake-up or a write-back hint, either of which starts
             // the flusher's deadline.
@@ -572,6 +582,8 @@ impl Shared {
     /// ([`Shared::undo_failed_write`]), so that the log ends on a whole frame; if that fails
     /// too, recovery treats the part as a torn tail.
     pub(crate) fn flush_pending(&self, w: &mut Writer) -> Result<()> {
+        // The buffer handed off before this one first, so that `written` covers both.
+        drop(self.finish_handoff()?);
         if w.pending.is_empty() {
             return Ok(());
         }
@@ -591,7 +603,8 @@ impl Shared {
                 cause => self.poison(cause),
             });
         }
-        Counters::add_locked(&self.counters.bytes_written, w.pending.len() as u64);
+        // Atomically: the flusher adds the buffers handed to it without the write lock.
+        Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();
         self.hint_writeback(w);
         self.written.store(w.next_lsn.0 - 1, Ordering::Release);
@@ -605,7 +618,7 @@ impl Shared {
     /// little left to write and does not stall the appender for a whole segment's worth.
     /// Durability is unchanged: nothing counts as durable before a sync. Under `Buffered`
     /// the flusher thread gives the hint (submitting the writes costs the thread that asks).
-    fn hint_writeback(&self, w: &mut Writer) {
+    pub(crate) fn hint_writeback(&self, w: &mut Writer) {
         if !self.options.writeback_ahead
             || !matches!(self.options.sync_policy, SyncPolicy::Os | SyncPolicy::Buffered(_))
         {
@@ -647,6 +660,8 @@ impl Shared {
     /// switch is optional, so a spare that could not be activated (and was removed again)
     /// leaves the append in the active segment, which then grows past its cut length.
     fn switch_early(&self, w: &mut Writer) -> Result<bool> {
+        // Nothing written below the cut while it is made.
+        drop(self.finish_handoff()?);
         let path = self.path(w.segment);
         w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
         match self.rotate(w) {

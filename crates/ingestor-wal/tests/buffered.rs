@@ -62,29 +62,31 @@ fn appends_are_accepted_and_written_by_the_deadline() {
     wal.close().unwrap();
 }
 
+/// The append that fills the buffer hands it to the flusher, which writes it at once,
+/// long before the deadline (60 s here); the frames after it wait.
 #[test]
-fn a_full_buffer_is_written_by_the_append_that_fills_it() {
+fn a_full_buffer_is_written_by_the_flusher_without_waiting_for_the_deadline() {
     let sim = SimFs::new(1);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());
     let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
     let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
-    let mut written_at = None;
-    for i in 1..=200u64 {
+    for i in 1..=60u64 {
         let ack = wal.append(1, &record(i)).unwrap();
-        if ack.level == AckLevel::Written {
-            written_at = Some(i);
-            assert_eq!(wal.written_lsn(), Lsn(i));
-            break;
-        }
-        assert_eq!(ack.level, AckLevel::Accepted);
-        assert_eq!(wal.written_lsn(), Lsn::ZERO);
+        assert!(matches!(ack.level, AckLevel::Accepted | AckLevel::Written), "{ack:?}");
     }
-    let at = written_at.expect("4 KiB of frames fill the buffer");
-    // One write of every frame so far: the frames are about 100 bytes.
+    let started = Instant::now();
+    while wal.written_lsn() == Lsn::ZERO {
+        assert!(started.elapsed() < Duration::from_secs(20), "the full buffer was not written");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // One write of the frames that filled 4 KiB: they are about 100 bytes.
+    let at = wal.written_lsn().0;
     assert!((30..=45).contains(&at), "the buffer was written after {at} records");
-    assert_eq!(wal.stats().appends, at);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(wal.written_lsn().0, at, "the frames after the full buffer wait");
+    assert_eq!(wal.stats().appends, 60);
     wal.close().unwrap();
-    assert_eq!(replay(fs, Path::new(DIR), opts).len() as u64, at);
+    assert_eq!(replay(fs, Path::new(DIR), opts).len(), 60);
 }
 
 #[test]
@@ -195,6 +197,42 @@ fn a_failed_write_of_the_buffer_poisons_the_log() {
     let strict = opts.recovery_mode(ingestor_wal::RecoveryMode::Strict);
     let seen = replay(fs, Path::new(DIR), strict);
     assert_eq!(seen, vec![(1, record(1))]);
+}
+
+/// A full buffer handed to the flusher whose write fails: the log is poisoned (the
+/// appender hears it at its next call), the part that reached the file is cut away, and
+/// what was written before stays.
+#[test]
+fn a_failed_write_of_a_handed_off_buffer_poisons_the_log() {
+    let sim = SimFs::new(15);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    wal.append(1, &record(1)).unwrap();
+    wal.sync().unwrap();
+    sim.inject(Fault::new(OpKind::Write, FaultKind::ShortWrite));
+    // Appends fill the buffer and hand it off; the flusher's write fails behind them.
+    let started = Instant::now();
+    let mut i = 2;
+    let err = loop {
+        match wal.append(1, &record(i)) {
+            Ok(ack) => assert_eq!(ack.level, AckLevel::Accepted, "record {i}"),
+            Err(e) => break e,
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the write never failed");
+        i += 1;
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    assert!(matches!(err, WalError::Poisoned { .. }), "{err}");
+    assert!(i > 30, "the first append refused is after the full buffer: {i}");
+    assert_eq!(wal.written_lsn(), Lsn(1));
+    assert!(matches!(wal.flush(), Err(WalError::Poisoned { .. })));
+    drop(wal);
+    sim.clear_faults();
+    let strict = opts.recovery_mode(ingestor_wal::RecoveryMode::Strict);
+    assert_eq!(replay(fs, Path::new(DIR), strict), vec![(1, record(1))]);
 }
 
 #[test]
