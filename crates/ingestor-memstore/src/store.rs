@@ -451,6 +451,38 @@ mod handles {
         assert_eq!((d.get(), d.generation()), (2, 0), "a new slot, never a's again");
     }
 
+    /// Freed slots of a chunk that is then given back whole (all its series gone) are taken
+    /// again, in any order, the chunk made whole again.
+    #[test]
+    fn freed_slots_of_a_chunk_given_back_whole_are_taken_again() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let key = |i: usize| SeriesKey::new("m", [("i", i.to_string())]).unwrap();
+        let n = CHUNK + 10;
+        let refs: Vec<SeriesRef> = (0..n).map(|i| store.intern(&key(i)).unwrap()).collect();
+        store.discard_unwritten(&[refs[0], refs[5], refs[700]]);
+        assert_eq!(store.free_deleted_slots(), 3);
+        // The rest of the first chunk goes: it is given back whole.
+        let rest: Vec<SeriesRef> = refs[1..CHUNK].to_vec();
+        store.discard_unwritten(&rest);
+        assert!(store.read().chunks[0].is_empty(), "the first chunk was given back");
+        let again: Vec<SeriesRef> =
+            (0..3).map(|i| store.intern(&key(10_000 + i)).unwrap()).collect();
+        let slots: Vec<(u32, u32)> = again.iter().map(|r| (r.get(), r.generation())).collect();
+        assert_eq!(slots, vec![(0, 1), (5, 1), (700, 1)]);
+        for (i, r) in again.iter().enumerate() {
+            assert_eq!(store.key(*r).unwrap(), key(10_000 + i));
+        }
+        assert_eq!(store.slots(), 10 + 3);
+        // The slots freed with the chunk come next, after the whole chunk is made again.
+        assert_eq!(store.free_deleted_slots(), CHUNK - 3);
+        let more = store.intern(&key(20_000)).unwrap();
+        assert_eq!((more.get(), more.generation()), (1, 1));
+        assert_eq!(store.read().chunks[0].len(), CHUNK);
+        for r in &refs[CHUNK..] {
+            assert!(store.key(*r).is_ok(), "the second chunk's series stay");
+        }
+    }
+
     /// A deleted series' slot given to a new series with other labels: the label index, the
     /// key index and every call by handle tell the two apart.
     #[test]
@@ -988,8 +1020,6 @@ impl Inner {
         self.lookup_hashed(h, key.name(), labels, key.labels().len())
     }
 
-    /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
-    /// stored yet) whose key hashes to `h`; returns its id.
     /// Refuses `n` new series when fewer slots than that are left.
     fn check_handles(&self, n: usize) -> Result<(), MemstoreError> {
         let left = u64::from(self.handle_limit - self.next_id) + self.free.len() as u64;
@@ -1002,6 +1032,9 @@ impl Inner {
         Ok(())
     }
 
+    /// Stores a new series `name` + `labels` (a valid canonical key, `len` labels, not
+    /// stored yet) whose key hashes to `h`, in the lowest freed slot or a new one; returns
+    /// its handle.
     fn insert_hashed<'k>(
         &mut self,
         h: u64,
@@ -1009,11 +1042,11 @@ impl Inner {
         labels: impl Iterator<Item = (&'k str, &'k str)>,
         len: usize,
     ) -> SeriesRef {
-        let (id, generation) = match self.free.pop_lowest() {
-            Some(id) => (id, self.chunk_generation[(id >> CHUNK_SHIFT) as usize]),
+        let (id, generation, reused) = match self.free.pop_lowest() {
+            Some(id) => (id, self.chunk_generation[(id >> CHUNK_SHIFT) as usize], true),
             None => {
                 self.next_id += 1;
-                (self.next_id - 1, 0)
+                (self.next_id - 1, 0, false)
             }
         };
         // The symbols gather in a buffer kept for the next series, and the key is one
@@ -1060,15 +1093,18 @@ impl Inner {
             generation,
         };
         let place = id as usize & (CHUNK - 1);
-        if place == chunk.len() {
-            chunk.push(Some(series));
-        } else {
-            // A freed slot; its chunk may have been given back whole (then made again).
-            if chunk.is_empty() {
+        if reused {
+            // A chunk given back whole (the shared empty one, made writable above) is made
+            // whole again: the slots of a chunk the store gives back had all been given out.
+            // (The last chunk, still growing, is never given back.)
+            if place >= chunk.len() {
                 chunk.resize(CHUNK, None);
             }
             debug_assert!(chunk[place].is_none(), "slot {id} is free");
             chunk[place] = Some(series);
+        } else {
+            debug_assert_eq!(place, chunk.len(), "a new slot is the next of its chunk");
+            chunk.push(Some(series));
         }
         self.slots += 1;
         SeriesRef::new(id, generation)

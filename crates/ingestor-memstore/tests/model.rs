@@ -181,6 +181,10 @@ fn run(seed: u64) {
         for (h, k) in &handles {
             let h = *h;
             let current = store.resolve(k) == Some(h);
+            if !current {
+                let p = [SlotPoint { series: h, timestamp: Timestamp(0), op: Op::Delete }];
+                assert_eq!(store.validate(&p), Err(MemstoreError::UnknownSeries { id: h }));
+            }
             assert_eq!(
                 store.key(h).ok().as_ref(),
                 current.then_some(k),

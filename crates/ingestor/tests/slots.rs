@@ -15,13 +15,13 @@ use ingestor_wal::{Lsn, SegmentId, Wal, WalOptions};
 
 /// Many rounds to a segment: a slot freed too early would be taken in the segment that
 /// deleted its series.
-const ROUNDS: usize = 60;
-const PER_ROUND: usize = 50;
+const ROUNDS: usize = 30;
+const PER_ROUND: usize = 250;
 
 fn config() -> Config {
     Config::default()
         .sync_policy(SyncPolicy::Os)
-        .segment_bytes_max(32 * 1024)
+        .segment_bytes_max(64 * 1024)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never)
 }

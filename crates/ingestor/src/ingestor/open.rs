@@ -168,8 +168,10 @@ impl Ingestor {
 /// A segment's series ids to this memstore's handles. The ids a process logs are its slot
 /// indices, dense from 0 (a deleted series' slot is taken again by a new series in a later
 /// segment): below [`IdMap::DENSE`] they index a vector (no hashing per point); larger ids
-/// (a process that held more than 4M series at once, or a damaged log) fall back to a
-/// map, so that no id can make replay allocate more than the vector's bound.
+/// (a process that held more than 4M slots at once, or a damaged log) fall back to a
+/// map, so that no id can make replay allocate more than the vector's bound. (Replay
+/// itself frees no slot: this store's handles grow with every series the replayed log
+/// defines, until the first batch logged after open frees the deleted ones.)
 #[derive(Default)]
 struct IdMap {
     dense: Vec<Option<SeriesRef>>,
