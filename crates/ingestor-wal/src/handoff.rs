@@ -27,6 +27,27 @@ pub(crate) struct Handoff {
     empty: Vec<u8>,
 }
 
+/// Held while a thread writes a handed-off buffer: when it ends, however it ends, the
+/// waiters hear that the write is over. If it ends in a panic (a file system's or a
+/// listener's), the log is poisoned first: the buffer may be half written, and nothing may
+/// be written after it.
+struct Writing<'a>(&'a Shared);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        if std::thread::panicking() {
+            // Without the listener (whose panic may be the one under way).
+            let cause = std::io::Error::other("the write of a full buffer panicked");
+            let _ = shared.poisoned.set(Arc::new(WalError::io("write", "the log's buffer", cause)));
+            drop(lock(&shared.sync));
+            shared.synced.notify_all();
+        }
+        lock(&shared.handoff).writing = false;
+        shared.handed.notify_all();
+    }
+}
+
 /// A full buffer: its frames, where they go, and the last LSN among them.
 struct Handed {
     file: Arc<dyn FsFile>,
@@ -56,8 +77,8 @@ impl Shared {
         });
         drop(h);
         let sent = match self.wake.get() {
-            // A full channel holds messages the flusher is about to handle; it writes the
-            // buffer at the first of them.
+            // A full channel holds messages the flusher is about to handle: it writes a
+            // handed-off buffer after each message it takes.
             Some(tx) => {
                 let _ = tx.try_send(SyncMessage::Write);
                 Ok(())
@@ -82,14 +103,16 @@ impl Shared {
             if let Some(handed) = h.queued.take() {
                 h.writing = true;
                 drop(h);
+                let writing = Writing(self);
                 let written = self.write_handed(&handed);
                 let mut bytes = handed.bytes;
                 bytes.clear();
                 h = lock(&self.handoff);
-                h.writing = false;
                 h.empty = bytes;
-                self.handed.notify_all();
+                drop(h);
+                drop(writing);
                 written?;
+                h = lock(&self.handoff);
                 continue;
             }
             if !h.writing {

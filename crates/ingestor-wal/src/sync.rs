@@ -182,8 +182,13 @@ fn spawn_timer(
         .name(name.into())
         .spawn(move || {
             let sync_written = || act(&shared);
+            // After every message: the buffer an appender handed off, if one waits (its
+            // `Write` message may have found the channel full). A failure poisoned the log.
+            let write_handed = || drop(shared.finish_handoff());
             loop {
-                match rx.recv() {
+                let message = rx.recv();
+                write_handed();
+                match message {
                     Ok(SyncMessage::Wake) => {}
                     // A hint (a failure changes nothing that matters) that also counts as a
                     // wake-up: an appender whose wake-up found the channel full of hints
@@ -191,22 +196,21 @@ fn spawn_timer(
                     Ok(SyncMessage::Writeback(file, offset, len)) => {
                         let _ = file.start_writeback(offset, len);
                     }
-                    // Likewise a wake-up. A failure poisoned the log (appenders see it).
-                    Ok(SyncMessage::Write) => drop(shared.finish_handoff()),
+                    // Likewise a wake-up.
+                    Ok(SyncMessage::Write) => {}
                     Ok(SyncMessage::Shutdown) | Err(_) => return,
                 }
                 let deadline = Instant::now() + window;
                 loop {
-                    match rx.recv_deadline(deadline) {
+                    let message = rx.recv_deadline(deadline);
+                    write_handed();
+                    match message {
                         Ok(SyncMessage::Wake) => continue,
                         Ok(SyncMessage::Writeback(file, offset, len)) => {
                             let _ = file.start_writeback(offset, len);
                             continue;
                         }
-                        Ok(SyncMessage::Write) => {
-                            drop(shared.finish_handoff());
-                            continue;
-                        }
+                        Ok(SyncMessage::Write) => continue,
                         Ok(SyncMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                             if at_shutdown {
                                 sync_written();

@@ -510,6 +510,8 @@ impl Wal {
             // (recovery reads a closed segment up to its end). A power cut before the sync
             // leaves it either length, both valid.
             let path = shared.path(w.segment);
+            // Nothing written below the cut while it is made.
+            drop(shared.finish_handoff()?);
             w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
             shared.rotate(&mut w)?;
         }

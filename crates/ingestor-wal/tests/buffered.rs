@@ -395,3 +395,117 @@ fn a_wake_up_refused_by_a_channel_full_of_hints_still_gets_the_buffer_written() 
     assert!(written_by_itself(&wal, last.last), "the buffer waited past its deadline");
     wal.close().unwrap();
 }
+
+/// A hook that parks the flusher thread where the log writes a buffer, until released.
+#[derive(Debug, Default)]
+struct WriteGate {
+    /// Told when the flusher parks; taken by it.
+    told: Mutex<Option<Sender<()>>>,
+    released: Mutex<bool>,
+    release: Condvar,
+}
+
+impl Hook for WriteGate {
+    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
+        let flusher = std::thread::current().name() == Some("ingestor-wal-flush");
+        if name == ingestor_wal::crash_points::APPEND_BEFORE_WRITE && flusher {
+            let told = self.told.lock().unwrap().take();
+            if let Some(told) = told {
+                told.send(()).unwrap();
+                let released = self.released.lock().unwrap();
+                drop(
+                    self.release
+                        .wait_timeout_while(released, Duration::from_secs(20), |r| !*r)
+                        .unwrap(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The append that fills the buffer hands it to the flusher and returns `Accepted`; while
+/// the flusher holds it unwritten, nothing counts it written or durable, and a sync waits
+/// for it (then covers it).
+#[test]
+fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
+    let (told_tx, told_rx) = channel();
+    let sim = SimFs::new(12);
+    let gate = Arc::new(HookFs::new(
+        Arc::new(sim.clone()),
+        WriteGate { told: Mutex::new(Some(told_tx)), ..WriteGate::default() },
+    ));
+    let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
+    let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    // About 34 of these frames fill 4 KiB: one full buffer, and some after it.
+    for i in 1..=40u64 {
+        let ack = wal.append(1, &record(i)).unwrap();
+        assert_eq!(ack.level, AckLevel::Accepted, "record {i}");
+    }
+    told_rx.recv_timeout(Duration::from_secs(20)).expect("the flusher took the full buffer");
+    assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn::ZERO, Lsn::ZERO));
+    std::thread::scope(|s| {
+        let syncing = s.spawn(|| wal.sync());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!syncing.is_finished(), "a sync returned while the full buffer was unwritten");
+        assert_eq!(wal.durable_lsn(), Lsn::ZERO);
+        *gate.released.lock().unwrap() = true;
+        gate.release.notify_all();
+        assert_eq!(syncing.join().unwrap().unwrap(), Lsn(40));
+    });
+    assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn(40), Lsn(40)));
+    // A power cut now keeps all forty.
+    sim.crash(CrashPolicy::DropUnsynced);
+    drop(wal);
+    let seen = replay(Arc::clone(gate.inner()), Path::new(DIR), opts);
+    assert_eq!(seen, (1..=40).map(|i| (i, record(i))).collect::<Vec<_>>());
+}
+
+/// A hook under which the flusher panics where the log writes a buffer (as a file system or
+/// a listener might).
+#[derive(Debug)]
+struct PanicAtWrite;
+
+impl Hook for PanicAtWrite {
+    fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
+        let flusher = std::thread::current().name() == Some("ingestor-wal-flush");
+        if name == ingestor_wal::crash_points::APPEND_BEFORE_WRITE && flusher {
+            panic!("a file system that panics under the flusher's write");
+        }
+        Ok(())
+    }
+}
+
+/// The flusher dying in the write of a full buffer poisons the log (the buffer may be half
+/// written): later calls fail instead of waiting for a write that will never end.
+#[test]
+fn a_panic_in_the_write_of_a_handed_off_buffer_poisons_the_log() {
+    let fs: Arc<dyn Fs> = Arc::new(HookFs::new(Arc::new(SimFs::new(13)), PanicAtWrite));
+    let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
+    let (wal, _) = Wal::open(fs, Path::new(DIR), opts).unwrap();
+    let wal = Arc::new(wal);
+    for i in 1..=40u64 {
+        if wal.append(1, &record(i)).is_err() {
+            break;
+        }
+    }
+    let (done_tx, done_rx) = channel();
+    let w = Arc::clone(&wal);
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !w.is_poisoned() && started.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = done_tx.send((w.sync(), w.append(1, &record(99)), w.flush()));
+    });
+    let (sync, append, flush) =
+        done_rx.recv_timeout(Duration::from_secs(30)).expect("a call hung after the panic");
+    for (what, poisoned) in [
+        ("sync", matches!(sync, Err(WalError::Poisoned { .. }))),
+        ("append", matches!(append, Err(WalError::Poisoned { .. }))),
+        ("flush", matches!(flush, Err(WalError::Poisoned { .. }))),
+    ] {
+        assert!(poisoned, "{what} after the flusher's panic");
+    }
+}
