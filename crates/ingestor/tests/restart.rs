@@ -318,3 +318,55 @@ fn histogram_samples_survive_replay_and_snapshots() {
     assert_eq!(histogram(&db, &key), (vec![5.0], vec![1, 0], 1, 1.0), "after a snapshot");
     assert_eq!(histogram(&db, &other), want_other, "after a snapshot");
 }
+
+/// Replay reads records ahead of applying them (on two threads): a record that fails is
+/// still the one reported, with its own LSN, though the log goes on after it; under
+/// salvage its point is skipped and everything after it applied.
+#[test]
+fn a_record_that_fails_replay_is_reported_by_its_own_lsn() {
+    use ingestor_codec::{
+        Point, RecordType, SeriesDef, SeriesId, encode_batch, encode_series_defs,
+    };
+    use ingestor_wal::{Lsn, Wal, WalOptions};
+    let sim = SimFs::new(12);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    {
+        let (wal, _) =
+            Wal::open(Arc::clone(&fs), Path::new("/data/wal"), WalOptions::default()).unwrap();
+        let mut buf = Vec::new();
+        let key = SeriesKey::new("hits", [("k", "v")]).unwrap();
+        encode_series_defs(&[SeriesDef { id: SeriesId(0), key }], &mut buf).unwrap();
+        wal.append(RecordType::SeriesDefs as u8, &buf).unwrap();
+        let add = |series: u32, t: i64| Point {
+            series: SeriesId(series),
+            timestamp: Timestamp(t),
+            op: Op::CounterAdd(1.0),
+        };
+        // LSN 2 applies, LSN 3 names a series its segment never defined, 4..=200 apply.
+        for (lsn, series) in (2..=200u64).map(|lsn| (lsn, if lsn == 3 { 7 } else { 0 })) {
+            buf.clear();
+            encode_batch(&[add(series, lsn as i64)], &mut buf).unwrap();
+            assert_eq!(wal.append(RecordType::Batch as u8, &buf).unwrap().last, Lsn(lsn));
+        }
+        wal.close().unwrap();
+    }
+    let open = |mode| {
+        let config = config().recovery_mode(mode);
+        Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config, &mut |_| {})
+    };
+    let err = open(ingestor::RecoveryMode::TolerateTornTail).map(drop).unwrap_err();
+    match &err {
+        Error::Wal(ingestor_wal::WalError::Replay { lsn, source }) => {
+            assert_eq!(*lsn, Lsn(3), "{err}");
+            assert!(source.to_string().contains("series id 7 used before its definition"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    let (db, report) = open(ingestor::RecoveryMode::SkipCorrupted).unwrap();
+    assert_eq!((report.skipped_points, report.replayed_points), (1, 198), "{report}");
+    let total = match db.get(&SeriesKey::new("hits", [("k", "v")]).unwrap()).unwrap().state {
+        ingestor::SeriesState::Counter(c) => c.total,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(total, 198.0);
+}

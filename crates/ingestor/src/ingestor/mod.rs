@@ -8,6 +8,7 @@
 mod ingest;
 mod maintenance;
 mod open;
+mod replay;
 mod types;
 mod view;
 

@@ -1,0 +1,495 @@
+//! Replay of the log into the memstore at open, on two threads: the thread that opens the
+//! log reads each record (checksums, decompression) and decodes it (definitions' keys
+//! validated, batches' points decoded); a second thread maps series ids and applies, one
+//! record after the other, in LSN order. Replay is what a user waits for after a crash, and
+//! each half is about half of its work.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use ingestor_codec::{BatchReader, Lsn, Op, Point, RecordType, SeriesId, visit_series_defs};
+use ingestor_fs::Fs;
+use ingestor_memstore::{Memstore, SeriesRef, SlotPoint};
+use ingestor_wal::{RecoveryReport, SegmentId, Wal, WalError, WalOptions};
+
+use super::{ReplayProgress, lock};
+use crate::error::{Error, Result};
+use crate::id_hash::IdHashBuilder;
+
+/// Records decoded ahead of the applying thread, at most.
+const AHEAD: usize = 4;
+
+/// What replay did, for the open report.
+pub(super) struct Replayed {
+    pub(super) records: u64,
+    pub(super) points: u64,
+    pub(super) skipped_points: u64,
+}
+
+/// Opens the log in `dir` and replays it into `memstore` (which holds the snapshot taken at
+/// `snapshot_lsn`): definitions from the start of the log, batches after the snapshot.
+/// Under `salvage`, points whose series definition was lost, and batches that no longer
+/// validate against the state, are skipped and counted instead of failing the open.
+///
+/// # Errors
+/// The log's errors; [`WalError::Replay`] (as [`Error::Wal`]) around the first record that
+/// does not decode or apply, with that record's LSN.
+pub(super) fn replay_log(
+    fs: Arc<dyn Fs>,
+    dir: &Path,
+    options: WalOptions,
+    memstore: &Memstore,
+    snapshot_lsn: Lsn,
+    salvage: bool,
+    progress: &mut dyn FnMut(&ReplayProgress),
+) -> Result<(Wal, RecoveryReport, Replayed)> {
+    let (tx, rx) = crossbeam_channel::bounded::<Decoded>(AHEAD);
+    // Buffers back from the applying thread, for the next records: no allocation (nor
+    // page faults on fresh memory) per record.
+    let (back_tx, back_rx) = crossbeam_channel::unbounded::<Buffers>();
+    let failed = AtomicBool::new(false);
+    // Where the applying thread is: reported by the reading thread, which alone may call
+    // `progress`, each time it moved.
+    let applied = Mutex::new(ReplayProgress { lsn: Lsn::ZERO, records: 0, points: 0 });
+    let mut reported = Lsn::ZERO;
+    let mut report = |progress: &mut dyn FnMut(&ReplayProgress)| {
+        let now = *lock(&applied);
+        if now.lsn > reported {
+            reported = now.lsn;
+            progress(&now);
+        }
+    };
+    std::thread::scope(|scope| {
+        let applier = std::thread::Builder::new()
+            .name("ingestor-replay".into())
+            .spawn_scoped(scope, || {
+                let mut replay = Replay {
+                    memstore,
+                    ids: IdMap::default(),
+                    guess: 0,
+                    salvage,
+                    skipped_points: 0,
+                    segment: None,
+                    scratch: Vec::new(),
+                    records: 0,
+                    points: 0,
+                };
+                let mut first_error: Option<(Lsn, Error)> = None;
+                // After a failure, the rest is received and dropped: the reader never waits
+                // on a full channel for a thread that stopped taking.
+                for mut record in rx {
+                    if first_error.is_none() {
+                        let lsn = record.lsn;
+                        match replay.apply(&record) {
+                            Ok(()) => {
+                                let (records, points) = (replay.records, replay.points);
+                                *lock(&applied) = ReplayProgress { lsn, records, points };
+                            }
+                            Err(e) => {
+                                failed.store(true, Relaxed);
+                                first_error = Some((lsn, e));
+                            }
+                        }
+                    }
+                    record.bufs.clear();
+                    let _ = back_tx.send(record.bufs);
+                }
+                let replayed = Replayed {
+                    records: replay.records,
+                    points: replay.points,
+                    skipped_points: replay.skipped_points,
+                };
+                (first_error, replayed)
+            })
+            .map_err(|e| Error::Io {
+                op: "spawn replay thread",
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        let opened = Wal::open_and_replay_frames(
+            fs,
+            dir,
+            options,
+            // Series definitions before the snapshot are needed too: a segment's batches
+            // after the snapshot may use series it defined before.
+            Lsn::ZERO,
+            |info, payload| {
+                if failed.load(Relaxed) {
+                    return Err(Box::new(Stopped) as ingestor_wal::ReplayError);
+                }
+                let bufs = back_rx.try_recv().unwrap_or_default();
+                let record =
+                    decode(info.segment, info.lsn, info.record_type, payload, snapshot_lsn, bufs);
+                if tx.send(record).is_err() {
+                    return Err(Box::new(Stopped) as ingestor_wal::ReplayError);
+                }
+                report(progress);
+                Ok(())
+            },
+        );
+        drop(tx);
+        let (first_error, replayed) = applier.join().unwrap_or_else(|panic| {
+            std::panic::resume_unwind(panic);
+        });
+        // The first record that failed, with its own LSN, before whatever the log reports
+        // after it (the reader went on a few records, or stopped because of it).
+        if let Some((lsn, e)) = first_error {
+            return Err(Error::Wal(WalError::Replay { lsn, source: Box::new(e) }));
+        }
+        let (wal, recovery) = opened?;
+        report(progress);
+        Ok((wal, recovery, replayed))
+    })
+}
+
+/// The reader stopped because the applying thread failed (its error is the one reported).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("replay stopped: an earlier record failed")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// A record of the log, decoded by the reading thread into `bufs`.
+struct Decoded {
+    segment: SegmentId,
+    lsn: Lsn,
+    what: Record,
+    bufs: Buffers,
+}
+
+/// What a record decodes into, handed back and forth between the threads.
+#[derive(Default)]
+struct Buffers {
+    /// A definitions record's strings, one after the other.
+    strings: String,
+    defs: Vec<Def>,
+    /// Label names and values, as ranges of `strings`.
+    labels: Vec<(Range<usize>, Range<usize>)>,
+    points: Vec<Point>,
+}
+
+impl Buffers {
+    fn clear(&mut self) {
+        self.strings.clear();
+        self.defs.clear();
+        self.labels.clear();
+        self.points.clear();
+    }
+}
+
+enum Record {
+    /// Series definitions (in the buffers); the error of a damaged record comes after the
+    /// definitions before the damage (as salvage expects).
+    Defs { error: Option<String> },
+    /// A batch after the snapshot, its points decoded (in the buffers).
+    Batch(std::result::Result<(), String>),
+    /// A batch the snapshot covers.
+    Covered,
+    /// A record type this version does not know.
+    Unknown(u8),
+}
+
+/// One definition: its id, its metric name and its labels, as ranges of the record's
+/// buffers.
+struct Def {
+    id: SeriesId,
+    name: Range<usize>,
+    labels: Range<usize>,
+}
+
+fn decode(
+    segment: SegmentId,
+    lsn: Lsn,
+    record_type: u8,
+    payload: &[u8],
+    snapshot_lsn: Lsn,
+    mut bufs: Buffers,
+) -> Decoded {
+    let what = match RecordType::from_byte(record_type) {
+        Some(RecordType::SeriesDefs) => {
+            let Buffers { strings, defs, labels: labels_of, .. } = &mut bufs;
+            strings.reserve(payload.len());
+            let mut push = |s: &str| {
+                let at = strings.len();
+                strings.push_str(s);
+                at..strings.len()
+            };
+            let visited = visit_series_defs(payload, |id, name, labels| {
+                let name = push(name);
+                let from = labels_of.len();
+                labels_of.extend(labels.iter().map(|(n, v)| (push(n), push(v))));
+                defs.push(Def { id, name, labels: from..labels_of.len() });
+            });
+            Record::Defs { error: visited.err().map(|e| e.to_string()) }
+        }
+        Some(RecordType::Batch)
+            if lsn > snapshot_lsn || replays_snapshot_lsn(lsn, snapshot_lsn) =>
+        {
+            Record::Batch(decode_batch(payload, &mut bufs.points).map_err(|e| e.to_string()))
+        }
+        Some(RecordType::Batch) => Record::Covered,
+        None => Record::Unknown(record_type),
+    };
+    Decoded { segment, lsn, what, bufs }
+}
+
+fn decode_batch(
+    payload: &[u8],
+    points: &mut Vec<Point>,
+) -> std::result::Result<(), ingestor_codec::DecodeError> {
+    let reader = BatchReader::new(payload)?;
+    points.reserve(reader.len());
+    for p in reader {
+        points.push(p?);
+    }
+    Ok(())
+}
+
+/// A segment's series ids to this memstore's handles. The ids a process logs are its slot
+/// indices, dense from 0 (a deleted series' slot is taken again by a new series in a later
+/// segment): below [`IdMap::DENSE`] they index a vector (no hashing per point); larger ids
+/// (a process that held more than 4M slots at once, or a damaged log) fall back to a
+/// map, so that no id can make replay allocate more than the vector's bound. (Replay
+/// itself frees no slot: this store's handles grow with every series the replayed log
+/// defines, until the first batch logged after open frees the deleted ones.)
+#[derive(Default)]
+struct IdMap {
+    dense: Vec<Option<SeriesRef>>,
+    sparse: HashMap<SeriesId, SeriesRef, IdHashBuilder>,
+}
+
+impl IdMap {
+    /// Ids below this are kept in the vector (at most 32 MiB of it).
+    const DENSE: u32 = 1 << 22;
+
+    fn clear(&mut self) {
+        self.dense.clear();
+        self.sparse.clear();
+    }
+
+    fn insert(&mut self, id: SeriesId, series: SeriesRef) {
+        if id.0 < Self::DENSE {
+            let i = id.0 as usize;
+            if i >= self.dense.len() {
+                self.dense.resize(i + 1, None);
+            }
+            self.dense[i] = Some(series);
+        } else {
+            self.sparse.insert(id, series);
+        }
+    }
+
+    fn get(&self, id: SeriesId) -> Option<SeriesRef> {
+        if id.0 < Self::DENSE {
+            self.dense.get(id.0 as usize).copied().flatten()
+        } else {
+            self.sparse.get(&id).copied()
+        }
+    }
+}
+
+/// `op`, rebuilt from its variant and value. The decoder hands each point's operation over
+/// in memory, stored as a tag and a value; moved on as is, it was read back as one 16-byte
+/// load, which the processor cannot forward from the two narrower stores just before: a
+/// stall on every point (`perf annotate` of `Replay::record`). Rebuilt, it travels in
+/// registers: replay of the bench's log 7.45-7.64M -> 7.70-7.94M points/s.
+#[inline(always)]
+#[allow(clippy::needless_match, reason = "the match is the point: it moves the value apart")]
+fn rebuilt(op: Op) -> Op {
+    match op {
+        Op::CounterAdd(v) => Op::CounterAdd(v),
+        Op::CounterSet(v) => Op::CounterSet(v),
+        Op::GaugeSet(v) => Op::GaugeSet(v),
+        Op::GaugeAdd(v) => Op::GaugeAdd(v),
+        Op::HistogramObserve(v) => Op::HistogramObserve(v),
+        other => other,
+    }
+}
+
+/// The applying half of replay: maps each segment's series ids to this memstore's handles
+/// and applies, record after record.
+struct Replay<'a> {
+    memstore: &'a Memstore,
+    /// The current segment's series ids (as its series-definition records define them) to
+    /// this memstore's handles; cleared at each segment, since ids are segment-local.
+    ids: IdMap,
+    /// Batches and points applied so far.
+    records: u64,
+    points: u64,
+    /// Under [`ingestor_wal::RecoveryMode::SkipCorrupted`]: points whose series definition
+    /// was lost, and batches that no longer validate against the state (an earlier point of
+    /// their series was lost), are skipped and counted instead of failing the open.
+    salvage: bool,
+    skipped_points: u64,
+    /// The segment of the records being replayed.
+    segment: Option<SegmentId>,
+    /// A batch's points, kept for the next batch.
+    scratch: Vec<SlotPoint>,
+    /// The last series definition's handle less its log id: the next definition's series is
+    /// first looked for at its log id plus this (checked against the key; the key's hash
+    /// is looked up only when the guess is wrong). Log ids are the handles of the process
+    /// that wrote them, and a snapshot loads series in handle order, so they mostly follow
+    /// this store's handles at a fixed distance.
+    guess: i64,
+}
+
+/// Deliberate defect `replay-snapshot-lsn`: replay starts at the snapshot's own LSN (off by
+/// one), applying that batch twice.
+#[cfg(ingestor_deliberate_bugs)]
+fn replays_snapshot_lsn(lsn: Lsn, snapshot: Lsn) -> bool {
+    lsn == snapshot && snapshot > Lsn::ZERO && crate::bugs::on("replay-snapshot-lsn")
+}
+
+#[cfg(not(ingestor_deliberate_bugs))]
+fn replays_snapshot_lsn(_: Lsn, _: Lsn) -> bool {
+    false
+}
+
+impl Replay<'_> {
+    fn apply(&mut self, record: &Decoded) -> Result<()> {
+        let Decoded { segment, lsn, what, bufs } = record;
+        let (segment, lsn) = (*segment, *lsn);
+        let fail = |reason: String| Error::Replay { lsn, reason };
+        // Series ids are segment-local: a batch never uses an id its segment did not define.
+        // Each process life writes segments of its own (open starts a new one) and gives an
+        // id to another series only in a later segment, so an id means one series throughout
+        // a segment: when salvage skips a definition, the points that used it find no
+        // mapping and are skipped, never applied to another series.
+        if self.segment != Some(segment) {
+            self.segment = Some(segment);
+            self.ids.clear();
+        }
+        match what {
+            Record::Defs { error } => {
+                self.define(&bufs.strings, &bufs.defs, &bufs.labels).map_err(|e| match e {
+                    ingestor_memstore::MemstoreError::InvalidKey { reason } => fail(reason),
+                    e => Error::from(e),
+                })?;
+                if let Some(reason) = error {
+                    return Err(fail(reason.clone()));
+                }
+            }
+            Record::Batch(Err(reason)) => return Err(fail(reason.clone())),
+            Record::Batch(Ok(())) => self.batch(lsn, &bufs.points, fail)?,
+            Record::Covered => {}
+            Record::Unknown(record_type) => {
+                return Err(fail(format!("unknown record type {record_type}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a record's definitions. Most name series the memstore already has (from the
+    /// snapshot, or an earlier segment): looked up without building keys, first where the
+    /// guess says. The others are interned together (one hash of each key, no key built:
+    /// found, or created).
+    fn define(
+        &mut self,
+        strings: &str,
+        defs: &[Def],
+        labels: &[(Range<usize>, Range<usize>)],
+    ) -> std::result::Result<(), ingestor_memstore::MemstoreError> {
+        let (memstore, ids, guess) = (self.memstore, &mut self.ids, &mut self.guess);
+        let mut parts: Vec<(&str, &str)> = Vec::new();
+        let mut unknown: Vec<(SeriesId, &str, Range<usize>)> = Vec::new();
+        let mut labels_of_unknown: Vec<(&str, &str)> = Vec::new();
+        for def in defs {
+            let name = &strings[def.name.clone()];
+            parts.clear();
+            parts.extend(
+                labels[def.labels.clone()]
+                    .iter()
+                    .map(|(n, v)| (&strings[n.clone()], &strings[v.clone()])),
+            );
+            let guessed = u32::try_from(i64::from(def.id.0) + *guess)
+                .ok()
+                .and_then(|at| memstore.resolve_at(at, name, &parts));
+            if let Some(series) = guessed {
+                ids.insert(def.id, series);
+            } else {
+                let from = labels_of_unknown.len();
+                labels_of_unknown.extend_from_slice(&parts);
+                unknown.push((def.id, name, from..labels_of_unknown.len()));
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(&str, &[(&str, &str)])> = unknown
+            .iter()
+            .map(|(_, name, labels)| (*name, &labels_of_unknown[labels.clone()]))
+            .collect();
+        let mut series = Vec::with_capacity(keys.len());
+        let interned = memstore.intern_parts_all(&keys, &mut series);
+        for ((log_id, ..), &handle) in unknown.iter().zip(&series) {
+            ids.insert(*log_id, handle);
+        }
+        // The last definition interned (before a refusal, if one stopped them).
+        if let Some((i, last)) = series.len().checked_sub(1).zip(series.last()) {
+            *guess = i64::from(last.get()) - i64::from(unknown[i].0.0);
+        }
+        interned.map_err(|(_, e)| e)
+    }
+
+    /// Applies a batch after the snapshot, its ids mapped through the segment's definitions.
+    fn batch(&mut self, lsn: Lsn, decoded: &[Point], fail: impl Fn(String) -> Error) -> Result<()> {
+        let mut points = std::mem::take(&mut self.scratch);
+        points.clear();
+        points.reserve(decoded.len());
+        for p in decoded {
+            // The log's id, through this segment's definitions, to the handle of the series
+            // in this memstore.
+            let series = match self.ids.get(p.series) {
+                Some(series) => series,
+                None if self.salvage => {
+                    self.skipped_points += 1;
+                    continue;
+                }
+                None => {
+                    return Err(fail(format!(
+                        "series id {} used before its definition",
+                        p.series.0
+                    )));
+                }
+            };
+            #[cfg_attr(not(ingestor_deliberate_bugs), allow(unused_mut))]
+            let mut p = SlotPoint { series, timestamp: p.timestamp, op: rebuilt(p.op.clone()) };
+            #[cfg(ingestor_deliberate_bugs)]
+            if let (true, Op::HistogramAdd(s)) = (crate::bugs::on("replay-add-as-set"), &p.op) {
+                p.op = Op::HistogramSet(Arc::clone(s));
+            }
+            points.push(p);
+        }
+        match self.memstore.validate(&points) {
+            Ok(()) => {}
+            Err(_) if self.salvage => {
+                self.skipped_points += points.len() as u64;
+                self.scratch = points;
+                return Ok(());
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        self.memstore.apply(lsn, &points);
+        #[cfg(ingestor_deliberate_bugs)]
+        if std::env::var("INGESTOR_DELIBERATE_BUG").is_ok_and(|b| b == "replay-twice") {
+            let again: Vec<SlotPoint> = points
+                .iter()
+                .filter(|p| p.op != Op::Delete && self.memstore.get_by_ref(p.series).is_some())
+                .cloned()
+                .collect();
+            self.memstore.apply(lsn, &again);
+        }
+        self.records += 1;
+        self.points += points.len() as u64;
+        self.scratch = points;
+        Ok(())
+    }
+}
