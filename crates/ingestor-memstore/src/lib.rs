@@ -56,6 +56,6 @@ pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series_ref::{SeriesRef, SlotPoint};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
 pub use store::{
-    FreezeRoom, Frozen, LoadSeries, Loader, MAX_SERIES_LIMIT, Memstore, MemstoreConfig,
+    FreezeRoom, Frozen, KeyGuess, LoadSeries, Loader, MAX_SERIES_LIMIT, Memstore, MemstoreConfig,
     SeriesRecord, SeriesView,
 };

@@ -355,6 +355,10 @@ pub struct SeriesView {
     pub last_update: Timestamp,
 }
 
+/// A guess for [`Memstore::resolve_at_all`]: a handle's number (see [`SeriesRef::get`]),
+/// and the metric name and labels (canonical order) of the series it should hold.
+pub type KeyGuess<'a> = (u32, &'a str, &'a [(&'a str, &'a str)]);
+
 /// The in-memory state of every series: one writer applies batches while readers read.
 ///
 /// Series are addressed by handles ([`SeriesRef`]): resolve a key once ([`Memstore::intern`])
@@ -738,6 +742,16 @@ mod churn {
         assert_eq!(store.resolve_at(a.get(), "n", &[("host", "a"), ("x", "1")]), None);
         // No series there (never given out, or removed).
         assert_eq!(store.resolve_at(99, "m", &[("host", "a")]), None);
+        // Many at once: the same answers, in order.
+        let guesses: Vec<KeyGuess<'_>> = vec![
+            (a.get(), "m", &[("host", "a"), ("x", "1")]),
+            (b.get(), "m", &[("host", "a"), ("x", "1")]),
+            (99, "m", &[]),
+            (b.get(), "m", &[("host", "a")]),
+        ];
+        let mut out = vec![None];
+        store.resolve_at_all(&guesses, &mut out);
+        assert_eq!(out, vec![None, Some(a), None, None, Some(b)]);
         store.discard_unwritten(&[a]);
         assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "1")]), None);
     }
@@ -939,6 +953,13 @@ impl Inner {
     fn handle(&self, id: u32) -> SeriesRef {
         let s = self.slot(id).expect("the slot holds a series");
         SeriesRef::new(id, s.generation)
+    }
+
+    /// See [`Memstore::resolve_at`].
+    fn resolve_at(&self, n: u32, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
+        let s = self.slot(n)?;
+        self.parts_match(&s.key, name, labels.iter().copied(), labels.len())
+            .then_some(SeriesRef::new(n, s.generation))
     }
 
     fn slot_mut(&mut self, id: u32) -> Option<&mut Series> {
@@ -1270,11 +1291,14 @@ impl Memstore {
     /// snapshot before the log was written by the process that wrote the log.
     #[must_use]
     pub fn resolve_at(&self, n: u32, name: &str, labels: &[(&str, &str)]) -> Option<SeriesRef> {
+        self.read().resolve_at(n, name, labels)
+    }
+
+    /// [`Memstore::resolve_at`] for each `(n, name, labels)` of `guesses`, under one hold of
+    /// the read lock (a replay checks a million guesses): pushes each answer onto `out`.
+    pub fn resolve_at_all(&self, guesses: &[KeyGuess<'_>], out: &mut Vec<Option<SeriesRef>>) {
         let inner = self.read();
-        let s = inner.slot(n)?;
-        inner
-            .parts_match(&s.key, name, labels.iter().copied(), labels.len())
-            .then_some(SeriesRef::new(n, s.generation))
+        out.extend(guesses.iter().map(|&(n, name, labels)| inner.resolve_at(n, name, labels)));
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use ingestor_codec::{BatchReader, Lsn, Op, Point, RecordType, SeriesId, visit_series_defs};
 use ingestor_fs::Fs;
-use ingestor_memstore::{Memstore, SeriesRef, SlotPoint};
+use ingestor_memstore::{KeyGuess, Memstore, SeriesRef, SlotPoint};
 use ingestor_wal::{RecoveryReport, SegmentId, Wal, WalError, WalOptions};
 
 use super::{ReplayProgress, lock};
@@ -398,43 +398,40 @@ impl Replay<'_> {
         labels: &[(Range<usize>, Range<usize>)],
     ) -> std::result::Result<(), ingestor_memstore::MemstoreError> {
         let (memstore, ids, guess) = (self.memstore, &mut self.ids, &mut self.guess);
-        let mut parts: Vec<(&str, &str)> = Vec::new();
-        let mut unknown: Vec<(SeriesId, &str, Range<usize>)> = Vec::new();
-        let mut labels_of_unknown: Vec<(&str, &str)> = Vec::new();
-        for def in defs {
-            let name = &strings[def.name.clone()];
-            parts.clear();
-            parts.extend(
-                labels[def.labels.clone()]
-                    .iter()
-                    .map(|(n, v)| (&strings[n.clone()], &strings[v.clone()])),
-            );
-            let guessed = u32::try_from(i64::from(def.id.0) + *guess)
-                .ok()
-                .and_then(|at| memstore.resolve_at(at, name, &parts));
-            if let Some(series) = guessed {
-                ids.insert(def.id, series);
-            } else {
-                let from = labels_of_unknown.len();
-                labels_of_unknown.extend_from_slice(&parts);
-                unknown.push((def.id, name, from..labels_of_unknown.len()));
+        // Every definition's labels, then its guess: the handle its log id plus the guess
+        // names, checked under one hold of the memstore's lock for the whole record.
+        let all_labels: Vec<(&str, &str)> =
+            labels.iter().map(|(n, v)| (&strings[n.clone()], &strings[v.clone()])).collect();
+        let guesses: Vec<KeyGuess<'_>> = defs
+            .iter()
+            .map(|def| {
+                let at = u32::try_from(i64::from(def.id.0) + *guess).unwrap_or(u32::MAX);
+                (at, &strings[def.name.clone()], &all_labels[def.labels.clone()])
+            })
+            .collect();
+        let mut found = Vec::with_capacity(defs.len());
+        memstore.resolve_at_all(&guesses, &mut found);
+        // The definitions whose guess missed, by their place in `defs`.
+        let mut unknown: Vec<usize> = Vec::new();
+        for (i, (def, found)) in defs.iter().zip(found).enumerate() {
+            match found {
+                Some(series) => ids.insert(def.id, series),
+                None => unknown.push(i),
             }
         }
         if unknown.is_empty() {
             return Ok(());
         }
-        let keys: Vec<(&str, &[(&str, &str)])> = unknown
-            .iter()
-            .map(|(_, name, labels)| (*name, &labels_of_unknown[labels.clone()]))
-            .collect();
+        let keys: Vec<(&str, &[(&str, &str)])> =
+            unknown.iter().map(|&i| (guesses[i].1, guesses[i].2)).collect();
         let mut series = Vec::with_capacity(keys.len());
         let interned = memstore.intern_parts_all(&keys, &mut series);
-        for ((log_id, ..), &handle) in unknown.iter().zip(&series) {
-            ids.insert(*log_id, handle);
+        for (&i, &handle) in unknown.iter().zip(&series) {
+            ids.insert(defs[i].id, handle);
         }
         // The last definition interned (before a refusal, if one stopped them).
-        if let Some((i, last)) = series.len().checked_sub(1).zip(series.last()) {
-            *guess = i64::from(last.get()) - i64::from(unknown[i].0.0);
+        if let Some((k, last)) = series.len().checked_sub(1).zip(series.last()) {
+            *guess = i64::from(last.get()) - i64::from(defs[unknown[k]].id.0);
         }
         interned.map_err(|(_, e)| e)
     }
