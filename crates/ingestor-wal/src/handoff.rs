@@ -57,7 +57,28 @@ struct Handed {
     last: Lsn,
 }
 
+/// How far the buffer may grow, in buffers, while the flusher is still writing the one
+/// before it.
+const GROW: usize = 4;
+
 impl Shared {
+    /// The buffer holds [`crate::WalOptions::buffer_bytes`] (or more): hands it to the
+    /// flusher, unless the flusher is still writing the buffer before it. Then the appends
+    /// go on into this one (trying again every quarter buffer), and only once it holds
+    /// [`GROW`] buffers does the append wait: a flusher thread slow to be scheduled (a busy
+    /// machine) does not hold up every append.
+    ///
+    /// # Errors
+    /// As [`Shared::hand_off`].
+    pub(crate) fn buffer_full(&self, w: &mut Writer) -> Result<()> {
+        let buffer = self.options.buffer_bytes;
+        if lock(&self.handoff).writing && w.pending.len() < GROW * buffer {
+            w.hand_off_at = w.pending.len() + (buffer / 4).max(1);
+            return Ok(());
+        }
+        self.hand_off(w)
+    }
+
     /// Hands the buffer (full) to the flusher, once the one before it is written, and
     /// leaves an empty buffer in its place.
     ///
@@ -66,6 +87,7 @@ impl Shared {
     pub(crate) fn hand_off(&self, w: &mut Writer) -> Result<()> {
         let mut h = self.finish_handoff()?;
         self.check_poisoned()?;
+        w.hand_off_at = 0;
         let empty = std::mem::take(&mut h.empty);
         let bytes = std::mem::replace(&mut w.pending, empty);
         h.queued = Some(Handed {

@@ -213,6 +213,7 @@ impl Wal {
             buf: Vec::new(),
             pending: Vec::new(),
             pending_at: 0,
+            hand_off_at: 0,
             hinted: 0,
             zeroed: false,
             #[cfg(ingestor_deliberate_bugs)]

@@ -97,6 +97,9 @@ pub(crate) struct Writer {
     /// `pending_at` in the active segment (`offset` is past them).
     pub(crate) pending: Vec<u8>,
     pub(crate) pending_at: u64,
+    /// Under [`SyncPolicy::Buffered`]: the buffer is handed off once it holds this much (or
+    /// [`WalOptions::buffer_bytes`], if more); raised while the flusher is busy.
+    pub(crate) hand_off_at: usize,
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`]: how far into the active
     /// segment write-back was asked for (see [`Shared::hint_writeback`]).
     pub(crate) hinted: u64,
@@ -527,10 +530,10 @@ impl Shared {
         let last = Lsn(next.0 - 1);
         w.offset += (w.pending.len() - start) as u64;
         w.next_lsn = next;
-        if w.pending.len() >= self.options.buffer_bytes {
+        if w.pending.len() >= self.options.buffer_bytes.max(w.hand_off_at) {
             // Written by the flusher. A failure of the buffer before it (which poisoned the
             // log) refuses this batch: not acknowledged, nor counted accepted.
-            self.hand_off(w)?;
+            self.buffer_full(w)?;
         } else if was_empty && let Some(tx) = self.wake.get() {
             // A full channel holds a wake-up or a write-back hint, either of which starts
             // the flusher's deadline.
@@ -606,6 +609,7 @@ impl Shared {
         // Atomically: the flusher adds the buffers handed to it without the write lock.
         Counters::add(&self.counters.bytes_written, w.pending.len() as u64);
         w.pending.clear();
+        w.hand_off_at = 0;
         self.hint_writeback(w);
         self.written.store(w.next_lsn.0 - 1, Ordering::Release);
         self.crash_point(crash_points::APPEND_AFTER_WRITE).map_err(|e| self.poison(e))

@@ -425,8 +425,9 @@ impl Hook for WriteGate {
 }
 
 /// The append that fills the buffer hands it to the flusher and returns `Accepted`; while
-/// the flusher holds it unwritten, nothing counts it written or durable, and a sync waits
-/// for it (then covers it).
+/// the flusher holds it unwritten, appends go on into the next buffer (up to four buffers'
+/// worth), nothing counts either written or durable, and a sync waits for it (then covers
+/// both).
 #[test]
 fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
     let (told_tx, told_rx) = channel();
@@ -445,6 +446,21 @@ fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
     }
     told_rx.recv_timeout(Duration::from_secs(20)).expect("the flusher took the full buffer");
     assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn::ZERO, Lsn::ZERO));
+    // Appends go on while the flusher writes: the next buffer grows (to four buffers, about
+    // 130 frames) instead of waiting for it.
+    std::thread::scope(|s| {
+        let appending = s.spawn(|| {
+            for i in 41..=120u64 {
+                assert_eq!(wal.append(1, &record(i)).unwrap().level, AckLevel::Accepted);
+            }
+        });
+        let started = Instant::now();
+        while !appending.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(10), "appends waited for the flusher");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    assert_eq!(wal.written_lsn(), Lsn::ZERO);
     std::thread::scope(|s| {
         let syncing = s.spawn(|| wal.sync());
         std::thread::sleep(Duration::from_millis(100));
@@ -452,14 +468,14 @@ fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
         assert_eq!(wal.durable_lsn(), Lsn::ZERO);
         *gate.released.lock().unwrap() = true;
         gate.release.notify_all();
-        assert_eq!(syncing.join().unwrap().unwrap(), Lsn(40));
+        assert_eq!(syncing.join().unwrap().unwrap(), Lsn(120));
     });
-    assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn(40), Lsn(40)));
-    // A power cut now keeps all forty.
+    assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn(120), Lsn(120)));
+    // A power cut now keeps them all.
     sim.crash(CrashPolicy::DropUnsynced);
     drop(wal);
     let seen = replay(Arc::clone(gate.inner()), Path::new(DIR), opts);
-    assert_eq!(seen, (1..=40).map(|i| (i, record(i))).collect::<Vec<_>>());
+    assert_eq!(seen, (1..=120).map(|i| (i, record(i))).collect::<Vec<_>>());
 }
 
 /// A hook under which the flusher panics where the log writes a buffer (as a file system or
