@@ -27,8 +27,8 @@ pub enum SyncPolicy {
     /// Opt-in, never a default. Appends return *accepted*: their frames gather in a buffer
     /// in the process, written with one system call when it holds
     /// [`WalOptions::buffer_bytes`] or when the deadline given here has passed since the
-    /// first of them was accepted, whichever comes first (a background thread keeps the
-    /// deadline). Syncs happen as under [`SyncPolicy::Os`]. [`crate::Wal::wait_written`],
+    /// first of them was accepted, whichever comes first, both by a background thread (to
+    /// which the append that fills the buffer hands it, going on into an empty one). Syncs happen as under [`SyncPolicy::Os`]. [`crate::Wal::wait_written`],
     /// [`crate::Wal::wait_durable`], [`crate::Wal::sync`] and close write the buffer first.
     ///
     /// What it costs: a process crash (`kill -9`) loses the records accepted in the last
@@ -141,7 +141,9 @@ pub struct WalOptions {
     /// How new segments get their space. Default: [`SegmentFill::Auto`].
     pub segment_fill: SegmentFill,
     /// Under [`SyncPolicy::Buffered`], how many bytes of frames the buffer holds before it is
-    /// written; ignored otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.
+    /// handed to the background thread to write (while that thread still writes the buffer
+    /// before it, the next one may grow to four times this before an append waits); ignored
+    /// otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.
     pub buffer_bytes: usize,
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
     /// operating system to start writing back each 8 MiB of the active segment as it fills
