@@ -43,6 +43,7 @@
 
 mod error;
 mod expose;
+mod key_batch;
 mod key_index;
 mod selector;
 mod series_ref;
@@ -52,10 +53,11 @@ mod store;
 
 pub use error::MemstoreError;
 pub use expose::{CONTENT_TYPE, Exposer, expose, exposed_family, format_value};
+pub use key_batch::KeyBatch;
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use series_ref::{SeriesRef, SlotPoint};
 pub use state::{CounterState, DEFAULT_BUCKETS, GaugeState, HistogramState, SeriesState};
 pub use store::{
-    FreezeRoom, Frozen, KeyGuess, LoadSeries, Loader, MAX_SERIES_LIMIT, Memstore, MemstoreConfig,
+    FreezeRoom, Frozen, LoadSeries, Loader, MAX_SERIES_LIMIT, Memstore, MemstoreConfig,
     SeriesRecord, SeriesView,
 };

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ingestor_codec::{Lsn, MetricKind, Op, SeriesKey, Timestamp};
 
 use crate::error::MemstoreError;
+use crate::key_batch::KeyBatch;
 use crate::key_index::KeyIndex;
 use crate::selector::{MatchOp, Selector};
 use crate::series_ref::{SeriesRef, SlotPoint};
@@ -355,10 +356,6 @@ pub struct SeriesView {
     pub last_update: Timestamp,
 }
 
-/// A guess for [`Memstore::resolve_at_all`]: a handle's number (see [`SeriesRef::get`]),
-/// and the metric name and labels (canonical order) of the series it should hold.
-pub type KeyGuess<'a> = (u32, &'a str, &'a [(&'a str, &'a str)]);
-
 /// The in-memory state of every series: one writer applies batches while readers read.
 ///
 /// Series are addressed by handles ([`SeriesRef`]): resolve a key once ([`Memstore::intern`])
@@ -369,7 +366,15 @@ pub type KeyGuess<'a> = (u32, &'a str, &'a [(&'a str, &'a str)]);
 pub struct Memstore {
     inner: RwLock<Inner>,
     config: MemstoreConfig,
+    /// This store among the process's stores (a [`KeyBatch`] says whose hasher it used).
+    id: u64,
+    /// The hasher of the store's keys (the index's), also here outside the lock: for
+    /// [`KeyBatch`]es, hashed by other threads.
+    hasher: KeyHashBuilder,
 }
+
+/// The next [`Memstore`]'s id.
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl std::fmt::Debug for Memstore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -377,7 +382,7 @@ impl std::fmt::Debug for Memstore {
     }
 }
 
-fn key_hash(
+pub(crate) fn key_hash(
     hasher: &KeyHashBuilder,
     name: &str,
     labels: impl Iterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
@@ -729,6 +734,64 @@ mod churn {
     }
 
     #[test]
+    fn intern_batch_takes_a_right_guess_looks_up_a_wrong_one_and_creates_the_rest() {
+        let config = MemstoreConfig { max_series: 6, ..MemstoreConfig::default() };
+        let store = Memstore::new(config).unwrap();
+        let a = store.intern_parts("m", &[("host", "a"), ("x", "1")]).unwrap();
+        let b = store.intern_parts("m", &[("host", "a")]).unwrap();
+        let mut batch = store.key_batch();
+        for (name, labels) in [
+            ("m", &[("host", "a"), ("x", "1")][..]),
+            ("m", &[("host", "a")][..]),
+            ("n", &[][..]),
+            ("m", &[("host", "a"), ("x", "2")][..]),
+            ("n", &[][..]),
+        ] {
+            batch.push(name, labels).unwrap();
+        }
+        assert_eq!(batch.len(), 5);
+        assert_eq!(
+            (batch.name(3), batch.labels(3).collect::<Vec<_>>()),
+            ("m", vec![("host", "a"), ("x", "2")])
+        );
+        // Right (a), wrong (b's key at a's handle), none, out of range, wrong (a's).
+        let guesses = [Some(a.get()), Some(a.get()), None, Some(99), Some(a.get())];
+        let mut out = vec![b];
+        store.intern_batch(&batch, |i| guesses[i], &mut out).unwrap();
+        let n = store.resolve_parts("n", &[]).unwrap();
+        let x2 = store.resolve_parts("m", &[("host", "a"), ("x", "2")]).unwrap();
+        assert_eq!(out, vec![b, a, b, n, x2, n], "pushed after what was there, in order");
+        assert_eq!(store.slots(), 4, "n created once though given twice");
+        // An invalid key never enters a batch, and leaves it as it was.
+        let err = batch.push("m", &[("b", "1"), ("a", "1")]).unwrap_err();
+        assert!(matches!(err, MemstoreError::InvalidKey { .. }), "{err:?}");
+        assert_eq!(batch.len(), 5);
+        // A refusal stops at its place; the keys before it keep their series.
+        batch.clear();
+        assert!(batch.is_empty());
+        for i in 0..4 {
+            batch.push("m", &[("i", &i.to_string())]).unwrap();
+        }
+        let mut out = Vec::new();
+        let (at, err) = store.intern_batch(&batch, |_| None, &mut out).unwrap_err();
+        assert_eq!((at, out.len(), store.slots()), (2, 2, 6));
+        assert!(err.to_string().contains("i=\"2\""), "{err}");
+    }
+
+    #[test]
+    fn a_key_batch_of_another_store_is_hashed_again_by_the_store_that_interns_it() {
+        let one = Memstore::new(MemstoreConfig::default()).unwrap();
+        let two = Memstore::new(MemstoreConfig::default()).unwrap();
+        let old = two.intern_parts("m", &[("host", "a")]).unwrap();
+        let mut batch = one.key_batch();
+        batch.push("m", &[("host", "a")]).unwrap();
+        let mut out = Vec::new();
+        two.intern_batch(&batch, |_| None, &mut out).unwrap();
+        assert_eq!(out, vec![old], "found, not created again under another hash");
+        assert_eq!(two.slots(), 1);
+    }
+
+    #[test]
     fn resolve_at_confirms_only_the_exact_key_of_a_live_series() {
         let store = Memstore::new(MemstoreConfig::default()).unwrap();
         let a = store.intern_parts("m", &[("host", "a"), ("x", "1")]).unwrap();
@@ -742,16 +805,6 @@ mod churn {
         assert_eq!(store.resolve_at(a.get(), "n", &[("host", "a"), ("x", "1")]), None);
         // No series there (never given out, or removed).
         assert_eq!(store.resolve_at(99, "m", &[("host", "a")]), None);
-        // Many at once: the same answers, in order.
-        let guesses: Vec<KeyGuess<'_>> = vec![
-            (a.get(), "m", &[("host", "a"), ("x", "1")]),
-            (b.get(), "m", &[("host", "a"), ("x", "1")]),
-            (99, "m", &[]),
-            (b.get(), "m", &[("host", "a")]),
-        ];
-        let mut out = vec![None];
-        store.resolve_at_all(&guesses, &mut out);
-        assert_eq!(out, vec![None, Some(a), None, None, Some(b)]);
         store.discard_unwritten(&[a]);
         assert_eq!(store.resolve_at(a.get(), "m", &[("host", "a"), ("x", "1")]), None);
     }
@@ -1230,6 +1283,7 @@ impl Memstore {
         config.validate()?;
         let mut symbols = Symbols::default();
         let name_symbol = symbols.intern(NAME_LABEL);
+        let hasher = key_hash_builder();
         let inner = Inner {
             symbols,
             chunks: Vec::new(),
@@ -1239,7 +1293,7 @@ impl Memstore {
             index: KeyIndex::default(),
             scratch: Vec::new(),
             prev_key: Vec::new(),
-            hasher: key_hash_builder(),
+            hasher: hasher.clone(),
             postings: HashMap::default(),
             name_symbol,
             deleted: SlotRuns::default(),
@@ -1252,7 +1306,8 @@ impl Memstore {
             bounds: Arc::from(config.histogram_bounds.as_slice()),
             applied: Lsn::ZERO,
         };
-        Ok(Memstore { inner: RwLock::new(inner), config })
+        let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Memstore { inner: RwLock::new(inner), config, id, hasher })
     }
 
     /// The configuration.
@@ -1294,11 +1349,66 @@ impl Memstore {
         self.read().resolve_at(n, name, labels)
     }
 
-    /// [`Memstore::resolve_at`] for each `(n, name, labels)` of `guesses`, under one hold of
-    /// the read lock (a replay checks a million guesses): pushes each answer onto `out`.
-    pub fn resolve_at_all(&self, guesses: &[KeyGuess<'_>], out: &mut Vec<Option<SeriesRef>>) {
-        let inner = self.read();
-        out.extend(guesses.iter().map(|&(n, name, labels)| inner.resolve_at(n, name, labels)));
+    /// An empty [`KeyBatch`] for this store: keys checked and hashed by whichever thread
+    /// fills it, for [`Memstore::intern_batch`].
+    #[must_use]
+    pub fn key_batch(&self) -> KeyBatch {
+        KeyBatch::new(self.id, self.hasher.clone())
+    }
+
+    /// The handles of `batch`'s keys, in order, pushed onto `out`, creating the series that
+    /// do not exist yet (without state until their first update), as
+    /// [`Memstore::intern_parts_all`] does but without hashing or checking a key under the
+    /// lock (the batch did both). `guess(i)` may name the handle number (see
+    /// [`SeriesRef::get`]) that key `i` probably has: checked against the stored key first,
+    /// and the key's hash looked up only when it is wrong. A replay guesses that a log's
+    /// series ids follow this store's handles at a fixed distance, as they do after a
+    /// snapshot written by the process that wrote the log. A key given twice gets one series.
+    /// Stops at the first refusal, with its place in the batch (the keys before it keep their
+    /// series).
+    ///
+    /// # Errors
+    /// [`MemstoreError::SeriesLimit`] and [`MemstoreError::HandlesExhausted`], with the
+    /// place of the key refused.
+    pub fn intern_batch(
+        &self,
+        batch: &KeyBatch,
+        guess: impl Fn(usize) -> Option<u32>,
+        out: &mut Vec<SeriesRef>,
+    ) -> Result<(), (usize, MemstoreError)> {
+        let mut inner = self.write();
+        // Guesses first: the keys they confirm need neither their hash nor the index.
+        let found: Vec<Option<SeriesRef>> = (0..batch.len())
+            .map(|i| {
+                let n = guess(i)?;
+                let s = inner.slot(n)?;
+                inner
+                    .parts_match(&s.key, batch.name(i), batch.labels(i), batch.labels(i).len())
+                    .then_some(SeriesRef::new(n, s.generation))
+            })
+            .collect();
+        // A batch another store made hashed its keys with that store's hasher.
+        let rehashed: Vec<u64>;
+        let hashes = if batch.store == self.id {
+            &batch.hashes
+        } else {
+            rehashed = (0..batch.len()).map(|i| batch.rehash(i, &self.hasher)).collect();
+            &rehashed
+        };
+        let missed: Vec<u64> =
+            found.iter().zip(hashes).filter(|(f, _)| f.is_none()).map(|(_, &h)| h).collect();
+        inner.touch_all(&missed);
+        out.reserve(batch.len());
+        for (i, (found, &h)) in found.into_iter().zip(hashes).enumerate() {
+            let series = match found {
+                Some(series) => series,
+                None => self
+                    .intern_hashed(&mut inner, h, batch.name(i), batch.labels(i), false)
+                    .map_err(|e| (i, e))?,
+            };
+            out.push(series);
+        }
+        Ok(())
     }
 
     /// The handles of `keys`, creating the series that do not exist yet (without state until
@@ -1379,7 +1489,7 @@ impl Memstore {
     ) -> Result<SeriesRef, MemstoreError> {
         let mut inner = self.write();
         let h = key_hash(&inner.hasher, name, labels.iter().copied());
-        self.intern_parts_hashed(&mut inner, h, name, labels)
+        self.intern_hashed(&mut inner, h, name, labels.iter().copied(), true)
     }
 
     /// [`Memstore::intern_parts`] for each key of `keys` in order (a key given twice gets one
@@ -1403,34 +1513,42 @@ impl Memstore {
             .collect();
         inner.touch_all(&hashes);
         for (i, (&(name, labels), &h)) in keys.iter().zip(&hashes).enumerate() {
-            out.push(self.intern_parts_hashed(&mut inner, h, name, labels).map_err(|e| (i, e))?);
+            let parts = labels.iter().copied();
+            out.push(self.intern_hashed(&mut inner, h, name, parts, true).map_err(|e| (i, e))?);
         }
         Ok(())
     }
 
-    fn intern_parts_hashed(
+    /// The handle of the series `name` + `labels` (canonical order) whose key hashes to `h`,
+    /// created if new; the key is checked first when `check` says so (a [`KeyBatch`]'s keys
+    /// were checked as they were added).
+    fn intern_hashed<'k>(
         &self,
         inner: &mut Inner,
         h: u64,
         name: &str,
-        labels: &[(&str, &str)],
+        labels: impl ExactSizeIterator<Item = (&'k str, &'k str)> + Clone,
+        check: bool,
     ) -> Result<SeriesRef, MemstoreError> {
-        let parts = labels.iter().copied();
-        if let Some(id) = inner.lookup_hashed(h, name, parts.clone(), labels.len()) {
+        let len = labels.len();
+        if let Some(id) = inner.lookup_hashed(h, name, labels.clone(), len) {
             return Ok(inner.handle(id));
         }
         let invalid = |e: ingestor_codec::ValidationError| MemstoreError::InvalidKey {
             reason: e.to_string(),
         };
-        ingestor_codec::validate_canonical(name, labels).map_err(invalid)?;
-        if inner.slots >= self.config.max_series {
-            return Err(MemstoreError::SeriesLimit {
-                limit: self.config.max_series,
-                key: SeriesKey::from_canonical(name, labels).map_err(invalid)?.to_string(),
-            });
+        if check || inner.slots >= self.config.max_series {
+            let parts: Vec<(&str, &str)> = labels.clone().collect();
+            ingestor_codec::validate_canonical(name, &parts).map_err(invalid)?;
+            if inner.slots >= self.config.max_series {
+                return Err(MemstoreError::SeriesLimit {
+                    limit: self.config.max_series,
+                    key: SeriesKey::from_canonical(name, &parts).map_err(invalid)?.to_string(),
+                });
+            }
         }
         inner.check_handles(1)?;
-        Ok(inner.insert_hashed(h, name, parts, labels.len()))
+        Ok(inner.insert_hashed(h, name, labels, len))
     }
 
     /// Removes the series among `ids` that were never written (a refused batch's new series),

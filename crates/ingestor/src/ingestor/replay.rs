@@ -1,18 +1,17 @@
 //! Replay of the log into the memstore at open, on two threads: the thread that opens the
 //! log reads each record (checksums, decompression) and decodes it (definitions' keys
-//! validated, batches' points decoded); a second thread maps series ids and applies, one
+//! checked and hashed, batches' points decoded); a second thread maps series ids and applies, one
 //! record after the other, in LSN order. Replay is what a user waits for after a crash, and
 //! each half is about half of its work.
 
 use std::collections::HashMap;
-use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use ingestor_codec::{BatchReader, Lsn, Op, Point, RecordType, SeriesId, visit_series_defs};
 use ingestor_fs::Fs;
-use ingestor_memstore::{KeyGuess, Memstore, SeriesRef, SlotPoint};
+use ingestor_memstore::{KeyBatch, Memstore, SeriesRef, SlotPoint};
 use ingestor_wal::{RecoveryReport, SegmentId, Wal, WalError, WalOptions};
 
 use super::{ReplayProgress, lock};
@@ -74,6 +73,7 @@ pub(super) fn replay_log(
                     skipped_points: 0,
                     segment: None,
                     scratch: Vec::new(),
+                    handles: Vec::new(),
                     records: 0,
                     points: 0,
                 };
@@ -120,7 +120,7 @@ pub(super) fn replay_log(
                 if failed.load(Relaxed) {
                     return Err(Box::new(Stopped) as ingestor_wal::ReplayError);
                 }
-                let bufs = back_rx.try_recv().unwrap_or_default();
+                let bufs = back_rx.try_recv().unwrap_or_else(|_| Buffers::new(memstore));
                 let record =
                     decode(info.segment, info.lsn, info.record_type, payload, snapshot_lsn, bufs);
                 if tx.send(record).is_err() {
@@ -166,21 +166,22 @@ struct Decoded {
 }
 
 /// What a record decodes into, handed back and forth between the threads.
-#[derive(Default)]
 struct Buffers {
-    /// A definitions record's strings, one after the other.
-    strings: String,
-    defs: Vec<Def>,
-    /// Label names and values, as ranges of `strings`.
-    labels: Vec<(Range<usize>, Range<usize>)>,
+    /// A definitions record's keys, checked and hashed for the memstore.
+    keys: KeyBatch,
+    /// Each key's series id in the log.
+    ids: Vec<SeriesId>,
     points: Vec<Point>,
 }
 
 impl Buffers {
+    fn new(memstore: &Memstore) -> Buffers {
+        Buffers { keys: memstore.key_batch(), ids: Vec::new(), points: Vec::new() }
+    }
+
     fn clear(&mut self) {
-        self.strings.clear();
-        self.defs.clear();
-        self.labels.clear();
+        self.keys.clear();
+        self.ids.clear();
         self.points.clear();
     }
 }
@@ -197,14 +198,6 @@ enum Record {
     Unknown(u8),
 }
 
-/// One definition: its id, its metric name and its labels, as ranges of the record's
-/// buffers.
-struct Def {
-    id: SeriesId,
-    name: Range<usize>,
-    labels: Range<usize>,
-}
-
 fn decode(
     segment: SegmentId,
     lsn: Lsn,
@@ -215,20 +208,21 @@ fn decode(
 ) -> Decoded {
     let what = match RecordType::from_byte(record_type) {
         Some(RecordType::SeriesDefs) => {
-            let Buffers { strings, defs, labels: labels_of, .. } = &mut bufs;
-            strings.reserve(payload.len());
-            let mut push = |s: &str| {
-                let at = strings.len();
-                strings.push_str(s);
-                at..strings.len()
-            };
+            let Buffers { keys, ids, .. } = &mut bufs;
+            // The first key the memstore refuses ends the record, as a decoding error would.
+            let mut refused = None;
             let visited = visit_series_defs(payload, |id, name, labels| {
-                let name = push(name);
-                let from = labels_of.len();
-                labels_of.extend(labels.iter().map(|(n, v)| (push(n), push(v))));
-                defs.push(Def { id, name, labels: from..labels_of.len() });
+                if refused.is_none() {
+                    match keys.push(name, labels) {
+                        Ok(()) => ids.push(id),
+                        Err(ingestor_memstore::MemstoreError::InvalidKey { reason }) => {
+                            refused = Some(reason);
+                        }
+                        Err(e) => refused = Some(e.to_string()),
+                    }
+                }
             });
-            Record::Defs { error: visited.err().map(|e| e.to_string()) }
+            Record::Defs { error: refused.or_else(|| visited.err().map(|e| e.to_string())) }
         }
         Some(RecordType::Batch)
             if lsn > snapshot_lsn || replays_snapshot_lsn(lsn, snapshot_lsn) =>
@@ -333,6 +327,8 @@ struct Replay<'a> {
     segment: Option<SegmentId>,
     /// A batch's points, kept for the next batch.
     scratch: Vec<SlotPoint>,
+    /// A definitions record's handles, kept for the next record.
+    handles: Vec<SeriesRef>,
     /// The last series definition's handle less its log id: the next definition's series is
     /// first looked for at its log id plus this (checked against the key; the key's hash
     /// is looked up only when the guess is wrong). Log ids are the handles of the process
@@ -369,7 +365,7 @@ impl Replay<'_> {
         }
         match what {
             Record::Defs { error } => {
-                self.define(&bufs.strings, &bufs.defs, &bufs.labels).map_err(|e| match e {
+                self.define(&bufs.keys, &bufs.ids).map_err(|e| match e {
                     ingestor_memstore::MemstoreError::InvalidKey { reason } => fail(reason),
                     e => Error::from(e),
                 })?;
@@ -387,52 +383,28 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Maps a record's definitions. Most name series the memstore already has (from the
-    /// snapshot, or an earlier segment): looked up without building keys, first where the
-    /// guess says. The others are interned together (one hash of each key, no key built:
-    /// found, or created).
+    /// Maps a record's definitions (their keys checked and hashed by the reading thread).
+    /// Most name series the memstore already has (from the snapshot, or an earlier segment):
+    /// first looked for where the guess says, without the key's hash. The others are looked
+    /// up by hash, or created.
     fn define(
         &mut self,
-        strings: &str,
-        defs: &[Def],
-        labels: &[(Range<usize>, Range<usize>)],
+        keys: &KeyBatch,
+        ids: &[SeriesId],
     ) -> std::result::Result<(), ingestor_memstore::MemstoreError> {
-        let (memstore, ids, guess) = (self.memstore, &mut self.ids, &mut self.guess);
-        // Every definition's labels, then its guess: the handle its log id plus the guess
-        // names, checked under one hold of the memstore's lock for the whole record.
-        let all_labels: Vec<(&str, &str)> =
-            labels.iter().map(|(n, v)| (&strings[n.clone()], &strings[v.clone()])).collect();
-        let guesses: Vec<KeyGuess<'_>> = defs
-            .iter()
-            .map(|def| {
-                let at = u32::try_from(i64::from(def.id.0) + *guess).unwrap_or(u32::MAX);
-                (at, &strings[def.name.clone()], &all_labels[def.labels.clone()])
-            })
-            .collect();
-        let mut found = Vec::with_capacity(defs.len());
-        memstore.resolve_at_all(&guesses, &mut found);
-        // The definitions whose guess missed, by their place in `defs`.
-        let mut unknown: Vec<usize> = Vec::new();
-        for (i, (def, found)) in defs.iter().zip(found).enumerate() {
-            match found {
-                Some(series) => ids.insert(def.id, series),
-                None => unknown.push(i),
-            }
+        let offset = self.guess;
+        let guess = |i: usize| u32::try_from(i64::from(ids[i].0) + offset).ok();
+        let mut series = std::mem::take(&mut self.handles);
+        series.clear();
+        let interned = self.memstore.intern_batch(keys, guess, &mut series);
+        for (id, &handle) in ids.iter().zip(&series) {
+            self.ids.insert(*id, handle);
         }
-        if unknown.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<(&str, &[(&str, &str)])> =
-            unknown.iter().map(|&i| (guesses[i].1, guesses[i].2)).collect();
-        let mut series = Vec::with_capacity(keys.len());
-        let interned = memstore.intern_parts_all(&keys, &mut series);
-        for (&i, &handle) in unknown.iter().zip(&series) {
-            ids.insert(defs[i].id, handle);
-        }
-        // The last definition interned (before a refusal, if one stopped them).
+        // The last definition mapped (before a refusal, if one stopped them).
         if let Some((k, last)) = series.len().checked_sub(1).zip(series.last()) {
-            *guess = i64::from(last.get()) - i64::from(defs[unknown[k]].id.0);
+            self.guess = i64::from(last.get()) - i64::from(ids[k].0);
         }
+        self.handles = series;
         interned.map_err(|(_, e)| e)
     }
 
