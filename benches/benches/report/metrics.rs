@@ -10,7 +10,7 @@ use ingestor::{
 };
 use ingestor_benches::standard::{handle_batch, key_batch, keys, op, rss_mib, scrape_frozen};
 
-use crate::table::{Figure, Report};
+use crate::table::{Figure, Report, human};
 
 const BATCH: usize = 10_000;
 
@@ -195,11 +195,29 @@ pub fn run(report: &mut Report, n: usize, budget: Duration) {
         by_handle_round(&db, &replay_handles, round);
     }
     db.close().unwrap();
-    let t = Instant::now();
-    let (db, r) = Ingestor::open(&replay_dir, config(SyncPolicy::Os)).unwrap();
-    let replay = points_per_s(r.replayed_points as usize, t.elapsed());
-    drop(db);
-    report.add(Figure::new(&section, "replay of the whole log", replay, "points/s").target(10e6));
+    // The median of three opens: one open of 0.5 s on this shared machine is at the mercy
+    // of whatever else runs on the host during it (single opens of the same log in one
+    // minute ranged 5.4M to 8.5M points/s).
+    let mut replays: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let (db, r) = Ingestor::open(&replay_dir, config(SyncPolicy::Os)).unwrap();
+            let replay = points_per_s(r.replayed_points as usize, t.elapsed());
+            // No snapshot at close (`FinalSnapshot::Never`): the next open replays it all.
+            drop(db);
+            replay
+        })
+        .collect();
+    replays.sort_by(f64::total_cmp);
+    report.add(
+        Figure::new(&section, "replay of the whole log", replays[1], "points/s").target(10e6).note(
+            format!(
+                "median of 3 opens; the others {} and {}",
+                human(replays[0]),
+                human(replays[2])
+            ),
+        ),
+    );
 
     // Bytes per point with log compression (the same five rounds).
     for (name, compression) in [("lz4", Compression::Lz4), ("zstd", Compression::Zstd { level: 3 })]
