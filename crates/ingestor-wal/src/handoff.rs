@@ -99,6 +99,8 @@ impl Shared {
         });
         drop(h);
         let sent = match self.wake.get() {
+            // Left for the next write the callers cause, or the deadline.
+            Some(_) if !self.options.buffer_handoff => Ok(()),
             // A full channel holds messages the flusher is about to handle: it writes a
             // handed-off buffer after each message it takes.
             Some(tx) => {
@@ -121,6 +123,12 @@ impl Shared {
     /// another thread's write shows as the log's poisoning.
     pub(crate) fn finish_handoff(&self) -> Result<MutexGuard<'_, Handoff>> {
         let mut h = lock(&self.handoff);
+        // Deliberate defect: a flush, sync or rotation goes on without the buffer in the
+        // flusher's hands (written later, or never if the process dies first).
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("handoff-no-wait") {
+            return Ok(h);
+        }
         loop {
             if let Some(handed) = h.queued.take() {
                 h.writing = true;

@@ -143,8 +143,14 @@ pub struct WalOptions {
     /// Under [`SyncPolicy::Buffered`], how many bytes of frames the buffer holds before it is
     /// handed to the background thread to write (while that thread still writes the buffer
     /// before it, the next one may grow to four times this before an append waits); ignored
-    /// otherwise. Between 4 KiB and 64 MiB. Default: 1 MiB.
+    /// otherwise. Between 1 KiB and 64 MiB. Default: 1 MiB.
     pub buffer_bytes: usize,
+    /// Under [`SyncPolicy::Buffered`], whether a full buffer is handed to the background
+    /// thread to write (on). Off, it waits for the next write the log's callers cause (the
+    /// next full buffer, a flush, a sync, a rotation) or the deadline, and the thread that
+    /// causes it writes it: as a deterministic simulation needs, where only the test's own
+    /// thread may touch the disk before the deadline. Default: on.
+    pub buffer_handoff: bool,
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
     /// operating system to start writing back each 8 MiB of the active segment as it fills
     /// (`POSIX_FADV_DONTNEED` over whole pages, which also drops those already clean from the
@@ -167,6 +173,7 @@ impl Default for WalOptions {
             compression: Compression::None,
             segment_fill: SegmentFill::default(),
             buffer_bytes: 1 << 20,
+            buffer_handoff: true,
             writeback_ahead: true,
             listener: None,
         }
@@ -216,6 +223,13 @@ impl WalOptions {
         self
     }
 
+    /// Sets [`WalOptions::buffer_handoff`].
+    #[must_use]
+    pub fn buffer_handoff(mut self, on: bool) -> Self {
+        self.buffer_handoff = on;
+        self
+    }
+
     /// Sets [`WalOptions::writeback_ahead`].
     #[must_use]
     pub fn writeback_ahead(mut self, on: bool) -> Self {
@@ -262,13 +276,13 @@ impl WalOptions {
                 reason: format!("Buffered deadline {deadline:?} is outside (0, 60 s]"),
             });
         }
-        if !(4 << 10..=64 << 20).contains(&self.buffer_bytes) {
+        if !(1 << 10..=64 << 20).contains(&self.buffer_bytes) {
             return Err(WalError::InvalidOptions {
                 field: "buffer_bytes",
                 reason: format!(
-                    "{} is outside 4 KiB ..= 64 MiB ({} ..= {} bytes)",
+                    "{} is outside 1 KiB ..= 64 MiB ({} ..= {} bytes)",
                     self.buffer_bytes,
-                    4 << 10,
+                    1 << 10,
                     64 << 20
                 ),
             });

@@ -184,7 +184,13 @@ fn spawn_timer(
             let sync_written = || act(&shared);
             // After every message: the buffer an appender handed off, if one waits (its
             // `Write` message may have found the channel full). A failure poisoned the log.
-            let write_handed = || drop(shared.finish_handoff());
+            // Without hand-offs ([`crate::WalOptions::buffer_handoff`] off) a full buffer
+            // waits for the callers' next write, or the deadline's flush.
+            let write_handed = || {
+                if shared.options.buffer_handoff {
+                    drop(shared.finish_handoff());
+                }
+            };
             loop {
                 let message = rx.recv();
                 write_handed();

@@ -236,13 +236,43 @@ fn a_failed_write_of_a_handed_off_buffer_poisons_the_log() {
 }
 
 #[test]
+fn without_hand_offs_a_full_buffer_waits_for_the_callers_next_write() {
+    let sim = SimFs::new(2);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let opts = options(Duration::from_secs(60)).buffer_bytes(4096).buffer_handoff(false);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
+    for i in 1..=60u64 {
+        wal.append(1, &record(i)).unwrap();
+    }
+    // The first full buffer (about 40 frames of 100 bytes) is not the flusher's to write.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(wal.written_lsn(), Lsn::ZERO, "no thread wrote the full buffer");
+    assert_eq!(wal.stats().bytes_written, 0);
+    // The append that fills the next one writes it, on its own thread, before returning.
+    let mut first_written = None;
+    for i in 61..=100u64 {
+        wal.append(1, &record(i)).unwrap();
+        if first_written.is_none() && wal.written_lsn() > Lsn::ZERO {
+            first_written = Some((i, wal.written_lsn().0));
+        }
+    }
+    let (by, at) = first_written.expect("the second full buffer wrote the first");
+    assert!((30..=45).contains(&at), "the first buffer held {at} records");
+    assert!((2 * at - 5..=2 * at + 5).contains(&by), "written by append {by}");
+    wal.flush().unwrap();
+    assert_eq!(wal.written_lsn(), Lsn(100));
+    wal.close().unwrap();
+    assert_eq!(replay(fs, Path::new(DIR), opts).len(), 100);
+}
+
+#[test]
 fn invalid_buffer_options_are_refused() {
     let sim = SimFs::new(6);
     let fs: Arc<dyn Fs> = Arc::new(sim);
     for opts in [
         options(Duration::ZERO),
         options(Duration::from_secs(61)),
-        options(Duration::from_millis(5)).buffer_bytes(100),
+        options(Duration::from_millis(5)).buffer_bytes(1023),
         options(Duration::from_millis(5)).buffer_bytes(65 << 20),
     ] {
         let err = Wal::open(Arc::clone(&fs), Path::new(DIR), opts).unwrap_err();

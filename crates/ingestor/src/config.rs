@@ -81,8 +81,12 @@ pub struct Config {
     /// and `Buffered`).
     pub segment_fill: SegmentFill,
     /// Under [`SyncPolicy::Buffered`], the bytes of logged batches gathered before they are
-    /// written. Between 4 KiB and 64 MiB. Default: 1 MiB.
+    /// written. Between 1 KiB and 64 MiB. Default: 1 MiB.
     pub wal_buffer_bytes: usize,
+    /// Under [`SyncPolicy::Buffered`], whether a full buffer is written by the log's
+    /// background thread (on) or by the next thread that causes a write, a flush or a sync
+    /// (off: for deterministic simulations). Default: on.
+    pub wal_buffer_handoff: bool,
     /// A snapshot is taken automatically once the log has grown by this many bytes since the
     /// last one. Default: 128 MiB.
     pub snapshot_bytes: u64,
@@ -137,6 +141,7 @@ impl Default for Config {
             wal_compression: Compression::None,
             segment_fill: SegmentFill::default(),
             wal_buffer_bytes: 1 << 20,
+            wal_buffer_handoff: true,
             snapshot_bytes: 128 << 20,
             snapshot_interval: Some(Duration::from_secs(3600)),
             final_snapshot: FinalSnapshot::default(),
@@ -178,6 +183,8 @@ impl Config {
         segment_fill: SegmentFill,
         /// Sets [`Config::wal_buffer_bytes`].
         wal_buffer_bytes: usize,
+        /// Sets [`Config::wal_buffer_handoff`].
+        wal_buffer_handoff: bool,
         /// Sets [`Config::snapshot_bytes`].
         snapshot_bytes: u64,
         /// Sets [`Config::snapshot_interval`].
@@ -249,7 +256,8 @@ impl Config {
             .compression(self.wal_compression)
             // Resolved against this policy, not the log's (`Always` runs the log under `Os`).
             .segment_fill(self.segment_fill.resolve(self.sync_policy))
-            .buffer_bytes(self.wal_buffer_bytes);
+            .buffer_bytes(self.wal_buffer_bytes)
+            .buffer_handoff(self.wal_buffer_handoff);
         match &self.wal_listener {
             Some(listener) => options.listener(Arc::clone(listener)),
             None => options,

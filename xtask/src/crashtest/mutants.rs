@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 21] = [
+const MUTANTS: [Mutant; 22] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -73,6 +73,13 @@ const MUTANTS: [Mutant; 21] = [
         against: Against::Proc,
         promise: "under Buffered, an accepted batch is written within the deadline: a kill \
                   -9 loses at most the last deadline's batches",
+    },
+    Mutant {
+        name: "handoff-no-wait",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "under Buffered, a sync covers every accepted record, a full buffer handed \
+                  off for writing included: durable survives",
     },
     Mutant {
         name: "rotate-no-sync",

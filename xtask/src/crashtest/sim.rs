@@ -86,15 +86,16 @@ fn is_power_cut(e: &Error) -> bool {
 
 fn config(policy: Policy, keep: usize) -> Config {
     let sync_policy = match policy {
-        // A deadline no life reaches: the buffer is written only when it fills (4 KiB, the
-        // segment's size), at a rotation, a sync or a snapshot, all on the ingesting thread,
-        // so that a run follows from its seed.
+        // A deadline no life reaches: a full buffer (1 KiB, a quarter of a segment) is handed
+        // off but left for the ingesting thread to write at its next full buffer, rotation,
+        // sync or snapshot, so that a run follows from its seed.
         Policy::Buffered => ingestor::SyncPolicy::Buffered(std::time::Duration::from_secs(60)),
         other => other.sync_policy(),
     };
     Config::default()
         .sync_policy(sync_policy)
-        .wal_buffer_bytes(4096)
+        .wal_buffer_bytes(1024)
+        .wal_buffer_handoff(false)
         .segment_bytes_max(4096)
         // Spare segments written by the appending thread: deterministic, and their writes
         // are among the operations a power cut can land on.
