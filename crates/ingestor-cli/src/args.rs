@@ -98,7 +98,7 @@ pub(crate) struct EngineArgs {
     #[arg(long, default_value = "batch:5ms")]
     sync: SyncArg,
     /// Under --sync buffered, the bytes of logged batches gathered before they are written
-    /// (4KiB ..= 64MiB).
+    /// (1KiB ..= 64MiB).
     #[arg(long, default_value = "1MiB")]
     wal_buffer_bytes: Bytes,
     /// Log segment size in bytes.

@@ -99,8 +99,12 @@ impl Shared {
         });
         drop(h);
         let sent = match self.wake.get() {
-            // Left for the next write the callers cause, or the deadline.
-            Some(_) if !self.options.buffer_handoff => Ok(()),
+            // Left for the next write the callers cause, or the deadline: a wake-up starts it
+            // (this append may have filled an empty buffer, and sent none).
+            Some(tx) if !self.options.buffer_handoff => {
+                let _ = tx.try_send(SyncMessage::Wake);
+                Ok(())
+            }
             // A full channel holds messages the flusher is about to handle: it writes a
             // handed-off buffer after each message it takes.
             Some(tx) => {
@@ -123,8 +127,8 @@ impl Shared {
     /// another thread's write shows as the log's poisoning.
     pub(crate) fn finish_handoff(&self) -> Result<MutexGuard<'_, Handoff>> {
         let mut h = lock(&self.handoff);
-        // Deliberate defect: a flush, sync or rotation goes on without the buffer in the
-        // flusher's hands (written later, or never if the process dies first).
+        // Deliberate defect: a flush, sync or rotation goes on without the handed-off buffer
+        // (written later by the flusher if it took it, else dropped by the next hand-off).
         #[cfg(ingestor_deliberate_bugs)]
         if crate::bugs::on("handoff-no-wait") {
             return Ok(h);

@@ -148,8 +148,8 @@ pub struct WalOptions {
     /// Under [`SyncPolicy::Buffered`], whether a full buffer is handed to the background
     /// thread to write (on). Off, it waits for the next write the log's callers cause (the
     /// next full buffer, a flush, a sync, a rotation) or the deadline, and the thread that
-    /// causes it writes it: as a deterministic simulation needs, where only the test's own
-    /// thread may touch the disk before the deadline. Default: on.
+    /// causes it writes it: the background thread writes nothing before the deadline, as a
+    /// deterministic simulation needs. Default: on.
     pub buffer_handoff: bool,
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
     /// operating system to start writing back each 8 MiB of the active segment as it fills

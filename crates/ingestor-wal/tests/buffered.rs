@@ -266,6 +266,24 @@ fn without_hand_offs_a_full_buffer_waits_for_the_callers_next_write() {
 }
 
 #[test]
+fn without_hand_offs_a_buffer_filled_by_one_append_is_written_by_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
+    let opts = options(Duration::from_millis(20)).buffer_bytes(1024).buffer_handoff(false);
+    let (wal, _) = Wal::open(Arc::clone(&fs), tmp.path(), opts.clone()).unwrap();
+    // One batch larger than the buffer, into an empty one: full at once.
+    let ack = wal.append(1, &vec![7u8; 2000]).unwrap();
+    assert_eq!(ack.level, AckLevel::Accepted);
+    let started = Instant::now();
+    while wal.written_lsn() < ack.last {
+        assert!(started.elapsed() < Duration::from_secs(20), "the deadline never wrote it");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wal.close().unwrap();
+    assert_eq!(replay(fs, tmp.path(), opts).len(), 1);
+}
+
+#[test]
 fn invalid_buffer_options_are_refused() {
     let sim = SimFs::new(6);
     let fs: Arc<dyn Fs> = Arc::new(sim);
