@@ -4,7 +4,7 @@
 //! failed write of the buffer poisons the log.
 
 use std::path::Path;
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -368,18 +368,30 @@ fn a_batch_whose_build_panics_leaves_nothing_in_the_buffer() {
     assert_eq!(seen, expected);
 }
 
-/// A hook whose first write-back hint blocks until released: the flusher thread, which
-/// gives the hints, is held there.
-#[derive(Debug, Default)]
-struct HintGate {
-    /// Told when the first hint blocks; taken by it.
+/// Where a hook parks the first thread that reaches it, until the test releases it (or 20 s
+/// pass).
+#[derive(Debug)]
+struct Gate {
+    /// Told when the first thread parks; taken by it.
     told: Mutex<Option<Sender<()>>>,
     released: Mutex<bool>,
     release: Condvar,
 }
 
-impl Hook for HintGate {
-    fn start_writeback(&self, _path: &Path) {
+impl Gate {
+    /// A gate, and the receiver told when a thread parks at it.
+    fn new() -> (Gate, Receiver<()>) {
+        let (told, parked) = channel();
+        let gate = Gate {
+            told: Mutex::new(Some(told)),
+            released: Mutex::new(false),
+            release: Condvar::new(),
+        };
+        (gate, parked)
+    }
+
+    /// Parks the calling thread if it is the first to come.
+    fn park_first(&self) {
         let told = self.told.lock().unwrap().take();
         if let Some(told) = told {
             told.send(()).unwrap();
@@ -390,6 +402,22 @@ impl Hook for HintGate {
                     .unwrap(),
             );
         }
+    }
+
+    fn open(&self) {
+        *self.released.lock().unwrap() = true;
+        self.release.notify_all();
+    }
+}
+
+/// A hook whose first write-back hint blocks until released: the flusher thread, which
+/// gives the hints, is held there.
+#[derive(Debug)]
+struct HintGate(Gate);
+
+impl Hook for HintGate {
+    fn start_writeback(&self, _path: &Path) {
+        self.0.park_first();
     }
 }
 
@@ -410,11 +438,8 @@ fn written_by_itself(wal: &Wal, lsn: Lsn) -> bool {
 /// wake-up announced wait in the buffer until some later append (forever, if none comes).
 #[test]
 fn a_wake_up_refused_by_a_channel_full_of_hints_still_gets_the_buffer_written() {
-    let (told_tx, told_rx) = channel();
-    let gate = Arc::new(HookFs::new(
-        Arc::new(SimFs::new(11)),
-        HintGate { told: Mutex::new(Some(told_tx)), ..HintGate::default() },
-    ));
+    let (hint_gate, told_rx) = Gate::new();
+    let gate = Arc::new(HookFs::new(Arc::new(SimFs::new(11)), HintGate(hint_gate)));
     let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
     let options = WalOptions::default()
         .sync_policy(SyncPolicy::Buffered(Duration::from_millis(20)))
@@ -438,35 +463,20 @@ fn a_wake_up_refused_by_a_channel_full_of_hints_still_gets_the_buffer_written() 
     let last = wal.append(1, &record(2)).unwrap();
     assert_eq!(last.level, AckLevel::Accepted);
     assert!(wal.written_lsn() < last.last);
-    *gate.released.lock().unwrap() = true;
-    gate.release.notify_all();
+    gate.0.open();
     assert!(written_by_itself(&wal, last.last), "the buffer waited past its deadline");
     wal.close().unwrap();
 }
 
 /// A hook that parks the flusher thread where the log writes a buffer, until released.
-#[derive(Debug, Default)]
-struct WriteGate {
-    /// Told when the flusher parks; taken by it.
-    told: Mutex<Option<Sender<()>>>,
-    released: Mutex<bool>,
-    release: Condvar,
-}
+#[derive(Debug)]
+struct WriteGate(Gate);
 
 impl Hook for WriteGate {
     fn crash_point(&self, name: &'static str) -> std::io::Result<()> {
         let flusher = std::thread::current().name() == Some("ingestor-wal-flush");
         if name == ingestor_wal::crash_points::APPEND_BEFORE_WRITE && flusher {
-            let told = self.told.lock().unwrap().take();
-            if let Some(told) = told {
-                told.send(()).unwrap();
-                let released = self.released.lock().unwrap();
-                drop(
-                    self.release
-                        .wait_timeout_while(released, Duration::from_secs(20), |r| !*r)
-                        .unwrap(),
-                );
-            }
+            self.0.park_first();
         }
         Ok(())
     }
@@ -478,12 +488,9 @@ impl Hook for WriteGate {
 /// both).
 #[test]
 fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
-    let (told_tx, told_rx) = channel();
+    let (write_gate, told_rx) = Gate::new();
     let sim = SimFs::new(12);
-    let gate = Arc::new(HookFs::new(
-        Arc::new(sim.clone()),
-        WriteGate { told: Mutex::new(Some(told_tx)), ..WriteGate::default() },
-    ));
+    let gate = Arc::new(HookFs::new(Arc::new(sim.clone()), WriteGate(write_gate)));
     let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
     let opts = options(Duration::from_secs(60)).buffer_bytes(4096);
     let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts.clone()).unwrap();
@@ -514,8 +521,7 @@ fn a_buffer_in_the_flushers_hands_is_waited_for_by_a_sync() {
         std::thread::sleep(Duration::from_millis(100));
         assert!(!syncing.is_finished(), "a sync returned while the full buffer was unwritten");
         assert_eq!(wal.durable_lsn(), Lsn::ZERO);
-        *gate.released.lock().unwrap() = true;
-        gate.release.notify_all();
+        gate.0.open();
         assert_eq!(syncing.join().unwrap().unwrap(), Lsn(120));
     });
     assert_eq!((wal.written_lsn(), wal.durable_lsn()), (Lsn(120), Lsn(120)));
