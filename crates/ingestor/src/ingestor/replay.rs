@@ -240,7 +240,10 @@ fn decode_batch(
     points: &mut Vec<Point>,
 ) -> std::result::Result<(), ingestor_codec::DecodeError> {
     let reader = BatchReader::new(payload)?;
-    points.reserve(reader.len());
+    // The count the record claims, but no more than its bytes can hold (each point takes
+    // at least 3: its series, its timestamp's delta, its operation): a damaged or crafted
+    // count must not make a buffer that is kept for the next records huge.
+    points.reserve(reader.len().min(payload.len() / 3));
     for p in reader {
         points.push(p?);
     }
