@@ -55,6 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (longest, batches, snapshots) = beside(&db, &handles, seconds, &snapshot);
     println!("snapshots: longest batch {longest:.2} ms of {batches}, {snapshots} snapshots");
+    let wal = db.stats().wal;
+    println!(
+        "log: {} rotations, {} into a zero-filled spare, {} syncs, longest {:.1} ms",
+        wal.rotations,
+        wal.spare_segments,
+        wal.syncs,
+        wal.sync_time_max.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

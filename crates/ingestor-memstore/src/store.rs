@@ -19,6 +19,9 @@ use crate::state::{DEFAULT_BUCKETS, SeriesState};
 /// chunks it changes while the snapshot is being written.
 const CHUNK: usize = 1024;
 const CHUNK_SHIFT: u32 = 10;
+/// Keys whose index places [`Memstore::intern_batch`] reads ahead at once: few enough that
+/// those places are still in the processor's cache when their lookups come.
+const TOUCHED: usize = 256;
 const _: () = assert!(1 << CHUNK_SHIFT == CHUNK);
 
 /// The symbol of the reserved label name under which metric names are indexed.
@@ -779,6 +782,44 @@ mod churn {
     }
 
     #[test]
+    fn intern_batch_across_its_read_ahead_keeps_order_repeats_and_the_refused_place() {
+        // More keys than one read-ahead holds: stored keys, new ones, a key repeated in a
+        // later read-ahead, and the series limit reached in the third.
+        let limit = 2 * TOUCHED + TOUCHED / 2;
+        let config = MemstoreConfig { max_series: limit, ..MemstoreConfig::default() };
+        let store = Memstore::new(config).unwrap();
+        let key = |i: usize| format!("{i}");
+        let stored: Vec<SeriesRef> = (0..TOUCHED / 4)
+            .map(|i| store.intern_parts("m", &[("i", &key(4 * i))]).unwrap())
+            .collect();
+        let mut batch = store.key_batch();
+        // Key j is "i"=j, except that place TOUCHED + 7 repeats the key of place 3.
+        let repeated = TOUCHED + 7;
+        let key_at = |j: usize| if j == repeated { key(3) } else { key(j) };
+        for j in 0..3 * TOUCHED {
+            batch.push("m", &[("i", &key_at(j))]).unwrap();
+        }
+        let mut out = Vec::new();
+        let (at, err) = store.intern_batch(&batch, |_| None, &mut out).unwrap_err();
+        assert!(matches!(err, MemstoreError::SeriesLimit { .. }), "{err:?}");
+        // Stored: every fourth of the first TOUCHED keys; the repeat creates nothing.
+        let created_before_refusal = limit - stored.len();
+        let refused = (0..3 * TOUCHED)
+            .filter(|&j| j != repeated && !(j % 4 == 0 && j < TOUCHED))
+            .nth(created_before_refusal)
+            .unwrap();
+        assert_eq!((at, out.len(), store.slots()), (refused, refused, limit));
+        for (j, &series) in out.iter().enumerate() {
+            let found = store.resolve_parts("m", &[("i", &key_at(j))]);
+            assert_eq!(found, Some(series), "place {j}");
+        }
+        assert_eq!(out[repeated], out[3]);
+        for (i, &s) in stored.iter().enumerate() {
+            assert_eq!(out[4 * i], s, "stored key {i} found, not created again");
+        }
+    }
+
+    #[test]
     fn a_key_batch_of_another_store_is_hashed_again_by_the_store_that_interns_it() {
         let one = Memstore::new(MemstoreConfig::default()).unwrap();
         let two = Memstore::new(MemstoreConfig::default()).unwrap();
@@ -1395,18 +1436,24 @@ impl Memstore {
             rehashed = (0..batch.len()).map(|i| batch.rehash(i, &self.hasher)).collect();
             &rehashed
         };
-        let missed: Vec<u64> =
-            found.iter().zip(hashes).filter(|(f, _)| f.is_none()).map(|(_, &h)| h).collect();
-        inner.touch_all(&missed);
         out.reserve(batch.len());
-        for (i, (found, &h)) in found.into_iter().zip(hashes).enumerate() {
-            let series = match found {
-                Some(series) => series,
-                None => self
-                    .intern_hashed(&mut inner, h, batch.name(i), batch.labels(i), false)
-                    .map_err(|e| (i, e))?,
-            };
-            out.push(series);
+        let mut missed: Vec<u64> = Vec::with_capacity(TOUCHED);
+        for (from, found) in found.chunks(TOUCHED).enumerate().map(|(c, f)| (c * TOUCHED, f)) {
+            missed.clear();
+            missed.extend(
+                found.iter().zip(&hashes[from..]).filter(|(f, _)| f.is_none()).map(|(_, &h)| h),
+            );
+            inner.touch_all(&missed);
+            for (i, (found, &h)) in found.iter().zip(&hashes[from..]).enumerate() {
+                let i = from + i;
+                let series = match found {
+                    Some(series) => *series,
+                    None => self
+                        .intern_hashed(&mut inner, h, batch.name(i), batch.labels(i), false)
+                        .map_err(|e| (i, e))?,
+                };
+                out.push(series);
+            }
         }
         Ok(())
     }
