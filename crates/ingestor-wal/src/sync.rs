@@ -1,5 +1,5 @@
-//! Group commit, the background syncer of `SyncPolicy::Batch` and the flusher of
-//! `SyncPolicy::Buffered`.
+//! Group commit, the background syncer of `SyncPolicy::Batch`, the flusher of
+//! `SyncPolicy::Buffered` and the write-back thread of `SyncPolicy::Os`.
 //!
 //! One caller at a time syncs (the leader); callers that arrive while a sync runs wait for
 //! it, and the next leader's sync covers every write that preceded it. A failed sync poisons
@@ -25,8 +25,9 @@ const GROUP_WAIT_MAX: Duration = Duration::from_micros(100);
 pub(crate) enum SyncMessage {
     /// A write happened: start a sync one window from now.
     Wake,
-    /// Under [`crate::SyncPolicy::Buffered`]: start write-back of these bytes of this file
-    /// (a hint, see [`Shared::hint_writeback`]), here rather than on the appending thread,
+    /// Under [`crate::SyncPolicy::Buffered`] and [`crate::SyncPolicy::Os`]: start write-back
+    /// of these bytes of this file (a hint, see [`Shared::hint_writeback`]), here rather
+    /// than on the appending thread,
     /// where submitting the pages' writes took about a tenth of a small append's time.
     Writeback(Arc<dyn FsFile>, u64, u64),
     /// Under [`crate::SyncPolicy::Buffered`]: write the full buffer an appender handed off
@@ -146,6 +147,29 @@ pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Resul
         // Errors poison the log; appenders see them.
         sync_to(shared, target, true).is_ok()
     })
+}
+
+/// Starts the thread of [`crate::SyncPolicy::Os`] that gives the log's write-back hints (see
+/// [`Shared::hint_writeback`]), so that the appending thread does not submit the writes.
+pub(crate) fn spawn_writeback(shared: &Shared) -> Result<JoinHandle<()>> {
+    // Room for a few hints: an appender finding it full keeps its hint for a later write.
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let _ = shared.wake.set(tx);
+    std::thread::Builder::new()
+        .name("ingestor-wal-writeback".into())
+        .spawn(move || {
+            for message in rx {
+                match message {
+                    // A hint: a failure changes nothing that matters.
+                    SyncMessage::Writeback(file, offset, len) => {
+                        let _ = file.start_writeback(offset, len);
+                    }
+                    SyncMessage::Wake | SyncMessage::Write => {}
+                    SyncMessage::Shutdown => return,
+                }
+            }
+        })
+        .map_err(|e| WalError::io("spawn thread", "ingestor-wal-writeback", e))
 }
 
 /// Starts the thread of [`crate::SyncPolicy::Buffered`] that writes the buffer at most

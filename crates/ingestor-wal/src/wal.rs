@@ -305,6 +305,9 @@ impl Wal {
             SyncPolicy::Buffered(deadline) => {
                 Some(crate::sync::spawn_flusher(Arc::clone(&shared), deadline)?)
             }
+            SyncPolicy::Os if options.writeback_ahead => {
+                Some(crate::sync::spawn_writeback(&shared)?)
+            }
             SyncPolicy::Always | SyncPolicy::Os => None,
         };
         Ok((Wal { shared, syncer, preparer }, report))
