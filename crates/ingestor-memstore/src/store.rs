@@ -19,8 +19,9 @@ use crate::state::{DEFAULT_BUCKETS, SeriesState};
 /// chunks it changes while the snapshot is being written.
 const CHUNK: usize = 1024;
 const CHUNK_SHIFT: u32 = 10;
-/// Keys whose index places [`Memstore::intern_batch`] reads ahead at once: few enough that
-/// those places are still in the processor's cache when their lookups come.
+/// Keys whose index places the batch lookups ([`Memstore::intern_all`],
+/// [`Memstore::intern_batch`]) read ahead at once: few enough that those places are still in
+/// the processor's cache when their lookups come.
 const TOUCHED: usize = 256;
 const _: () = assert!(1 << CHUNK_SHIFT == CHUNK);
 
@@ -820,6 +821,39 @@ mod churn {
     }
 
     #[test]
+    fn intern_all_across_its_read_ahead_finds_creates_and_repeats_in_order() {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let key = |i: usize| SeriesKey::new("m", [("i", i.to_string())]).unwrap();
+        // Every fourth key of the first read-ahead exists; place TOUCHED + 7 repeats the key
+        // of place 3 (new), place 2 * TOUCHED + 1 that of place 4 (stored).
+        let stored: Vec<SeriesRef> =
+            (0..TOUCHED / 4).map(|i| store.intern(&key(4 * i)).unwrap()).collect();
+        let at = |j: usize| match j {
+            j if j == TOUCHED + 7 => 3,
+            j if j == 2 * TOUCHED + 1 => 4,
+            j => j,
+        };
+        let keys: Vec<SeriesKey> = (0..3 * TOUCHED).map(|j| key(at(j))).collect();
+        let refs: Vec<&SeriesKey> = keys.iter().collect();
+        let (out, created) = store.intern_all(&refs).unwrap();
+        assert_eq!(out.len(), keys.len());
+        for (j, k) in keys.iter().enumerate() {
+            assert_eq!(store.resolve(k), Some(out[j]), "place {j}");
+        }
+        assert_eq!(out[TOUCHED + 7], out[3]);
+        assert_eq!(out[2 * TOUCHED + 1], out[4]);
+        for (i, &s) in stored.iter().enumerate() {
+            assert_eq!(out[4 * i], s, "stored key {i} found, not created again");
+        }
+        let new = 3 * TOUCHED - 2 - stored.len();
+        assert_eq!((created.len(), store.slots()), (new, new + stored.len()));
+        let mut once = created.clone();
+        once.sort_unstable_by_key(|r| r.get());
+        once.dedup();
+        assert_eq!(once.len(), created.len(), "each created once");
+    }
+
+    #[test]
     fn a_key_batch_of_another_store_is_hashed_again_by_the_store_that_interns_it() {
         let one = Memstore::new(MemstoreConfig::default()).unwrap();
         let two = Memstore::new(MemstoreConfig::default()).unwrap();
@@ -1118,6 +1152,16 @@ impl Inner {
             if let Some(s) = self.index.candidates(h).next().and_then(|id| self.slot(id)) {
                 sink ^= u64::from(s.key.first().copied().unwrap_or_default());
             }
+        }
+        std::hint::black_box(sink);
+    }
+
+    /// Reads the index's home places of `hashes` (see [`Inner::touch_all`]): for keys about
+    /// to be inserted.
+    fn touch_places(&self, hashes: impl Iterator<Item = u64>) {
+        let mut sink = 0u64;
+        for h in hashes {
+            sink ^= self.index.touch(h);
         }
         std::hint::black_box(sink);
     }
@@ -1473,9 +1517,11 @@ impl Memstore {
         // Each key hashed once; the hash serves the lookup, the search for keys repeated in
         // `keys` and the insertion.
         let hashes: Vec<u64> = keys.iter().map(|k| inner.hash_key(k)).collect();
-        inner.touch_all(&hashes);
-        let found: Vec<Option<u32>> =
-            keys.iter().zip(&hashes).map(|(k, &h)| inner.lookup_key_hashed(h, k)).collect();
+        let mut found: Vec<Option<u32>> = Vec::with_capacity(keys.len());
+        for (keys, hashes) in keys.chunks(TOUCHED).zip(hashes.chunks(TOUCHED)) {
+            inner.touch_all(hashes);
+            found.extend(keys.iter().zip(hashes).map(|(k, &h)| inner.lookup_key_hashed(h, k)));
+        }
         // The new keys, by hash: a key repeated in the batch is created once, at its first
         // place, and its later places take that series (keys are compared only where
         // hashes are equal).
@@ -1505,8 +1551,13 @@ impl Memstore {
         inner.check_handles(new_series)?;
         let mut out: Vec<SeriesRef> = Vec::with_capacity(keys.len());
         let mut created = Vec::with_capacity(new_series);
-        for (i, ((key, found), h)) in keys.iter().zip(found).zip(hashes).enumerate() {
-            let id = match (found, first_place.get(&i)) {
+        for (i, ((key, &looked), &h)) in keys.iter().zip(&found).zip(&hashes).enumerate() {
+            // The index places where the next keys' series will go, read ahead.
+            if i % TOUCHED == 0 && new_series > 0 {
+                let ahead = i..(i + TOUCHED).min(keys.len());
+                inner.touch_places(ahead.filter(|&j| found[j].is_none()).map(|j| hashes[j]));
+            }
+            let id = match (looked, first_place.get(&i)) {
                 (Some(id), _) => inner.handle(id),
                 (None, Some(&first)) => out[first],
                 (None, None) => {
@@ -1540,9 +1591,9 @@ impl Memstore {
     }
 
     /// [`Memstore::intern_parts`] for each key of `keys` in order (a key given twice gets one
-    /// series), under one lock, after reading ahead the places of all their hashes in the
-    /// index (loads the processor overlaps, instead of one cache miss after the other: a
-    /// replay defines a million series this way). Pushes each key's handle onto `out`;
+    /// series), under one lock, reading ahead the places of their hashes in the index, a few
+    /// hundred keys at a time (loads the processor overlaps, instead of one cache miss after
+    /// the other). Pushes each key's handle onto `out`;
     /// stops at the first refusal, with its place in `keys` (the keys before it keep their
     /// series).
     ///
@@ -1558,8 +1609,10 @@ impl Memstore {
             .iter()
             .map(|(name, labels)| key_hash(&inner.hasher, name, labels.iter().copied()))
             .collect();
-        inner.touch_all(&hashes);
         for (i, (&(name, labels), &h)) in keys.iter().zip(&hashes).enumerate() {
+            if i % TOUCHED == 0 {
+                inner.touch_all(&hashes[i..(i + TOUCHED).min(hashes.len())]);
+            }
             let parts = labels.iter().copied();
             out.push(self.intern_hashed(&mut inner, h, name, parts, true).map_err(|e| (i, e))?);
         }
