@@ -54,9 +54,13 @@
 //!   at or above the watermark, and syncs the directory afterwards.
 //!
 //! Threads: under [`SyncPolicy::Buffered`] one background thread writes the buffer at its
-//! deadline; under [`SyncPolicy::Batch`] one background thread starts a sync one window after
-//! a write; a write is durable within the window plus up to two sync
-//! durations (one sync may be running when it arrives).
+//! deadline (and gives the write-back hints); under [`SyncPolicy::Batch`] one background
+//! thread starts a sync one window after a write, so that a write is durable within the
+//! window plus up to two sync durations (one sync may be running when it arrives); under
+//! [`SyncPolicy::Os`] one background thread gives the write-back hints
+//! ([`WalOptions::writeback_ahead`], for segments larger than 8 MiB); under
+//! [`SegmentFill::Zeros`] one more prepares the zero-filled spare segment. `Wal::close` and
+//! dropping the log stop and join them.
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 #![forbid(unsafe_code)]

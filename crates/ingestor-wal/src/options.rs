@@ -155,8 +155,9 @@ pub struct WalOptions {
     /// operating system to start writing back each 8 MiB of the active segment as it fills
     /// (`POSIX_FADV_DONTNEED` over whole pages, which also drops those already clean from the
     /// page cache), so that the sync at rotation does not write a whole segment while the
-    /// appender waits. Turn it off for a log read back soon after it is synced (the
-    /// forwarder's outbox). Default: on.
+    /// appender waits. A background thread gives the hints (under `Os`, a thread of its own,
+    /// `ingestor-wal-writeback`, started when segments are larger than 8 MiB). Turn it off
+    /// for a log read back soon after it is synced (the forwarder's outbox). Default: on.
     pub writeback_ahead: bool,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.

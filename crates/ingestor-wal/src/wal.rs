@@ -17,7 +17,7 @@ use crate::report::RecoveryReport;
 use crate::segment::{SegmentId, create_segment};
 use crate::stats::{Counters, NoListener, WalListener, WalStats};
 use crate::sync::{SyncMessage, spawn_batch_syncer};
-use crate::writer::{RecordBatch, Shared, SyncState, Writer, lock};
+use crate::writer::{RecordBatch, Shared, SyncState, WRITEBACK_CHUNK, Writer, lock};
 
 /// Named steps of the log's protocols, announced through [`Fs::crash_point`] so that a
 /// simulated disk can cut the power exactly there. Test machinery for the crash tests, hidden
@@ -300,17 +300,25 @@ impl Wal {
             }
             _ => None,
         };
-        let syncer = match options.sync_policy {
-            SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(&shared), window)?),
+        // A thread that fails to start drops the log made so far, which stops the spare's
+        // thread and lets the directory lock go.
+        let mut wal = Wal { shared, syncer: None, preparer };
+        let shared = &wal.shared;
+        wal.syncer = match options.sync_policy {
+            SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(shared), window)?),
             SyncPolicy::Buffered(deadline) => {
-                Some(crate::sync::spawn_flusher(Arc::clone(&shared), deadline)?)
+                Some(crate::sync::spawn_flusher(Arc::clone(shared), deadline)?)
             }
-            SyncPolicy::Os if options.writeback_ahead => {
-                Some(crate::sync::spawn_writeback(&shared)?)
+            // No hint is ever given in segments smaller than its chunk (a record larger than
+            // the segment gets one of its own, hinted by the appender): no thread for them.
+            SyncPolicy::Os
+                if options.writeback_ahead && options.segment_bytes_max > WRITEBACK_CHUNK =>
+            {
+                Some(crate::sync::spawn_writeback(shared)?)
             }
             SyncPolicy::Always | SyncPolicy::Os => None,
         };
-        Ok((Wal { shared, syncer, preparer }, report))
+        Ok((wal, report))
     }
 
     /// Appends one record; returns its LSN and the level it reached. Returns only after the

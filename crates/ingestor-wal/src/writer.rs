@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use ingestor_codec::{FrameFields, Lsn, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN, encode_frame_with};
 use ingestor_fs::{Fs, FsFile, FsLock};
 
@@ -18,7 +18,7 @@ use crate::sync::SyncMessage;
 use crate::wal::{Ack, AckLevel, crash_points};
 
 /// How much of the active segment is written before write-back of it is asked for.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
+pub(crate) const WRITEBACK_CHUNK: u64 = 8 << 20;
 /// What write-back hints are aligned to: a multiple of every page size Linux uses (4, 16 and
 /// 64 KiB), so that a hint never reaches the page the next frame goes into.
 const PAGE: u64 = 64 << 10;
@@ -638,15 +638,16 @@ impl Shared {
         let whole_pages = written & !(PAGE - 1);
         if whole_pages >= w.hinted + WRITEBACK_CHUNK {
             let (from, len) = (w.hinted, whole_pages - w.hinted);
-            if let Some(tx) = self.wake.get() {
+            let hint = SyncMessage::Writeback(Arc::clone(&w.file), from, len);
+            match self.wake.get().map(|tx| tx.try_send(hint)) {
+                Some(Ok(())) => {}
                 // With the thread's channel full, a later write retries.
-                let hint = SyncMessage::Writeback(Arc::clone(&w.file), from, len);
-                if tx.try_send(hint).is_err() {
-                    return;
+                Some(Err(TrySendError::Full(_))) => return,
+                // No thread (or it ended): the hint is given here. A hint: a failure changes
+                // nothing that matters.
+                None | Some(Err(TrySendError::Disconnected(_))) => {
+                    let _ = w.file.start_writeback(from, len);
                 }
-            } else {
-                // A hint: a failure changes nothing that matters.
-                let _ = w.file.start_writeback(from, len);
             }
             w.hinted = whole_pages;
         }
