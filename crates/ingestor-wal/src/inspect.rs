@@ -65,6 +65,6 @@ pub fn check_dir(
         ));
     }
     let _lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
-    let recovered = recover(fs, dir, options, from, true, &mut on_record)?;
+    let recovered = recover(fs, dir, options, from, true, &mut on_record, None)?;
     Ok(recovered.report)
 }

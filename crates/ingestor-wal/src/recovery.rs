@@ -19,6 +19,11 @@ use crate::segment::{Cursor, Found, QUARANTINE_DIR, SegmentId, list_segments};
 pub(crate) type OnRecord<'a> =
     &'a mut dyn FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), crate::ReplayError>;
 
+/// Called once before recovery's first repair; its error stops recovery there (see
+/// [`crate::Wal::open_and_replay_frames_until_repair`]).
+pub(crate) type BeforeRepair<'a> =
+    &'a mut dyn FnMut() -> std::result::Result<(), crate::ReplayError>;
+
 /// What recovery leaves for the writer.
 pub(crate) struct Recovered {
     pub(crate) report: RecoveryReport,
@@ -63,13 +68,14 @@ enum Next {
     Stop,
 }
 
-pub(crate) fn recover(
+pub(crate) fn recover<'g>(
     fs: &dyn Fs,
     dir: &Path,
     options: &WalOptions,
     replay_from: Lsn,
     dry_run: bool,
     on_record: OnRecord<'_>,
+    before_repair: Option<BeforeRepair<'g>>,
 ) -> Result<Recovered> {
     let started = Instant::now();
     let ids = list_segments(fs, dir)?;
@@ -80,6 +86,8 @@ pub(crate) fn recover(
         replay_from,
         dry_run,
         on_record,
+        before_repair,
+        handed: Lsn::ZERO,
         report: RecoveryReport::new(options.recovery_mode),
         ids,
         kept: Vec::new(),
@@ -106,14 +114,14 @@ pub(crate) fn recover(
         && let Some(&last) = r.kept.last()
         && last.0 == next_lsn
     {
-        r.cut(last, SEGMENT_HEADER_LEN as u64)?;
+        r.zero_beyond(last, SEGMENT_HEADER_LEN as u64)?;
         r.tail_offset = Some(SEGMENT_HEADER_LEN as u64);
     }
     r.report.duration = started.elapsed();
     Ok(Recovered { report: r.report, segments: r.kept, next_lsn, tail_offset: r.tail_offset })
 }
 
-struct Recovery<'a> {
+struct Recovery<'a, 'g> {
     fs: &'a dyn Fs,
     dir: &'a Path,
     options: &'a WalOptions,
@@ -121,6 +129,10 @@ struct Recovery<'a> {
     /// Find and report, change nothing: no cut, removal or quarantine copy.
     dry_run: bool,
     on_record: OnRecord<'a>,
+    /// Taken at the first repair.
+    before_repair: Option<BeforeRepair<'g>>,
+    /// The LSN of the last record handed to `on_record`.
+    handed: Lsn,
     report: RecoveryReport,
     ids: Vec<SegmentId>,
     kept: Vec<SegmentId>,
@@ -133,13 +145,26 @@ struct Recovery<'a> {
     next_hint: Option<u64>,
 }
 
-impl Recovery<'_> {
+impl Recovery<'_, '_> {
     fn path(&self, id: SegmentId) -> PathBuf {
         self.dir.join(id.file_name())
     }
 
     fn mode(&self) -> RecoveryMode {
         self.options.recovery_mode
+    }
+
+    /// Before the first change recovery makes on disk: the caller's word that every record
+    /// handed over so far applied (see [`BeforeRepair`]). Not in a dry run, which changes
+    /// nothing.
+    fn before_repair(&mut self) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        match self.before_repair.take() {
+            Some(gate) => gate().map_err(|source| WalError::Replay { lsn: self.handed, source }),
+            None => Ok(()),
+        }
     }
 
     fn segment(&mut self, i: usize) -> Result<Next> {
@@ -278,6 +303,7 @@ impl Recovery<'_> {
             };
             (self.on_record)(&info, payload)
                 .map_err(|source| WalError::Replay { lsn: header.lsn, source })?;
+            self.handed = header.lsn;
             self.report.replayed += 1;
         }
         self.report.records += 1;
@@ -337,7 +363,7 @@ impl Recovery<'_> {
                     if cur.nonzero_end_within(offset, TAIL_WINDOW)? == offset {
                         // Nothing torn near the end. Whatever lies further on (never read) is
                         // zeroed durably, so that no stale frame can ever follow new ones.
-                        self.cut(id, offset)?;
+                        self.zero_beyond(id, offset)?;
                         break;
                     }
                     Damage {
@@ -513,6 +539,7 @@ impl Recovery<'_> {
         let lost_last = if last_lost >= damage.lsn.0 { last_lost } else { damage.lsn.0 };
         for &later in &later_ids {
             if !self.dry_run {
+                self.before_repair()?;
                 self.fs
                     .remove_file(&self.path(later))
                     .map_err(|e| WalError::io("remove", self.path(later), e))?;
@@ -567,9 +594,20 @@ impl Recovery<'_> {
         Ok(())
     }
 
+    /// A repair: cuts a segment at `offset` durably (see [`Recovery::zero_beyond`]), once the
+    /// caller allowed repairs.
+    fn cut(&mut self, id: SegmentId, offset: u64) -> Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        self.before_repair()?;
+        self.zero_beyond(id, offset)
+    }
+
     /// Cuts a segment at `offset` durably: the bytes after it become zeros, the file keeps
-    /// its preallocated length.
-    fn cut(&self, id: SegmentId, offset: u64) -> Result<()> {
+    /// its preallocated length. Not a repair where nothing but zeros and never-read bytes
+    /// follow the offset (the end of every last segment at open): nobody is asked first.
+    fn zero_beyond(&self, id: SegmentId, offset: u64) -> Result<()> {
         if self.dry_run {
             return Ok(());
         }
@@ -585,6 +623,7 @@ impl Recovery<'_> {
 
     fn remove_segment(&mut self, id: SegmentId) -> Result<()> {
         if !self.dry_run {
+            self.before_repair()?;
             let path = self.path(id);
             self.fs.remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
             self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
@@ -599,6 +638,7 @@ impl Recovery<'_> {
         if to <= from || self.dry_run {
             return Ok(None);
         }
+        self.before_repair()?;
         let qdir = self.dir.join(QUARANTINE_DIR);
         let name =
             cur.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -12,7 +12,7 @@ use crate::error::{Result, WalError};
 use crate::inspect::FrameInfo;
 use crate::options::{SegmentFill, SyncPolicy, WalOptions};
 use crate::reader::WalReader;
-use crate::recovery::{OnRecord, recover};
+use crate::recovery::{BeforeRepair, OnRecord, recover};
 use crate::report::RecoveryReport;
 use crate::segment::{SegmentId, create_segment};
 use crate::stats::{Counters, NoListener, WalListener, WalStats};
@@ -151,7 +151,30 @@ impl Wal {
         mut on_record: impl FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), ReplayError>,
     ) -> Result<(Wal, RecoveryReport)> {
         let listener = options_listener(&options);
-        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, listener)
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, None, listener)
+    }
+
+    /// Like [`Wal::open_and_replay_frames`], for a caller that applies the records it is
+    /// handed later, on another thread: before recovery's first repair (a torn tail cut,
+    /// damage copied to `quarantine/`, segments removed), `before_repair` is called once, and
+    /// may refuse it, when a record handed over earlier turned out not to apply. The open
+    /// then fails with nothing on disk changed, as it would have had `on_record` failed at
+    /// that record. A log that needs no repair never calls it.
+    ///
+    /// # Errors
+    /// As [`Wal::open_and_replay`]; [`WalError::Replay`] (with the LSN of the last record
+    /// handed over) if `before_repair` fails.
+    pub fn open_and_replay_frames_until_repair(
+        fs: Arc<dyn Fs>,
+        dir: &Path,
+        options: WalOptions,
+        replay_from: Lsn,
+        mut on_record: impl FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), ReplayError>,
+        mut before_repair: impl FnMut() -> std::result::Result<(), ReplayError>,
+    ) -> Result<(Wal, RecoveryReport)> {
+        let listener = options_listener(&options);
+        let gate: crate::recovery::BeforeRepair<'_> = &mut before_repair;
+        Wal::open_inner(fs, dir, options, replay_from, &mut on_record, Some(gate), listener)
     }
 
     /// Like [`Wal::open_and_replay`], with a listener told about rotations, syncs, deletions,
@@ -169,7 +192,7 @@ impl Wal {
     ) -> Result<(Wal, RecoveryReport)> {
         let mut each =
             |info: &FrameInfo, payload: &[u8]| on_record(info.lsn, info.record_type, payload);
-        Wal::open_inner(fs, dir, options, replay_from, &mut each, listener)
+        Wal::open_inner(fs, dir, options, replay_from, &mut each, None, listener)
     }
 
     fn open_inner(
@@ -178,6 +201,7 @@ impl Wal {
         options: WalOptions,
         replay_from: Lsn,
         on_record: OnRecord<'_>,
+        before_repair: Option<BeforeRepair<'_>>,
         listener: Arc<dyn WalListener>,
     ) -> Result<(Wal, RecoveryReport)> {
         options.validate()?;
@@ -199,7 +223,7 @@ impl Wal {
                 other => other.map_err(|e| WalError::io("remove", &spare, e))?,
             }
         }
-        let recovered = recover(&*fs, dir, &options, replay_from, false, on_record)?;
+        let recovered = recover(&*fs, dir, &options, replay_from, false, on_record, before_repair)?;
         let mut report = recovered.report;
         let mut segments = recovered.segments;
         let next_lsn = recovered.next_lsn;

@@ -512,3 +512,59 @@ fn skip_mode_keeps_a_segment_with_a_damaged_header_listed_and_never_reissues_its
         }
     }
 }
+
+/// `open_and_replay_frames_until_repair`: the caller is asked once, after the last record
+/// handed over, before recovery's first repair; a refusal fails the open with that record's
+/// LSN and nothing on disk changed. A log that needs no repair never asks.
+#[test]
+fn before_its_first_repair_recovery_asks_the_caller_and_a_refusal_changes_nothing() {
+    for disk in Disk::both() {
+        let files = build(&disk, SyncPolicy::Os, 20);
+        let open = |asked: &mut Vec<u64>, refuse: bool| {
+            let handed = std::cell::Cell::new(0);
+            Wal::open_and_replay_frames_until_repair(
+                Arc::clone(&disk.fs),
+                &disk.dir,
+                options(SyncPolicy::Os, RecoveryMode::TolerateTornTail),
+                Lsn::ZERO,
+                |info, _| {
+                    handed.set(info.lsn.0);
+                    Ok(())
+                },
+                || {
+                    asked.push(handed.get());
+                    if refuse { Err("record 7 did not apply".into()) } else { Ok(()) }
+                },
+            )
+        };
+        // Nothing to repair: never asked.
+        let mut asked = Vec::new();
+        open(&mut asked, true).unwrap().0.close().unwrap();
+        assert_eq!(asked, Vec::<u64>::new());
+        // Half a frame after the last one: a torn tail to cut.
+        let last = disk.dir.join(files.last().unwrap());
+        let end = frames(&*disk.fs, &last).last().map(|&(at, _, len)| at + len).unwrap();
+        let file = disk.fs.open(&last, OpenMode::ReadWrite).unwrap();
+        file.write_at(&[0x5a; 40], end).unwrap();
+        file.sync_data().unwrap();
+        drop(file);
+        let torn = disk.fs.read_file(&last).unwrap();
+        let err = open(&mut asked, true).map(drop).unwrap_err();
+        match &err {
+            WalError::Replay { lsn, source } => {
+                assert_eq!(*lsn, Lsn(20), "{err}");
+                assert!(source.to_string().contains("record 7"), "{err}");
+            }
+            other => panic!("{other}"),
+        }
+        assert_eq!(asked, vec![20], "asked once, after the last record");
+        assert!(disk.fs.read_file(&last).unwrap() == torn, "the tail was cut");
+        assert_eq!(quarantine_files(&disk), Vec::<PathBuf>::new());
+        // Allowed, the repair is made.
+        asked.clear();
+        let (wal, report) = open(&mut asked, false).unwrap();
+        assert_eq!((asked, report.truncations.len()), (vec![20], 1));
+        assert_eq!(quarantine_files(&disk).len(), 1);
+        wal.close().unwrap();
+    }
+}

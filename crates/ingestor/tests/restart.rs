@@ -319,6 +319,79 @@ fn histogram_samples_survive_replay_and_snapshots() {
     assert_eq!(histogram(&db, &other), want_other, "after a snapshot");
 }
 
+/// A record that fails replay, followed by a torn tail: the open fails at that record, and
+/// the log's recovery repairs nothing first (no cut, no copy in quarantine), though the
+/// reading thread had handed the record over and reached the tail before the applying
+/// thread failed it. A later open that succeeds makes the repair.
+#[test]
+fn an_open_that_fails_replay_repairs_nothing_in_the_log() {
+    use ingestor_codec::{
+        Point, RecordType, SeriesDef, SeriesId, encode_batch, encode_series_defs,
+    };
+    use ingestor_fs::OpenMode;
+    use ingestor_wal::{Lsn, Wal, WalOptions};
+    let sim = SimFs::new(13);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let wal_dir = Path::new("/data/wal");
+    let options = WalOptions::default().segment_bytes_max(64 << 10);
+    {
+        let (wal, _) = Wal::open(Arc::clone(&fs), wal_dir, options).unwrap();
+        let mut buf = Vec::new();
+        let key = SeriesKey::new("hits", [("k", "v")]).unwrap();
+        encode_series_defs(&[SeriesDef { id: SeriesId(0), key }], &mut buf).unwrap();
+        wal.append(RecordType::SeriesDefs as u8, &buf).unwrap();
+        // LSN 2 applies, LSN 3 names a series its segment never defined: the last record.
+        for (t, series) in [(2, 0), (3, 7)] {
+            buf.clear();
+            let op = Op::CounterAdd(1.0);
+            encode_batch(
+                &[Point { series: SeriesId(series), timestamp: Timestamp(t), op }],
+                &mut buf,
+            )
+            .unwrap();
+            wal.append(RecordType::Batch as u8, &buf).unwrap();
+        }
+        wal.close().unwrap();
+    }
+    // Half a frame after the last one, never synced: a torn tail.
+    let segment = fs
+        .read_dir(wal_dir)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.ends_with(".seg"))
+        .map(|e| wal_dir.join(&e.name))
+        .next_back()
+        .unwrap();
+    let contents = || {
+        let file = fs.open(&segment, OpenMode::Read).unwrap();
+        let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
+        file.read_exact_at(&mut bytes, 0).unwrap();
+        bytes
+    };
+    let before = contents();
+    let end = before.iter().rposition(|&b| b != 0).unwrap() + 1;
+    let file = fs.open(&segment, OpenMode::ReadWrite).unwrap();
+    file.write_at(&[0x5a; 40], end as u64).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let torn = contents();
+    let open = |mode| {
+        let config = config().recovery_mode(mode);
+        Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config, &mut |_| {})
+    };
+    let err = open(ingestor::RecoveryMode::TolerateTornTail).map(drop).unwrap_err();
+    match &err {
+        Error::Wal(ingestor_wal::WalError::Replay { lsn, .. }) => assert_eq!(*lsn, Lsn(3), "{err}"),
+        other => panic!("{other}"),
+    }
+    assert!(contents() == torn, "the torn tail was cut by an open that failed");
+    assert!(!fs.exists(&wal_dir.join("quarantine")).unwrap(), "copied to quarantine");
+    // Under salvage the open succeeds (the bad point skipped) and cuts the tail.
+    let (_db, report) = open(ingestor::RecoveryMode::SkipCorrupted).unwrap();
+    assert_eq!(report.wal.truncations.len(), 1, "{report}");
+    assert!(contents()[end..].iter().all(|&b| b == 0), "cut");
+}
+
 /// Replay reads records ahead of applying them (on two threads): a record that fails is
 /// still the one reported, with its own LSN, though the log goes on after it; under
 /// salvage its point is skipped and everything after it applied.

@@ -45,7 +45,7 @@ pub(super) fn replay_log(
     salvage: bool,
     progress: &mut dyn FnMut(&ReplayProgress),
 ) -> Result<(Wal, RecoveryReport, Replayed)> {
-    let (tx, rx) = crossbeam_channel::bounded::<Decoded>(AHEAD);
+    let (tx, rx) = crossbeam_channel::bounded::<ToApplier>(AHEAD);
     // Buffers back from the applying thread, for the next records: no allocation (nor
     // page faults on fresh memory) per record.
     let (back_tx, back_rx) = crossbeam_channel::unbounded::<Buffers>();
@@ -80,7 +80,15 @@ pub(super) fn replay_log(
                 let mut first_error: Option<(Lsn, Error)> = None;
                 // After a failure, the rest is received and dropped: the reader never waits
                 // on a full channel for a thread that stopped taking.
-                for mut record in rx {
+                for message in rx {
+                    let mut record = match message {
+                        ToApplier::Record(record) => record,
+                        // Every record sent before was taken: whether one failed.
+                        ToApplier::Settle(verdict) => {
+                            let _ = verdict.send(first_error.is_some());
+                            continue;
+                        }
+                    };
                     if first_error.is_none() {
                         let lsn = record.lsn;
                         match replay.apply(&record) {
@@ -109,7 +117,8 @@ pub(super) fn replay_log(
                 path: dir.to_path_buf(),
                 source: e,
             })?;
-        let opened = Wal::open_and_replay_frames(
+        let stopped = || Box::new(Stopped) as ingestor_wal::ReplayError;
+        let opened = Wal::open_and_replay_frames_until_repair(
             fs,
             dir,
             options,
@@ -118,16 +127,25 @@ pub(super) fn replay_log(
             Lsn::ZERO,
             |info, payload| {
                 if failed.load(Relaxed) {
-                    return Err(Box::new(Stopped) as ingestor_wal::ReplayError);
+                    return Err(stopped());
                 }
                 let bufs = back_rx.try_recv().unwrap_or_else(|_| Buffers::new(memstore));
                 let record =
                     decode(info.segment, info.lsn, info.record_type, payload, snapshot_lsn, bufs);
-                if tx.send(record).is_err() {
-                    return Err(Box::new(Stopped) as ingestor_wal::ReplayError);
+                if tx.send(ToApplier::Record(record)).is_err() {
+                    return Err(stopped());
                 }
                 report(progress);
                 Ok(())
+            },
+            // The log's recovery repairs nothing (no torn tail cut, no damage moved to
+            // quarantine, no segment removed) for an open that fails: it first waits for the
+            // applying thread to take every record handed over.
+            || {
+                let (verdict_tx, verdict) = crossbeam_channel::bounded(1);
+                let settled = tx.send(ToApplier::Settle(verdict_tx)).is_ok()
+                    && verdict.recv().is_ok_and(|failed| !failed);
+                if settled { Ok(()) } else { Err(stopped()) }
             },
         );
         drop(tx);
@@ -156,6 +174,17 @@ impl std::fmt::Display for Stopped {
 }
 
 impl std::error::Error for Stopped {}
+
+/// What the reading thread sends the applying thread.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "all but one message of an open are records: boxing them would cost an allocation each"
+)]
+enum ToApplier {
+    Record(Decoded),
+    /// Asks whether a record sent before failed (`true`), once all were taken.
+    Settle(crossbeam_channel::Sender<bool>),
+}
 
 /// A record of the log, decoded by the reading thread into `bufs`.
 struct Decoded {
