@@ -19,7 +19,8 @@ use crate::segment::{Cursor, Found, QUARANTINE_DIR, SegmentId, list_segments};
 pub(crate) type OnRecord<'a> =
     &'a mut dyn FnMut(&FrameInfo, &[u8]) -> std::result::Result<(), crate::ReplayError>;
 
-/// Called once before recovery's first repair; its error stops recovery there (see
+/// Called before recovery's first repair, and again before a later one once more records
+/// were handed over; its error stops recovery there (see
 /// [`crate::Wal::open_and_replay_frames_until_repair`]).
 pub(crate) type BeforeRepair<'a> =
     &'a mut dyn FnMut() -> std::result::Result<(), crate::ReplayError>;
@@ -88,6 +89,7 @@ pub(crate) fn recover<'g>(
         on_record,
         before_repair,
         handed: Lsn::ZERO,
+        approved: None,
         report: RecoveryReport::new(options.recovery_mode),
         ids,
         kept: Vec::new(),
@@ -129,10 +131,12 @@ struct Recovery<'a, 'g> {
     /// Find and report, change nothing: no cut, removal or quarantine copy.
     dry_run: bool,
     on_record: OnRecord<'a>,
-    /// Taken at the first repair.
+    /// Asked before repairs (see [`Recovery::before_repair`]).
     before_repair: Option<BeforeRepair<'g>>,
     /// The LSN of the last record handed to `on_record`.
     handed: Lsn,
+    /// `handed` when `before_repair` last allowed a repair.
+    approved: Option<Lsn>,
     report: RecoveryReport,
     ids: Vec<SegmentId>,
     kept: Vec<SegmentId>,
@@ -154,17 +158,17 @@ impl Recovery<'_, '_> {
         self.options.recovery_mode
     }
 
-    /// Before the first change recovery makes on disk: the caller's word that every record
-    /// handed over so far applied (see [`BeforeRepair`]). Not in a dry run, which changes
-    /// nothing.
+    /// Before each repair: the caller's word that every record handed over so far applied
+    /// (see [`BeforeRepair`]), asked again only once more records were handed over since
+    /// (skip mode goes on reading after a repair). Not in a dry run, which changes nothing.
     fn before_repair(&mut self) -> Result<()> {
-        if self.dry_run {
+        if self.dry_run || self.approved == Some(self.handed) {
             return Ok(());
         }
-        match self.before_repair.take() {
-            Some(gate) => gate().map_err(|source| WalError::Replay { lsn: self.handed, source }),
-            None => Ok(()),
-        }
+        let Some(gate) = self.before_repair.as_mut() else { return Ok(()) };
+        gate().map_err(|source| WalError::Replay { lsn: self.handed, source })?;
+        self.approved = Some(self.handed);
+        Ok(())
     }
 
     fn segment(&mut self, i: usize) -> Result<Next> {

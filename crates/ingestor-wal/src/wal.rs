@@ -156,10 +156,13 @@ impl Wal {
 
     /// Like [`Wal::open_and_replay_frames`], for a caller that applies the records it is
     /// handed later, on another thread: before recovery's first repair (a torn tail cut,
-    /// damage copied to `quarantine/`, segments removed), `before_repair` is called once, and
-    /// may refuse it, when a record handed over earlier turned out not to apply. The open
-    /// then fails with nothing on disk changed, as it would have had `on_record` failed at
-    /// that record. A log that needs no repair never calls it.
+    /// damage copied to `quarantine/`, segments removed), and before a later one once more
+    /// records were handed over since (skip mode reads on after a repair), `before_repair` is
+    /// called, and may refuse it, when a record handed over earlier turned out not to apply.
+    /// The open then fails with no repair made from there on, as it would have had
+    /// `on_record` failed at that record. A log that needs no repair never calls it (the
+    /// zeroing of never-read bytes past the end of the last segment, which every open does,
+    /// is not a repair).
     ///
     /// # Errors
     /// As [`Wal::open_and_replay`]; [`WalError::Replay`] (with the LSN of the last record

@@ -353,7 +353,7 @@ fn an_open_that_fails_replay_repairs_nothing_in_the_log() {
         }
         wal.close().unwrap();
     }
-    // Half a frame after the last one, never synced: a torn tail.
+    // Half a frame after the last one, which the writer never synced: a torn tail.
     let segment = fs
         .read_dir(wal_dir)
         .unwrap()
@@ -390,6 +390,85 @@ fn an_open_that_fails_replay_repairs_nothing_in_the_log() {
     let (_db, report) = open(ingestor::RecoveryMode::SkipCorrupted).unwrap();
     assert_eq!(report.wal.truncations.len(), 1, "{report}");
     assert!(contents()[end..].iter().all(|&b| b == 0), "cut");
+}
+
+/// Under salvage, recovery goes on reading after a repair (damage in the middle copied to
+/// quarantine); a record after it that fails replay even under salvage (an unknown record
+/// type), followed by a torn tail: that later repair is not made either.
+#[test]
+fn under_salvage_a_repair_after_a_failing_record_is_not_made() {
+    use ingestor_codec::{
+        Point, RecordType, SEGMENT_HEADER_LEN, SeriesDef, SeriesId, decode_frame, encode_batch,
+        encode_series_defs,
+    };
+    use ingestor_fs::OpenMode;
+    use ingestor_wal::{Lsn, Wal, WalOptions};
+    let sim = SimFs::new(14);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let wal_dir = Path::new("/data/wal");
+    {
+        // Synced one by one: each frame proves the one before it durable, so damage to
+        // LSN 3 is corruption in the middle, not a torn tail.
+        let options = WalOptions::default()
+            .segment_bytes_max(64 << 10)
+            .sync_policy(ingestor_wal::SyncPolicy::Always);
+        let (wal, _) = Wal::open(Arc::clone(&fs), wal_dir, options).unwrap();
+        let mut buf = Vec::new();
+        let key = SeriesKey::new("hits", [("k", "v")]).unwrap();
+        encode_series_defs(&[SeriesDef { id: SeriesId(0), key }], &mut buf).unwrap();
+        wal.append(RecordType::SeriesDefs as u8, &buf).unwrap();
+        for t in 2..=4 {
+            buf.clear();
+            let op = Op::CounterAdd(1.0);
+            encode_batch(&[Point { series: SeriesId(0), timestamp: Timestamp(t), op }], &mut buf)
+                .unwrap();
+            wal.append(RecordType::Batch as u8, &buf).unwrap();
+        }
+        // LSN 5: a record type this version does not know.
+        wal.append(0xee, b"from the future").unwrap();
+        wal.close().unwrap();
+    }
+    let segment = fs
+        .read_dir(wal_dir)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.ends_with(".seg"))
+        .map(|e| wal_dir.join(&e.name))
+        .next_back()
+        .unwrap();
+    let contents = || {
+        let file = fs.open(&segment, OpenMode::Read).unwrap();
+        let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
+        file.read_exact_at(&mut bytes, 0).unwrap();
+        bytes
+    };
+    let bytes = contents();
+    let mut frames = Vec::new();
+    let mut at = SEGMENT_HEADER_LEN;
+    while let Ok(frame) = decode_frame(&bytes[at..]) {
+        frames.push(at);
+        at += frame.frame_len;
+    }
+    assert_eq!(frames.len(), 5);
+    let file = fs.open(&segment, OpenMode::ReadWrite).unwrap();
+    // LSN 3's last byte flipped (damage in the middle), half a frame after LSN 5 (torn).
+    let last_of_3 = frames[3] as u64 - 1;
+    file.write_at(&[bytes[frames[3] - 1] ^ 0x20], last_of_3).unwrap();
+    file.write_at(&[0x5a; 40], at as u64).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    let config = config().recovery_mode(ingestor::RecoveryMode::SkipCorrupted);
+    let err = Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config, &mut |_| {})
+        .map(drop)
+        .unwrap_err();
+    match &err {
+        Error::Wal(ingestor_wal::WalError::Replay { lsn, source }) => {
+            assert_eq!(*lsn, Lsn(5), "{err}");
+            assert!(source.to_string().contains("unknown record type"), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(contents()[at..at + 40].iter().all(|&b| b == 0x5a), "the torn tail was cut");
 }
 
 /// Replay reads records ahead of applying them (on two threads): a record that fails is

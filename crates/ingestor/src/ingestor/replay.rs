@@ -46,6 +46,9 @@ pub(super) fn replay_log(
     progress: &mut dyn FnMut(&ReplayProgress),
 ) -> Result<(Wal, RecoveryReport, Replayed)> {
     let (tx, rx) = crossbeam_channel::bounded::<ToApplier>(AHEAD);
+    // The applying thread's answers to `ToApplier::Settle`. It owns the sender: if it
+    // panics, the reading thread's wait for an answer ends.
+    let (verdict_tx, verdict) = crossbeam_channel::bounded::<bool>(1);
     // Buffers back from the applying thread, for the next records: no allocation (nor
     // page faults on fresh memory) per record.
     let (back_tx, back_rx) = crossbeam_channel::unbounded::<Buffers>();
@@ -65,6 +68,7 @@ pub(super) fn replay_log(
         let applier = std::thread::Builder::new()
             .name("ingestor-replay".into())
             .spawn_scoped(scope, || {
+                let verdict_tx = verdict_tx;
                 let mut replay = Replay {
                     memstore,
                     ids: IdMap::default(),
@@ -84,8 +88,8 @@ pub(super) fn replay_log(
                     let mut record = match message {
                         ToApplier::Record(record) => record,
                         // Every record sent before was taken: whether one failed.
-                        ToApplier::Settle(verdict) => {
-                            let _ = verdict.send(first_error.is_some());
+                        ToApplier::Settle => {
+                            let _ = verdict_tx.send(first_error.is_some());
                             continue;
                         }
                     };
@@ -139,11 +143,10 @@ pub(super) fn replay_log(
                 Ok(())
             },
             // The log's recovery repairs nothing (no torn tail cut, no damage moved to
-            // quarantine, no segment removed) for an open that fails: it first waits for the
-            // applying thread to take every record handed over.
+            // quarantine, no segment removed) for an open that fails: before a repair it asks,
+            // and the answer waits for the applying thread to take every record handed over.
             || {
-                let (verdict_tx, verdict) = crossbeam_channel::bounded(1);
-                let settled = tx.send(ToApplier::Settle(verdict_tx)).is_ok()
+                let settled = tx.send(ToApplier::Settle).is_ok()
                     && verdict.recv().is_ok_and(|failed| !failed);
                 if settled { Ok(()) } else { Err(stopped()) }
             },
@@ -182,8 +185,9 @@ impl std::error::Error for Stopped {}
 )]
 enum ToApplier {
     Record(Decoded),
-    /// Asks whether a record sent before failed (`true`), once all were taken.
-    Settle(crossbeam_channel::Sender<bool>),
+    /// Asks whether a record sent before failed: answered (`true` if one did) once all
+    /// were taken.
+    Settle,
 }
 
 /// A record of the log, decoded by the reading thread into `bufs`.
