@@ -319,6 +319,19 @@ fn histogram_samples_survive_replay_and_snapshots() {
     assert_eq!(histogram(&db, &other), want_other, "after a snapshot");
 }
 
+/// The last segment file of the log in `wal_dir`.
+fn last_segment(fs: &dyn Fs, wal_dir: &Path) -> std::path::PathBuf {
+    let mut names: Vec<String> = fs
+        .read_dir(wal_dir)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|name| name.ends_with(".seg"))
+        .collect();
+    names.sort();
+    wal_dir.join(names.pop().expect("a segment"))
+}
+
 /// A record that fails replay, followed by a torn tail: the open fails at that record, and
 /// the log's recovery repairs nothing first (no cut, no copy in quarantine), though the
 /// reading thread had handed the record over and reached the tail before the applying
@@ -354,20 +367,8 @@ fn an_open_that_fails_replay_repairs_nothing_in_the_log() {
         wal.close().unwrap();
     }
     // Half a frame after the last one, which the writer never synced: a torn tail.
-    let segment = fs
-        .read_dir(wal_dir)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.name.ends_with(".seg"))
-        .map(|e| wal_dir.join(&e.name))
-        .next_back()
-        .unwrap();
-    let contents = || {
-        let file = fs.open(&segment, OpenMode::Read).unwrap();
-        let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
-        file.read_exact_at(&mut bytes, 0).unwrap();
-        bytes
-    };
+    let segment = last_segment(&*fs, wal_dir);
+    let contents = || fs.read_file(&segment).unwrap();
     let before = contents();
     let end = before.iter().rposition(|&b| b != 0).unwrap() + 1;
     let file = fs.open(&segment, OpenMode::ReadWrite).unwrap();
@@ -428,20 +429,8 @@ fn under_salvage_a_repair_after_a_failing_record_is_not_made() {
         wal.append(0xee, b"from the future").unwrap();
         wal.close().unwrap();
     }
-    let segment = fs
-        .read_dir(wal_dir)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.name.ends_with(".seg"))
-        .map(|e| wal_dir.join(&e.name))
-        .next_back()
-        .unwrap();
-    let contents = || {
-        let file = fs.open(&segment, OpenMode::Read).unwrap();
-        let mut bytes = vec![0u8; usize::try_from(file.len().unwrap()).unwrap()];
-        file.read_exact_at(&mut bytes, 0).unwrap();
-        bytes
-    };
+    let segment = last_segment(&*fs, wal_dir);
+    let contents = || fs.read_file(&segment).unwrap();
     let bytes = contents();
     let mut frames = Vec::new();
     let mut at = SEGMENT_HEADER_LEN;
