@@ -92,7 +92,20 @@ impl KeyIndex {
     }
 
     fn grow(&mut self) {
-        let places = (self.places.len() * 2).max(MIN_PLACES);
+        self.grow_to((self.places.len() * 2).max(MIN_PLACES));
+    }
+
+    /// Grows the table at once to hold `additional` more entries without growing again
+    /// (at most three quarters full): one rehash instead of one per doubling.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        let wanted = self.len.saturating_add(additional).saturating_mul(4) / 3 + 1;
+        let places = wanted.next_power_of_two().max(MIN_PLACES);
+        if places > self.places.len() {
+            self.grow_to(places);
+        }
+    }
+
+    fn grow_to(&mut self, places: usize) {
         assert!(places <= 1 << 32, "a key index of more than 2^32 places");
         let old = std::mem::replace(&mut self.places, vec![0; places]);
         for e in old.into_iter().filter(|&e| e != 0) {
@@ -137,7 +150,7 @@ impl KeyIndex {
 
     /// Places in the table.
     #[cfg(test)]
-    fn places(&self) -> usize {
+    pub(crate) fn places(&self) -> usize {
         self.places.len()
     }
 }
@@ -218,6 +231,30 @@ mod tests {
         }
         assert_eq!(index.places(), 16_384);
         for i in 0..10_000u32 {
+            let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            assert!(found(&index, h).contains(&i), "{i}");
+        }
+    }
+
+    #[test]
+    fn a_reserved_index_takes_that_many_entries_without_growing_and_never_shrinks() {
+        let mut index = KeyIndex::default();
+        index.insert(1 << 40, 0);
+        index.reserve(10_000);
+        // 10,001 entries at most three quarters full: 13,335 places, rounded up.
+        assert_eq!(index.places(), 16_384);
+        assert!(found(&index, 1 << 40).contains(&0), "kept across the rehash");
+        for i in 1..=10_000u32 {
+            index.insert(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15), i);
+        }
+        assert_eq!(index.places(), 16_384, "no growth for what was reserved");
+        index.insert(42, 10_001);
+        assert_eq!(index.places(), 16_384, "room left below three quarters");
+        index.reserve(5);
+        assert_eq!(index.places(), 16_384, "enough room: unchanged");
+        index.reserve(3_000);
+        assert_eq!(index.places(), 32_768);
+        for i in 1..=10_000u32 {
             let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert!(found(&index, h).contains(&i), "{i}");
         }

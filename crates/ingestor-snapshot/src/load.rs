@@ -167,6 +167,8 @@ impl Opened {
         let mut total = 0u64;
         // A refusal that is the configuration's, not the file's, stops the load as an error.
         let mut refused: Option<MemstoreError> = None;
+        // The header's count was checked against the trailer's in pass 1.
+        store.loader().reserve(usize::try_from(self.header.series).unwrap_or(usize::MAX));
         self.walk(path, |index, offset, header, stored| {
             let content: &[u8] = match codec {
                 Codec::None => stored,
