@@ -1,20 +1,28 @@
-//! Replay of the log into the memstore at open, on two threads: the thread that opens the
-//! log reads each record (checksums, decompression) and decodes it (definitions' keys
-//! checked and hashed, batches' points decoded); a second thread maps series ids and applies, one
-//! record after the other, in LSN order. Replay is what a user waits for after a crash, and
-//! each half is about half of its work.
+//! Replay of the log into the memstore at open, on two threads: an `ingestor-replay` thread
+//! opens the log, reads each record (checksums, decompression) and decodes it (definitions'
+//! keys checked and hashed, batches' points decoded); the thread that called open maps series
+//! ids and applies, one record after the other, in LSN order, and reports progress. Replay is
+//! what a user waits for after a crash, and each half is about half of its work.
+//!
+//! The applying half runs on the calling thread because it allocates the memstore (a key,
+//! a slot and posting entries per series). With glibc's allocator a new thread allocates
+//! from a heap of its own, grown by `mprotect` 128 KiB at a time, each call interrupting the
+//! process's other processors to flush their address translations (`perf record`: 2.5% of
+//! an open's samples, a quarter of the applying thread's time in the kernel); the thread
+//! that opens is usually the process's main thread, whose heap grows by `brk`, and whose
+//! freed memory the next allocations reuse.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 use ingestor_codec::{BatchReader, Lsn, Op, Point, RecordType, SeriesId, visit_series_defs};
 use ingestor_fs::Fs;
 use ingestor_memstore::{KeyBatch, Memstore, SeriesRef, SlotPoint};
 use ingestor_wal::{RecoveryReport, SegmentId, Wal, WalError, WalOptions};
 
-use super::{ReplayProgress, lock};
+use super::ReplayProgress;
 use crate::error::{Error, Result};
 use crate::id_hash::IdHashBuilder;
 
@@ -53,106 +61,98 @@ pub(super) fn replay_log(
     // page faults on fresh memory) per record.
     let (back_tx, back_rx) = crossbeam_channel::unbounded::<Buffers>();
     let failed = AtomicBool::new(false);
-    // Where the applying thread is: reported by the reading thread, which alone may call
-    // `progress`, each time it moved.
-    let applied = Mutex::new(ReplayProgress { lsn: Lsn::ZERO, records: 0, points: 0 });
-    let mut reported = Lsn::ZERO;
-    let mut report = |progress: &mut dyn FnMut(&ReplayProgress)| {
-        let now = *lock(&applied);
-        if now.lsn > reported {
-            reported = now.lsn;
-            progress(&now);
-        }
-    };
     std::thread::scope(|scope| {
-        let applier = std::thread::Builder::new()
+        // The applying half's ends of the channels, dropped with this closure if it
+        // panics: the reading thread then stops instead of waiting on them.
+        let (rx, verdict_tx, back_tx) = (rx, verdict_tx, back_tx);
+        let failed = &failed;
+        let reader = std::thread::Builder::new()
             .name("ingestor-replay".into())
-            .spawn_scoped(scope, || {
-                let verdict_tx = verdict_tx;
-                let mut replay = Replay {
-                    memstore,
-                    ids: IdMap::default(),
-                    guess: 0,
-                    salvage,
-                    skipped_points: 0,
-                    segment: None,
-                    scratch: Vec::new(),
-                    handles: Vec::new(),
-                    records: 0,
-                    points: 0,
-                };
-                let mut first_error: Option<(Lsn, Error)> = None;
-                // After a failure, the rest is received and dropped: the reader never waits
-                // on a full channel for a thread that stopped taking.
-                for message in rx {
-                    let mut record = match message {
-                        ToApplier::Record(record) => record,
-                        // Every record sent before was taken: whether one failed.
-                        ToApplier::Settle => {
-                            let _ = verdict_tx.send(first_error.is_some());
-                            continue;
+            .spawn_scoped(scope, move || {
+                let stopped = || Box::new(Stopped) as ingestor_wal::ReplayError;
+                Wal::open_and_replay_frames_until_repair(
+                    fs,
+                    dir,
+                    options,
+                    // Series definitions before the snapshot are needed too: a segment's
+                    // batches after the snapshot may use series it defined before.
+                    Lsn::ZERO,
+                    |info, payload| {
+                        if failed.load(Relaxed) {
+                            return Err(stopped());
                         }
-                    };
-                    if first_error.is_none() {
-                        let lsn = record.lsn;
-                        match replay.apply(&record) {
-                            Ok(()) => {
-                                let (records, points) = (replay.records, replay.points);
-                                *lock(&applied) = ReplayProgress { lsn, records, points };
-                            }
-                            Err(e) => {
-                                failed.store(true, Relaxed);
-                                first_error = Some((lsn, e));
-                            }
+                        let bufs = back_rx.try_recv().unwrap_or_else(|_| Buffers::new(memstore));
+                        let record = decode(
+                            info.segment,
+                            info.lsn,
+                            info.record_type,
+                            payload,
+                            snapshot_lsn,
+                            bufs,
+                        );
+                        if tx.send(ToApplier::Record(record)).is_err() {
+                            return Err(stopped());
                         }
-                    }
-                    record.bufs.clear();
-                    let _ = back_tx.send(record.bufs);
-                }
-                let replayed = Replayed {
-                    records: replay.records,
-                    points: replay.points,
-                    skipped_points: replay.skipped_points,
-                };
-                (first_error, replayed)
+                        Ok(())
+                    },
+                    // The log's recovery repairs nothing (no torn tail cut, no damage moved to
+                    // quarantine, no segment removed) for an open that fails: before a repair
+                    // it asks, and the answer waits for the applying thread to take every
+                    // record handed over.
+                    || {
+                        let settled = tx.send(ToApplier::Settle).is_ok()
+                            && verdict.recv().is_ok_and(|failed| !failed);
+                        if settled { Ok(()) } else { Err(stopped()) }
+                    },
+                )
+                // `tx` is dropped here: the applying loop below ends.
             })
             .map_err(|e| Error::Io {
                 op: "spawn replay thread",
                 path: dir.to_path_buf(),
                 source: e,
             })?;
-        let stopped = || Box::new(Stopped) as ingestor_wal::ReplayError;
-        let opened = Wal::open_and_replay_frames_until_repair(
-            fs,
-            dir,
-            options,
-            // Series definitions before the snapshot are needed too: a segment's batches
-            // after the snapshot may use series it defined before.
-            Lsn::ZERO,
-            |info, payload| {
-                if failed.load(Relaxed) {
-                    return Err(stopped());
+        let mut replay = Replay {
+            memstore,
+            ids: IdMap::default(),
+            guess: 0,
+            salvage,
+            skipped_points: 0,
+            segment: None,
+            scratch: Vec::new(),
+            handles: Vec::new(),
+            records: 0,
+            points: 0,
+        };
+        let mut first_error: Option<(Lsn, Error)> = None;
+        // After a failure, the rest is received and dropped: the reader never waits on a
+        // full channel for a thread that stopped taking.
+        for message in &rx {
+            let mut record = match message {
+                ToApplier::Record(record) => record,
+                // Every record sent before was taken: whether one failed.
+                ToApplier::Settle => {
+                    let _ = verdict_tx.send(first_error.is_some());
+                    continue;
                 }
-                let bufs = back_rx.try_recv().unwrap_or_else(|_| Buffers::new(memstore));
-                let record =
-                    decode(info.segment, info.lsn, info.record_type, payload, snapshot_lsn, bufs);
-                if tx.send(ToApplier::Record(record)).is_err() {
-                    return Err(stopped());
+            };
+            if first_error.is_none() {
+                let lsn = record.lsn;
+                match replay.apply(&record) {
+                    Ok(()) => {
+                        let (records, points) = (replay.records, replay.points);
+                        progress(&ReplayProgress { lsn, records, points });
+                    }
+                    Err(e) => {
+                        failed.store(true, Relaxed);
+                        first_error = Some((lsn, e));
+                    }
                 }
-                report(progress);
-                Ok(())
-            },
-            // The log's recovery repairs nothing (no torn tail cut, no damage moved to
-            // quarantine, no segment removed) for an open that fails: before a repair it asks,
-            // and the answer waits for the applying thread to take every record handed over.
-            || {
-                let settled = tx.send(ToApplier::Settle).is_ok()
-                    && verdict.recv().is_ok_and(|failed| !failed);
-                if settled { Ok(()) } else { Err(stopped()) }
-            },
-        );
-        drop(tx);
-        let (first_error, replayed) = applier.join().unwrap_or_else(|panic| {
+            }
+            record.bufs.clear();
+            let _ = back_tx.send(record.bufs);
+        }
+        let opened = reader.join().unwrap_or_else(|panic| {
             std::panic::resume_unwind(panic);
         });
         // The first record that failed, with its own LSN, before whatever the log reports
@@ -161,7 +161,11 @@ pub(super) fn replay_log(
             return Err(Error::Wal(WalError::Replay { lsn, source: Box::new(e) }));
         }
         let (wal, recovery) = opened?;
-        report(progress);
+        let replayed = Replayed {
+            records: replay.records,
+            points: replay.points,
+            skipped_points: replay.skipped_points,
+        };
         Ok((wal, recovery, replayed))
     })
 }
