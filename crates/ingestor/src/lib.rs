@@ -69,6 +69,7 @@ mod error;
 mod id_hash;
 mod ingestor;
 pub mod offline;
+mod slot_set;
 
 pub use config::{Config, FinalSnapshot, FreeSpaceFloor, system_clock_ms};
 pub use error::{Error, Result};

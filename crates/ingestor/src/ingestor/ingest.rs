@@ -1,7 +1,6 @@
 //! Ingest: validate a batch, log it (with the series definitions its segment lacks), apply
 //! it, acknowledge it.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ingestor_codec::{
@@ -13,7 +12,6 @@ use ingestor_wal::{AckLevel, SegmentId, SyncPolicy};
 
 use super::{Ack, Defined, Ingestor, SeriesHandle, Shared, lock};
 use crate::error::{Error, Result};
-use crate::id_hash::IdHashBuilder;
 
 impl Ingestor {
     /// Ingests a batch of updates addressed by key: validates everything, logs one record,
@@ -128,12 +126,14 @@ impl Shared {
             let segment = batch.segment();
             let fresh = defined.segment != Some(segment);
             let mut new_series: Vec<SeriesRef> = Vec::new();
-            let mut seen: HashSet<SeriesId, IdHashBuilder> = HashSet::default();
             for p in points {
-                let id = log_id(p.series);
-                if (fresh || !defined.ids.contains(&id)) && seen.insert(id) {
+                let id = log_id(p.series).0;
+                if (fresh || !defined.ids.contains(id)) && defined.batch.insert(id) {
                     new_series.push(p.series);
                 }
+            }
+            for &s in &new_series {
+                defined.batch.remove(log_id(s).0);
             }
             if !new_series.is_empty() {
                 batch.push_with(RecordType::SeriesDefs as u8, |buf| {
@@ -168,7 +168,9 @@ impl Shared {
             // Before this batch is applied: the slots it deletes stay taken in this segment.
             self.free_deleted_slots();
         }
-        defined.ids.extend(new_series.into_iter().map(log_id));
+        for s in new_series {
+            defined.ids.insert(log_id(s).0);
+        }
         self.memstore.apply(ack.last, points);
         Ok(Logged { last: ack.last, level: ack.level })
     }

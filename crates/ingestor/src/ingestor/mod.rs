@@ -12,14 +12,14 @@ mod replay;
 mod types;
 mod view;
 
-use std::collections::HashSet;
+use crate::slot_set::SlotSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use ingestor_codec::{Lsn, MetricKind, SeriesId, SeriesKey};
+use ingestor_codec::{Lsn, MetricKind, SeriesKey};
 use ingestor_fs::{Fs, FsLock};
 use ingestor_memstore::{Memstore, Selector, SeriesView};
 use ingestor_snapshot::SnapshotStore;
@@ -29,7 +29,6 @@ use maintenance::Msg;
 
 use crate::config::{Config, FinalSnapshot};
 use crate::error::{Error, Result};
-use crate::id_hash::IdHashBuilder;
 
 /// The directory of the log inside a data directory.
 pub const WAL_DIR: &str = "wal";
@@ -44,7 +43,9 @@ pub use view::MemstoreView;
 struct Defined {
     segment: Option<SegmentId>,
     /// The log's segment-local ids that `segment` defines.
-    ids: HashSet<SeriesId, IdHashBuilder>,
+    ids: SlotSet,
+    /// The ids a batch being logged defines, empty between batches.
+    batch: SlotSet,
 }
 
 struct SnapshotMark {
