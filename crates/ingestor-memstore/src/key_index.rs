@@ -12,6 +12,9 @@
 /// The fewest places a table has once it has any.
 const MIN_PLACES: usize = 16;
 
+/// The most places a table has: a tag's 32 bits address them.
+const MAX_PLACES: usize = 1 << 32;
+
 /// See the module documentation.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyIndex {
@@ -96,17 +99,20 @@ impl KeyIndex {
     }
 
     /// Grows the table at once to hold `additional` more entries without growing again
-    /// (at most three quarters full): one rehash instead of one per doubling.
+    /// (at most three quarters full): one rehash instead of one per doubling. Never beyond
+    /// 2^32 places (what the tags address); the caller bounds `additional` by the memory it
+    /// means to spend.
     pub(crate) fn reserve(&mut self, additional: usize) {
-        let wanted = self.len.saturating_add(additional).saturating_mul(4) / 3 + 1;
-        let places = wanted.next_power_of_two().max(MIN_PLACES);
+        let wanted = self.len.saturating_add(additional).saturating_mul(4).div_ceil(3);
+        let places =
+            wanted.checked_next_power_of_two().unwrap_or(MAX_PLACES).clamp(MIN_PLACES, MAX_PLACES);
         if places > self.places.len() {
             self.grow_to(places);
         }
     }
 
     fn grow_to(&mut self, places: usize) {
-        assert!(places <= 1 << 32, "a key index of more than 2^32 places");
+        assert!(places <= MAX_PLACES, "a key index of more than 2^32 places");
         let old = std::mem::replace(&mut self.places, vec![0; places]);
         for e in old.into_iter().filter(|&e| e != 0) {
             self.put(e);
@@ -254,6 +260,14 @@ mod tests {
         assert_eq!(index.places(), 16_384, "enough room: unchanged");
         index.reserve(3_000);
         assert_eq!(index.places(), 32_768);
+        // Exactly three quarters of a power of two: that power, not the next one.
+        let mut exact = KeyIndex::default();
+        exact.reserve(3 << 10);
+        assert_eq!(exact.places(), 4 << 10);
+        for i in 0..3u32 << 10 {
+            exact.insert(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15), i);
+        }
+        assert_eq!(exact.places(), 4 << 10, "filled to three quarters without growing");
         for i in 1..=10_000u32 {
             let h = u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             assert!(found(&index, h).contains(&i), "{i}");

@@ -229,6 +229,40 @@ fn invalid_options_name_the_field() {
 }
 
 #[test]
+fn a_crafted_series_count_is_rejected_without_sizing_the_index_by_it() {
+    // A file with no chunk whose header and trailer both claim 3 x 2^30 series, every
+    // checksum right: the count is the file's word until the chunks are decoded. Sized by
+    // that word, the key index would take 2^32 places (32 GiB) under the largest series
+    // limit; the load must reject the file instead.
+    let disk = Disk::sim(7);
+    let store = disk.open(SnapshotOptions::default());
+    let info = store.write(Lsn(1), 0, &Memstore::new(MemstoreConfig::default()).unwrap().freeze());
+    let name = info.unwrap().path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut bytes = disk.read(&name);
+    assert_eq!(bytes.len(), 44 + 28, "a header and a trailer");
+    // Written again as the snapshot of LSN 2, beside the good one of LSN 1.
+    bytes[16..24].copy_from_slice(&2u64.to_le_bytes());
+    let claimed = (3u64 << 30).to_le_bytes();
+    bytes[24..32].copy_from_slice(&claimed);
+    let header_crc = ingestor_codec::mask_crc(crc32c::crc32c(&bytes[..40]));
+    bytes[40..44].copy_from_slice(&header_crc.to_le_bytes());
+    let trailer = bytes.len() - 28;
+    bytes[trailer + 16..trailer + 24].copy_from_slice(&claimed);
+    let end = bytes.len() - 4;
+    let file_crc = ingestor_codec::mask_crc(crc32c::crc32c(&bytes[..end]));
+    bytes[end..].copy_from_slice(&file_crc.to_le_bytes());
+    assert_eq!(name, snap_name(1));
+    disk.put(&snap_name(2), &bytes);
+    let mut config = MemstoreConfig::default();
+    config.max_series = ingestor_memstore::MAX_SERIES_LIMIT;
+    let report = store.load_newest(&config).unwrap();
+    assert_eq!(report.used.map(|u| u.lsn), Some(Lsn(1)), "the older, good one");
+    assert_eq!(report.memstore.len(), 0);
+    let [rejected] = report.rejected.as_slice() else { panic!("{:?}", report.rejected) };
+    assert!(rejected.reason.contains("the header counts 3221225472"), "{}", rejected.reason);
+}
+
+#[test]
 fn a_series_limit_too_small_for_the_snapshot_is_an_error() {
     let disk = Disk::sim(6);
     let store = disk.open(SnapshotOptions::default());

@@ -1,7 +1,9 @@
 //! A set of the log's segment-local series ids, which are memstore slot indices (dense from
 //! 0): one bit an id, instead of a hash set's probe and its five bytes an entry. The write
 //! path asks it once for every point of every batch (is the series defined in this
-//! segment?) and adds every new series.
+//! segment?) and adds every new series. It holds a bit for every slot index up to the
+//! largest added and never shrinks: 1.25 MiB for 10M slots (the default series limit),
+//! emptied (not freed) at each new segment.
 
 /// See the module documentation.
 #[derive(Debug, Default, Clone)]

@@ -12,7 +12,6 @@ mod replay;
 mod types;
 mod view;
 
-use crate::slot_set::SlotSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -29,6 +28,7 @@ use maintenance::Msg;
 
 use crate::config::{Config, FinalSnapshot};
 use crate::error::{Error, Result};
+use crate::slot_set::SlotSet;
 
 /// The directory of the log inside a data directory.
 pub const WAL_DIR: &str = "wal";

@@ -29,8 +29,10 @@ impl Ingestor {
     }
 
     /// Opens (or creates) a data directory on `fs`: validates the configuration, takes the
-    /// directory's lock, loads the newest good snapshot, replays the log after it (calling
-    /// `progress` as it goes), and starts the background snapshot thread.
+    /// directory's lock, loads the newest good snapshot, replays the log after it, and starts
+    /// the background snapshot thread. Replay applies the log on the calling thread and
+    /// calls `progress` there after each record it applied: keep it cheap (a progress bar
+    /// that redraws every few thousand calls), it runs between records.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`]; [`Error::Locked`] when another ingestor has the directory

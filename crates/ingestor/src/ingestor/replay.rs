@@ -8,9 +8,9 @@
 //! a slot and posting entries per series). With glibc's allocator a new thread allocates
 //! from a heap of its own, grown by `mprotect` 128 KiB at a time, each call interrupting the
 //! process's other processors to flush their address translations (`perf record`: 2.5% of
-//! an open's samples, a quarter of the applying thread's time in the kernel); the thread
-//! that opens is usually the process's main thread, whose heap grows by `brk`, and whose
-//! freed memory the next allocations reuse.
+//! an open's samples, a quarter of the applying thread's time in the kernel). A program that
+//! opens from its main thread (the bench, the offline commands) allocates from the heap that
+//! grows by `brk`; `ingestor serve` opens on a thread of its own, a thread heap as before.
 
 use std::collections::HashMap;
 use std::path::Path;
