@@ -1,8 +1,8 @@
-//! How well group commit batches: 2,000 durable appends of 100 bytes under
-//! `SyncPolicy::Always` by 1, 4 and 16 threads, printing records per second, syncs, records
-//! per sync and the mean sync time.
+//! How well group commit batches: 2,000 durable appends of 100 bytes (or as many as the
+//! first argument says) under `SyncPolicy::Always` by 1, 4 and 16 threads, printing records
+//! per second, syncs, records per sync and the mean sync time.
 //!
-//! Run: `cargo run --release -p ingestor-wal --example group_commit`.
+//! Run: `cargo run --release -p ingestor-wal --example group_commit [RECORDS]`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,12 +11,16 @@ use ingestor_fs::{Fs, StdFs};
 use ingestor_wal::{SyncPolicy, Wal, WalOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let records: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse().map_err(|e| format!("RECORDS {n:?}: {e}"))?,
+        None => 2000,
+    };
     for writers in [1usize, 4, 16] {
         let dir = tempfile::tempdir()?;
         let fs: Arc<dyn Fs> = Arc::new(StdFs::new());
         let options = WalOptions::default().sync_policy(SyncPolicy::Always);
         let wal = Arc::new(Wal::open(fs, dir.path(), options)?.0);
-        let per_writer = 2000 / writers;
+        let per_writer = records / writers;
         let started = Instant::now();
         std::thread::scope(|s| {
             for _ in 0..writers {

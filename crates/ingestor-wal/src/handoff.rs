@@ -40,8 +40,7 @@ impl Drop for Writing<'_> {
             // Without the listener (whose panic may be the one under way).
             let cause = std::io::Error::other("the write of a full buffer panicked");
             let _ = shared.poisoned.set(Arc::new(WalError::io("write", "the log's buffer", cause)));
-            drop(lock(&shared.sync));
-            shared.synced.notify_all();
+            shared.wake_all_waiters();
         }
         lock(&shared.handoff).writing = false;
         shared.handed.notify_all();

@@ -6,7 +6,7 @@
 //! the log: it is never retried into a success.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use ingestor_fs::FsFile;
 
 use crate::error::{Result, WalError};
 use crate::wal::crash_points;
-use crate::writer::{Shared, lock};
+use crate::writer::{Shared, SyncState, lock};
 
 /// The longest a sync leader waits for appenders in the middle of a write.
 const GROUP_WAIT_MAX: Duration = Duration::from_micros(100);
@@ -57,9 +57,27 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                 return Ok(st.durable);
             }
             if st.syncing || !lead {
+                let woken = Arc::new(AtomicBool::new(false));
+                st.waiters.push(Waiter {
+                    target,
+                    lead,
+                    thread: std::thread::current(),
+                    woken: Arc::clone(&woken),
+                });
                 shared.waiting.fetch_add(1, Ordering::AcqRel);
-                st = shared.synced.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                drop(st);
+                // `park` may return without an `unpark`: only the flag counts.
+                while !woken.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
                 shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                // Woken because a sync covered the target: done without the lock (the
+                // durable LSN was stored before the flag).
+                let durable = shared.durable.load(Ordering::Acquire);
+                if durable >= target.0 && shared.poisoned.get().is_none() {
+                    return Ok(Lsn(durable));
+                }
+                st = lock(&shared.sync);
             }
             continue;
         }
@@ -88,7 +106,14 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                 // The leader plus everyone it releases: how many writers to expect next time.
                 st.last_group = 1 + shared.waiting.load(Ordering::Acquire);
                 st.last_sync = took;
-                shared.synced.notify_all();
+                let woken = release_waiters(&mut st, false);
+                let durable = st.durable;
+                drop(st);
+                unpark(woken);
+                if durable >= target && shared.poisoned.get().is_none() {
+                    return Ok(durable);
+                }
+                st = lock(&shared.sync);
             }
             Err(e) => {
                 drop(st);
@@ -100,6 +125,48 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                 });
             }
         }
+    }
+}
+
+/// A caller waiting in [`sync_to`] for a sync to cover `target`. Waiters are woken one by
+/// one, only those a sync covered plus the one that is to lead the next sync, instead of all
+/// at once: on two cores, waking every waiter after each sync (those waiting for the next
+/// one too) and having them all take the sync lock cost about as much as the sync.
+pub(crate) struct Waiter {
+    target: Lsn,
+    /// Whether it may lead a sync itself (otherwise it waits for the background syncer).
+    lead: bool,
+    thread: std::thread::Thread,
+    /// Set (under the sync lock) when it is woken; it is then no longer in the list.
+    woken: Arc<AtomicBool>,
+}
+
+/// Takes from `st` the waiters to wake: with `all`, every one; otherwise those whose target
+/// is durable, plus, when others remain and no sync runs, the first that may lead (it will
+/// lead the next sync unless a new caller does first). Marks them woken; the caller unparks
+/// them with [`unpark`] after releasing the lock.
+pub(crate) fn release_waiters(st: &mut SyncState, all: bool) -> Vec<std::thread::Thread> {
+    let durable = st.durable;
+    let mut leader_found = all || st.syncing;
+    let mut woken = Vec::new();
+    st.waiters.retain(|w| {
+        let wake = all || w.target <= durable || (!leader_found && w.lead);
+        if wake {
+            if w.target > durable {
+                leader_found = true;
+            }
+            w.woken.store(true, Ordering::Release);
+            woken.push(w.thread.clone());
+        }
+        !wake
+    });
+    woken
+}
+
+/// Wakes the threads [`release_waiters`] took.
+pub(crate) fn unpark(threads: Vec<std::thread::Thread>) {
+    for thread in threads {
+        thread.unpark();
     }
 }
 

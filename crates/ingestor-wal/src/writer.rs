@@ -132,6 +132,8 @@ pub(crate) struct SyncState {
     pub(crate) last_group: usize,
     /// How long the last sync took.
     pub(crate) last_sync: std::time::Duration,
+    /// Callers waiting in `sync_to`, each woken on its own (see [`crate::sync::Waiter`]).
+    pub(crate) waiters: Vec<crate::sync::Waiter>,
 }
 
 pub(crate) struct Shared {
@@ -140,7 +142,6 @@ pub(crate) struct Shared {
     pub(crate) options: WalOptions,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) sync: Mutex<SyncState>,
-    pub(crate) synced: Condvar,
     /// The last LSN accepted: written, or waiting in the buffer of [`SyncPolicy::Buffered`].
     pub(crate) accepted: AtomicU64,
     pub(crate) written: AtomicU64,
@@ -211,10 +212,9 @@ impl Shared {
     /// Makes the log refuse every later write; returns the error to give the caller.
     pub(crate) fn poison(&self, cause: WalError) -> WalError {
         let cause = Arc::clone(self.poisoned.get_or_init(|| Arc::new(cause)));
-        // Take the sync lock before notifying, so that a waiter between its poison check
-        // and its wait cannot miss the wake-up.
-        drop(lock(&self.sync));
-        self.synced.notify_all();
+        // Under the sync lock, so that a waiter between its poison check and its wait
+        // cannot miss the wake-up.
+        self.wake_all_waiters();
         self.listener.on_poisoned(&cause);
         WalError::Poisoned { cause }
     }
@@ -258,8 +258,17 @@ impl Shared {
             st.durable = lsn;
             self.durable.store(lsn.0, Ordering::Release);
         }
+        let woken = crate::sync::release_waiters(&mut st, true);
         drop(st);
-        self.synced.notify_all();
+        crate::sync::unpark(woken);
+    }
+
+    /// Wakes every caller waiting in `sync_to`: each checks again what it waits for.
+    pub(crate) fn wake_all_waiters(&self) {
+        let mut st = lock(&self.sync);
+        let woken = crate::sync::release_waiters(&mut st, true);
+        drop(st);
+        crate::sync::unpark(woken);
     }
 
     /// Creates a segment (see [`create_segment`]), poisoning the log if a failed creation

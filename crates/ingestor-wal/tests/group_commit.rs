@@ -8,9 +8,9 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ingestor_fs::{Fs, SimFs};
+use ingestor_fs::{Fault, FaultKind, Fs, OpKind, SimFs};
 use ingestor_testkit::fs::{Hook, HookFs};
-use ingestor_wal::{AckLevel, Lsn, SyncPolicy, Wal, WalOptions, crash_points};
+use ingestor_wal::{AckLevel, Lsn, SyncPolicy, Wal, WalError, WalOptions, crash_points};
 
 const DIR: &str = "/db/wal";
 
@@ -94,4 +94,80 @@ fn a_writer_that_finds_a_sync_running_announces_its_wait_and_is_not_claimed_by_i
     let seen = gate.seen.lock().unwrap().clone();
     let syncs = seen.iter().filter(|p| **p == crash_points::SYNC_BEFORE).count();
     assert_eq!(syncs, 2, "two syncs, one per group: {seen:?}");
+}
+
+/// Which writer, and what its append returned.
+type Outcome = (usize, ingestor_wal::Result<ingestor_wal::Ack>);
+
+/// Starts a leader whose sync is held at `wal.sync.before`, then `followers` writers that
+/// each find that sync running and wait; returns once all of them announced their wait, with
+/// the receiver of every writer's outcome (the leader's first) and the gate's release.
+fn leader_held_with_waiters(
+    sim: &SimFs,
+    followers: usize,
+) -> (Arc<HookFs<Gate>>, Receiver<Outcome>, Sender<()>) {
+    let (told_tx, told_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    let gate = Arc::new(HookFs::new(
+        Arc::new(sim.clone()),
+        Gate { seen: Mutex::new(Vec::new()), held: Mutex::new(None) },
+    ));
+    let fs: Arc<dyn Fs> = Arc::clone(&gate) as Arc<dyn Fs>;
+    let wal = Arc::new(Wal::open(fs, Path::new(DIR), options()).expect("open").0);
+    *gate.held.lock().unwrap() = Some((told_tx, release_rx));
+    let (done_tx, done_rx) = channel();
+    let spawn = |n: usize| {
+        let (wal, done) = (Arc::clone(&wal), done_tx.clone());
+        std::thread::spawn(move || done.send((n, wal.append(1, &[n as u8; 40]))).unwrap());
+    };
+    spawn(0);
+    told_rx.recv_timeout(Duration::from_secs(10)).expect("the leader reached wal.sync.before");
+    for n in 1..=followers {
+        spawn(n);
+    }
+    let all_waiting = (0..2000).any(|_| {
+        std::thread::sleep(Duration::from_millis(5));
+        let seen = gate.seen.lock().unwrap();
+        seen.iter().filter(|p| **p == crash_points::SYNC_WAIT).count() == followers
+    });
+    assert!(all_waiting, "every follower announced its wait");
+    (gate, done_rx, release_tx)
+}
+
+#[test]
+fn writers_waiting_behind_a_sync_all_return_durable_after_one_more_sync() {
+    let sim = SimFs::new(9);
+    let followers = 6;
+    let (gate, done, release) = leader_held_with_waiters(&sim, followers);
+    release.send(()).unwrap();
+    let mut lsns = Vec::new();
+    for _ in 0..=followers {
+        // A waiter nobody wakes would hang here: the timeout names it as a failure instead.
+        let (n, ack) = done.recv_timeout(Duration::from_secs(20)).expect("every writer returns");
+        let ack = ack.unwrap_or_else(|e| panic!("writer {n}: {e}"));
+        assert_eq!(ack.level, AckLevel::Durable, "writer {n}");
+        lsns.push(ack.last.0);
+    }
+    lsns.sort_unstable();
+    assert_eq!(lsns, (1..=1 + followers as u64).collect::<Vec<_>>());
+    // The followers wrote while the held sync ran: not covered by it, each needs a sync that
+    // began after its write; one more sync, led by one of them, covers them all.
+    let seen = gate.seen.lock().unwrap().clone();
+    let syncs = seen.iter().filter(|p| **p == crash_points::SYNC_BEFORE).count();
+    assert_eq!(syncs, 2, "the held sync, then one for every follower: {seen:?}");
+}
+
+#[test]
+fn writers_waiting_behind_a_failed_sync_all_return_the_failure() {
+    let sim = SimFs::new(10);
+    let followers = 6;
+    let (_gate, done, release) = leader_held_with_waiters(&sim, followers);
+    sim.inject(Fault::new(OpKind::SyncData, FaultKind::SyncLosesData));
+    release.send(()).unwrap();
+    for _ in 0..=followers {
+        let (n, outcome) =
+            done.recv_timeout(Duration::from_secs(20)).expect("every writer returns");
+        let err = outcome.expect_err("a sync failed before any of these was durable");
+        assert!(matches!(err, WalError::Poisoned { .. }), "writer {n}: {err}");
+    }
 }

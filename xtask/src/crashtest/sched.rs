@@ -13,7 +13,7 @@
 //! - `wal.sync.after` (the sync returned; the durable point has not moved yet);
 //! - `wal.sync.wait` (a caller is about to wait for another caller's sync).
 //!
-//! The one wait left is the group-commit wait on the log's condition variable. A writer
+//! The one wait left is the group-commit wait (the caller parks until woken). A writer
 //! parked at `wal.sync.wait` is resumed only when no leader is parked between
 //! `wal.sync.before` and `wal.sync.after` (no sync is running), so it never waits there: it
 //! finds its records durable, or leads a sync itself.
