@@ -325,3 +325,65 @@ fn spawn_timer(
         })
         .map_err(|e| WalError::io("spawn thread", name, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state(durable: u64, syncing: bool, waiters: &[(u64, bool)]) -> SyncState {
+        SyncState {
+            durable: Lsn(durable),
+            syncing,
+            last_group: 0,
+            last_sync: Duration::ZERO,
+            waiters: waiters
+                .iter()
+                .map(|&(target, lead)| Waiter {
+                    target: Lsn(target),
+                    lead,
+                    thread: std::thread::current(),
+                    woken: Arc::new(AtomicBool::new(false)),
+                })
+                .collect(),
+        }
+    }
+
+    proptest! {
+        /// After a sync: every covered waiter is woken; of the others, exactly the first that
+        /// may lead when no sync runs (none while one runs); the rest stay, in order, unwoken.
+        /// With `all`, everyone is woken.
+        #[test]
+        fn wakes_the_covered_and_one_next_leader(
+            durable in 0u64..20,
+            syncing: bool,
+            all: bool,
+            waiters in proptest::collection::vec((0u64..30, any::<bool>()), 0..12),
+        ) {
+            let mut st = state(durable, syncing, &waiters);
+            let flags: Vec<Arc<AtomicBool>> =
+                st.waiters.iter().map(|w| Arc::clone(&w.woken)).collect();
+            let woken = release_waiters(&mut st, all);
+            let leader = (!all && !syncing)
+                .then(|| waiters.iter().position(|&(t, lead)| lead && t > durable))
+                .flatten();
+            let expected: Vec<bool> = waiters
+                .iter()
+                .enumerate()
+                .map(|(i, &(t, _))| all || t <= durable || Some(i) == leader)
+                .collect();
+            let seen: Vec<bool> = flags.iter().map(|f| f.load(Ordering::Acquire)).collect();
+            prop_assert_eq!(&seen, &expected);
+            prop_assert_eq!(woken.len(), expected.iter().filter(|w| **w).count());
+            let left: Vec<(u64, bool)> =
+                st.waiters.iter().map(|w| (w.target.0, w.lead)).collect();
+            let kept: Vec<(u64, bool)> = waiters
+                .iter()
+                .zip(&expected)
+                .filter(|(_, w)| !**w)
+                .map(|(x, _)| *x)
+                .collect();
+            prop_assert_eq!(left, kept);
+        }
+    }
+}
