@@ -2333,7 +2333,7 @@ impl Memstore {
     /// store's write lock (readers and writers wait until it is dropped).
     #[must_use]
     pub fn loader(&self) -> Loader<'_> {
-        Loader { inner: self.write(), max_series: self.config.max_series }
+        Loader { inner: self.write(), max_series: self.config.max_series, store: self.id }
     }
 }
 
@@ -2391,6 +2391,8 @@ where
 pub struct Loader<'a> {
     inner: RwLockWriteGuard<'a, Inner>,
     max_series: usize,
+    /// The store's id (whose hasher a [`KeyBatch`] used).
+    store: u64,
 }
 
 impl std::fmt::Debug for Loader<'_> {
@@ -2452,6 +2454,55 @@ impl Loader<'_> {
         }
         debug_assert!(series.next().is_none(), "every series inserted");
         Ok(n)
+    }
+
+    /// As [`Loader::insert_batch`], for keys checked and hashed ahead, by any thread
+    /// ([`Memstore::key_batch`]): key `i` of `keys` gets the `i`-th state and last update of
+    /// `states` (one each). A load can then decode and hash its next chunk on another
+    /// thread while this one inserts. Returns the series inserted.
+    ///
+    /// # Errors
+    /// As [`Loader::insert_batch`] (a key is not checked again).
+    pub fn insert_keys(
+        &mut self,
+        keys: &KeyBatch,
+        states: impl IntoIterator<Item = (SeriesState, Timestamp)>,
+    ) -> Result<usize, (usize, MemstoreError)> {
+        // A batch another store made hashed its keys with that store's hasher.
+        let rehashed: Vec<u64>;
+        let hashes = if keys.store == self.store {
+            &keys.hashes
+        } else {
+            rehashed = (0..keys.len()).map(|i| keys.rehash(i, &self.inner.hasher)).collect();
+            &rehashed
+        };
+        let mut states = states.into_iter();
+        let mut inserted = 0;
+        for (from, hashes) in hashes.chunks(TOUCHED).enumerate().map(|(c, h)| (c * TOUCHED, h)) {
+            self.inner.touch_all(hashes);
+            // The hashes first: a zip that ends on them takes no state from `states`.
+            for (i, (&h, (state, last_update))) in hashes.iter().zip(states.by_ref()).enumerate() {
+                let i = from + i;
+                let (name, labels) = (keys.name(i), keys.labels(i));
+                let len = labels.len();
+                insert_loaded(
+                    &mut self.inner,
+                    self.max_series,
+                    h,
+                    name,
+                    labels,
+                    len,
+                    state,
+                    last_update,
+                )
+                .map_err(|e| {
+                    let labels: Vec<(&str, &str)> = keys.labels(i).collect();
+                    (i, e.named(|| key_text(name, &labels)))
+                })?;
+                inserted += 1;
+            }
+        }
+        Ok(inserted)
     }
 
     /// [`Loader::insert_parts`], given the key's hash.

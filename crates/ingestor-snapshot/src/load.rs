@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
-use ingestor_codec::{Lsn, unmask_crc};
+use ingestor_codec::{Lsn, Timestamp, unmask_crc};
 use ingestor_fs::{Fs, FsFile, OpenMode};
-use ingestor_memstore::{LoadSeries, Memstore, MemstoreError};
+use ingestor_memstore::{KeyBatch, Memstore, MemstoreError, SeriesState};
 
 use crate::error::SnapshotError;
 use crate::format::{
@@ -164,107 +164,111 @@ impl Opened {
     }
 
     /// Pass 2: decompresses and decodes every chunk into `store`. Returns the series loaded.
+    ///
+    /// Two threads share the work, each about half of a load's time: an
+    /// `ingestor-snapshot-read` thread reads, decompresses and decodes the chunks, checking
+    /// and hashing their keys ([`KeyBatch`]); the calling thread inserts each chunk while the
+    /// next one is decoded. The memstore's memory is allocated by the calling thread.
     pub(crate) fn decode_into(&self, path: &Path, store: &Memstore) -> Result<u64, SnapshotError> {
-        let codec = self.header.codec;
-        let mut raw = Vec::new();
-        let mut shared: HashMap<Vec<u64>, Arc<[f64]>> = HashMap::new();
-        let mut total = 0u64;
-        // A refusal that is the configuration's, not the file's, stops the load as an error.
-        let mut refused: Option<MemstoreError> = None;
         // Room in the key index for the series the header counts (pass 1 checked it against
         // the trailer's count, but both are the file's word until the chunks are decoded),
         // at most 8 a byte of the file: the bench's snapshots hold 0.3 a byte, and a short
         // crafted file cannot claim a large index. A count beyond it only loses the reserve.
         let bounded = self.header.series.min(self.len.saturating_mul(SERIES_PER_BYTE_MAX));
         store.loader().reserve(usize::try_from(bounded).unwrap_or(usize::MAX));
-        self.walk(path, |index, offset, header, stored| {
-            let content: &[u8] = match codec {
-                Codec::None => stored,
-                Codec::Lz4 | Codec::Zstd => {
-                    // The checksum verified raw_len, which is at most MAX_CHUNK_LEN.
-                    raw.resize(header.raw_len as usize, 0);
-                    let n = match codec {
-                        Codec::Lz4 => lz4_flex::block::decompress_into(stored, &mut raw)
-                            .map_err(|e| e.to_string()),
-                        _ => zstd::bulk::decompress_to_buffer(stored, raw.as_mut_slice())
-                            .map_err(|e| e.to_string()),
-                    };
-                    match n {
-                        Ok(n) if n == raw.len() => &raw,
-                        Ok(n) => {
-                            return Err(corrupt(
-                                path,
-                                offset,
-                                format!(
-                                    "chunk {index}: {} decompressed to {n} bytes, {} declared",
-                                    codec.name(),
-                                    raw.len()
-                                ),
-                            ));
-                        }
-                        Err(e) => {
-                            return Err(corrupt(
-                                path,
-                                offset,
-                                format!("chunk {index}: {} does not decompress: {e}", codec.name()),
-                            ));
-                        }
+        // Two decoded chunks may wait; their buffers come back for the chunks after them.
+        let (full_tx, full_rx) = mpsc::sync_channel::<Result<Decoded, SnapshotError>>(2);
+        let (spare_tx, spare_rx) = mpsc::sync_channel::<Decoded>(4);
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("ingestor-snapshot-read".into())
+                .spawn_scoped(scope, move || self.read_chunks(path, store, &full_tx, &spare_rx))
+                .map_err(|e| SnapshotError::io("spawn thread", path, e))?;
+            let outcome = self.insert_chunks(path, store, &full_rx, &spare_tx);
+            // A reader still going stops at its next chunk (its sends fail).
+            drop(full_rx);
+            if let Err(panic) = reader.join() {
+                std::panic::resume_unwind(panic);
+            }
+            outcome
+        })
+    }
+
+    /// The reading side of [`Opened::decode_into`]: every chunk decoded, in order, to
+    /// `full`, then the error that stopped the walk, if one did.
+    fn read_chunks(
+        &self,
+        path: &Path,
+        store: &Memstore,
+        full: &mpsc::SyncSender<Result<Decoded, SnapshotError>>,
+        spares: &mpsc::Receiver<Decoded>,
+    ) {
+        let codec = self.header.codec;
+        let mut raw = Vec::new();
+        let mut shared: HashMap<Vec<u64>, Arc<[f64]>> = HashMap::new();
+        let walked = self.walk(path, |index, offset, header, stored| {
+            let content = decompress(codec, header, stored, &mut raw)
+                .map_err(|reason| corrupt(path, offset, format!("chunk {index}: {reason}")))?;
+            let mut d = spares.try_recv().unwrap_or_else(|_| Decoded {
+                index,
+                offset,
+                keys: store.key_batch(),
+                states: Vec::new(),
+                places: Vec::new(),
+            });
+            d.index = index;
+            d.offset = offset;
+            d.keys.clear();
+            d.states.clear();
+            d.places.clear();
+            decode_chunk_parts(content, &mut shared, |at, s| {
+                d.keys.push(s.name, s.labels).map_err(|e| match e {
+                    MemstoreError::InvalidKey { reason } => {
+                        Bad::new(at as u64, format!("invalid series key: {reason}"))
                     }
-                }
-            };
-            // The chunk decoded whole first, its keys borrowed from it; then inserted under
-            // one hold of the store's lock, the batch's index places read ahead.
-            let mut labels: Vec<(&str, &str)> = Vec::new();
-            let mut decoded_series = Vec::new();
-            let decoded = decode_chunk_parts(content, &mut shared, |at, s| {
-                let start = labels.len();
-                labels.extend_from_slice(s.labels);
-                decoded_series.push((at, s.name, start..labels.len(), s.state, s.last_update));
+                    other => Bad::new(at as u64, other.to_string()),
+                })?;
+                d.places.push(at);
+                d.states.push((s.state, s.last_update));
                 Ok(())
             })
-            .and_then(|n| {
-                let places: Vec<usize> = decoded_series.iter().map(|d| d.0).collect();
-                let batch = decoded_series
-                    .drain(..)
-                    .map(|(_, name, span, state, last_update)| LoadSeries {
-                        name,
-                        labels: &labels[span],
-                        state,
-                        last_update,
-                    })
-                    .collect();
-                match store.loader().insert_batch(batch) {
-                    Ok(_) => Ok(n),
-                    Err((i, e)) => Err(refusal(places[i], e, &mut refused)),
-                }
-            });
-            match decoded {
-                Ok(n) => {
-                    total += n;
-                    Ok(())
-                }
-                Err(_) if refused.is_some() => Ok(()),
-                Err(b) => Err(match codec {
-                    Codec::None => corrupt(
-                        path,
-                        offset + CHUNK_HEADER_LEN as u64 + b.at,
-                        format!("chunk {index}: {}", b.reason),
-                    ),
-                    _ => corrupt(
-                        path,
-                        offset,
-                        format!(
-                            "chunk {index}, byte {} of its decompressed content: {}",
-                            b.at, b.reason
-                        ),
-                    ),
-                }),
-            }
-            .and_then(|()| match refused.take() {
-                Some(e) => Err(SnapshotError::Memstore(e)),
-                None => Ok(()),
+            .map_err(|b| chunk_error(codec, path, index, offset, &b))?;
+            // The inserting side stopped (an error of its own): so does the walk.
+            full.send(Ok(d)).map_err(|_| {
+                SnapshotError::io("load", path, std::io::Error::other("the load stopped"))
             })
-        })?;
+        });
+        if let Err(e) = walked {
+            // Nobody hears it if the inserting side stopped first: its error comes first.
+            let _ = full.send(Err(e));
+        }
+    }
+
+    /// The inserting side of [`Opened::decode_into`]. Returns the series loaded.
+    fn insert_chunks(
+        &self,
+        path: &Path,
+        store: &Memstore,
+        full: &mpsc::Receiver<Result<Decoded, SnapshotError>>,
+        spares: &mpsc::SyncSender<Decoded>,
+    ) -> Result<u64, SnapshotError> {
+        let mut total = 0u64;
+        for decoded in full {
+            let mut d = decoded?;
+            let n = d.keys.len() as u64;
+            if let Err((i, e)) = store.loader().insert_keys(&d.keys, d.states.drain(..)) {
+                let mut refused = None;
+                let b = refusal(d.places[i], e, &mut refused);
+                return Err(match refused {
+                    // A refusal that is the configuration's, not the file's, is an error as such.
+                    Some(e) => SnapshotError::Memstore(e),
+                    None => chunk_error(self.header.codec, path, d.index, d.offset, &b),
+                });
+            }
+            total += n;
+            // Back to the reader for a later chunk (dropped if it has enough).
+            let _ = spares.try_send(d);
+        }
         if total != self.header.series {
             return Err(corrupt(
                 path,
@@ -273,6 +277,60 @@ impl Opened {
             ));
         }
         Ok(total)
+    }
+}
+
+/// A chunk as the reading thread of [`Opened::decode_into`] hands it over: its keys checked
+/// and hashed, each series' state and last update, and where each series starts in the
+/// chunk's content (for an error that names it).
+struct Decoded {
+    index: u64,
+    offset: u64,
+    keys: KeyBatch,
+    states: Vec<(SeriesState, Timestamp)>,
+    places: Vec<usize>,
+}
+
+/// A chunk's content: `stored` itself, or decompressed into `raw`.
+fn decompress<'a>(
+    codec: Codec,
+    header: &ChunkHeader,
+    stored: &'a [u8],
+    raw: &'a mut Vec<u8>,
+) -> Result<&'a [u8], String> {
+    if codec == Codec::None {
+        return Ok(stored);
+    }
+    // The checksum verified raw_len, which is at most MAX_CHUNK_LEN.
+    raw.resize(header.raw_len as usize, 0);
+    let n =
+        match codec {
+            Codec::Lz4 => lz4_flex::block::decompress_into(stored, raw.as_mut_slice())
+                .map_err(|e| e.to_string()),
+            _ => zstd::bulk::decompress_to_buffer(stored, raw.as_mut_slice())
+                .map_err(|e| e.to_string()),
+        };
+    match n {
+        Ok(n) if n == raw.len() => Ok(raw.as_slice()),
+        Ok(n) => Err(format!("{} decompressed to {n} bytes, {} declared", codec.name(), raw.len())),
+        Err(e) => Err(format!("{} does not decompress: {e}", codec.name())),
+    }
+}
+
+/// The error for `b`, found in chunk `index` (at `offset` in the file): at its byte in the
+/// file for an uncompressed chunk, else at the chunk, naming the byte of its content.
+fn chunk_error(codec: Codec, path: &Path, index: u64, offset: u64, b: &Bad) -> SnapshotError {
+    match codec {
+        Codec::None => corrupt(
+            path,
+            offset + CHUNK_HEADER_LEN as u64 + b.at,
+            format!("chunk {index}: {}", b.reason),
+        ),
+        _ => corrupt(
+            path,
+            offset,
+            format!("chunk {index}, byte {} of its decompressed content: {}", b.at, b.reason),
+        ),
     }
 }
 
@@ -297,8 +355,7 @@ fn refusal(at: usize, e: MemstoreError, refused: &mut Option<MemstoreError>) -> 
 
 #[cfg(test)]
 mod tests {
-    use ingestor_codec::Timestamp;
-    use ingestor_memstore::{GaugeState, Memstore, MemstoreConfig, SeriesState};
+    use ingestor_memstore::{GaugeState, LoadSeries, Memstore, MemstoreConfig};
 
     use super::*;
 

@@ -342,3 +342,72 @@ fn files_are_listed_verified_and_read_without_changes() {
         ));
     }
 }
+
+/// Rewrites the one chunk of an uncompressed snapshot of LSN 1 with `edit` applied to its
+/// content (its checksum and the file's made right again), as the snapshot of LSN 2.
+fn edited_copy(disk: &Disk, edit: impl Fn(&mut [u8])) {
+    let mut bytes = disk.read(&snap_name(1));
+    let (header, chunk_header, trailer) = (44, 12, 28);
+    let end = bytes.len() - trailer;
+    bytes[16..24].copy_from_slice(&2u64.to_le_bytes());
+    let header_crc = ingestor_codec::mask_crc(crc32c::crc32c(&bytes[..40]));
+    bytes[40..44].copy_from_slice(&header_crc.to_le_bytes());
+    let content = header + chunk_header;
+    assert_eq!(
+        u32::from_le_bytes(bytes[header + 4..header + 8].try_into().unwrap()) as usize,
+        end - content,
+        "one chunk"
+    );
+    edit(&mut bytes[content..end]);
+    let crc =
+        crc32c::crc32c_append(crc32c::crc32c(&bytes[header..header + 8]), &bytes[content..end]);
+    bytes[header + 8..content].copy_from_slice(&ingestor_codec::mask_crc(crc).to_le_bytes());
+    let last = bytes.len() - 4;
+    let file_crc = ingestor_codec::mask_crc(crc32c::crc32c(&bytes[..last]));
+    bytes[last..].copy_from_slice(&file_crc.to_le_bytes());
+    disk.put(&snap_name(2), &bytes);
+}
+
+#[test]
+fn a_repeated_or_invalid_key_rejects_the_snapshot_naming_the_series_and_its_byte() {
+    let mut options = SnapshotOptions::default();
+    options.compression = SnapshotCompression::None;
+    for (what, from, to, expect) in [
+        ("repeated", "job=bbb", "job=aaa", "series up{job=\"aaa\"} appears twice"),
+        ("invalid", "job=bbb", "j-b=bbb", "invalid series key: "),
+    ] {
+        let disk = Disk::sim(8);
+        let store = disk.open(options.clone());
+        let memstore = Memstore::new(MemstoreConfig::default()).unwrap();
+        for (i, job) in ["aaa", "bbb", "ccc"].into_iter().enumerate() {
+            apply(&memstore, i as u64 + 1, &key("up", &[("job", job)]), 1, Op::GaugeSet(1.0));
+        }
+        store.write(Lsn(1), 0, &memstore.freeze()).unwrap();
+        // The strings are stored as they are: find the second series' label and value.
+        let (name, value) = from.split_once('=').unwrap();
+        let (new_name, new_value) = to.split_once('=').unwrap();
+        let at = std::cell::Cell::new(0);
+        edited_copy(&disk, |content| {
+            let find = |s: &str| content.windows(s.len()).position(|w| w == s.as_bytes()).unwrap();
+            let v = find(value);
+            content[v..v + value.len()].copy_from_slice(new_value.as_bytes());
+            // The label name stored just before the value (length-prefixed).
+            let n = v - 1 - name.len();
+            assert_eq!(&content[n..n + name.len()], name.as_bytes());
+            content[n..n + name.len()].copy_from_slice(new_name.as_bytes());
+            at.set(n);
+        });
+        let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+        assert_eq!(report.used.map(|u| u.lsn), Some(Lsn(1)), "{what}: the older, good one");
+        assert_eq!(report.memstore.len(), 3);
+        let [rejected] = report.rejected.as_slice() else { panic!("{:?}", report.rejected) };
+        assert!(rejected.reason.contains(expect), "{what}: {}", rejected.reason);
+        assert!(rejected.reason.contains("chunk 0: "), "{what}: {}", rejected.reason);
+        // The byte named is where the second series starts: after the first (which starts
+        // right after the chunk's 4-byte series count), before the edited label.
+        let byte: u64 =
+            rejected.reason["corrupt at byte ".len()..].split(':').next().unwrap().parse().unwrap();
+        let first = 44 + 12 + 4;
+        assert!(byte > first && byte < (44 + 12 + at.get()) as u64, "{what}: {}", rejected.reason);
+    }
+}
