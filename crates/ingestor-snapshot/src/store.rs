@@ -246,7 +246,9 @@ impl SnapshotStore {
     ///
     /// Each candidate, newest first, is read twice: the first pass verifies the header, every
     /// chunk's checksum, the counts and the whole-file checksum (holding one chunk in memory
-    /// at a time); the second decodes every series into a fresh memstore. A snapshot that
+    /// at a time); the second decodes every series into a fresh memstore: an
+    /// `ingestor-snapshot-read` thread, joined before this returns, decodes the chunks while
+    /// the calling thread inserts them (a few chunks in memory at a time). A snapshot that
     /// fails either pass, or whose reading fails with an I/O error, is recorded in
     /// [`LoadReport::rejected`] and left on disk. With no good snapshot, the memstore is
     /// empty and [`LoadReport::used`] is `None`.
