@@ -2458,8 +2458,9 @@ impl Loader<'_> {
 
     /// As [`Loader::insert_batch`], for keys checked and hashed ahead, by any thread
     /// ([`Memstore::key_batch`]): key `i` of `keys` gets the `i`-th state and last update of
-    /// `states` (one each). A load can then decode and hash its next chunk on another
-    /// thread while this one inserts. Returns the series inserted.
+    /// `states` (one each; where either runs out first, the rest of the other is not
+    /// inserted). A load can then decode and hash its next chunk on another thread while
+    /// this one inserts. Returns the series inserted.
     ///
     /// # Errors
     /// As [`Loader::insert_batch`] (a key is not checked again).

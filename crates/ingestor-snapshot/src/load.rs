@@ -168,7 +168,9 @@ impl Opened {
     /// Two threads share the work, each about half of a load's time: an
     /// `ingestor-snapshot-read` thread reads, decompresses and decodes the chunks, checking
     /// and hashing their keys ([`KeyBatch`]); the calling thread inserts each chunk while the
-    /// next one is decoded. The memstore's memory is allocated by the calling thread.
+    /// next one is decoded (the store's slots, keys and index are allocated by the calling
+    /// thread; a histogram's state by the reading one). Where no thread can be started, the
+    /// calling thread does both, one chunk after the other.
     pub(crate) fn decode_into(&self, path: &Path, store: &Memstore) -> Result<u64, SnapshotError> {
         // Room in the key index for the series the header counts (pass 1 checked it against
         // the trailer's count, but both are the file's word until the chunks are decoded),
@@ -179,19 +181,45 @@ impl Opened {
         // Two decoded chunks may wait; their buffers come back for the chunks after them.
         let (full_tx, full_rx) = mpsc::sync_channel::<Result<Decoded, SnapshotError>>(2);
         let (spare_tx, spare_rx) = mpsc::sync_channel::<Decoded>(4);
-        std::thread::scope(|scope| {
-            let reader = std::thread::Builder::new()
+        let total = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
                 .name("ingestor-snapshot-read".into())
-                .spawn_scoped(scope, move || self.read_chunks(path, store, &full_tx, &spare_rx))
-                .map_err(|e| SnapshotError::io("spawn thread", path, e))?;
-            let outcome = self.insert_chunks(path, store, &full_rx, &spare_tx);
+                .spawn_scoped(scope, move || self.read_chunks(path, store, &full_tx, &spare_rx));
+            let Ok(reader) = spawned else {
+                return self.decode_inline(path, store);
+            };
+            let mut total = 0u64;
+            let mut outcome = Ok(());
+            for decoded in &full_rx {
+                let inserted = decoded.and_then(|mut d| {
+                    let n = self.insert(path, store, &mut d)?;
+                    // Back to the reader for a later chunk (dropped if it has enough).
+                    let _ = spare_tx.try_send(d);
+                    Ok(n)
+                });
+                match inserted {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            }
             // A reader still going stops at its next chunk (its sends fail).
             drop(full_rx);
             if let Err(panic) = reader.join() {
                 std::panic::resume_unwind(panic);
             }
-            outcome
-        })
+            outcome.map(|()| total)
+        })?;
+        if total != self.header.series {
+            return Err(corrupt(
+                path,
+                24,
+                format!("the chunks hold {total} series, the header counts {}", self.header.series),
+            ));
+        }
+        Ok(total)
     }
 
     /// The reading side of [`Opened::decode_into`]: every chunk decoded, in order, to
@@ -203,92 +231,146 @@ impl Opened {
         full: &mpsc::SyncSender<Result<Decoded, SnapshotError>>,
         spares: &mpsc::Receiver<Decoded>,
     ) {
-        let codec = self.header.codec;
-        let mut raw = Vec::new();
-        let mut shared: HashMap<Vec<u64>, Arc<[f64]>> = HashMap::new();
+        let mut decoder = ChunkDecoder::default();
+        let mut stopped = false;
         let walked = self.walk(path, |index, offset, header, stored| {
-            let content = decompress(codec, header, stored, &mut raw)
-                .map_err(|reason| corrupt(path, offset, format!("chunk {index}: {reason}")))?;
-            let mut d = spares.try_recv().unwrap_or_else(|_| Decoded {
-                index,
-                offset,
-                keys: store.key_batch(),
-                states: Vec::new(),
-                places: Vec::new(),
-            });
-            d.index = index;
-            d.offset = offset;
-            d.keys.clear();
-            d.states.clear();
-            d.places.clear();
-            decode_chunk_parts(content, &mut shared, |at, s| {
-                d.keys.push(s.name, s.labels).map_err(|e| match e {
-                    MemstoreError::InvalidKey { reason } => {
-                        Bad::new(at as u64, format!("invalid series key: {reason}"))
-                    }
-                    other => Bad::new(at as u64, other.to_string()),
-                })?;
-                d.places.push(at);
-                d.states.push((s.state, s.last_update));
+            let d = decoder.decode(self, path, store, (index, offset), header, stored, || {
+                spares.try_recv().ok()
+            })?;
+            // A chunk with an invalid key is the last: its error ends the load. The walk
+            // stops too when the inserting side stopped (an error of its own).
+            let last = d.bad.is_some();
+            stopped = full.send(Ok(d)).is_err() || last;
+            if stopped {
+                Err(SnapshotError::io("load", path, std::io::Error::other("stopped")))
+            } else {
                 Ok(())
-            })
-            .map_err(|b| chunk_error(codec, path, index, offset, &b))?;
-            // The inserting side stopped (an error of its own): so does the walk.
-            full.send(Ok(d)).map_err(|_| {
-                SnapshotError::io("load", path, std::io::Error::other("the load stopped"))
-            })
+            }
         });
-        if let Err(e) = walked {
-            // Nobody hears it if the inserting side stopped first: its error comes first.
+        // Not after a stop of its own; nobody hears it if the inserting side stopped first
+        // (its error comes first).
+        if let Err(e) = walked
+            && !stopped
+        {
             let _ = full.send(Err(e));
         }
     }
 
-    /// The inserting side of [`Opened::decode_into`]. Returns the series loaded.
-    fn insert_chunks(
-        &self,
-        path: &Path,
-        store: &Memstore,
-        full: &mpsc::Receiver<Result<Decoded, SnapshotError>>,
-        spares: &mpsc::SyncSender<Decoded>,
-    ) -> Result<u64, SnapshotError> {
+    /// [`Opened::decode_into`] on the calling thread alone.
+    fn decode_inline(&self, path: &Path, store: &Memstore) -> Result<u64, SnapshotError> {
+        let mut decoder = ChunkDecoder::default();
+        let mut spare = None;
         let mut total = 0u64;
-        for decoded in full {
-            let mut d = decoded?;
-            let n = d.keys.len() as u64;
-            if let Err((i, e)) = store.loader().insert_keys(&d.keys, d.states.drain(..)) {
+        self.walk(path, |index, offset, header, stored| {
+            let mut d =
+                decoder
+                    .decode(self, path, store, (index, offset), header, stored, || spare.take())?;
+            total += self.insert(path, store, &mut d)?;
+            spare = Some(d);
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
+    /// Inserts a decoded chunk (up to its invalid key, which is then the error). Returns the
+    /// series inserted.
+    fn insert(&self, path: &Path, store: &Memstore, d: &mut Decoded) -> Result<u64, SnapshotError> {
+        let codec = self.header.codec;
+        match store.loader().insert_keys(&d.keys, d.states.drain(..)) {
+            Ok(n) => match d.bad.take() {
+                Some(b) => Err(chunk_error(codec, path, d.index, d.offset, &b)),
+                None => Ok(n as u64),
+            },
+            Err((i, e)) => {
                 let mut refused = None;
                 let b = refusal(d.places[i], e, &mut refused);
-                return Err(match refused {
+                Err(match refused {
                     // A refusal that is the configuration's, not the file's, is an error as such.
                     Some(e) => SnapshotError::Memstore(e),
-                    None => chunk_error(self.header.codec, path, d.index, d.offset, &b),
-                });
+                    None => chunk_error(codec, path, d.index, d.offset, &b),
+                })
             }
-            total += n;
-            // Back to the reader for a later chunk (dropped if it has enough).
-            let _ = spares.try_send(d);
         }
-        if total != self.header.series {
-            return Err(corrupt(
-                path,
-                24,
-                format!("the chunks hold {total} series, the header counts {}", self.header.series),
-            ));
-        }
-        Ok(total)
     }
 }
 
-/// A chunk as the reading thread of [`Opened::decode_into`] hands it over: its keys checked
-/// and hashed, each series' state and last update, and where each series starts in the
-/// chunk's content (for an error that names it).
+/// A chunk decoded for [`Opened::decode_into`]: its keys checked and hashed, each series'
+/// state and last update, and where each series starts in the chunk's content (for an error
+/// that names it). A chunk with an invalid key holds the series before it and, in `bad`,
+/// the key's error: reported after those are inserted, so that an earlier series' refusal
+/// (a duplicate, the series limit) comes first, as errors come in the file's order.
 struct Decoded {
     index: u64,
     offset: u64,
     keys: KeyBatch,
     states: Vec<(SeriesState, Timestamp)>,
     places: Vec<usize>,
+    bad: Option<Bad>,
+}
+
+/// What decoding keeps from one chunk to the next: the decompression buffer and the
+/// histogram bounds already seen.
+#[derive(Default)]
+struct ChunkDecoder {
+    raw: Vec<u8>,
+    shared: HashMap<Vec<u64>, Arc<[f64]>>,
+}
+
+impl ChunkDecoder {
+    /// Decompresses and decodes the chunk `stored` (at `(index, offset)`), in the buffers of
+    /// the decoded chunk `spare` gives, if any.
+    #[allow(clippy::too_many_arguments)]
+    fn decode(
+        &mut self,
+        opened: &Opened,
+        path: &Path,
+        store: &Memstore,
+        (index, offset): (u64, u64),
+        header: &ChunkHeader,
+        stored: &[u8],
+        spare: impl FnOnce() -> Option<Decoded>,
+    ) -> Result<Decoded, SnapshotError> {
+        let codec = opened.header.codec;
+        let content = decompress(codec, header, stored, &mut self.raw)
+            .map_err(|reason| corrupt(path, offset, format!("chunk {index}: {reason}")))?;
+        let mut d = spare().unwrap_or_else(|| Decoded {
+            index,
+            offset,
+            keys: store.key_batch(),
+            states: Vec::new(),
+            places: Vec::new(),
+            bad: None,
+        });
+        d.index = index;
+        d.offset = offset;
+        d.keys.clear();
+        d.states.clear();
+        d.places.clear();
+        d.bad = None;
+        let mut bad_key = None;
+        let decoded = decode_chunk_parts(content, &mut self.shared, |at, s| {
+            if let Err(e) = d.keys.push(s.name, s.labels) {
+                let reason = match e {
+                    MemstoreError::InvalidKey { reason } => format!("invalid series key: {reason}"),
+                    other => other.to_string(),
+                };
+                let b = Bad::new(at as u64, reason);
+                bad_key = Some(b.clone());
+                return Err(b);
+            }
+            d.places.push(at);
+            d.states.push((s.state, s.last_update));
+            Ok(())
+        });
+        match (decoded, bad_key) {
+            (Ok(_), _) => Ok(d),
+            (Err(_), Some(b)) => {
+                d.bad = Some(b);
+                Ok(d)
+            }
+            (Err(b), None) => Err(chunk_error(codec, path, index, offset, &b)),
+        }
+    }
 }
 
 /// A chunk's content: `stored` itself, or decompressed into `raw`.
@@ -355,9 +437,63 @@ fn refusal(at: usize, e: MemstoreError, refused: &mut Option<MemstoreError>) -> 
 
 #[cfg(test)]
 mod tests {
-    use ingestor_memstore::{GaugeState, LoadSeries, Memstore, MemstoreConfig};
+    use ingestor_codec::Op;
+    use ingestor_fs::SimFs;
+    use ingestor_memstore::{GaugeState, LoadSeries, Memstore, MemstoreConfig, SlotPoint};
 
     use super::*;
+    use crate::{SnapshotOptions, SnapshotStore};
+
+    /// A store of `n` series of every kind (gauges, counters, histograms).
+    fn store_of(n: usize) -> Memstore {
+        let store = Memstore::new(MemstoreConfig::default()).unwrap();
+        let points: Vec<SlotPoint> = (0..n)
+            .map(|i| {
+                let key = ingestor_codec::SeriesKey::new(
+                    &format!("m{}", i % 5),
+                    [("host", format!("h{i}")), ("zone", format!("z{}", i % 3))],
+                )
+                .unwrap();
+                let op = match i % 3 {
+                    0 => Op::GaugeSet(i as f64),
+                    1 => Op::CounterAdd(1.0 + i as f64),
+                    _ => Op::HistogramObserve(i as f64),
+                };
+                SlotPoint { series: store.intern(&key).unwrap(), timestamp: Timestamp(5), op }
+            })
+            .collect();
+        store.apply(Lsn(1), &points);
+        store
+    }
+
+    /// The calling thread alone (where no reading thread can be started) loads what the
+    /// two threads load.
+    #[test]
+    fn decoding_inline_loads_what_the_reading_thread_loads() {
+        let fs = Arc::new(SimFs::new(3));
+        let dir = Path::new("/db/snapshots");
+        let (snapshots, _) =
+            SnapshotStore::open(fs.clone(), dir, SnapshotOptions::default()).unwrap();
+        // Several chunks' worth.
+        let original = store_of(20_000);
+        let info = snapshots.write(Lsn(1), 0, &original.freeze()).unwrap();
+        let opened = open(&*fs, &info.path, Lsn(1)).unwrap();
+        opened.verify(&info.path).unwrap();
+        let (threaded, inline) = (store_of(0), store_of(0));
+        assert_eq!(opened.decode_into(&info.path, &threaded).unwrap(), 20_000);
+        assert_eq!(opened.decode_inline(&info.path, &inline).unwrap(), 20_000);
+        let all = |s: &Memstore| {
+            let mut v: Vec<String> = s
+                .freeze()
+                .iter()
+                .map(|r| format!("{} {:?} {:?}", r.key, r.state, r.last_update))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(all(&inline), all(&original));
+        assert_eq!(all(&threaded), all(&original));
+    }
 
     fn gauge() -> SeriesState {
         SeriesState::Gauge(GaugeState { value: 1.0, timestamp: Timestamp(1), lsn: Lsn(1) })

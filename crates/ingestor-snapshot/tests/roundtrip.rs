@@ -411,3 +411,39 @@ fn a_repeated_or_invalid_key_rejects_the_snapshot_naming_the_series_and_its_byte
         assert!(byte > first && byte < (44 + 12 + at.get()) as u64, "{what}: {}", rejected.reason);
     }
 }
+
+/// Errors come in the file's order within a chunk too: a series the limit refuses before a
+/// later invalid key is the configuration's refusal (the load stops), not a damaged file
+/// (which would be passed over for an older snapshot).
+#[test]
+fn a_refusal_before_an_invalid_key_of_the_same_chunk_comes_first() {
+    let mut options = SnapshotOptions::default();
+    options.compression = SnapshotCompression::None;
+    let disk = Disk::sim(9);
+    let store = disk.open(options);
+    let memstore = Memstore::new(MemstoreConfig::default()).unwrap();
+    for (i, job) in ["aaa", "bbb", "ccc"].into_iter().enumerate() {
+        apply(&memstore, i as u64 + 1, &key("up", &[("job", job)]), 1, Op::GaugeSet(1.0));
+    }
+    store.write(Lsn(1), 0, &memstore.freeze()).unwrap();
+    // The snapshot of LSN 2: the third series' label name made invalid.
+    edited_copy(&disk, |content| {
+        let v = content.windows(3).position(|w| w == b"ccc").unwrap();
+        let n = v - 1 - 3;
+        assert_eq!(&content[n..n + 3], b"job");
+        content[n..n + 3].copy_from_slice(b"j-b");
+    });
+    // An older snapshot the limit accepts: one series.
+    let one = Memstore::new(MemstoreConfig::default()).unwrap();
+    apply(&one, 1, &key("up", &[("job", "aaa")]), 1, Op::GaugeSet(1.0));
+    store.write(Lsn(1), 0, &one.freeze()).unwrap();
+    let mut config = MemstoreConfig::default();
+    config.max_series = 1;
+    match store.load_newest(&config) {
+        Err(SnapshotError::Memstore(MemstoreError::SeriesLimit { limit: 1, key })) => {
+            assert_eq!(key, "up{job=\"bbb\"}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(report) => panic!("loaded {:?}, rejected {:?}", report.used, report.rejected),
+    }
+}

@@ -85,7 +85,9 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
         let group = st.last_group;
         let last_sync = st.last_sync;
         drop(st);
+        let leading = Leading(shared);
         let outcome = lead_sync(shared, group, last_sync);
+        drop(leading);
         st = lock(&shared.sync);
         st.syncing = false;
         match outcome {
@@ -124,6 +126,24 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                     e => shared.poison(e),
                 });
             }
+        }
+    }
+}
+
+/// Held by a sync leader while it syncs: if it unwinds (a panic in the file system or in a
+/// listener's `on_sync`), the log is poisoned (whether the sync happened is not known) and
+/// every waiter woken, so that none waits for a sync that never ends.
+struct Leading<'a>(&'a Shared);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let shared = self.0;
+            // Without the listener (whose panic may be the one under way).
+            let cause = std::io::Error::other("a sync leader panicked");
+            let _ = shared.poisoned.set(Arc::new(WalError::io("sync", "the log", cause)));
+            lock(&shared.sync).syncing = false;
+            shared.wake_all_waiters();
         }
     }
 }

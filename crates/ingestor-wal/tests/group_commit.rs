@@ -171,3 +171,45 @@ fn writers_waiting_behind_a_failed_sync_all_return_the_failure() {
         assert!(matches!(err, WalError::Poisoned { .. }), "writer {n}: {err}");
     }
 }
+
+/// A listener that panics in `on_sync`.
+#[derive(Debug)]
+struct PanicOnSync;
+
+impl ingestor_wal::WalListener for PanicOnSync {
+    fn on_sync(&self, _durable: Lsn, _took: Duration) {
+        panic!("a listener's bug");
+    }
+}
+
+#[test]
+fn a_leader_that_panics_poisons_the_log_and_strands_no_waiter() {
+    let fs: Arc<dyn Fs> = Arc::new(SimFs::new(12));
+    let options = options().listener(Arc::new(PanicOnSync));
+    let wal = Arc::new(Wal::open(fs, Path::new(DIR), options).expect("open").0);
+    let (done_tx, done_rx) = channel();
+    let writers = 8;
+    for n in 0..writers {
+        let (wal, done) = (Arc::clone(&wal), done_tx.clone());
+        std::thread::spawn(move || {
+            // The leader's panic ends its thread before it reports (the channel hears nothing
+            // from it); every other writer reports how its appends ended.
+            let outcome = (0..50).try_for_each(|_| wal.append(1, b"x").map(|_| ()));
+            done.send((n, outcome)).unwrap();
+        });
+    }
+    drop(done_tx);
+    let mut reported = 0;
+    // A waiter left parked would keep its sender alive: the timeout names it as a failure.
+    while let Ok((n, outcome)) = done_rx.recv_timeout(Duration::from_secs(20)) {
+        let err = outcome.expect_err("no append is durable after the leader's panic");
+        assert!(matches!(err, WalError::Poisoned { .. }), "writer {n}: {err}");
+        reported += 1;
+    }
+    assert!(reported < writers, "at least the leader panicked");
+    assert!(
+        matches!(done_rx.try_recv(), Err(std::sync::mpsc::TryRecvError::Disconnected)),
+        "every writer ended: {reported} reported, the rest panicked"
+    );
+    assert!(matches!(wal.append(1, b"after"), Err(WalError::Poisoned { .. })));
+}
