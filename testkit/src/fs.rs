@@ -63,6 +63,28 @@ pub trait Hook: Send + Sync + fmt::Debug {
     fn start_writeback(&self, path: &Path) {
         let _ = path;
     }
+
+    /// Called after a write of `len` bytes at `offset` to the file opened or created at
+    /// `path` succeeded.
+    fn wrote(&self, path: &Path, offset: u64, len: u64) {
+        let _ = (path, offset, len);
+    }
+
+    /// Called after a file's `sync_data` or `sync_all` that went on to the wrapped file
+    /// (not answered by [`Hook::file_sync`]) succeeded, with how long it took.
+    fn file_synced(&self, path: &Path, took: std::time::Duration) {
+        let _ = (path, took);
+    }
+
+    /// Called after a rename succeeded.
+    fn renamed(&self, from: &Path, to: &Path) {
+        let _ = (from, to);
+    }
+
+    /// Called after a file's removal succeeded.
+    fn removed(&self, path: &Path) {
+        let _ = path;
+    }
 }
 
 /// A file system passing every operation to `inner`, and each crash-point announcement to
@@ -120,11 +142,15 @@ impl<H: Hook + 'static> Fs for HookFs<H> {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
+        self.inner.rename(from, to)?;
+        self.hook.renamed(from, to);
+        Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove_file(path)
+        self.inner.remove_file(path)?;
+        self.hook.removed(path);
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
@@ -153,13 +179,28 @@ struct HookFile<H> {
     path: PathBuf,
 }
 
+impl<H: Hook> HookFile<H> {
+    /// A sync: answered by the hook, or passed on and then told to the hook.
+    fn sync_with(&self, sync: impl FnOnce(&dyn FsFile) -> io::Result<()>) -> io::Result<()> {
+        if let Some(outcome) = self.hook.file_sync(&self.path) {
+            return outcome;
+        }
+        let started = std::time::Instant::now();
+        sync(&*self.inner)?;
+        self.hook.file_synced(&self.path, started.elapsed());
+        Ok(())
+    }
+}
+
 impl<H: Hook> FsFile for HookFile<H> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.inner.read_at(buf, offset)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(buf, offset)
+        self.inner.write_at(buf, offset)?;
+        self.hook.wrote(&self.path, offset, buf.len() as u64);
+        Ok(())
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -175,11 +216,11 @@ impl<H: Hook> FsFile for HookFile<H> {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.hook.file_sync(&self.path).unwrap_or_else(|| self.inner.sync_data())
+        self.sync_with(|f| f.sync_data())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.hook.file_sync(&self.path).unwrap_or_else(|| self.inner.sync_all())
+        self.sync_with(|f| f.sync_all())
     }
 
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {

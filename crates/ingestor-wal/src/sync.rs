@@ -230,6 +230,11 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
 /// Starts the thread that syncs at most `window` after a write.
 pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Result<JoinHandle<()>> {
     spawn_timer(shared, window, "ingestor-wal-sync", true, |shared| {
+        // Deliberate defect: the background syncer of `Batch` never syncs.
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("batch-syncer-noop") {
+            return true;
+        }
         let target = Lsn(shared.written.load(Ordering::Acquire));
         // Errors poison the log; appenders see them.
         sync_to(shared, target, true).is_ok()

@@ -332,6 +332,10 @@ impl Wal {
         let mut wal = Wal { shared, syncer: None, preparer };
         let shared = &wal.shared;
         wal.syncer = match options.sync_policy {
+            // Deliberate defect: `Batch` starts no background syncer (a caller of
+            // `wait_durable` then syncs itself; nothing else does).
+            #[cfg(ingestor_deliberate_bugs)]
+            SyncPolicy::Batch(_) if crate::bugs::on("batch-no-syncer") => None,
             SyncPolicy::Batch(window) => Some(spawn_batch_syncer(Arc::clone(shared), window)?),
             SyncPolicy::Buffered(deadline) => {
                 Some(crate::sync::spawn_flusher(Arc::clone(shared), deadline)?)
@@ -402,6 +406,11 @@ impl Wal {
     /// # Errors
     /// [`WalError::Poisoned`] if this or an earlier write or sync failed.
     pub fn flush(&self) -> Result<Lsn> {
+        // Deliberate defect: `flush` writes nothing (the buffer waits for its deadline).
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("flush-noop") {
+            return Ok(self.written_lsn());
+        }
         let mut w = lock(&self.shared.writer);
         self.shared.check_poisoned()?;
         self.shared.flush_pending(&mut w)?;

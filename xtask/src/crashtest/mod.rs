@@ -9,6 +9,7 @@ pub(crate) mod forward;
 pub(crate) mod forward_proc;
 pub(crate) mod mutants;
 pub(crate) mod oracle;
+pub(crate) mod powercut;
 pub(crate) mod proc;
 pub(crate) mod sched;
 pub(crate) mod sim;
@@ -53,6 +54,31 @@ impl Policy {
             Policy::Os => ingestor::SyncPolicy::Os,
             Policy::Buffered => ingestor::SyncPolicy::Buffered(BUFFERED_DEADLINE),
         }
+    }
+
+    /// Whether an acknowledgement at `level` is one the policy gives (`docs/durability.md`):
+    /// `Durable` under `Always`, anything but `Accepted` under `Batch` and `Os`.
+    pub(crate) fn gives(self, level: ingestor::AckLevel) -> bool {
+        match self {
+            Policy::Always => level == ingestor::AckLevel::Durable,
+            Policy::Batch | Policy::Os => level != ingestor::AckLevel::Accepted,
+            Policy::Buffered => true,
+        }
+    }
+
+    /// The violation of an acknowledgement the policy does not give (see [`Policy::gives`]).
+    pub(crate) fn check_level(
+        self,
+        batch: u64,
+        level: ingestor::AckLevel,
+    ) -> Result<(), Violation> {
+        if self.gives(level) {
+            return Ok(());
+        }
+        Err(Violation {
+            invariant: Invariant::DurableSurvives,
+            detail: format!("batch {batch} was acknowledged {level:?} under {}", self.name()),
+        })
     }
 
     pub(crate) fn name(self) -> &'static str {
@@ -369,7 +395,8 @@ const USAGE: &str = "usage: cargo xtask crashtest [options]
   --kills N                  process kills (proc mode)
   --policy always|batch|os|buffered
                              one sync policy (default: all; sim mode runs always, os and
-                             buffered)
+                             buffered, and with batch runs all three as by default: batch is
+                             proc mode's, under kills and emulated power cuts)
   --faults LIST|all|none     fault classes: fsync-eio,enospc,create-rename,read-eio,
                              flip-tail,flip-middle,flip-snapshot,flip-synced,concurrent
                              (default all)

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 22] = [
+const MUTANTS: [Mutant; 26] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -188,6 +188,34 @@ const MUTANTS: [Mutant; 22] = [
         switch: Switch::Env,
         against: Against::Sim,
         promise: "the engine never panics, whatever the disk holds",
+    },
+    Mutant {
+        name: "batch-syncer-noop",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "under Batch, wait_durable returns once the background syncer synced (a \
+                  snapshot waits for it)",
+    },
+    Mutant {
+        name: "batch-no-syncer",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "under Batch, a power cut keeps what was acknowledged more than a window and \
+                  two syncs before it (a background syncer exists)",
+    },
+    Mutant {
+        name: "always-ack-before-sync",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "under Always, an append returns after a sync covering it, acknowledged \
+                  Durable",
+    },
+    Mutant {
+        name: "flush-noop",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "under Buffered, every batch accepted before a flush that returned survives \
+                  kill -9",
     },
 ];
 

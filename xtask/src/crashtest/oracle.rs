@@ -76,7 +76,8 @@ pub(crate) enum Invariant {
     /// After a failed fsync, nothing it covered is acknowledged durable and writes are
     /// refused until reopened.
     FsyncFailureTerminal,
-    /// No temporary files and no log segments a snapshot covers are left behind.
+    /// No temporary snapshot files are left behind after open (log segments a snapshot
+    /// covers may be: see `docs/crashtest.md`).
     NoLitter,
     /// The engine never panics, whatever the disk holds.
     NoPanic,

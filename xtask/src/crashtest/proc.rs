@@ -10,14 +10,21 @@
 //! `ack <index> <lsn> <accepted|written|durable>`, `snap <lsn>`, `synced`, `settled <ms>`
 //! (under `Buffered`, it stopped ingesting and saw its last batch written by the flusher
 //! after that long) or `unsettled` (it did not within [`SETTLE_TIMEOUT`]), `point <name>`
-//! (just before it kills itself at the named point), `idle` (waiting to be killed). A line is written whole and flushed
+//! (just before it kills itself at the named point), `idle` (waiting to be killed),
+//! `flushed` (a `flush` returned), `closed` (a clean close between hold phases), `paused`
+//! (under `Batch`, it stopped ingesting for [`PAUSE`]). A line is written whole and flushed
 //! before the next batch is issued, so every `ack` the parent reads is a batch the engine
 //! acknowledged. A child whose parent is gone (broken pipe) kills itself.
 //!
 //! What must survive a kill: every batch acknowledged `written` or `durable`, and every batch
 //! before it; under `Buffered`, a batch acknowledged `accepted` only once a later line shows
-//! it written: a `snap`, `synced` or `settled` after it. An `unsettled` is a violation: the
-//! flusher left an accepted batch unwritten for 250 deadlines.
+//! it written: a `snap`, `synced`, `flushed`, `closed` or `settled` after it. An `unsettled`
+//! is a violation: the flusher left an accepted batch unwritten for 250 deadlines.
+//!
+//! The child also keeps a journal of its writes and syncs (`powercut.rs`); after the kill,
+//! the parent checks a copy of the directory with the log's unsynced writes zeroed (an
+//! emulated power cut): every batch acknowledged `durable` must be there, everything before
+//! a `synced`, `snap` or `closed`, and under `Batch` everything before a `paused`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -33,8 +40,17 @@ use ingestor::{AckLevel, Config, FinalSnapshot, Fs, Ingestor, SnapshotOptions, S
 use ingestor_testkit::fs::{Hook, HookFs};
 
 use super::oracle::{EngineModel, History, Invariant, Model, Violation};
+use super::powercut::{Journal, Unsynced};
 use super::workload::{self, Rng};
 use super::{Failure, Options, Policy, Report};
+
+/// Cases the proc mode's checks must each meet at least once in a run.
+pub(crate) mod cases {
+    /// The emulated power cut took acknowledged batches that the kill alone kept.
+    pub(crate) const CUT_LOST: &str = "power cut: batches a kill kept, lost with unsynced bytes";
+    /// A `Batch` pause held batches that no sync, snapshot or durable ack covered.
+    pub(crate) const PAUSE_HELD: &str = "power cut: a Batch pause held batches to its bound";
+}
 
 /// Kills per data directory (one run).
 const KILLS_PER_RUN: u64 = 5;
@@ -46,6 +62,12 @@ const SEGMENT_BYTES: u64 = 64 << 10;
 const SNAPSHOT_EVERY: u64 = 17;
 /// A `sync()` after every batch whose index is 28 modulo 29.
 const SYNC_EVERY: u64 = 29;
+/// A `flush()` after every batch whose index is 10 modulo 11.
+const FLUSH_EVERY: u64 = 11;
+/// How long a child told to pause stops ingesting (lives of `Batch`): far longer than the
+/// policy's bound of a window and two syncs, so that the batch before the pause must be
+/// durable by the end of it.
+const PAUSE: Duration = Duration::from_millis(200);
 /// The most batches one child life issues (then it waits to be killed).
 const MAX_BATCHES: u64 = 1_000_000;
 /// In hold mode, snapshots kept while compaction is held back.
@@ -110,6 +132,9 @@ struct Life {
     /// `settled`; the parent kills it after that line and two more acks (lives of
     /// `Buffered`).
     settle_after: Option<u64>,
+    /// `Some(n)`: after `n` batches the child stops ingesting for [`PAUSE`] and says
+    /// `paused`; the parent kills it after that line and two more acks (lives of `Batch`).
+    pause_after: Option<u64>,
     /// ...or this long after the spawn, whichever first.
     delay: Duration,
     hold: bool,
@@ -141,8 +166,24 @@ impl Life {
             args.push("--settle-after".into());
             args.push(n.to_string());
         }
+        if let Some(n) = self.pause_after {
+            args.push("--pause-after".into());
+            args.push(n.to_string());
+        }
+        args.push("--journal".into());
+        args.push(journal_path(dir).display().to_string());
         args
     }
+}
+
+/// The child's journal of writes and syncs (see `powercut.rs`), beside the data directory.
+fn journal_path(data: &Path) -> PathBuf {
+    data.with_file_name("journal")
+}
+
+/// The copy of the data directory that the emulated power cut leaves.
+fn image_path(data: &Path) -> PathBuf {
+    data.with_file_name("power-cut")
 }
 
 /// What came back from one child life.
@@ -163,6 +204,12 @@ fn violation(invariant: Invariant, detail: String) -> Violation {
 pub(crate) fn run(options: &Options) -> Report {
     let mut report = Report::default();
     report.required_points.extend(named_points().into_iter().map(String::from));
+    if options.policy.is_none_or(|p| p != Policy::Always) {
+        report.required_events.insert(cases::CUT_LOST);
+    }
+    if options.policy.is_none_or(|p| p == Policy::Batch) {
+        report.required_events.insert(cases::PAUSE_HELD);
+    }
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -212,6 +259,10 @@ pub(crate) fn run(options: &Options) -> Report {
             let settle = rng.chance(50);
             let settle_after = (policy == Policy::Buffered && kill_at.is_none() && settle)
                 .then_some(target_acks as u64);
+            // Every parent's kill of a `Batch` life comes after a pause (the power cut's
+            // check of the policy's time bound).
+            let pause_after =
+                (policy == Policy::Batch && kill_at.is_none()).then_some(target_acks as u64);
             let life = Life {
                 policy,
                 keep,
@@ -220,6 +271,7 @@ pub(crate) fn run(options: &Options) -> Report {
                 kill_at,
                 target_acks,
                 settle_after,
+                pause_after,
                 delay,
                 hold,
             };
@@ -232,7 +284,7 @@ pub(crate) fn run(options: &Options) -> Report {
                 }
             };
             *report.cycles.entry("proc").or_default() += 1;
-            let checked = check(&data, &stderr_path, &life, &outcome, &mut history);
+            let checked = check(&data, &stderr_path, &life, &outcome, &mut history, &mut report);
             match checked {
                 Ok((k, updates)) => {
                     if let (Some((name, _)), true) = (life.kill_at, outcome.reached) {
@@ -315,10 +367,11 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
         }
     });
     let deadline = started
-        + match (life.kill_at, life.settle_after) {
-            (Some(_), _) => POINT_TIMEOUT,
-            (None, Some(_)) => POINT_TIMEOUT + SETTLE_TIMEOUT + Duration::from_secs(1),
-            (None, None) => life.delay,
+        + match (life.kill_at, life.settle_after, life.pause_after) {
+            (Some(_), _, _) => POINT_TIMEOUT,
+            (None, Some(_), _) => POINT_TIMEOUT + SETTLE_TIMEOUT + Duration::from_secs(1),
+            (None, None, Some(_)) => POINT_TIMEOUT + PAUSE + Duration::from_secs(1),
+            (None, None, None) => life.delay,
         };
     let mut lines = Vec::new();
     let mut acks = 0usize;
@@ -335,11 +388,11 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
                 if let Some(n) = acks_after_settled.as_mut() {
                     *n += usize::from(ack);
                 }
-                if line.starts_with("settled") || line == "unsettled" {
+                if line.starts_with("settled") || line == "unsettled" || line == "paused" {
                     acks_after_settled = Some(0);
                 }
                 lines.push(line);
-                let done = match life.settle_after {
+                let done = match life.settle_after.or(life.pause_after) {
                     Some(_) => acks_after_settled.is_some_and(|n| n >= 2),
                     None => acks >= life.target_acks,
                 };
@@ -372,6 +425,7 @@ fn check(
     life: &Life,
     outcome: &Outcome,
     history: &mut History,
+    report: &mut Report,
 ) -> Result<(usize, u64), Violation> {
     if outcome.status.signal() != Some(9) {
         let stderr = std::fs::read_to_string(stderr_path).unwrap_or_default();
@@ -391,9 +445,18 @@ fn check(
             ),
         ));
     }
+    // The emulated power cut's image, taken before any open repairs the directory.
+    let unsynced = Unsynced::read(&journal_path(data))
+        .and_then(|u| u.cut(data, &image_path(data)).map(|_| u))
+        .map_err(|e| violation(Invariant::DurableSurvives, format!("harness: {e}")))?;
     let mut acked = Vec::new();
     // How many of the acknowledged batches must survive (all but an `accepted` suffix).
     let mut must_survive = 0usize;
+    // How many must survive the emulated power cut: those acknowledged durable, and those
+    // before a sync, snapshot or close that returned (and under `Batch`, before a pause).
+    let mut must_survive_cut = 0usize;
+    // Whether a pause held batches to `Batch`'s bound that nothing else made durable.
+    let mut pause_held = false;
     for line in &outcome.lines {
         if let Some(rest) = line.strip_prefix("ack ") {
             let mut fields = rest.split(' ');
@@ -402,8 +465,17 @@ fn check(
             match (index, level) {
                 (Some(i), Some(level @ ("accepted" | "written" | "durable"))) => {
                     acked.push(i);
+                    let ack_level = match level {
+                        "accepted" => AckLevel::Accepted,
+                        "written" => AckLevel::Written,
+                        _ => AckLevel::Durable,
+                    };
+                    life.policy.check_level(i, ack_level)?;
                     if level != "accepted" {
                         must_survive = acked.len();
+                    }
+                    if level == "durable" {
+                        must_survive_cut = acked.len();
                     }
                 }
                 _ => {
@@ -413,8 +485,23 @@ fn check(
                     ));
                 }
             }
-        } else if line.starts_with("settled ") || line == "synced" || line.starts_with("snap ") {
+        } else if line.starts_with("settled ") || line == "flushed" {
             must_survive = acked.len();
+        } else if line == "synced" || line.starts_with("snap ") || line == "closed" {
+            must_survive = acked.len();
+            must_survive_cut = acked.len();
+        } else if line == "paused" {
+            // `Batch` promises what was acknowledged more than a window and two syncs before a
+            // power cut. The pause is far longer; should this life's longest sync make the
+            // bound come near it, the batch is not held to it.
+            let window = match life.policy.sync_policy() {
+                ingestor::SyncPolicy::Batch(window) => window,
+                _ => Duration::MAX / 4,
+            };
+            if window + 2 * unsynced.longest_sync <= PAUSE / 2 {
+                pause_held |= must_survive_cut < acked.len();
+                must_survive_cut = acked.len();
+            }
         } else if line == "unsettled" {
             return Err(violation(
                 Invariant::DurableSurvives,
@@ -427,6 +514,18 @@ fn check(
                 ),
             ));
         }
+    }
+    if life.pause_after.is_some() && !outcome.lines.iter().any(|l| l == "paused") {
+        return Err(violation(
+            Invariant::DurableSurvives,
+            format!(
+                "under Batch, the child stopped after {} of the {} batches before its pause and \
+                 was killed {} s after it started: a sync or a snapshot never returned",
+                acked.len(),
+                life.target_acks,
+                (POINT_TIMEOUT + PAUSE + Duration::from_secs(1)).as_secs_f64()
+            ),
+        ));
     }
     let expected: Vec<u64> = (life.start..life.start + acked.len() as u64).collect();
     if acked != expected {
@@ -441,6 +540,29 @@ fn check(
     history.batches = (life.start..=last).map(|i| workload::batch(life.wseed, i)).collect();
     history.must_survive = must_survive;
 
+    // The emulated power cut first (its image was copied before any open).
+    let mut cut = history.clone();
+    cut.must_survive = must_survive_cut;
+    let image = image_path(data);
+    let after_cut = open_and_observe(&image, life).map_err(|mut v| {
+        v.detail = format!("after an emulated power cut: {}", v.detail);
+        v
+    })?;
+    let k_cut = cut.judge(&after_cut).map_err(|mut v| {
+        v.detail = format!(
+            "after an emulated power cut (the log's writes no completed sync covered zeroed; \
+             {} syncs, the longest {} us): {}",
+            unsynced.syncs,
+            unsynced.longest_sync.as_micros(),
+            v.detail
+        );
+        v
+    })?;
+    let _ = std::fs::remove_dir_all(&image);
+    if pause_held {
+        report.event(cases::PAUSE_HELD);
+    }
+
     let first = open_and_observe(data, life)?;
     let k = history.judge(&first)?;
     let second = open_and_observe(data, life)?;
@@ -453,6 +575,9 @@ fn check(
                 second.0.len()
             ),
         ));
+    }
+    if k_cut < k {
+        report.event(cases::CUT_LOST);
     }
     let updates = history.batches[..k].iter().map(|b| b.len() as u64).sum();
     Ok((k, updates))
@@ -508,6 +633,8 @@ fn save(
     log.push('\n');
     let _ = std::fs::write(dest.join("acks.log"), log);
     let _ = std::fs::copy(stderr_path, dest.join("child.stderr"));
+    let _ = std::fs::copy(journal_path(data), dest.join("journal"));
+    let _ = copy_dir(&image_path(data), &dest.join("power-cut"));
     let _ = std::fs::write(
         dest.join("life.txt"),
         format!("{life:?}\nexit status: {}\nchild args: {:?}\n", outcome.status, life.args(data)),
@@ -515,7 +642,7 @@ fn save(
     Some(dest)
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -538,6 +665,8 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 struct KillHook {
     target: Option<(String, u64)>,
     seen: AtomicU64,
+    /// The journal of writes and syncs the parent's emulated power cut reads.
+    journal: Option<Journal>,
 }
 
 /// Writes one whole line to stdout and flushes it. If the parent is gone (the pipe is
@@ -569,6 +698,37 @@ impl Hook for KillHook {
         }
         Ok(())
     }
+
+    fn file_sync(&self, path: &Path) -> Option<std::io::Result<()>> {
+        if let Some(j) = &self.journal {
+            j.sync_starts(path);
+        }
+        None
+    }
+
+    fn file_synced(&self, path: &Path, took: Duration) {
+        if let Some(j) = &self.journal {
+            j.synced(path, took);
+        }
+    }
+
+    fn wrote(&self, path: &Path, offset: u64, len: u64) {
+        if let Some(j) = &self.journal {
+            j.wrote(path, offset, len);
+        }
+    }
+
+    fn renamed(&self, from: &Path, to: &Path) {
+        if let Some(j) = &self.journal {
+            j.renamed(from, to);
+        }
+    }
+
+    fn removed(&self, path: &Path) {
+        if let Some(j) = &self.journal {
+            j.removed(path);
+        }
+    }
 }
 
 struct ChildArgs {
@@ -580,6 +740,8 @@ struct ChildArgs {
     kill_at: Option<(String, u64)>,
     hold: bool,
     settle_after: Option<u64>,
+    pause_after: Option<u64>,
+    journal: Option<PathBuf>,
 }
 
 fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
@@ -591,6 +753,8 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
     let mut kill_at = None;
     let mut hold = false;
     let mut settle_after = None;
+    let mut pause_after = None;
+    let mut journal = None;
     let num = |s: &str| match s.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => s.parse().ok(),
@@ -610,6 +774,10 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
             "--settle-after" => {
                 settle_after = Some(num(value).ok_or("--settle-after: not a number")?);
             }
+            "--pause-after" => {
+                pause_after = Some(num(value).ok_or("--pause-after: not a number")?);
+            }
+            "--journal" => journal = Some(PathBuf::from(value)),
             "--policy" => policy = Some(Policy::parse(value).ok_or("--policy: unknown")?),
             "--kill-at" => {
                 let (name, nth) = value.rsplit_once(':').ok_or("--kill-at NAME:NTH")?;
@@ -627,6 +795,8 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
         kill_at,
         hold,
         settle_after,
+        pause_after,
+        journal,
     })
 }
 
@@ -652,9 +822,16 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let journal = match a.journal.as_deref().map(Journal::create).transpose() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("crashtest-child: cannot create the journal: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let fs = Arc::new(HookFs::new(
         Arc::new(StdFs::new()),
-        KillHook { target: a.kill_at.clone(), seen: AtomicU64::new(0) },
+        KillHook { target: a.kill_at.clone(), seen: AtomicU64::new(0), journal },
     ));
     let mut i = a.start;
     let mut holding = a.hold;
@@ -705,6 +882,10 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
                     say("unsettled");
                 }
             }
+            if a.pause_after == Some(i + 1 - a.start) {
+                std::thread::sleep(PAUSE);
+                say("paused");
+            }
             if i % SNAPSHOT_EVERY == SNAPSHOT_EVERY - 1 {
                 match db.snapshot() {
                     Ok(Some(info)) => say(&format!("snap {}", info.lsn.0)),
@@ -722,6 +903,13 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
                 }
                 say("synced");
             }
+            if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+                if let Err(e) = db.flush() {
+                    eprintln!("crashtest-child: flush after batch {i} failed: {e}");
+                    return ExitCode::from(CHILD_FAILED);
+                }
+                say("flushed");
+            }
             i += 1;
         }
         // A clean close between the hold phases (no final snapshot): nothing acknowledged is
@@ -730,6 +918,7 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             eprintln!("crashtest-child: close failed: {e}");
             return ExitCode::from(CHILD_FAILED);
         }
+        say("closed");
         holding = !holding;
     }
 }

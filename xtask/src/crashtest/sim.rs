@@ -585,6 +585,7 @@ impl Iteration<'_> {
                 });
                 match result {
                     Ok(ack) => {
+                        self.policy.check_level(self.next_batch - 1, ack.level)?;
                         self.life.push(LifeAck {
                             pos: self.history.batches.len() - 1,
                             lsn: ack.lsn.0,
@@ -1014,6 +1015,7 @@ impl Iteration<'_> {
             match op {
                 WriterOp::Ingest { pos, durable_before, result, trace } => match result {
                     Ok((lsn, level)) => {
+                        self.policy.check_level((base + pos) as u64, *level)?;
                         self.life.push(LifeAck {
                             pos: base + pos,
                             lsn: *lsn,

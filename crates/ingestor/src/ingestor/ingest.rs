@@ -191,6 +191,11 @@ impl Shared {
     pub(super) fn acknowledge(&self, ack: Logged, points: usize) -> Result<Ack> {
         let level = match self.config.sync_policy {
             SyncPolicy::Always if points > 0 => {
+                // Deliberate defect: `Always` acknowledges before its sync, at the log's level.
+                #[cfg(ingestor_deliberate_bugs)]
+                if crate::bugs::on("always-ack-before-sync") {
+                    return Ok(Ack { lsn: ack.last, level: ack.level, points });
+                }
                 self.wal.wait_durable(ack.last)?;
                 AckLevel::Durable
             }
