@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 26] = [
+const MUTANTS: [Mutant; 27] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -209,6 +209,12 @@ const MUTANTS: [Mutant; 26] = [
         against: Against::Sim,
         promise: "under Always, an append returns after a sync covering it, acknowledged \
                   Durable",
+    },
+    Mutant {
+        name: "apply-refused-prefix",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "a batch validation refuses leaves nothing of itself behind",
     },
     Mutant {
         name: "flush-noop",

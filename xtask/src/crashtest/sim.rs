@@ -46,6 +46,8 @@ pub(crate) mod cases {
     pub(crate) const SHARED: &str = "concurrent: a durable ack from another writer's sync";
     /// concurrent: a power cut while writers were running.
     pub(crate) const CUT: &str = "concurrent: a power cut among several writers";
+    /// A batch validation refused (a series' kind changed within it) left nothing behind.
+    pub(crate) const REFUSED: &str = "a batch refused by validation left nothing behind";
 }
 
 const DATA: &str = "/data";
@@ -127,6 +129,7 @@ pub(crate) fn run(options: &Options) -> Report {
         return report;
     }
     report.required_faults = options.faults.iter().map(|f| f.name()).collect();
+    report.required_events.insert(cases::REFUSED);
     if has(FaultClass::FlipSynced) {
         report.required_events.extend([
             cases::SYNCED_REFUSED,
@@ -460,8 +463,11 @@ impl Iteration<'_> {
                 let op = if self.rng.chance(50) { OpKind::Create } else { OpKind::Rename };
                 self.sim.inject(Fault::new(op, FaultKind::Enospc).on_nth(1 + self.rng.below(3)));
             }
-            let ended =
-                if concurrent { self.concurrent_workload(db, report)? } else { self.workload(db)? };
+            let ended = if concurrent {
+                self.concurrent_workload(db, report)?
+            } else {
+                self.workload(db, report)?
+            };
             self.sim.clear_faults();
             if matches!(ended, Ended::PowerCut)
                 && let Some(p) = armed
@@ -566,12 +572,16 @@ impl Iteration<'_> {
         self.sim.stats().faults_fired.get(FaultKind::SyncLosesData.name()).copied().unwrap_or(0)
     }
 
-    fn workload(&mut self, db: Ingestor) -> Result<Ended, Violation> {
+    fn workload(&mut self, db: Ingestor, report: &mut Report) -> Result<Ended, Violation> {
         let fsync_failures = self.fsync_failures();
         for _ in 0..STEPS {
             let r = self.rng.below(100);
             let result = if r < 75 {
-                let batch = workload::batch(self.seed, self.next_batch);
+                let mut batch = workload::batch(self.seed, self.next_batch);
+                let refused = workload::is_refused(self.seed, self.next_batch);
+                if refused {
+                    batch = workload::refused(batch);
+                }
                 self.next_batch += 1;
                 self.history.batches.push(batch.clone());
                 let result = db.ingest(&batch);
@@ -584,6 +594,15 @@ impl Iteration<'_> {
                     )
                 });
                 match result {
+                    Ok(_) if refused => {
+                        return Err(Violation {
+                            invariant: Invariant::PrefixExactlyOnce,
+                            detail: format!(
+                                "batch {} sets a counter's series as a gauge and was accepted",
+                                self.next_batch - 1
+                            ),
+                        });
+                    }
                     Ok(ack) => {
                         self.policy.check_level(self.next_batch - 1, ack.level)?;
                         self.life.push(LifeAck {
@@ -600,6 +619,9 @@ impl Iteration<'_> {
                     Err(e) => {
                         if !is_power_cut(&e) {
                             self.settle_failed_batch(&db, &e)?;
+                        }
+                        if refused && matches!(e, Error::Memstore(_)) {
+                            report.event(cases::REFUSED);
                         }
                         Err(e)
                     }
@@ -685,13 +707,16 @@ impl Iteration<'_> {
     /// error: it was refused before or by its write): keep it in the history or drop it.
     fn settle_failed_batch(&mut self, db: &Ingestor, error: &Error) -> Result<(), Violation> {
         let observed = Model::observe(db);
-        let mut with = self.history.base.clone();
-        for b in &self.history.batches {
-            with.apply(b);
-        }
-        let logged_maybe = matches!(error, Error::Wal(WalError::Poisoned { .. }));
-        if observed == with && logged_maybe {
-            return Ok(());
+        // Only a batch that was logged (its sync failed, poisoning the log) may be there; a
+        // batch validation refused is not even one the model can apply.
+        if matches!(error, Error::Wal(WalError::Poisoned { .. })) {
+            let mut with = self.history.base.clone();
+            for b in &self.history.batches {
+                with.apply(b);
+            }
+            if observed == with {
+                return Ok(());
+            }
         }
         let failed = self.history.batches.pop();
         let mut without = self.history.base.clone();

@@ -49,6 +49,26 @@ fn histogram_sample(rng: &mut Rng, set: bool) -> Op {
     if set { Op::HistogramSet(sample.into()) } else { Op::HistogramAdd(sample.into()) }
 }
 
+/// Whether the simulated workload turns batch `index` of workload `seed` into one that
+/// validation refuses (one in 16): [`refused`] of it.
+pub(crate) fn is_refused(seed: u64, index: u64) -> bool {
+    Rng::new(seed ^ index.wrapping_mul(0x9fb2_1c65_1e98_df25)).below(16) == 0
+}
+
+/// `batch` with a conflict in front: an add to a counter's series, then a gauge set of the
+/// same series. Whatever the state, validation refuses the whole batch (a series keeps its
+/// kind within a batch as across batches), which must then leave nothing behind.
+pub(crate) fn refused(mut batch: Vec<Update>) -> Vec<Update> {
+    let ts = batch.first().map_or(Timestamp(1_000_000), |u| u.timestamp);
+    let counter = key(0);
+    let conflict = [
+        Update::new(counter.clone(), ts, Op::CounterAdd(1.0)).expect("valid update"),
+        Update::new(counter, ts, Op::GaugeSet(1.0)).expect("valid update"),
+    ];
+    batch.splice(0..0, conflict);
+    batch
+}
+
 /// Batch `index` of workload `seed`: 1 to 24 updates of counter adds and sets, gauge sets and
 /// adds, histogram observations, sets and adds (over their own bounds), and deletes. Values are integers or halves, so sums are
 /// exact in any order.

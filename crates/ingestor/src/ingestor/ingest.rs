@@ -114,6 +114,14 @@ pub(super) struct Logged {
 impl Shared {
     /// Validates, logs and applies a batch; the caller holds the writer lock.
     pub(super) fn commit(&self, defined: &mut Defined, points: &[SlotPoint]) -> Result<Logged> {
+        // Deliberate defect: a refused batch's first update is applied (unlogged) anyway.
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("apply-refused-prefix")
+            && self.memstore.validate(points).is_err()
+            && self.memstore.validate(&points[..1]).is_ok()
+        {
+            self.memstore.apply(self.wal.accepted_lsn(), &points[..1]);
+        }
         self.memstore.validate(points)?;
         if points.is_empty() {
             let lsn = self.wal.accepted_lsn();
