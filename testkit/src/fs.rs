@@ -64,16 +64,26 @@ pub trait Hook: Send + Sync + fmt::Debug {
         let _ = path;
     }
 
-    /// Called after a write of `len` bytes at `offset` to the file opened or created at
-    /// `path` succeeded.
-    fn wrote(&self, path: &Path, offset: u64, len: u64) {
-        let _ = (path, offset, len);
+    /// Called after a file was opened (`created`: created or emptied) at `path`, with the
+    /// number its handle carries in the calls below (unique within this file system).
+    fn opened(&self, path: &Path, handle: u64, created: bool) {
+        let _ = (path, handle, created);
     }
 
-    /// Called after a file's `sync_data` or `sync_all` that went on to the wrapped file
-    /// (not answered by [`Hook::file_sync`]) succeeded, with how long it took.
-    fn file_synced(&self, path: &Path, took: std::time::Duration) {
-        let _ = (path, took);
+    /// Called after a write of `len` bytes at `offset` through handle `handle` succeeded.
+    fn wrote(&self, handle: u64, offset: u64, len: u64) {
+        let _ = (handle, offset, len);
+    }
+
+    /// Called before a sync through handle `handle` goes on to the wrapped file (after
+    /// [`Hook::file_sync`] passed it on).
+    fn sync_starts(&self, handle: u64) {
+        let _ = handle;
+    }
+
+    /// Called after that sync succeeded, with how long it took.
+    fn file_synced(&self, handle: u64, took: std::time::Duration) {
+        let _ = (handle, took);
     }
 
     /// Called after a rename succeeded.
@@ -95,12 +105,14 @@ pub trait Hook: Send + Sync + fmt::Debug {
 pub struct HookFs<H> {
     inner: Arc<dyn Fs>,
     hook: Arc<H>,
+    /// The number of the next file handle.
+    handles: std::sync::atomic::AtomicU64,
 }
 
 impl<H: Hook> HookFs<H> {
     /// Wraps `inner`, announcing crash points to `hook`.
     pub fn new(inner: Arc<dyn Fs>, hook: H) -> HookFs<H> {
-        HookFs { inner, hook: Arc::new(hook) }
+        HookFs { inner, hook: Arc::new(hook), handles: std::sync::atomic::AtomicU64::new(0) }
     }
 
     /// The wrapped file system.
@@ -119,8 +131,10 @@ impl<H> Deref for HookFs<H> {
 }
 
 impl<H: Hook + 'static> HookFs<H> {
-    fn file(&self, inner: Box<dyn FsFile>, path: &Path) -> Box<dyn FsFile> {
-        Box::new(HookFile { inner, hook: Arc::clone(&self.hook), path: path.to_path_buf() })
+    fn file(&self, inner: Box<dyn FsFile>, path: &Path, created: bool) -> Box<dyn FsFile> {
+        let handle = self.handles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hook.opened(path, handle, created);
+        Box::new(HookFile { inner, hook: Arc::clone(&self.hook), path: path.to_path_buf(), handle })
     }
 }
 
@@ -130,11 +144,11 @@ impl<H: Hook + 'static> Fs for HookFs<H> {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(self.file(self.inner.create(path)?, path))
+        Ok(self.file(self.inner.create(path)?, path, true))
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FsFile>> {
-        Ok(self.file(self.inner.open(path, mode)?, path))
+        Ok(self.file(self.inner.open(path, mode)?, path, false))
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
@@ -177,6 +191,8 @@ struct HookFile<H> {
     inner: Box<dyn FsFile>,
     hook: Arc<H>,
     path: PathBuf,
+    /// Its number in the hook's calls.
+    handle: u64,
 }
 
 impl<H: Hook> HookFile<H> {
@@ -185,9 +201,10 @@ impl<H: Hook> HookFile<H> {
         if let Some(outcome) = self.hook.file_sync(&self.path) {
             return outcome;
         }
+        self.hook.sync_starts(self.handle);
         let started = std::time::Instant::now();
         sync(&*self.inner)?;
-        self.hook.file_synced(&self.path, started.elapsed());
+        self.hook.file_synced(self.handle, started.elapsed());
         Ok(())
     }
 }
@@ -199,7 +216,7 @@ impl<H: Hook> FsFile for HookFile<H> {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.inner.write_at(buf, offset)?;
-        self.hook.wrote(&self.path, offset, buf.len() as u64);
+        self.hook.wrote(self.handle, offset, buf.len() as u64);
         Ok(())
     }
 

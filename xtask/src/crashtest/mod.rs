@@ -57,7 +57,9 @@ impl Policy {
     }
 
     /// Whether an acknowledgement at `level` is one the policy gives (`docs/durability.md`):
-    /// `Durable` under `Always`, anything but `Accepted` under `Batch` and `Os`.
+    /// `Durable` under `Always`, anything but `Accepted` under `Batch` and `Os`. For batches
+    /// with points: an empty batch logs nothing, and `Always` has nothing to wait for (the
+    /// crash test's workloads never send one).
     pub(crate) fn gives(self, level: ingestor::AckLevel) -> bool {
         match self {
             Policy::Always => level == ingestor::AckLevel::Durable,
