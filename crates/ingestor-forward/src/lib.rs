@@ -412,7 +412,14 @@ impl Forwarder {
         // The marker will claim the ingest log up to `covered`: it must be durable there
         // first, or a power cut could hand those LSNs to other batches the next flushes
         // would then skip (a batch is applied before it is synced under every policy).
-        self.db.sync().map_err(|e| ForwardError::Ingest(e.to_string()))?;
+        #[cfg(ingestor_deliberate_bugs)]
+        let skip = crate::bugs::on("marker-no-log-sync");
+        #[cfg(not(ingestor_deliberate_bugs))]
+        let skip = false;
+        // Deliberate defect (`marker-no-log-sync`): the marker claims an unsynced log.
+        if !skip {
+            self.db.sync().map_err(|e| ForwardError::Ingest(e.to_string()))?;
+        }
         let max = self.shared.config.max_samples_per_request;
         let shards = self.shared.config.shards;
         let mut lanes: Vec<FlushLane> = (0..shards).map(|_| FlushLane::new()).collect();

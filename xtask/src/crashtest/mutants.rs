@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 27] = [
+const MUTANTS: [Mutant; 28] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -215,6 +215,13 @@ const MUTANTS: [Mutant; 27] = [
         switch: Switch::Env,
         against: Against::Sim,
         promise: "a batch validation refuses leaves nothing of itself behind",
+    },
+    Mutant {
+        name: "marker-no-log-sync",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "forwarding: a flush's marker claims only an ingest log synced up to it (a \
+                  power cut must not hand its LSNs to batches the next flush would skip)",
     },
     Mutant {
         name: "flush-noop",
