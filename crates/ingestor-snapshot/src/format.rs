@@ -334,7 +334,16 @@ impl ChunkEncoder {
             }
             SeriesState::Gauge(g) => {
                 out.push(TAG_GAUGE);
-                put_f64(out, g.value);
+                // Deliberate defect: a gauge's value is stored narrowed to 32 bits.
+                #[cfg(ingestor_deliberate_bugs)]
+                let value = if crate::bugs::on("snapshot-gauge-f32") {
+                    f64::from(g.value as f32)
+                } else {
+                    g.value
+                };
+                #[cfg(not(ingestor_deliberate_bugs))]
+                let value = g.value;
+                put_f64(out, value);
                 put_ivarint(out, g.timestamp.0);
                 put_uvarint(out, g.lsn.0);
             }

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 28] = [
+const MUTANTS: [Mutant; 29] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -222,6 +222,13 @@ const MUTANTS: [Mutant; 28] = [
         against: Against::Forward,
         promise: "forwarding: a flush's marker claims only an ingest log synced up to it (a \
                   power cut must not hand its LSNs to batches the next flush would skip)",
+    },
+    Mutant {
+        name: "snapshot-gauge-f32",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "recovery is exact: every value comes back bit for bit (from the log and \
+                  from snapshots)",
     },
     Mutant {
         name: "flush-noop",

@@ -49,6 +49,23 @@ fn histogram_sample(rng: &mut Rng, set: bool) -> Op {
     if set { Op::HistogramSet(sample.into()) } else { Op::HistogramAdd(sample.into()) }
 }
 
+/// The workload's first timestamp, in milliseconds: a time of today's order (2023-11), so that
+/// timestamps take the bytes real ones do in every format.
+const TIME_BASE: i64 = 1_700_000_000_000;
+
+/// A gauge value: a third of a random number, a huge or tiny one, a negative zero or a
+/// plain half.
+fn gauge_value(rng: &mut Rng) -> f64 {
+    let v = rng.below(1 << 40) as f64;
+    match rng.below(8) {
+        0 => v * 1e290,
+        1 => v * 1e-300,
+        2 => -0.0,
+        3 => (v / 2.0).round() / 2.0,
+        _ => v / 3.0 - 1e11,
+    }
+}
+
 /// Whether the simulated workload turns batch `index` of workload `seed` into one that
 /// validation refuses (one in 16): [`refused`] of it.
 pub(crate) fn is_refused(seed: u64, index: u64) -> bool {
@@ -59,7 +76,7 @@ pub(crate) fn is_refused(seed: u64, index: u64) -> bool {
 /// same series. Whatever the state, validation refuses the whole batch (a series keeps its
 /// kind within a batch as across batches), which must then leave nothing behind.
 pub(crate) fn refused(mut batch: Vec<Update>) -> Vec<Update> {
-    let ts = batch.first().map_or(Timestamp(1_000_000), |u| u.timestamp);
+    let ts = batch.first().map_or(Timestamp(TIME_BASE), |u| u.timestamp);
     let counter = key(0);
     let conflict = [
         Update::new(counter.clone(), ts, Op::CounterAdd(1.0)).expect("valid update"),
@@ -84,12 +101,15 @@ pub(crate) fn batch(seed: u64, index: u64) -> Vec<Update> {
                 (0, 1 | 2) => Op::CounterSet(v),
                 (0, _) => Op::CounterAdd(v),
                 (1, 3 | 4) => Op::GaugeAdd(v - 50.0),
-                (1, _) => Op::GaugeSet(v),
+                // Any value a gauge may take, most with every bit of the mantissa set, not
+                // only halves: a format that narrowed a value anywhere (log, snapshot, replay)
+                // would change it.
+                (1, _) => Op::GaugeSet(gauge_value(&mut rng)),
                 (_, 5 | 6) => histogram_sample(&mut rng, true),
                 (_, 7) => histogram_sample(&mut rng, false),
                 _ => Op::HistogramObserve(v / 10.0),
             };
-            let ts = 1_000_000 + index as i64 * 10 + rng.below(15) as i64;
+            let ts = TIME_BASE + index as i64 * 10 + rng.below(15) as i64;
             Update::new(key(i), Timestamp(ts), op).expect("valid update")
         })
         .collect()
