@@ -223,6 +223,12 @@ impl Sender {
     /// layout boundary at or below it (`passed` of them are known passed). Returns `false`
     /// when stopped while waiting.
     fn past_boundaries(&self, lsn: Lsn, passed: &mut usize) -> bool {
+        // Deliberate defect: a shard sends past a layout boundary without waiting for the
+        // others.
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("forward-no-layout-wait") {
+            return true;
+        }
         while let Some(&boundary) = self.stats.boundaries.get(*passed) {
             if lsn < boundary {
                 return true;

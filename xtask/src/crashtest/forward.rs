@@ -2,7 +2,7 @@
 //! process-kill half is `forward_proc`).
 //!
 //! Each iteration runs an ingestor and a forwarder on one simulated disk through three
-//! lives: batches of new series are ingested (`--sync always`: each acknowledgement is
+//! lives: batches of new series (and newer values of earlier ones) are ingested (`--sync always`: each acknowledgement is
 //! durable; or, for odd seeds, `--sync os` with a `sync` every few batches), flushes to the
 //! outbox happen at random, the forwarder's sender posts to a
 //! receiver in this process, and the power is cut at a random file-system operation
@@ -133,24 +133,50 @@ const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
 /// An event: some sample arrived twice (the duplicates bound was exercised).
 pub(crate) const RESENT: &str = "forward: a request sent again after a power cut";
 
-/// Checks what the receiver got against what was acknowledged: every acknowledged series
-/// arrived, only ever with its value. Returns how many samples arrived more than once
-/// (and records the event when any did). `acked_as` says what the acknowledgements meant
-/// (for the message).
+/// Checks what the receiver got against what was acknowledged. A series' values grow with
+/// every update (each is newer than all before it), and `acked` holds, per series, the
+/// newest value acknowledged (`acked_as` says at which level, for the messages); every value
+/// that arrived was issued (`issued`). Every acknowledged series must have arrived, its
+/// newest arrival no older than its acknowledged value, and its last arrival its newest
+/// (a series keeps its order, across shards and restarts: a value sent again after a crash
+/// comes before the newer ones). Returns how many samples arrived more than once (and
+/// records the event when any did).
 pub(crate) fn check_arrivals(
     acked: &BTreeMap<u64, f64>,
     got: &BTreeMap<u64, Vec<f64>>,
+    issued: &dyn Fn(u64, f64) -> bool,
     acked_as: &str,
     report: &mut Report,
 ) -> Result<usize, Violation> {
     report.updates_checked += acked.len() as u64;
+    for (id, values) in got {
+        if let Some(v) = values.iter().find(|&&v| !issued(*id, v)) {
+            return Err(violation(
+                Invariant::PrefixExactlyOnce,
+                format!("series id={id} arrived as {values:?}: {v} was never written to it"),
+            ));
+        }
+        let newest = values.iter().copied().fold(f64::MIN, f64::max);
+        if values.last() != Some(&newest) {
+            return Err(violation(
+                Invariant::PrefixExactlyOnce,
+                format!(
+                    "series id={id} arrived out of order, as {values:?}: its last value is not \
+                     its newest"
+                ),
+            ));
+        }
+    }
     for (id, value) in acked {
         match got.get(id) {
-            Some(values) if values.iter().all(|v| v == value) => {}
+            Some(values) if values.iter().any(|v| v >= value) => {}
             Some(values) => {
                 return Err(violation(
-                    Invariant::PrefixExactlyOnce,
-                    format!("series id={id} arrived as {values:?}, acknowledged as {value}"),
+                    Invariant::DurableSurvives,
+                    format!(
+                        "series id={id} arrived as {values:?}, without the value {value} \
+                         acknowledged {acked_as} (nor a newer one)"
+                    ),
                 ));
             }
             None => {
@@ -166,7 +192,15 @@ pub(crate) fn check_arrivals(
             }
         }
     }
-    let dup: usize = got.values().map(|v| v.len() - 1).sum();
+    let dup: usize = got
+        .values()
+        .map(|v| {
+            let mut distinct = v.clone();
+            distinct.sort_by(f64::total_cmp);
+            distinct.dedup();
+            v.len() - distinct.len()
+        })
+        .sum();
     if dup > 0 {
         report.event(RESENT);
     }
@@ -183,6 +217,9 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     rx.reset(Some(sim.clone()));
     let mut rng = Rng::new(seed);
     let mut acked: BTreeMap<u64, f64> = BTreeMap::new();
+    // Every value written to each series (values only grow: each update takes the next).
+    let mut issued: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    let mut next_value = 0u64;
     let mut next_id = 0u64;
     // Odd seeds run `Os`: batches become durable at a `sync` (every few batches), and a
     // power cut can take the log's tail, whose LSNs the next batches then take again; the
@@ -245,13 +282,21 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             let n = 1 + rng.below(4);
             let batch: Vec<(u64, Update)> = (0..n)
                 .map(|_| {
-                    next_id += 1;
-                    let key =
-                        SeriesKey::new("fwd", [("id", next_id.to_string())]).expect("a valid key");
-                    let value = (next_id * 3) as f64;
+                    // A new series, or (one update in three, once there are some) a newer
+                    // value of an earlier one, so that a series' values must keep their order.
+                    let id = if next_id > 0 && rng.chance(33) {
+                        1 + rng.below(next_id)
+                    } else {
+                        next_id += 1;
+                        next_id
+                    };
+                    next_value += 1;
+                    let key = SeriesKey::new("fwd", [("id", id.to_string())]).expect("a valid key");
+                    let value = next_value as f64;
+                    issued.entry(id).or_default().push(value);
                     (
-                        next_id,
-                        Update::new(key, Timestamp(1_000 + next_id as i64), Op::GaugeSet(value))
+                        id,
+                        Update::new(key, Timestamp(1_000 + next_value as i64), Op::GaugeSet(value))
                             .expect("valid"),
                     )
                 })
@@ -308,7 +353,8 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             written.clear();
         }
     }
-    let dup = check_arrivals(&acked, &rx.received(), "durable", report)?;
+    let written_to = |id: u64, v: f64| issued.get(&id).is_some_and(|vs| vs.contains(&v));
+    let dup = check_arrivals(&acked, &rx.received(), &written_to, "durable", report)?;
     if dup > bound {
         return Err(violation(
             Invariant::PrefixExactlyOnce,

@@ -170,7 +170,9 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
         }
     }
     let acked_as = format!("durable, in a run of {KILLS_PER_RUN} kills,");
-    let dup = check_arrivals(&acked, &rx.received(), &acked_as, report)?;
+    // Each series is written once, with the value of its id.
+    let written_to = |id: u64, v: f64| v == value_of(id);
+    let dup = check_arrivals(&acked, &rx.received(), &written_to, &acked_as, report)?;
     // Per kill, each shard's window and the request in flight (a life runs at most
     // MAX_SHARDS: its configured count, or the count its cursor files keep).
     let bound = MAX_SHARDS * (WINDOW + 1) * MAX_SAMPLES * KILLS_PER_RUN as usize;

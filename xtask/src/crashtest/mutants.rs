@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 29] = [
+const MUTANTS: [Mutant; 30] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -229,6 +229,13 @@ const MUTANTS: [Mutant; 29] = [
         against: Against::Sim,
         promise: "recovery is exact: every value comes back bit for bit (from the log and \
                   from snapshots)",
+    },
+    Mutant {
+        name: "forward-no-layout-wait",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "forwarding: a series keeps its order when a new shard count moves it to \
+                  another shard",
     },
     Mutant {
         name: "flush-noop",
