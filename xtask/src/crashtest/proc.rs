@@ -139,6 +139,10 @@ struct Life {
     /// `Some(n)`: after `n` batches the child stops ingesting for [`PAUSE`] and says
     /// `paused`; the parent kills it after that line and two more acks (lives of `Batch`).
     pause_after: Option<u64>,
+    /// `Some(n)`: after `n` batches the child flushes and says `flushed`, and the parent
+    /// kills it as soon as it reads that (lives of `Buffered` that do not settle), before the
+    /// deadline would have written the buffer anyway.
+    flush_after: Option<u64>,
     /// ...or this long after the spawn, whichever first.
     delay: Duration,
     hold: bool,
@@ -172,6 +176,10 @@ impl Life {
         }
         if let Some(n) = self.pause_after {
             args.push("--pause-after".into());
+            args.push(n.to_string());
+        }
+        if let Some(n) = self.flush_after {
+            args.push("--flush-after".into());
             args.push(n.to_string());
         }
         args.push("--journal".into());
@@ -259,8 +267,11 @@ pub(crate) fn run(options: &Options) -> Report {
                 (name, nth)
             });
             let hold = kill_at.is_some_and(|(name, _)| needs_hold(name));
-            // Half the parent's kills of a `Buffered` life wait for a settled pause.
-            let settle = rng.chance(50);
+            // Half the parent's kills of a `Buffered` life (every other one, so that each run
+            // of a `Buffered` directory has both) wait for a settled pause, the other half
+            // come right after a flush. (The draw is kept, so that the other draws stay.)
+            let _ = rng.chance(50);
+            let settle = kills_done.is_multiple_of(4);
             let settle_after = (policy == Policy::Buffered && kill_at.is_none() && settle)
                 .then_some(target_acks as u64);
             // Every parent's kill of a `Batch` life comes after a pause (the power cut's
@@ -276,6 +287,8 @@ pub(crate) fn run(options: &Options) -> Report {
                 target_acks,
                 settle_after,
                 pause_after,
+                flush_after: (policy == Policy::Buffered && kill_at.is_none() && !settle)
+                    .then_some(target_acks as u64),
                 delay,
                 hold,
             };
@@ -406,7 +419,11 @@ fn live(exe: &Path, data: &Path, stderr_path: &Path, life: &Life) -> Result<Outc
                 lines.push(line);
                 let done = match life.settle_after.or(life.pause_after) {
                     Some(_) => acks_after_settled.is_some_and(|n| n >= 2),
-                    None => acks >= life.target_acks,
+                    None => {
+                        acks >= life.target_acks
+                            || (life.flush_after.is_some()
+                                && lines.last().is_some_and(|l| l == "flushed"))
+                    }
                 };
                 if life.kill_at.is_none() && done {
                     break true;
@@ -759,6 +776,7 @@ struct ChildArgs {
     hold: bool,
     settle_after: Option<u64>,
     pause_after: Option<u64>,
+    flush_after: Option<u64>,
     journal: Option<PathBuf>,
 }
 
@@ -772,6 +790,7 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
     let mut hold = false;
     let mut settle_after = None;
     let mut pause_after = None;
+    let mut flush_after = None;
     let mut journal = None;
     let num = |s: &str| match s.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
@@ -795,6 +814,9 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
             "--pause-after" => {
                 pause_after = Some(num(value).ok_or("--pause-after: not a number")?);
             }
+            "--flush-after" => {
+                flush_after = Some(num(value).ok_or("--flush-after: not a number")?);
+            }
             "--journal" => journal = Some(PathBuf::from(value)),
             "--policy" => policy = Some(Policy::parse(value).ok_or("--policy: unknown")?),
             "--kill-at" => {
@@ -814,6 +836,7 @@ fn parse_child(args: &[String]) -> Result<ChildArgs, String> {
         hold,
         settle_after,
         pause_after,
+        flush_after,
         journal,
     })
 }
@@ -921,7 +944,7 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
                 }
                 say("synced");
             }
-            if i % FLUSH_EVERY == FLUSH_EVERY - 1 {
+            if i % FLUSH_EVERY == FLUSH_EVERY - 1 || a.flush_after == Some(i + 1 - a.start) {
                 if let Err(e) = db.flush() {
                     eprintln!("crashtest-child: flush after batch {i} failed: {e}");
                     return ExitCode::from(CHILD_FAILED);
