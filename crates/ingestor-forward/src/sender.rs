@@ -79,6 +79,17 @@ impl Keeper {
                 (s.want, s.stop)
             };
             if want != self.durable() {
+                // Deliberate defect: the keeper counts the cursor moved without storing it.
+                #[cfg(ingestor_deliberate_bugs)]
+                if crate::bugs::on("forward-cursor-never-stored") {
+                    self.lock().done = want;
+                    stats.cursor[shard].store(want.0, Relaxed);
+                    self.changed.notify_all();
+                    if stop {
+                        return;
+                    }
+                    continue;
+                }
                 let moved = match &mut file {
                     Some(f) => f.store(want),
                     None => cursor::CursorFile::open(

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 30] = [
+const MUTANTS: [Mutant; 31] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -236,6 +236,13 @@ const MUTANTS: [Mutant; 30] = [
         against: Against::Forward,
         promise: "forwarding: a series keeps its order when a new shard count moves it to \
                   another shard",
+    },
+    Mutant {
+        name: "forward-cursor-never-stored",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "forwarding: after a crash each shard resends at most its cursor window's \
+                  requests (cursors are stored as they move)",
     },
     Mutant {
         name: "flush-noop",
