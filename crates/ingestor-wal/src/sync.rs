@@ -267,6 +267,9 @@ pub(crate) fn spawn_writeback(shared: &Shared) -> Result<JoinHandle<()>> {
 /// Starts the thread of [`crate::SyncPolicy::Buffered`] that writes the buffer at most
 /// `deadline` after its first frames were accepted.
 pub(crate) fn spawn_flusher(shared: Arc<Shared>, deadline: Duration) -> Result<JoinHandle<()>> {
+    // Deliberate defect: the flusher waits ten deadlines.
+    #[cfg(ingestor_deliberate_bugs)]
+    let deadline = if crate::bugs::on("buffered-late-deadline") { deadline * 10 } else { deadline };
     // At shutdown the closing thread writes the buffer itself (with its final sync).
     spawn_timer(shared, deadline, "ingestor-wal-flush", false, |shared| {
         // Deliberate defect: the deadline passes and the buffer stays where it is (it is

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 31] = [
+const MUTANTS: [Mutant; 32] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -243,6 +243,13 @@ const MUTANTS: [Mutant; 31] = [
         against: Against::Forward,
         promise: "forwarding: after a crash each shard resends at most its cursor window's \
                   requests (cursors are stored as they move)",
+    },
+    Mutant {
+        name: "buffered-late-deadline",
+        switch: Switch::Env,
+        against: Against::Proc,
+        promise: "under Buffered, an accepted batch is written within the deadline (the \
+                  flusher's scheduling aside), not within several",
     },
     Mutant {
         name: "flush-noop",

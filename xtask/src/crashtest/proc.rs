@@ -87,6 +87,8 @@ const CHILD_FAILED: u8 = 3;
 /// starved thread on a busy machine must not fail the test); a flusher that never writes
 /// fails it every time.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most deadlines the median settled pause of a run may take.
+const SETTLE_MEDIAN_MAX: u64 = 5;
 
 /// Every named crash point the proc mode must reach: all of the log's and the snapshot
 /// writer's. `wal.delete.between` and `snapshot.retention.between` need compaction of two
@@ -236,6 +238,8 @@ pub(crate) fn run(options: &Options) -> Report {
     let mut kills_done = 0u64;
     let mut next_point = 0usize;
     let mut run_no = 0usize;
+    // How long each settled pause of a `Buffered` life took, in milliseconds.
+    let mut settles: Vec<u64> = Vec::new();
     while kills_done < total {
         let policy = options.policy.unwrap_or(policies[run_no % policies.len()]);
         let keep = 1 + rng.below(3) as usize;
@@ -301,7 +305,16 @@ pub(crate) fn run(options: &Options) -> Report {
                 }
             };
             *report.cycles.entry("proc").or_default() += 1;
-            let checked = check(&data, &stderr_path, &life, &outcome, &mut history, &mut report);
+            let mut checked =
+                check(&data, &stderr_path, &life, &outcome, &mut history, &mut report);
+            if checked.is_ok() {
+                settles.extend(outcome.lines.iter().filter_map(|l| {
+                    l.strip_prefix("settled ").and_then(|ms| ms.parse::<u64>().ok())
+                }));
+                if let Err(v) = settle_median(&settles) {
+                    checked = Err(v);
+                }
+            }
             match checked {
                 Ok((k, updates)) => {
                     if let (Some((name, _)), true) = (life.kill_at, outcome.reached) {
@@ -321,6 +334,31 @@ pub(crate) fn run(options: &Options) -> Report {
         }
     }
     report
+}
+
+/// The `Buffered` deadline, checked on the run's settled pauses so far (from the third on):
+/// each waits for at most one deadline plus the flusher's wake-up, so their median may not
+/// pass [`SETTLE_MEDIAN_MAX`] deadlines (one pause can: a busy machine may starve the
+/// flusher's thread for a while, which the 5 s bound of each pause allows).
+fn settle_median(settles: &[u64]) -> Result<(), Violation> {
+    if settles.len() < 3 {
+        return Ok(());
+    }
+    let mut sorted = settles.to_vec();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    let bound = super::BUFFERED_DEADLINE.as_millis() as u64 * SETTLE_MEDIAN_MAX;
+    if median > bound {
+        return Err(violation(
+            Invariant::DurableSurvives,
+            format!(
+                "under Buffered ({} ms deadline), the median settled pause took {median} ms, \
+                 more than {SETTLE_MEDIAN_MAX} deadlines (the pauses: {settles:?} ms)",
+                super::BUFFERED_DEADLINE.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn repro(options: &Options, kills_done: u64) -> String {
