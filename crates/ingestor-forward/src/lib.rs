@@ -115,7 +115,7 @@ pub(crate) struct DestStats {
     /// Each shard's cursor as persisted.
     cursor: Vec<AtomicU64>,
     /// Where the shard layout changes among the requests waiting at the start: a request at
-    /// or above a boundary waits until every shard has passed it (see
+    /// or above a boundary waits until every shard's stored cursor has passed it (see
     /// `Outbox::layout_boundaries`).
     boundaries: Vec<Lsn>,
     /// Held while a shard decides to drop a request under `drop_oldest` (so that only the

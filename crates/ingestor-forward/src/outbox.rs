@@ -322,7 +322,7 @@ impl Outbox {
     /// Where the shard layout changes among the requests from `from` on, the next request
     /// (this run's layout, `shards`) included: the LSN of each first request written with
     /// another shard count than the request before it. A destination's senders send
-    /// nothing at or above such a boundary before every shard has passed it, so that a
+    /// nothing at or above such a boundary before every shard has stored a cursor past it, so that a
     /// series that a new count moved to another shard keeps its order.
     pub(crate) fn layout_boundaries(&self, shards: u16, from: Lsn) -> Vec<Lsn> {
         let mut layouts: Vec<(Lsn, u16)> = {

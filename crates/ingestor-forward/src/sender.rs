@@ -230,9 +230,12 @@ impl Sender {
         }
     }
 
-    /// Before sending the request at `lsn`: waits until every shard has passed each
-    /// layout boundary at or below it (`passed` of them are known passed). Returns `false`
-    /// when stopped while waiting.
+    /// Before sending the request at `lsn`: waits until every shard's stored cursor has
+    /// passed each layout boundary at or below it (`passed` of them are known passed).
+    /// Stored, not only moved: a shard whose cursor passed a boundary in memory may send its
+    /// last requests below it again after a crash, and they must not come after this one,
+    /// which may hold a newer value of one of their series. Returns `false` when stopped
+    /// while waiting.
     fn past_boundaries(&self, lsn: Lsn, passed: &mut usize) -> bool {
         // Deliberate defect: a shard sends past a layout boundary without waiting for the
         // others.
@@ -244,7 +247,7 @@ impl Sender {
             if lsn < boundary {
                 return true;
             }
-            while !self.stats.acked.iter().all(|a| a.load(Relaxed) >= boundary.0) {
+            while !self.stats.cursor.iter().all(|c| c.load(Relaxed) >= boundary.0) {
                 if self.stopping() {
                     return false;
                 }

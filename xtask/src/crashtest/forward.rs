@@ -9,9 +9,11 @@
 //! (anywhere: an ingest, a flush's append or sync, a cursor write, a segment deletion).
 //! While the power is cut the receiver refuses what arrives, as a dead machine's requests
 //! never arrive. After the last life the forwarder drains. Then every update acknowledged
-//! durable must have arrived with its value (a power cut never loses a durable outbox record
-//! nor moves a cursor past a request that was not delivered, and the first flush of a life
-//! takes every series changed after the last durable flush marker), and no more samples may
+//! durable must have arrived with its value or a newer one (a power cut never loses a
+//! durable outbox record nor moves a cursor past a request that was not delivered, and the
+//! first flush of a life takes every series changed after the last durable flush marker),
+//! each series' last arrival must be its newest value (its order kept across shards, shard
+//! count changes and power cuts), and no more samples may
 //! arrive twice than the cursor window's requests (plus the one in flight) per shard and
 //! power cut. Each life is configured with 1 to [`MAX_SHARDS`] shards, so lives restart with
 //! another count: with requests waiting the destination keeps its count (each shard at its
@@ -225,8 +227,9 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     // power cut can take the log's tail, whose LSNs the next batches then take again; the
     // marker of a flush must not have claimed them (the flush syncs the log first).
     let os = seed % 2 == 1;
-    // Under `Os`: batches acknowledged since the last `sync`.
+    // Under `Os`: batches acknowledged since the last `sync`, and how many.
     let mut written: Vec<(u64, f64)> = Vec::new();
+    let mut unsynced_batches = 0u32;
     let engine = Config::default()
         .sync_policy(if os { SyncPolicy::Os } else { SyncPolicy::Always })
         .segment_bytes_max(8 << 10)
@@ -283,9 +286,10 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             let batch: Vec<(u64, Update)> = (0..n)
                 .map(|_| {
                     // A new series, or (one update in three, once there are some) a newer
-                    // value of an earlier one, so that a series' values must keep their order.
+                    // value of one of the last 16, so that a series' values must keep their
+                    // order (recent series are the likeliest to wait in the outbox still).
                     let id = if next_id > 0 && rng.chance(33) {
-                        1 + rng.below(next_id)
+                        next_id - rng.below(next_id.min(16))
                     } else {
                         next_id += 1;
                         next_id
@@ -315,9 +319,13 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
                 }
                 Err(_) => {}
             }
-            // Under `Os`, a sync every fourth series or so makes what was written durable.
-            if os && next_id.is_multiple_of(4) && db.sync().is_ok() {
-                acked.extend(written.drain(..));
+            // Under `Os`, a sync every third batch makes what was written durable.
+            unsynced_batches += 1;
+            if os && unsynced_batches == 3 {
+                unsynced_batches = 0;
+                if db.sync().is_ok() {
+                    acked.extend(written.drain(..));
+                }
             }
             if rng.chance(40) {
                 let _ = fwd.flush();

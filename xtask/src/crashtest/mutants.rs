@@ -227,8 +227,8 @@ const MUTANTS: [Mutant; 32] = [
         name: "snapshot-gauge-f32",
         switch: Switch::Env,
         against: Against::Sim,
-        promise: "recovery is exact: every value comes back bit for bit (from the log and \
-                  from snapshots)",
+        promise: "recovery is exact: every value comes back exactly (from the log and from \
+                  snapshots)",
     },
     Mutant {
         name: "forward-no-layout-wait",
