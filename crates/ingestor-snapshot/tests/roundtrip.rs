@@ -343,6 +343,16 @@ fn files_are_listed_verified_and_read_without_changes() {
     }
 }
 
+/// A store on a simulated disk (of `seed`) that writes its chunks uncompressed, so that a
+/// test can edit their content in place ([`edited_copy`]).
+fn uncompressed_store(seed: u64) -> (Disk, SnapshotStore) {
+    let mut options = SnapshotOptions::default();
+    options.compression = SnapshotCompression::None;
+    let disk = Disk::sim(seed);
+    let store = disk.open(options);
+    (disk, store)
+}
+
 /// Rewrites the one chunk of an uncompressed snapshot of LSN 1 with `edit` applied to its
 /// content (its checksum and the file's made right again), as the snapshot of LSN 2.
 fn edited_copy(disk: &Disk, edit: impl Fn(&mut [u8])) {
@@ -370,14 +380,11 @@ fn edited_copy(disk: &Disk, edit: impl Fn(&mut [u8])) {
 
 #[test]
 fn a_repeated_or_invalid_key_rejects_the_snapshot_naming_the_series_and_its_byte() {
-    let mut options = SnapshotOptions::default();
-    options.compression = SnapshotCompression::None;
     for (what, from, to, expect) in [
         ("repeated", "job=bbb", "job=aaa", "series up{job=\"aaa\"} appears twice"),
         ("invalid", "job=bbb", "j-b=bbb", "invalid series key: "),
     ] {
-        let disk = Disk::sim(8);
-        let store = disk.open(options.clone());
+        let (disk, store) = uncompressed_store(8);
         let memstore = Memstore::new(MemstoreConfig::default()).unwrap();
         for (i, job) in ["aaa", "bbb", "ccc"].into_iter().enumerate() {
             apply(&memstore, i as u64 + 1, &key("up", &[("job", job)]), 1, Op::GaugeSet(1.0));
@@ -417,10 +424,7 @@ fn a_repeated_or_invalid_key_rejects_the_snapshot_naming_the_series_and_its_byte
 /// (which would be passed over for an older snapshot).
 #[test]
 fn a_refusal_before_an_invalid_key_of_the_same_chunk_comes_first() {
-    let mut options = SnapshotOptions::default();
-    options.compression = SnapshotCompression::None;
-    let disk = Disk::sim(9);
-    let store = disk.open(options);
+    let (disk, store) = uncompressed_store(9);
     let memstore = Memstore::new(MemstoreConfig::default()).unwrap();
     for (i, job) in ["aaa", "bbb", "ccc"].into_iter().enumerate() {
         apply(&memstore, i as u64 + 1, &key("up", &[("job", job)]), 1, Op::GaugeSet(1.0));
@@ -453,10 +457,7 @@ fn a_refusal_before_an_invalid_key_of_the_same_chunk_comes_first() {
 /// loader: it loads, or is rejected with an error and the older snapshot used instead.
 #[test]
 fn crafted_chunk_contents_with_valid_checksums_never_panic_the_loader() {
-    let mut options = SnapshotOptions::default();
-    options.compression = SnapshotCompression::None;
-    let disk = Disk::sim(9);
-    let store = disk.open(options);
+    let (disk, store) = uncompressed_store(9);
     let memstore = common::rich_store(12, MemstoreConfig::default());
     store.write(Lsn(1), 0, &memstore.freeze()).unwrap();
     let mut rng = ingestor_testkit::Rng::new(0x5eed);
