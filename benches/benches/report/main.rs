@@ -89,26 +89,28 @@ fn fresh(tmp: &tempfile::TempDir, name: &str) -> PathBuf {
     d
 }
 
-/// Each log figure is the median of this many runs, the systems taking turns, so that a slow
-/// moment of the shared disk does not fall on one system only.
+/// Each durable log figure (W3, W4) is the median of this many rounds, the systems taking
+/// turns in each, so that a slow moment of the shared disk does not fall on one system only.
 const REPEATS: usize = 3;
 
-/// Runs `measure` for every system `REPEATS` times, interleaved; the median of each.
-fn interleaved(systems: &[System], mut measure: impl FnMut(System) -> f64) -> Vec<(System, f64)> {
+/// The rounds of W1, W2 and W5, whose runs are short (tens of milliseconds for the fastest
+/// systems) and so noisier; more rounds cost little.
+const REPEATS_SHORT: usize = 5;
+
+/// Runs `measure` for every system `rounds` times, the systems taking turns in each round;
+/// each system's figures, in round order.
+fn interleaved(
+    systems: &[System],
+    rounds: usize,
+    mut measure: impl FnMut(System) -> f64,
+) -> Vec<(System, Vec<f64>)> {
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
-    for _ in 0..REPEATS {
+    for _ in 0..rounds {
         for (i, &system) in systems.iter().enumerate() {
             runs[i].push(measure(system));
         }
     }
-    systems
-        .iter()
-        .zip(runs)
-        .map(|(&system, mut r)| {
-            r.sort_by(f64::total_cmp);
-            (system, r[r.len() / 2])
-        })
-        .collect()
+    systems.iter().copied().zip(runs).collect()
 }
 
 fn log_workloads(report: &mut Report, plan: &Plan) {
@@ -126,7 +128,7 @@ fn log_workloads(report: &mut Report, plan: &Plan) {
             continue;
         }
         let section = format!(
-            "log: {w}, {n} records of 100 B, no sync per append (median of {REPEATS} interleaved runs)"
+            "log: {w}, {n} records of 100 B, no sync per append (median of {REPEATS_SHORT} interleaved runs)"
         );
         let systems = [
             System::IngestorBuffered,
@@ -136,25 +138,25 @@ fn log_workloads(report: &mut Report, plan: &Plan) {
             System::Commitlog,
             System::RaftEngine,
         ];
-        let values = interleaved(&systems, |system| {
+        let values = interleaved(&systems, REPEATS_SHORT, |system| {
             eprintln!("{w}: {}", system.name());
             let dir = fresh(&tmp, system.name());
             logs::append(system, &dir, n, batch, plan.append_budget)
         });
-        let ideal = values[2].1;
+        let ideal = &values[2].1;
         let peers = |mut f: Figure| {
-            for (system, v) in &values[3..] {
-                f = f.peer(system.name(), *v);
+            for (system, runs) in &values[3..] {
+                f = f.peer_runs(system.name(), runs);
             }
             f.note("okaywal syncs every commit (it has no unsynced mode)".into())
         };
         report.add(peers(
-            Figure::new(&section, &format!("{w}, Buffered"), values[0].1, "records/s")
-                .ceiling("ideal loop", ideal)
+            Figure::from_runs(&section, &format!("{w}, Buffered"), &values[0].1, "records/s")
+                .ceiling_runs("ideal loop", ideal)
                 .at_least(Against::Ceiling, buffered_target),
         ));
-        let mut os = Figure::new(&section, &format!("{w}, Os"), values[1].1, "records/s")
-            .ceiling("ideal loop", ideal)
+        let mut os = Figure::from_runs(&section, &format!("{w}, Os"), &values[1].1, "records/s")
+            .ceiling_runs("ideal loop", ideal)
             .at_least(Against::BestPeer, 2.0);
         if let Some(target) = os_target {
             os = os.at_least(Against::Ceiling, target);
@@ -180,15 +182,15 @@ fn log_workloads(report: &mut Report, plan: &Plan) {
             break;
         }
         let systems = [System::Ingestor, System::Okaywal, System::Commitlog, System::RaftEngine];
-        let values = interleaved(&systems, |system| {
+        let values = interleaved(&systems, REPEATS, |system| {
             eprintln!("durable, {writers} writers: {}", system.name());
             let dir = fresh(&tmp, system.name());
             logs::durable(system, &dir, writers, plan.durable_budget)
         });
-        let mut f =
-            Some(Figure::new(&section, &format!("{writers} writer(s)"), values[0].1, "records/s"));
-        for (system, v) in &values[1..] {
-            f = f.map(|f| f.peer(system.name(), *v));
+        let name = format!("{writers} writer(s)");
+        let mut f = Some(Figure::from_runs(&section, &name, &values[0].1, "records/s"));
+        for (system, runs) in &values[1..] {
+            f = f.map(|f| f.peer_runs(system.name(), runs));
         }
         if writers == 1 {
             f = f.map(|f| {
@@ -217,8 +219,9 @@ fn log_workloads(report: &mut Report, plan: &Plan) {
         logs::read_all(system, &dir, n); // warm the cache
     }
     let dir_of = |system: System| tmp.path().join(format!("read-{}", system.name()));
-    let warm = interleaved(&systems, |system| logs::read_all(system, &dir_of(system), n));
-    let cold = interleaved(&systems, |system| {
+    let warm =
+        interleaved(&systems, REPEATS_SHORT, |system| logs::read_all(system, &dir_of(system), n));
+    let cold = interleaved(&systems, REPEATS_SHORT, |system| {
         logs::evict(&dir_of(system));
         logs::read_all(system, &dir_of(system), n)
     });
@@ -227,13 +230,13 @@ fn log_workloads(report: &mut Report, plan: &Plan) {
             continue;
         }
         let section = format!(
-            "log: W5 reopen and read all {n} records (median of {REPEATS} interleaved runs)"
+            "log: W5 reopen and read all {n} records (median of {REPEATS_SHORT} interleaved runs)"
         );
-        let mut f = Figure::new(&section, name, values[0].1, "records/s")
-            .ceiling("ideal read loop", values[1].1)
+        let mut f = Figure::from_runs(&section, name, &values[0].1, "records/s")
+            .ceiling_runs("ideal read loop", &values[1].1)
             .at_least(Against::Ceiling, 0.8);
-        for (system, v) in &values[2..] {
-            f = f.peer(system.name(), *v);
+        for (system, runs) in &values[2..] {
+            f = f.peer_runs(system.name(), runs);
         }
         report.add(f);
     }

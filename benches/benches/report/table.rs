@@ -31,6 +31,10 @@ pub struct Figure {
     /// Ratio targets: at least `x` times what they compare against.
     pub ratio_targets: Vec<(Against, f64)>,
     pub note: Option<String>,
+    /// When measured in interleaved rounds: the figure of each round, in order.
+    pub runs: Vec<f64>,
+    /// The rounds of the ceiling and of the peers measured in the same rounds, by name.
+    pub other_runs: Vec<(String, Vec<f64>)>,
 }
 
 impl Figure {
@@ -46,6 +50,8 @@ impl Figure {
             target: None,
             ratio_targets: Vec::new(),
             note: None,
+            runs: Vec::new(),
+            other_runs: Vec::new(),
         }
     }
 
@@ -74,6 +80,27 @@ impl Figure {
         self
     }
 
+    /// A figure measured in interleaved rounds: its value is the median of `runs`.
+    pub fn from_runs(section: &str, name: &str, runs: &[f64], unit: &str) -> Figure {
+        let mut f = Figure::new(section, name, median(runs), unit);
+        f.runs = runs.to_vec();
+        f
+    }
+
+    /// A ceiling measured in the same rounds as the figure (see [`Figure::ratio_to`]).
+    pub fn ceiling_runs(self, name: &str, runs: &[f64]) -> Figure {
+        let mut f = self.ceiling(name, median(runs));
+        f.other_runs.push((name.to_string(), runs.to_vec()));
+        f
+    }
+
+    /// A peer measured in the same rounds as the figure (see [`Figure::ratio_to`]).
+    pub fn peer_runs(self, name: &str, runs: &[f64]) -> Figure {
+        let mut f = self.peer(name, median(runs));
+        f.other_runs.push((name.to_string(), runs.to_vec()));
+        f
+    }
+
     pub fn note(mut self, note: String) -> Figure {
         self.note = Some(note);
         self
@@ -84,8 +111,29 @@ impl Figure {
         if self.lower_is_better { other / self.value } else { self.value / other }
     }
 
+    /// The rounds' ratios to the ceiling or peer `name`, when both were measured in the same
+    /// interleaved rounds.
+    fn round_ratios(&self, name: &str) -> Option<Vec<f64>> {
+        let (_, other) = self.other_runs.iter().find(|(n, _)| n == name)?;
+        (!self.runs.is_empty() && other.len() == self.runs.len()).then(|| {
+            let pair = |(&mine, &theirs): (&f64, &f64)| {
+                if self.lower_is_better { theirs / mine } else { mine / theirs }
+            };
+            self.runs.iter().zip(other).map(pair).collect()
+        })
+    }
+
+    /// The ratio to the ceiling or peer `name` of value `other`: the median of the rounds'
+    /// ratios when both were measured in the same interleaved rounds (a slow moment of the
+    /// shared machine then weighs on both sides of each ratio), else the ratio of the figures.
+    fn ratio_to(&self, name: &str, other: f64) -> f64 {
+        self.round_ratios(name).map_or_else(|| self.ratio(other), |r| median(&r))
+    }
+
     fn best_peer(&self) -> Option<&(String, f64)> {
-        self.peers.iter().max_by(|a, b| self.ratio(b.1).total_cmp(&self.ratio(a.1)))
+        self.peers
+            .iter()
+            .max_by(|a, b| self.ratio_to(&b.0, b.1).total_cmp(&self.ratio_to(&a.0, a.1)))
     }
 
     /// Each target with its verdict: (text, met).
@@ -98,15 +146,17 @@ impl Figure {
         }
         for (against, x) in &self.ratio_targets {
             let (label, other) = match against {
-                Against::Ceiling => ("ceiling", self.ceiling.as_ref().map(|c| c.1)),
-                Against::BestPeer => ("best peer", self.best_peer().map(|p| p.1)),
-                Against::Peer(name) => {
-                    (*name, self.peers.iter().find(|p| p.0 == *name).map(|p| p.1))
-                }
+                Against::Ceiling => ("ceiling", self.ceiling.as_ref()),
+                Against::BestPeer => ("best peer", self.best_peer()),
+                Against::Peer(name) => (*name, self.peers.iter().find(|p| p.0 == *name)),
             };
-            if let Some(other) = other {
-                let r = self.ratio(other);
-                out.push((format!(">= {x}x {label} (is {r:.2}x)"), r >= *x));
+            if let Some((name, other)) = other {
+                let r = self.ratio_to(name, *other);
+                let rounds = self.round_ratios(name).map_or(String::new(), |rs| {
+                    let each: Vec<String> = rs.iter().map(|r| format!("{r:.2}")).collect();
+                    format!("; rounds {}", each.join(", "))
+                });
+                out.push((format!(">= {x}x {label} (is {r:.2}x{rounds})"), r >= *x));
             }
         }
         out
@@ -117,7 +167,8 @@ impl Figure {
         let compared = |(name, value): &(String, f64)| Compared {
             name: name.clone(),
             value: *value,
-            ratio: self.ratio(*value),
+            ratio: self.ratio_to(name, *value),
+            runs: self.other_runs.iter().find(|(n, _)| n == name).map(|(_, r)| r.clone()),
         };
         FigureJson {
             section: &self.section,
@@ -133,8 +184,16 @@ impl Figure {
                 .map(|(target, met)| Verdict { target, met })
                 .collect(),
             note: self.note.as_deref(),
+            runs: (!self.runs.is_empty()).then_some(&self.runs[..]),
         }
     }
+}
+
+/// The median of `values` (the upper one of an even count; 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A figure in the JSON report.
@@ -149,14 +208,21 @@ struct FigureJson<'a> {
     peers: Vec<Compared>,
     targets: Vec<Verdict>,
     note: Option<&'a str>,
+    /// Each round's figure, when measured in interleaved rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs: Option<&'a [f64]>,
 }
 
-/// A ceiling or a peer, and the figure's ratio to it (above 1: the ingestor is ahead).
+/// A ceiling or a peer, and the figure's ratio to it (above 1: the ingestor is ahead): the
+/// median of the rounds' ratios when both were measured in the same rounds.
 #[derive(Debug, Serialize)]
 struct Compared {
     name: String,
     value: f64,
     ratio: f64,
+    /// Each round's figure, when measured in the figure's rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs: Option<Vec<f64>>,
 }
 
 /// A target and whether the figure met it.
@@ -225,12 +291,12 @@ impl Report {
             let _ = writeln!(s, "|---|---|---|---|---|");
             for f in self.figures.iter().filter(|f| f.section == section) {
                 let ceiling = f.ceiling.as_ref().map_or(String::new(), |(n, v)| {
-                    format!("{n}: {} ({:.2}x)", human(*v), f.ratio(*v))
+                    format!("{n}: {} ({:.2}x)", human(*v), f.ratio_to(n, *v))
                 });
                 let peers: Vec<String> = f
                     .peers
                     .iter()
-                    .map(|(n, v)| format!("{n}: {} ({:.2}x)", human(*v), f.ratio(*v)))
+                    .map(|(n, v)| format!("{n}: {} ({:.2}x)", human(*v), f.ratio_to(n, *v)))
                     .collect();
                 let mut targets: Vec<String> = f
                     .verdicts()
@@ -254,7 +320,11 @@ impl Report {
         let _ = writeln!(
             s,
             "\nRatios are the ingestor's figure over the other one (inverted where lower is \
-             better): above 1 the ingestor is ahead."
+             better): above 1 the ingestor is ahead. Where the systems took turns in rounds, \
+             each figure is that system's median and each ratio the median of the rounds' \
+             ratios (every round measures each system back to back, so a slow moment of the \
+             shared machine weighs on both sides of a ratio); a ratio target lists the rounds' \
+             ratios, and the JSON report holds every round's figure."
         );
         s
     }
