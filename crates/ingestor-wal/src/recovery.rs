@@ -32,15 +32,20 @@ pub(crate) struct Recovered {
     pub(crate) segments: Vec<SegmentId>,
     /// The LSN the next record gets.
     pub(crate) next_lsn: Lsn,
-    /// Where appends continue in the last segment, if its tail was checked and cut durably
-    /// (`None`: start a new segment).
+    /// Where appends continue in the last segment, if its tail was checked and cut durably,
+    /// or is to be cut before the first append (`None`: start a new segment).
     pub(crate) tail_offset: Option<u64>,
+    /// Whether the bytes of the last segment past `tail_offset`, zeros as far as recovery
+    /// read and never read beyond, are still to be zeroed durably before anything is
+    /// appended there ([`crate::writer::Shared::cut_recovered_tail`]).
+    pub(crate) tail_cut_pending: bool,
 }
 
 /// How far past a damaged frame recovery looks for LSNs of later valid frames.
 const RESYNC_LSN_WINDOW: u64 = 1 << 32;
 /// How far past the end of the data in the last segment recovery reads, looking for torn
-/// bytes. Beyond it, bytes are never read: recovery zeroes them durably instead.
+/// bytes. Beyond it, bytes are never read: they are zeroed durably before the first append
+/// after the end (a log that is only read is left as it is).
 pub(crate) const TAIL_WINDOW: u64 = 4 << 20;
 
 /// Damage found at `offset` of a segment while expecting LSN `lsn`.
@@ -96,6 +101,7 @@ pub(crate) fn recover<'g>(
         expected: None,
         skipping_from: None,
         tail_offset: None,
+        tail_cut_pending: false,
         next_hint: None,
     };
     let mut i = 0;
@@ -120,7 +126,14 @@ pub(crate) fn recover<'g>(
         r.tail_offset = Some(SEGMENT_HEADER_LEN as u64);
     }
     r.report.duration = started.elapsed();
-    Ok(Recovered { report: r.report, segments: r.kept, next_lsn, tail_offset: r.tail_offset })
+    Ok(Recovered {
+        report: r.report,
+        segments: r.kept,
+        next_lsn,
+        // Only where appends continue, and never in a dry run (which appends nothing).
+        tail_cut_pending: r.tail_cut_pending && r.tail_offset.is_some() && !dry_run,
+        tail_offset: r.tail_offset,
+    })
 }
 
 struct Recovery<'a, 'g> {
@@ -145,6 +158,8 @@ struct Recovery<'a, 'g> {
     /// In skip mode: LSNs from here were lost up to the next segment's first LSN.
     skipping_from: Option<Lsn>,
     tail_offset: Option<u64>,
+    /// See [`Recovered::tail_cut_pending`].
+    tail_cut_pending: bool,
     /// The next LSN, learnt from the name of a removed segment when none remains.
     next_hint: Option<u64>,
 }
@@ -366,8 +381,9 @@ impl Recovery<'_, '_> {
                     // unless a later valid frame proves otherwise.
                     if cur.nonzero_end_within(offset, TAIL_WINDOW)? == offset {
                         // Nothing torn near the end. Whatever lies further on (never read) is
-                        // zeroed durably, so that no stale frame can ever follow new ones.
-                        self.zero_beyond(id, offset)?;
+                        // zeroed durably before the first append, so that no stale frame can
+                        // ever follow new ones; an open that appends nothing leaves it.
+                        self.tail_cut_pending = true;
                         break;
                     }
                     Damage {

@@ -161,8 +161,8 @@ impl Wal {
     /// called, and may refuse it, when a record handed over earlier turned out not to apply.
     /// The open then fails with no repair made from there on, as it would have had
     /// `on_record` failed at that record. A log that needs no repair never calls it (the
-    /// zeroing of never-read bytes past the end of the last segment, which every open does,
-    /// is not a repair).
+    /// zeroing of never-read bytes past the end of the last segment, which the first append
+    /// after an open does, is not a repair).
     ///
     /// # Errors
     /// As [`Wal::open_and_replay`]; [`WalError::Replay`] (with the LSN of the last record
@@ -243,6 +243,7 @@ impl Wal {
             hand_off_at: 0,
             hinted: 0,
             zeroed: false,
+            tail_cut_pending: false,
             #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
         };
@@ -263,7 +264,9 @@ impl Wal {
                     // before its sync): they count as durable from here on, so make them so.
                     file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;
                 }
-                shared_stub(file, id, offset)
+                let mut writer = shared_stub(file, id, offset);
+                writer.tail_cut_pending = recovered.tail_cut_pending;
+                writer
             }
             _ => {
                 // No segment left (a new log, or only a torn new segment): start one.

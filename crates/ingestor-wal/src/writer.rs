@@ -106,6 +106,10 @@ pub(crate) struct Writer {
     /// Whether the active segment was a zero-filled spare (else its space came from
     /// `fallocate`, or a recovered segment's own).
     pub(crate) zeroed: bool,
+    /// Whether the active segment is the recovered last one, whose bytes past `offset` are
+    /// still to be zeroed durably before anything is appended (see
+    /// [`Shared::cut_recovered_tail`]).
+    pub(crate) tail_cut_pending: bool,
     /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
     /// written (acknowledged all the same).
     #[cfg(ingestor_deliberate_bugs)]
@@ -412,6 +416,9 @@ impl Shared {
         w: &mut Writer,
         build: &mut impl FnMut(&mut RecordBatch<'_>) -> Result<()>,
     ) -> Result<(Lsn, Lsn)> {
+        if w.tail_cut_pending {
+            self.cut_recovered_tail(w)?;
+        }
         if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
             return self.accept(w, build);
         }
@@ -480,6 +487,28 @@ impl Shared {
         self.hint_writeback(w);
         self.want_spare(w);
         Ok((first, last))
+    }
+
+    /// Zeroes durably what lies past the end of the recovered last segment, before anything
+    /// is appended there (a segment ended with nothing appended loses its tail to the
+    /// rotation's own cut and sync): recovery read only [`TAIL_WINDOW`] bytes
+    /// past the end, and a stale frame further on (a power cut kept a later part of an
+    /// unsynced write and lost an earlier one) must never follow new frames. The file is
+    /// cut at the end and preallocated again to the segment length, then synced. Done once per open,
+    /// on the first append (an open that only reads costs no truncation and no sync); a
+    /// failure fails that append, writes nothing, and leaves the cut to the next one.
+    ///
+    /// [`TAIL_WINDOW`]: crate::recovery::TAIL_WINDOW
+    #[cold]
+    pub(crate) fn cut_recovered_tail(&self, w: &mut Writer) -> Result<()> {
+        let path = self.path(w.segment);
+        w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
+        // The segment length the open preallocated, or the end of the data if further on.
+        let keep = self.options.segment_bytes_max.max(w.offset);
+        w.file.allocate(keep).map_err(|e| WalError::io("allocate", &path, e))?;
+        w.file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
+        w.tail_cut_pending = false;
+        Ok(())
     }
 
     /// Whether a batch of `len` bytes must go into a new segment: when it does not fit in the

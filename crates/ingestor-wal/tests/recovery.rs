@@ -570,3 +570,79 @@ fn before_its_first_repair_recovery_asks_the_caller_and_a_refusal_changes_nothin
         wal.close().unwrap();
     }
 }
+
+/// Recovery reads at most this far past the end of the data in the last segment (the
+/// crate's `TAIL_WINDOW`, 4 MiB).
+const READ_WINDOW: u64 = 4 << 20;
+
+/// Past the window recovery reads after the end of the last segment, bytes are never read:
+/// they are zeroed durably before the first append, so that a stale frame there (a power cut
+/// that kept a later part of an unsynced write and lost an earlier one) can never follow new
+/// frames and pass for the proof that damaged new ones had been synced. An open that appends
+/// nothing leaves them where they are (no truncation, no sync for a reader).
+#[test]
+fn bytes_past_the_read_window_are_zeroed_before_the_first_append_and_only_then() {
+    for disk in Disk::both() {
+        let options = |policy| {
+            WalOptions::default()
+                .sync_policy(policy)
+                .segment_bytes_max(16 << 20)
+                .recovery_mode(RecoveryMode::TolerateTornTail)
+                .segment_fill(ingestor_wal::SegmentFill::Allocate)
+        };
+        // A stale frame: LSN 12 of another log written under `Always`, whose durable lag of 1
+        // says LSN 11 was synced before it was written.
+        let other = disk.sibling("other");
+        let wal = other.open(options(SyncPolicy::Always));
+        for i in 1..=12 {
+            wal.append(1, &payload(i, 100)).unwrap();
+        }
+        wal.close().unwrap();
+        let other_segment = other.dir.join(&other.segment_files()[0]);
+        let (at, _, len) = *frames(&*disk.fs, &other_segment).iter().find(|f| f.1 == 12).unwrap();
+        let stale =
+            disk.fs.read_file(&other_segment).unwrap()[at as usize..(at + len) as usize].to_vec();
+
+        let wal = disk.open(options(SyncPolicy::Os));
+        for i in 1..=5 {
+            wal.append(1, &payload(i, 100)).unwrap();
+        }
+        wal.close().unwrap();
+        let last = disk.dir.join(&disk.segment_files()[0]);
+        let (end_at, _, end_len) = *frames(&*disk.fs, &last).last().unwrap();
+        let stale_at = end_at + end_len + READ_WINDOW + 8192;
+        let file = disk.fs.open(&last, OpenMode::ReadWrite).unwrap();
+        file.write_at(&stale, stale_at).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        let stale_bytes = |disk: &Disk| {
+            let bytes = disk.fs.read_file(&last).unwrap();
+            bytes[stale_at as usize..(stale_at + len) as usize].to_vec()
+        };
+
+        // Opened and closed with nothing appended: the bytes stay (and the log reads clean).
+        let (wal, report, seen) = replay(&disk, options(SyncPolicy::Os)).unwrap();
+        assert_eq!(seen, (1..=5).collect::<Vec<_>>());
+        assert!(report.is_clean(), "{report}");
+        wal.close().unwrap();
+        assert_eq!(stale_bytes(&disk), stale, "an open that appends nothing cuts nothing");
+
+        // The first append zeroes them first; the file keeps its preallocated length.
+        let (wal, _, _) = replay(&disk, options(SyncPolicy::Os)).unwrap();
+        for i in 6..=8 {
+            wal.append(1, &payload(i, 100)).unwrap();
+        }
+        wal.close().unwrap();
+        assert!(stale_bytes(&disk).iter().all(|&b| b == 0), "cut before the first append");
+        assert_eq!(disk.fs.open(&last, OpenMode::Read).unwrap().len().unwrap(), 16 << 20);
+
+        // LSN 7 torn, as a power cut leaves an unsynced write: a torn tail, cut at LSN 7. With
+        // the stale frame still there, its lag would have "proven" LSN 7 synced.
+        let (offset, lsn, _) = *frames(&*disk.fs, &last).iter().find(|f| f.1 == 7).unwrap();
+        flip(&*disk.fs, &last, offset + 30);
+        let (wal, report, seen) = replay(&disk, options(SyncPolicy::Os)).unwrap();
+        assert_eq!(seen, (1..lsn).collect::<Vec<_>>());
+        assert_eq!(report.truncations[0].from_lsn, Lsn(lsn), "{report}");
+        drop(wal);
+    }
+}
