@@ -150,7 +150,7 @@ pub(crate) fn check_arrivals(
     acked_as: &str,
     report: &mut Report,
 ) -> Result<usize, Violation> {
-    report.updates_checked += acked.len() as u64;
+    report.series_forwarded_checked += acked.len() as u64;
     for (id, values) in got {
         if let Some(v) = values.iter().find(|&&v| !issued(*id, v)) {
             return Err(violation(

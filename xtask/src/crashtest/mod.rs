@@ -281,7 +281,10 @@ pub(crate) struct Report {
     pub(crate) cycles: BTreeMap<&'static str, u64>,
     pub(crate) faults: BTreeMap<&'static str, u64>,
     pub(crate) crash_points: BTreeMap<String, u64>,
+    /// Acknowledged updates whose survival the sim and proc modes checked.
     pub(crate) updates_checked: u64,
+    /// Acknowledged series whose arrival at the destination the forward mode checked.
+    pub(crate) series_forwarded_checked: u64,
     pub(crate) violations: BTreeMap<Invariant, u64>,
     pub(crate) failures: Vec<Failure>,
     /// Named points this run must reach, by mode.
@@ -307,6 +310,7 @@ impl Report {
             *self.crash_points.entry(k).or_default() += v;
         }
         self.updates_checked += other.updates_checked;
+        self.series_forwarded_checked += other.series_forwarded_checked;
         for (k, v) in other.violations {
             *self.violations.entry(k).or_default() += v;
         }
@@ -333,7 +337,12 @@ impl Report {
         for (mode, n) in &self.cycles {
             println!("  {mode:<6} crash cycles: {n}");
         }
-        println!("  updates checked: {}", self.updates_checked);
+        if self.updates_checked > 0 || self.series_forwarded_checked == 0 {
+            println!("  updates checked: {}", self.updates_checked);
+        }
+        if self.series_forwarded_checked > 0 {
+            println!("  forwarded series checked: {}", self.series_forwarded_checked);
+        }
         println!("  faults injected:");
         for f in FaultClass::ALL {
             let n = self.faults.get(f.name()).copied().unwrap_or(0);
