@@ -602,6 +602,7 @@ impl Wal {
         let id = SegmentId(next);
         w.file = shared.create_segment(id)?;
         w.zeroed = false;
+        w.tail_cut_pending = false;
         w.segment = id;
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.hinted = 0;

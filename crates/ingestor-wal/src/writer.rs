@@ -316,6 +316,8 @@ impl Shared {
         w.segment = id;
         w.file = file;
         w.zeroed = zeroed;
+        // The recovered segment's tail (if not cut yet) is behind: it ended above.
+        w.tail_cut_pending = false;
         Counters::add(&self.counters.spare_segments, u64::from(zeroed));
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.hinted = 0;

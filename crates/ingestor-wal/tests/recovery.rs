@@ -646,3 +646,65 @@ fn bytes_past_the_read_window_are_zeroed_before_the_first_append_and_only_then()
         drop(wal);
     }
 }
+
+/// Counts the syncs of files, by path.
+#[derive(Debug, Default)]
+struct SyncCount(std::sync::Mutex<Vec<PathBuf>>);
+
+impl ingestor_testkit::fs::Hook for SyncCount {
+    fn file_sync(&self, path: &Path) -> Option<std::io::Result<()>> {
+        self.0.lock().unwrap().push(path.to_path_buf());
+        None
+    }
+}
+
+/// The deferred cut is made once, in the recovered segment, by the first append; a log that
+/// ended that segment first (as the `ingestor` facade's open does) appends into its new
+/// segment with no cut (nothing lies past a new segment's header).
+#[test]
+fn the_first_append_cuts_the_recovered_segment_once_and_a_new_segment_never() {
+    let disk = Disk::std();
+    let options = || {
+        WalOptions::default()
+            .sync_policy(SyncPolicy::Os)
+            .segment_bytes_max(1 << 20)
+            .segment_fill(ingestor_wal::SegmentFill::Allocate)
+    };
+    let wal = disk.open(options());
+    for i in 1..=5 {
+        wal.append(1, &payload(i, 100)).unwrap();
+    }
+    wal.close().unwrap();
+    let counted = Arc::new(ingestor_testkit::fs::HookFs::new(
+        Arc::new(ingestor_fs::StdFs::new()),
+        SyncCount::default(),
+    ));
+    let syncs = || counted.0.lock().unwrap().clone();
+    let fs: Arc<dyn Fs> = counted.clone();
+    let recovered = disk.dir.join(&disk.segment_files()[0]);
+
+    // Appending into the recovered segment: its first append syncs it (the cut), the next
+    // one does not.
+    let (wal, _) = Wal::open(Arc::clone(&fs), &disk.dir, options()).unwrap();
+    let before = syncs().len();
+    wal.append(1, &payload(6, 100)).unwrap();
+    assert_eq!(
+        syncs()[before..],
+        *std::slice::from_ref(&recovered),
+        "the first append cuts and syncs"
+    );
+    wal.append(1, &payload(7, 100)).unwrap();
+    assert_eq!(syncs().len(), before + 1, "once");
+    wal.close().unwrap();
+
+    // Ending the recovered segment first: the first append into the new one syncs nothing.
+    let (wal, _) = Wal::open(Arc::clone(&fs), &disk.dir, options()).unwrap();
+    let new_segment = disk.dir.join(wal.rotate().unwrap().file_name());
+    assert_ne!(new_segment, recovered);
+    let before = syncs().len();
+    wal.append(1, &payload(8, 100)).unwrap();
+    assert_eq!(syncs()[before..], [] as [PathBuf; 0], "no cut in a new segment");
+    wal.close().unwrap();
+    let (_, _, seen) = replay(&disk, options()).unwrap();
+    assert_eq!(seen, (1..=8).collect::<Vec<_>>());
+}
