@@ -662,15 +662,31 @@ impl Recovery<'_, '_> {
         let qdir = self.dir.join(QUARANTINE_DIR);
         let name =
             cur.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let path = qdir.join(format!("{name}.{from}.bad"));
         if !self.fs.exists(&qdir).map_err(|e| WalError::io("stat", &qdir, e))? {
             self.fs.create_dir_all(&qdir).map_err(|e| WalError::io("create_dir", &qdir, e))?;
             self.fs.sync_dir(self.dir).map_err(|e| WalError::io("sync_dir", self.dir, e))?;
         }
-        if self.fs.exists(&path).map_err(|e| WalError::io("stat", &path, e))? {
-            return Ok(Some(path));
-        }
         let bytes = cur.bytes(from, (to - from) as usize)?.to_vec();
+        // A copy of these bytes may be there already (damage an earlier open of a skip mode
+        // left in place, or a copy an interrupted recovery had synced): it is the copy. A
+        // file of the name that holds other bytes (a copy a power cut cut short, or an
+        // earlier cut at the same offset) is kept as it is, and the copy takes the next
+        // free name, `<segment>.<from>.<n>.bad`.
+        let mut path = qdir.join(format!("{name}.{from}.bad"));
+        let mut n = 0u32;
+        while self.fs.exists(&path).map_err(|e| WalError::io("stat", &path, e))? {
+            let held = self.fs.read_file(&path).map_err(|e| WalError::io("read", &path, e))?;
+            // Deliberate defect: a file of the name is taken for the copy, whatever it holds.
+            #[cfg(ingestor_deliberate_bugs)]
+            if crate::bugs::on("quarantine-trusts-name") {
+                return Ok(Some(path));
+            }
+            if held == bytes {
+                return Ok(Some(path));
+            }
+            n += 1;
+            path = qdir.join(format!("{name}.{from}.{n}.bad"));
+        }
         let file = self.fs.create(&path).map_err(|e| WalError::io("create", &path, e))?;
         file.write_at(&bytes, 0).map_err(|e| WalError::io("write", &path, e))?;
         file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;

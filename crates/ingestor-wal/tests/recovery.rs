@@ -708,3 +708,40 @@ fn the_first_append_cuts_the_recovered_segment_once_and_a_new_segment_never() {
     let (_, _, seen) = replay(&disk, options()).unwrap();
     assert_eq!(seen, (1..=8).collect::<Vec<_>>());
 }
+
+/// A file already bearing a quarantine copy's name is the copy only if it holds exactly the
+/// bytes being cut: a copy a power cut cut short (its name durable, its bytes not), or an
+/// earlier cut's at the same offset, is left as it is, and the copy takes the next name.
+#[test]
+fn a_file_with_the_copys_name_and_other_bytes_is_not_taken_for_the_copy() {
+    for disk in Disk::both() {
+        let segments = build(&disk, SyncPolicy::Os, 20);
+        let last = disk.dir.join(segments.last().unwrap());
+        let fr = frames(&*disk.fs, &last);
+        let (offset, lsn, _) = fr[fr.len() - 3];
+        flip(&*disk.fs, &last, offset + 25);
+        let tail: u64 = fr[fr.len() - 3..].iter().map(|f| f.2).sum();
+        let cut =
+            disk.fs.read_file(&last).unwrap()[offset as usize..(offset + tail) as usize].to_vec();
+        // What an interrupted copy leaves: the name, and zeros of the right length.
+        let qdir = disk.dir.join(QUARANTINE_DIR);
+        disk.fs.create_dir_all(&qdir).unwrap();
+        let name = last.file_name().unwrap().to_string_lossy().into_owned();
+        let stale = qdir.join(format!("{name}.{offset}.bad"));
+        let leftover = vec![0u8; cut.len()];
+        let file = disk.fs.create(&stale).unwrap();
+        file.write_at(&leftover, 0).unwrap();
+        file.sync_data().unwrap();
+        drop(file);
+
+        let (wal, report, seen) =
+            replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
+        assert_eq!(seen, (1..lsn).collect::<Vec<_>>());
+        let t = &report.truncations[0];
+        let copy = t.quarantined.as_ref().expect("cut bytes are quarantined");
+        assert_eq!(*copy, qdir.join(format!("{name}.{offset}.1.bad")), "the next free name");
+        assert!(disk.fs.read_file(copy).unwrap() == cut, "the copy holds the bytes cut");
+        assert!(disk.fs.read_file(&stale).unwrap() == leftover, "the other file is left as it is");
+        drop(wal);
+    }
+}

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 32] = [
+const MUTANTS: [Mutant; 33] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -110,6 +110,13 @@ const MUTANTS: [Mutant; 32] = [
         switch: Switch::Env,
         against: Against::Sim,
         promise: "damage to a synced frame with durable frames after it is corruption, not a torn tail",
+    },
+    Mutant {
+        name: "quarantine-trusts-name",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "bytes recovery cuts are in quarantine exactly as found, under the name its \
+                  report gives",
     },
     Mutant {
         name: "cut-one-frame-early",

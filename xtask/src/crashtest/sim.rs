@@ -9,6 +9,7 @@
 //! policy, and maybe damages synced bytes before the next open (checking at once what the
 //! damage must do to the next open).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -361,10 +362,14 @@ impl Iteration<'_> {
                 }
                 self.sim.clear_faults();
             }
+            // The log's segments as this open finds them: what it cuts must be in quarantine.
+            let segments_before = self.segment_bytes();
             let (db, open_report) = match open(&self.fs, &cfg) {
                 Ok(x) => x,
                 Err(e) => return Err(self.refused(&e)),
             };
+            self.check_quarantine(&open_report, &segments_before)
+                .map_err(|v| Violation { detail: format!("cycle {cycle}: {}", v.detail), ..v })?;
             let observed = Model::observe(&db);
             // The loss is reported by this open, by an earlier one of this cycle, or - when a
             // recovery that cut it was itself interrupted - by the durable copy it left in
@@ -751,6 +756,48 @@ impl Iteration<'_> {
     fn quarantined(&self) -> usize {
         let dir = Path::new(DATA).join(ingestor::WAL_DIR).join(ingestor_wal::QUARANTINE_DIR);
         self.sim.files().iter().filter(|(p, _)| p.starts_with(&dir)).count()
+    }
+
+    /// Every log segment's bytes, by path.
+    fn segment_bytes(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        self.segments()
+            .into_iter()
+            .filter_map(|(path, _)| self.fs.read_file(&path).ok().map(|bytes| (path, bytes)))
+            .collect()
+    }
+
+    /// Every torn tail an open reports as copied to quarantine is there, byte for byte: the
+    /// bytes the segment held at `offset` before the open (`before`), `bytes` of them.
+    fn check_quarantine(
+        &self,
+        report: &ingestor::OpenReport,
+        before: &BTreeMap<PathBuf, Vec<u8>>,
+    ) -> Result<(), Violation> {
+        let wal = Path::new(DATA).join(ingestor::WAL_DIR);
+        for t in &report.wal.truncations {
+            let Some(copy) = &t.quarantined else { continue };
+            let segment = wal.join(t.segment.file_name());
+            let Some(held) = before.get(&segment) else { continue };
+            let (from, to) = (t.offset as usize, (t.offset + t.bytes) as usize);
+            let cut = held.get(from..to.min(held.len())).unwrap_or_default();
+            let kept = self.fs.read_file(copy).unwrap_or_default();
+            if kept != cut {
+                return Err(Violation {
+                    invariant: Invariant::CorruptionReported,
+                    detail: format!(
+                        "the open reported {} bytes of {} from offset {} copied to {}, which holds {} \
+                         bytes{}",
+                        t.bytes,
+                        segment.display(),
+                        t.offset,
+                        copy.display(),
+                        kept.len(),
+                        if kept.len() == cut.len() { ", not the ones cut" } else { "" }
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn segments(&self) -> Vec<(PathBuf, u64)> {
