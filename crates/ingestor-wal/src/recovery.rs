@@ -626,7 +626,8 @@ impl Recovery<'_, '_> {
 
     /// Cuts a segment at `offset` durably: the bytes after it become zeros, the file keeps
     /// its preallocated length. Not a repair where nothing but zeros and never-read bytes
-    /// follow the offset (the end of every last segment at open): nobody is asked first.
+    /// follow the offset (an unchecked last segment holding no record, reused): nobody is
+    /// asked first.
     fn zero_beyond(&self, id: SegmentId, offset: u64) -> Result<()> {
         if self.dry_run {
             return Ok(());

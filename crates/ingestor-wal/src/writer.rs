@@ -493,12 +493,12 @@ impl Shared {
 
     /// Zeroes durably what lies past the end of the recovered last segment, before anything
     /// is appended there (a segment ended with nothing appended loses its tail to the
-    /// rotation's own cut and sync): recovery read only [`TAIL_WINDOW`] bytes
-    /// past the end, and a stale frame further on (a power cut kept a later part of an
-    /// unsynced write and lost an earlier one) must never follow new frames. The file is
-    /// cut at the end and preallocated again to the segment length, then synced. Done once per open,
-    /// on the first append (an open that only reads costs no truncation and no sync); a
-    /// failure fails that append, writes nothing, and leaves the cut to the next one.
+    /// rotation's own cut and sync): recovery read only [`TAIL_WINDOW`] bytes past the end,
+    /// and a stale frame further on (a power cut kept a later part of an unsynced write and
+    /// lost an earlier one) must never follow new frames. The file is cut at the end and
+    /// preallocated again to the segment length, then synced. Done once per open, on the
+    /// first append (an open that only reads costs no truncation and no sync); a failure
+    /// fails that append, writes nothing, and leaves the cut to the next one.
     ///
     /// [`TAIL_WINDOW`]: crate::recovery::TAIL_WINDOW
     #[cold]

@@ -164,19 +164,27 @@ fn damage_to_a_synced_frame_in_the_last_segment_is_corruption_not_a_torn_tail() 
     }
 }
 
+/// A log of 20 records under `Os` whose third frame from the end is torn (a bit flipped in
+/// it, the two after it intact): under `Os` nothing was synced after the segment was created,
+/// so damage followed by valid frames is exactly what a torn, never-synced write leaves.
+/// Returns the last segment's path, the torn frame's offset and LSN, and the bytes from it to
+/// the end of the data (what recovery cuts).
+fn torn_tail(disk: &Disk) -> (PathBuf, u64, u64, Vec<u8>) {
+    let segments = build(disk, SyncPolicy::Os, 20);
+    let last = disk.dir.join(segments.last().unwrap());
+    let fr = frames(&*disk.fs, &last);
+    let (offset, lsn, _) = fr[fr.len() - 3];
+    flip(&*disk.fs, &last, offset + 25);
+    let tail: u64 = fr[fr.len() - 3..].iter().map(|f| f.2).sum();
+    let cut = disk.fs.read_file(&last).unwrap()[offset as usize..(offset + tail) as usize].to_vec();
+    (last, offset, lsn, cut)
+}
+
 #[test]
 fn a_torn_frame_followed_by_an_intact_later_frame_is_a_torn_tail() {
     for disk in Disk::both() {
-        // Under Os nothing was synced after the segment was created: damage followed by
-        // valid frames is exactly what a torn, never-synced write leaves.
-        let segments = build(&disk, SyncPolicy::Os, 20);
-        let last = disk.dir.join(segments.last().unwrap());
-        let fr = frames(&*disk.fs, &last);
-        let (offset, lsn, _) = fr[fr.len() - 3];
-        flip(&*disk.fs, &last, offset + 25);
-        let tail: u64 = fr[fr.len() - 3..].iter().map(|f| f.2).sum();
-        let before = disk.fs.read_file(&last).unwrap();
-        let cut = &before[offset as usize..(offset + tail) as usize];
+        let (_, offset, lsn, cut) = torn_tail(&disk);
+        let tail = cut.len() as u64;
         let (wal, report, seen) =
             replay(&disk, options(SyncPolicy::Os, RecoveryMode::TolerateTornTail)).unwrap();
         assert_eq!(seen, (1..lsn).collect::<Vec<_>>());
@@ -715,14 +723,7 @@ fn the_first_append_cuts_the_recovered_segment_once_and_a_new_segment_never() {
 #[test]
 fn a_file_with_the_copys_name_and_other_bytes_is_not_taken_for_the_copy() {
     for disk in Disk::both() {
-        let segments = build(&disk, SyncPolicy::Os, 20);
-        let last = disk.dir.join(segments.last().unwrap());
-        let fr = frames(&*disk.fs, &last);
-        let (offset, lsn, _) = fr[fr.len() - 3];
-        flip(&*disk.fs, &last, offset + 25);
-        let tail: u64 = fr[fr.len() - 3..].iter().map(|f| f.2).sum();
-        let cut =
-            disk.fs.read_file(&last).unwrap()[offset as usize..(offset + tail) as usize].to_vec();
+        let (last, offset, lsn, cut) = torn_tail(&disk);
         // What an interrupted copy leaves: the name, and zeros of the right length.
         let qdir = disk.dir.join(QUARANTINE_DIR);
         disk.fs.create_dir_all(&qdir).unwrap();
