@@ -717,6 +717,88 @@ fn the_first_append_cuts_the_recovered_segment_once_and_a_new_segment_never() {
     assert_eq!(seen, (1..=8).collect::<Vec<_>>());
 }
 
+/// The deferred cut failing (its truncation, its preallocation or its sync) fails the first
+/// append with nothing written and no LSN given, leaves the log usable, and is made again by
+/// the next append, which then writes where the failed one would have.
+#[test]
+fn a_failed_cut_fails_the_first_append_with_nothing_written_and_the_next_append_cuts_again() {
+    use ingestor_fs::{Fault, FaultKind, OpKind};
+    let failures = [
+        (OpKind::SetLen, FaultKind::Eio, "truncate"),
+        (OpKind::Allocate, FaultKind::Enospc, "allocate"),
+        (OpKind::SyncAll, FaultKind::Eio, "sync"),
+    ];
+    for (seed, (op, kind, what)) in failures.into_iter().enumerate() {
+        let disk = Disk::sim(seed as u64 + 40);
+        let sim = disk.sim.clone().unwrap();
+        let options = || {
+            WalOptions::default()
+                .sync_policy(SyncPolicy::Os)
+                .segment_bytes_max(16 << 20)
+                .segment_fill(ingestor_wal::SegmentFill::Allocate)
+        };
+        let wal = disk.open(options());
+        for i in 1..=5 {
+            wal.append(1, &payload(i, 100)).unwrap();
+        }
+        wal.close().unwrap();
+        let name = disk.segment_files()[0].clone();
+        let last = disk.dir.join(&name);
+        let (end_at, _, end_len) = *frames(&*disk.fs, &last).last().unwrap();
+        let end = end_at + end_len;
+        // Bytes the cut must zero, past the window recovery reads.
+        let stale_at = end + READ_WINDOW + 4096;
+        let file = disk.fs.open(&last, OpenMode::ReadWrite).unwrap();
+        file.write_at(&[0xa5; 64], stale_at).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        // What the file holds there; a file that ends before reads as zeros (a failed
+        // preallocation leaves it cut at the end of its data).
+        let bytes_at = |at: u64, len: usize| {
+            let bytes = disk.fs.read_file(&last).unwrap();
+            let mut out = vec![0; len];
+            let have = bytes.len().saturating_sub(at as usize).min(len);
+            out[..have].copy_from_slice(&bytes[at as usize..at as usize + have]);
+            out
+        };
+
+        let (wal, report, seen) = replay(&disk, options()).unwrap();
+        assert_eq!(seen, (1..=5).collect::<Vec<_>>());
+        assert!(report.is_clean(), "{report}");
+        sim.inject(Fault::new(op, kind).on_path(name.clone()));
+        let err = wal.append(1, &payload(6, 100)).expect_err("the cut fails the first append");
+        assert!(
+            matches!(&err, WalError::Io { op: o, .. } if *o == what),
+            "{what}: the error names the cut's step: {err}"
+        );
+        assert!(bytes_at(end, 122).iter().all(|&b| b == 0), "{what}: nothing written");
+        if op == OpKind::SetLen {
+            assert_eq!(bytes_at(stale_at, 64), [0xa5; 64], "{what}: nothing cut");
+        }
+
+        // The next append cuts, and takes the LSN the failed one did not.
+        let ack = wal.append(1, &payload(6, 100)).expect("the next append cuts again");
+        assert_eq!(ack.first, Lsn(6), "{what}: the failed append gave no LSN");
+        let (frame_at, lsn, _) = *frames(&*disk.fs, &last).last().unwrap();
+        assert_eq!((frame_at, lsn), (end, 6), "{what}: written where the failed one would have");
+        // The whole cut was made again, durably: after a power cut that keeps only what was
+        // synced, the stale bytes are zeros and the segment has its preallocated length (with
+        // the first try taken for done, the truncation, the preallocation or both and the
+        // sync would be missing).
+        sim.crash(ingestor_fs::CrashPolicy::DropUnsynced);
+        drop(wal);
+        assert!(bytes_at(stale_at, 64).iter().all(|&b| b == 0), "{what}: cut by the retry");
+        assert_eq!(disk.fs.open(&last, OpenMode::Read).unwrap().len().unwrap(), 16 << 20);
+        let (wal, report, seen) = replay(&disk, options()).unwrap();
+        assert_eq!(seen, (1..=5).collect::<Vec<_>>(), "{what}: LSN 6 was never synced");
+        assert!(report.is_clean(), "{what}: {report}");
+        wal.append(1, &payload(6, 100)).unwrap();
+        wal.close().unwrap();
+        let (_, _, seen) = replay(&disk, options()).unwrap();
+        assert_eq!(seen, (1..=6).collect::<Vec<_>>());
+    }
+}
+
 /// A file already bearing a quarantine copy's name is the copy only if it holds exactly the
 /// bytes being cut: a copy a power cut cut short (its name durable, its bytes not), or an
 /// earlier cut's at the same offset, is left as it is, and the copy takes the next name.
