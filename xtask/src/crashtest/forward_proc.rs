@@ -2,8 +2,11 @@
 //!
 //! A child process (`xtask crashtest-forward-child`) runs an ingestor and a forwarder on a
 //! real directory, flushing every few milliseconds to a receiver in the parent: it ingests
-//! batches of new series (`SyncPolicy::Always`) and says on stdout which ids it is about to
-//! write (`issue <first> <last>`) and which were acknowledged (`ack <first> <last>`). The
+//! batches of new series under the run's policy (`Always`, `Os` or `Buffered`) and says on
+//! stdout which ids it is about to write (`issue <first> <last>`) and which were acknowledged
+//! at a level a kill keeps (`ack <first> <last>`): `Durable` under `Always`, `Written` under
+//! `Os`; under `Buffered` a batch acknowledged `Accepted` once a `flush` that followed it
+//! returned, or a later batch was acknowledged `Written`. The
 //! parent kills it with `SIGKILL` at a random moment (inside an ingest, a flush's append, a
 //! cursor move, a POST: wherever it is), starts the next life with another shard count, and
 //! after the last kill a life that only drains the outbox and exits. Then every
@@ -75,13 +78,23 @@ pub(crate) fn run(
                 .map(|b| format!("INGESTOR_DELIBERATE_BUG={b} "))
                 .unwrap_or_default(),
         );
-        one_run(&exe, rseed, receiver, report).map_err(|v| (v, repro))?;
+        let policy = POLICIES[(run % POLICIES.len() as u64) as usize];
+        one_run(&exe, rseed, policy, receiver, report).map_err(|v| (v, repro))?;
         run += 1;
     }
     Ok(())
 }
 
-fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violation> {
+/// The policies of the runs' lives, one per run, in turn.
+const POLICIES: [&str; 3] = ["always", "os", "buffered"];
+
+fn one_run(
+    exe: &Path,
+    seed: u64,
+    policy: &str,
+    rx: &Receiver,
+    report: &mut Report,
+) -> Result<(), Violation> {
     let tmp = tempfile::tempdir().map_err(|e| {
         violation(Invariant::DurableSurvives, format!("cannot make a temporary directory: {e}"))
     })?;
@@ -95,7 +108,7 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
         let mut cmd = Command::new(exe);
         cmd.args(["crashtest-forward-child", "--dir"])
             .arg(tmp.path())
-            .args(["--url", rx.url(), "--shards", &shards.to_string()])
+            .args(["--url", rx.url(), "--shards", &shards.to_string(), "--policy", policy])
             .args(["--seed", &format!("{:#x}", seed ^ life), "--start", &next_id.to_string()]);
         if drain {
             cmd.arg("--drain");
@@ -167,9 +180,10 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
             }
             report.event(KILLED);
             *report.cycles.entry("forward kill").or_default() += 1;
+            *report.cycles.entry(policy_cycle(policy)).or_default() += 1;
         }
     }
-    let acked_as = format!("durable, in a run of {KILLS_PER_RUN} kills,");
+    let acked_as = format!("acknowledged under {policy} in a run of {KILLS_PER_RUN} kills,");
     // Each series is written once, with the value of its id.
     let written_to = |id: u64, v: f64| v == value_of(id);
     let dup = check_arrivals(&acked, &rx.received(), &written_to, &acked_as, report)?;
@@ -186,6 +200,15 @@ fn one_run(exe: &Path, seed: u64, rx: &Receiver, report: &mut Report) -> Result<
         ));
     }
     Ok(())
+}
+
+/// The report's count of the kills of a policy's lives.
+fn policy_cycle(policy: &str) -> &'static str {
+    match policy {
+        "always" => "forward kill (Always)",
+        "os" => "forward kill (Os)",
+        _ => "forward kill (Buffered)",
+    }
 }
 
 /// Takes one line of a child: `issue F L` moves the next life's first id past `L` (an issued
@@ -222,7 +245,7 @@ fn say(line: &str) {
 }
 
 /// The hidden child: `xtask crashtest-forward-child --dir D --url U --shards N --seed S
-/// --start ID [--drain]`.
+/// --start ID --policy always|os|buffered [--drain]`.
 pub(crate) fn child_main(args: &[String]) -> ExitCode {
     let mut opts: BTreeMap<&str, &str> = BTreeMap::new();
     let mut drain = false;
@@ -244,9 +267,19 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
         eprintln!("crashtest-forward-child: bad arguments {args:?}");
         return ExitCode::from(2);
     };
+    let (policy, kept) = match get("--policy") {
+        "always" => (SyncPolicy::Always, AckLevel::Durable),
+        "os" => (SyncPolicy::Os, AckLevel::Written),
+        // A short deadline, so that the flusher writes while the child runs.
+        "buffered" => (SyncPolicy::Buffered(Duration::from_millis(5)), AckLevel::Written),
+        other => {
+            eprintln!("crashtest-forward-child: no policy {other:?}");
+            return ExitCode::from(2);
+        }
+    };
     let dir = Path::new(get("--dir")).join("data");
     let engine = Config::default()
-        .sync_policy(SyncPolicy::Always)
+        .sync_policy(policy)
         .segment_bytes_max(16 << 10)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never);
@@ -284,6 +317,9 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
     }
     let mut rng = Rng::new(seed);
     let mut next = start;
+    // Under `Buffered`: the first id acknowledged `Accepted` and not yet said (a kill may
+    // take it).
+    let mut accepted_from = None;
     loop {
         let n = 1 + rng.below(4);
         let (first, last) = (next, next + n - 1);
@@ -297,7 +333,13 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             })
             .collect();
         match db.ingest(&updates) {
-            Ok(ack) if ack.level == AckLevel::Durable => say(&format!("ack {first} {last}")),
+            // Written covers every batch before it too.
+            Ok(ack) if ack.level >= kept => {
+                say(&format!("ack {} {last}", accepted_from.take().unwrap_or(first)));
+            }
+            Ok(ack) if ack.level == AckLevel::Accepted && kept == AckLevel::Written => {
+                accepted_from.get_or_insert(first);
+            }
             Ok(ack) => {
                 eprintln!("crashtest-forward-child: acknowledged only {:?}", ack.level);
                 return ExitCode::from(3);
@@ -305,6 +347,20 @@ pub(crate) fn child_main(args: &[String]) -> ExitCode {
             Err(e) => {
                 eprintln!("crashtest-forward-child: ingest: {e}");
                 return ExitCode::from(3);
+            }
+        }
+        if let Some(from) = accepted_from
+            && rng.chance(6)
+        {
+            match db.flush() {
+                Ok(_) => {
+                    say(&format!("ack {from} {last}"));
+                    accepted_from = None;
+                }
+                Err(e) => {
+                    eprintln!("crashtest-forward-child: flush: {e}");
+                    return ExitCode::from(3);
+                }
             }
         }
         if rng.chance(10) {
