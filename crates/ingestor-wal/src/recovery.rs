@@ -451,6 +451,19 @@ impl Recovery<'_, '_> {
     ) -> Result<Option<u64>> {
         match self.mode() {
             RecoveryMode::TolerateTornTail | RecoveryMode::Strict => {
+                // Deliberate defect: the refusing open drops the damaged frame and everything
+                // after it anyway (what a deliberate repair would have salvaged is gone).
+                #[cfg(ingestor_deliberate_bugs)]
+                if crate::bugs::on("refuse-after-drop") {
+                    let refused = WalError::Corrupt {
+                        path: cur.path().to_path_buf(),
+                        offset: damage.offset,
+                        lsn: damage.lsn,
+                        cause: damage.cause.clone(),
+                    };
+                    self.drop_from(i, cur, damage)?;
+                    return Err(refused);
+                }
                 Err(damage.refused(cur.path()))
             }
             RecoveryMode::PointInTime => {
@@ -657,6 +670,11 @@ impl Recovery<'_, '_> {
     /// Nothing is copied when the range is empty or the copy already exists, or in a dry run.
     fn quarantine(&mut self, cur: &mut Cursor, from: u64, to: u64) -> Result<Option<PathBuf>> {
         if to <= from || self.dry_run {
+            return Ok(None);
+        }
+        // Deliberate defect: the bytes are cut with no copy kept.
+        #[cfg(ingestor_deliberate_bugs)]
+        if crate::bugs::on("quarantine-skip") {
             return Ok(None);
         }
         self.before_repair()?;

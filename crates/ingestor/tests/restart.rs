@@ -260,6 +260,56 @@ fn a_damaged_only_snapshot_after_compaction_is_refused_not_silently_lost() {
     assert!(err.to_string().contains("rejected"), "{err}");
 }
 
+/// Every file under `/data` and its bytes, temporary files (which any open removes) aside.
+fn files(sim: &SimFs) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    sim.files()
+        .into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".tmp"))
+        .map(|(p, _)| {
+            let bytes = sim.read_file(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// The only snapshot unreadable for a while (an I/O error), after compaction deleted the log
+/// it covers: the open refuses, naming the missing records, and changes nothing (it neither
+/// ends the recovered segment nor starts a new one); once the snapshot reads again, the next
+/// open has every acknowledged batch.
+#[test]
+fn an_open_refused_for_missing_records_changes_nothing_and_a_later_open_has_everything() {
+    use ingestor::{Fault, FaultKind, OpKind};
+    let sim = SimFs::new(8);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let config = config().snapshot(ingestor::SnapshotOptions::default().keep(1));
+    let (db, _) = open(&fs, config.clone());
+    let mut workload = Workload::new(8, 20);
+    let mut model = Model::default();
+    for i in 0..200 {
+        let batch = workload.batch(i);
+        db.ingest(&batch).unwrap();
+        model.apply(&batch);
+    }
+    db.snapshot().unwrap().unwrap();
+    assert!(db.stats().wal.segments_deleted > 0, "compaction ran");
+    for i in 200..210 {
+        let batch = workload.batch(i);
+        db.ingest(&batch).unwrap();
+        model.apply(&batch);
+    }
+    drop(db);
+    let before = files(&sim);
+    sim.inject(Fault::new(OpKind::Read, FaultKind::Eio).on_path("snap-"));
+    let err = Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config.clone(), &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(err, Error::MissingRecords { first: ingestor::Lsn(1), .. }), "{err}");
+    assert!(files(&sim) == before, "a refused open changed the data directory");
+    sim.clear_faults();
+    let (db, report) = open(&fs, config);
+    assert!(report.rejected_snapshots.is_empty(), "{report}");
+    assert_eq!(observed(&db), model);
+}
+
 /// Histogram sets and adds (their own bounds, in the log as format-version-2 records)
 /// survive replay of the log and a snapshot, bucket for bucket.
 #[test]

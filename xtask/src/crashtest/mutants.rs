@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 33] = [
+const MUTANTS: [Mutant; 36] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -117,6 +117,27 @@ const MUTANTS: [Mutant; 33] = [
         against: Against::Sim,
         promise: "bytes recovery cuts are in quarantine exactly as found, under the name its \
                   report gives",
+    },
+    Mutant {
+        name: "quarantine-skip",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "every byte recovery cuts (a torn tail, damage a salvage skips or drops) is \
+                  copied to quarantine first",
+    },
+    Mutant {
+        name: "refuse-after-drop",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "a default open refuses damage in the middle of the log and changes nothing, \
+                  so that a deliberate repair still finds every valid record",
+    },
+    Mutant {
+        name: "missing-records-after-rotate",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "a failed open changes nothing: an open that finds records missing between \
+                  the snapshot and the log refuses before it continues the log",
     },
     Mutant {
         name: "cut-one-frame-early",
@@ -318,7 +339,7 @@ pub(crate) fn run(options: &Options) -> ExitCode {
         let caught = run_one(&exe, m);
         match &caught.invariant {
             Some(inv) => println!(
-                "  caught  {:<26} in {:>6.2} s ({} mode) by \"{inv}\"\n          promise: {}\n          \
+                "  caught  {:<28} in {:>6.2} s ({} mode) by \"{inv}\"\n          promise: {}\n          \
                  seen: {}",
                 m.name,
                 caught.took.as_secs_f64(),
@@ -332,7 +353,7 @@ pub(crate) fn run(options: &Options) -> ExitCode {
             ),
             None => {
                 println!(
-                    "  MISSED  {:<26} after {:>6.2} s: {}\n          promise: {}",
+                    "  MISSED  {:<28} after {:>6.2} s: {}\n          promise: {}",
                     m.name,
                     caught.took.as_secs_f64(),
                     caught.detail,

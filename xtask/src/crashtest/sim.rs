@@ -352,13 +352,21 @@ impl Iteration<'_> {
                 }
             }
             if self.fault(FaultClass::ReadEio, 8, report) {
+                let before = self.disk_files();
                 self.sim
                     .inject(Fault::new(OpKind::Read, FaultKind::Eio).on_nth(1 + self.rng.below(6)));
-                // An open that hits the error must fail cleanly (and change nothing).
-                if let Ok((db, r)) = open(&self.fs, &cfg) {
-                    truncation_reported |= !r.wal.truncations.is_empty();
-                    drop(db);
-                    self.crash();
+                // An open that hits the error must fail cleanly, and change nothing.
+                match open(&self.fs, &cfg) {
+                    Ok((db, r)) => {
+                        truncation_reported |= !r.wal.truncations.is_empty();
+                        drop(db);
+                        self.crash();
+                    }
+                    Err(e) => {
+                        self.sim.clear_faults();
+                        let what = format!("an open failing on a read error ({e})");
+                        self.check_unchanged(&before, &what)?;
+                    }
                 }
                 self.sim.clear_faults();
             }
@@ -766,6 +774,92 @@ impl Iteration<'_> {
             .collect()
     }
 
+    /// Every file on the disk, with its bytes.
+    fn disk_files(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        self.sim
+            .files()
+            .into_iter()
+            .filter_map(|(path, _)| self.fs.read_file(&path).ok().map(|bytes| (path, bytes)))
+            .collect()
+    }
+
+    /// After an open that failed (`what`): every file as it was before (`before`). A refused
+    /// open repairs nothing, so that a deliberate repair still finds everything. Temporary
+    /// files (`*.tmp`: a spare segment, a snapshot being written), which hold no data and
+    /// which any open removes, are not compared.
+    fn check_unchanged(
+        &self,
+        before: &BTreeMap<PathBuf, Vec<u8>>,
+        what: &str,
+    ) -> Result<(), Violation> {
+        let after = self.disk_files();
+        let changed: Vec<String> = before
+            .keys()
+            .chain(after.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
+            .filter(|p| before.get(*p) != after.get(*p))
+            .map(|p| p.display().to_string())
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        Err(Violation {
+            invariant: Invariant::CorruptionReported,
+            detail: format!("{what}: the open failed, yet changed {changed:?}"),
+        })
+    }
+
+    /// After a salvage open of a log with synced damage: each damage it reports has copies
+    /// in quarantine, each holding bytes its segment held at the offset its name gives, and
+    /// one of them holding the byte flipped.
+    fn check_salvage_copies(
+        &self,
+        report: &ingestor::OpenReport,
+        flip: &SyncedFlip,
+        before: &BTreeMap<PathBuf, Vec<u8>>,
+    ) -> Result<(), String> {
+        let wal = Path::new(DATA).join(ingestor::WAL_DIR);
+        let mut flipped_kept = false;
+        for c in &report.wal.corruptions {
+            if c.quarantined.is_empty() {
+                return Err(format!(
+                    "damage at byte {} of {} was not copied to quarantine",
+                    c.offset,
+                    c.segment.file_name()
+                ));
+            }
+            for copy in &c.quarantined {
+                let (segment, from) = quarantine_origin(copy).ok_or_else(|| {
+                    format!("{} is not named as a quarantine copy", copy.display())
+                })?;
+                let segment = wal.join(segment);
+                let kept = self.fs.read_file(copy).unwrap_or_default();
+                let held = before.get(&segment).map(Vec::as_slice).unwrap_or_default();
+                let to = from as usize + kept.len();
+                if kept.is_empty() || held.get(from as usize..to) != Some(&kept[..]) {
+                    return Err(format!(
+                        "{} ({} bytes) does not hold the bytes {} held from offset {from}",
+                        copy.display(),
+                        kept.len(),
+                        segment.display()
+                    ));
+                }
+                flipped_kept |= segment == flip.path && (from..to as u64).contains(&flip.offset);
+            }
+        }
+        if flipped_kept {
+            Ok(())
+        } else {
+            Err(format!(
+                "no quarantine copy holds the damaged byte {} of {}",
+                flip.offset,
+                flip.path.display()
+            ))
+        }
+    }
+
     /// Every torn tail an open reports as copied to quarantine is there, byte for byte: the
     /// bytes the segment held at `offset` before the open (`before`), `bytes` of them.
     fn check_quarantine(
@@ -775,8 +869,22 @@ impl Iteration<'_> {
     ) -> Result<(), Violation> {
         let wal = Path::new(DATA).join(ingestor::WAL_DIR);
         for t in &report.wal.truncations {
-            let Some(copy) = &t.quarantined else { continue };
             let segment = wal.join(t.segment.file_name());
+            let Some(copy) = &t.quarantined else {
+                if t.bytes == 0 {
+                    continue;
+                }
+                return Err(Violation {
+                    invariant: Invariant::CorruptionReported,
+                    detail: format!(
+                        "the open cut {} bytes of {} from offset {} and copied none of them to \
+                         quarantine",
+                        t.bytes,
+                        segment.display(),
+                        t.offset
+                    ),
+                });
+            };
             let Some(held) = before.get(&segment) else { continue };
             let (from, to) = (t.offset as usize, (t.offset + t.bytes) as usize);
             let cut = held.get(from..to.min(held.len())).unwrap_or_default();
@@ -953,7 +1061,7 @@ impl Iteration<'_> {
         // Every valid frame after the damage, as a scan that resynchronises would find them.
         let last = last_valid_lsn(&bytes, frame.offset + frame.len, ack.lsn);
         self.say(|| format!("flip-synced: LSN {} at byte {offset} of {}", ack.lsn, path.display()));
-        Some(SyncedFlip { lsn: ack.lsn, pos: ack.pos, last })
+        Some(SyncedFlip { lsn: ack.lsn, pos: ack.pos, last, path, offset })
     }
 
     /// After [`Iteration::flip_synced`]: the default open must refuse naming the LSN; a
@@ -973,8 +1081,10 @@ impl Iteration<'_> {
                 flip.lsn
             ),
         };
+        let before = self.disk_files();
         match open(&self.fs, cfg) {
             Err(Error::Wal(WalError::Corrupt { lsn, .. })) if lsn.0 == flip.lsn => {
+                self.check_unchanged(&before, "a refused open of a log with synced damage")?;
                 report.event(cases::SYNCED_REFUSED);
             }
             Err(e) => return Err(violation(format!("open failed without naming it: {e}"))),
@@ -988,6 +1098,8 @@ impl Iteration<'_> {
         };
         let (db, r) = open(&self.fs, &cfg.clone().recovery_mode(mode))
             .map_err(|e| violation(format!("the {mode:?} open failed: {e}")))?;
+        self.check_salvage_copies(&r, flip, &before)
+            .map_err(|d| violation(format!("{mode:?}: {d}")))?;
         let lost: Vec<Option<(u64, u64)>> =
             r.wal.corruptions.iter().map(|c| c.lost.map(|(a, b)| (a.0, b.0))).collect();
         if lost != [Some(expected)] {
@@ -1150,8 +1262,10 @@ impl Iteration<'_> {
         what: &str,
         report: &mut Report,
     ) -> Result<(), Violation> {
+        let before = self.disk_files();
         match open(&self.fs, cfg) {
             Err(e) if e.to_string().contains(".seg") => {
+                self.check_unchanged(&before, what)?;
                 *report.cycles.entry("sim").or_default() += 1;
                 Ok(())
             }
@@ -1185,8 +1299,17 @@ impl Iteration<'_> {
     }
 }
 
+/// The segment file and offset a quarantine copy's name gives
+/// (`<segment>.<offset>.bad` or `<segment>.<offset>.<n>.bad`).
+fn quarantine_origin(copy: &Path) -> Option<(String, u64)> {
+    let name = copy.file_name()?.to_str()?.strip_suffix(".bad")?;
+    let at = name.find(".seg.")? + ".seg".len();
+    let from = name[at + 1..].split('.').next()?.parse().ok()?;
+    Some((name[..at].to_string(), from))
+}
+
 /// What [`Iteration::flip_synced`] damaged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SyncedFlip {
     /// The damaged frame's LSN.
     lsn: u64,
@@ -1194,6 +1317,9 @@ struct SyncedFlip {
     pos: usize,
     /// The highest LSN of a valid frame in the segment after it (or `lsn`).
     last: u64,
+    /// The segment and the byte flipped.
+    path: PathBuf,
+    offset: u64,
 }
 
 /// A frame found by [`parse_frames`].

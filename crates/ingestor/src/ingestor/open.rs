@@ -62,6 +62,35 @@ impl Ingestor {
         // series by the LSN of their last change).
         memstore.loaded(snapshot_lsn);
 
+        // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
+        // covers, so a damaged snapshot can leave records that no snapshot holds any more.
+        // Checked first from the segments' names (recovery never adds a segment before the
+        // first), so that an open bound to fail changes nothing in the log; and again after
+        // recovery (which may remove a last segment it finds torn), before the log is
+        // continued.
+        let missing = |log_first: Lsn| {
+            (log_first > snapshot_lsn.next()).then(|| Error::MissingRecords {
+                snapshot: loaded.used.as_ref().map(|s| s.lsn),
+                first: snapshot_lsn.next(),
+                last: Lsn(log_first.0 - 1),
+                rejected: loaded
+                    .rejected
+                    .iter()
+                    .map(|r| format!("{}: {}", r.path.display(), r.reason))
+                    .collect(),
+            })
+        };
+        // Deliberate defect: the log is continued (its recovered segment ended, a new one
+        // created) before the check, as this open did before: a failed open changes the log.
+        #[cfg(ingestor_deliberate_bugs)]
+        let check_late = crate::bugs::on("missing-records-after-rotate");
+        #[cfg(not(ingestor_deliberate_bugs))]
+        let check_late = false;
+        if !check_late
+            && let Some(e) = first_segment_named(&*fs, &dir.join(WAL_DIR)).and_then(missing)
+        {
+            return Err(e);
+        }
         let salvage = config.recovery_mode == RecoveryMode::SkipCorrupted;
         let (wal, wal_report, replayed) = replay_log(
             Arc::clone(&fs),
@@ -75,6 +104,10 @@ impl Ingestor {
         let (replayed_records, replayed_points) = (replayed.records, replayed.points);
         let skipped_points = replayed.skipped_points;
         memstore.discard_all_unwritten();
+        let log_first = || wal.segments().first().map_or(Lsn::FIRST, |s| s.0);
+        if !check_late && let Some(e) = missing(log_first()) {
+            return Err(e);
+        }
         // The log ends before the snapshot (recovery cut a damaged tail the snapshot covers):
         // continue the log after the snapshot, so that no LSN it covers is ever reissued.
         let log_restarted_at = (wal.written_lsn() < snapshot_lsn).then(|| snapshot_lsn.next());
@@ -84,20 +117,8 @@ impl Ingestor {
         // This process numbers series anew: it writes segments of its own, so that a series id
         // never means two series in one segment (see `Replay::record`).
         wal.rotate()?;
-        // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
-        // covers, so a damaged snapshot can leave records that no snapshot holds any more.
-        let log_first = wal.segments().first().map_or(Lsn::FIRST, |s| s.0);
-        if log_first > snapshot_lsn.next() {
-            return Err(Error::MissingRecords {
-                snapshot: loaded.used.as_ref().map(|s| s.lsn),
-                first: snapshot_lsn.next(),
-                last: Lsn(log_first.0 - 1),
-                rejected: loaded
-                    .rejected
-                    .iter()
-                    .map(|r| format!("{}: {}", r.path.display(), r.reason))
-                    .collect(),
-            });
+        if check_late && let Some(e) = missing(log_first()) {
+            return Err(e);
         }
 
         let open_duration = started.elapsed();
@@ -145,4 +166,16 @@ impl Ingestor {
         };
         Ok((Ingestor { shared, worker: Some((tx, handle)) }, report))
     }
+}
+
+/// The first LSN of the log's first segment, from the segment files' names in `wal_dir`
+/// (`None` when there is none, or the directory cannot be read: the log's own open then
+/// reports what is wrong).
+fn first_segment_named(fs: &dyn Fs, wal_dir: &Path) -> Option<Lsn> {
+    let entries = fs.read_dir(wal_dir).ok()?;
+    entries
+        .iter()
+        .filter_map(|e| ingestor_wal::SegmentId::from_file_name(&e.name))
+        .map(|id| id.0)
+        .min()
 }
