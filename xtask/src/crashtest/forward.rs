@@ -11,11 +11,13 @@
 //! never arrive. After the last life the forwarder drains. Then every update acknowledged
 //! durable must have arrived with its value or a newer one (a power cut never loses a
 //! durable outbox record nor moves a cursor past a request that was not delivered, and the
-//! first flush of a life takes every series changed after the last durable flush marker),
+//! first flush of a life takes every series changed after the last durable flush marker,
+//! those a snapshot taken now and then holds included),
 //! each series' last arrival must be its newest value (its order kept across shards, shard
 //! count changes and power cuts), and no more samples may
 //! arrive twice than the cursor window's requests (plus the one in flight) per shard and
-//! power cut. Each life is configured with 1 to [`MAX_SHARDS`] shards, so lives restart with
+//! power cut, plus one per series of each snapshot a life loaded (those series count as
+//! changed at the snapshot's LSN, and are sent once more). Each life is configured with 1 to [`MAX_SHARDS`] shards, so lives restart with
 //! another count: with requests waiting the destination keeps its count (each shard at its
 //! own cursor), with none it takes the new one.
 
@@ -93,7 +95,7 @@ fn budget(options: &Options) -> Duration {
 /// Runs iterations until the budget is spent or one fails.
 pub(crate) fn run(options: &Options) -> Report {
     let mut report = Report::default();
-    report.required_events.extend([CUT_IN_LIFE, RESENT]);
+    report.required_events.extend([CUT_IN_LIFE, RESENT, SNAPSHOT_TAKEN]);
     let receiver = Receiver::start();
     let started = Instant::now();
     // Simulated power cuts for 70% of the budget, real process kills for the rest.
@@ -132,6 +134,8 @@ pub(crate) fn run(options: &Options) -> Report {
 
 /// An event: a power cut landed inside a life (not at its end).
 const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
+/// An event: a life took a snapshot (the next life loads series from it).
+const SNAPSHOT_TAKEN: &str = "forward: a snapshot taken (the next life loads from it)";
 /// An event: some sample arrived twice (the duplicates bound was exercised).
 pub(crate) const RESENT: &str = "forward: a request sent again after a power cut";
 
@@ -254,7 +258,7 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
     for life in 0..LIVES {
         let last = life + 1 == LIVES;
         forward.shards = 1 + rng.below(MAX_SHARDS as u64) as usize;
-        let (db, _) =
+        let (db, opened) =
             Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), engine.clone(), &mut |_| {})
                 .map_err(|e| {
                 violation(
@@ -262,6 +266,11 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
                     format!("life {life}: the ingestor did not open after a power cut: {e}"),
                 )
             })?;
+        // Series loaded from a snapshot count as changed at its LSN: each may be sent once
+        // more (the docs' promise), beyond the cursor windows.
+        if opened.snapshot.is_some() {
+            bound += opened.snapshot_series as usize;
+        }
         let db = Arc::new(db);
         let fwd = Forwarder::start(
             Arc::clone(&db),
@@ -327,6 +336,12 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
                     acked.extend(written.drain(..));
                 }
             }
+            // A snapshot now and then (which compacts the log): the next life loads its
+            // series, which must count as changed at its LSN and be sent once more.
+            if rng.chance(8) && matches!(db.snapshot(), Ok(Some(_))) {
+                acked.extend(written.drain(..));
+                report.event(SNAPSHOT_TAKEN);
+            }
             if rng.chance(40) {
                 let _ = fwd.flush();
             }
@@ -368,7 +383,8 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
             Invariant::PrefixExactlyOnce,
             format!(
                 "{dup} samples arrived twice, more than the cursor window's {} requests (and \
-                 the one in flight) per shard and power cut ({bound})",
+                 the one in flight) per shard and power cut, and each series of a snapshot a \
+                 life loaded once ({bound})",
                 forward.cursor_window
             ),
         ));

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 36] = [
+const MUTANTS: [Mutant; 37] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -171,6 +171,13 @@ const MUTANTS: [Mutant; 36] = [
         against: Against::Forward,
         promise: "a destination's cursor passes a request only after the receiver answered \
                   it: a power cut never skips a request that did not arrive",
+    },
+    Mutant {
+        name: "snapshot-series-unchanged",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "forwarding: series loaded from a snapshot count as changed at its LSN, so \
+                  that a restart sends them once more, never skips them",
     },
     Mutant {
         name: "forward-shard-own-cursor",

@@ -60,7 +60,13 @@ impl Ingestor {
         let snapshot_lsn = loaded.used.as_ref().map_or(Lsn::ZERO, |s| s.lsn);
         // Series read from the snapshot count as changed at its LSN (forwarding selects
         // series by the LSN of their last change).
-        memstore.loaded(snapshot_lsn);
+        // Deliberate defect: they count as never changed (a forwarder skips them).
+        #[cfg(ingestor_deliberate_bugs)]
+        let snapshot_lsn_changed =
+            if crate::bugs::on("snapshot-series-unchanged") { Lsn::ZERO } else { snapshot_lsn };
+        #[cfg(not(ingestor_deliberate_bugs))]
+        let snapshot_lsn_changed = snapshot_lsn;
+        memstore.loaded(snapshot_lsn_changed);
 
         // The log must continue the snapshot: compaction deletes what the oldest kept snapshot
         // covers, so a damaged snapshot can leave records that no snapshot holds any more.
