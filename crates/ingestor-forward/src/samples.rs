@@ -24,6 +24,16 @@ pub(crate) fn write_series(
 ) -> (String, MetricType) {
     let kind = record.state.kind();
     let family = exposed_family(record.key.name(), kind);
+    // Deliberate defect: samples are stamped with the flush's time, not the data's.
+    #[cfg(ingestor_deliberate_bugs)]
+    let ts = if crate::bugs::on("forward-flush-time") {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    } else {
+        record.last_update.0
+    };
+    #[cfg(not(ingestor_deliberate_bugs))]
     let ts = record.last_update.0;
     let histogram = matches!(record.state, SeriesState::Histogram(_));
     let key_labels: Vec<(&str, &str)> = record

@@ -377,7 +377,13 @@ impl ChunkEncoder {
                 put_f64(out, h.max);
             }
         }
-        put_ivarint(out, record.last_update.0);
+        // Deliberate defect: the series' last update time is not kept (written as 0).
+        #[cfg(ingestor_deliberate_bugs)]
+        let last_update =
+            if crate::bugs::on("snapshot-drop-last-update") { 0 } else { record.last_update.0 };
+        #[cfg(not(ingestor_deliberate_bugs))]
+        let last_update = record.last_update.0;
+        put_ivarint(out, last_update);
         self.series += 1;
     }
 

@@ -56,9 +56,9 @@ impl Receiver {
         self.0.clear();
     }
 
-    /// Every value accepted (answered 204), by series id.
-    pub(crate) fn received(&self) -> BTreeMap<u64, Vec<f64>> {
-        let mut got: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    /// Every sample accepted (answered 204), `(timestamp, value)`, by series id.
+    pub(crate) fn received(&self) -> BTreeMap<u64, Vec<(i64, f64)>> {
+        let mut got: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
         for request in self.0.requests().iter().filter(|r| r.status == 204) {
             for s in &request.series {
                 let id = s
@@ -67,7 +67,7 @@ impl Receiver {
                     .find(|(n, _)| n == "id")
                     .and_then(|(_, v)| v.parse::<u64>().ok());
                 if let Some(id) = id {
-                    got.entry(id).or_default().extend(s.samples.iter().map(|p| p.1));
+                    got.entry(id).or_default().extend(s.samples.iter().copied());
                 }
             }
         }
@@ -142,24 +142,38 @@ pub(crate) const RESENT: &str = "forward: a request sent again after a power cut
 /// Checks what the receiver got against what was acknowledged. A series' values grow with
 /// every update (each is newer than all before it), and `acked` holds, per series, the
 /// newest value acknowledged (`acked_as` says at which level, for the messages); every value
-/// that arrived was issued (`issued`). Every acknowledged series must have arrived, its
+/// that arrived was issued (`issued`), and carries the timestamp of the update that wrote
+/// it (`stamp`: a sample carries its series' newest update time, and each workload's
+/// timestamps grow with its values). Every acknowledged series must have arrived, its
 /// newest arrival no older than its acknowledged value, and its last arrival its newest
 /// (a series keeps its order, across shards and restarts: a value sent again after a crash
 /// comes before the newer ones). Returns how many samples arrived more than once (and
 /// records the event when any did).
 pub(crate) fn check_arrivals(
     acked: &BTreeMap<u64, f64>,
-    got: &BTreeMap<u64, Vec<f64>>,
+    got: &BTreeMap<u64, Vec<(i64, f64)>>,
     issued: &dyn Fn(u64, f64) -> bool,
+    stamp: &dyn Fn(u64, f64) -> i64,
     acked_as: &str,
     report: &mut Report,
 ) -> Result<usize, Violation> {
     report.series_forwarded_checked += acked.len() as u64;
-    for (id, values) in got {
+    for (id, samples) in got {
+        let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
         if let Some(v) = values.iter().find(|&&v| !issued(*id, v)) {
             return Err(violation(
                 Invariant::PrefixExactlyOnce,
                 format!("series id={id} arrived as {values:?}: {v} was never written to it"),
+            ));
+        }
+        if let Some((t, v)) = samples.iter().find(|&&(t, v)| t != stamp(*id, v)) {
+            return Err(violation(
+                Invariant::PrefixExactlyOnce,
+                format!(
+                    "series id={id} arrived with {v} at time {t}, but the update that wrote it \
+                     was at {}",
+                    stamp(*id, *v)
+                ),
             ));
         }
         let newest = values.iter().copied().fold(f64::MIN, f64::max);
@@ -175,8 +189,9 @@ pub(crate) fn check_arrivals(
     }
     for (id, value) in acked {
         match got.get(id) {
-            Some(values) if values.iter().any(|v| v >= value) => {}
-            Some(values) => {
+            Some(samples) if samples.iter().any(|s| s.1 >= *value) => {}
+            Some(samples) => {
+                let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
                 return Err(violation(
                     Invariant::DurableSurvives,
                     format!(
@@ -200,7 +215,8 @@ pub(crate) fn check_arrivals(
     }
     let dup: usize = got
         .values()
-        .map(|v| {
+        .map(|samples| {
+            let v: Vec<f64> = samples.iter().map(|s| s.1).collect();
             let mut distinct = v.clone();
             distinct.sort_by(f64::total_cmp);
             distinct.dedup();
@@ -377,7 +393,9 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
         }
     }
     let written_to = |id: u64, v: f64| issued.get(&id).is_some_and(|vs| vs.contains(&v));
-    let dup = check_arrivals(&acked, &rx.received(), &written_to, "durable", report)?;
+    // Each update's timestamp is 1,000 ms past the epoch plus its value.
+    let stamp = |_: u64, v: f64| 1_000 + v as i64;
+    let dup = check_arrivals(&acked, &rx.received(), &written_to, &stamp, "durable", report)?;
     if dup > bound {
         return Err(violation(
             Invariant::PrefixExactlyOnce,

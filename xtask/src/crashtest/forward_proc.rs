@@ -188,7 +188,9 @@ fn one_run(
     let acked_as = format!("acknowledged under {policy} in a run of {KILLS_PER_RUN} kills,");
     // Each series is written once, with the value of its id.
     let written_to = |id: u64, v: f64| v == value_of(id);
-    let dup = check_arrivals(&acked, &rx.received(), &written_to, &acked_as, report)?;
+    // Each series' one update is at 1,000 ms past the epoch plus its id.
+    let stamp = |id: u64, _: f64| 1_000 + id as i64;
+    let dup = check_arrivals(&acked, &rx.received(), &written_to, &stamp, &acked_as, report)?;
     // Per kill, each shard's window and the request in flight (a life runs at most
     // MAX_SHARDS: its configured count, or the count its cursor files keep).
     let bound = MAX_SHARDS * (WINDOW + 1) * MAX_SAMPLES * KILLS_PER_RUN as usize + loaded;

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 37] = [
+const MUTANTS: [Mutant; 39] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -264,6 +264,20 @@ const MUTANTS: [Mutant; 37] = [
         against: Against::Sim,
         promise: "recovery is exact: every value comes back exactly (from the log and from \
                   snapshots)",
+    },
+    Mutant {
+        name: "snapshot-drop-last-update",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "recovery is exact: a series' last update time (which forwarded samples \
+                  carry) comes back from a snapshot as it was",
+    },
+    Mutant {
+        name: "forward-flush-time",
+        switch: Switch::Env,
+        against: Against::Forward,
+        promise: "forwarding: a sample carries its series' last update time, so that a \
+                  request sent twice carries identical samples",
     },
     Mutant {
         name: "forward-no-layout-wait",

@@ -1,9 +1,74 @@
 //! The oracle: an independent model of the metric semantics, fed with what was issued and
 //! what was acknowledged at which level, that judges every recovered state.
 
+use std::collections::BTreeMap;
+
 use ingestor::{HistogramSample, Ingestor, Op, SeriesState, Update};
-pub(crate) use ingestor_testkit::model::Model;
 use ingestor_testkit::model::{self, Value};
+
+/// The model's state (`ingestor_testkit::model`: kinds and values), with what else a
+/// series must get back exactly after recovery: the time of its newest update (what
+/// forwarding stamps its samples with), a counter's last reset time, a histogram's smallest
+/// and largest observation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Model {
+    /// Kinds and values, by series key text.
+    pub(crate) values: model::Model,
+    /// The rest, by series key text.
+    extra: BTreeMap<String, Extra>,
+}
+
+/// What [`Model`] keeps of a series beside its value.
+#[derive(Debug, Clone, PartialEq)]
+struct Extra {
+    /// The largest timestamp of its updates since it was created.
+    last_update: i64,
+    /// A counter's: the timestamp of the last set that went below the total.
+    last_reset: Option<i64>,
+    /// A histogram's smallest and largest observation since the last set or add (which make
+    /// them unknown: `+Inf` and `-Inf`); `+Inf` and `-Inf` for other kinds.
+    min_max: (f64, f64),
+}
+
+impl Model {
+    /// How many series it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.values.0.len()
+    }
+
+    /// Applies one update: the value through the independent model, the rest here.
+    fn apply_update(&mut self, key: &str, ts: i64, op: &model::Op) {
+        let unknown = (f64::INFINITY, f64::NEG_INFINITY);
+        match op {
+            model::Op::Delete => {
+                self.extra.remove(key);
+            }
+            _ => {
+                let reset = matches!(
+                    (self.values.0.get(key), op),
+                    (Some(Value::Counter { total, .. }), model::Op::CounterSet(v)) if v < total
+                );
+                let e = self.extra.entry(key.to_string()).or_insert(Extra {
+                    last_update: ts,
+                    last_reset: None,
+                    min_max: unknown,
+                });
+                e.last_update = e.last_update.max(ts);
+                if reset {
+                    e.last_reset = Some(ts);
+                }
+                match op {
+                    model::Op::HistogramObserve(v) => {
+                        e.min_max = (e.min_max.0.min(*v), e.min_max.1.max(*v));
+                    }
+                    model::Op::HistogramSet(_) | model::Op::HistogramAdd(_) => e.min_max = unknown,
+                    _ => {}
+                }
+            }
+        }
+        self.values.apply_op(key, ts, op);
+    }
+}
 
 /// The model (`ingestor_testkit::model`, written independently of the memstore) in the
 /// engine's terms: fed with its updates, compared with an open ingestor's state.
@@ -37,13 +102,30 @@ fn op(op: &Op) -> model::Op {
 impl EngineModel for Model {
     fn apply(&mut self, batch: &[Update]) {
         for u in batch {
-            self.apply_op(&u.key.to_string(), u.timestamp.0, &op(&u.op));
+            self.apply_update(&u.key.to_string(), u.timestamp.0, &op(&u.op));
         }
     }
 
     fn observe(db: &Ingestor) -> Model {
         let mut m = Model::default();
         for v in db.memstore().all() {
+            let unknown = (f64::INFINITY, f64::NEG_INFINITY);
+            let extra = match &v.state {
+                SeriesState::Counter(c) => Extra {
+                    last_update: v.last_update.0,
+                    last_reset: c.last_reset.map(|t| t.0),
+                    min_max: unknown,
+                },
+                SeriesState::Gauge(_) => {
+                    Extra { last_update: v.last_update.0, last_reset: None, min_max: unknown }
+                }
+                SeriesState::Histogram(h) => Extra {
+                    last_update: v.last_update.0,
+                    last_reset: None,
+                    min_max: (h.min, h.max),
+                },
+            };
+            m.extra.insert(v.key.to_string(), extra);
             let value = match &v.state {
                 SeriesState::Counter(c) => Value::Counter { total: c.total, resets: c.resets },
                 SeriesState::Gauge(g) => Value::Gauge { value: g.value, ts: g.timestamp.0 },
@@ -54,7 +136,7 @@ impl EngineModel for Model {
                     sum: h.sum,
                 },
             };
-            m.0.insert(v.key.to_string(), value);
+            m.values.0.insert(v.key.to_string(), value);
         }
         m
     }
@@ -158,7 +240,7 @@ impl History {
                 invariant: Invariant::PrefixExactlyOnce,
                 detail: format!(
                     "the recovered state ({} series) is the model's after no prefix of the {} batches issued",
-                    observed.0.len(),
+                    observed.len(),
                     self.batches.len()
                 ),
             }),
@@ -189,7 +271,7 @@ impl History {
             invariant: Invariant::PrefixExactlyOnce,
             detail: format!(
                 "after a reported loss, the recovered state ({} series) is no prefix of the {} batches accepted and issued",
-                observed.0.len(),
+                observed.len(),
                 self.accepted.len() + self.batches.len()
             ),
         })

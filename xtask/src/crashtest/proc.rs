@@ -641,8 +641,8 @@ fn check(
             Invariant::RecoveryIdempotent,
             format!(
                 "the second recovery differs from the first ({} series, then {})",
-                first.0.len(),
-                second.0.len()
+                first.len(),
+                second.len()
             ),
         ));
     }
