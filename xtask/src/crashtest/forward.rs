@@ -6,7 +6,8 @@
 //! durable; or, for odd seeds, `--sync os` with a `sync` every few batches), flushes to the
 //! outbox happen at random, the forwarder's sender posts to a
 //! receiver in this process, and the power is cut at a random file-system operation
-//! (anywhere: an ingest, a flush's append or sync, a cursor write, a segment deletion).
+//! (anywhere: an ingest, a flush's append or sync, a cursor write, a segment deletion); one
+//! life in four ends with the process's death instead (`SimFs::kill`: the page cache stays).
 //! While the power is cut the receiver refuses what arrives, as a dead machine's requests
 //! never arrive. After the last life the forwarder drains. Then every update acknowledged
 //! durable must have arrived with its value or a newer one (a power cut never loses a
@@ -95,7 +96,7 @@ fn budget(options: &Options) -> Duration {
 /// Runs iterations until the budget is spent or one fails.
 pub(crate) fn run(options: &Options) -> Report {
     let mut report = Report::default();
-    report.required_events.extend([CUT_IN_LIFE, RESENT, SNAPSHOT_TAKEN]);
+    report.required_events.extend([CUT_IN_LIFE, RESENT, SNAPSHOT_TAKEN, KILLED_IN_SIM]);
     let receiver = Receiver::start();
     let started = Instant::now();
     // Simulated power cuts for 70% of the budget, real process kills for the rest.
@@ -134,6 +135,8 @@ pub(crate) fn run(options: &Options) -> Report {
 
 /// An event: a power cut landed inside a life (not at its end).
 const CUT_IN_LIFE: &str = "forward: power cut while ingesting/flushing/sending";
+/// An event: a life ended with its process's death alone (no power cut).
+const KILLED_IN_SIM: &str = "forward: a life ended by a process kill (page cache kept)";
 /// An event: a life took a snapshot (the next life loads series from it).
 const SNAPSHOT_TAKEN: &str = "forward: a snapshot taken (the next life loads from it)";
 /// An event: some sample arrived twice (the duplicates bound was exercised).
@@ -300,7 +303,11 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
                 format!("life {life}: forwarding did not start after a power cut: {e}"),
             )
         })?;
-        if !last {
+        // A life ends with a power cut, or (one in four) with the process's death alone: the
+        // page cache keeps what was written, and the next life, which recovers it, must sync
+        // it before counting it durable (its own power cut would take it otherwise).
+        let killed = !last && rng.chance(25);
+        if !last && !killed {
             sim.arm_crash_at_op(1 + rng.below(400));
         }
         for _ in 0..30 {
@@ -385,10 +392,17 @@ fn iteration(seed: u64, rx: &Receiver, report: &mut Report) -> Result<(), Violat
                 report.event(CUT_IN_LIFE);
             }
             bound += fwd.stats()[0].shards * (forward.cursor_window + 1) * MAX_SAMPLES;
+            if killed {
+                // Nothing the dying process's threads do from here on reaches the disk.
+                sim.kill();
+                report.event(KILLED_IN_SIM);
+            }
             fwd.stop_now();
             drop(fwd);
             drop(db);
-            sim.crash_random();
+            if !killed {
+                sim.crash_random();
+            }
             written.clear();
         }
     }

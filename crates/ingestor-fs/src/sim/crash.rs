@@ -61,6 +61,27 @@ impl State {
         self.trace_image(policy);
     }
 
+    /// The death of the process alone (`kill -9`): the disk and its page cache stay as they
+    /// are (nothing pending is lost or made durable), but every handle and lock taken before
+    /// becomes stale, and files that only open handles kept are gone.
+    pub(crate) fn kill(&mut self) {
+        let files: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, node)| matches!(node, Node::File(_)).then_some(*id))
+            .collect();
+        for id in files {
+            if let Some(Node::File(file)) = self.nodes.get_mut(&id) {
+                file.open_handles = 0;
+            }
+            self.forget_if_unused(id);
+        }
+        self.generation += 1;
+        self.locks.clear();
+        self.armed_points.clear();
+        self.armed_ops.clear();
+    }
+
     /// The nodes reachable from the root through durable entries.
     fn reachable_durably(&self) -> BTreeSet<NodeId> {
         let mut seen = BTreeSet::from([ROOT]);

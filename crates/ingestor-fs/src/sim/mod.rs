@@ -292,6 +292,29 @@ impl SimFs {
         self.lock().crash(policy);
     }
 
+    /// Kills the process using the disk, not the power: every handle and lock taken before
+    /// becomes stale (as after [`SimFs::crash`]), files that only open handles kept are
+    /// gone, and every armed crash trigger is disarmed, but nothing pending is lost or made
+    /// durable: the page cache outlives a process, and a later power cut may still take it.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use ingestor_fs::{CrashPolicy, Fs, SimFs};
+    ///
+    /// let sim = SimFs::new(1);
+    /// sim.create_dir_all(Path::new("/d")).unwrap();
+    /// let file = sim.create(Path::new("/d/f")).unwrap();
+    /// file.write_at(b"unsynced", 0).unwrap();
+    /// sim.kill();
+    /// assert!(file.write_at(b"x", 0).is_err(), "the dead process's handle is stale");
+    /// assert_eq!(sim.read_file(Path::new("/d/f")).unwrap(), b"unsynced", "the cache kept it");
+    /// sim.crash(CrashPolicy::DropUnsynced);
+    /// assert!(sim.read_file(Path::new("/d/f")).is_err(), "never synced: gone with the power");
+    /// ```
+    pub fn kill(&self) {
+        self.lock().kill();
+    }
+
     /// Like [`SimFs::crash`], with a policy (and its sector size or filling) drawn from the
     /// seeded generator; returns the policy it applied.
     pub fn crash_random(&self) -> CrashPolicy {

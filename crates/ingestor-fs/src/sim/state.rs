@@ -781,7 +781,7 @@ impl State {
     }
 
     /// Drops a file that nothing can reach any more: no name, no pending create, no handle.
-    fn forget_if_unused(&mut self, id: NodeId) {
+    pub(crate) fn forget_if_unused(&mut self, id: NodeId) {
         if let Some(Node::File(file)) = self.nodes.get(&id)
             && file.open_handles == 0
             && !self.is_linked(id)
