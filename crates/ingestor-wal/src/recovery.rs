@@ -341,8 +341,17 @@ impl Recovery<'_, '_> {
         let mut last_frame = None;
         loop {
             let expected = self.expected.expect("set by the header");
+            // Deliberate defect: in the last segment, a valid frame followed by bytes that do
+            // not decode is taken for part of the torn tail (cut, never replayed).
+            #[cfg(ingestor_deliberate_bugs)]
+            let taken_for_torn = is_last
+                && crate::bugs::on("torn-tail-takes-one-more")
+                && followed_by_damage(cur, offset)?;
+            #[cfg(not(ingestor_deliberate_bugs))]
+            let taken_for_torn = false;
             // Most frames: whole in the cursor's buffer, stored plain, valid.
-            if let Some((header, payload)) = cur.plain_frame(offset)
+            if !taken_for_torn
+                && let Some((header, payload)) = cur.plain_frame(offset)
                 && header.lsn.0 == expected
             {
                 #[cfg(ingestor_deliberate_bugs)]
@@ -352,7 +361,16 @@ impl Recovery<'_, '_> {
                 offset = self.take_frame(id, offset, &header, cur.held(payload))?;
                 continue;
             }
-            let damage = match cur.frame(offset)? {
+            let found = if taken_for_torn {
+                Found::Bad(DecodeError {
+                    section: Section::Frame,
+                    offset: 0,
+                    kind: DecodeErrorKind::Zeroed,
+                })
+            } else {
+                cur.frame(offset)?
+            };
+            let damage = match found {
                 Found::Frame { header, payload } if header.lsn.0 == expected => {
                     #[cfg(ingestor_deliberate_bugs)]
                     {
@@ -751,4 +769,15 @@ fn last_valid_lsn(cur: &mut Cursor, from: u64, floor: u64) -> Result<u64> {
         at = offset + header.frame_len() as u64;
     }
     Ok(best)
+}
+
+/// Whether the frame at `offset` is valid and the bytes after it do not decode (for the
+/// deliberate defect `torn-tail-takes-one-more`).
+#[cfg(ingestor_deliberate_bugs)]
+fn followed_by_damage(cur: &mut Cursor, offset: u64) -> Result<bool> {
+    let next = match cur.frame(offset)? {
+        Found::Frame { header, .. } => offset + header.frame_len() as u64,
+        _ => return Ok(false),
+    };
+    Ok(matches!(cur.frame(next)?, Found::Bad(_)))
 }

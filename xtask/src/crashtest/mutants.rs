@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 39] = [
+const MUTANTS: [Mutant; 40] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -138,6 +138,13 @@ const MUTANTS: [Mutant; 39] = [
         against: Against::Sim,
         promise: "a failed open changes nothing: an open that finds records missing between \
                   the snapshot and the log refuses before it continues the log",
+    },
+    Mutant {
+        name: "torn-tail-takes-one-more",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "a torn tail's cut starts at the damage: the valid frames before it are \
+                  replayed and kept",
     },
     Mutant {
         name: "cut-one-frame-early",

@@ -47,6 +47,9 @@ pub(crate) mod cases {
     pub(crate) const SHARED: &str = "concurrent: a durable ack from another writer's sync";
     /// concurrent: a power cut while writers were running.
     pub(crate) const CUT: &str = "concurrent: a power cut among several writers";
+    /// flip-tail: recovery reported the loss, which started at the frame damaged.
+    pub(crate) const TAIL_LOSS_BOUNDED: &str =
+        "flip-tail: the loss reported starts at the damaged frame";
     /// A batch validation refused (a series' kind changed within it) left nothing behind.
     pub(crate) const REFUSED: &str = "a batch refused by validation left nothing behind";
 }
@@ -137,6 +140,9 @@ pub(crate) fn run(options: &Options) -> Report {
             cases::SYNCED_POINT_IN_TIME,
             cases::SYNCED_SKIP,
         ]);
+    }
+    if has(FaultClass::FlipTail) {
+        report.required_events.insert(cases::TAIL_LOSS_BOUNDED);
     }
     if has(FaultClass::FlipSnapshot) {
         report.required_events.extend([cases::SNAPSHOT_REBUILT, cases::SNAPSHOT_NO_FALLBACK]);
@@ -327,6 +333,11 @@ impl Iteration<'_> {
     fn run(&mut self, report: &mut Report) -> Result<(), Violation> {
         let points = named_points();
         let mut lenient_tail = false;
+        // The LSN of the frame a tail flip damaged, when the harness's own parse found it.
+        let mut tail_flip_lsn: Option<u64> = None;
+        // The first LSN the life since the last open could write (its frames, and only its,
+        // are at or above it); unknown before the first open.
+        let mut life_first_lsn = u64::MAX;
         let mut quarantined_at_flip = 0;
         for cycle in 0..CYCLES {
             let keep = 1 + self.rng.below(3) as usize;
@@ -387,6 +398,12 @@ impl Iteration<'_> {
                     || !open_report.wal.truncations.is_empty()
                     || self.quarantined() > quarantined_at_flip);
             lenient_tail = false;
+            let next_life_first_lsn = open_report
+                .wal
+                .last_lsn
+                .0
+                .max(open_report.snapshot.as_ref().map_or(0, |s| s.lsn.0))
+                + 1;
             match self.history.judge(&observed) {
                 Ok(k) => {
                     report.updates_checked +=
@@ -395,6 +412,34 @@ impl Iteration<'_> {
                 }
                 // A bit flip in the last frame may take synced batches with it (of this life
                 // or an earlier one): allowed only when recovery reported cutting them.
+                // When the damaged frame is the last life's, the loss starts there: every batch
+                // of earlier lives, and every one the last life had acknowledged below that
+                // frame's LSN, must be present.
+                Err(_) if lost_reported && tail_flip_lsn.is_some_and(|l| l >= life_first_lsn) => {
+                    let flipped = tail_flip_lsn.unwrap_or_default();
+                    let below = self.life.iter().filter(|a| a.lsn < flipped).map(|a| a.pos + 1);
+                    let saved = self.history.must_survive;
+                    self.history.must_survive = below.max().unwrap_or(0);
+                    let judged = self.history.judge(&observed);
+                    self.history.must_survive = saved;
+                    match judged {
+                        Ok(k) => {
+                            report.event(cases::TAIL_LOSS_BOUNDED);
+                            self.history.advance(k);
+                        }
+                        Err(v) => {
+                            return Err(Violation {
+                                invariant: Invariant::CorruptionReported,
+                                detail: format!(
+                                    "cycle {cycle}: a bit flip damaged the frame of LSN \
+                                     {flipped}, and recovery lost more than it and what \
+                                     followed: {}\n{open_report}",
+                                    v.detail
+                                ),
+                            });
+                        }
+                    }
+                }
                 Err(_) if lost_reported => {
                     let k = self.history.judge_after_reported_loss(&observed)?;
                     self.history.advance_over_all(k);
@@ -410,6 +455,8 @@ impl Iteration<'_> {
             }
             self.life.clear();
             self.known_durable = 0;
+            life_first_lsn = next_life_first_lsn;
+            tail_flip_lsn = None;
             *report.cycles.entry("sim").or_default() += 1;
             self.check_litter()?;
             let db = if self.rng.chance(25) {
@@ -512,7 +559,8 @@ impl Iteration<'_> {
             // Damage to synced bytes before the next open.
             if self.fault(FaultClass::FlipTail, 6, report) {
                 quarantined_at_flip = self.quarantined();
-                lenient_tail = self.flip_tail();
+                tail_flip_lsn = self.flip_tail();
+                lenient_tail = tail_flip_lsn.is_some();
             } else if self.fault(FaultClass::FlipMiddle, 4, report) {
                 if self.flip_middle() {
                     return self.expect_refusal(
@@ -923,15 +971,22 @@ impl Iteration<'_> {
         bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i as u64 + 1)
     }
 
-    /// Flips a bit in the last 16 bytes of the last segment's data. Returns whether it did.
-    fn flip_tail(&mut self) -> bool {
-        let Some((path, _)) = self.segments().pop() else { return false };
+    /// Flips a bit in the last 16 bytes of the last segment's data. Returns `None` when it
+    /// did not, else the LSN of the valid frame it damaged (when the byte is in none of the
+    /// frames the harness's own parse finds, torn bytes after them: the LSN after the last
+    /// of them, or 0 with none).
+    fn flip_tail(&mut self) -> Option<u64> {
+        let (path, _) = self.segments().pop()?;
         let end = self.data_end(&path);
         if end <= ingestor_codec::SEGMENT_HEADER_LEN as u64 + 16 {
-            return false;
+            return None;
         }
         let at = end - 1 - self.rng.below(16);
-        self.sim.flip_bit(&path, at, self.rng.below(8) as u8).is_ok()
+        let frames = parse_frames(&self.fs.read_file(&path).ok()?);
+        let hit = frames.iter().find(|f| (f.offset..f.offset + f.len).contains(&at));
+        self.sim.flip_bit(&path, at, self.rng.below(8) as u8).ok()?;
+        // Past every valid frame: they all stay, the loss starts after the last.
+        Some(hit.or(frames.last()).map_or(0, |f| f.lsn + u64::from(hit.is_none())))
     }
 
     /// Flips a bit inside the frames of a segment that is not the last. Returns whether it did.
