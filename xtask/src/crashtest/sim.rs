@@ -579,7 +579,8 @@ impl Iteration<'_> {
                 // With an intact older snapshot and the log from it on (or the whole log),
                 // open must succeed with the full state (judged next cycle: every durable
                 // batch must be there). Only with nothing intact to rebuild from may it
-                // refuse, naming the missing records.
+                // refuse, naming the missing records, and change nothing.
+                let before = self.disk_files();
                 match open(&self.fs, &cfg) {
                     Ok((db, r)) => {
                         if r.rejected_snapshots.is_empty() {
@@ -595,6 +596,7 @@ impl Iteration<'_> {
                         }
                     }
                     Err(Error::MissingRecords { .. }) if !rebuildable => {
+                        self.check_unchanged(&before, "an open refusing for missing records")?;
                         report.event(cases::SNAPSHOT_NO_FALLBACK);
                         return Ok(());
                     }
@@ -974,7 +976,7 @@ impl Iteration<'_> {
     /// Flips a bit in the last 16 bytes of the last segment's data. Returns `None` when it
     /// did not, else the LSN of the valid frame it damaged (when the byte is in none of the
     /// frames the harness's own parse finds, torn bytes after them: the LSN after the last
-    /// of them, or 0 with none).
+    /// of them, or with none the segment's first).
     fn flip_tail(&mut self) -> Option<u64> {
         let (path, _) = self.segments().pop()?;
         let end = self.data_end(&path);
@@ -984,9 +986,11 @@ impl Iteration<'_> {
         let at = end - 1 - self.rng.below(16);
         let frames = parse_frames(&self.fs.read_file(&path).ok()?);
         let hit = frames.iter().find(|f| (f.offset..f.offset + f.len).contains(&at));
+        let first = path.file_stem()?.to_str()?.parse::<u64>().unwrap_or(0);
         self.sim.flip_bit(&path, at, self.rng.below(8) as u8).ok()?;
-        // Past every valid frame: they all stay, the loss starts after the last.
-        Some(hit.or(frames.last()).map_or(0, |f| f.lsn + u64::from(hit.is_none())))
+        // Past every valid frame: they all stay, the loss starts after the last; with none,
+        // at the segment's first LSN (its name).
+        Some(hit.or(frames.last()).map_or(first, |f| f.lsn + u64::from(hit.is_none())))
     }
 
     /// Flips a bit inside the frames of a segment that is not the last. Returns whether it did.

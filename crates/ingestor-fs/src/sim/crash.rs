@@ -55,6 +55,7 @@ impl State {
         self.generation += 1;
         self.locks.clear();
         self.crashed = None;
+        self.killed = false;
         self.armed_points.clear();
         self.armed_ops.clear();
         self.stats.crashes += 1;
@@ -63,8 +64,10 @@ impl State {
 
     /// The death of the process alone (`kill -9`): the disk and its page cache stay as they
     /// are (nothing pending is lost or made durable), but every handle and lock taken before
-    /// becomes stale, and files that only open handles kept are gone.
+    /// becomes stale, files that only open handles kept are gone, and every call fails until
+    /// [`State::revive`].
     pub(crate) fn kill(&mut self) {
+        self.killed = true;
         let files: Vec<NodeId> = self
             .nodes
             .iter()
@@ -80,6 +83,11 @@ impl State {
         self.locks.clear();
         self.armed_points.clear();
         self.armed_ops.clear();
+    }
+
+    /// A new process may use the disk after [`State::kill`].
+    pub(crate) fn revive(&mut self) {
+        self.killed = false;
     }
 
     /// The nodes reachable from the root through durable entries.

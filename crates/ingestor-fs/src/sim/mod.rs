@@ -294,8 +294,10 @@ impl SimFs {
 
     /// Kills the process using the disk, not the power: every handle and lock taken before
     /// becomes stale (as after [`SimFs::crash`]), files that only open handles kept are
-    /// gone, and every armed crash trigger is disarmed, but nothing pending is lost or made
-    /// durable: the page cache outlives a process, and a later power cut may still take it.
+    /// gone, every armed crash trigger is disarmed, and every call fails (the dead process's
+    /// threads that still run reach nothing) until [`SimFs::revive`] or [`SimFs::crash`];
+    /// but nothing pending is lost or made durable: the page cache outlives a process, and a
+    /// later power cut may still take it.
     ///
     /// ```
     /// use std::path::Path;
@@ -306,6 +308,8 @@ impl SimFs {
     /// let file = sim.create(Path::new("/d/f")).unwrap();
     /// file.write_at(b"unsynced", 0).unwrap();
     /// sim.kill();
+    /// assert!(sim.read_file(Path::new("/d/f")).is_err(), "the dead reach nothing");
+    /// sim.revive();
     /// assert!(file.write_at(b"x", 0).is_err(), "the dead process's handle is stale");
     /// assert_eq!(sim.read_file(Path::new("/d/f")).unwrap(), b"unsynced", "the cache kept it");
     /// sim.crash(CrashPolicy::DropUnsynced);
@@ -313,6 +317,17 @@ impl SimFs {
     /// ```
     pub fn kill(&self) {
         self.lock().kill();
+    }
+
+    /// Lets a new process use the disk after [`SimFs::kill`] (a no-op otherwise).
+    pub fn revive(&self) {
+        self.lock().revive();
+    }
+
+    /// Whether the process using the disk was killed and not yet revived.
+    #[must_use]
+    pub fn is_killed(&self) -> bool {
+        self.lock().killed
     }
 
     /// Like [`SimFs::crash`], with a policy (and its sector size or filling) drawn from the

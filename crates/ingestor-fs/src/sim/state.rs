@@ -386,6 +386,9 @@ pub(crate) struct State {
     pub(crate) locks: BTreeSet<String>,
     /// Why the power is cut, while it is.
     pub(crate) crashed: Option<String>,
+    /// Whether the process using the disk was killed and not yet revived
+    /// ([`crate::SimFs::kill`]): every call fails meanwhile.
+    pub(crate) killed: bool,
     /// Per crash point name, the announcement counts that cut the power.
     pub(crate) armed_points: BTreeMap<String, BTreeSet<u64>>,
     /// The values of `stats.ops` at which the power is cut.
@@ -426,6 +429,7 @@ impl State {
             generation: 0,
             locks: BTreeSet::new(),
             crashed: None,
+            killed: false,
             armed_points: BTreeMap::new(),
             armed_ops: BTreeSet::new(),
             points_reached: BTreeMap::new(),
@@ -459,10 +463,15 @@ impl State {
         }
     }
 
-    /// The error every call returns while the power is cut.
+    /// The error every call returns while the power is cut, or while the process that uses
+    /// the disk is dead.
     pub(crate) fn check_power(&self) -> io::Result<()> {
         match &self.crashed {
             Some(cause) => Err(power_cut(cause)),
+            None if self.killed => Err(io::Error::other(
+                "the process using the simulated disk was killed (SimFs::kill): nothing reaches \
+                 the disk until SimFs::revive",
+            )),
             None => Ok(()),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ingestor_codec::Lsn;
-use ingestor_fs::{Fs, StdFs};
+use ingestor_fs::{EntryKind, Fs, StdFs};
 use ingestor_snapshot::SnapshotStore;
 use ingestor_wal::RecoveryMode;
 
@@ -175,13 +175,18 @@ impl Ingestor {
 }
 
 /// The first LSN of the log's first segment, from the segment files' names in `wal_dir`
-/// (`None` when there is none, or the directory cannot be read: the log's own open then
-/// reports what is wrong).
+/// (`None` when there is none, or the directory cannot be read, or a file named `*.seg` is
+/// not a segment's name the log accepts: the log's own open then reports what is wrong).
 fn first_segment_named(fs: &dyn Fs, wal_dir: &Path) -> Option<Lsn> {
     let entries = fs.read_dir(wal_dir).ok()?;
-    entries
-        .iter()
-        .filter_map(|e| ingestor_wal::SegmentId::from_file_name(&e.name))
-        .map(|id| id.0)
-        .min()
+    let mut first: Option<Lsn> = None;
+    for e in entries.iter().filter(|e| e.kind == EntryKind::File && e.name.ends_with(".seg")) {
+        let lsn = ingestor_wal::SegmentId::from_file_name(&e.name)?.0;
+        // The log refuses a first LSN of 0 or past 2^62 (`UnexpectedFile`): let it say so.
+        if lsn == Lsn::ZERO || lsn.0 > u64::MAX >> 2 {
+            return None;
+        }
+        first = Some(first.map_or(lsn, |f| f.min(lsn)));
+    }
+    first
 }
