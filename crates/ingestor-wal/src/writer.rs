@@ -644,6 +644,11 @@ impl Shared {
             w.pending.clear();
             w.offset = w.pending_at;
             let cause = self.undo_failed_write(w, WalError::io("write", path, e));
+            // Deliberate defect: the log goes on after losing acknowledged frames.
+            #[cfg(ingestor_deliberate_bugs)]
+            if crate::bugs::on("buffered-write-no-poison") {
+                return Err(cause);
+            }
             // Poisoned already if the cut back failed too.
             return Err(match cause {
                 WalError::Poisoned { .. } => cause,

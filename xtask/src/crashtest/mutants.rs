@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 40] = [
+const MUTANTS: [Mutant; 41] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -278,6 +278,13 @@ const MUTANTS: [Mutant; 40] = [
         against: Against::Sim,
         promise: "recovery is exact: a series' last update time (which forwarded samples \
                   carry) comes back from a snapshot as it was",
+    },
+    Mutant {
+        name: "buffered-write-no-poison",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "under Buffered, a failed write of the buffer poisons the log: the accepted \
+                  frames it lost are never followed by later ones",
     },
     Mutant {
         name: "forward-flush-time",
