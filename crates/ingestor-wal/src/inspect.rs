@@ -65,6 +65,11 @@ pub fn check_dir(
         ));
     }
     let _lock = fs.lock_dir(dir).map_err(|e| WalError::io("lock", dir, e))?;
-    let recovered = recover(fs, dir, options, from, true, &mut on_record, None)?;
+    // Deliberate defect: the check repairs what it finds, as an open would.
+    #[cfg(ingestor_deliberate_bugs)]
+    let dry_run = !crate::bugs::on("verify-repairs");
+    #[cfg(not(ingestor_deliberate_bugs))]
+    let dry_run = true;
+    let recovered = recover(fs, dir, options, from, dry_run, &mut on_record, None)?;
     Ok(recovered.report)
 }

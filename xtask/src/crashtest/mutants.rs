@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 41] = [
+const MUTANTS: [Mutant; 42] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -285,6 +285,12 @@ const MUTANTS: [Mutant; 41] = [
         against: Against::Sim,
         promise: "under Buffered, a failed write of the buffer poisons the log: the accepted \
                   frames it lost are never followed by later ones",
+    },
+    Mutant {
+        name: "verify-repairs",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "`ingestor verify` reads every segment and snapshot and changes nothing",
     },
     Mutant {
         name: "forward-flush-time",

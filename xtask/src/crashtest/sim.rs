@@ -50,6 +50,8 @@ pub(crate) mod cases {
     /// flip-tail: recovery reported the loss, which started at the frame damaged.
     pub(crate) const TAIL_LOSS_BOUNDED: &str =
         "flip-tail: the loss reported starts at the damaged frame";
+    /// `ingestor verify` ran before an open, and changed nothing.
+    pub(crate) const VERIFIED: &str = "verify ran before an open and changed nothing";
     /// A batch validation refused (a series' kind changed within it) left nothing behind.
     pub(crate) const REFUSED: &str = "a batch refused by validation left nothing behind";
 }
@@ -133,7 +135,7 @@ pub(crate) fn run(options: &Options) -> Report {
         return report;
     }
     report.required_faults = options.faults.iter().map(|f| f.name()).collect();
-    report.required_events.insert(cases::REFUSED);
+    report.required_events.extend([cases::REFUSED, cases::VERIFIED]);
     if has(FaultClass::FlipSynced) {
         report.required_events.extend([
             cases::SYNCED_REFUSED,
@@ -380,6 +382,11 @@ impl Iteration<'_> {
                     }
                 }
                 self.sim.clear_faults();
+            }
+            // `ingestor verify`, now and then, before the open: it changes nothing.
+            if self.rng.chance(10) {
+                self.verify_changes_nothing("before an open")?;
+                report.event(cases::VERIFIED);
             }
             // The log's segments as this open finds them: what it cuts must be in quarantine.
             let segments_before = self.segment_bytes();
@@ -833,8 +840,22 @@ impl Iteration<'_> {
             .collect()
     }
 
-    /// After an open that failed (`what`): every file as it was before (`before`). A refused
-    /// open repairs nothing, so that a deliberate repair still finds everything. Temporary
+    /// Runs `ingestor verify` on the data directory: every file must be as before (`what`
+    /// says when, for the message). Returns its report (`None` when it failed, as it may
+    /// on a log it cannot read).
+    fn verify_changes_nothing(
+        &self,
+        what: &str,
+    ) -> Result<Option<ingestor::offline::VerifyReport>, Violation> {
+        let before = self.disk_files();
+        let report = ingestor::offline::verify(&*self.fs, Path::new(DATA)).ok();
+        self.check_unchanged(&before, &format!("`verify` {what}"))?;
+        Ok(report)
+    }
+
+    /// After an open that failed, or `verify` (`what`, the subject of the message): every
+    /// file as it was before (`before`). A refused open repairs nothing, so that a deliberate
+    /// repair still finds everything. Temporary
     /// files (`*.tmp`: a spare segment, a snapshot being written), which hold no data and
     /// which any open removes, are not compared.
     fn check_unchanged(
@@ -857,7 +878,7 @@ impl Iteration<'_> {
         }
         Err(Violation {
             invariant: Invariant::CorruptionReported,
-            detail: format!("{what}: the open failed, yet changed {changed:?}"),
+            detail: format!("{what} changed {changed:?}"),
         })
     }
 
@@ -1140,6 +1161,10 @@ impl Iteration<'_> {
                 flip.lsn
             ),
         };
+        let verified = self.verify_changes_nothing("after a flip in a synced frame")?;
+        if verified.as_ref().is_some_and(ingestor::offline::VerifyReport::is_clean) {
+            return Err(violation("`verify` found no damage".into()));
+        }
         let before = self.disk_files();
         match open(&self.fs, cfg) {
             Err(Error::Wal(WalError::Corrupt { lsn, .. })) if lsn.0 == flip.lsn => {
@@ -1321,10 +1346,17 @@ impl Iteration<'_> {
         what: &str,
         report: &mut Report,
     ) -> Result<(), Violation> {
+        let verified = self.verify_changes_nothing(&format!("after {what}"))?;
+        if verified.as_ref().is_some_and(ingestor::offline::VerifyReport::is_clean) {
+            return Err(Violation {
+                invariant: Invariant::CorruptionReported,
+                detail: format!("after {what}, `verify` found no damage"),
+            });
+        }
         let before = self.disk_files();
         match open(&self.fs, cfg) {
             Err(e) if e.to_string().contains(".seg") => {
-                self.check_unchanged(&before, what)?;
+                self.check_unchanged(&before, &format!("the open refusing after {what}"))?;
                 *report.cycles.entry("sim").or_default() += 1;
                 Ok(())
             }
