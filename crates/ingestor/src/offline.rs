@@ -395,6 +395,11 @@ pub fn repair(fs: Arc<dyn Fs>, dir: &Path, config: Config, dry_run: bool) -> Res
     // No expiry while repairing: the state must be what the log says.
     let config = config.final_snapshot(FinalSnapshot::Never).series_ttl(None);
     let (db, report) = Ingestor::open_with(fs, dir, config, &mut |_| {})?;
+    // Deliberate defect: the repair snapshots nothing and leaves the damaged log as it is.
+    #[cfg(ingestor_deliberate_bugs)]
+    let (snapshot, removed_segments) =
+        if crate::bugs::on("repair-no-compact") { (None, Vec::new()) } else { db.compact_all()? };
+    #[cfg(not(ingestor_deliberate_bugs))]
     let (snapshot, removed_segments) = db.compact_all()?;
     db.close()?;
     Ok(RepairReport {

@@ -47,7 +47,7 @@ struct Mutant {
 }
 
 /// The suite: one defect (or more) per promise.
-const MUTANTS: [Mutant; 42] = [
+const MUTANTS: [Mutant; 43] = [
     Mutant {
         name: "sync-noop",
         switch: Switch::Break,
@@ -291,6 +291,13 @@ const MUTANTS: [Mutant; 42] = [
         switch: Switch::Env,
         against: Against::Sim,
         promise: "`ingestor verify` reads every segment and snapshot and changes nothing",
+    },
+    Mutant {
+        name: "repair-no-compact",
+        switch: Switch::Env,
+        against: Against::Sim,
+        promise: "`ingestor repair` leaves a directory a default open accepts, with the state \
+                  the salvage mode recovered, even when a power cut interrupts it",
     },
     Mutant {
         name: "forward-flush-time",

@@ -50,6 +50,10 @@ pub(crate) mod cases {
     /// flip-tail: recovery reported the loss, which started at the frame damaged.
     pub(crate) const TAIL_LOSS_BOUNDED: &str =
         "flip-tail: the loss reported starts at the damaged frame";
+    /// `ingestor repair` after a salvage open: a default open then gave the same state.
+    pub(crate) const REPAIRED: &str = "repair: a default open after it gave the salvaged state";
+    /// `ingestor repair` cut short by a power cut, then run again.
+    pub(crate) const REPAIR_CUT: &str = "repair: cut short by a power cut, run again";
     /// `ingestor verify` ran before an open, and changed nothing.
     pub(crate) const VERIFIED: &str = "verify ran before an open and changed nothing";
     /// A batch validation refused (a series' kind changed within it) left nothing behind.
@@ -141,6 +145,8 @@ pub(crate) fn run(options: &Options) -> Report {
             cases::SYNCED_REFUSED,
             cases::SYNCED_POINT_IN_TIME,
             cases::SYNCED_SKIP,
+            cases::REPAIRED,
+            cases::REPAIR_CUT,
         ]);
     }
     if has(FaultClass::FlipTail) {
@@ -1225,6 +1231,55 @@ impl Iteration<'_> {
         }
         report.event(case);
         *report.cycles.entry("sim").or_default() += 1;
+        if self.rng.chance(50) {
+            self.repair_under_power_cut(cfg, mode, &observed, report)?;
+        }
+        Ok(())
+    }
+
+    /// `ingestor repair` in the salvage `mode`, after a salvage open that gave `expected`:
+    /// half the time cut short by a power cut (and run again); then an open with `cfg` (the
+    /// default mode) must succeed, with the same state.
+    fn repair_under_power_cut(
+        &mut self,
+        cfg: &Config,
+        mode: RecoveryMode,
+        expected: &Model,
+        report: &mut Report,
+    ) -> Result<(), Violation> {
+        let violation = |detail: String| Violation {
+            invariant: Invariant::CorruptionReported,
+            detail: format!("`repair` after salvaging synced damage: {detail}"),
+        };
+        let repair = |fs: &Arc<dyn Fs>| {
+            let salvage = cfg.clone().recovery_mode(mode);
+            ingestor::offline::repair(Arc::clone(fs), Path::new(DATA), salvage, false)
+        };
+        if self.rng.chance(50) {
+            self.sim.arm_crash_at_op(1 + self.rng.below(80));
+            let first = repair(&self.fs);
+            let cut = self.sim.is_crashed();
+            // A power cut during the repair, or right after it (the trigger disarmed).
+            self.crash();
+            match first {
+                Err(e) if !cut => return Err(violation(format!("it failed: {e}"))),
+                _ if cut => report.event(cases::REPAIR_CUT),
+                _ => {}
+            }
+        }
+        repair(&self.fs).map_err(|e| violation(format!("it failed (run again): {e}")))?;
+        let (db, r) = open(&self.fs, cfg)
+            .map_err(|e| violation(format!("a default open after it failed: {e}")))?;
+        if Model::observe(&db) != *expected {
+            return Err(Violation {
+                invariant: Invariant::PrefixExactlyOnce,
+                detail: format!(
+                    "`repair` after salvaging synced damage: a default open after it gives \
+                     another state than the salvage open did\n{r}"
+                ),
+            });
+        }
+        report.event(cases::REPAIRED);
         Ok(())
     }
 
