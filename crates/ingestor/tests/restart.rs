@@ -310,6 +310,25 @@ fn an_open_refused_for_missing_records_changes_nothing_and_a_later_open_has_ever
     assert_eq!(observed(&db), model);
 }
 
+/// A log directory holding a file named like a segment that the log refuses: the open's
+/// early check for missing records stands aside, and the log's own error names the file
+/// (not `MissingRecords`, which a later valid segment alone would have given).
+#[test]
+fn a_misnamed_segment_is_named_by_the_logs_error_not_taken_for_missing_records() {
+    let sim = SimFs::new(9);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    fs.create_dir_all(Path::new("/data/wal")).unwrap();
+    for name in ["00000000000000000050.seg", "not-a-segment.seg"] {
+        let file = fs.create(&Path::new("/data/wal").join(name)).unwrap();
+        file.write_at(&[0u8; 64], 0).unwrap();
+        file.sync_all().unwrap();
+    }
+    let err = Ingestor::open_with(Arc::clone(&fs), Path::new("/data"), config(), &mut |_| {})
+        .unwrap_err();
+    assert!(!matches!(err, Error::MissingRecords { .. }), "{err}");
+    assert!(err.to_string().contains("not-a-segment.seg"), "{err}");
+}
+
 /// Histogram sets and adds (their own bounds, in the log as format-version-2 records)
 /// survive replay of the log and a snapshot, bucket for bucket.
 #[test]
