@@ -3,7 +3,9 @@
 //! in batches of BATCH into a log in a temporary directory and prints the rate
 //! (`INGESTOR_BENCH_SEGMENT_FILL=allocate`: segments from fallocate, not zero-filled);
 //! `INGESTOR_READS=N` then reopens the log N times and reads every record back (W5 warm;
-//! cold with `INGESTOR_COLD=1`).
+//! cold with `INGESTOR_COLD=1`); with `INGESTOR_IDEAL=1` each read follows one of the same
+//! records written as the bench's ideal loop writes them, read back the same way (W5's
+//! ceiling, measured beside it).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,7 +63,40 @@ fn main() {
     let reads: u32 = std::env::var("INGESTOR_READS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     // INGESTOR_COLD=1: the page cache's copy of the log is dropped before each read.
     let cold = std::env::var("INGESTOR_COLD").is_ok();
+    let ideal = std::env::var("INGESTOR_IDEAL").is_ok();
+    let ideal_path = tmp.path().join("ideal.log");
+    if ideal {
+        use std::io::Write;
+        let mut out =
+            std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&ideal_path).unwrap());
+        for _ in 0..done {
+            out.write_all(&100u32.to_le_bytes()).unwrap();
+            out.write_all(&crc32c::crc32c(&record).to_le_bytes()).unwrap();
+            out.write_all(&record).unwrap();
+        }
+        out.flush().unwrap();
+    }
     for _ in 0..reads {
+        if ideal {
+            use std::io::Read;
+            let started = Instant::now();
+            let mut input = std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(&ideal_path).unwrap(),
+            );
+            let mut head = [0u8; 8];
+            let mut buf = Vec::new();
+            let mut n = 0u64;
+            while input.read_exact(&mut head).is_ok() {
+                let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+                buf.resize(len, 0);
+                input.read_exact(&mut buf).unwrap();
+                assert_eq!(crc32c::crc32c(&buf), u32::from_le_bytes(head[4..].try_into().unwrap()));
+                n += 1;
+            }
+            let took = started.elapsed();
+            println!("ideal {n} records: {:.2}M records/s", n as f64 / took.as_secs_f64() / 1e6);
+        }
         if cold {
             for entry in std::fs::read_dir(tmp.path()).unwrap() {
                 if let Ok(file) = std::fs::File::open(entry.unwrap().path()) {
