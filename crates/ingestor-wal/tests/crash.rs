@@ -299,6 +299,54 @@ fn a_second_power_cut_during_recovery_loses_nothing_durable() {
     }
 }
 
+/// A process killed with records in the page cache only (`Os`, nothing synced since): the
+/// next open recovers them and counts them durable (its `durable_lsn` says so), so it must
+/// have made them durable: a power cut right after that open, or after a few more appends
+/// that nothing synced, must not take them.
+#[test]
+fn records_an_open_recovers_after_a_process_kill_survive_a_power_cut_right_after() {
+    let mut recovered_unsynced = 0;
+    for seed in 0..30u64 {
+        let sim = SimFs::new(seed);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let mut rng = Rng(seed);
+        let mut model = Model::default();
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Os)).unwrap();
+        assert!(!workload(&wal, &mut model, &mut rng, 40, SyncPolicy::Os), "no fault was armed");
+        // Unsynced appends last, so that the page cache holds records no sync covered.
+        for _ in 0..1 + rng.below(5) {
+            let next = wal.written_lsn().0 + 1;
+            let p = payload(rng.next(), 20 + rng.below(300) as usize);
+            model.issued.entry(next).or_default().push(p.clone());
+            model.written = wal.append(1, &p).unwrap().last.0;
+        }
+        let unsynced = model.written > model.durable;
+        std::mem::forget(wal);
+        sim.kill();
+        sim.revive();
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Os)).unwrap();
+        let recovered = wal.written_lsn().0;
+        assert_eq!(recovered, model.written, "seed {seed}: a kill keeps the page cache");
+        assert_eq!(wal.durable_lsn().0, recovered, "seed {seed}: what was recovered is durable");
+        recovered_unsynced += u64::from(unsynced);
+        model.durable = recovered;
+        if rng.below(2) == 0 {
+            // More appends, unsynced: they may go, what the open recovered may not.
+            for _ in 0..1 + rng.below(3) {
+                let next = wal.written_lsn().0 + 1;
+                let p = payload(rng.next(), 20 + rng.below(300) as usize);
+                model.issued.entry(next).or_default().push(p.clone());
+                wal.append(1, &p).unwrap();
+            }
+        }
+        std::mem::forget(wal);
+        let policy = CrashPolicy::ALL[rng.below(CrashPolicy::ALL.len() as u64) as usize];
+        sim.crash(policy);
+        check_recovery(&sim, &model, &format!("seed {seed} {policy:?}: power cut after a kill"));
+    }
+    assert!(recovered_unsynced >= 25, "only {recovered_unsynced} opens recovered unsynced records");
+}
+
 #[test]
 fn a_failed_fsync_poisons_the_log_and_is_never_acknowledged() {
     for policy in [SyncPolicy::Always, SyncPolicy::Os] {
@@ -379,6 +427,64 @@ fn enospc_and_short_writes_leave_a_consistent_log_and_writing_resumes() {
         assert!(report.is_clean(), "{kind:?}: {report}");
         assert_eq!(seen, vec![(1, payload(1, 300)), (2, payload(3, 300))], "{kind:?}");
     }
+}
+
+/// A batch refused because its write failed part way leaves nothing of itself behind, after
+/// a power cut too: the log cuts the partial frames back and syncs that cut, so that no
+/// crash can keep the refused batch's whole frames (written, never synced) without the cut
+/// that followed them.
+#[test]
+fn a_refused_batch_leaves_nothing_behind_across_a_power_cut() {
+    for seed in 0..60u64 {
+        let sim = SimFs::new(seed);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(SyncPolicy::Os)).unwrap();
+        for i in 1..=3 {
+            wal.append(1, &payload(i, 100)).unwrap();
+        }
+        wal.sync().unwrap();
+        let before = sim.read_file(&Path::new(DIR).join(only_segment(&sim))).unwrap();
+        sim.inject(Fault::new(OpKind::Write, FaultKind::ShortWrite));
+        let refused: Vec<Vec<u8>> = (4..=8).map(|i| payload(i, 100)).collect();
+        let records: Vec<(u8, &[u8])> = refused.iter().map(|p| (1u8, p.as_slice())).collect();
+        wal.append_batch(&records).expect_err("the short write refuses the batch");
+        // Nothing of it readable now.
+        let after = sim.read_file(&Path::new(DIR).join(only_segment(&sim))).unwrap();
+        assert_eq!(after, before, "seed {seed}: the partial frames were cut back");
+        std::mem::forget(wal);
+        let policy = [CrashPolicy::KeepPrefix, CrashPolicy::RevertDirOps][seed as usize % 2];
+        sim.crash(policy);
+        let mut seen = Vec::new();
+        let (_, report) = Wal::open_and_replay(
+            Arc::clone(&fs),
+            Path::new(DIR),
+            options(SyncPolicy::Os),
+            Lsn::ZERO,
+            |l, _, _| {
+                seen.push(l.0);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            [1, 2, 3],
+            "seed {seed} {policy:?}: the refused batch came back\n{report}"
+        );
+    }
+}
+
+/// The name of the log's one segment.
+fn only_segment(sim: &SimFs) -> String {
+    let mut names: Vec<String> = sim
+        .read_dir(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names.pop().unwrap()
 }
 
 #[test]
