@@ -142,7 +142,13 @@ impl Figure {
         if let Some(t) = self.target {
             let met = if self.lower_is_better { self.value <= t } else { self.value >= t };
             let sign = if self.lower_is_better { "<=" } else { ">=" };
-            out.push((format!("{sign} {}", human(t)), met));
+            // A figure that prints as the target itself (9.996M against 10.0M) says which
+            // side it is on with more digits.
+            let side = |v: f64| if self.lower_is_better { v <= t } else { v >= t };
+            let shown = more_digits(self.value, |s| side(s) == met);
+            let close =
+                if shown == human(self.value) { String::new() } else { format!(" (is {shown})") };
+            out.push((format!("{sign} {}{close}", human(t)), met));
         }
         for (against, x) in &self.ratio_targets {
             let (label, other) = match against {
@@ -156,7 +162,10 @@ impl Figure {
                     let each: Vec<String> = rs.iter().map(|r| format!("{r:.2}")).collect();
                     format!("; rounds {}", each.join(", "))
                 });
-                out.push((format!(">= {x}x {label} (is {r:.2}x{rounds})"), r >= *x));
+                // Two decimals, or more where two would print a miss as the target (1.497
+                // as 1.50 against 1.5).
+                let is = decimals(r, |s| (s >= *x) == (r >= *x));
+                out.push((format!(">= {x}x {label} (is {is}x{rounds})"), r >= *x));
             }
         }
         out
@@ -241,6 +250,38 @@ struct ReportJson<'a> {
 
 /// A number in a readable form: 3 significant digits, with k/M/G for large values.
 pub fn human(v: f64) -> String {
+    human_with(v, 0)
+}
+
+/// `v` with two decimals, or up to five where `faithful` (given the printed value read back)
+/// says fewer would mislead.
+fn decimals(v: f64, faithful: impl Fn(f64) -> bool) -> String {
+    (2..=5)
+        .map(|d| format!("{v:.d$}"))
+        .find(|s| s.parse().is_ok_and(&faithful))
+        .unwrap_or_else(|| format!("{v:.5}"))
+}
+
+/// [`human`], with up to four more decimals where `faithful` (given the printed value read
+/// back, with its suffix) says fewer would mislead.
+fn more_digits(v: f64, faithful: impl Fn(f64) -> bool) -> String {
+    let scale = |s: &str| {
+        let (n, m) = match s.as_bytes().last() {
+            Some(b'G') => (&s[..s.len() - 1], 1e9),
+            Some(b'M') => (&s[..s.len() - 1], 1e6),
+            Some(b'k') => (&s[..s.len() - 1], 1e3),
+            _ => (s, 1.0),
+        };
+        n.parse::<f64>().map(|n| n * m)
+    };
+    (0..=4)
+        .map(|extra| human_with(v, extra))
+        .find(|s| scale(s).is_ok_and(&faithful))
+        .unwrap_or_else(|| human_with(v, 4))
+}
+
+/// [`human`] with `extra` more decimals.
+fn human_with(v: f64, extra: usize) -> String {
     let a = v.abs();
     let (x, suffix) = if a >= 1e9 {
         (v / 1e9, "G")
@@ -258,6 +299,7 @@ pub fn human(v: f64) -> String {
     } else {
         2
     };
+    let digits = digits + extra;
     format!("{x:.digits$}{suffix}")
 }
 
