@@ -18,9 +18,6 @@ use crate::wal::crash_points;
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// The directory, inside the log directory, that holds bytes recovery set aside.
 pub const QUARANTINE_DIR: &str = "quarantine";
-/// The largest first LSN a segment may have: far below `u64::MAX`, so that LSN arithmetic
-/// on anything read from disk cannot overflow.
-pub(crate) const MAX_FIRST_LSN: u64 = u64::MAX >> 2;
 /// How much a cursor reads at once.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -46,6 +43,18 @@ impl SegmentId {
         }
         digits.parse().ok().map(|n| SegmentId(Lsn(n)))
     }
+
+    /// Whether the log accepts a segment with this first LSN: from 1 to
+    /// [`SegmentId::MAX_FIRST_LSN`] (an open refuses a directory holding any other, with
+    /// [`crate::WalError::UnexpectedFile`]).
+    #[must_use]
+    pub fn is_accepted(self) -> bool {
+        (1..=Self::MAX_FIRST_LSN).contains(&self.0.0)
+    }
+
+    /// The largest first LSN a segment may have: far below `u64::MAX`, so that LSN arithmetic
+    /// on anything read from disk cannot overflow.
+    pub const MAX_FIRST_LSN: u64 = u64::MAX >> 2;
 }
 
 impl std::fmt::Display for SegmentId {
@@ -63,10 +72,13 @@ pub(crate) fn list_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<SegmentId>> {
             continue;
         }
         match SegmentId::from_file_name(&entry.name) {
-            Some(id) if id.0.0 == 0 || id.0.0 > MAX_FIRST_LSN => {
+            Some(id) if !id.is_accepted() => {
                 return Err(WalError::UnexpectedFile {
                     path: dir.join(&entry.name),
-                    reason: format!("a segment's first LSN must be between 1 and {MAX_FIRST_LSN}"),
+                    reason: format!(
+                        "a segment's first LSN must be between 1 and {}",
+                        SegmentId::MAX_FIRST_LSN
+                    ),
                 });
             }
             Some(id) => out.push(id),
@@ -454,6 +466,16 @@ pub(crate) fn activate_spare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_is_accepted_from_lsn_1_to_the_limit() {
+        let id = |n: u64| SegmentId(Lsn(n));
+        assert!(!id(0).is_accepted());
+        assert!(id(1).is_accepted());
+        assert!(id(SegmentId::MAX_FIRST_LSN).is_accepted());
+        assert!(!id(SegmentId::MAX_FIRST_LSN + 1).is_accepted());
+        assert!(!id(u64::MAX).is_accepted());
+    }
 
     #[test]
     fn last_nonzero_finds_the_last_byte() {

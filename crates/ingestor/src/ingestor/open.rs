@@ -181,11 +181,12 @@ fn first_segment_named(fs: &dyn Fs, wal_dir: &Path) -> Option<Lsn> {
     let entries = fs.read_dir(wal_dir).ok()?;
     let mut first: Option<Lsn> = None;
     for e in entries.iter().filter(|e| e.kind == EntryKind::File && e.name.ends_with(".seg")) {
-        let lsn = ingestor_wal::SegmentId::from_file_name(&e.name)?.0;
-        // The log refuses a first LSN of 0 or past 2^62 (`UnexpectedFile`): let it say so.
-        if lsn == Lsn::ZERO || lsn.0 > u64::MAX >> 2 {
+        let id = ingestor_wal::SegmentId::from_file_name(&e.name)?;
+        // The log refuses any other first LSN (`UnexpectedFile`): let it say so.
+        if !id.is_accepted() {
             return None;
         }
+        let lsn = id.0;
         first = Some(first.map_or(lsn, |f| f.min(lsn)));
     }
     first
