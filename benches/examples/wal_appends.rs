@@ -64,7 +64,9 @@ fn main() {
     // INGESTOR_COLD=1: the page cache's copy of the log is dropped before each read.
     let cold = std::env::var("INGESTOR_COLD").is_ok();
     let ideal = std::env::var("INGESTOR_IDEAL").is_ok();
-    let ideal_path = tmp.path().join("ideal.log");
+    // Beside the log's directory, not in it: the cold reads evict only the log's pages.
+    let ideal_dir = tempfile::tempdir().unwrap();
+    let ideal_path = ideal_dir.path().join("ideal.log");
     if ideal {
         use std::io::Write;
         let mut out =

@@ -136,6 +136,26 @@ impl Figure {
             .max_by(|a, b| self.ratio_to(&b.0, b.1).total_cmp(&self.ratio_to(&a.0, a.1)))
     }
 
+    /// The ratio to the ceiling or to peer `name` (of figure `value`) as the table prints
+    /// it: two decimals, or as many more as a ratio target against it needs to show its
+    /// side (as the verdict does).
+    fn ratio_text(&self, name: &str, value: f64, is_ceiling: bool) -> String {
+        let r = self.ratio_to(name, value);
+        let best = self.best_peer().map(|b| b.0.as_str());
+        let target = self.ratio_targets.iter().find_map(|(against, x)| {
+            let applies = match against {
+                Against::Ceiling => is_ceiling,
+                Against::BestPeer => !is_ceiling && best == Some(name),
+                Against::Peer(p) => !is_ceiling && *p == name,
+            };
+            applies.then_some(*x)
+        });
+        match target {
+            Some(x) => decimals(r, |s| (s >= x) == (r >= x)),
+            None => format!("{r:.2}"),
+        }
+    }
+
     /// Each target with its verdict: (text, met).
     fn verdicts(&self) -> Vec<(String, bool)> {
         let mut out = Vec::new();
@@ -259,25 +279,26 @@ fn decimals(v: f64, faithful: impl Fn(f64) -> bool) -> String {
     (2..=5)
         .map(|d| format!("{v:.d$}"))
         .find(|s| s.parse().is_ok_and(&faithful))
-        .unwrap_or_else(|| format!("{v:.5}"))
+        .unwrap_or_else(|| format!("{v}"))
 }
 
 /// [`human`], with up to four more decimals where `faithful` (given the printed value read
 /// back, with its suffix) says fewer would mislead.
 fn more_digits(v: f64, faithful: impl Fn(f64) -> bool) -> String {
+    // Read back exactly: "9.996M" as 9.996e6, not 9.996 * 1e6.
     let scale = |s: &str| {
-        let (n, m) = match s.as_bytes().last() {
-            Some(b'G') => (&s[..s.len() - 1], 1e9),
-            Some(b'M') => (&s[..s.len() - 1], 1e6),
-            Some(b'k') => (&s[..s.len() - 1], 1e3),
-            _ => (s, 1.0),
+        let (n, exponent) = match s.as_bytes().last() {
+            Some(b'G') => (&s[..s.len() - 1], "e9"),
+            Some(b'M') => (&s[..s.len() - 1], "e6"),
+            Some(b'k') => (&s[..s.len() - 1], "e3"),
+            _ => (s, ""),
         };
-        n.parse::<f64>().map(|n| n * m)
+        format!("{n}{exponent}").parse::<f64>()
     };
     (0..=4)
         .map(|extra| human_with(v, extra))
         .find(|s| scale(s).is_ok_and(&faithful))
-        .unwrap_or_else(|| human_with(v, 4))
+        .unwrap_or_else(|| format!("{v}"))
 }
 
 /// [`human`] with `extra` more decimals.
@@ -333,12 +354,12 @@ impl Report {
             let _ = writeln!(s, "|---|---|---|---|---|");
             for f in self.figures.iter().filter(|f| f.section == section) {
                 let ceiling = f.ceiling.as_ref().map_or(String::new(), |(n, v)| {
-                    format!("{n}: {} ({:.2}x)", human(*v), f.ratio_to(n, *v))
+                    format!("{n}: {} ({}x)", human(*v), f.ratio_text(n, *v, true))
                 });
                 let peers: Vec<String> = f
                     .peers
                     .iter()
-                    .map(|(n, v)| format!("{n}: {} ({:.2}x)", human(*v), f.ratio_to(n, *v)))
+                    .map(|(n, v)| format!("{n}: {} ({}x)", human(*v), f.ratio_text(n, *v, false)))
                     .collect();
                 let mut targets: Vec<String> = f
                     .verdicts()
