@@ -314,6 +314,29 @@ mod tests {
         assert!(read(&fs, dir.path(), "vm").unwrap_err().contains("cursor-vm"));
     }
 
+    /// A new cursor file (made on a first start, or for a new shard count, at any position)
+    /// and every move are durable when they return: a power cut right after keeps exactly
+    /// what was last stored, never the file it replaced, nor no file.
+    #[test]
+    fn a_new_cursor_and_each_move_survive_a_power_cut_right_after() {
+        let sim = ingestor::SimFs::new(3);
+        let dir = Path::new("/data/outbox");
+        ingestor::create_dir_durably(&sim, dir).unwrap();
+        let next =
+            |sim: &ingestor::SimFs| read(sim, dir, "vm").unwrap().map(|c| (c.next, c.shards));
+        write(&sim, dir, "vm", Lsn(5), 2).unwrap();
+        sim.crash(ingestor::CrashPolicy::DropUnsynced);
+        assert_eq!(next(&sim), Some((Lsn(5), 2)), "the new file");
+        // Made again over the old one (another shard count), then moved.
+        write(&sim, dir, "vm", Lsn(7), 3).unwrap();
+        sim.crash(ingestor::CrashPolicy::DropUnsynced);
+        assert_eq!(next(&sim), Some((Lsn(7), 3)), "the file that replaced the old one");
+        let mut c = CursorFile::open(&sim, dir, "vm", 3).unwrap();
+        c.store(Lsn(11)).unwrap();
+        sim.crash(ingestor::CrashPolicy::DropUnsynced);
+        assert_eq!(next(&sim), Some((Lsn(11), 3)), "a move");
+    }
+
     #[test]
     fn shard_cursor_names_round_trip() {
         assert_eq!(shard_name("vm", 0), "vm");

@@ -83,7 +83,8 @@ pub use ingestor_codec::{
     SeriesKey, Timestamp, Update,
 };
 pub use ingestor_fs::{
-    Fault, FaultKind, Fs, FsFile, OpError, OpKind, OpenMode, SimFs, StdFs, create_dir_durably,
+    CrashPolicy, Fault, FaultKind, Fs, FsFile, OpError, OpKind, OpenMode, SimFs, StdFs,
+    create_dir_durably,
 };
 pub use ingestor_memstore::{
     CONTENT_TYPE as EXPOSITION_CONTENT_TYPE, Frozen, MatchOp, Matcher, MemstoreConfig,
