@@ -72,30 +72,14 @@ fn main() {
         let mut out =
             std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&ideal_path).unwrap());
         for _ in 0..done {
-            out.write_all(&100u32.to_le_bytes()).unwrap();
-            out.write_all(&crc32c::crc32c(&record).to_le_bytes()).unwrap();
-            out.write_all(&record).unwrap();
+            ingestor_benches::ideal::write_frame(&mut out, &record);
         }
         out.flush().unwrap();
     }
     for _ in 0..reads {
         if ideal {
-            use std::io::Read;
             let started = Instant::now();
-            let mut input = std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(&ideal_path).unwrap(),
-            );
-            let mut head = [0u8; 8];
-            let mut buf = Vec::new();
-            let mut n = 0u64;
-            while input.read_exact(&mut head).is_ok() {
-                let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-                buf.resize(len, 0);
-                input.read_exact(&mut buf).unwrap();
-                assert_eq!(crc32c::crc32c(&buf), u32::from_le_bytes(head[4..].try_into().unwrap()));
-                n += 1;
-            }
+            let n = ingestor_benches::ideal::read_all(&ideal_path);
             let took = started.elapsed();
             println!("ideal {n} records: {:.2}M records/s", n as f64 / took.as_secs_f64() / 1e6);
         }

@@ -1,7 +1,7 @@
 //! Benchmarks of `ingestor` beside its peers and ceilings, run by `cargo xtask bench`
 //! (`benches/report/`: the whole-workload driver that writes `target/bench-report.md` and
 //! `.json`; `benches/peers.rs`: criterion micro-benchmarks). This library holds the standard
-//! metrics data set both use.
+//! metrics data set both use, and the log workloads' ideal loop.
 //!
 //! ```
 //! let keys = ingestor_benches::standard::keys(1_000);
@@ -100,5 +100,45 @@ pub mod standard {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+/// The log workloads' ceiling: u32 length + CRC32C + payload through one 1 MiB buffer to one
+/// file, read back the same way (the bench's W1, W2 and W5 ceilings, and the `wal_appends`
+/// example's).
+pub mod ideal {
+    use std::io::{BufReader, Read, Write};
+    use std::path::Path;
+
+    /// Writes one record as the ideal loop frames it.
+    ///
+    /// # Panics
+    /// If the write fails (a benchmark has nothing better to do).
+    pub fn write_frame(out: &mut impl Write, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).expect("a record under 4 GiB");
+        out.write_all(&len.to_le_bytes()).unwrap();
+        out.write_all(&crc32c::crc32c(payload).to_le_bytes()).unwrap();
+        out.write_all(payload).unwrap();
+    }
+
+    /// Reads every record of the file at `path` back through a 1 MiB buffer, checking each
+    /// one's checksum; returns how many there were.
+    ///
+    /// # Panics
+    /// If the file cannot be opened or read, or a checksum does not match.
+    #[must_use]
+    pub fn read_all(path: &Path) -> u64 {
+        let mut input = BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+        let mut head = [0u8; 8];
+        let mut buf = Vec::new();
+        let mut n = 0;
+        while input.read_exact(&mut head).is_ok() {
+            let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+            buf.resize(len, 0);
+            input.read_exact(&mut buf).unwrap();
+            assert_eq!(crc32c::crc32c(&buf), u32::from_le_bytes(head[4..].try_into().unwrap()));
+            n += 1;
+        }
+        n
     }
 }

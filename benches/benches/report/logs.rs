@@ -2,7 +2,7 @@
 //! log, its peers (okaywal, commitlog, raft-engine) and the ideal loop.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -135,29 +135,6 @@ fn commitlog_open(dir: &Path) -> commitlog::CommitLog {
     commitlog::CommitLog::new(commitlog::LogOptions::new(dir)).unwrap()
 }
 
-// ---- the ideal loop ----
-
-fn ideal_frame(out: &mut impl Write, payload: &[u8]) {
-    out.write_all(&(payload.len() as u32).to_le_bytes()).unwrap();
-    out.write_all(&crc32c::crc32c(payload).to_le_bytes()).unwrap();
-    out.write_all(payload).unwrap();
-}
-
-fn ideal_read(path: &Path) -> u64 {
-    let mut input = BufReader::with_capacity(1 << 20, File::open(path).unwrap());
-    let mut head = [0u8; 8];
-    let mut buf = Vec::new();
-    let mut n = 0;
-    while input.read_exact(&mut head).is_ok() {
-        let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
-        buf.resize(len, 0);
-        input.read_exact(&mut buf).unwrap();
-        assert_eq!(crc32c::crc32c(&buf), u32::from_le_bytes(head[4..].try_into().unwrap()));
-        n += 1;
-    }
-    n
-}
-
 /// W1 (`batch == 1`) and W2: `n` records appended one at a time or in batches, without a
 /// sync per append where the system allows it (okaywal does not: each commit syncs). Stops
 /// early after `budget`; returns records per second.
@@ -202,7 +179,7 @@ pub fn append(system: System, dir: &Path, n: u64, batch: usize, budget: Duration
             started = Instant::now();
             while !over(done, started) {
                 for r in &records {
-                    ideal_frame(&mut out, r);
+                    ingestor_benches::ideal::write_frame(&mut out, r);
                 }
                 done += records.len() as u64;
             }
@@ -401,7 +378,7 @@ pub fn read_all(system: System, dir: &Path, n: u64) -> f64 {
             drop(wal);
             count
         }
-        System::Ideal => ideal_read(&dir.join("log")),
+        System::Ideal => ingestor_benches::ideal::read_all(&dir.join("log")),
         System::Okaywal => {
             let counter = Counter::default();
             let log = okaywal_open(dir, &counter);
