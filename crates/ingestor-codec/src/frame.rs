@@ -24,8 +24,9 @@ use crate::ids::Lsn;
 /// snapshot headers carry it; a reader reads every version from 1 to this one and refuses a
 /// newer one. Any change to the bytes a writer produces for the same input bumps it.
 ///
-/// Version 2 added the histogram sample operation (code 7) to batch records.
-pub const FORMAT_VERSION: u16 = 2;
+/// Version 2 added the histogram sample operation (code 7) to batch records; version 3, the
+/// segment header's flag `follows_unsynced` (see [`crate::SegmentHeader`]).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Whether this build reads files of format `version`: every version from 1 to
 /// [`FORMAT_VERSION`].

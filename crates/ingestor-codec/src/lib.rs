@@ -79,7 +79,7 @@ pub use record::{
     begin_series_defs, decode_batch, decode_series_defs, encode_batch, encode_batch_iter,
     encode_series_defs, put_series_def, visit_series_defs,
 };
-pub use segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
+pub use segment::{FOLLOWS_UNSYNCED, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader};
 pub use update::{HistogramSample, MAX_HISTOGRAM_BOUNDS, MetricKind, Op, Point, Update};
 
 /// Appends `record` to `out` as one frame with LSN `lsn`. Returns the frame's length.

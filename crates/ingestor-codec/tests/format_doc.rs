@@ -106,7 +106,7 @@ fn worked_examples_match_the_encoder() {
         encode_record(&record, lsn, Compression::None, &mut encoded).unwrap();
         assert_eq!(documented_example(&doc, name), encoded, "example {name}");
     }
-    let header = SegmentHeader { first_lsn: Lsn(1) }.encode();
+    let header = SegmentHeader { first_lsn: Lsn(1), follows_unsynced: false }.encode();
     assert_eq!(documented_example(&doc, "segment-header"), header, "example segment-header");
     assert_eq!(&documented_example(&doc, "segment-header")[..8], b"INGSTWAL");
 }

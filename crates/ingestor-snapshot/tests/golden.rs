@@ -176,6 +176,27 @@ fn version_1_fixtures_still_load() {
     assert_same(&report.memstore, &fixture_store(7));
 }
 
+/// The golden snapshot as version 2 wrote it (`tests/fixtures/v2/snap_5.snap`, the hex dump
+/// `snapshot_plain` pinned until version 3, whose writer changed only the header's version
+/// and with it the two checksums): it must load to the same state.
+#[test]
+fn the_version_2_golden_snapshot_still_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2/snap_5.snap");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[8], bytes[9]]), 2, "a version-2 file");
+    let sim = SimFs::new(42);
+    let dir = Path::new("/db/snapshots");
+    let (store, _) =
+        SnapshotStore::open(Arc::new(sim.clone()), dir, SnapshotOptions::default()).unwrap();
+    let file = ingestor_fs::Fs::create(&sim, &dir.join(snap_name(5))).unwrap();
+    file.write_at(&bytes, 0).unwrap();
+    let report = store.load_newest(&MemstoreConfig::default()).unwrap();
+    let used = report.used.unwrap();
+    assert_eq!((used.lsn, used.created_ms), (Lsn(5), 1_700_000_000_000));
+    assert!(report.rejected.is_empty());
+    assert_same(&report.memstore, &golden_store());
+}
+
 #[test]
 fn the_fixtures_are_what_their_names_say() {
     let valid = fixture("snap_42.snap");

@@ -148,8 +148,10 @@ pub struct WalOptions {
     /// Under [`SyncPolicy::Buffered`], whether a full buffer is handed to the background
     /// thread to write (on). Off, it waits for the next write the log's callers cause (the
     /// next full buffer, a flush, a sync, a rotation) or the deadline, and the thread that
-    /// causes it writes it: the background thread writes nothing before the deadline, as a
-    /// deterministic simulation needs. Default: on.
+    /// causes it writes it; and the close of a segment a rotation ended (its sync, see
+    /// `docs/durability.md`) is left to the appending thread, after the write of the batch
+    /// that rotated: the background thread writes and syncs nothing before the deadline, as
+    /// a deterministic simulation needs. Default: on.
     pub buffer_handoff: bool,
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
     /// operating system to start writing back each 8 MiB of the active segment as it fills

@@ -56,6 +56,16 @@ struct Damage {
 }
 
 impl Damage {
+    /// The error of [`RecoveryMode::Strict`], which refuses a torn tail too.
+    fn torn(self, path: &Path) -> WalError {
+        WalError::TornTail {
+            path: path.to_path_buf(),
+            offset: self.offset,
+            lsn: self.lsn,
+            cause: self.cause,
+        }
+    }
+
     /// The error of a mode that refuses this damage.
     fn refused(self, path: &Path) -> WalError {
         WalError::Corrupt {
@@ -265,14 +275,21 @@ impl Recovery<'_, '_> {
     ) -> Result<Next> {
         let id = self.ids[i];
         let lsn = Lsn(self.expected.unwrap_or(id.0.0));
-        // The last segment's header and directory entry are synced before anything is
-        // appended to it, so a damaged header with no record after it is a torn creation.
-        // Valid records after it, or a name that does not continue the LSN chain, mean the
-        // header was damaged after the fact: corruption.
+        // Nothing in the last segment counts as durable before its header and directory
+        // entry are synced: at once when it is created, or, when a rotation left the sync
+        // of the segment ahead for later, once that is done (its header then rewritten
+        // without the flag `follows_unsynced`), and the log's durable LSN reaches the last
+        // one before it only then. So a damaged header is a torn creation unless a valid
+        // frame after it proves, by its durable lag, that the LSN before the segment was
+        // durable when it was written; such a frame, or a name that does not continue the
+        // LSN chain, means the header was damaged after the fact: corruption.
         let end = cur.nonzero_end(0)?;
-        let has_records = cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(id.0.0))?.is_some();
+        let sealed_before = match cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(id.0.0))? {
+            Some(first) => proves_durable(cur, first, end, id.0.0 - 1)?,
+            None => false,
+        };
         let continues_chain = self.expected.is_none_or(|e| e == id.0.0);
-        if !is_last || has_records || !continues_chain {
+        if !is_last || sealed_before || !continues_chain {
             return self.middle(i, cur, Damage { offset: 0, lsn, cause });
         }
         if self.mode() == RecoveryMode::Strict {
@@ -388,12 +405,23 @@ impl Recovery<'_, '_> {
                         kind: DecodeErrorKind::LsnMismatch { expected, found: header.lsn.0 },
                     },
                 },
-                Found::End if !is_last => {
+                Found::End if !is_last && !self.ends_early_before_unsealed(i, expected)? => {
                     // A closed segment; its tail is not checked, so never appended to again.
                     self.kept.push(id);
                     self.tail_offset = None;
                     return Ok(Next::Continue);
                 }
+                // Zeros before the next segment's first LSN, and that segment still says
+                // this one may be unsynced: damage, perhaps a torn tail (below).
+                Found::End if !is_last => Damage {
+                    offset,
+                    lsn: Lsn(expected),
+                    cause: DecodeError {
+                        section: Section::Frame,
+                        offset: 0,
+                        kind: DecodeErrorKind::Zeroed,
+                    },
+                },
                 Found::End => {
                     // Zeros mark the end; anything non-zero after them was never synced,
                     // unless a later valid frame proves otherwise.
@@ -428,7 +456,11 @@ impl Recovery<'_, '_> {
             // even when a later frame proves it was synced.
             #[cfg(ingestor_deliberate_bugs)]
             let proven_durable = proven_durable && !crate::bugs::on("tail-as-torn");
-            if !is_last || proven_durable {
+            // In the segment before the last, a torn tail too when the last segment was
+            // opened before this one was synced and has not been sealed since (see
+            // `Recovery::torn_close`).
+            let torn_close = !is_last && !proven_durable && self.torn_close(i, expected)?;
+            if (!is_last && !torn_close) || proven_durable {
                 match self.middle_in_segment(i, cur, damage, later)? {
                     Some(resume) => {
                         offset = resume;
@@ -440,6 +472,12 @@ impl Recovery<'_, '_> {
                         return Ok(Next::Continue);
                     }
                 }
+            }
+            if torn_close {
+                if self.mode() == RecoveryMode::Strict {
+                    return Err(damage.torn(cur.path()));
+                }
+                self.drop_unsealed_last(i)?;
             }
             self.torn_tail(id, cur, damage)?;
             // Deliberate defect: the torn tail is cut at the start of the last good frame
@@ -456,6 +494,73 @@ impl Recovery<'_, '_> {
         self.kept.push(id);
         self.tail_offset = Some(offset);
         Ok(Next::Continue)
+    }
+
+    /// Whether the last segment is `i + 1` and its header does not say, sealed (valid,
+    /// naming its file's LSN, without `follows_unsynced`), that segment `i` was synced
+    /// before anything in it counted as durable. A rotation under the policies that sync
+    /// only at rotation and on demand opens the next segment before the ended one is synced
+    /// (its header flagged), and seals it once that sync is done, before any of its records
+    /// counts as durable.
+    fn last_is_unsealed_after(&self, i: usize) -> Result<bool> {
+        if i + 2 != self.ids.len() {
+            return Ok(false);
+        }
+        let next = self.ids[i + 1];
+        let mut cur = Cursor::open(self.fs, self.path(next))?;
+        Ok(!matches!(cur.header()?, Ok(h) if h.first_lsn == next.0 && !h.follows_unsynced))
+    }
+
+    /// [`Found::End`] in segment `i` (not the last) at LSN `expected`: whether the last
+    /// segment starts past it and is unsealed, so that the zeros may be a page of the ended
+    /// segment that never reached the disk.
+    fn ends_early_before_unsealed(&self, i: usize, expected: u64) -> Result<bool> {
+        Ok(self.ids.get(i + 1).is_some_and(|next| next.0.0 != expected)
+            && self.last_is_unsealed_after(i)?)
+    }
+
+    /// Whether damage at LSN `lsn` in segment `i` (not the last) is a torn tail: the last
+    /// segment is `i + 1`, unsealed ([`Recovery::last_is_unsealed_after`]), and none of its
+    /// valid frames proves by its durable lag that `lsn` had been synced (the frames of
+    /// segment `i` after the damage were looked at already). Nothing after the damage was
+    /// then ever acknowledged as durable.
+    fn torn_close(&mut self, i: usize, lsn: u64) -> Result<bool> {
+        if !self.last_is_unsealed_after(i)? {
+            return Ok(false);
+        }
+        let next = self.ids[i + 1];
+        let mut cur = Cursor::open(self.fs, self.path(next))?;
+        let end = cur.nonzero_end(SEGMENT_HEADER_LEN as u64)?;
+        let proven = match cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(next.0.0))? {
+            Some(first) => proves_durable(&mut cur, first, end, lsn)?,
+            None => false,
+        };
+        Ok(!proven)
+    }
+
+    /// A torn tail in segment `i`, before an unsealed last segment: that segment holds
+    /// nothing durable and follows the tear, so it goes first (quarantined, removed,
+    /// reported): a crash before the cut of segment `i` leaves it the last one, whose tear
+    /// the next open finds as usual.
+    fn drop_unsealed_last(&mut self, i: usize) -> Result<()> {
+        let next = self.ids[i + 1];
+        let mut cur = Cursor::open(self.fs, self.path(next))?;
+        let end = cur.nonzero_end(0)?;
+        let quarantined = self.quarantine(&mut cur, 0, end)?;
+        self.remove_segment(next)?;
+        self.ids.truncate(i + 1);
+        self.report.truncations.push(Truncation {
+            segment: next,
+            offset: 0,
+            bytes: end,
+            from_lsn: next.0,
+            cause: "the segment before it ends in a torn tail, and this one was opened before \
+                    that one was synced"
+                .into(),
+            quarantined,
+            removed_file: true,
+        });
+        Ok(())
     }
 
     /// Corruption inside a segment's frames. Returns where to resume in this segment

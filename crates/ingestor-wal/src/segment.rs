@@ -313,13 +313,16 @@ pub(crate) struct CreateFailure {
 }
 
 /// Creates a segment: header, preallocation, sync, directory sync (so that no
-/// acknowledgement can depend on a segment whose name could vanish). On failure the file is
-/// removed again.
+/// acknowledgement can depend on a segment whose name could vanish). With
+/// `follows_unsynced` (a rotation that syncs the ended segment in the background), the
+/// header carries that flag and neither sync is made here: [`seal_segment`] makes them
+/// once the segment ahead is synced. On failure the file is removed again.
 pub(crate) fn create_segment(
     fs: &dyn Fs,
     dir: &Path,
     segment_bytes_max: u64,
     id: SegmentId,
+    follows_unsynced: bool,
 ) -> std::result::Result<Arc<dyn FsFile>, Box<CreateFailure>> {
     let path = dir.join(id.file_name());
     let file: Arc<dyn FsFile> = match fs.create(&path) {
@@ -331,19 +334,29 @@ pub(crate) fn create_segment(
             }));
         }
     };
-    let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0, follows_unsynced }.encode();
     let made = file
         .write_at(&header, 0)
         .map_err(|e| WalError::io("write header", &path, e))
         .and_then(|()| {
             file.allocate(segment_bytes_max).map_err(|e| WalError::io("allocate", &path, e))
         })
-        .and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e)))
+        .and_then(|()| {
+            if follows_unsynced {
+                return Ok(());
+            }
+            file.sync_all().map_err(|e| WalError::io("sync", &path, e))
+        })
         .and_then(|()| {
             fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)
                 .map_err(|e| WalError::io("crash point", crash_points::SEGMENT_BEFORE_DIR_SYNC, e))
         })
-        .and_then(|()| fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)));
+        .and_then(|()| {
+            if follows_unsynced {
+                return Ok(());
+            }
+            fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e))
+        });
     match made {
         Ok(()) => Ok(file),
         Err(error) => {
@@ -411,24 +424,29 @@ pub(crate) fn prepare_spare(
 }
 
 /// Makes the spare the segment `id`: its header written and synced (data only: the bytes
-/// were written before), then renamed to the segment's name and the directory synced. On
-/// failure the file is removed again (`undone` says whether that worked).
+/// were written before), then renamed to the segment's name and the directory synced (with
+/// `follows_unsynced`, as for [`create_segment`]: the flag in the header, neither sync
+/// here). On failure the file is removed again (`undone` says whether that worked).
 pub(crate) fn activate_spare(
     fs: &dyn Fs,
     dir: &Path,
     name: &str,
     spare: Arc<dyn FsFile>,
     id: SegmentId,
+    follows_unsynced: bool,
 ) -> std::result::Result<Arc<dyn FsFile>, Box<CreateFailure>> {
     let from = dir.join(name);
     let to = dir.join(id.file_name());
-    let header = ingestor_codec::SegmentHeader { first_lsn: id.0 }.encode();
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0, follows_unsynced }.encode();
     let mut renamed = false;
     let mut sync_failed = false;
     let made = spare
         .write_at(&header, 0)
         .map_err(|e| WalError::io("write header", &from, e))
         .and_then(|()| {
+            if follows_unsynced {
+                return Ok(());
+            }
             spare.sync_data().map_err(|e| {
                 sync_failed = true;
                 WalError::io("sync", &from, e)
@@ -450,7 +468,12 @@ pub(crate) fn activate_spare(
             fs.crash_point(crash_points::SEGMENT_BEFORE_DIR_SYNC)
                 .map_err(|e| WalError::io("crash point", crash_points::SEGMENT_BEFORE_DIR_SYNC, e))
         })
-        .and_then(|()| fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)));
+        .and_then(|()| {
+            if follows_unsynced {
+                return Ok(());
+            }
+            fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e))
+        });
     match made {
         Ok(()) => Ok(spare),
         Err(error) => {
@@ -461,6 +484,24 @@ pub(crate) fn activate_spare(
             Err(Box::new(CreateFailure { error, undone: removed && !sync_failed }))
         }
     }
+}
+
+/// Ends the opening of a segment created with `follows_unsynced` ([`create_segment`],
+/// [`activate_spare`]) once the segment ahead of it is synced: its header rewritten without
+/// the flag, the file synced (data and length) and the directory synced. Until then nothing
+/// in it counts as durable; after it, a damaged frame in the segment ahead is corruption,
+/// never a torn tail (`docs/format.md`, "Segment files").
+pub(crate) fn seal_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    file: &dyn FsFile,
+    id: SegmentId,
+) -> Result<()> {
+    let path = dir.join(id.file_name());
+    let header = ingestor_codec::SegmentHeader { first_lsn: id.0, follows_unsynced: false };
+    file.write_at(&header.encode(), 0).map_err(|e| WalError::io("write header", &path, e))?;
+    file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
+    fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e))
 }
 
 #[cfg(test)]

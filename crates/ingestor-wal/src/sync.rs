@@ -33,6 +33,9 @@ pub(crate) enum SyncMessage {
     /// Under [`crate::SyncPolicy::Buffered`]: write the full buffer an appender handed off
     /// (see `handoff.rs`).
     Write,
+    /// A rotation left the ended segment's close for later: finish it
+    /// ([`Shared::finish_close`]).
+    Close,
     /// Sync what was written and stop.
     Shutdown,
 }
@@ -88,6 +91,15 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
         let leading = Leading(shared);
         let outcome = lead_sync(shared, group, last_sync);
         drop(leading);
+        // A segment a rotation ended since the sync began, still closing: none of its
+        // records counts as durable before its close, which seals the segment after it
+        // first (the durable LSN reaches a segment's last LSN only once the next segment is
+        // sealed: recovery relies on it, see `Shared::finish_close`).
+        let closing = lock(&shared.closing);
+        let outcome = outcome.map(|(upto, took)| match closing.as_ref() {
+            Some(c) => (upto.min(Lsn(c.segment.0.0 - 1)), took),
+            None => (upto, took),
+        });
         st = lock(&shared.sync);
         st.syncing = false;
         match outcome {
@@ -111,6 +123,7 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
                 let woken = release_waiters(&mut st, false);
                 let durable = st.durable;
                 drop(st);
+                drop(closing);
                 unpark(woken);
                 if durable >= target && shared.poisoned.get().is_none() {
                     return Ok(durable);
@@ -119,6 +132,7 @@ pub(crate) fn sync_to(shared: &Shared, target: Lsn, lead: bool) -> Result<Lsn> {
             }
             Err(e) => {
                 drop(st);
+                drop(closing);
                 // Failed syncs poison the log inside `sync_segment`; anything else that stops
                 // a leader (a simulated power cut) poisons it here, so no waiter is stranded.
                 return Err(match e {
@@ -219,6 +233,9 @@ fn lead_sync(shared: &Shared, group: usize, last_sync: Duration) -> Result<(Lsn,
         shared.flush_pending(&mut w)?;
         (Lsn(w.next_lsn.0 - 1), Arc::clone(&w.file), w.segment)
     };
+    // The segments ahead of this one first: a rotation may have left the one before it
+    // unsynced (or rotated since, leaving this one so: closed here as well).
+    shared.finish_close()?;
     shared.crash_point(crash_points::SYNC_BEFORE)?;
     let took = shared.sync_segment(&*file, segment)?;
     shared.listener.on_sync(upto, took);
@@ -243,7 +260,7 @@ pub(crate) fn spawn_batch_syncer(shared: Arc<Shared>, window: Duration) -> Resul
 
 /// Starts the thread of [`crate::SyncPolicy::Os`] that gives the log's write-back hints (see
 /// [`Shared::hint_writeback`]), so that the appending thread does not submit the writes.
-pub(crate) fn spawn_writeback(shared: &Shared) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn_writeback(shared: Arc<Shared>) -> Result<JoinHandle<()>> {
     // Room for a few hints: an appender finding it full keeps its hint for a later write.
     let (tx, rx) = crossbeam_channel::bounded(4);
     let _ = shared.wake.set(tx);
@@ -256,6 +273,8 @@ pub(crate) fn spawn_writeback(shared: &Shared) -> Result<JoinHandle<()>> {
                     SyncMessage::Writeback(file, offset, len) => {
                         let _ = file.start_writeback(offset, len);
                     }
+                    // A failure poisoned the log; appenders see it.
+                    SyncMessage::Close => drop(shared.finish_close()),
                     SyncMessage::Wake | SyncMessage::Write => {}
                     SyncMessage::Shutdown => return,
                 }
@@ -323,6 +342,9 @@ fn spawn_timer(
                     }
                     // Likewise a wake-up.
                     Ok(SyncMessage::Write) => {}
+                    // A rotation's close, at once (a failure poisoned the log); likewise a
+                    // wake-up.
+                    Ok(SyncMessage::Close) => drop(shared.finish_close()),
                     Ok(SyncMessage::Shutdown) | Err(_) => return,
                 }
                 let deadline = Instant::now() + window;
@@ -336,6 +358,10 @@ fn spawn_timer(
                             continue;
                         }
                         Ok(SyncMessage::Write) => continue,
+                        Ok(SyncMessage::Close) => {
+                            drop(shared.finish_close());
+                            continue;
+                        }
                         Ok(SyncMessage::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                             if at_shutdown {
                                 sync_written();

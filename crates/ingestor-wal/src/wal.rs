@@ -244,6 +244,7 @@ impl Wal {
             hinted: 0,
             zeroed: false,
             tail_cut_pending: false,
+            close_after_write: false,
             #[cfg(ingestor_deliberate_bugs)]
             deferred: None,
         };
@@ -273,7 +274,7 @@ impl Wal {
                 let id = SegmentId(next_lsn);
                 report.created_segment = Some(id);
                 segments.push(id);
-                let file = create_segment(&*fs, dir, options.segment_bytes_max, id)
+                let file = create_segment(&*fs, dir, options.segment_bytes_max, id, false)
                     .map_err(|f| f.error)?;
                 shared_stub(file, id, SEGMENT_HEADER_LEN as u64)
             }
@@ -305,6 +306,7 @@ impl Wal {
             data_sync: Mutex::new(()),
             undo_generation: AtomicU64::new(0),
             wake: OnceLock::new(),
+            closing: Mutex::new(None),
             spare: Mutex::new(crate::writer::Spare {
                 name: crate::segment::spare_name(options.segment_fill == SegmentFill::Zeros),
                 ..crate::writer::Spare::default()
@@ -348,7 +350,7 @@ impl Wal {
             SyncPolicy::Os
                 if options.writeback_ahead && options.segment_bytes_max > WRITEBACK_CHUNK =>
             {
-                Some(crate::sync::spawn_writeback(shared)?)
+                Some(crate::sync::spawn_writeback(Arc::clone(shared))?)
             }
             SyncPolicy::Always | SyncPolicy::Os => None,
         };
@@ -564,7 +566,7 @@ impl Wal {
             // Nothing written below the cut while it is made.
             drop(shared.finish_handoff()?);
             w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
-            shared.rotate(&mut w)?;
+            shared.rotate(&mut w, false)?;
         }
         Ok(w.segment)
     }
@@ -589,6 +591,8 @@ impl Wal {
         }
         shared.check_poisoned()?;
         shared.flush_pending(&mut w)?;
+        // A close left for later ends before its segments go.
+        shared.finish_close()?;
         let mut segments = lock(&shared.segments);
         for (i, id) in segments.clone().into_iter().enumerate() {
             if i > 0 {
@@ -600,7 +604,7 @@ impl Wal {
         }
         shared.fs.sync_dir(&shared.dir).map_err(|e| WalError::io("sync_dir", &shared.dir, e))?;
         let id = SegmentId(next);
-        w.file = shared.create_segment(id)?;
+        w.file = shared.create_segment(id, false)?;
         w.zeroed = false;
         w.tail_cut_pending = false;
         w.segment = id;
@@ -661,6 +665,8 @@ impl Wal {
         if self.shared.poisoned.get().is_some() {
             return self.shared.check_poisoned();
         }
+        // A close the background thread had not reached yet.
+        self.shared.finish_close()?;
         let target = self.accepted_lsn();
         crate::sync::sync_to(&self.shared, target, true).map(|_| ())
     }

@@ -12,7 +12,7 @@ use ingestor_fs::{Fs, FsFile, FsLock};
 use crate::error::{Result, WalError};
 use crate::handoff::Handoff;
 use crate::options::{SegmentFill, SyncPolicy, WalOptions};
-use crate::segment::{SegmentId, activate_spare, create_segment, prepare_spare};
+use crate::segment::{SegmentId, activate_spare, create_segment, prepare_spare, seal_segment};
 use crate::stats::{Counters, WalListener};
 use crate::sync::SyncMessage;
 use crate::wal::{Ack, AckLevel, crash_points};
@@ -110,6 +110,10 @@ pub(crate) struct Writer {
     /// still to be zeroed durably before anything is appended (see
     /// [`Shared::cut_recovered_tail`]).
     pub(crate) tail_cut_pending: bool,
+    /// A rotation left the ended segment's close ([`Shared::finish_close`]) to the
+    /// appending thread, after the write of the batch that rotated (no background thread
+    /// could take it).
+    pub(crate) close_after_write: bool,
     /// Deliberate defect `buffered-append`: the last append's frames and offset, not yet
     /// written (acknowledged all the same).
     #[cfg(ingestor_deliberate_bugs)]
@@ -170,6 +174,10 @@ pub(crate) struct Shared {
     /// [`SyncPolicy::Buffered`]; takes the write-back hints to the thread of
     /// [`SyncPolicy::Os`].
     pub(crate) wake: OnceLock<Sender<SyncMessage>>,
+    /// A segment a rotation ended without syncing it, and the one opened after it: see
+    /// [`Shared::finish_close`]. Held throughout a close, so that a caller that needs the
+    /// close done waits for one under way.
+    pub(crate) closing: Mutex<Option<Closing>>,
     /// The zero-filled spare segment (see [`SegmentFill`]).
     pub(crate) spare: Mutex<Spare>,
     /// Wakes the spare's preparer thread.
@@ -179,6 +187,18 @@ pub(crate) struct Shared {
     /// Tells waiters that a handed-off buffer was written.
     pub(crate) handed: Condvar,
     pub(crate) _lock: Box<dyn FsLock>,
+}
+
+/// A rotation's work left for later under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`]:
+/// the ended segment's sync, then the sealing of the segment opened after it (its header
+/// flag `follows_unsynced` cleared, synced, the directory synced).
+pub(crate) struct Closing {
+    pub(crate) file: Arc<dyn FsFile>,
+    pub(crate) segment: SegmentId,
+    /// The ended segment's last LSN.
+    pub(crate) last: Lsn,
+    pub(crate) next_file: Arc<dyn FsFile>,
+    pub(crate) next: SegmentId,
 }
 
 /// The spare segment: prepared (zeros, synced) and waiting, or wanted.
@@ -277,27 +297,48 @@ impl Shared {
 
     /// Creates a segment (see [`create_segment`]), poisoning the log if a failed creation
     /// cannot be undone.
-    pub(crate) fn create_segment(&self, id: SegmentId) -> Result<Arc<dyn FsFile>> {
-        create_segment(&*self.fs, &self.dir, self.options.segment_bytes_max, id)
+    pub(crate) fn create_segment(
+        &self,
+        id: SegmentId,
+        follows_unsynced: bool,
+    ) -> Result<Arc<dyn FsFile>> {
+        create_segment(&*self.fs, &self.dir, self.options.segment_bytes_max, id, follows_unsynced)
             .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })
     }
 
-    /// Ends the active segment (synced) and starts the next one at `w.next_lsn`.
-    pub(crate) fn rotate(&self, w: &mut Writer) -> Result<()> {
+    /// Whether rotations made by appends leave the ended segment's sync for later
+    /// ([`Shared::finish_close`]): under the policies that sync only at rotation and on
+    /// demand, [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], so that an append that
+    /// rotates does not wait for a whole segment's sync.
+    fn closes_later(&self) -> bool {
+        matches!(self.options.sync_policy, SyncPolicy::Os | SyncPolicy::Buffered(_))
+    }
+
+    /// Ends the active segment and starts the next one at `w.next_lsn`. With `later` (a
+    /// rotation an append needs, under [`Shared::closes_later`] policies), the ended segment
+    /// is synced after the rotation returns, by the background thread or at the end of the
+    /// append ([`Shared::finish_close`]), and the new segment's header says so until then;
+    /// otherwise it is synced here.
+    pub(crate) fn rotate(&self, w: &mut Writer, later: bool) -> Result<()> {
         let segment = w.segment;
         w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
         self.flush_pending(w)?;
-        self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
-        // Deliberate defect: the ended segment is not synced, yet counted durable.
-        #[cfg(ingestor_deliberate_bugs)]
-        let skip = crate::bugs::on("rotate-no-sync");
-        #[cfg(not(ingestor_deliberate_bugs))]
-        let skip = false;
-        if !skip {
-            self.sync_segment(&*w.file, w.segment)?;
-        }
+        // One close at a time, in order: the one before is finished first.
+        self.finish_close()?;
+        let later = later && self.closes_later();
         let last = Lsn(w.next_lsn.0 - 1);
-        self.mark_durable(last);
+        if !later {
+            self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
+            // Deliberate defect: the ended segment is not synced, yet counted durable.
+            #[cfg(ingestor_deliberate_bugs)]
+            let skip = crate::bugs::on("rotate-no-sync");
+            #[cfg(not(ingestor_deliberate_bugs))]
+            let skip = false;
+            if !skip {
+                self.sync_segment(&*w.file, w.segment)?;
+            }
+            self.mark_durable(last);
+        }
         let id = SegmentId(w.next_lsn);
         let (name, spare) = {
             let mut s = lock(&self.spare);
@@ -307,14 +348,14 @@ impl Shared {
         };
         let (file, zeroed) = match spare {
             Some(spare) => (
-                activate_spare(&*self.fs, &self.dir, &name, spare, id)
+                activate_spare(&*self.fs, &self.dir, &name, spare, id, later)
                     .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })?,
                 true,
             ),
-            None => (self.create_segment(id)?, false),
+            None => (self.create_segment(id, later)?, false),
         };
+        let ended = std::mem::replace(&mut w.file, file);
         w.segment = id;
-        w.file = file;
         w.zeroed = zeroed;
         // The recovered segment's tail (if not cut yet) is behind: it ended above.
         w.tail_cut_pending = false;
@@ -324,7 +365,56 @@ impl Shared {
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
         self.listener.on_rotate(id);
+        if later {
+            *lock(&self.closing) = Some(Closing {
+                file: ended,
+                segment,
+                last,
+                next_file: Arc::clone(&w.file),
+                next: id,
+            });
+            // The background thread closes it; without one (or with its channel full, or
+            // under `Buffered` without hand-offs, which keeps the thread idle before its
+            // deadline), the appending thread does, once the batch that rotated is written.
+            let background = self.options.buffer_handoff
+                || !matches!(self.options.sync_policy, SyncPolicy::Buffered(_));
+            let sent = background
+                && self.wake.get().is_some_and(|tx| tx.try_send(SyncMessage::Close).is_ok());
+            w.close_after_write = !sent;
+        }
         Ok(())
+    }
+
+    /// Finishes the close a rotation left for later, if one is pending (waits for one under
+    /// way on another thread): syncs the ended segment, counts its records durable, then
+    /// seals the segment opened after it ([`seal_segment`]). Every sync of the active
+    /// segment comes after this, so that nothing in it counts as durable before the segment
+    /// ahead of it is synced and its header no longer says otherwise. A failure poisons the
+    /// log.
+    pub(crate) fn finish_close(&self) -> Result<()> {
+        let mut closing = lock(&self.closing);
+        let Some(c) = closing.as_ref() else { return Ok(()) };
+        self.check_poisoned()?;
+        let closed = self
+            .crash_point(crash_points::ROTATE_BEFORE_SYNC)
+            .and_then(|()| {
+                // Deliberate defect: the ended segment is not synced, yet counted durable.
+                #[cfg(ingestor_deliberate_bugs)]
+                if crate::bugs::on("rotate-no-sync") {
+                    return Ok(());
+                }
+                self.sync_segment(&*c.file, c.segment).map(drop)
+            })
+            .and_then(|()| seal_segment(&*self.fs, &self.dir, &*c.next_file, c.next));
+        match closed {
+            Ok(()) => {
+                self.mark_durable(c.last);
+                *closing = None;
+                Ok(())
+            }
+            Err(e @ WalError::Poisoned { .. }) => Err(e),
+            Err(e) => Err(self.poison(e)),
+        }
     }
 
     /// Cuts away whatever part of a failed write reached the file, durably, so that no later
@@ -421,13 +511,23 @@ impl Shared {
         if w.tail_cut_pending {
             self.cut_recovered_tail(w)?;
         }
-        if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
-            return self.accept(w, build);
+        let result = if matches!(self.options.sync_policy, SyncPolicy::Buffered(_)) {
+            self.accept(w, build)
+        } else {
+            let mut buf = std::mem::take(&mut w.buf);
+            let result = self.write_frames(w, &mut buf, build);
+            buf.clear();
+            w.buf = buf;
+            result
+        };
+        // A close no background thread took: after the write into the new segment (a power
+        // cut in between leaves a torn ended segment and a new one still flagged). Its
+        // failure poisons the log, which the next call sees, as it would had the background
+        // thread failed: this batch was written (acknowledged at the level it reached), so
+        // it may be there after a reopen, and an error here would say it was refused.
+        if std::mem::take(&mut w.close_after_write) {
+            drop(self.finish_close());
         }
-        let mut buf = std::mem::take(&mut w.buf);
-        let result = self.write_frames(w, &mut buf, build);
-        buf.clear();
-        w.buf = buf;
         result
     }
 
@@ -537,7 +637,7 @@ impl Shared {
     /// then builds its batch again.
     fn make_move(&self, w: &mut Writer, needed: Move) -> Result<bool> {
         match needed {
-            Move::Rotate => self.rotate(w).map(|()| true),
+            Move::Rotate => self.rotate(w, true).map(|()| true),
             Move::Early => self.switch_early(w),
         }
     }
@@ -719,7 +819,7 @@ impl Shared {
         drop(self.finish_handoff()?);
         let path = self.path(w.segment);
         w.file.set_len(w.offset).map_err(|e| WalError::io("truncate", &path, e))?;
-        match self.rotate(w) {
+        match self.rotate(w, true) {
             Ok(()) => Ok(true),
             Err(e) if self.poisoned.get().is_some() => Err(e),
             Err(_) => Ok(false),

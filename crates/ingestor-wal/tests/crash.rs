@@ -573,58 +573,102 @@ fn a_failed_sync_of_a_spare_being_activated_poisons_the_log() {
 
 #[test]
 fn enospc_when_creating_a_segment_fails_the_append_and_rotation_retries() {
-    let sim = SimFs::new(12);
-    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
-    let (wal, _) = Wal::open(
-        Arc::clone(&fs),
-        Path::new(DIR),
-        options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::Allocate),
-    )
-    .unwrap();
-    let mut n = 0u64;
-    while wal.segments().len() == 1 {
-        n += 1;
-        wal.append(1, &payload(n, 500)).unwrap();
-    }
-    let before = wal.segments().len();
-    for (op, kind) in [
-        (OpKind::Create, FaultKind::Enospc),
-        (OpKind::Allocate, FaultKind::Enospc),
-        (OpKind::SyncDir, FaultKind::Eio),
+    // Under `Always` a rotation creates the next segment synced, directory included; under
+    // `Os` it leaves both syncs to the ended segment's close (a failure there poisons the
+    // log: `a_failed_close_after_rotation_poisons_the_log`).
+    for (seed, policy, faults) in [
+        (
+            12,
+            SyncPolicy::Always,
+            &[
+                (OpKind::Create, FaultKind::Enospc),
+                (OpKind::Allocate, FaultKind::Enospc),
+                (OpKind::SyncDir, FaultKind::Eio),
+            ][..],
+        ),
+        (
+            22,
+            SyncPolicy::Os,
+            &[(OpKind::Create, FaultKind::Enospc), (OpKind::Allocate, FaultKind::Enospc)][..],
+        ),
     ] {
-        sim.inject(Fault::new(op, kind));
-        let mut failed = false;
-        for _ in 0..20 {
+        let sim = SimFs::new(seed);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let opts = || options(policy).segment_fill(ingestor_wal::SegmentFill::Allocate);
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts()).unwrap();
+        let mut n = 0u64;
+        while wal.segments().len() == 1 {
             n += 1;
-            match wal.append(1, &payload(n, 500)) {
-                Ok(_) => {}
-                Err(e) => {
-                    assert!(matches!(e, WalError::Io { .. }), "{op:?}: {e}");
-                    failed = true;
-                    n -= 1;
-                    break;
+            wal.append(1, &payload(n, 500)).unwrap();
+        }
+        let before = wal.segments().len();
+        for &(op, kind) in faults {
+            sim.inject(Fault::new(op, kind));
+            let mut failed = false;
+            for _ in 0..20 {
+                n += 1;
+                match wal.append(1, &payload(n, 500)) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        assert!(matches!(e, WalError::Io { .. }), "{policy:?} {op:?}: {e}");
+                        failed = true;
+                        n -= 1;
+                        break;
+                    }
                 }
             }
+            assert!(failed, "{policy:?} {op:?} fault never hit a rotation");
+            // The half-made segment was removed; the next append rotates for real.
+            n += 1;
+            wal.append(1, &payload(n, 500)).unwrap();
         }
-        assert!(failed, "{op:?} fault never hit a rotation");
-        // The half-made segment was removed; the next append rotates for real.
-        n += 1;
-        wal.append(1, &payload(n, 500)).unwrap();
+        assert!(wal.segments().len() > before);
+        let written = wal.written_lsn();
+        drop(wal);
+        sim.crash(CrashPolicy::DropUnsynced);
+        let mut count = 0;
+        let (wal, report) =
+            Wal::open_and_replay(fs, Path::new(DIR), opts(), Lsn::ZERO, |_, _, _| {
+                count += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert!(report.is_clean(), "{policy:?}: {report}");
+        assert_eq!(wal.written_lsn(), written, "{policy:?}: synced at rotation or close");
+        assert_eq!(count, written.0);
     }
-    assert!(wal.segments().len() > before);
-    let written = wal.written_lsn();
-    drop(wal);
-    sim.crash(CrashPolicy::DropUnsynced);
-    let mut count = 0;
-    let (wal, report) =
-        Wal::open_and_replay(fs, Path::new(DIR), options(SyncPolicy::Os), Lsn::ZERO, |_, _, _| {
-            count += 1;
-            Ok(())
-        })
-        .unwrap();
-    assert!(report.is_clean(), "{report}");
-    assert_eq!(wal.written_lsn(), written, "everything written was synced at rotation or close");
-    assert_eq!(count, written.0);
+}
+
+#[test]
+fn a_failed_close_after_rotation_poisons_the_log() {
+    // Under `Os` a rotation syncs the ended segment, then seals the new one (its header
+    // rewritten and synced, the directory synced) after the append that rotated: a failure
+    // of any of those syncs poisons the log, and nothing past the ended segment's start
+    // ever counts as durable.
+    for (seed, op) in [(23, OpKind::SyncData), (24, OpKind::SyncAll), (25, OpKind::SyncDir)] {
+        let sim = SimFs::new(seed);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let opts = || options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::Allocate);
+        let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), opts()).unwrap();
+        let mut n = 0u64;
+        while wal.segments().len() == 1 {
+            n += 1;
+            wal.append(1, &payload(n, 500)).unwrap();
+        }
+        let ended_first = wal.segments()[1].0;
+        sim.inject(Fault::new(op, FaultKind::Eio));
+        let err = loop {
+            n += 1;
+            match wal.append(1, &payload(n, 500)) {
+                Ok(_) => assert!(n < 2_000, "{op:?}: the fault never hit a close"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, WalError::Poisoned { .. }), "{op:?}: {err}");
+        assert!(matches!(wal.append(1, b"x"), Err(WalError::Poisoned { .. })), "{op:?}");
+        assert!(wal.durable_lsn() < ended_first, "{op:?}: {:?}", wal.durable_lsn());
+        assert!(wal.sync().is_err(), "{op:?}: a sync after the failed close");
+    }
 }
 
 #[test]

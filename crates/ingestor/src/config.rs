@@ -85,7 +85,8 @@ pub struct Config {
     pub wal_buffer_bytes: usize,
     /// Under [`SyncPolicy::Buffered`], whether a full buffer is written by the log's
     /// background thread (on) or by the next thread that causes a write, a flush or a sync
-    /// (off: for deterministic simulations). Default: on.
+    /// (off: for deterministic simulations; a segment a rotation ended is then also synced
+    /// by the appending thread, not the background one). Default: on.
     pub wal_buffer_handoff: bool,
     /// A snapshot is taken automatically once the log has grown by this many bytes since the
     /// last one. Default: 128 MiB.

@@ -652,6 +652,8 @@ impl Iteration<'_> {
         let fsync_failures = self.fsync_failures();
         for _ in 0..STEPS {
             let r = self.rng.below(100);
+            // An ingest acknowledged below `Durable`: see the check after the step.
+            let mut acked_not_durable = false;
             let result = if r < 75 {
                 let mut batch = workload::batch(self.seed, self.next_batch);
                 let refused = workload::is_refused(self.seed, self.next_batch);
@@ -690,6 +692,7 @@ impl Iteration<'_> {
                             self.history.must_survive = self.history.batches.len();
                             self.known_durable = self.known_durable.max(ack.lsn.0);
                         }
+                        acked_not_durable = ack.level != AckLevel::Durable;
                         Ok(())
                     }
                     Err(e) => {
@@ -742,6 +745,26 @@ impl Iteration<'_> {
             };
             let fsync_failed = self.fsync_failures() > fsync_failures;
             match result {
+                // Under `Os` and `Buffered` a rotation syncs the segment it ended after the
+                // write of the batch that rotated: a failure there leaves that batch written
+                // (as acknowledged, not durable) and the log poisoned, which the next
+                // operation must report.
+                Ok(()) if fsync_failed && acked_not_durable => {
+                    let probe = workload::batch(self.seed, u64::MAX - self.next_batch);
+                    return match db.ingest(&probe) {
+                        Err(Error::Wal(WalError::Poisoned { .. })) => Ok(Ended::Poisoned),
+                        Err(e) if is_power_cut(&e) => Ok(Ended::PowerCut),
+                        other => Err(Violation {
+                            invariant: Invariant::FsyncFailureTerminal,
+                            detail: format!(
+                                "an fsync failed with EIO during an ingest acknowledged below \
+                                 durable, and the next ingest did not report the log \
+                                 poisoned: {:?}",
+                                other.map(|a| a.level)
+                            ),
+                        }),
+                    };
+                }
                 Ok(()) if fsync_failed => {
                     return Err(Violation {
                         invariant: Invariant::FsyncFailureTerminal,
@@ -994,6 +1017,17 @@ impl Iteration<'_> {
             .collect()
     }
 
+    /// Whether a segment's header is valid, names its file's LSN and is sealed (without the
+    /// flag `follows_unsynced`).
+    fn is_sealed(&self, path: &Path) -> bool {
+        let bytes = self.fs.read_file(path).unwrap_or_default();
+        let first = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        bytes
+            .first_chunk::<{ ingestor_codec::SEGMENT_HEADER_LEN }>()
+            .and_then(|h| ingestor_codec::SegmentHeader::decode(h).ok())
+            .is_some_and(|h| Some(h.first_lsn.0) == first && !h.follows_unsynced)
+    }
+
     /// The end of the data in a file (after its last non-zero byte).
     fn data_end(&self, path: &Path) -> u64 {
         let bytes = self.fs.read_file(path).unwrap_or_default();
@@ -1021,9 +1055,27 @@ impl Iteration<'_> {
     }
 
     /// Flips a bit inside the frames of a segment that is not the last. Returns whether it did.
+    /// Not in the segment before the last while the last one's header is not sealed (it
+    /// says, with the flag `follows_unsynced`, or by not being valid at all, that it was
+    /// opened before the segment ahead was synced) and no acknowledgement of this life said
+    /// the segment ahead was durable to its end: that segment's tail may never have been
+    /// synced, and damage there may be a torn tail (`docs/format.md`, "Segment files"). (An
+    /// acknowledgement that it was durable means the close sealed the last one first: a
+    /// close that did not sync its seal is caught here.)
     fn flip_middle(&mut self) -> bool {
         let mut segments = self.segments();
-        segments.pop();
+        if let Some((last, _)) = segments.pop()
+            && !self.is_sealed(&last)
+        {
+            let first = last
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(u64::MAX);
+            if self.known_durable.saturating_add(1) < first {
+                segments.pop();
+            }
+        }
         let candidates: Vec<(PathBuf, u64)> = segments
             .into_iter()
             .map(|(p, _)| {
