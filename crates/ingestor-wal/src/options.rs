@@ -156,10 +156,12 @@ pub struct WalOptions {
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`], whether the log asks the
     /// operating system to start writing back each 8 MiB of the active segment as it fills
     /// (`POSIX_FADV_DONTNEED` over whole pages, which also drops those already clean from the
-    /// page cache), so that the sync at rotation does not write a whole segment while the
-    /// appender waits. A background thread gives the hints (under `Os`, a thread of its own,
-    /// `ingestor-wal-writeback`, started when segments are larger than 8 MiB). Turn it off
-    /// for a log read back soon after it is synced (the forwarder's outbox). Default: on.
+    /// page cache), so that the sync of a segment a rotation ended finds little left to
+    /// write. A background thread gives the hints (under `Os`, a thread of its own,
+    /// `ingestor-wal-writeback`, started when segments are larger than 8 MiB, which also
+    /// runs the close of every segment a rotation ends; without it the appending thread
+    /// closes them, see `docs/durability.md`). Turn it off for a log read back soon after
+    /// it is synced (the forwarder's outbox). Default: on.
     pub writeback_ahead: bool,
     /// Told about recovery, rotations, syncs, deletions and poisoning (see [`WalListener`]);
     /// [`crate::Wal::open_with_listener`] overrides it. Default: none.

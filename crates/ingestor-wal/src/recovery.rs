@@ -39,6 +39,9 @@ pub(crate) struct Recovered {
     /// read and never read beyond, are still to be zeroed durably before anything is
     /// appended there ([`crate::writer::Shared::cut_recovered_tail`]).
     pub(crate) tail_cut_pending: bool,
+    /// Whether the last segment kept still says `follows_unsynced` in its header: a close a
+    /// process kill cut short, which the open finishes.
+    pub(crate) last_unsealed: bool,
 }
 
 /// How far past a damaged frame recovery looks for LSNs of later valid frames.
@@ -113,6 +116,7 @@ pub(crate) fn recover<'g>(
         tail_offset: None,
         tail_cut_pending: false,
         next_hint: None,
+        flagged: None,
     };
     let mut i = 0;
     while i < r.ids.len() {
@@ -136,6 +140,7 @@ pub(crate) fn recover<'g>(
         r.tail_offset = Some(SEGMENT_HEADER_LEN as u64);
     }
     r.report.duration = started.elapsed();
+    let last_unsealed = r.flagged.is_some() && r.kept.last().copied() == r.flagged;
     Ok(Recovered {
         report: r.report,
         segments: r.kept,
@@ -143,6 +148,7 @@ pub(crate) fn recover<'g>(
         // Only where appends continue, and never in a dry run (which appends nothing).
         tail_cut_pending: r.tail_cut_pending && r.tail_offset.is_some() && !dry_run,
         tail_offset: r.tail_offset,
+        last_unsealed,
     })
 }
 
@@ -172,6 +178,8 @@ struct Recovery<'a, 'g> {
     tail_cut_pending: bool,
     /// The next LSN, learnt from the name of a removed segment when none remains.
     next_hint: Option<u64>,
+    /// The last segment read whose header says `follows_unsynced`.
+    flagged: Option<SegmentId>,
 }
 
 impl Recovery<'_, '_> {
@@ -216,6 +224,9 @@ impl Recovery<'_, '_> {
             Err(cause) => return self.bad_header(i, &mut cur, is_last, cause),
         };
         let first = header.first_lsn.0;
+        if header.follows_unsynced {
+            self.flagged = Some(id);
+        }
         if let Some(skipped) = self.skipping_from.take() {
             // Skip mode lost the rest of the previous segment: the gap is known now.
             if first > skipped.0 {

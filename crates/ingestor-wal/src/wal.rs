@@ -38,7 +38,9 @@ pub mod crash_points {
     /// concurrent callers reach it. The crash test's scheduler runs other writers here (as at
     /// [`SYNC_BEFORE`] and [`SYNC_AFTER`], where no lock is held either).
     pub const SYNC_WAIT: &str = "wal.sync.wait";
-    /// At rotation, before the full segment is synced.
+    /// Before the ended segment is synced: at rotation, or under `Os` and `Buffered` at the
+    /// segment's close, which follows the rotation (on a background thread, or on the
+    /// appending thread after the batch that rotated).
     pub const ROTATE_BEFORE_SYNC: &str = "wal.rotate.before_sync";
     /// After a new segment was created, written and synced, before its directory is synced.
     pub const SEGMENT_BEFORE_DIR_SYNC: &str = "wal.segment.before_dir_sync";
@@ -229,6 +231,11 @@ impl Wal {
         let recovered = recover(&*fs, dir, &options, replay_from, false, on_record, before_repair)?;
         let mut report = recovered.report;
         let mut segments = recovered.segments;
+        // Everything recovered counts as durable from here on: a close a process kill cut
+        // short is finished first.
+        if recovered.last_unsealed {
+            finish_interrupted_close(&*fs, dir, &segments)?;
+        }
         let next_lsn = recovered.next_lsn;
         let last_lsn = Lsn(next_lsn.0 - 1);
 
@@ -670,6 +677,27 @@ impl Wal {
         let target = self.accepted_lsn();
         crate::sync::sync_to(&self.shared, target, true).map(|_| ())
     }
+}
+
+/// Finishes, at open, the close of a rotation that a process kill (or a power cut after the
+/// ended segment reached the disk) left undone, when recovery found the last segment's
+/// header still saying `follows_unsynced`: the segment before it is synced, then the last
+/// one sealed ([`crate::segment::seal_segment`]). Recovery found both whole up to where it
+/// cut (a torn close removed the last segment), so their records become durable here, as
+/// every record an open recovers does. Reads nothing: an open that fails on a read fails
+/// in recovery, before any repair.
+fn finish_interrupted_close(fs: &dyn Fs, dir: &Path, segments: &[SegmentId]) -> Result<()> {
+    let Some((&last, before)) = segments.split_last() else { return Ok(()) };
+    let path = dir.join(last.file_name());
+    let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| WalError::io("open", &path, e))?;
+    if let Some(&previous) = before.last() {
+        let prev_path = dir.join(previous.file_name());
+        let prev = fs
+            .open(&prev_path, OpenMode::ReadWrite)
+            .map_err(|e| WalError::io("open", &prev_path, e))?;
+        prev.sync_data().map_err(|e| WalError::io("sync", &prev_path, e))?;
+    }
+    crate::segment::seal_segment(fs, dir, &*file, last)
 }
 
 /// The listener the options name, or one that does nothing.

@@ -325,8 +325,15 @@ impl Shared {
         self.flush_pending(w)?;
         // One close at a time, in order: the one before is finished first.
         self.finish_close()?;
-        let later = later && self.closes_later();
+        // Held until the close is recorded, so that no sync leader marks the ended segment
+        // durable between the check below and then (see `sync_to`).
+        let mut closing = lock(&self.closing);
         let last = Lsn(w.next_lsn.0 - 1);
+        // Not when the ended segment is durable already (a sync covered it to its end): the
+        // new segment's frames would then say, by their durable lag, that the LSN before it
+        // was durable, which recovery reads as proof that its header was sealed. So a
+        // segment opened unsealed never holds a frame that says so before its seal.
+        let later = later && self.closes_later() && self.durable.load(Ordering::Acquire) < last.0;
         if !later {
             self.crash_point(crash_points::ROTATE_BEFORE_SYNC)?;
             // Deliberate defect: the ended segment is not synced, yet counted durable.
@@ -366,13 +373,14 @@ impl Shared {
         Counters::add(&self.counters.rotations, 1);
         self.listener.on_rotate(id);
         if later {
-            *lock(&self.closing) = Some(Closing {
+            *closing = Some(Closing {
                 file: ended,
                 segment,
                 last,
                 next_file: Arc::clone(&w.file),
                 next: id,
             });
+            drop(closing);
             // The background thread closes it; without one (or with its channel full, or
             // under `Buffered` without hand-offs, which keeps the thread idle before its
             // deadline), the appending thread does, once the batch that rotated is written.
@@ -520,8 +528,10 @@ impl Shared {
             w.buf = buf;
             result
         };
-        // A close no background thread took: after the write into the new segment (a power
-        // cut in between leaves a torn ended segment and a new one still flagged). Its
+        // A close no background thread took: after the batch that rotated went into the new
+        // segment (written under `Os`; in the buffer under `Buffered`, whose rotation wrote
+        // the ended segment's frames first). A power cut before it leaves a torn ended
+        // segment and a new one still flagged. Its
         // failure poisons the log, which the next call sees, as it would had the background
         // thread failed: this batch was written (acknowledged at the level it reached), so
         // it may be there after a reopen, and an error here would say it was refused.
@@ -767,8 +777,9 @@ impl Shared {
     /// Under the policies that sync only at rotation and on demand ([`SyncPolicy::Os`],
     /// [`SyncPolicy::Buffered`]), asks the operating system to start writing back each
     /// [`WRITEBACK_CHUNK`] of whole pages the active segment has taken (pages below the one
-    /// the next frame goes into, never written again), so that the sync at rotation finds
-    /// little left to write and does not stall the appender for a whole segment's worth.
+    /// the next frame goes into, never written again), so that the sync of the segment when
+    /// a rotation ends it (its close, see [`Shared::finish_close`]) finds little left to
+    /// write.
     /// Durability is unchanged: nothing counts as durable before a sync. A background thread
     /// gives the hint (the flusher under `Buffered`, a thread of its own under `Os`):
     /// submitting the writes costs the thread that asks, a tenth of the appending thread's

@@ -274,3 +274,100 @@ fn a_power_cut_before_a_rotations_close_opens_with_a_prefix() {
         }
     }
 }
+
+/// Kills the process using the simulated disk at the `nth` rotation, right after the new
+/// segment was created (flagged, nothing synced) and before the ended segment's close.
+#[derive(Debug)]
+struct KillAtRotation {
+    sim: SimFs,
+    nth: u64,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl ingestor_wal::WalListener for KillAtRotation {
+    fn on_rotate(&self, _segment: SegmentId) {
+        if self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth {
+            self.sim.kill();
+        }
+    }
+}
+
+/// A process killed between a rotation and its close leaves the ended segment in the page
+/// cache only and the new one flagged: the open that recovers them counts them durable, so
+/// it must finish the close (sync the ended segment, seal the new one) before it returns.
+#[test]
+fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
+    for policy in CrashPolicy::ALL {
+        let sim = SimFs::new(7);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let dir = Path::new("/data/wal");
+        let killer = Arc::new(KillAtRotation {
+            sim: sim.clone(),
+            nth: 2,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        });
+        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
+        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
+        let mut n = 0u64;
+        while !sim.is_killed() {
+            n += 1;
+            assert!(n < 1_000, "no second rotation");
+            if wal.append(1, &payload(n, 100)).is_err() {
+                break;
+            }
+        }
+        assert!(sim.is_killed());
+        std::mem::forget(wal);
+        sim.revive();
+        let (wal, report) =
+            Wal::open(Arc::clone(&fs), dir, options(RecoveryMode::TolerateTornTail)).unwrap();
+        assert!(report.is_clean(), "{policy:?}: {report}");
+        let recovered = wal.written_lsn();
+        assert!(recovered.0 >= 66, "{policy:?}: the page cache kept both segments: {recovered}");
+        assert_eq!(wal.durable_lsn(), recovered, "{policy:?}: what an open recovers is durable");
+        std::mem::forget(wal);
+        sim.crash(policy);
+        let mut lsns = Vec::new();
+        Wal::open_and_replay(fs, dir, options(RecoveryMode::Strict), Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 100), "{policy:?}: LSN {lsn}");
+            lsns.push(lsn.0);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        assert_eq!(lsns, (1..=recovered.0).collect::<Vec<_>>(), "{policy:?}");
+    }
+}
+
+/// When a sync covered the ended segment to its end before the rotation, the new segment's
+/// frames say so by their durable lag (the LSN before the segment was durable), which
+/// recovery takes for proof that the new segment's header was sealed: such a rotation must
+/// open the next segment sealed (created and synced as under `Always`), never flagged.
+#[test]
+fn a_rotation_after_a_sync_of_the_whole_segment_opens_the_next_one_sealed() {
+    for synced_first in [true, false] {
+        let sim = SimFs::new(9);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let dir = Path::new("/data/wal");
+        let killer = Arc::new(KillAtRotation {
+            sim: sim.clone(),
+            nth: 1,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        });
+        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
+        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
+        // 33 records fill a segment; the 34th rotates.
+        for n in 1..=33 {
+            wal.append(1, &payload(n, 100)).unwrap();
+        }
+        if synced_first {
+            wal.sync().unwrap();
+        }
+        let _ = wal.append(1, &payload(34, 100));
+        assert!(sim.is_killed(), "the 34th record rotated");
+        std::mem::forget(wal);
+        sim.revive();
+        let bytes = fs.read_file(&dir.join(SegmentId(Lsn(34)).file_name())).unwrap();
+        let header = SegmentHeader::decode(bytes[..SEGMENT_HEADER_LEN].try_into().unwrap());
+        assert_eq!(header.unwrap().follows_unsynced, !synced_first, "synced first: {synced_first}");
+    }
+}
