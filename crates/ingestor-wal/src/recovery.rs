@@ -484,13 +484,18 @@ impl Recovery<'_, '_> {
                     }
                 }
             }
-            if torn_close {
+            let dropped = if torn_close {
                 if self.mode() == RecoveryMode::Strict {
                     return Err(damage.torn(cur.path()));
                 }
-                self.drop_unsealed_last(i)?;
-            }
+                Some(self.drop_unsealed_last(i)?)
+            } else {
+                None
+            };
             self.torn_tail(id, cur, damage)?;
+            // Reported after the cut, where the log now ends: the removed segment's LSNs
+            // come after it.
+            self.report.truncations.extend(dropped);
             // Deliberate defect: the torn tail is cut at the start of the last good frame
             // (off by one frame), after that frame was replayed.
             #[cfg(ingestor_deliberate_bugs)]
@@ -550,17 +555,17 @@ impl Recovery<'_, '_> {
     }
 
     /// A torn tail in segment `i`, before an unsealed last segment: that segment holds
-    /// nothing durable and follows the tear, so it goes first (quarantined, removed,
-    /// reported): a crash before the cut of segment `i` leaves it the last one, whose tear
-    /// the next open finds as usual.
-    fn drop_unsealed_last(&mut self, i: usize) -> Result<()> {
+    /// nothing durable and follows the tear, so it goes first (quarantined, removed; the
+    /// caller reports it after the cut): a crash before the cut of segment `i` leaves it the
+    /// last one, whose tear the next open finds as usual.
+    fn drop_unsealed_last(&mut self, i: usize) -> Result<Truncation> {
         let next = self.ids[i + 1];
         let mut cur = Cursor::open(self.fs, self.path(next))?;
         let end = cur.nonzero_end(0)?;
         let quarantined = self.quarantine(&mut cur, 0, end)?;
         self.remove_segment(next)?;
         self.ids.truncate(i + 1);
-        self.report.truncations.push(Truncation {
+        Ok(Truncation {
             segment: next,
             offset: 0,
             bytes: end,
@@ -570,8 +575,7 @@ impl Recovery<'_, '_> {
                 .into(),
             quarantined,
             removed_file: true,
-        });
-        Ok(())
+        })
     }
 
     /// Corruption inside a segment's frames. Returns where to resume in this segment

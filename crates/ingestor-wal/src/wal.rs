@@ -233,9 +233,7 @@ impl Wal {
         let mut segments = recovered.segments;
         // Everything recovered counts as durable from here on: a close a process kill cut
         // short is finished first.
-        if recovered.last_unsealed {
-            finish_interrupted_close(&*fs, dir, &segments)?;
-        }
+        make_recovered_durable(&*fs, dir, &segments, recovered.last_unsealed)?;
         let next_lsn = recovered.next_lsn;
         let last_lsn = Lsn(next_lsn.0 - 1);
 
@@ -679,25 +677,34 @@ impl Wal {
     }
 }
 
-/// Finishes, at open, the close of a rotation that a process kill (or a power cut after the
-/// ended segment reached the disk) left undone, when recovery found the last segment's
-/// header still saying `follows_unsynced`: the segment before it is synced, then the last
-/// one sealed ([`crate::segment::seal_segment`]). Recovery found both whole up to where it
-/// cut (a torn close removed the last segment), so their records become durable here, as
-/// every record an open recovers does. Reads nothing: an open that fails on a read fails
-/// in recovery, before any repair.
-fn finish_interrupted_close(fs: &dyn Fs, dir: &Path, segments: &[SegmentId]) -> Result<()> {
-    let Some((&last, before)) = segments.split_last() else { return Ok(()) };
-    let path = dir.join(last.file_name());
-    let file = fs.open(&path, OpenMode::ReadWrite).map_err(|e| WalError::io("open", &path, e))?;
-    if let Some(&previous) = before.last() {
-        let prev_path = dir.join(previous.file_name());
-        let prev = fs
-            .open(&prev_path, OpenMode::ReadWrite)
-            .map_err(|e| WalError::io("open", &prev_path, e))?;
-        prev.sync_data().map_err(|e| WalError::io("sync", &prev_path, e))?;
+/// Makes durable, at open, what a rotation's close that a process kill cut short may have
+/// left in the page cache only (everything an open recovers counts as durable from then on).
+/// At most one close is ever pending, so the data to sync lies in the last two segments
+/// kept: the one a rotation ended, and the one it opened after it (flagged
+/// `follows_unsynced`, or removed by recovery as a torn creation when the kill came before
+/// its header was written, which leaves the ended one last). Both are synced, then the last
+/// one sealed when recovery found it still flagged ([`crate::segment::seal_segment`]), else
+/// the directory synced (a segment created or sealed without its directory sync). Reads
+/// nothing: an open that fails on a read fails in recovery, before any repair.
+fn make_recovered_durable(
+    fs: &dyn Fs,
+    dir: &Path,
+    segments: &[SegmentId],
+    last_unsealed: bool,
+) -> Result<()> {
+    let mut last_file = None;
+    for &id in segments.iter().rev().take(2).rev() {
+        let path = dir.join(id.file_name());
+        let file =
+            fs.open(&path, OpenMode::ReadWrite).map_err(|e| WalError::io("open", &path, e))?;
+        file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;
+        last_file = Some((id, file));
     }
-    crate::segment::seal_segment(fs, dir, &*file, last)
+    match last_file {
+        Some((id, file)) if last_unsealed => crate::segment::seal_segment(fs, dir, &*file, id),
+        Some(_) => fs.sync_dir(dir).map_err(|e| WalError::io("sync_dir", dir, e)),
+        None => Ok(()),
+    }
 }
 
 /// The listener the options name, or one that does nothing.

@@ -138,8 +138,8 @@ fn a_torn_segment_before_an_unsealed_last_one_is_a_torn_tail() {
             assert_eq!(
                 cuts,
                 vec![
-                    (SegmentId(Lsn(67)), 0, Lsn(67), true),
-                    (SegmentId(Lsn(34)), offset, Lsn(50), false)
+                    (SegmentId(Lsn(34)), offset, Lsn(50), false),
+                    (SegmentId(Lsn(67)), 0, Lsn(67), true)
                 ]
             );
             assert!(
@@ -297,7 +297,12 @@ impl ingestor_wal::WalListener for KillAtRotation {
 /// it must finish the close (sync the ended segment, seal the new one) before it returns.
 #[test]
 fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
-    for policy in CrashPolicy::ALL {
+    // With `header_written` false, the kill came between the new segment's creation and its
+    // header's write: recovery removes it as a torn creation, and the ended segment, whose
+    // close never ran, is the last one left.
+    for (policy, header_written) in
+        CrashPolicy::ALL.into_iter().flat_map(|p| [(p, true), (p, false)])
+    {
         let sim = SimFs::new(7);
         let fs: Arc<dyn Fs> = Arc::new(sim.clone());
         let dir = Path::new("/data/wal");
@@ -319,11 +324,18 @@ fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
         assert!(sim.is_killed());
         std::mem::forget(wal);
         sim.revive();
+        if !header_written {
+            let created = dir.join(SegmentId(Lsn(67)).file_name());
+            fs.open(&created, OpenMode::ReadWrite).unwrap().set_len(0).unwrap();
+        }
         let (wal, report) =
             Wal::open(Arc::clone(&fs), dir, options(RecoveryMode::TolerateTornTail)).unwrap();
-        assert!(report.is_clean(), "{policy:?}: {report}");
+        assert_eq!(report.is_clean(), header_written, "{policy:?}: {report}");
         let recovered = wal.written_lsn();
-        assert!(recovered.0 >= 66, "{policy:?}: the page cache kept both segments: {recovered}");
+        assert!(
+            recovered.0 >= 66,
+            "{policy:?}: the page cache kept the ended segment: {recovered}"
+        );
         assert_eq!(wal.durable_lsn(), recovered, "{policy:?}: what an open recovers is durable");
         std::mem::forget(wal);
         sim.crash(policy);
@@ -370,4 +382,61 @@ fn a_rotation_after_a_sync_of_the_whole_segment_opens_the_next_one_sealed() {
         let header = SegmentHeader::decode(bytes[..SEGMENT_HEADER_LEN].try_into().unwrap());
         assert_eq!(header.unwrap().follows_unsynced, !synced_first, "synced first: {synced_first}");
     }
+}
+
+/// A kill inside the close, after the new segment's header was rewritten sealed and before
+/// the directory sync: the next open finds it sealed, yet its name was never synced. The
+/// open syncs the directory, so that records appended there and acknowledged durable
+/// survive a power cut that reverts directory operations.
+#[test]
+fn an_open_after_a_kill_inside_a_close_syncs_the_new_segments_name() {
+    for policy in [CrashPolicy::RevertDirOps, CrashPolicy::DropUnsynced] {
+        let sim = SimFs::new(11);
+        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+        let dir = Path::new("/data/wal");
+        let killer = Arc::new(KillAtRotation {
+            sim: sim.clone(),
+            nth: 2,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        });
+        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
+        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
+        let mut n = 0u64;
+        while !sim.is_killed() {
+            n += 1;
+            assert!(n < 1_000, "no second rotation");
+            let _ = wal.append(1, &payload(n, 100));
+        }
+        std::mem::forget(wal);
+        sim.revive();
+        // What the close did before the kill: the ended segment synced, the new header
+        // rewritten sealed (not synced, nor the directory).
+        let ended = fs.open(&dir.join(SegmentId(Lsn(34)).file_name()), OpenMode::ReadWrite);
+        ended.unwrap().sync_data().unwrap();
+        let created = dir.join(SegmentId(Lsn(67)).file_name());
+        set_flag_unsynced(&*fs, &created, 67);
+        let (wal, report) =
+            Wal::open(Arc::clone(&fs), dir, options(RecoveryMode::TolerateTornTail)).unwrap();
+        assert!(report.is_clean(), "{policy:?}: {report}");
+        for i in 67..=69 {
+            assert_eq!(wal.append(1, &payload(i, 100)).unwrap().first, Lsn(i));
+        }
+        assert_eq!(wal.sync().unwrap(), Lsn(69));
+        std::mem::forget(wal);
+        sim.crash(policy);
+        let mut lsns = Vec::new();
+        Wal::open_and_replay(fs, dir, options(RecoveryMode::Strict), Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 100), "{policy:?}: LSN {lsn}");
+            lsns.push(lsn.0);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        assert_eq!(lsns, (1..=69).collect::<Vec<_>>(), "{policy:?}: durable records lost");
+    }
+}
+
+/// Rewrites a segment's header sealed, without syncing it.
+fn set_flag_unsynced(fs: &dyn Fs, path: &Path, first: u64) {
+    let header = SegmentHeader { first_lsn: Lsn(first), follows_unsynced: false }.encode();
+    fs.open(path, OpenMode::ReadWrite).unwrap().write_at(&header, 0).unwrap();
 }
