@@ -290,17 +290,23 @@ impl Recovery<'_, '_> {
         // entry are synced: at once when it is created, or, when a rotation left the sync
         // of the segment ahead for later, once that is done (its header then rewritten
         // without the flag `follows_unsynced`), and the log's durable LSN reaches the last
-        // one before it only then. So a damaged header is a torn creation unless a valid
-        // frame after it proves, by its durable lag, that the LSN before the segment was
-        // durable when it was written; such a frame, or a name that does not continue the
-        // LSN chain, means the header was damaged after the fact: corruption.
+        // one before it only then. A header that never reached the disk reads as zeros (the
+        // file's space was preallocated or zero-filled; a sector is written whole): with
+        // valid frames after it (written back before the header, while it was flagged),
+        // it is a torn creation unless one of them proves, by its durable lag, that the LSN
+        // before the segment was durable when it was written. Any other damage to the
+        // header with a valid frame after it, such a proof, or a name that does not
+        // continue the LSN chain means the header was damaged after the fact: corruption.
         let end = cur.nonzero_end(0)?;
-        let sealed_before = match cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(id.0.0))? {
-            Some(first) => proves_durable(cur, first, end, id.0.0 - 1)?,
-            None => false,
-        };
+        let zeroed = cause.kind == DecodeErrorKind::Zeroed;
+        let damaged_after_the_fact =
+            match cur.resync(SEGMENT_HEADER_LEN as u64, end, lsn_window(id.0.0))? {
+                Some(_) if !zeroed => true,
+                Some(first) => proves_durable(cur, first, end, id.0.0 - 1)?,
+                None => false,
+            };
         let continues_chain = self.expected.is_none_or(|e| e == id.0.0);
-        if !is_last || sealed_before || !continues_chain {
+        if !is_last || damaged_after_the_fact || !continues_chain {
             return self.middle(i, cur, Damage { offset: 0, lsn, cause });
         }
         if self.mode() == RecoveryMode::Strict {

@@ -371,7 +371,6 @@ impl Shared {
         w.hinted = 0;
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
-        self.listener.on_rotate(id);
         if later {
             *closing = Some(Closing {
                 file: ended,
@@ -380,7 +379,9 @@ impl Shared {
                 next_file: Arc::clone(&w.file),
                 next: id,
             });
-            drop(closing);
+        }
+        drop(closing);
+        if later {
             // The background thread closes it; without one (or with its channel full, or
             // under `Buffered` without hand-offs, which keeps the thread idle before its
             // deadline), the appending thread does, once the batch that rotated is written.
@@ -390,6 +391,8 @@ impl Shared {
                 && self.wake.get().is_some_and(|tx| tx.try_send(SyncMessage::Close).is_ok());
             w.close_after_write = !sent;
         }
+        // Last: a listener that panics leaves the close recorded.
+        self.listener.on_rotate(id);
         Ok(())
     }
 

@@ -172,7 +172,8 @@ fn the_same_damage_before_a_sealed_last_segment_is_corruption() {
         // Zeros instead, before a sealed segment that starts past them: a gap.
         let zeros = vec![0u8; (last_offset + last_len - offset) as usize];
         write(&*disk.fs, &segments[1], &zeros, offset);
-        assert!(replay(&disk, RecoveryMode::TolerateTornTail).is_err());
+        let err = replay(&disk, RecoveryMode::TolerateTornTail).unwrap_err();
+        assert!(matches!(err, WalError::Gap { first: Lsn(50), last: Lsn(66), .. }), "{err}");
     }
 }
 
@@ -191,8 +192,10 @@ fn a_later_frame_proving_the_damage_synced_makes_it_corruption_despite_the_flag(
 }
 
 #[test]
-fn an_unsealed_last_segment_whose_header_never_made_it_is_a_torn_creation() {
+fn a_last_header_read_as_zeros_is_a_torn_creation_unless_a_frame_proves_it_sealed() {
     for disk in Disk::both() {
+        // The image a power cut leaves before the close: the flagged header never written
+        // back (zeros: the space was preallocated), LSN 67 (written before the close) is.
         let segments = build(&disk);
         zero_from(&*disk.fs, &segments[2], 68);
         write(&*disk.fs, &segments[2], &[0; SEGMENT_HEADER_LEN], 0);
@@ -201,12 +204,21 @@ fn an_unsealed_last_segment_whose_header_never_made_it_is_a_torn_creation() {
         assert_eq!(report.removed_segments, vec![SegmentId(Lsn(67))]);
         assert!(report.truncations[0].removed_file, "{report}");
         assert_eq!(wal.append(1, b"x").unwrap().first, Lsn(67));
-        drop(wal);
-        // LSN 68 proves the header was synced before it was written: the damage is not a
-        // torn creation.
-        let disk = Disk::sim(2);
+    }
+    for disk in Disk::both() {
+        // LSN 68, written after the seal, proves the header was synced: zeros there are
+        // damage after the fact.
         let segments = build(&disk);
         write(&*disk.fs, &segments[2], &[0; SEGMENT_HEADER_LEN], 0);
+        let err = replay(&disk, RecoveryMode::TolerateTornTail).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { offset: 0, .. }), "{err}");
+    }
+    for disk in Disk::both() {
+        // Any other damage to a header with a valid frame after it is damage after the
+        // fact, whatever the frames' lags (a power cut writes a sector whole or not at all).
+        let segments = build(&disk);
+        zero_from(&*disk.fs, &segments[2], 68);
+        write(&*disk.fs, &segments[2], &[0x5A], 14);
         let err = replay(&disk, RecoveryMode::TolerateTornTail).unwrap_err();
         assert!(matches!(err, WalError::Corrupt { offset: 0, .. }), "{err}");
     }
@@ -217,13 +229,26 @@ fn an_unsealed_last_segment_whose_header_never_made_it_is_a_torn_creation() {
 /// second open after more appends and another power cut is clean.
 #[test]
 fn a_power_cut_before_a_rotations_close_opens_with_a_prefix() {
-    for (seed, policy) in CrashPolicy::ALL.into_iter().enumerate() {
+    // `Buffered` without hand-offs: its thread idle, the appending thread closes after the
+    // batch that rotated joined the buffer.
+    let buffered = |mode| {
+        options(mode)
+            .sync_policy(SyncPolicy::Buffered(std::time::Duration::from_secs(60)))
+            .buffer_handoff(false)
+            .buffer_bytes(1024)
+    };
+    let logs: [(&str, &dyn Fn(RecoveryMode) -> WalOptions); 2] =
+        [("Os", &options), ("Buffered", &buffered)];
+    for ((seed, crash), (name, opts)) in
+        CrashPolicy::ALL.into_iter().enumerate().flat_map(|p| logs.iter().map(move |l| (p, *l)))
+    {
         for round in 0..8u64 {
             let sim = SimFs::new(100 + seed as u64 * 10 + round);
             let fs: Arc<dyn Fs> = Arc::new(sim.clone());
             let dir = Path::new("/data/wal");
+            let label = format!("{name} {crash:?}");
             let (wal, _) =
-                Wal::open(Arc::clone(&fs), dir, options(RecoveryMode::TolerateTornTail)).unwrap();
+                Wal::open(Arc::clone(&fs), dir, opts(RecoveryMode::TolerateTornTail)).unwrap();
             let mut n = 0u64;
             // The first rotation's close done (inline, after the append that rotated).
             while wal.segments().len() < 2 {
@@ -233,7 +258,8 @@ fn a_power_cut_before_a_rotations_close_opens_with_a_prefix() {
             let durable = wal.durable_lsn();
             assert_eq!(durable, Lsn(wal.segments()[1].0.0 - 1));
             sim.arm_crash_point(ingestor_wal::crash_points::ROTATE_BEFORE_SYNC, 1);
-            // A few records more after the cut's point for some rounds: none reach the file.
+            // The append that rotates returns (its batch went into the new segment, the
+            // close's power cut poisoned the log); the next one fails.
             let cut = loop {
                 n += 1;
                 match wal.append(1, &payload(n, 100)) {
@@ -242,35 +268,37 @@ fn a_power_cut_before_a_rotations_close_opens_with_a_prefix() {
                 }
             };
             assert!(sim.is_crashed(), "{cut}");
+            // The power went at the close, after the next segment was opened: a rotation
+            // that synced before opening it would have cut it with two segments.
+            assert_eq!(wal.segments().len(), 3, "{label}");
             drop(wal);
-            sim.crash(policy);
+            sim.crash(crash);
             let mut seen = Vec::new();
             let (wal, report) = Wal::open_and_replay(
                 Arc::clone(&fs),
                 dir,
-                options(RecoveryMode::TolerateTornTail),
+                opts(RecoveryMode::TolerateTornTail),
                 Lsn::ZERO,
                 |lsn, _, p| {
-                    assert_eq!(p, payload(lsn.0, 100), "{policy:?}: LSN {lsn}");
+                    assert_eq!(p, payload(lsn.0, 100), "{label}: LSN {lsn}");
                     seen.push(lsn.0);
                     Ok(())
                 },
             )
-            .unwrap_or_else(|e| panic!("{policy:?} round {round}: {e}"));
-            assert!(report.corruptions.is_empty(), "{policy:?}: {report}");
+            .unwrap_or_else(|e| panic!("{label} round {round}: {e}"));
+            assert!(report.corruptions.is_empty(), "{label}: {report}");
             let k = seen.len() as u64;
-            assert_eq!(seen, (1..=k).collect::<Vec<_>>(), "{policy:?}: a prefix");
-            assert!(Lsn(k) >= durable, "{policy:?}: lost durable records: {k} < {durable}");
-            assert!(k <= n, "{policy:?}");
+            assert_eq!(seen, (1..=k).collect::<Vec<_>>(), "{label}: a prefix");
+            assert!(Lsn(k) >= durable, "{label}: lost durable records: {k} < {durable}");
+            assert!(k <= n, "{label}");
             // Appends go on from there, and survive a clean close and another power cut.
             for i in k + 1..=k + 40 {
                 assert_eq!(wal.append(1, &payload(i, 100)).unwrap().first, Lsn(i));
             }
             wal.close().unwrap();
-            sim.crash(policy);
-            let (_, report) =
-                Wal::open(Arc::clone(&fs), dir, options(RecoveryMode::Strict)).unwrap();
-            assert!(report.is_clean(), "{policy:?}: {report}");
+            sim.crash(crash);
+            let (_, report) = Wal::open(Arc::clone(&fs), dir, opts(RecoveryMode::Strict)).unwrap();
+            assert!(report.is_clean(), "{label}: {report}");
         }
     }
 }
