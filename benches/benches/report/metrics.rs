@@ -448,8 +448,8 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
             .lower_is_better()
             .target(20.0)
             .note(format!(
-                "meanwhile {} log rotations, each syncing its full segment on the appending \
-                 thread; the log's longest sync since open {:.0} ms",
+                "meanwhile {} log rotations, each segment synced by its close on the log's \
+                 background thread; the log's longest sync since open {:.0} ms",
                 wal.rotations - rotations_before,
                 wal.sync_time_max.as_secs_f64() * 1e3
             )),
