@@ -59,6 +59,19 @@ struct Damage {
 }
 
 impl Damage {
+    /// Zeros at `offset` where the frame of LSN `lsn` should start.
+    fn zeroed(offset: u64, lsn: u64) -> Damage {
+        Damage {
+            offset,
+            lsn: Lsn(lsn),
+            cause: DecodeError {
+                section: Section::Frame,
+                offset: 0,
+                kind: DecodeErrorKind::Zeroed,
+            },
+        }
+    }
+
     /// The error of [`RecoveryMode::Strict`], which refuses a torn tail too.
     fn torn(self, path: &Path) -> WalError {
         WalError::TornTail {
@@ -430,15 +443,7 @@ impl Recovery<'_, '_> {
                 }
                 // Zeros before the next segment's first LSN, and that segment still says
                 // this one may be unsynced: damage, perhaps a torn tail (below).
-                Found::End if !is_last => Damage {
-                    offset,
-                    lsn: Lsn(expected),
-                    cause: DecodeError {
-                        section: Section::Frame,
-                        offset: 0,
-                        kind: DecodeErrorKind::Zeroed,
-                    },
-                },
+                Found::End if !is_last => Damage::zeroed(offset, expected),
                 Found::End => {
                     // Zeros mark the end; anything non-zero after them was never synced,
                     // unless a later valid frame proves otherwise.
@@ -449,15 +454,7 @@ impl Recovery<'_, '_> {
                         self.tail_cut_pending = true;
                         break;
                     }
-                    Damage {
-                        offset,
-                        lsn: Lsn(expected),
-                        cause: DecodeError {
-                            section: Section::Frame,
-                            offset: 0,
-                            kind: DecodeErrorKind::Zeroed,
-                        },
-                    }
+                    Damage::zeroed(offset, expected)
                 }
                 Found::Bad(cause) => Damage { offset, lsn: Lsn(expected), cause },
             };

@@ -320,6 +320,46 @@ impl ingestor_wal::WalListener for KillAtRotation {
     }
 }
 
+/// A log under `Os` in `/data/wal` on a new simulated disk, whose process
+/// [`KillAtRotation`] kills at the `nth` rotation.
+fn log_killed_at_rotation(seed: u64, nth: u64) -> (SimFs, Arc<dyn Fs>, Wal) {
+    let sim = SimFs::new(seed);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let killer = Arc::new(KillAtRotation {
+        sim: sim.clone(),
+        nth,
+        seen: std::sync::atomic::AtomicU64::new(0),
+    });
+    let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new("/data/wal"), opts).unwrap();
+    (sim, fs, wal)
+}
+
+/// The LSNs a strict open replays, each checked to hold its own payload.
+fn lsns_of_a_strict_open(fs: Arc<dyn Fs>, dir: &Path, context: &str) -> Vec<u64> {
+    let mut lsns = Vec::new();
+    Wal::open_and_replay(fs, dir, options(RecoveryMode::Strict), Lsn::ZERO, |lsn, _, p| {
+        assert_eq!(p, payload(lsn.0, 100), "{context}: LSN {lsn}");
+        lsns.push(lsn.0);
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{context}: {e}"));
+    lsns
+}
+
+/// Appends records 1, 2, ... until the process is killed; then forgets the log (a dead
+/// process closes nothing) and revives the disk for the next one.
+fn append_until_killed(sim: &SimFs, wal: Wal) {
+    let mut n = 0u64;
+    while !sim.is_killed() {
+        n += 1;
+        assert!(n < 1_000, "no rotation killed the process");
+        let _ = wal.append(1, &payload(n, 100));
+    }
+    std::mem::forget(wal);
+    sim.revive();
+}
+
 /// A process killed between a rotation and its close leaves the ended segment in the page
 /// cache only and the new one flagged: the open that recovers them counts them durable, so
 /// it must finish the close (sync the ended segment, seal the new one) before it returns.
@@ -331,27 +371,9 @@ fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
     for (policy, header_written) in
         CrashPolicy::ALL.into_iter().flat_map(|p| [(p, true), (p, false)])
     {
-        let sim = SimFs::new(7);
-        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
         let dir = Path::new("/data/wal");
-        let killer = Arc::new(KillAtRotation {
-            sim: sim.clone(),
-            nth: 2,
-            seen: std::sync::atomic::AtomicU64::new(0),
-        });
-        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
-        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
-        let mut n = 0u64;
-        while !sim.is_killed() {
-            n += 1;
-            assert!(n < 1_000, "no second rotation");
-            if wal.append(1, &payload(n, 100)).is_err() {
-                break;
-            }
-        }
-        assert!(sim.is_killed());
-        std::mem::forget(wal);
-        sim.revive();
+        let (sim, fs, wal) = log_killed_at_rotation(7, 2);
+        append_until_killed(&sim, wal);
         if !header_written {
             let created = dir.join(SegmentId(Lsn(67)).file_name());
             fs.open(&created, OpenMode::ReadWrite).unwrap().set_len(0).unwrap();
@@ -367,13 +389,7 @@ fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
         assert_eq!(wal.durable_lsn(), recovered, "{policy:?}: what an open recovers is durable");
         std::mem::forget(wal);
         sim.crash(policy);
-        let mut lsns = Vec::new();
-        Wal::open_and_replay(fs, dir, options(RecoveryMode::Strict), Lsn::ZERO, |lsn, _, p| {
-            assert_eq!(p, payload(lsn.0, 100), "{policy:?}: LSN {lsn}");
-            lsns.push(lsn.0);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        let lsns = lsns_of_a_strict_open(fs, dir, &format!("{policy:?}"));
         assert_eq!(lsns, (1..=recovered.0).collect::<Vec<_>>(), "{policy:?}");
     }
 }
@@ -385,16 +401,8 @@ fn an_open_after_a_kill_before_a_rotations_close_finishes_it() {
 #[test]
 fn a_rotation_after_a_sync_of_the_whole_segment_opens_the_next_one_sealed() {
     for synced_first in [true, false] {
-        let sim = SimFs::new(9);
-        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
         let dir = Path::new("/data/wal");
-        let killer = Arc::new(KillAtRotation {
-            sim: sim.clone(),
-            nth: 1,
-            seen: std::sync::atomic::AtomicU64::new(0),
-        });
-        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
-        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
+        let (sim, fs, wal) = log_killed_at_rotation(9, 1);
         // 33 records fill a segment; the 34th rotates.
         for n in 1..=33 {
             wal.append(1, &payload(n, 100)).unwrap();
@@ -419,24 +427,9 @@ fn a_rotation_after_a_sync_of_the_whole_segment_opens_the_next_one_sealed() {
 #[test]
 fn an_open_after_a_kill_inside_a_close_syncs_the_new_segments_name() {
     for policy in [CrashPolicy::RevertDirOps, CrashPolicy::DropUnsynced] {
-        let sim = SimFs::new(11);
-        let fs: Arc<dyn Fs> = Arc::new(sim.clone());
         let dir = Path::new("/data/wal");
-        let killer = Arc::new(KillAtRotation {
-            sim: sim.clone(),
-            nth: 2,
-            seen: std::sync::atomic::AtomicU64::new(0),
-        });
-        let opts = options(RecoveryMode::TolerateTornTail).listener(killer);
-        let (wal, _) = Wal::open(Arc::clone(&fs), dir, opts).unwrap();
-        let mut n = 0u64;
-        while !sim.is_killed() {
-            n += 1;
-            assert!(n < 1_000, "no second rotation");
-            let _ = wal.append(1, &payload(n, 100));
-        }
-        std::mem::forget(wal);
-        sim.revive();
+        let (sim, fs, wal) = log_killed_at_rotation(11, 2);
+        append_until_killed(&sim, wal);
         // What the close did before the kill: the ended segment synced, the new header
         // rewritten sealed (not synced, nor the directory).
         let ended = fs.open(&dir.join(SegmentId(Lsn(34)).file_name()), OpenMode::ReadWrite);
@@ -452,13 +445,7 @@ fn an_open_after_a_kill_inside_a_close_syncs_the_new_segments_name() {
         assert_eq!(wal.sync().unwrap(), Lsn(69));
         std::mem::forget(wal);
         sim.crash(policy);
-        let mut lsns = Vec::new();
-        Wal::open_and_replay(fs, dir, options(RecoveryMode::Strict), Lsn::ZERO, |lsn, _, p| {
-            assert_eq!(p, payload(lsn.0, 100), "{policy:?}: LSN {lsn}");
-            lsns.push(lsn.0);
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        let lsns = lsns_of_a_strict_open(fs, dir, &format!("{policy:?}"));
         assert_eq!(lsns, (1..=69).collect::<Vec<_>>(), "{policy:?}: durable records lost");
     }
 }
