@@ -261,14 +261,13 @@ impl Wal {
                         .map_err(|e| WalError::io("open", &path, e))?,
                 );
                 let len = file.len().map_err(|e| WalError::io("stat", &path, e))?;
+                // Its records were synced above (`make_recovered_durable`); a segment shorter
+                // than the segment size (a log reopened with a larger one) is preallocated
+                // to it, and that length synced.
                 if len < options.segment_bytes_max {
                     file.allocate(options.segment_bytes_max)
                         .map_err(|e| WalError::io("allocate", &path, e))?;
                     file.sync_all().map_err(|e| WalError::io("sync", &path, e))?;
-                } else {
-                    // The records recovered may be in the page cache only (a process killed
-                    // before its sync): they count as durable from here on, so make them so.
-                    file.sync_data().map_err(|e| WalError::io("sync", &path, e))?;
                 }
                 let mut writer = shared_stub(file, id, offset);
                 writer.tail_cut_pending = recovered.tail_cut_pending;
