@@ -84,6 +84,8 @@ fn beside(
             }
             done
         });
+        let sampler = ingestor_benches::steal::Sampler::start();
+        let mut stalls = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let mut longest = Duration::ZERO;
         let mut batches = 0u64;
@@ -97,12 +99,22 @@ fn beside(
                 batches += 1;
                 longest = longest.max(took);
                 if took > Duration::from_millis(20) {
-                    println!("batch of {:.1} ms started at {t:?}", took.as_secs_f64() * 1e3);
+                    stalls.push((t, took));
                 }
             }
             round += 1;
         }
         stop.store(true, Relaxed);
+        let steal = sampler.stop();
+        for (t, took) in stalls {
+            let stolen = steal.during(t, t + took).unwrap_or_default();
+            println!(
+                "batch of {:.1} ms started at {t:?}, {:.0} ms of steal over the CPUs during it",
+                took.as_secs_f64() * 1e3,
+                stolen.as_secs_f64() * 1e3
+            );
+        }
+        println!("steal time over the run: {:.0} ms", steal.total().as_secs_f64() * 1e3);
         (longest, batches, runs.join().expect("the thread beside"))
     });
     (longest.as_secs_f64() * 1e3, batches, snapshots)

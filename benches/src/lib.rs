@@ -142,3 +142,112 @@ pub mod ideal {
         n
     }
 }
+
+/// Steal time: how long the host kept this virtual machine's CPUs from running (the `steal`
+/// column of `/proc/stat`, summed over every CPU), sampled every 2 ms on a thread of its
+/// own, so that a long batch can be checked for the host's part in it. Where the kernel
+/// reports no steal time (no virtual machine, or a hypervisor that does not account it),
+/// every batch shows none.
+pub mod steal {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    /// How often the sampler reads `/proc/stat`.
+    const PERIOD: Duration = Duration::from_millis(2);
+
+    /// The steal time of every CPU so far, in clock ticks (`None` if `/proc/stat` cannot be
+    /// read or has no steal column).
+    #[must_use]
+    pub fn ticks() -> Option<u64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // "cpu  user nice system idle iowait irq softirq steal ...": the first line sums
+        // the CPUs.
+        stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
+    }
+
+    /// A running sampler; [`Sampler::stop`] returns what it saw.
+    #[derive(Debug)]
+    pub struct Sampler {
+        stop: Arc<AtomicBool>,
+        samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+        thread: JoinHandle<()>,
+    }
+
+    impl Sampler {
+        /// Starts sampling.
+        ///
+        /// # Panics
+        /// If the thread cannot be started.
+        #[must_use]
+        pub fn start() -> Sampler {
+            let stop = Arc::new(AtomicBool::new(false));
+            let samples = Arc::new(Mutex::new(Vec::new()));
+            let thread = {
+                let (stop, samples) = (Arc::clone(&stop), Arc::clone(&samples));
+                std::thread::Builder::new()
+                    .name("steal-sampler".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            let at = Instant::now();
+                            if let Some(t) = ticks() {
+                                samples.lock().unwrap().push((at, t));
+                            }
+                            std::thread::sleep(PERIOD);
+                        }
+                    })
+                    .expect("the steal sampler's thread")
+            };
+            Sampler { stop, samples, thread }
+        }
+
+        /// Stops sampling (after one more sample, so that the last interval is covered).
+        ///
+        /// # Panics
+        /// If the sampling thread panicked.
+        #[must_use]
+        pub fn stop(self) -> Samples {
+            std::thread::sleep(PERIOD * 2);
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.join().expect("the steal sampler");
+            let samples = std::mem::take(&mut *self.samples.lock().unwrap());
+            Samples { samples, tick: tick() }
+        }
+    }
+
+    /// One clock tick of `/proc/stat`.
+    fn tick() -> Duration {
+        Duration::from_secs_f64(1.0 / rustix::param::clock_ticks_per_second() as f64)
+    }
+
+    /// The steal time a [`Sampler`] saw, in order of time.
+    #[derive(Debug, Clone)]
+    pub struct Samples {
+        samples: Vec<(Instant, u64)>,
+        tick: Duration,
+    }
+
+    impl Samples {
+        /// The steal time (summed over the CPUs) between the last sample taken at or before
+        /// `from` and the first taken at or after `to`: an interval at most one sampling
+        /// period wider on each side. `None` where the samples do not cover the interval.
+        #[must_use]
+        pub fn during(&self, from: Instant, to: Instant) -> Option<Duration> {
+            let before = self.samples.iter().rev().find(|(at, _)| *at <= from)?.1;
+            let after = self.samples.iter().find(|(at, _)| *at >= to)?.1;
+            Some(self.tick * u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX))
+        }
+
+        /// All the steal time the samples saw.
+        #[must_use]
+        pub fn total(&self) -> Duration {
+            match (self.samples.first(), self.samples.last()) {
+                (Some(first), Some(last)) => {
+                    self.tick * u32::try_from(last.1.saturating_sub(first.1)).unwrap_or(u32::MAX)
+                }
+                _ => Duration::ZERO,
+            }
+        }
+    }
+}

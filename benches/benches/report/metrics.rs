@@ -9,6 +9,7 @@ use ingestor::{
     Compression, Config, FinalSnapshot, Ingestor, SeriesHandle, SyncPolicy, Timestamp, Update,
 };
 use ingestor_benches::standard::{handle_batch, key_batch, keys, op, rss_mib, scrape_frozen};
+use ingestor_benches::steal;
 
 use crate::table::{Figure, Report, human};
 
@@ -302,16 +303,79 @@ fn p99_ms(mut latencies: Vec<Duration>) -> f64 {
     latencies[i].as_secs_f64() * 1e3
 }
 
+/// Batches longer than this are checked for the host's steal time during them.
+const STALL: Duration = Duration::from_millis(20);
+
+/// What [`writer_latencies`] measured.
+struct Run {
+    /// Each batch's latency.
+    latencies: Vec<Duration>,
+    /// The batches longer than [`STALL`]: when each started, and its latency.
+    stalls: Vec<(Instant, Duration)>,
+    /// How many times the thread beside ran its work.
+    beside: u64,
+    /// The host's steal time over the run.
+    steal: steal::Samples,
+}
+
+impl Run {
+    /// The longest batch, in milliseconds.
+    fn max_ms(&self) -> f64 {
+        max_ms(&self.latencies)
+    }
+
+    /// The longest batch during which the host stole no CPU time, in milliseconds.
+    fn max_unstolen_ms(&self) -> f64 {
+        let stolen = |&(t, d): &(Instant, Duration)| {
+            self.steal.during(t, t + d).is_none_or(|s| s > Duration::ZERO)
+        };
+        let longest_stall = self.stalls.iter().filter(|s| !stolen(s)).map(|s| s.1).max();
+        // Batches up to STALL were not checked: the bound holds for them either way.
+        let short = self.latencies.iter().filter(|&&d| d <= STALL).max().copied();
+        longest_stall.max(short).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+
+    /// The batches over [`STALL`] and the host's steal time during them.
+    fn stall_note(&self) -> String {
+        let stolen: Vec<Duration> = self
+            .stalls
+            .iter()
+            .map(|&(t, d)| self.steal.during(t, t + d).unwrap_or_default())
+            .collect();
+        let longest = self.stalls.iter().zip(&stolen).max_by_key(|((_, d), _)| *d);
+        let mut note = format!(
+            "{} batches over {} ms, {} with steal time during them (the host running \
+             something else on this machine's CPUs, /proc/stat)",
+            self.stalls.len(),
+            STALL.as_millis(),
+            stolen.iter().filter(|s| !s.is_zero()).count()
+        );
+        if let Some(((_, d), s)) = longest {
+            note.push_str(&format!(
+                "; the longest {:.1} ms with {:.0} ms of steal over the CPUs during it",
+                d.as_secs_f64() * 1e3,
+                s.as_secs_f64() * 1e3
+            ));
+        }
+        note.push_str(&format!(
+            "; steal over the phase {:.0} ms",
+            self.steal.total().as_secs_f64() * 1e3
+        ));
+        note
+    }
+}
+
 /// Batch latencies of one writer (batches of 1,000 points by handle) for `budget`, while
-/// `scrape` runs in a loop on another thread (if given).
+/// `scrape` runs in a loop on another thread (if given), and the host's steal time meanwhile.
 fn writer_latencies(
     db: &Ingestor,
     handles: &[SeriesHandle],
     budget: Duration,
     scrape: Option<&(dyn Fn() + Sync)>,
-) -> (Vec<Duration>, u64) {
+) -> Run {
     let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
+    let sampler = steal::Sampler::start();
+    let (latencies, stalls, beside) = std::thread::scope(|s| {
         let scrapes = s.spawn(|| {
             let mut n = 0u64;
             if let Some(scrape) = scrape {
@@ -323,6 +387,7 @@ fn writer_latencies(
             n
         });
         let mut latencies = Vec::new();
+        let mut stalls = Vec::new();
         let deadline = Instant::now() + budget;
         let mut round = 100u64;
         while Instant::now() < deadline {
@@ -330,13 +395,18 @@ fn writer_latencies(
                 let batch = handle_batch(chunk, b * 1_000, round, Timestamp(round as i64));
                 let t = Instant::now();
                 db.ingest_by_handle(&batch).unwrap();
-                latencies.push(t.elapsed());
+                let took = t.elapsed();
+                latencies.push(took);
+                if took > STALL {
+                    stalls.push((t, took));
+                }
             }
             round += 1;
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (latencies, scrapes.join().unwrap())
-    })
+        (latencies, stalls, scrapes.join().unwrap())
+    });
+    Run { latencies, stalls, beside, steal: sampler.stop() }
 }
 
 /// What `GET /metrics` costs writers: batch p99 while the whole store is rendered in a loop,
@@ -353,22 +423,22 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
         "metrics: a /metrics scrape of {} series during ingest (batches of 1,000, Os)",
         keys.len()
     );
-    let (base, _) = writer_latencies(&db, &handles, budget, None);
-    let base = p99_ms(base);
+    let base = p99_ms(writer_latencies(&db, &handles, budget, None).latencies);
     let frozen = || {
         std::hint::black_box(scrape_frozen(&db));
     };
-    let (during, scrapes) = writer_latencies(&db, &handles, budget, Some(&frozen));
-    let during_max = max_ms(&during);
-    let during = p99_ms(during);
+    let frozen_run = writer_latencies(&db, &handles, budget, Some(&frozen));
+    let scrapes = frozen_run.beside;
+    let during = p99_ms(frozen_run.latencies.clone());
     let locked = || {
         let mut out = String::new();
         db.expose(&mut out, None);
         std::hint::black_box(out.len());
     };
-    let (held, held_scrapes) = writer_latencies(&db, &handles, budget, Some(&locked));
-    let held_max = max_ms(&held);
-    let held = p99_ms(held);
+    let held_run = writer_latencies(&db, &handles, budget, Some(&locked));
+    let held_max = held_run.max_ms();
+    let held_scrapes = held_run.beside;
+    let held = p99_ms(held_run.latencies);
     // The only part of a scrape that writers wait for: the freeze, under the read lock.
     let mut pauses: Vec<Duration> = (0..20)
         .map(|_| {
@@ -412,11 +482,7 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
                  read lock, now from a frozen view), then renders"
         )),
     );
-    report.add(
-        Figure::new(&section, "longest batch during frozen-view scrapes", during_max, "ms")
-            .lower_is_better()
-            .target(20.0),
-    );
+    stall_figures(report, &section, "frozen-view scrapes", &frozen_run, None);
     report.add(
         Figure::new(&section, "longest batch during Ingestor::expose scrapes", held_max, "ms")
             .lower_is_better()
@@ -433,26 +499,53 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
         std::hint::black_box(db.snapshot().unwrap());
     };
     let rotations_before = db.stats().wal.rotations;
-    let (during, snapshots) = writer_latencies(&db, &handles, budget, Some(&snapshot));
+    let run = writer_latencies(&db, &handles, budget, Some(&snapshot));
     let wal = db.stats().wal;
-    let during_max = max_ms(&during);
-    let during = p99_ms(during);
+    let snapshots = run.beside;
+    let during = p99_ms(run.latencies.clone());
     report.add(
         Figure::new(&section, "batch p99 during snapshots / no snapshot", during / base, "x")
             .lower_is_better()
             .target(2.0)
             .note(format!("{during:.2} ms against {base:.2} ms; {snapshots} snapshots")),
     );
+    let log = format!(
+        "meanwhile {} log rotations, each segment synced by its close on the log's background \
+         thread; the log's longest sync since open {:.0} ms",
+        wal.rotations - rotations_before,
+        wal.sync_time_max.as_secs_f64() * 1e3
+    );
+    stall_figures(report, &section, "snapshots", &run, Some(log));
+    drop(db);
+}
+
+/// The longest batch during `what` (target: no pause over 20 ms), with the host's steal time
+/// during the batches over [`STALL`]; then the longest batch during which the host stole no
+/// CPU time, against the same bound: what the ingestor itself kept writers waiting.
+fn stall_figures(report: &mut Report, section: &str, what: &str, run: &Run, also: Option<String>) {
+    let note = match also {
+        Some(also) => format!("{}; {also}", run.stall_note()),
+        None => run.stall_note(),
+    };
     report.add(
-        Figure::new(&section, "longest batch during snapshots", during_max, "ms")
+        Figure::new(section, &format!("longest batch during {what}"), run.max_ms(), "ms")
             .lower_is_better()
             .target(20.0)
-            .note(format!(
-                "meanwhile {} log rotations, each segment synced by its close on the log's \
-                 background thread; the log's longest sync since open {:.0} ms",
-                wal.rotations - rotations_before,
-                wal.sync_time_max.as_secs_f64() * 1e3
-            )),
+            .note(note),
     );
-    drop(db);
+    report.add(
+        Figure::new(
+            section,
+            &format!("longest batch during {what}, no steal time during it"),
+            run.max_unstolen_ms(),
+            "ms",
+        )
+        .lower_is_better()
+        .target(20.0)
+        .note(
+            "batches during which /proc/stat counted no steal time: the host ran this \
+             machine's CPUs throughout"
+                .to_string(),
+        ),
+    );
 }
