@@ -250,4 +250,37 @@ pub mod steal {
             }
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn steal_during_an_interval_is_read_from_the_samples_around_it() {
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            let samples = Samples {
+                samples: vec![(t0, 10), (t0 + ms(2), 10), (t0 + ms(4), 13), (t0 + ms(6), 13)],
+                tick: ms(10),
+            };
+            // From the sample at t0 (10 ticks) to the one at 4 ms (13).
+            assert_eq!(samples.during(t0 + ms(1), t0 + ms(3)), Some(ms(30)));
+            assert_eq!(samples.during(t0 + ms(4), t0 + ms(6)), Some(Duration::ZERO));
+            // An interval the samples do not cover on either side.
+            assert_eq!(samples.during(t0 + ms(5), t0 + ms(7)), None);
+            assert_eq!(samples.total(), ms(30));
+        }
+
+        #[test]
+        fn a_sampler_reads_the_steal_column_of_this_machine() {
+            // Where /proc/stat has the column (Linux), the sampler sees it; its total never
+            // goes backwards.
+            if ticks().is_none() {
+                return;
+            }
+            let samples = Sampler::start().stop();
+            assert!(!samples.samples.is_empty(), "the sampler took no sample");
+            assert!(samples.samples.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 <= w[1].0));
+        }
+    }
 }
