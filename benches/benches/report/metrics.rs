@@ -324,7 +324,8 @@ impl Run {
         max_ms(&self.latencies)
     }
 
-    /// The longest batch during which the host stole no CPU time, in milliseconds.
+    /// The longest batch, leaving out those over [`STALL`] during which the host stole CPU
+    /// time (shorter ones are within the bound either way), in milliseconds.
     fn max_unstolen_ms(&self) -> f64 {
         let stolen = |&(t, d): &(Instant, Duration)| {
             self.steal.during(t, t + d).is_none_or(|s| s > Duration::ZERO)
@@ -520,8 +521,9 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
 }
 
 /// The longest batch during `what` (target: no pause over 20 ms), with the host's steal time
-/// during the batches over [`STALL`]; then the longest batch during which the host stole no
-/// CPU time, against the same bound: what the ingestor itself kept writers waiting.
+/// during the batches over [`STALL`]; then the longest batch once those over [`STALL`] with
+/// steal time during them are left out, against the same bound: what the ingestor itself
+/// kept writers waiting.
 fn stall_figures(report: &mut Report, section: &str, what: &str, run: &Run, also: Option<String>) {
     let note = match also {
         Some(also) => format!("{}; {also}", run.stall_note()),
@@ -536,15 +538,16 @@ fn stall_figures(report: &mut Report, section: &str, what: &str, run: &Run, also
     report.add(
         Figure::new(
             section,
-            &format!("longest batch during {what}, no steal time during it"),
+            &format!("longest batch during {what}, stalls with steal time left out"),
             run.max_unstolen_ms(),
             "ms",
         )
         .lower_is_better()
         .target(20.0)
         .note(
-            "batches during which /proc/stat counted no steal time: the host ran this \
-             machine's CPUs throughout"
+            "the batches over 20 ms during which /proc/stat counted steal time (the host \
+             running something else on this machine's CPUs) left out: what the ingestor kept \
+             a writer waiting on its own"
                 .to_string(),
         ),
     );
