@@ -107,12 +107,15 @@ fn beside(
         stop.store(true, Relaxed);
         let steal = sampler.stop();
         for (t, took) in stalls {
-            let stolen = steal.during(t, t + took).unwrap_or_default();
-            println!(
-                "batch of {:.1} ms started at {t:?}, {:.0} ms of steal over the CPUs during it",
-                took.as_secs_f64() * 1e3,
-                stolen.as_secs_f64() * 1e3
-            );
+            let steal = match steal.during(t, t + took) {
+                Some(cpus) => format!(
+                    "steal by CPU during it {:?} ms, every CPU held at least {:.0} ms",
+                    cpus.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+                    steal.held_all(t, t + took).unwrap_or_default().as_secs_f64() * 1e3
+                ),
+                None => "its steal not read".to_string(),
+            };
+            println!("batch of {:.1} ms started at {t:?}, {steal}", took.as_secs_f64() * 1e3);
         }
         println!("steal time over the run: {:.0} ms", steal.total().as_secs_f64() * 1e3);
         (longest, batches, runs.join().expect("the thread beside"))

@@ -144,108 +144,171 @@ pub mod ideal {
 }
 
 /// Steal time: how long the host kept this virtual machine's CPUs from running (the `steal`
-/// column of `/proc/stat`, summed over every CPU), sampled every 2 ms on a thread of its
+/// column of `/proc/stat`, one count per CPU), sampled about every 2 ms on a thread of its
 /// own, so that a long batch can be checked for the host's part in it. Where the kernel
 /// reports no steal time (no virtual machine, or a hypervisor that does not account it),
-/// every batch shows none.
+/// every interval shows none; where `/proc/stat` cannot be read, none is known
+/// ([`Samples::during`] answers `None`).
 pub mod steal {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
-    /// How often the sampler reads `/proc/stat`.
+    /// How long the sampler sleeps between two reads of `/proc/stat`.
     const PERIOD: Duration = Duration::from_millis(2);
 
-    /// The steal time of every CPU so far, in clock ticks (`None` if `/proc/stat` cannot be
-    /// read or has no steal column).
+    /// Each CPU's steal time so far, in clock ticks, from the `cpuN` lines of `/proc/stat`
+    /// (`None` if the file cannot be read or a line has no steal column).
     #[must_use]
-    pub fn ticks() -> Option<u64> {
+    pub fn ticks() -> Option<Vec<u64>> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        // "cpu  user nice system idle iowait irq softirq steal ...": the first line sums
-        // the CPUs.
-        stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
+        // "cpuN user nice system idle iowait irq softirq steal ...", after the "cpu" line
+        // that sums them.
+        let per_cpu: Option<Vec<u64>> = stat
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("cpu").is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .map(|l| l.split_whitespace().nth(8)?.parse().ok())
+            .collect();
+        per_cpu.filter(|v| !v.is_empty())
+    }
+
+    /// One read of `/proc/stat`: when it started and ended, and each CPU's steal ticks.
+    #[derive(Debug, Clone)]
+    struct Sample {
+        from: Instant,
+        to: Instant,
+        ticks: Vec<u64>,
+    }
+
+    /// Reads `/proc/stat` once.
+    fn sample() -> Option<Sample> {
+        let from = Instant::now();
+        let ticks = ticks()?;
+        Some(Sample { from, to: Instant::now(), ticks })
     }
 
     /// A running sampler; [`Sampler::stop`] returns what it saw.
     #[derive(Debug)]
     pub struct Sampler {
         stop: Arc<AtomicBool>,
-        samples: Arc<Mutex<Vec<(Instant, u64)>>>,
-        thread: JoinHandle<()>,
+        samples: Arc<Mutex<Vec<Sample>>>,
+        thread: Option<JoinHandle<()>>,
     }
 
     impl Sampler {
-        /// Starts sampling.
+        /// Takes a first sample, then goes on sampling on a thread of its own.
         ///
         /// # Panics
         /// If the thread cannot be started.
         #[must_use]
         pub fn start() -> Sampler {
             let stop = Arc::new(AtomicBool::new(false));
-            let samples = Arc::new(Mutex::new(Vec::new()));
+            // Before the caller's first interval begins.
+            let samples = Arc::new(Mutex::new(sample().into_iter().collect::<Vec<_>>()));
             let thread = {
                 let (stop, samples) = (Arc::clone(&stop), Arc::clone(&samples));
                 std::thread::Builder::new()
                     .name("steal-sampler".into())
                     .spawn(move || {
-                        while !stop.load(Ordering::Relaxed) {
-                            let at = Instant::now();
-                            if let Some(t) = ticks() {
-                                samples.lock().unwrap().push((at, t));
-                            }
+                        loop {
                             std::thread::sleep(PERIOD);
+                            // Sampled once more after the stop: the caller's last interval
+                            // ended before it asked.
+                            let last = stop.load(Ordering::Acquire);
+                            if let Some(s) = sample() {
+                                samples
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push(s);
+                            }
+                            if last {
+                                break;
+                            }
                         }
                     })
                     .expect("the steal sampler's thread")
             };
-            Sampler { stop, samples, thread }
+            Sampler { stop, samples, thread: Some(thread) }
         }
 
-        /// Stops sampling (after one more sample, so that the last interval is covered).
+        /// Stops sampling, after one more sample, and returns the samples.
         ///
         /// # Panics
         /// If the sampling thread panicked.
         #[must_use]
-        pub fn stop(self) -> Samples {
-            std::thread::sleep(PERIOD * 2);
-            self.stop.store(true, Ordering::Relaxed);
-            self.thread.join().expect("the steal sampler");
-            let samples = std::mem::take(&mut *self.samples.lock().unwrap());
+        pub fn stop(mut self) -> Samples {
+            self.stop.store(true, Ordering::Release);
+            if let Some(thread) = self.thread.take() {
+                thread.join().expect("the steal sampler");
+            }
+            let samples = std::mem::take(
+                &mut *self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
             Samples { samples, tick: tick() }
+        }
+    }
+
+    impl Drop for Sampler {
+        /// A sampler dropped without [`Sampler::stop`] (a panic in the measured code) ends
+        /// its thread.
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Release);
         }
     }
 
     /// One clock tick of `/proc/stat`.
     fn tick() -> Duration {
-        Duration::from_secs_f64(1.0 / rustix::param::clock_ticks_per_second() as f64)
+        Duration::from_secs_f64(1.0 / rustix::param::clock_ticks_per_second().max(1) as f64)
     }
 
     /// The steal time a [`Sampler`] saw, in order of time.
     #[derive(Debug, Clone)]
     pub struct Samples {
-        samples: Vec<(Instant, u64)>,
+        samples: Vec<Sample>,
         tick: Duration,
     }
 
     impl Samples {
-        /// The steal time (summed over the CPUs) between the last sample taken at or before
-        /// `from` and the first taken at or after `to`: an interval at most one sampling
-        /// period wider on each side. `None` where the samples do not cover the interval.
+        /// Each CPU's steal time from the last sample read wholly before `from` to the first
+        /// read wholly after `to`: an interval widened to the samples around it (by about
+        /// 2 ms on each side when the sampler runs on time; more when it waited for a CPU,
+        /// as it does when the host holds them). `None` where the samples do not cover the
+        /// interval (or `/proc/stat` could not be read).
         #[must_use]
-        pub fn during(&self, from: Instant, to: Instant) -> Option<Duration> {
-            let before = self.samples.iter().rev().find(|(at, _)| *at <= from)?.1;
-            let after = self.samples.iter().find(|(at, _)| *at >= to)?.1;
-            Some(self.tick * u32::try_from(after.saturating_sub(before)).unwrap_or(u32::MAX))
+        pub fn during(&self, from: Instant, to: Instant) -> Option<Vec<Duration>> {
+            let before = self.samples.iter().rev().find(|s| s.to <= from)?;
+            let after = self.samples.iter().find(|s| s.from >= to)?;
+            Some(self.between(before, after))
         }
 
-        /// All the steal time the samples saw.
+        /// How long, at least, the host held every CPU at once during the interval (see
+        /// [`Samples::during`]): the steal time of the CPU with the least, less one clock
+        /// tick for the counts' granularity and the widened interval. A pause of the whole
+        /// machine shows here; steal on one CPU only does not (the measured thread may have
+        /// run on the other).
+        #[must_use]
+        pub fn held_all(&self, from: Instant, to: Instant) -> Option<Duration> {
+            let least = self.during(from, to)?.into_iter().min()?;
+            Some(least.saturating_sub(self.tick))
+        }
+
+        /// Each CPU's steal time from `a` to `b`.
+        fn between(&self, a: &Sample, b: &Sample) -> Vec<Duration> {
+            a.ticks
+                .iter()
+                .zip(&b.ticks)
+                .map(|(x, y)| self.tick * u32::try_from(y.saturating_sub(*x)).unwrap_or(u32::MAX))
+                .collect()
+        }
+
+        /// All the steal time the samples saw, summed over the CPUs.
         #[must_use]
         pub fn total(&self) -> Duration {
             match (self.samples.first(), self.samples.last()) {
-                (Some(first), Some(last)) => {
-                    self.tick * u32::try_from(last.1.saturating_sub(first.1)).unwrap_or(u32::MAX)
-                }
+                (Some(first), Some(last)) => self.between(first, last).iter().sum(),
                 _ => Duration::ZERO,
             }
         }
@@ -255,32 +318,58 @@ pub mod steal {
     mod tests {
         use super::*;
 
+        fn at(t0: Instant, ms: u64, ticks: Vec<u64>) -> Sample {
+            let from = t0 + Duration::from_millis(ms);
+            Sample { from, to: from + Duration::from_micros(100), ticks }
+        }
+
         #[test]
         fn steal_during_an_interval_is_read_from_the_samples_around_it() {
             let t0 = Instant::now();
             let ms = Duration::from_millis;
             let samples = Samples {
-                samples: vec![(t0, 10), (t0 + ms(2), 10), (t0 + ms(4), 13), (t0 + ms(6), 13)],
+                samples: vec![
+                    at(t0, 0, vec![10, 5]),
+                    at(t0, 2, vec![10, 5]),
+                    at(t0, 4, vec![13, 6]),
+                    at(t0, 6, vec![13, 6]),
+                ],
                 tick: ms(10),
             };
-            // From the sample at t0 (10 ticks) to the one at 4 ms (13).
-            assert_eq!(samples.during(t0 + ms(1), t0 + ms(3)), Some(ms(30)));
-            assert_eq!(samples.during(t0 + ms(4), t0 + ms(6)), Some(Duration::ZERO));
-            // An interval the samples do not cover on either side.
+            // From the sample read at 0 ms to the one read at 4 ms.
+            assert_eq!(samples.during(t0 + ms(1), t0 + ms(3)), Some(vec![ms(30), ms(10)]));
+            // The sample read at 2 ms ends after the interval starts: the one before it.
+            assert_eq!(samples.during(t0 + ms(2), t0 + ms(3)), Some(vec![ms(30), ms(10)]));
+            assert_eq!(samples.during(t0 + ms(5), t0 + ms(6)), Some(vec![ms(0), ms(0)]));
+            // The end is not covered (no sample read after 7 ms), nor a start before the
+            // first sample.
             assert_eq!(samples.during(t0 + ms(5), t0 + ms(7)), None);
-            assert_eq!(samples.total(), ms(30));
+            if let Some(early) = t0.checked_sub(ms(1)) {
+                assert_eq!(samples.during(early, t0 + ms(3)), None);
+            }
+            assert_eq!(samples.total(), ms(40));
+            // Every CPU held at least 10 ms (the least), less one tick.
+            assert_eq!(samples.held_all(t0 + ms(1), t0 + ms(3)), Some(Duration::ZERO));
+            let paused = Samples {
+                samples: vec![at(t0, 0, vec![10, 5]), at(t0, 40, vec![14, 8])],
+                tick: ms(10),
+            };
+            assert_eq!(paused.held_all(t0 + ms(1), t0 + ms(39)), Some(ms(20)));
+            assert_eq!(paused.held_all(t0 + ms(1), t0 + ms(41)), None);
         }
 
         #[test]
-        fn a_sampler_reads_the_steal_column_of_this_machine() {
-            // Where /proc/stat has the column (Linux), the sampler sees it; its total never
-            // goes backwards.
+        fn a_sampler_covers_what_ran_between_its_start_and_its_stop() {
+            // Where /proc/stat has the column (Linux), every interval between the start and
+            // the stop is covered, however briefly the sampler ran.
             if ticks().is_none() {
                 return;
             }
-            let samples = Sampler::start().stop();
-            assert!(!samples.samples.is_empty(), "the sampler took no sample");
-            assert!(samples.samples.windows(2).all(|w| w[0].1 <= w[1].1 && w[0].0 <= w[1].0));
+            let sampler = Sampler::start();
+            let (from, to) = (Instant::now(), Instant::now());
+            let samples = sampler.stop();
+            let steal = samples.during(from, to).expect("covered");
+            assert_eq!(steal.len(), ticks().expect("read above").len(), "one figure per CPU");
         }
     }
 }
