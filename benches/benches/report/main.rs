@@ -98,7 +98,7 @@ const REPEATS: usize = 3;
 /// of five W1 `Buffered` rounds of one full run ran at 7.2M and 7.3M records/s against
 /// 18-22M in the others, and decided the median. The same slow state follows a large
 /// write: after 3 GB of file data written and synced, the first `wal_appends buffered 1
-/// 1000000` ran at 4.6M records/s and the next four at 14-21M, the kernel's copy into the
+/// 1000000` ran at 4.6M records/s and the next five at 14-21M, the kernel's copy into the
 /// page cache taking most of the time (`perf record`) with no steal time; the ideal loop
 /// slows less in that state (12-15M in the first round of `--only W1` right after such a
 /// write, 22-26M after). Why the machine copies slowly then is not known.
