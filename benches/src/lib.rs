@@ -148,7 +148,7 @@ pub mod ideal {
 /// own, so that a long batch can be checked for the host's part in it. Where the kernel
 /// reports no steal time (no virtual machine, or a hypervisor that does not account it),
 /// every interval shows none; where `/proc/stat` cannot be read, none is known
-/// ([`Samples::during`] answers `None`).
+/// ([`Samples::during`](steal::Samples::during) answers `None`).
 pub mod steal {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
