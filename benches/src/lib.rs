@@ -143,6 +143,13 @@ pub mod ideal {
     }
 }
 
+/// One clock tick of the kernel's `/proc` counters (CPU time in `/proc/<pid>/stat`, steal
+/// time in `/proc/stat`).
+#[must_use]
+pub fn clock_tick() -> std::time::Duration {
+    std::time::Duration::from_secs_f64(1.0 / rustix::param::clock_ticks_per_second().max(1) as f64)
+}
+
 /// Steal time: how long the host kept this virtual machine's CPUs from running (the `steal`
 /// column of `/proc/stat`, one count per CPU), sampled about every 2 ms on a thread of its
 /// own, so that a long batch can be checked for the host's part in it. Where the kernel
@@ -247,7 +254,7 @@ pub mod steal {
             let samples = std::mem::take(
                 &mut *self.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
             );
-            Samples { samples, tick: tick() }
+            Samples { samples, tick: super::clock_tick() }
         }
     }
 
@@ -257,11 +264,6 @@ pub mod steal {
         fn drop(&mut self) {
             self.stop.store(true, Ordering::Release);
         }
-    }
-
-    /// One clock tick of `/proc/stat`.
-    fn tick() -> Duration {
-        Duration::from_secs_f64(1.0 / rustix::param::clock_ticks_per_second().max(1) as f64)
     }
 
     /// The steal time a [`Sampler`] saw, in order of time.

@@ -400,7 +400,6 @@ impl Server {
     }
 }
 
-/// User plus system CPU time in a `/proc/.../stat` file.
 /// CPU time (user and system) so far of the process or thread whose `stat` file is `path`.
 pub(crate) fn stat_cpu(path: &str) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
@@ -408,7 +407,7 @@ pub(crate) fn stat_cpu(path: &str) -> Duration {
         stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks: u64 =
         fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    ingestor_benches::clock_tick() * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
 /// The cores each thread group kept busy between two readings, busiest first, for people.
