@@ -7,6 +7,8 @@
 //! [scrapes-first]` (`INGESTOR_SERIES=100000` for a smaller store). With `scrapes-first`,
 //! the same writer first runs beside `/metrics` renderings of the whole store for SECONDS
 //! (from a frozen view, then under the read lock), as the bench does before its snapshots.
+//! `INGESTOR_BENCH_SEGMENT_FILL=allocate` gives the log `SegmentFill::Allocate` (each new
+//! segment's space reserved by the appending thread at rotation) instead of the default.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -19,7 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::var("INGESTOR_SERIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let seconds: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
     let tmp = tempfile::tempdir()?;
-    let config = Config::default()
+    let mut config = Config::default();
+    // For an A/B of the rotations' space: the segments' `fallocate` on the appending thread.
+    if std::env::var("INGESTOR_BENCH_SEGMENT_FILL").as_deref() == Ok("allocate") {
+        config = config.segment_fill(ingestor::SegmentFill::Allocate);
+    }
+    let config = config
         .sync_policy(SyncPolicy::Os)
         .snapshot_interval(None)
         .snapshot_bytes(1 << 40)
@@ -57,8 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("snapshots: longest batch {longest:.2} ms of {batches}, {snapshots} snapshots");
     let wal = db.stats().wal;
     println!(
-        "log: {} rotations, {} into a zero-filled spare, {} syncs, longest {:.1} ms",
+        "log: {} rotations (longest {:.1} ms), {} into a spare, {} syncs, longest {:.1} ms",
         wal.rotations,
+        wal.rotation_time_max.as_secs_f64() * 1e3,
         wal.spare_segments,
         wal.syncs,
         wal.sync_time_max.as_secs_f64() * 1e3

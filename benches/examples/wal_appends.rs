@@ -50,8 +50,13 @@ fn main() {
     let flushed = started.elapsed();
     let stats = wal.stats();
     eprintln!(
-        "rotations {}, syncs {} taking {:?} in all, the longest {:?}",
-        stats.rotations, stats.syncs, stats.sync_time_total, stats.sync_time_max
+        "rotations {} (longest {:?}, {} into a spare), syncs {} taking {:?} in all, the longest {:?}",
+        stats.rotations,
+        stats.rotation_time_max,
+        stats.spare_segments,
+        stats.syncs,
+        stats.sync_time_total,
+        stats.sync_time_max
     );
     wal.close().unwrap();
     println!(

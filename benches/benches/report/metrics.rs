@@ -524,9 +524,10 @@ fn scrape_during_ingest(report: &mut Report, keys: &[ingestor::SeriesKey], budge
     );
     let log = format!(
         "meanwhile {} log rotations, each segment synced by its close on the log's background \
-         thread; the log's longest sync since open {:.0} ms",
+         thread; the log's longest sync since open {:.0} ms, longest rotation {:.1} ms",
         wal.rotations - rotations_before,
-        wal.sync_time_max.as_secs_f64() * 1e3
+        wal.sync_time_max.as_secs_f64() * 1e3,
+        wal.rotation_time_max.as_secs_f64() * 1e3
     );
     stall_figures(report, &section, "snapshots", &run, Some(log));
     drop(db);

@@ -59,7 +59,8 @@
 //! window plus up to two sync durations (one sync may be running when it arrives); under
 //! [`SyncPolicy::Os`] one background thread gives the write-back hints
 //! ([`WalOptions::writeback_ahead`], for segments larger than 8 MiB); under
-//! [`SegmentFill::Zeros`] one more prepares the zero-filled spare segment. `Wal::close` and
+//! [`SegmentFill::Zeros`] and [`SegmentFill::AllocateAhead`] one more prepares the spare
+//! segment. `Wal::close` and
 //! dropping the log stop and join them.
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").

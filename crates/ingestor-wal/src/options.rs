@@ -88,10 +88,10 @@ pub enum RecoveryMode {
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SegmentFill {
     /// [`SegmentFill::Zeros`] under the policies that sync often ([`SyncPolicy::Always`],
-    /// [`SyncPolicy::Batch`]), [`SegmentFill::Allocate`] under those that sync at rotation
-    /// and on demand ([`SyncPolicy::Os`], [`SyncPolicy::Buffered`]): there a spare only
-    /// writes every segment twice, and small writes into a zero-filled file whose pages left
-    /// the cache read them back first. Default.
+    /// [`SyncPolicy::Batch`]), [`SegmentFill::AllocateAhead`] under those that sync at
+    /// rotation and on demand ([`SyncPolicy::Os`], [`SyncPolicy::Buffered`]): there a
+    /// zero-filled spare only writes every segment twice, and small writes into a zero-filled
+    /// file whose pages left the cache read them back first. Default.
     #[default]
     Auto,
     /// Zero-filled segments: once the active segment has taken 1 MiB of records (or half its
@@ -104,8 +104,17 @@ pub enum SegmentFill {
     /// is wanted, under the write lock: deterministic, for simulated disks (the crash test);
     /// it stalls that append for as long as writing a segment of zeros takes.
     ZerosInline,
-    /// Space reserved with `fallocate` only, at rotation.
+    /// Space reserved with `fallocate` only, at rotation, by the appending thread.
     Allocate,
+    /// Space reserved with `fallocate` ahead of need: at the first append into a segment, a
+    /// background thread creates a spare file, reserves a segment's length in it with
+    /// `fallocate` and syncs it; the next rotation renames it to the new segment, as it does
+    /// a zero-filled spare, instead of creating and allocating a file on the appending
+    /// thread (an `fallocate` can wait on the file system: 171 ms on ext4 while compaction
+    /// deleted segments, docs/benchmarks.md). Syncs into it still convert unwritten extents,
+    /// as under [`SegmentFill::Allocate`]. Until a spare is ready, rotation falls back to
+    /// `fallocate`.
+    AllocateAhead,
 }
 
 impl SegmentFill {
@@ -115,9 +124,19 @@ impl SegmentFill {
     pub fn resolve(self, policy: SyncPolicy) -> SegmentFill {
         match (self, policy) {
             (SegmentFill::Auto, SyncPolicy::Always | SyncPolicy::Batch(_)) => SegmentFill::Zeros,
-            (SegmentFill::Auto, _) => SegmentFill::Allocate,
+            (SegmentFill::Auto, _) => SegmentFill::AllocateAhead,
             (fill, _) => fill,
         }
+    }
+
+    /// Whether this fill prepares spares full of zeros (on a background thread or inline).
+    pub(crate) fn zero_fills(self) -> bool {
+        matches!(self, SegmentFill::Zeros | SegmentFill::ZerosInline)
+    }
+
+    /// Whether a background thread prepares this fill's spares.
+    pub(crate) fn prepared_ahead(self) -> bool {
+        matches!(self, SegmentFill::Zeros | SegmentFill::AllocateAhead)
     }
 }
 

@@ -366,8 +366,8 @@ pub(crate) fn create_segment(
     }
 }
 
-/// Whether a file of a log directory is a spare segment: zeros, synced, waiting to become
-/// the next segment (`spare.tmp`, or `spare-<pid>-<n>.tmp` for one a background thread
+/// Whether a file of a log directory is a spare segment: zeros (or space from `fallocate`),
+/// synced, waiting to become the next segment (`spare.tmp`, or `spare-<pid>-<n>.tmp` for one a background thread
 /// writes). A spare is never part of the log; one left by a crash is removed at open.
 pub(crate) fn is_spare(name: &str) -> bool {
     name == "spare.tmp" || (name.starts_with("spare-") && name.ends_with(".tmp"))
@@ -386,13 +386,15 @@ pub(crate) fn spare_name(background: bool) -> String {
     }
 }
 
-/// Writes a spare segment: `len` bytes of zeros in `dir/name`, synced. The name needs no
-/// directory sync: [`activate_spare`] renames it and syncs the directory then.
+/// Writes a spare segment: `len` bytes of zeros in `dir/name` (with `zeros`; else `len`
+/// bytes reserved with `fallocate`), synced. The name needs no directory sync:
+/// [`activate_spare`] renames it and syncs the directory then.
 pub(crate) fn prepare_spare(
     fs: &dyn Fs,
     dir: &Path,
     name: &str,
     len: u64,
+    zeros: bool,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<Arc<dyn FsFile>> {
     let path = dir.join(name);
@@ -401,19 +403,12 @@ pub(crate) fn prepare_spare(
     }
     let file: Arc<dyn FsFile> =
         Arc::from(fs.create(&path).map_err(|e| WalError::io("create", &path, e))?);
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    let mut written = Ok(());
-    while at < len && written.is_ok() {
-        if stop.load(std::sync::atomic::Ordering::Acquire) {
-            written = Err(WalError::Closed);
-            break;
-        }
-        let n = (len - at).min(zeros.len() as u64) as usize;
-        written = file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", &path, e));
-        at += n as u64;
-    }
-    match written.and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e))) {
+    let filled = if zeros {
+        write_zeros(&*file, &path, len, stop)
+    } else {
+        file.allocate(len).map_err(|e| WalError::io("allocate", &path, e))
+    };
+    match filled.and_then(|()| file.sync_all().map_err(|e| WalError::io("sync", &path, e))) {
         Ok(()) => Ok(file),
         Err(e) => {
             // A spare that could not be written whole (no space) gives its space back.
@@ -423,8 +418,29 @@ pub(crate) fn prepare_spare(
     }
 }
 
+/// Writes `len` bytes of zeros into `file` in 1 MiB pieces; `stop` ends it between pieces
+/// (with [`WalError::Closed`]).
+fn write_zeros(
+    file: &dyn FsFile,
+    path: &Path,
+    len: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(WalError::Closed);
+        }
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_at(&zeros[..n], at).map_err(|e| WalError::io("write zeros", path, e))?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Makes the spare the segment `id`: its header written and synced (data only: the bytes
-/// were written before), then renamed to the segment's name and the directory synced (with
+/// and the length were synced before), then renamed to the segment's name and the directory synced (with
 /// `follows_unsynced`, as for [`create_segment`]: the flag in the header, neither sync
 /// here). On failure the file is removed again (`undone` says whether that worked).
 pub(crate) fn activate_spare(

@@ -31,6 +31,11 @@ pub struct WalStats {
     pub sync_time_max: Duration,
     /// Segments started after the first.
     pub rotations: u64,
+    /// The longest rotation: the time the thread that rotated spent ending the segment and
+    /// starting the next (the ended segment's sync included where the rotation makes it;
+    /// under `Os` and `Buffered` an append's rotation leaves that sync for later).
+    #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
+    pub rotation_time_max: Duration,
     /// Torn tails cut at open.
     pub truncations: u64,
     /// Corruption found at open.
@@ -39,7 +44,8 @@ pub struct WalStats {
     pub failed_writes: u64,
     /// Segments deleted below a watermark.
     pub segments_deleted: u64,
-    /// Segments that began as a zero-filled spare (see `SegmentFill`).
+    /// Segments that began as a spare prepared ahead: zero-filled, or under
+    /// `SegmentFill::AllocateAhead` fallocate'd (see `SegmentFill`).
     pub spare_segments: u64,
     /// Spares that could not be written (no space, an I/O error) or were not tried for want
     /// of room: rotation used `fallocate` then.
@@ -63,6 +69,7 @@ pub(crate) struct Counters {
     pub(crate) sync_nanos_total: AtomicU64,
     pub(crate) sync_nanos_max: AtomicU64,
     pub(crate) rotations: AtomicU64,
+    pub(crate) rotation_nanos_max: AtomicU64,
     pub(crate) truncations: AtomicU64,
     pub(crate) corruptions: AtomicU64,
     pub(crate) failed_writes: AtomicU64,
@@ -90,6 +97,11 @@ impl Counters {
         self.sync_nanos_max.fetch_max(nanos, Relaxed);
     }
 
+    pub(crate) fn rotation_took(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.rotation_nanos_max.fetch_max(nanos, Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> WalStats {
         WalStats {
             appends: self.appends.load(Relaxed),
@@ -99,6 +111,7 @@ impl Counters {
             sync_time_total: Duration::from_nanos(self.sync_nanos_total.load(Relaxed)),
             sync_time_max: Duration::from_nanos(self.sync_nanos_max.load(Relaxed)),
             rotations: self.rotations.load(Relaxed),
+            rotation_time_max: Duration::from_nanos(self.rotation_nanos_max.load(Relaxed)),
             truncations: self.truncations.load(Relaxed),
             corruptions: self.corruptions.load(Relaxed),
             failed_writes: self.failed_writes.load(Relaxed),

@@ -10,7 +10,7 @@ use ingestor_fs::{Fs, FsFile, OpenMode};
 
 use crate::error::{Result, WalError};
 use crate::inspect::FrameInfo;
-use crate::options::{SegmentFill, SyncPolicy, WalOptions};
+use crate::options::{SyncPolicy, WalOptions};
 use crate::reader::WalReader;
 use crate::recovery::{BeforeRepair, OnRecord, recover};
 use crate::report::RecoveryReport;
@@ -248,6 +248,7 @@ impl Wal {
             hand_off_at: 0,
             hinted: 0,
             zeroed: false,
+            spare_asked: false,
             tail_cut_pending: false,
             close_after_write: false,
             #[cfg(ingestor_deliberate_bugs)]
@@ -312,7 +313,7 @@ impl Wal {
             wake: OnceLock::new(),
             closing: Mutex::new(None),
             spare: Mutex::new(crate::writer::Spare {
-                name: crate::segment::spare_name(options.segment_fill == SegmentFill::Zeros),
+                name: crate::segment::spare_name(options.segment_fill.prepared_ahead()),
                 ..crate::writer::Spare::default()
             }),
             spare_wanted: Condvar::new(),
@@ -324,17 +325,16 @@ impl Wal {
         Counters::add(&shared.counters.corruptions, report.corruptions.len() as u64);
         shared.listener.on_recovery(&report);
         // The spare's thread first: the syncer, once started, only ends through `shutdown`.
-        let preparer = match options.segment_fill {
-            SegmentFill::Zeros => {
-                let s = Arc::clone(&shared);
-                Some(
-                    std::thread::Builder::new()
-                        .name("ingestor-wal-spare".into())
-                        .spawn(move || s.prepare_spares())
-                        .map_err(|e| WalError::io("spawn spare thread", "ingestor-wal-spare", e))?,
-                )
-            }
-            _ => None,
+        let preparer = if options.segment_fill.prepared_ahead() {
+            let s = Arc::clone(&shared);
+            Some(
+                std::thread::Builder::new()
+                    .name("ingestor-wal-spare".into())
+                    .spawn(move || s.prepare_spares())
+                    .map_err(|e| WalError::io("spawn spare thread", "ingestor-wal-spare", e))?,
+            )
+        } else {
+            None
         };
         // A thread that fails to start drops the log made so far, which stops the spare's
         // thread and lets the directory lock go.

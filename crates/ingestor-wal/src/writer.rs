@@ -103,6 +103,9 @@ pub(crate) struct Writer {
     /// Under [`SyncPolicy::Os`] and [`SyncPolicy::Buffered`]: how far into the active
     /// segment write-back was asked for (see [`Shared::hint_writeback`]).
     pub(crate) hinted: u64,
+    /// Whether a spare was asked for since the active segment began ([`Shared::want_spare`]
+    /// asks once per segment).
+    pub(crate) spare_asked: bool,
     /// Whether the active segment was a zero-filled spare (else its space came from
     /// `fallocate`, or a recovered segment's own).
     pub(crate) zeroed: bool,
@@ -178,7 +181,7 @@ pub(crate) struct Shared {
     /// [`Shared::finish_close`]. Held throughout a close, so that a caller that needs the
     /// close done waits for one under way.
     pub(crate) closing: Mutex<Option<Closing>>,
-    /// The zero-filled spare segment (see [`SegmentFill`]).
+    /// The spare segment prepared ahead (see [`SegmentFill`]).
     pub(crate) spare: Mutex<Spare>,
     /// Wakes the spare's preparer thread.
     pub(crate) spare_wanted: Condvar,
@@ -201,7 +204,7 @@ pub(crate) struct Closing {
     pub(crate) next: SegmentId,
 }
 
-/// The spare segment: prepared (zeros, synced) and waiting, or wanted.
+/// The spare segment: prepared (zeros or fallocate'd space, synced) and waiting, or wanted.
 #[derive(Default)]
 pub(crate) struct Spare {
     /// This log's spare file name (see `segment::spare_name`).
@@ -320,6 +323,7 @@ impl Shared {
     /// append ([`Shared::finish_close`]), and the new segment's header says so until then;
     /// otherwise it is synced here.
     pub(crate) fn rotate(&self, w: &mut Writer, later: bool) -> Result<()> {
+        let started = std::time::Instant::now();
         let segment = w.segment;
         w.flush_deferred().map_err(|e| WalError::io("write", self.path(segment), e))?;
         self.flush_pending(w)?;
@@ -353,7 +357,7 @@ impl Shared {
             s.failed = false;
             (s.name.clone(), s.ready.take())
         };
-        let (file, zeroed) = match spare {
+        let (file, from_spare) = match spare {
             Some(spare) => (
                 activate_spare(&*self.fs, &self.dir, &name, spare, id, later)
                     .map_err(|f| if f.undone { f.error } else { self.poison(f.error) })?,
@@ -363,14 +367,17 @@ impl Shared {
         };
         let ended = std::mem::replace(&mut w.file, file);
         w.segment = id;
-        w.zeroed = zeroed;
+        // A spare of `AllocateAhead` has its space from fallocate, as a created segment.
+        w.zeroed = from_spare && self.options.segment_fill.zero_fills();
+        w.spare_asked = false;
         // The recovered segment's tail (if not cut yet) is behind: it ended above.
         w.tail_cut_pending = false;
-        Counters::add(&self.counters.spare_segments, u64::from(zeroed));
+        Counters::add(&self.counters.spare_segments, u64::from(from_spare));
         w.offset = SEGMENT_HEADER_LEN as u64;
         w.hinted = 0;
         lock(&self.segments).push(id);
         Counters::add(&self.counters.rotations, 1);
+        self.counters.rotation_took(started.elapsed());
         if later {
             *closing = Some(Closing {
                 file: ended,
@@ -637,10 +644,10 @@ impl Shared {
         if w.offset + len as u64 > self.options.segment_bytes_max {
             return Some(Move::Rotate);
         }
-        // (No spare is ever made under `SegmentFill::Allocate`: no lock taken for it.)
+        // (Only zero-filled spares are worth an early move: no lock taken for the others.)
         let early = !w.zeroed
-            && self.options.segment_fill != SegmentFill::Allocate
-            && w.offset >= self.spare_trigger(false)
+            && self.options.segment_fill.zero_fills()
+            && w.offset >= self.spare_trigger(w)
             && lock(&self.spare).ready.is_some();
         early.then_some(Move::Early)
     }
@@ -840,16 +847,18 @@ impl Shared {
         }
     }
 
-    /// Asks for a zero-filled spare segment once the active one has taken enough records to
-    /// suggest the log grows: 1 MiB (or half a segment, if smaller) into a segment whose
-    /// space came from fallocate, half a segment into a zero-filled one.
+    /// Asks for a spare segment once the active one has taken enough records to suggest the
+    /// log grows (see [`Shared::spare_trigger`]); once per segment, so that appends past the
+    /// trigger take no lock for it.
     #[inline]
-    fn want_spare(&self, w: &Writer) {
-        if self.options.segment_fill == SegmentFill::Allocate
-            || w.offset < self.spare_trigger(w.zeroed)
+    fn want_spare(&self, w: &mut Writer) {
+        if w.spare_asked
+            || self.options.segment_fill == SegmentFill::Allocate
+            || w.offset < self.spare_trigger(w)
         {
             return;
         }
+        w.spare_asked = true;
         self.ask_for_spare();
     }
 
@@ -876,7 +885,7 @@ impl Shared {
             // and none is asked for before the next rotation, which falls back to fallocate.
             let len = self.options.segment_bytes_max;
             let stop = Arc::clone(&spare.stop);
-            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len, &stop).ok();
+            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len, true, &stop).ok();
             spare.failed = spare.ready.is_none();
             Counters::add(&self.counters.spare_failures, u64::from(spare.failed));
         } else {
@@ -894,15 +903,24 @@ impl Shared {
         }
     }
 
-    /// How far into the active segment a spare is asked for: half a zero-filled segment, 1
-    /// MiB (or half, if smaller) of one whose space came from fallocate.
-    fn spare_trigger(&self, zeroed: bool) -> u64 {
+    /// How far into the active segment a spare is asked for. Under
+    /// [`SegmentFill::AllocateAhead`] at once, on the segment's first append: reserving
+    /// space costs no writes, and the whole segment's time is left for it (asked for at half
+    /// a segment, it was not ready at one rotation in ten while snapshots were written
+    /// beside, and that rotation's own `fallocate` then took up to 740 ms). For zero-filled
+    /// spares, half the segment, except 1 MiB (or half, if smaller) into a segment whose
+    /// space came from fallocate (which moves onto the spare as soon as it is ready).
+    fn spare_trigger(&self, w: &Writer) -> u64 {
         let half = self.options.segment_bytes_max / 2;
-        if zeroed { half } else { half.min(1 << 20) }
+        match self.options.segment_fill {
+            SegmentFill::AllocateAhead => 0,
+            _ if w.zeroed => half,
+            _ => half.min(1 << 20),
+        }
     }
 
-    /// The preparer thread of [`SegmentFill::Zeros`]: writes a spare whenever one is wanted,
-    /// until the log closes.
+    /// The preparer thread of [`SegmentFill::Zeros`] and [`SegmentFill::AllocateAhead`]:
+    /// prepares a spare whenever one is wanted, until the log closes.
     pub(crate) fn prepare_spares(&self) {
         loop {
             let (name, stop) = {
@@ -919,7 +937,8 @@ impl Shared {
                 (spare.name.clone(), Arc::clone(&spare.stop))
             };
             let len = self.options.segment_bytes_max;
-            let made = prepare_spare(&*self.fs, &self.dir, &name, len, &stop);
+            let zeros = self.options.segment_fill.zero_fills();
+            let made = prepare_spare(&*self.fs, &self.dir, &name, len, zeros, &stop);
             let mut spare = lock(&self.spare);
             spare.wanted = false;
             if spare.stop.load(Ordering::Acquire) {

@@ -326,13 +326,17 @@ fn the_default_fill_zero_fills_only_under_policies_that_sync_often() {
     assert_eq!(auto, SegmentFill::Auto);
     assert_eq!(auto.resolve(SyncPolicy::Always), SegmentFill::Zeros);
     assert_eq!(auto.resolve(SyncPolicy::default()), SegmentFill::Zeros);
-    assert_eq!(auto.resolve(SyncPolicy::Os), SegmentFill::Allocate);
-    assert_eq!(auto.resolve(SyncPolicy::BUFFERED), SegmentFill::Allocate);
+    assert_eq!(auto.resolve(SyncPolicy::Os), SegmentFill::AllocateAhead);
+    assert_eq!(auto.resolve(SyncPolicy::BUFFERED), SegmentFill::AllocateAhead);
     assert_eq!(SegmentFill::Zeros.resolve(SyncPolicy::Os), SegmentFill::Zeros);
-    // On a real directory under Os, no spare is ever written.
+    assert_eq!(SegmentFill::Allocate.resolve(SyncPolicy::Always), SegmentFill::Allocate);
+    // On a real directory under `Allocate`, no spare is ever prepared.
     let dir = tempfile::tempdir().unwrap();
     let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());
-    let options = WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(64 << 10);
+    let options = WalOptions::default()
+        .sync_policy(SyncPolicy::Os)
+        .segment_fill(SegmentFill::Allocate)
+        .segment_bytes_max(64 << 10);
     let (wal, _) = Wal::open(fs, dir.path(), options).unwrap();
     for n in 1..=1000 {
         wal.append(1, &payload(n, 300)).unwrap();
@@ -341,4 +345,49 @@ fn the_default_fill_zero_fills_only_under_policies_that_sync_often() {
     assert!(stats.rotations >= 3, "{stats:?}");
     assert_eq!((stats.spare_segments, stats.spare_failures), (0, 0));
     wal.close().unwrap();
+}
+
+#[test]
+fn a_spare_allocated_ahead_becomes_the_next_segment_without_cutting_the_one_before() {
+    // `AllocateAhead` (the default under `Os`): past half a segment a thread prepares a
+    // fallocate'd spare and the next rotation renames it; unlike a zero-filled spare it is no
+    // reason to leave a segment early, so every segment but the last keeps its whole length.
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());
+    let segment = 64u64 << 10;
+    let options = WalOptions::default().sync_policy(SyncPolicy::Os).segment_bytes_max(segment);
+    let (wal, _) = Wal::open(Arc::clone(&fs), dir.path(), options.clone()).unwrap();
+    let mut n = 0u64;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while wal.stats().spare_segments < 3 {
+        n += 1;
+        wal.append(1, &payload(n, 300)).unwrap();
+        if n.is_multiple_of(20) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(std::time::Instant::now() < until, "no spare used: {:?}", wal.stats());
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.spare_failures, 0, "{stats:?}");
+    let segments = wal.segments();
+    wal.close().unwrap();
+    for id in &segments[..segments.len() - 1] {
+        let len = std::fs::metadata(dir.path().join(id.file_name())).unwrap().len();
+        assert_eq!(len, segment, "{id} was cut before it was full");
+    }
+    let leftover: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spare"))
+        .collect();
+    assert!(leftover.is_empty(), "close left {leftover:?}");
+    let mut seen = 0u64;
+    let (_wal, report) = Wal::open_and_replay(fs, dir.path(), options, Lsn::ZERO, |lsn, _, p| {
+        assert_eq!(p, payload(lsn.0, 300));
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
+    assert_eq!(seen, n);
 }

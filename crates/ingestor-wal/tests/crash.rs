@@ -548,6 +548,56 @@ fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
 }
 
 #[test]
+fn no_space_for_a_spare_allocated_ahead_costs_nothing_but_the_spare() {
+    // `AllocateAhead` (the default under `Os`): the preparer thread's `fallocate` of the
+    // spare meets ENOSPC. The file is removed at once, no append fails, the rotation falls
+    // back to a segment of its own, and the spare asked for in the next segment is used.
+    let sim = SimFs::new(15);
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    let options = options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::AllocateAhead);
+    sim.inject(Fault::new(OpKind::Allocate, FaultKind::Enospc).on_path("spare"));
+    let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options.clone()).unwrap();
+    let spares = || {
+        fs.read_dir(Path::new(DIR))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.name.starts_with("spare"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 1u64;
+    wal.append(1, &payload(n, 200)).unwrap();
+    while wal.stats().spare_failures == 0 {
+        assert!(std::time::Instant::now() < deadline, "the spare was never asked for");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(spares(), 0, "a spare that could not be allocated is removed");
+    // Appends slow enough for the preparer to keep up once it can.
+    while wal.stats().spare_segments < 2 {
+        n += 1;
+        wal.append(1, &payload(n, 200)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(std::time::Instant::now() < deadline, "no spare was used: {:?}", wal.stats());
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.spare_failures, 1, "{stats:?}");
+    assert!(stats.rotations > stats.spare_segments, "the first rotation fell back: {stats:?}");
+    let written = wal.written_lsn();
+    wal.close().unwrap();
+    assert_eq!(spares(), 0, "close leaves no spare");
+    let mut seen = 0u64;
+    let (_wal, report) =
+        Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 200));
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
+    assert_eq!(Lsn(seen), written);
+}
+
+#[test]
 fn a_failed_sync_of_a_spare_being_activated_poisons_the_log() {
     let sim = SimFs::new(14);
     let fs: Arc<dyn Fs> = Arc::new(sim.clone());

@@ -76,9 +76,10 @@ pub struct Config {
     /// Compression tried on each logged batch. Default: none.
     pub wal_compression: Compression,
     /// How new log segments get their space: zero-filled spares written ahead by a
-    /// background thread (so that syncs into them are data-only), or `fallocate`. Default:
-    /// [`SegmentFill::Auto`] (zero-filled under `Always` and `Batch`, `fallocate` under `Os`
-    /// and `Buffered`).
+    /// background thread (so that syncs into them are data-only), or `fallocate` (ahead of
+    /// need by a background thread, or at rotation). Default: [`SegmentFill::Auto`]
+    /// (zero-filled under `Always` and `Batch`, `fallocate` ahead under `Os` and
+    /// `Buffered`).
     pub segment_fill: SegmentFill,
     /// Under [`SyncPolicy::Buffered`], the bytes of logged batches gathered before they are
     /// written. Between 1 KiB and 64 MiB. Default: 1 MiB.
