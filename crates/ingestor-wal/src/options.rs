@@ -115,6 +115,10 @@ pub enum SegmentFill {
     /// as under [`SegmentFill::Allocate`]. Until a spare is ready, rotation falls back to
     /// `fallocate`.
     AllocateAhead,
+    /// As [`SegmentFill::AllocateAhead`], but the spare is prepared by the appending thread
+    /// when it is wanted (at the first append into a segment), under the write lock:
+    /// deterministic, for simulated disks (the crash test).
+    AllocateAheadInline,
 }
 
 impl SegmentFill {
@@ -137,6 +141,16 @@ impl SegmentFill {
     /// Whether a background thread prepares this fill's spares.
     pub(crate) fn prepared_ahead(self) -> bool {
         matches!(self, SegmentFill::Zeros | SegmentFill::AllocateAhead)
+    }
+
+    /// Whether the appending thread prepares this fill's spares itself.
+    pub(crate) fn prepared_inline(self) -> bool {
+        matches!(self, SegmentFill::ZerosInline | SegmentFill::AllocateAheadInline)
+    }
+
+    /// Whether this fill's spares are reserved with `fallocate`.
+    pub(crate) fn allocates_ahead(self) -> bool {
+        matches!(self, SegmentFill::AllocateAhead | SegmentFill::AllocateAheadInline)
     }
 }
 

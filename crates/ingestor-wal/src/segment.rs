@@ -439,8 +439,9 @@ fn write_zeros(
     Ok(())
 }
 
-/// Makes the spare the segment `id`: its header written and synced (data only: the bytes
-/// and the length were synced before), then renamed to the segment's name and the directory synced (with
+/// Makes the spare the segment `id`: its header written and synced (`fdatasync`: the bytes
+/// or the reserved space, and the length, were synced before; into a fallocate'd spare it
+/// also commits the header block's extent conversion), then renamed to the segment's name and the directory synced (with
 /// `follows_unsynced`, as for [`create_segment`]: the flag in the header, neither sync
 /// here). On failure the file is removed again (`undone` says whether that worked).
 pub(crate) fn activate_spare(

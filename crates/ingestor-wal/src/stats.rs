@@ -31,9 +31,11 @@ pub struct WalStats {
     pub sync_time_max: Duration,
     /// Segments started after the first.
     pub rotations: u64,
-    /// The longest rotation: the time the thread that rotated spent ending the segment and
-    /// starting the next (the ended segment's sync included where the rotation makes it;
-    /// under `Os` and `Buffered` an append's rotation leaves that sync for later).
+    /// The longest rotation that succeeded: the time the thread that rotated spent ending
+    /// the segment and starting the next. It includes writing a `Buffered` log's buffer,
+    /// waiting for the close of the rotation before if that is still running, and the
+    /// ended segment's sync where the rotation makes it (under `Os` and `Buffered` an
+    /// append's rotation leaves that sync for later).
     #[cfg_attr(feature = "serde", serde(with = "ingestor_codec::duration::serde"))]
     pub rotation_time_max: Duration,
     /// Torn tails cut at open.

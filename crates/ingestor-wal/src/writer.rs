@@ -357,6 +357,9 @@ impl Shared {
             s.failed = false;
             (s.name.clone(), s.ready.take())
         };
+        // A spare may be asked for again: for the new segment, or (if this rotation fails
+        // with the spare used up) for the active one still.
+        w.spare_asked = false;
         let (file, from_spare) = match spare {
             Some(spare) => (
                 activate_spare(&*self.fs, &self.dir, &name, spare, id, later)
@@ -369,7 +372,6 @@ impl Shared {
         w.segment = id;
         // A spare of `AllocateAhead` has its space from fallocate, as a created segment.
         w.zeroed = from_spare && self.options.segment_fill.zero_fills();
-        w.spare_asked = false;
         // The recovered segment's tail (if not cut yet) is behind: it ended above.
         w.tail_cut_pending = false;
         Counters::add(&self.counters.spare_segments, u64::from(from_spare));
@@ -880,12 +882,13 @@ impl Shared {
             Counters::add(&self.counters.spare_failures, 1);
             return;
         }
-        if fill == SegmentFill::ZerosInline {
+        if fill.prepared_inline() {
             // Deterministic: here, under the write lock. A failure (no space) leaves no spare
             // and none is asked for before the next rotation, which falls back to fallocate.
             let len = self.options.segment_bytes_max;
             let stop = Arc::clone(&spare.stop);
-            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len, true, &stop).ok();
+            let zeros = fill.zero_fills();
+            spare.ready = prepare_spare(&*self.fs, &self.dir, &spare.name, len, zeros, &stop).ok();
             spare.failed = spare.ready.is_none();
             Counters::add(&self.counters.spare_failures, u64::from(spare.failed));
         } else {
@@ -913,7 +916,7 @@ impl Shared {
     fn spare_trigger(&self, w: &Writer) -> u64 {
         let half = self.options.segment_bytes_max / 2;
         match self.options.segment_fill {
-            SegmentFill::AllocateAhead => 0,
+            fill if fill.allocates_ahead() => 0,
             _ if w.zeroed => half,
             _ => half.min(1 << 20),
         }

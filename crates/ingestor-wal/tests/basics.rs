@@ -349,8 +349,8 @@ fn the_default_fill_zero_fills_only_under_policies_that_sync_often() {
 
 #[test]
 fn a_spare_allocated_ahead_becomes_the_next_segment_without_cutting_the_one_before() {
-    // `AllocateAhead` (the default under `Os`): past half a segment a thread prepares a
-    // fallocate'd spare and the next rotation renames it; unlike a zero-filled spare it is no
+    // `AllocateAhead` (the default under `Os`): at the first append into a segment a thread
+    // prepares a fallocate'd spare and the next rotation renames it; unlike a zero-filled spare it is no
     // reason to leave a segment early, so every segment but the last keeps its whole length.
     let dir = tempfile::tempdir().unwrap();
     let fs: Arc<dyn ingestor_fs::Fs> = Arc::new(ingestor_fs::StdFs::new());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use common::payload;
 use ingestor_fs::{CrashPolicy, Fault, FaultKind, Fs, OpKind, SimFs};
 use ingestor_wal::{
-    AckLevel, Lsn, RecoveryMode, SyncPolicy, Wal, WalError, WalOptions, crash_points,
+    AckLevel, Lsn, RecoveryMode, SegmentFill, SyncPolicy, Wal, WalError, WalOptions, crash_points,
 };
 
 const DIR: &str = "/db/wal";
@@ -36,6 +36,14 @@ fn options(policy: SyncPolicy) -> WalOptions {
         .segment_bytes_max(4096)
         .segment_fill(ingestor_wal::SegmentFill::ZerosInline)
 }
+
+/// The policies and fills the power-cut runs go through: under `Os`, both kinds of spare
+/// (zero-filled, and `fallocate`d ahead as `Os` does by default), each prepared inline.
+const SETUPS: [(SyncPolicy, SegmentFill); 3] = [
+    (SyncPolicy::Always, SegmentFill::ZerosInline),
+    (SyncPolicy::Os, SegmentFill::ZerosInline),
+    (SyncPolicy::Os, SegmentFill::AllocateAheadInline),
+];
 
 /// Small deterministic generator for the workload.
 struct Rng(u64);
@@ -187,7 +195,7 @@ fn run_cycles(
     seed: u64,
     arm: impl Fn(&SimFs, &mut Rng),
     policies: &[CrashPolicy],
-    sync_policy: SyncPolicy,
+    (sync_policy, fill): (SyncPolicy, SegmentFill),
 ) -> Seen {
     let mut out = Seen::default();
     for (p, &crash_policy) in policies.iter().enumerate() {
@@ -196,7 +204,8 @@ fn run_cycles(
         let mut rng = Rng(seed.wrapping_mul(31).wrapping_add(p as u64));
         let mut model = Model::default();
         for cycle in 0..6 {
-            let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options(sync_policy))
+            let options = options(sync_policy).segment_fill(fill);
+            let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options)
                 .unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: open: {e}"));
             arm(&sim, &mut rng);
             let cut = workload(&wal, &mut model, &mut rng, 60, sync_policy);
@@ -206,8 +215,9 @@ fn run_cycles(
             out.cycles += 1;
             out.cut_where_armed += u64::from(cut);
             sim.crash(crash_policy);
-            let context =
-                format!("seed {seed} policy {crash_policy:?} cycle {cycle} sync {sync_policy:?}");
+            let context = format!(
+                "seed {seed} policy {crash_policy:?} cycle {cycle} sync {sync_policy:?} {fill:?}"
+            );
             let (seen, torn) = check_recovery(&sim, &model, &context);
             out.torn_tails += torn;
             // Later cycles continue from what survived: forget the rest.
@@ -230,11 +240,11 @@ fn power_cut_at_every_named_crash_point_under_every_policy() {
     let mut reached = BTreeSet::new();
     for (i, point) in crash_points::ALL.iter().enumerate() {
         let (mut cycles, mut cut) = (0, 0);
-        for sync_policy in [SyncPolicy::Always, SyncPolicy::Os] {
+        for setup in SETUPS {
             for seed in 0..3u64 {
                 let seed = seed * 100 + i as u64;
                 let arm = |sim: &SimFs, rng: &mut Rng| sim.arm_crash_point(point, 1 + rng.below(3));
-                let seen = run_cycles(seed, arm, &CrashPolicy::ALL, sync_policy);
+                let seen = run_cycles(seed, arm, &CrashPolicy::ALL, setup);
                 reached.extend(seen.reached);
                 cycles += seen.cycles;
                 cut += seen.cut_where_armed;
@@ -263,9 +273,9 @@ fn power_cut_at_every_named_crash_point_under_every_policy() {
 fn power_cut_at_random_operations_under_every_policy() {
     let (mut cycles, mut cut, mut torn) = (0, 0, 0);
     for seed in 0..40u64 {
-        for sync_policy in [SyncPolicy::Always, SyncPolicy::Os] {
+        for setup in SETUPS {
             let arm = |sim: &SimFs, rng: &mut Rng| sim.arm_crash_at_op(1 + rng.below(150));
-            let seen = run_cycles(1000 + seed, arm, &CrashPolicy::ALL, sync_policy);
+            let seen = run_cycles(1000 + seed, arm, &CrashPolicy::ALL, setup);
             cycles += seen.cycles;
             cut += seen.cut_where_armed;
             torn += seen.torn_tails;

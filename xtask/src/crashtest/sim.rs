@@ -96,7 +96,9 @@ fn is_power_cut(e: &Error) -> bool {
     }
 }
 
-fn config(policy: Policy, keep: usize) -> Config {
+/// `fill`: how the log's spare segments are prepared, always on the appending thread (a run
+/// follows from its seed).
+fn config(policy: Policy, keep: usize, fill: SegmentFill) -> Config {
     let sync_policy = match policy {
         // A deadline no life reaches: a full buffer (1 KiB, a quarter of a segment) is handed
         // off but left for the ingesting thread to write at its next full buffer, rotation,
@@ -109,9 +111,9 @@ fn config(policy: Policy, keep: usize) -> Config {
         .wal_buffer_bytes(1024)
         .wal_buffer_handoff(false)
         .segment_bytes_max(4096)
-        // Spare segments written by the appending thread: deterministic, and their writes
+        // Spare segments prepared by the appending thread: deterministic, and their writes
         // are among the operations a power cut can land on.
-        .segment_fill(SegmentFill::ZerosInline)
+        .segment_fill(fill)
         .snapshot_bytes(1 << 40)
         .snapshot_interval(None)
         .final_snapshot(FinalSnapshot::Never)
@@ -351,7 +353,14 @@ impl Iteration<'_> {
             let keep = 1 + self.rng.below(3) as usize;
             // Any open since a tail bit flip may be the one that reported cutting it.
             let mut truncation_reported = false;
-            let cfg = config(self.policy, keep);
+            // Zero-filled spares or spares `fallocate`d ahead (what `Os` and `Buffered` get by
+            // default), drawn per open: a log may also be reopened with the other.
+            let fill = if self.rng.chance(50) {
+                SegmentFill::ZerosInline
+            } else {
+                SegmentFill::AllocateAheadInline
+            };
+            let cfg = config(self.policy, keep, fill);
             // A second power cut during recovery.
             if self.rng.chance(10) {
                 self.sim.arm_crash_at_op(1 + self.rng.below(40));
