@@ -507,6 +507,26 @@ fn only_segment(sim: &SimFs) -> String {
     names.pop().unwrap()
 }
 
+/// The spare files in the log directory.
+fn spare_files(fs: &dyn Fs) -> usize {
+    fs.read_dir(Path::new(DIR)).unwrap().into_iter().filter(|e| e.name.starts_with("spare")).count()
+}
+
+/// Reopens the log (after a clean close): every record up to `written` comes back whole,
+/// with nothing cut or reported damaged.
+fn reopens_whole(fs: Arc<dyn Fs>, options: WalOptions, written: Lsn) {
+    let mut seen = 0u64;
+    let (_wal, report) =
+        Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
+            assert_eq!(p, payload(lsn.0, 200));
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
+    assert_eq!(Lsn(seen), written);
+}
+
 #[test]
 fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
     // The spare is written inline (deterministic); its zeros meet ENOSPC: the partial spare
@@ -517,13 +537,7 @@ fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
     let options = options(SyncPolicy::Os);
     let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options.clone()).unwrap();
     sim.inject(Fault::new(OpKind::Write, FaultKind::Enospc).on_path("spare"));
-    let spares = || {
-        fs.read_dir(Path::new(DIR))
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.name.starts_with("spare"))
-            .count()
-    };
+    let spares = || spare_files(&*fs);
     let mut n = 0u64;
     // Up to the failed spare: nothing of it is left.
     while wal.stats().spare_failures == 0 {
@@ -545,16 +559,7 @@ fn no_space_for_a_spare_segment_costs_nothing_but_the_spare() {
     let written = wal.written_lsn();
     wal.close().unwrap();
     assert_eq!(spares(), 0, "close leaves no spare");
-    let mut seen = 0u64;
-    let (_wal, report) =
-        Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
-            assert_eq!(p, payload(lsn.0, 200));
-            seen += 1;
-            Ok(())
-        })
-        .unwrap();
-    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
-    assert_eq!(Lsn(seen), written);
+    reopens_whole(fs, options, written);
 }
 
 #[test]
@@ -567,13 +572,7 @@ fn no_space_for_a_spare_allocated_ahead_costs_nothing_but_the_spare() {
     let options = options(SyncPolicy::Os).segment_fill(ingestor_wal::SegmentFill::AllocateAhead);
     sim.inject(Fault::new(OpKind::Allocate, FaultKind::Enospc).on_path("spare"));
     let (wal, _) = Wal::open(Arc::clone(&fs), Path::new(DIR), options.clone()).unwrap();
-    let spares = || {
-        fs.read_dir(Path::new(DIR))
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.name.starts_with("spare"))
-            .count()
-    };
+    let spares = || spare_files(&*fs);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut n = 1u64;
     wal.append(1, &payload(n, 200)).unwrap();
@@ -595,16 +594,7 @@ fn no_space_for_a_spare_allocated_ahead_costs_nothing_but_the_spare() {
     let written = wal.written_lsn();
     wal.close().unwrap();
     assert_eq!(spares(), 0, "close leaves no spare");
-    let mut seen = 0u64;
-    let (_wal, report) =
-        Wal::open_and_replay(fs, Path::new(DIR), options, Lsn::ZERO, |lsn, _, p| {
-            assert_eq!(p, payload(lsn.0, 200));
-            seen += 1;
-            Ok(())
-        })
-        .unwrap();
-    assert!(report.corruptions.is_empty() && report.truncations.is_empty(), "{report}");
-    assert_eq!(Lsn(seen), written);
+    reopens_whole(fs, options, written);
 }
 
 #[test]
