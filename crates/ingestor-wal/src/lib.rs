@@ -60,8 +60,7 @@
 //! [`SyncPolicy::Os`] one background thread gives the write-back hints
 //! ([`WalOptions::writeback_ahead`], for segments larger than 8 MiB); under
 //! [`SegmentFill::Zeros`] and [`SegmentFill::AllocateAhead`] one more prepares the spare
-//! segment. `Wal::close` and
-//! dropping the log stop and join them.
+//! segment. `Wal::close` and dropping the log stop and join them.
 //!
 //! The byte layout is specified in `docs/format.md` ("Segment files", "Recovery").
 #![forbid(unsafe_code)]

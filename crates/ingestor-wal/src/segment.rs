@@ -367,8 +367,9 @@ pub(crate) fn create_segment(
 }
 
 /// Whether a file of a log directory is a spare segment: zeros (or space from `fallocate`),
-/// synced, waiting to become the next segment (`spare.tmp`, or `spare-<pid>-<n>.tmp` for one a background thread
-/// writes). A spare is never part of the log; one left by a crash is removed at open.
+/// synced, waiting to become the next segment (`spare.tmp`, or `spare-<pid>-<n>.tmp` for
+/// one a background thread prepares). A spare is never part of the log; one left by a
+/// crash is removed at open.
 pub(crate) fn is_spare(name: &str) -> bool {
     name == "spare.tmp" || (name.starts_with("spare-") && name.ends_with(".tmp"))
 }
@@ -441,9 +442,10 @@ fn write_zeros(
 
 /// Makes the spare the segment `id`: its header written and synced (`fdatasync`: the bytes
 /// or the reserved space, and the length, were synced before; into a fallocate'd spare it
-/// also commits the header block's extent conversion), then renamed to the segment's name and the directory synced (with
-/// `follows_unsynced`, as for [`create_segment`]: the flag in the header, neither sync
-/// here). On failure the file is removed again (`undone` says whether that worked).
+/// also commits the header block's extent conversion), then renamed to the segment's name
+/// and the directory synced (with `follows_unsynced`, as for [`create_segment`]: the flag
+/// in the header, neither sync here). On failure the file is removed again (`undone` says
+/// whether that worked).
 pub(crate) fn activate_spare(
     fs: &dyn Fs,
     dir: &Path,
