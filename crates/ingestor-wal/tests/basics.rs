@@ -369,6 +369,9 @@ fn a_spare_allocated_ahead_becomes_the_next_segment_without_cutting_the_one_befo
     }
     let stats = wal.stats();
     assert_eq!(stats.spare_failures, 0, "{stats:?}");
+    // Every rotation is timed; none took longer than the whole test.
+    assert!(stats.rotation_time_max > std::time::Duration::ZERO, "{stats:?}");
+    assert!(stats.rotation_time_max < std::time::Duration::from_secs(20), "{stats:?}");
     let segments = wal.segments();
     wal.close().unwrap();
     for id in &segments[..segments.len() - 1] {
